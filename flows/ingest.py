@@ -1,0 +1,129 @@
+"""Flow ``ingest-file``: one landed file → extract → transform → validate → load, exactly once."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from pydantic import Field
+
+from sluice import registry
+from sluice.errors import SluiceError, UnknownDataset
+from sluice.ledger import LedgerEntry, get_ledger
+from sluice.report import IngestionFailed, IngestReport, markdown
+from sluice.settings import get_settings
+from tasks.ingest import RunContext, extract, load, transform, validate, with_retries
+
+
+def _start(source: str, dataset: str | None, mode: str | None, force: bool) -> RunContext:
+    settings = get_settings()
+    ledger = get_ledger(settings)
+    try:
+        spec = registry.get_dataset(dataset) if dataset else registry.resolve(source)
+        if spec is None:
+            raise UnknownDataset(f"{source}: no registered dataset claims this file; pass --dataset")
+    except UnknownDataset as exc:
+        entry = LedgerEntry(
+            ingestion_id=uuid.uuid4(), state="extract", dataset=dataset or "?", source=source, status="fail"
+        )
+        entry.error = str(exc)
+        ledger.record(entry)
+        raise
+    hard = mode == "hard" if mode else (spec.hard if spec.hard is not None else settings.hard_testing)
+    run_id = flow_run.get_id()
+    return RunContext(
+        ingestion_id=uuid.UUID(run_id) if run_id else uuid.uuid4(),
+        dataset=spec,
+        source=source,
+        hard=hard,
+        force=force,
+        settings=settings,
+        ledger=ledger,
+        flow_run_id=run_id,
+    )
+
+
+@flow(name="ingest-file", log_prints=False, validate_parameters=True)
+def ingest_file(
+    source: Annotated[str, Field(description="The landed file: a local path or s3://bucket/key.")],
+    dataset: Annotated[
+        str | None, Field(description="Registered dataset name; empty = resolved from the file's key.")
+    ] = None,
+    mode: Annotated[
+        Literal["hard", "soft"] | None,
+        Field(
+            description="hard: any bad row halts and nothing loads; soft: good rows load, bad rows quarantine."
+        ),
+    ] = None,
+    force: Annotated[
+        bool, Field(description="Reload a file already loaded, replacing its rows atomically.")
+    ] = False,
+) -> IngestReport:
+    """Take one landed file through extract → transform → validate → load."""
+    logger = get_run_logger()
+    try:
+        ctx = _start(source, dataset, mode, force)
+    except SluiceError as exc:
+        report = IngestReport(
+            run_id=None, dataset=dataset, source=source, status="failed", state="extract", error=str(exc)
+        )
+        logger.warning(str(exc))
+        raise IngestionFailed(report) from None
+
+    report = IngestReport(
+        run_id=str(ctx.ingestion_id),
+        dataset=ctx.dataset.name,
+        source=source,
+        status="running",
+        state="extract",
+        table=ctx.dataset.target or None,
+        flow_run_id=ctx.flow_run_id,
+    )
+    try:
+        fetched = with_retries(extract, ctx.settings)(ctx)
+        if fetched is None:
+            report.status = "skipped"
+            logger.info("%s: already loaded, skipped", source)
+            return report
+        report.state = "transform"
+        transformed = transform(ctx, fetched)
+        report.rows_read = transformed.rows_read
+        report.state = "validate"
+        validated = validate(ctx, transformed)
+        report.rows_quarantined = validated.rows_invalid
+        report.quarantine_uri = validated.quarantine_uri
+        report.failures = validated.failures
+        report.state = "load"
+        outcome = with_retries(load, ctx.settings)(ctx, fetched, validated)
+        report.rows_loaded = outcome.rows_loaded
+        report.status = "skipped" if outcome.skipped else "success"
+    except Exception as exc:
+        report.status = "failed"
+        report.error = str(exc) or type(exc).__name__
+        report.rows_quarantined = ctx.counts.get("rows_quarantined", report.rows_quarantined)
+        report.quarantine_uri = ctx.counts.get("quarantine_uri", report.quarantine_uri)
+        _publish(report)
+        raise IngestionFailed(report) from None
+    finally:
+        ctx.cleanup()
+    _publish(report)
+    logger.info(
+        "%s: %s rows read, %s loaded into %s, %s quarantined",
+        source,
+        report.rows_read,
+        report.rows_loaded,
+        report.table,
+        report.rows_quarantined,
+    )
+    return report
+
+
+def _publish(report: IngestReport) -> None:
+    create_markdown_artifact(
+        key=f"ingest-{(report.dataset or 'unknown').replace('_', '-').lower()}",
+        markdown=markdown(report),
+        description=f"{report.dataset} {report.status}: {report.source}",
+    )

@@ -1,0 +1,182 @@
+"""``sluice``: ingest files, read the ledger, run the demo. Exit codes: 0 ok/skipped, 1 failed run, 2 usage."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="sluice",
+    help="Sluice: event-driven, validated ETL on Prefect 3 for AWS.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The warehouse.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+console = Console()
+err = Console(stderr=True)
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+
+def _prepare(verbose: bool = False) -> None:
+    from sluice.runtime import prepare
+
+    prepare(verbose)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one readable error line and return the Exit to raise."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
+
+
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="Landed file: a path or s3://bucket/key.")],
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Dataset name (default: resolved from the key).")
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            "--mode", "-m", help="hard: any bad row halts; soft: bad rows quarantine. Default: settings."
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Reload a file already loaded (replaces its rows).")
+    ] = False,
+    as_json: AsJson = False,
+    verbose: Verbose = False,
+) -> None:
+    """Ingest one landed file: extract → transform → validate → load, exactly once."""
+    if mode is not None and mode not in ("hard", "soft"):
+        raise fail(f"--mode must be hard or soft, not {mode!r}", code=2)
+    _prepare(verbose)
+    from sluice.runner import run_ingest
+
+    report = run_ingest(source, dataset=dataset, mode=mode, force=force)
+    if as_json:
+        print_json(report.model_dump(exclude={"failures", "flow_run_id"}))
+    else:
+        _print_report(report)
+    if report.status == "failed":
+        raise typer.Exit(1)
+
+
+def _print_report(report: Any) -> None:
+    colour = {"success": "green", "skipped": "yellow", "failed": "red"}.get(report.status, "white")
+    console.print(
+        f"[{colour}]{report.status}[/] {report.dataset} ← {report.source}: "
+        f"{report.rows_read:,} read, {report.rows_loaded:,} loaded into {report.table}, "
+        f"{report.rows_quarantined:,} quarantined",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if report.quarantine_uri:
+        console.print(f"  quarantine: {report.quarantine_uri}", highlight=False, soft_wrap=True)
+    if report.error and report.status == "failed":
+        err.print(f"[bold red]error[/] at {report.state}: {report.error}", highlight=False, soft_wrap=True)
+    elif report.error:
+        console.print(f"  {report.error}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def ledger(
+    limit: Annotated[int, typer.Option(help="How many recent runs.")] = 20,
+    as_json: AsJson = False,
+) -> None:
+    """Recent runs and their states, from the configured ledger backend."""
+    _prepare()
+    from sluice.ledger import get_ledger, summarize
+
+    runs = get_ledger().recent(limit)
+    if as_json:
+        print_json([{**summarize(r), "states": [e.as_dict() for e in r]} for r in runs])
+        return
+    table = Table(title="Recent runs")
+    for column in ("started", "run", "dataset", "status", "state", "read", "loaded", "quarantined", "error"):
+        table.add_column(column, overflow="fold")
+    for run in runs:
+        s = summarize(run)
+        table.add_row(
+            run[0].started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            s["run_id"][:8],
+            s["dataset"],
+            s["status"],
+            s["state"],
+            str(s["rows_read"]),
+            str(s["rows_loaded"]),
+            str(s["rows_quarantined"]),
+            (s["error"] or "")[:120],
+        )
+    console.print(table)
+
+
+@db_app.command("url")
+def db_url(
+    show_password: Annotated[bool, typer.Option(help="Print the password too.")] = False,
+) -> None:
+    """Print the warehouse's SQLAlchemy URL (starting the embedded PostgreSQL if needed)."""
+    from sluice.warehouse import database_url, redact
+
+    url = database_url()
+    print(url if show_password else redact(url))
+
+
+@app.command()
+def demo(
+    rows: Annotated[int, typer.Option(help="Rows per generated file.")] = 1000,
+    verbose: Verbose = False,
+) -> None:
+    """The main job: generate sample files for every dataset, land them, ingest them, summarize."""
+    _prepare(verbose)
+    from sluice.demo import run_demo
+
+    code = run_demo(console, rows=rows)
+    raise typer.Exit(code)
+
+
+def _register_extensions() -> None:
+    """Commands of the other pipelines live in their own modules; each adds itself here."""
+    import importlib
+
+    for module in (
+        "sluice.cli_notify",
+        "sluice.cli_totesys",
+        "sluice.cli_analytics",
+        "sluice.cli_api",
+        "sluice.cli_backfill",
+    ):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.register(app)
+
+
+_register_extensions()
+
+
+def main() -> None:
+    from sluice.errors import SluiceError
+
+    try:
+        app()
+    except SluiceError as exc:
+        fail(str(exc))
+        sys.exit(1)

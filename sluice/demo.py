@@ -1,0 +1,125 @@
+"""``sluice demo``: generate, land and ingest sample files for every dataset; print what happened."""
+
+from __future__ import annotations
+
+import importlib
+import random
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from sluice import registry, storage
+from sluice.report import IngestReport
+from sluice.settings import get_settings
+
+#: Other pipelines' demo steps ("module:function", each ``step(console) -> bool``), run after the ingests.
+EXTRA_STEPS: list[str] = [
+    "sluice.demo_totesys:demo_step",
+    "sluice.demo_analytics:demo_step",
+]
+
+SEED = 20191126
+
+
+def land_samples(rows: int) -> list[tuple[registry.Dataset, str]]:
+    """Write each dataset's generated sample into the landing zone (same content every time)."""
+    landing = get_settings().zone("landing")
+    landed = []
+    for dataset in registry.datasets():
+        if dataset.generate is None or dataset.demo_key is None:
+            continue
+        data = dataset.generate(rows, random.Random(SEED))
+        uri = storage.join(landing, dataset.demo_key)
+        if not storage.exists(uri) or storage.read_bytes(uri) != data:
+            storage.put_bytes(data, uri)
+        landed.append((dataset, uri))
+    return landed
+
+
+def _load_step(spec: str) -> Callable[[Console], bool] | None:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        return None
+    return getattr(module, attr)
+
+
+def run_demo(console: Console, rows: int = 1000) -> int:
+    """Run the whole demo; returns the exit code (0 when every run succeeded or was skipped)."""
+    from sluice.runner import run_ingest
+    from sluice.warehouse import database_url, redact
+
+    settings = get_settings()
+    console.print(f"[bold]Sluice demo[/] — home {settings.home.resolve()}")
+    with console.status("starting the warehouse..."):
+        url = database_url()
+    console.print(f"warehouse: {redact(url)}", highlight=False, soft_wrap=True)
+
+    landed = land_samples(rows)
+    reports: list[IngestReport] = []
+    for dataset, uri in landed:
+        with console.status(f"ingesting {dataset.name} ({storage.basename(uri)})..."):
+            reports.append(run_ingest(uri, dataset=dataset.name, mode="soft"))
+
+    table = Table(title="Ingestions")
+    for column in ("dataset", "status", "read", "loaded", "quarantined", "table", "quarantine file"):
+        table.add_column(column, overflow="fold")
+    for r in reports:
+        table.add_row(
+            r.dataset or "?",
+            r.status,
+            f"{r.rows_read:,}",
+            f"{r.rows_loaded:,}",
+            f"{r.rows_quarantined:,}",
+            r.table or "",
+            r.quarantine_uri or ("(unchanged file: loaded before)" if r.status == "skipped" else "-"),
+        )
+    console.print(table)
+    for r in reports:
+        if r.failures:
+            console.print(
+                f"[bold]{r.dataset}[/]: first quarantined rows (all in {r.quarantine_uri})", soft_wrap=True
+            )
+            for f in r.failures[:4]:
+                console.print(f"  row {f['row']}, column {f['column']}: {f['check']} (value {f['value']!r})")
+    ok = all(r.status in ("success", "skipped") for r in reports)
+    for spec in EXTRA_STEPS:
+        step = _load_step(spec)
+        if step is not None:
+            ok = step(console) and ok
+    _print_counts(console)
+    console.print(
+        "\nSee the runs in the Prefect UI:  "
+        f"PREFECT_HOME={settings.home.resolve() / 'prefect'} .venv/bin/prefect server start  → http://127.0.0.1:4200",
+        soft_wrap=True,
+        highlight=False,
+    )
+    console.print(
+        "Run ledger:  .venv/bin/sluice ledger      Warehouse URL:  .venv/bin/sluice db url", highlight=False
+    )
+    return 0 if ok else 1
+
+
+def _print_counts(console: Console) -> None:
+    import sqlalchemy as sa
+
+    from sluice.warehouse import get_engine
+
+    table = Table(title="Warehouse tables")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    query = sa.text(
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables "
+        "WHERE table_schema NOT IN ('pg_catalog', 'information_schema', 'sluice') AND table_type = 'BASE TABLE' "
+        "ORDER BY 1"
+    )
+    with get_engine().connect() as conn:
+        for (name,) in conn.execute(query):
+            schema, _, tname = name.partition(".")
+            count = conn.execute(sa.text(f'SELECT count(*) FROM "{schema}"."{tname}"')).scalar_one()
+            table.add_row(name, f"{count:,}")
+    console.print(table)

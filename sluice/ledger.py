@@ -1,0 +1,195 @@
+"""The run ledger: every state of every run, written as it happens (outside the load's transaction).
+
+Backends share one small interface; PostgreSQL (in the warehouse) is the default. Rows are keyed by
+(ingestion id, state): a state is written ``running`` when it starts and updated to ``success``,
+``fail`` or ``skipped`` when it ends, so the history of a run is its rows in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from sluice.registry import metadata
+from sluice.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+STATES = ("extract", "transform", "validate", "load")
+
+run_ledger = sa.Table(
+    "run_ledger",
+    metadata,
+    sa.Column("ingestion_id", sa.Uuid, primary_key=True),
+    sa.Column("state", sa.Text, primary_key=True),
+    sa.Column("seq", sa.SmallInteger, nullable=False),
+    sa.Column("flow_run_id", sa.Text),
+    sa.Column("dataset", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("target", sa.Text),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("rows_read", sa.BigInteger),
+    sa.Column("rows_loaded", sa.BigInteger),
+    sa.Column("rows_quarantined", sa.BigInteger),
+    sa.Column("quarantine_uri", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_run_ledger_started_at", "started_at"),
+    schema="sluice",
+    comment="One row per state of every run",
+)
+
+
+@dataclass
+class LedgerEntry:
+    """One state of one run."""
+
+    ingestion_id: uuid.UUID
+    state: str
+    dataset: str
+    source: str
+    status: str = "running"
+    target: str | None = None
+    flow_run_id: str | None = None
+    rows_read: int | None = None
+    rows_loaded: int | None = None
+    rows_quarantined: int | None = None
+    quarantine_uri: str | None = None
+    error: str | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished_at: datetime | None = None
+
+    @property
+    def seq(self) -> int:
+        return STATES.index(self.state) if self.state in STATES else len(STATES)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ingestion_id"] = str(self.ingestion_id)
+        for key in ("started_at", "finished_at"):
+            data[key] = data[key].isoformat() if data[key] else None
+        return data
+
+
+class Ledger(Protocol):
+    def record(self, entry: LedgerEntry) -> None: ...
+
+    def history(self, ingestion_id: uuid.UUID) -> list[LedgerEntry]: ...
+
+    def recent(self, limit: int = 20) -> list[list[LedgerEntry]]: ...
+
+
+class PostgresLedger:
+    """The ledger as a table in the warehouse (``sluice.run_ledger``)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        ensure_bookkeeping(engine)
+
+    def record(self, entry: LedgerEntry) -> None:
+        values = {c.name: getattr(entry, c.name) for c in run_ledger.columns if c.name != "seq"}
+        values["seq"] = entry.seq
+        stmt = postgresql.insert(run_ledger).values(**values)
+        update = {k: stmt.excluded[k] for k in values if k not in ("ingestion_id", "state", "started_at")}
+        with self.engine.begin() as conn:
+            conn.execute(stmt.on_conflict_do_update(index_elements=["ingestion_id", "state"], set_=update))
+
+    def history(self, ingestion_id: uuid.UUID) -> list[LedgerEntry]:
+        query = (
+            sa.select(run_ledger).where(run_ledger.c.ingestion_id == ingestion_id).order_by(run_ledger.c.seq)
+        )
+        with self.engine.connect() as conn:
+            return [_entry(row) for row in conn.execute(query).mappings()]
+
+    def recent(self, limit: int = 20) -> list[list[LedgerEntry]]:
+        runs = (
+            sa.select(run_ledger.c.ingestion_id, sa.func.min(run_ledger.c.started_at).label("started"))
+            .group_by(run_ledger.c.ingestion_id)
+            .order_by(sa.desc("started"))
+            .limit(limit)
+            .subquery()
+        )
+        query = (
+            sa.select(run_ledger)
+            .join(runs, runs.c.ingestion_id == run_ledger.c.ingestion_id)
+            .order_by(runs.c.started.desc(), run_ledger.c.seq)
+        )
+        grouped: dict[uuid.UUID, list[LedgerEntry]] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(query).mappings():
+                grouped.setdefault(row["ingestion_id"], []).append(_entry(row))
+        return list(grouped.values())
+
+
+def _entry(row: Any) -> LedgerEntry:
+    return LedgerEntry(**{k: v for k, v in dict(row).items() if k != "seq"})
+
+
+_BOOTSTRAPPED: set[str] = set()
+
+
+def ensure_bookkeeping(engine: sa.Engine) -> None:
+    """Create Sluice's own schema and tables once per process and database."""
+    key = engine.url.render_as_string(hide_password=False)
+    if key in _BOOTSTRAPPED:
+        return
+    from sluice.loading import file_loads
+
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('sluice.bootstrap'))"))
+        conn.execute(sa.text("CREATE SCHEMA IF NOT EXISTS sluice"))
+        metadata.create_all(conn, tables=[run_ledger, file_loads])
+    _BOOTSTRAPPED.add(key)
+
+
+def get_ledger(settings: Settings | None = None) -> Ledger:
+    """The configured ledger backend."""
+    settings = settings or get_settings()
+    if settings.ledger == "dynamodb":
+        from sluice.ledger_dynamodb import DynamoDBLedger
+
+        return DynamoDBLedger(settings.ledger_table)
+    from sluice.warehouse import get_engine
+
+    return PostgresLedger(get_engine(settings))
+
+
+def summarize(entries: list[LedgerEntry]) -> dict[str, Any]:
+    """A run's overall status from its states: failed if any failed, skipped if skipped, else success."""
+    statuses = [e.status for e in entries]
+    if "fail" in statuses:
+        status = "failed"
+    elif "skipped" in statuses:
+        status = "skipped"
+    elif "running" in statuses:
+        status = "running"
+    else:
+        status = "success"
+    last = entries[-1] if entries else None
+
+    def latest(attr: str) -> Any:
+        values = [getattr(e, attr) for e in entries if getattr(e, attr) is not None]
+        return values[-1] if values else None
+
+    return {
+        "run_id": str(last.ingestion_id) if last else None,
+        "dataset": last.dataset if last else None,
+        "source": last.source if last else None,
+        "status": status,
+        "state": last.state if last else None,
+        "rows_read": latest("rows_read") or 0,
+        "rows_loaded": latest("rows_loaded") or 0,
+        "rows_quarantined": latest("rows_quarantined") or 0,
+        "quarantine_uri": latest("quarantine_uri"),
+        "table": latest("target"),
+        "error": latest("error"),
+        "started_at": entries[0].started_at.isoformat() if entries else None,
+        "finished_at": last.finished_at.isoformat() if last and last.finished_at else None,
+    }

@@ -1,0 +1,156 @@
+"""Exactly-once loading: COPY into a staging table, move into the target, record the file, one transaction.
+
+The file's content hash is the identity: under a transaction-scoped advisory lock on (dataset, sha256)
+the load checks ``sluice.file_loads``; a file already there is skipped unless forced, and a forced load
+deletes that file's earlier rows in the same transaction. A crash anywhere rolls everything back.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+import sqlalchemy as sa
+from psycopg2 import sql
+
+from sluice.registry import Dataset, metadata
+from sluice.warehouse import copy_frames, ensure_schema, qualified, raw_connection
+
+logger = logging.getLogger(__name__)
+
+file_loads = sa.Table(
+    "file_loads",
+    metadata,
+    sa.Column("dataset", sa.Text, primary_key=True),
+    sa.Column("sha256", sa.CHAR(64), primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("ingestion_id", sa.Uuid, nullable=False),
+    sa.Column("target", sa.Text),
+    sa.Column("rows_loaded", sa.BigInteger, nullable=False),
+    sa.Column("loaded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    schema="sluice",
+    comment="Files loaded, by content: the exactly-once guard",
+)
+
+
+@dataclass(frozen=True)
+class LoadOutcome:
+    rows_loaded: int
+    skipped: bool
+
+
+def ensure_target(engine: sa.Engine, dataset: Dataset) -> None:
+    """Create the dataset's schema and table if they do not exist."""
+    if dataset.table is None:
+        return
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('sluice.ddl'))"))
+        ensure_schema(conn, dataset.table.schema or "public")
+        metadata.create_all(conn, tables=[dataset.table])
+
+
+def already_loaded(conn: sa.Connection, dataset: str, sha256: str) -> bool:
+    query = sa.select(file_loads.c.ingestion_id).where(
+        file_loads.c.dataset == dataset, file_loads.c.sha256 == sha256
+    )
+    return conn.execute(query).first() is not None
+
+
+def is_loaded(engine: sa.Engine, dataset: str, sha256: str) -> bool:
+    with engine.connect() as conn:
+        return already_loaded(conn, dataset, sha256)
+
+
+def _lock(conn: sa.Connection, dataset: str, sha256: str) -> None:
+    conn.execute(
+        sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"sluice.load:{dataset}:{sha256}"}
+    )
+
+
+def load_file(
+    engine: sa.Engine,
+    dataset: Dataset,
+    *,
+    ingestion_id: uuid.UUID,
+    source: str,
+    sha256: str,
+    frames: Iterable[pd.DataFrame],
+    force: bool = False,
+) -> LoadOutcome:
+    """Load one file's valid rows exactly once. ``frames`` carry output columns plus ``_source_row``."""
+    table = dataset.table
+    assert table is not None, f"dataset {dataset.name} has no target table"
+    target = f"{table.schema}.{table.name}"
+    data_columns = [*dataset.output_columns, "_source_row"]
+    copy_columns = [*data_columns, "_ingestion_id", "_source_uri", "_source_sha256"]
+    staging = f"_sluice_staging_{uuid.uuid4().hex[:12]}"
+
+    with engine.begin() as conn:
+        _lock(conn, dataset.name, sha256)
+        if already_loaded(conn, dataset.name, sha256):
+            if not force:
+                return LoadOutcome(rows_loaded=0, skipped=True)
+            conn.execute(
+                sa.delete(file_loads).where(
+                    file_loads.c.dataset == dataset.name, file_loads.c.sha256 == sha256
+                )
+            )
+        if force:
+            conn.execute(sa.delete(table).where(table.c._source_sha256 == sha256))
+        with raw_connection(conn) as cursor:
+            if dataset.load_mode == "replace":
+                cursor.execute(sql.SQL("TRUNCATE {}").format(qualified(target)))
+            cursor.execute(
+                sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+                    sql.Identifier(staging),
+                    sql.SQL(", ").join(sql.Identifier(c) for c in copy_columns),
+                    qualified(target),
+                )
+            )
+
+        def with_lineage(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame.assign(_ingestion_id=str(ingestion_id), _source_uri=source, _source_sha256=sha256)
+
+        rows = copy_frames(conn, staging, copy_columns, (with_lineage(f) for f in frames))
+
+        column_list = sql.SQL(", ").join(sql.Identifier(c) for c in copy_columns)
+        insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+            qualified(target), column_list, column_list, sql.Identifier(staging)
+        )
+        if dataset.load_mode == "upsert" and dataset.keys:
+            # The last row of the file wins for a key: ON CONFLICT cannot touch a row twice.
+            keys = sql.SQL(", ").join(sql.Identifier(k) for k in dataset.keys)
+            insert = sql.SQL(
+                "INSERT INTO {} ({}) SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, {} DESC"
+            ).format(
+                qualified(target),
+                column_list,
+                keys,
+                column_list,
+                sql.Identifier(staging),
+                keys,
+                sql.Identifier("_source_row"),
+            )
+            updates = [c for c in copy_columns if c not in dataset.keys]
+            insert = sql.SQL("{} ON CONFLICT ({}) DO UPDATE SET {}").format(
+                insert,
+                sql.SQL(", ").join(sql.Identifier(k) for k in dataset.keys),
+                sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates),
+            )
+        with raw_connection(conn) as cursor:
+            cursor.execute(insert)
+
+        conn.execute(
+            file_loads.insert().values(
+                dataset=dataset.name,
+                sha256=sha256,
+                source=source,
+                ingestion_id=ingestion_id,
+                target=target,
+                rows_loaded=rows,
+            )
+        )
+    return LoadOutcome(rows_loaded=rows, skipped=False)

@@ -1,0 +1,115 @@
+"""The dataset registry: a dataset is declared once and the generic ingest flow does the rest.
+
+A declaration says how files are recognised (glob patterns on the key), how they are read (delimiter,
+required columns, drift policy), the pure transform, the Pandera output model, the target table and how
+rows load (append / replace / upsert on keys). Adding a dataset is adding one module under
+``sluice/datasets/``; no new flow.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pandas as pd
+import pandera.pandas as pa
+import sqlalchemy as sa
+
+from sluice.errors import UnknownDataset
+
+LoadMode = Literal["append", "replace", "upsert"]
+DriftPolicy = Literal["reject", "ignore"]
+
+#: One MetaData for every warehouse table Sluice owns (targets and its own bookkeeping).
+metadata = sa.MetaData()
+
+LINEAGE_COLUMNS = ("_ingestion_id", "_source_uri", "_source_sha256", "_source_row")
+
+
+def lineage_columns() -> list[sa.Column]:
+    """Columns every loaded row carries: which ingestion, which file (and its content hash), which row."""
+    return [
+        sa.Column("_ingestion_id", sa.Uuid, nullable=False, comment="Run ledger ingestion id"),
+        sa.Column("_source_uri", sa.Text, nullable=False, comment="The landed file"),
+        sa.Column("_source_sha256", sa.CHAR(64), nullable=False, index=True, comment="Content hash"),
+        sa.Column("_source_row", sa.BigInteger, nullable=False, comment="1-based record number in the file"),
+        sa.Column("_loaded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    ]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Everything Sluice needs to know to ingest one kind of file."""
+
+    name: str
+    description: str
+    patterns: tuple[str, ...]
+    source_columns: tuple[str, ...]
+    model: type[pa.DataFrameModel]
+    transform: Callable[[pd.DataFrame], pd.DataFrame]
+    table: sa.Table | None
+    column_sources: Mapping[str, str] = field(default_factory=dict)
+    load_mode: LoadMode = "append"
+    keys: tuple[str, ...] = ()
+    delimiter: str = ","
+    extra_columns: DriftPolicy = "reject"
+    hard: bool | None = None
+    generate: Callable[[int, random.Random], bytes] | None = None
+    demo_key: str | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{self.table.schema}.{self.table.name}" if self.table is not None else ""
+
+    @property
+    def output_columns(self) -> list[str]:
+        return list(self.model.to_schema().columns)
+
+    def source_column(self, output_column: str) -> str:
+        """The source column an output column was derived from (for quarantine messages)."""
+        return self.column_sources.get(output_column, output_column)
+
+    def claims(self, key: str) -> bool:
+        """True when ``key`` (a path or S3 key) matches one of the dataset's patterns."""
+        name = key.rsplit("/", 1)[-1]
+        return any(fnmatch.fnmatchcase(key, p) or fnmatch.fnmatchcase(name, p) for p in self.patterns)
+
+
+_REGISTRY: dict[str, Dataset] = {}
+
+
+def register(dataset: Dataset) -> Dataset:
+    if dataset.name in _REGISTRY and _REGISTRY[dataset.name] is not dataset:
+        raise ValueError(f"dataset {dataset.name!r} is registered twice")
+    _REGISTRY[dataset.name] = dataset
+    return dataset
+
+
+def _load_builtin() -> None:
+    import sluice.datasets  # noqa: F401  (registers the built-in datasets)
+
+
+def datasets() -> list[Dataset]:
+    _load_builtin()
+    return sorted(_REGISTRY.values(), key=lambda d: d.name)
+
+
+def get_dataset(name: str) -> Dataset:
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise UnknownDataset(f"unknown dataset {name!r} (registered: {known})") from None
+
+
+def resolve(key: str) -> Dataset | None:
+    """The one dataset that claims ``key``, or None. Two claimants are a registry bug."""
+    claimants = [d for d in datasets() if d.claims(key)]
+    if len(claimants) > 1:
+        names = ", ".join(d.name for d in claimants)
+        raise UnknownDataset(f"{key}: claimed by several datasets ({names}); pass the dataset explicitly")
+    return claimants[0] if claimants else None

@@ -1,0 +1,63 @@
+"""Run reports: the JSON the CLI prints and the markdown artifact shown in the Prefect UI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class IngestReport(BaseModel):
+    """Outcome of one ingestion (the CLI's ``--json``)."""
+
+    run_id: str | None
+    dataset: str | None
+    source: str
+    status: str  # success | failed | skipped
+    state: str | None  # last state reached
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    quarantine_uri: str | None = None
+    table: str | None = None
+    error: str | None = None
+    flow_run_id: str | None = None
+    failures: list[dict[str, Any]] = []
+
+
+class IngestionFailed(Exception):
+    """Raised by the flow after recording a failure, so that Prefect marks the run Failed."""
+
+    def __init__(self, report: IngestReport) -> None:
+        super().__init__(f"{report.dataset or 'ingest'} failed at {report.state}: {report.error}")
+        self.report = report
+
+
+def markdown(report: IngestReport) -> str:
+    """The run summary and the first validation failures, for a Prefect artifact."""
+    lines = [
+        f"## {report.dataset}: {report.status} at `{report.state}`",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| source | `{report.source}` |",
+        f"| table | `{report.table}` |",
+        f"| rows read | {report.rows_read:,} |",
+        f"| rows loaded | {report.rows_loaded:,} |",
+        f"| rows quarantined | {report.rows_quarantined:,} |",
+        f"| quarantine | `{report.quarantine_uri or '-'}` |",
+    ]
+    if report.error:
+        lines += ["", f"**Error:** {report.error}"]
+    if report.failures:
+        lines += [
+            "",
+            "### First validation failures",
+            "",
+            "| row | column | check | value |",
+            "|---|---|---|---|",
+        ]
+        for f in report.failures:
+            value = str(f.get("value")).replace("|", "\\|")
+            lines.append(f"| {f['row']} | {f['column']} | {f['check']} | `{value}` |")
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""Sluice's one settings object: every knob, its default and why, read from ``SLUICE_*`` variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; read once at start (``get_settings()``), never at import time."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_", extra="ignore")
+
+    home: Path = Field(
+        Path(".sluice"), description="Where local state lives (embedded PostgreSQL, zones, work files)."
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description="SQLAlchemy URL of the warehouse. Unset: an embedded PostgreSQL (pgserver) in $SLUICE_HOME/pg.",
+    )
+    landing_uri: str | None = Field(None, description="Landing zone: a folder or s3://bucket/prefix.")
+    staging_uri: str | None = Field(
+        None, description="Staging/processed zone: a folder or s3://bucket/prefix."
+    )
+    quarantine_uri: str | None = Field(None, description="Quarantine zone for bad files and rows.")
+    hard_testing: bool = Field(False, description="Default validation mode: true = hard (any bad row halts).")
+    chunk_rows: int = Field(
+        200_000, ge=1, description="Rows per streamed chunk: bounds memory, not file size."
+    )
+    retries: int = Field(3, ge=0, description="Retries of I/O tasks (extract, load).")
+    retry_delay_seconds: float = Field(
+        2.0, ge=0, description="Base of the exponential back-off between retries."
+    )
+    ledger: Literal["postgres", "dynamodb"] = Field("postgres", description="Run ledger backend.")
+    ledger_table: str = Field("sluice-run-ledger", description="DynamoDB table of the run ledger.")
+    notify_blocks: str = Field(
+        "",
+        description="Comma-separated saved notification blocks, e.g. sns-notification/ops,email-notification/team.",
+    )
+    json_logs: bool = Field(False, description="Log one JSON object per line (CloudWatch).")
+    api_key: SecretStr | None = Field(None, description="API key the query API requires in X-API-Key.")
+
+    def zone(self, name: Literal["landing", "staging", "quarantine"]) -> str:
+        """URI of a zone: the configured one, or a folder under ``home``."""
+        configured = getattr(self, f"{name}_uri")
+        return configured or str((self.home / name).resolve())
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space for spooled chunks of runs in progress (local disk, also on ECS)."""
+        return (self.home / "work").resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()
+
+
+def reload_settings() -> Settings:
+    """Forget cached settings (tests and the CLI after changing the environment)."""
+    get_settings.cache_clear()
+    return get_settings()

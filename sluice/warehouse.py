@@ -1,0 +1,133 @@
+"""The warehouse: a SQLAlchemy engine on PostgreSQL (embedded pgserver by default) and COPY loading."""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+from psycopg2 import sql
+
+from sluice.errors import ConfigurationError
+from sluice.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+
+def _start_embedded(pgdata: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL in ``pgdata``; returns its SQLAlchemy URL."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR notice
+        import pgserver
+
+        pgdata.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode=None: the server outlives this process and is reused by the next one.
+        server = pgserver.get_server(pgdata, cleanup_mode=None)
+        uri = server.get_uri()
+    return uri.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+def database_url(settings: Settings | None = None) -> str:
+    """The warehouse URL: ``SLUICE_DATABASE_URL`` or the embedded server (started on demand)."""
+    settings = settings or get_settings()
+    if settings.database_url is not None:
+        url = settings.database_url.get_secret_value()
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            url = "postgresql+psycopg2://" + url.split("://", 1)[1]
+        return url
+    return _start_embedded((settings.home / "pg").resolve())
+
+
+_ENGINES: dict[str, sa.Engine] = {}
+
+
+def _engine(url: str) -> sa.Engine:
+    if url not in _ENGINES:
+        _ENGINES[url] = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return _ENGINES[url]
+
+
+def get_engine(settings: Settings | None = None) -> sa.Engine:
+    """A pooled engine on the warehouse (one per URL per process)."""
+    url = database_url(settings)
+    try:
+        return _engine(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigurationError(f"SLUICE_DATABASE_URL is not a valid SQLAlchemy URL: {exc}") from None
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (tests, forks)."""
+    for engine in _ENGINES.values():
+        engine.dispose()
+    _ENGINES.clear()
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable url>"
+
+
+@contextmanager
+def raw_connection(conn: sa.Connection) -> Iterator[Any]:
+    """The DBAPI (psycopg2) cursor inside a SQLAlchemy connection's transaction."""
+    dbapi = conn.connection.dbapi_connection
+    cursor = dbapi.cursor()
+    try:
+        yield cursor
+    finally:
+        cursor.close()
+
+
+def qualified(table: str) -> sql.Composed:
+    """``schema.table`` as a quoted identifier."""
+    schema, _, name = table.rpartition(".")
+    return sql.Identifier(schema, name) if schema else sql.Identifier(name)
+
+
+def frame_to_csv(frame: pd.DataFrame) -> bytes:
+    """Encode a frame as headerless CSV for COPY (pyarrow's C++ writer: nulls are empty, strings quoted)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    buffer = io.BytesIO()
+    pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
+    return buffer.getvalue()
+
+
+def copy_frames(conn: sa.Connection, table: str, columns: list[str], frames: Iterable[pd.DataFrame]) -> int:
+    """COPY each frame into ``table`` on ``conn``'s open transaction; returns rows copied.
+
+    Values are written quoted; an unquoted empty field is NULL, so empty strings and NULLs stay distinct.
+    """
+    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+        qualified(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+    total = 0
+    with raw_connection(conn) as cursor:
+        query = statement.as_string(cursor.connection)
+        for frame in frames:
+            if frame.empty:
+                continue
+            cursor.copy_expert(query, io.BytesIO(frame_to_csv(frame[columns])))
+            total += len(frame)
+    return total
+
+
+def ensure_schema(conn: sa.Connection, schema: str) -> None:
+    conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+
+
+def embedded_pgdata(settings: Settings | None = None) -> Path | None:
+    """Data folder of the embedded server, or None when an external database is configured."""
+    settings = settings or get_settings()
+    return None if settings.database_url is not None else (settings.home / "pg").resolve()

@@ -1,0 +1,126 @@
+"""Shared fixtures: a real embedded PostgreSQL, one Prefect test harness, moto's server over HTTP.
+
+Everything lives under pytest's temporary folder: no test touches ``./.sluice`` or the user's Prefect home.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Before Prefect is imported anywhere: private Prefect home, quiet server, generous start-up.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="sluice-tests-"))
+os.environ["PREFECT_HOME"] = str(_SESSION_DIR / "prefect")
+(_SESSION_DIR / "prefect").mkdir(parents=True, exist_ok=True)
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED", "false")
+os.environ.pop("PREFECT_API_URL", None)
+os.environ["SLUICE_HOME"] = str(_SESSION_DIR / "home")
+os.environ.pop("SLUICE_DATABASE_URL", None)
+os.environ["SLUICE_RETRY_DELAY_SECONDS"] = "0.05"
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_file(*parts: str) -> Path:
+    """A file of ../shared/data, or skip the test (a user's machine has no ../shared)."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is not here (../shared/data ships with the project's CI, not with Sluice)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """The embedded PostgreSQL of this test session (started once, in the session's temp folder)."""
+    from sluice.settings import reload_settings
+    from sluice.warehouse import database_url
+
+    return database_url(reload_settings())
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One Prefect test harness for the whole session (a second one in a process fails: prefect#19342)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture
+def sluice_env(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Fresh zones for one test on the session's warehouse; Sluice's tables emptied first."""
+    import sqlalchemy as sa
+
+    from sluice.settings import reload_settings
+    from sluice.warehouse import get_engine
+
+    for zone in ("landing", "staging", "quarantine"):
+        monkeypatch.setenv(f"SLUICE_{zone.upper()}_URI", str(tmp_path / zone))
+    settings = reload_settings()
+    engine = get_engine(settings)
+    with engine.begin() as conn:
+        for table in ("sluice.run_ledger", "sluice.file_loads", "tm.daily_checkins"):
+            schema, name = table.split(".")
+            exists = conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": table}).scalar()
+            if exists:
+                conn.execute(sa.text(f'TRUNCATE "{schema}"."{name}"'))
+    yield tmp_path
+    reload_settings()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto in server mode on a loopback port; boto3 reaches it over HTTP via AWS_ENDPOINT_URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    }
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    from sluice.storage import reset_clients
+
+    reset_clients()
+    yield endpoint
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    reset_clients()
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint: str) -> str:
+    """A fresh bucket on moto's server."""
+    import uuid
+
+    import boto3
+
+    name = f"sluice-test-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=name)
+    return name

@@ -1,0 +1,177 @@
+"""The foundation end to end: a check-in file becomes validated rows in the real PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from sluice.runner import run_ingest
+from sluice.warehouse import get_engine
+from tests.conftest import shared_file
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+GOOD = (
+    "user,timestamp,hours,project\n"
+    "ned,26 сентября 2019 00:00,4.0,bizdev\n"
+    "jaime,2018-12-20 00:00:00 UTC,1.5,project-00\n"
+    "catelyn,2018-11-26 14:47:36.0429 UTC,0.08,security\n"
+    "arya,09/27/2019 12:00 AM,24,infra\n"
+    "sansa,09/27/2019 01:30 PM,0,infra\n"
+)
+BAD_ROWS = "bran,2019-01-01 00:00:00 UTC,25,infra\n,2019-01-01 00:00:00 UTC,1,infra\njon,not a time,1,infra\n"
+
+
+def land(folder: Path, name: str, text: str) -> str:
+    path = folder / "landing" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def rows(sql: str) -> list[tuple]:
+    with get_engine().connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(sql))]
+
+
+def test_loads_every_format_as_utc(sluice_env: Path) -> None:
+    source = land(sluice_env, "dailycheckins.csv", GOOD)
+    report = run_ingest(source, dataset="dailycheckins")
+    assert (report.status, report.rows_read, report.rows_loaded, report.rows_quarantined) == (
+        "success",
+        5,
+        5,
+        0,
+    )
+    got = rows(
+        "SELECT username, to_char(timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), hours::text, "
+        "_source_row FROM tm.daily_checkins ORDER BY _source_row"
+    )
+    assert got == [
+        ("ned", "2019-09-26 00:00:00.000000", "4.00", 1),
+        ("jaime", "2018-12-20 00:00:00.000000", "1.50", 2),
+        ("catelyn", "2018-11-26 14:47:36.042900", "0.08", 3),
+        ("arya", "2019-09-27 00:00:00.000000", "24.00", 4),
+        ("sansa", "2019-09-27 13:30:00.000000", "0.00", 5),
+    ]
+
+
+def test_load_twice_skips_and_force_replaces(sluice_env: Path) -> None:
+    source = land(sluice_env, "dailycheckins.csv", GOOD)
+    first = run_ingest(source, dataset="dailycheckins")
+    second = run_ingest(source, dataset="dailycheckins")
+    assert (first.status, second.status, second.rows_loaded) == ("success", "skipped", 0)
+    assert rows("SELECT count(*) FROM tm.daily_checkins") == [(5,)]
+    forced = run_ingest(source, dataset="dailycheckins", force=True)
+    assert (forced.status, forced.rows_loaded) == ("success", 5)
+    assert rows("SELECT count(*), count(DISTINCT _ingestion_id) FROM tm.daily_checkins") == [(5, 1)]
+    assert rows("SELECT count(*) FROM sluice.file_loads") == [(1,)]
+
+
+def test_soft_mode_loads_good_rows_and_quarantines_bad(sluice_env: Path) -> None:
+    source = land(sluice_env, "dailycheckins.csv", GOOD + BAD_ROWS)
+    report = run_ingest(source, dataset="dailycheckins", mode="soft")
+    assert (report.status, report.rows_read, report.rows_loaded, report.rows_quarantined) == (
+        "success",
+        8,
+        5,
+        3,
+    )
+    quarantined = pd.read_csv(report.quarantine_uri, keep_default_na=False)
+    assert sorted(zip(quarantined["row"], quarantined["column"], quarantined["value"], strict=True)) == [
+        (6, "hours", "25"),
+        (7, "user", ""),
+        (8, "timestamp", "not a time"),
+    ]
+    assert set(quarantined["check"]) >= {"less_than_or_equal_to(24)"}
+    assert Path(source).read_text(encoding="utf-8") == GOOD + BAD_ROWS  # the landed file is untouched
+
+
+def test_hard_mode_loads_nothing_and_names_the_rows(sluice_env: Path) -> None:
+    source = land(sluice_env, "dailycheckins.csv", GOOD + BAD_ROWS)
+    report = run_ingest(source, dataset="dailycheckins", mode="hard")
+    assert (report.status, report.state, report.rows_loaded) == ("failed", "validate", 0)
+    assert "3 rows failed checks" in report.error and "row 6 column hours" in report.error
+    assert rows("SELECT count(*) FROM tm.daily_checkins") == [(0,)]
+    assert report.quarantine_uri and Path(report.quarantine_uri).exists()
+    states = rows("SELECT state, status FROM sluice.run_ledger ORDER BY seq")
+    assert states == [("extract", "success"), ("transform", "success"), ("validate", "fail")]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("missing.csv", None, "file not found"),
+        ("wrong.csv", "name,when,hours,project\nned,x,1,p\n", "missing required column(s) user, timestamp"),
+        ("empty.csv", "", "empty file"),
+    ],
+)
+def test_bad_input_is_one_clear_failure(
+    sluice_env: Path, name: str, content: str | None, message: str
+) -> None:
+    source = str(sluice_env / "landing" / name)
+    if content is not None:
+        source = land(sluice_env, name, content)
+    report = run_ingest(source, dataset="dailycheckins")
+    assert report.status == "failed"
+    assert message in report.error and name in report.error
+    assert rows("SELECT count(*) FROM tm.daily_checkins") == [(0,)]
+    assert ("fail",) in rows("SELECT status FROM sluice.run_ledger")
+
+
+def test_unknown_dataset_fails_with_the_registered_names(sluice_env: Path) -> None:
+    source = land(sluice_env, "x.csv", GOOD)
+    report = run_ingest(source, dataset="nope")
+    assert report.status == "failed"
+    assert "unknown dataset 'nope'" in report.error and "dailycheckins" in report.error
+
+
+def test_reads_the_same_file_from_s3(sluice_env: Path, s3_bucket: str) -> None:
+    import boto3
+
+    boto3.client("s3").put_object(
+        Bucket=s3_bucket, Key="tm/dailycheckins/2024/03/01/in.csv", Body=GOOD.encode()
+    )
+    report = run_ingest(f"s3://{s3_bucket}/tm/dailycheckins/2024/03/01/in.csv")
+    assert (report.dataset, report.status, report.rows_loaded) == ("dailycheckins", "success", 5)
+    assert rows("SELECT count(*) FROM tm.daily_checkins") == [(5,)]
+
+
+@pytest.mark.acceptance
+def test_real_sample_every_timestamp(sluice_env: Path) -> None:
+    sample = shared_file("tm", "dailycheckins_sample.csv")
+    report = run_ingest(str(sample), dataset="dailycheckins", mode="hard")
+    assert (report.status, report.rows_loaded) == ("success", 2034)
+    raw = pd.read_csv(sample, dtype=str, keep_default_na=False)
+    loaded = pd.read_sql(
+        "SELECT _source_row, timestamp FROM tm.daily_checkins ORDER BY _source_row", get_engine()
+    )
+    assert len(loaded) == len(raw) == 2034
+    # An independent oracle: dateutil for ISO/US, a hand map for Russian months.
+    from dateutil import parser as du
+
+    ru = {
+        "января": 1,
+        "февраля": 2,
+        "марта": 3,
+        "апреля": 4,
+        "мая": 5,
+        "июня": 6,
+        "июля": 7,
+        "августа": 8,
+        "сентября": 9,
+        "октября": 10,
+        "ноября": 11,
+        "декабря": 12,
+    }
+    for text, got in zip(raw["timestamp"], loaded["timestamp"], strict=True):
+        parts = text.split()
+        if parts[1] in ru:
+            hh, mm = parts[3].split(":")
+            expected = pd.Timestamp(int(parts[2]), ru[parts[1]], int(parts[0]), int(hh), int(mm), tz="UTC")
+        else:
+            expected = pd.Timestamp(du.parse(text.replace(" UTC", ""))).tz_localize("UTC")
+        assert got == expected, text
