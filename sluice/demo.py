@@ -66,8 +66,8 @@ def run_demo(console: Console, rows: int = 1000) -> int:
             reports.append(run_ingest(uri, dataset=dataset.name, mode="soft"))
 
     table = Table(title="Ingestions")
-    for column in ("dataset", "status", "read", "loaded", "quarantined", "table", "quarantine file"):
-        table.add_column(column, overflow="fold")
+    for column in ("dataset", "status", "read", "loaded", "quarantined", "table"):
+        table.add_column(column, no_wrap=True)
     for r in reports:
         table.add_row(
             r.dataset or "?",
@@ -76,16 +76,24 @@ def run_demo(console: Console, rows: int = 1000) -> int:
             f"{r.rows_loaded:,}",
             f"{r.rows_quarantined:,}",
             r.table or "",
-            r.quarantine_uri or ("(unchanged file: loaded before)" if r.status == "skipped" else "-"),
         )
     console.print(table)
     for r in reports:
-        if r.failures:
+        if r.status == "skipped":
+            console.print(f"{r.dataset}: skipped, this exact file was loaded before (nothing loads twice)")
+        if r.status == "failed":
             console.print(
-                f"[bold]{r.dataset}[/]: first quarantined rows (all in {r.quarantine_uri})", soft_wrap=True
+                f"[red]{r.dataset} failed[/] at {r.state}: {r.error}", soft_wrap=True, highlight=False
             )
+        if r.failures:
+            console.print(f"{r.dataset}: {r.rows_quarantined} rows quarantined in", highlight=False)
+            console.print(f"  {r.quarantine_uri}", soft_wrap=True, highlight=False)
             for f in r.failures[:4]:
-                console.print(f"  row {f['row']}, column {f['column']}: {f['check']} (value {f['value']!r})")
+                console.print(
+                    f"  row {f['row']}, column {f['column']}: {f['check']} (value {f['value']!r})",
+                    highlight=False,
+                    soft_wrap=True,
+                )
     ok = all(r.status in ("success", "skipped") for r in reports)
     for spec in EXTRA_STEPS:
         step = _load_step(spec)
@@ -99,7 +107,9 @@ def run_demo(console: Console, rows: int = 1000) -> int:
         highlight=False,
     )
     console.print(
-        "Run ledger:  .venv/bin/sluice ledger      Warehouse URL:  .venv/bin/sluice db url", highlight=False
+        "Run ledger:  ./run sluice ledger      Warehouse URL:  ./run sluice db url",
+        highlight=False,
+        soft_wrap=True,
     )
     return 0 if ok else 1
 

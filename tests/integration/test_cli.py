@@ -1,0 +1,98 @@
+"""The ``sluice`` CLI in-process (typer's runner) on the real warehouse and Prefect harness."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sluice.cli import app
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+GOOD = (
+    "user,timestamp,hours,project\nned,26 сентября 2019 00:00,4.0,bizdev\njaime,09/27/2019 12:00 AM,1.5,p\n"
+)
+JSON_KEYS = {
+    "run_id",
+    "dataset",
+    "source",
+    "status",
+    "state",
+    "rows_read",
+    "rows_loaded",
+    "rows_quarantined",
+    "quarantine_uri",
+    "table",
+    "error",
+}
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_ingest_json_exit_codes(sluice_env: Path) -> None:
+    source = sluice_env / "landing" / "dailycheckins.csv"
+    source.parent.mkdir(parents=True)
+    source.write_text(GOOD, encoding="utf-8")
+
+    code, out, _ = invoke("ingest", str(source), "--dataset", "dailycheckins", "--json")
+    first = json.loads(out)
+    assert code == 0 and set(first) >= JSON_KEYS
+    assert (first["status"], first["state"], first["rows_loaded"], first["table"]) == (
+        "success",
+        "load",
+        2,
+        "tm.daily_checkins",
+    )
+
+    code, out, _ = invoke("ingest", str(source), "--dataset", "dailycheckins", "--json")
+    assert code == 0 and json.loads(out)["status"] == "skipped"
+
+    code, out, err = invoke("ingest", str(sluice_env / "nope.csv"), "--dataset", "dailycheckins", "--json")
+    failed = json.loads(out)
+    assert code == 1 and failed["status"] == "failed" and "file not found" in failed["error"]
+    assert "Traceback" not in out + err
+
+    code, out, _ = invoke("ledger", "--json")
+    runs = json.loads(out)
+    assert code == 0 and [r["status"] for r in runs] == ["failed", "skipped", "success"]
+    assert [s["state"] for s in runs[2]["states"]] == ["extract", "transform", "validate", "load"]
+
+
+def test_failed_run_prints_one_readable_line(sluice_env: Path) -> None:
+    code, out, err = invoke("ingest", str(sluice_env / "missing.csv"), "--dataset", "dailycheckins")
+    assert code == 1
+    assert "missing.csv: file not found" in err and "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("args", [("ingest",), ("ingest", "x.csv", "--mode", "medium"), ("nosuchcommand",)])
+def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
+    code, _, _ = invoke(*args)
+    assert code == 2
+
+
+def test_db_url_hides_the_password(pg_url: str) -> None:
+    code, out, _ = invoke("db", "url")
+    assert code == 0 and out.strip().startswith("postgresql+psycopg2://")
+
+
+def test_demo_twice_loads_nothing_twice(sluice_env: Path) -> None:
+    import sqlalchemy as sa
+
+    from sluice.warehouse import get_engine
+
+    code, out, _ = invoke("demo", "--rows", "300")
+    assert code == 0, out
+    with get_engine().connect() as conn:
+        first = conn.execute(sa.text("SELECT count(*) FROM tm.daily_checkins")).scalar_one()
+    code, out, _ = invoke("demo", "--rows", "300")
+    assert code == 0, out
+    with get_engine().connect() as conn:
+        second = conn.execute(sa.text("SELECT count(*) FROM tm.daily_checkins")).scalar_one()
+    assert 0 < first == second < 300  # a few generated rows are bad and quarantined
+    assert "skipped" in out and "Traceback" not in out and "ERROR" not in out
