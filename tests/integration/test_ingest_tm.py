@@ -175,3 +175,58 @@ def test_real_sample_every_timestamp(sluice_env: Path) -> None:
         else:
             expected = pd.Timestamp(du.parse(text.replace(" UTC", ""))).tz_localize("UTC")
         assert got == expected, text
+
+
+def test_chunked_and_unchunked_give_identical_tables(
+    sluice_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sluice.settings import reload_settings
+
+    lines = [
+        f"u{i % 7},2019-01-{1 + i % 28:02d} 10:00:00.{i:04d} UTC,{(i % 48) / 2},p{i % 3}\n"
+        for i in range(1000)
+    ]
+    bad = "x,2019-01-01 00:00:00 UTC,99,p\n"
+    text = "user,timestamp,hours,project\n" + "".join(lines[:500]) + bad + "".join(lines[500:]) + bad
+    query = (
+        "SELECT username, project, hours, timestamp, _source_row FROM tm.daily_checkins ORDER BY _source_row"
+    )
+    results = []
+    for chunk_rows in (1_000_000, 64):
+        monkeypatch.setenv("SLUICE_CHUNK_ROWS", str(chunk_rows))
+        reload_settings()
+        source = land(sluice_env, f"dailycheckins-{chunk_rows}.csv", text)
+        report = run_ingest(source, dataset="dailycheckins", mode="soft")
+        assert (report.rows_read, report.rows_loaded, report.rows_quarantined) == (1002, 1000, 2)
+        quarantined = pd.read_csv(report.quarantine_uri)
+        results.append((rows(query), sorted(quarantined["row"])))
+        with get_engine().begin() as conn:
+            conn.execute(sa.text("TRUNCATE tm.daily_checkins, sluice.file_loads"))
+    assert results[0] == results[1]
+    assert results[0][1] == [501, 1002] and len(results[0][0]) == 1000
+
+
+def test_gzip_and_bom_and_crlf_simply_work(sluice_env: Path) -> None:
+    import gzip
+
+    path = sluice_env / "landing" / "dailycheckins.csv.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(("\ufeff" + GOOD).replace("\n", "\r\n").encode()))
+    report = run_ingest(str(path), dataset="dailycheckins")
+    assert (report.status, report.rows_loaded) == ("success", 5)
+    assert rows("SELECT project FROM tm.daily_checkins ORDER BY _source_row LIMIT 1") == [("bizdev",)]
+
+
+def test_run_publishes_a_summary_artifact(sluice_env: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    source = land(sluice_env, "dailycheckins.csv", GOOD + BAD_ROWS)
+    report = run_ingest(source, dataset="dailycheckins", mode="soft")
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-dailycheckins"]))
+        )
+    mine = [a for a in artifacts if str(a.flow_run_id) == report.flow_run_id]
+    assert len(mine) == 1
+    assert "rows quarantined | 3" in mine[0].data and "| 6 | hours |" in mine[0].data

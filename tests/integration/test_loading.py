@@ -1,0 +1,98 @@
+"""Exactly-once loading against the real PostgreSQL: crash mid-load, concurrent duplicates, chunking."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from sluice.datasets.tm import DAILY_CHECKINS
+from sluice.loading import ensure_target, load_file
+from sluice.warehouse import get_engine
+
+
+def frames(n_chunks: int, rows: int, fail_after: int | None = None) -> Iterator[pd.DataFrame]:
+    for i in range(n_chunks):
+        if fail_after is not None and i == fail_after:
+            raise ConnectionError("simulated crash between chunks")
+        yield pd.DataFrame(
+            {
+                "username": [f"u{i}"] * rows,
+                "project": ["p"] * rows,
+                "hours": [1.0] * rows,
+                "timestamp": pd.to_datetime(["2020-01-01"] * rows, utc=True),
+                "_source_row": range(i * rows + 1, (i + 1) * rows + 1),
+            }
+        )
+
+
+def count() -> int:
+    with get_engine().connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM tm.daily_checkins")).scalar_one()
+
+
+def loaded_files() -> int:
+    with get_engine().connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM sluice.file_loads")).scalar_one()
+
+
+def load(sha: str, chunks: Iterator[pd.DataFrame], force: bool = False) -> object:
+    return load_file(
+        get_engine(),
+        DAILY_CHECKINS,
+        ingestion_id=uuid.uuid4(),
+        source="f.csv",
+        sha256=sha,
+        frames=chunks,
+        force=force,
+    )
+
+
+@pytest.fixture
+def target(sluice_env: Path) -> None:
+    from sluice.ledger import ensure_bookkeeping
+
+    ensure_bookkeeping(get_engine())
+    ensure_target(get_engine(), DAILY_CHECKINS)
+
+
+@pytest.mark.usefixtures("target")
+def test_crash_between_chunks_leaves_nothing_and_rerun_loads_once() -> None:
+    sha = "a" * 64
+    with pytest.raises(ConnectionError):
+        load(sha, frames(5, 100, fail_after=3))
+    assert (count(), loaded_files()) == (0, 0)
+    outcome = load(sha, frames(5, 100))
+    assert (outcome.rows_loaded, outcome.skipped, count(), loaded_files()) == (500, False, 500, 1)
+
+
+@pytest.mark.usefixtures("target")
+def test_same_file_ten_times_concurrently_loads_once() -> None:
+    sha = "b" * 64
+    outcomes: list[object] = []
+    barrier = threading.Barrier(10)
+
+    def worker() -> None:
+        barrier.wait()
+        outcomes.append(load(sha, frames(2, 50)))
+
+    threads = [threading.Thread(target=worker) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(o.skipped for o in outcomes) == [False] + [True] * 9
+    assert count() == 100
+
+
+@pytest.mark.usefixtures("target")
+def test_force_replaces_only_that_files_rows() -> None:
+    load("c" * 64, frames(1, 10))
+    load("d" * 64, frames(1, 7))
+    outcome = load("c" * 64, frames(2, 10), force=True)
+    assert (outcome.rows_loaded, count(), loaded_files()) == (20, 27, 2)
