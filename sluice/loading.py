@@ -84,9 +84,7 @@ def load_file(
     table = dataset.table
     assert table is not None, f"dataset {dataset.name} has no target table"
     target = f"{table.schema}.{table.name}"
-    data_columns = [*dataset.output_columns, "_source_row"]
-    copy_columns = [*data_columns, "_ingestion_id", "_source_uri", "_source_sha256"]
-    staging = f"_sluice_staging_{uuid.uuid4().hex[:12]}"
+    copy_columns = [*dataset.output_columns, "_source_row", "_ingestion_id", "_source_uri", "_source_sha256"]
 
     with engine.begin() as conn:
         _lock(conn, dataset.name, sha256)
@@ -100,48 +98,18 @@ def load_file(
             )
         if force:
             conn.execute(sa.delete(table).where(table.c._source_sha256 == sha256))
-        with raw_connection(conn) as cursor:
-            if dataset.load_mode == "replace":
-                cursor.execute(sql.SQL("TRUNCATE {}").format(qualified(target)))
-            cursor.execute(
-                sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-                    sql.Identifier(staging),
-                    sql.SQL(", ").join(sql.Identifier(c) for c in copy_columns),
-                    qualified(target),
-                )
-            )
 
         def with_lineage(frame: pd.DataFrame) -> pd.DataFrame:
             return frame.assign(_ingestion_id=str(ingestion_id), _source_uri=source, _source_sha256=sha256)
 
-        rows = copy_frames(conn, staging, copy_columns, (with_lineage(f) for f in frames))
-
-        column_list = sql.SQL(", ").join(sql.Identifier(c) for c in copy_columns)
-        insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
-            qualified(target), column_list, column_list, sql.Identifier(staging)
-        )
-        if dataset.load_mode == "upsert" and dataset.keys:
-            # The last row of the file wins for a key: ON CONFLICT cannot touch a row twice.
-            keys = sql.SQL(", ").join(sql.Identifier(k) for k in dataset.keys)
-            insert = sql.SQL(
-                "INSERT INTO {} ({}) SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, {} DESC"
-            ).format(
-                qualified(target),
-                column_list,
-                keys,
-                column_list,
-                sql.Identifier(staging),
-                keys,
-                sql.Identifier("_source_row"),
+        if dataset.load_mode == "append":
+            # Straight into the target: the open transaction is the staging area (nothing is visible
+            # before COMMIT, a crash rolls every chunk back) and it avoids writing every row twice.
+            rows = copy_frames(conn, target, copy_columns, (with_lineage(f) for f in frames))
+        else:
+            rows = _load_through_staging(
+                conn, dataset, target, copy_columns, (with_lineage(f) for f in frames)
             )
-            updates = [c for c in copy_columns if c not in dataset.keys]
-            insert = sql.SQL("{} ON CONFLICT ({}) DO UPDATE SET {}").format(
-                insert,
-                sql.SQL(", ").join(sql.Identifier(k) for k in dataset.keys),
-                sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates),
-            )
-        with raw_connection(conn) as cursor:
-            cursor.execute(insert)
 
         conn.execute(
             file_loads.insert().values(
@@ -154,3 +122,44 @@ def load_file(
             )
         )
     return LoadOutcome(rows_loaded=rows, skipped=False)
+
+
+def _load_through_staging(
+    conn: sa.Connection, dataset: Dataset, target: str, columns: list[str], frames: Iterable[pd.DataFrame]
+) -> int:
+    """COPY into a temporary staging table, then replace or upsert into the target (same transaction)."""
+    staging = f"_sluice_staging_{uuid.uuid4().hex[:12]}"
+    column_list = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    with raw_connection(conn) as cursor:
+        if dataset.load_mode == "replace":
+            cursor.execute(sql.SQL("TRUNCATE {}").format(qualified(target)))
+        cursor.execute(
+            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+                sql.Identifier(staging), column_list, qualified(target)
+            )
+        )
+    rows = copy_frames(conn, staging, columns, frames)
+    insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+        qualified(target), column_list, column_list, sql.Identifier(staging)
+    )
+    if dataset.load_mode == "upsert" and dataset.keys:
+        # The last row of the file wins for a key: ON CONFLICT cannot touch a row twice.
+        keys = sql.SQL(", ").join(sql.Identifier(k) for k in dataset.keys)
+        updates = [c for c in columns if c not in dataset.keys]
+        insert = sql.SQL(
+            "INSERT INTO {} ({}) SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, {} DESC "
+            "ON CONFLICT ({}) DO UPDATE SET {}"
+        ).format(
+            qualified(target),
+            column_list,
+            keys,
+            column_list,
+            sql.Identifier(staging),
+            keys,
+            sql.Identifier("_source_row"),
+            keys,
+            sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates),
+        )
+    with raw_connection(conn) as cursor:
+        cursor.execute(insert)
+    return rows

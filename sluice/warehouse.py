@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import queue
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -108,18 +110,46 @@ def copy_frames(conn: sa.Connection, table: str, columns: list[str], frames: Ite
     """COPY each frame into ``table`` on ``conn``'s open transaction; returns rows copied.
 
     Values are written quoted; an unquoted empty field is NULL, so empty strings and NULLs stay distinct.
+    A producer thread reads and encodes the next chunk while PostgreSQL ingests the current one (two
+    cores: pyarrow's encoder and the server overlap); at most two encoded chunks wait, so memory stays
+    bounded by the chunk size.
     """
     statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
         qualified(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
+    encoded: queue.Queue[tuple[bytes, int] | BaseException | None] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for frame in frames:
+                if stop.is_set():
+                    return
+                if not frame.empty:
+                    encoded.put((frame_to_csv(frame[columns]), len(frame)))
+            encoded.put(None)
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            encoded.put(exc)
+
+    producer = threading.Thread(target=produce, name="sluice-copy-encoder", daemon=True)
+    producer.start()
     total = 0
-    with raw_connection(conn) as cursor:
-        query = statement.as_string(cursor.connection)
-        for frame in frames:
-            if frame.empty:
-                continue
-            cursor.copy_expert(query, io.BytesIO(frame_to_csv(frame[columns])))
-            total += len(frame)
+    try:
+        with raw_connection(conn) as cursor:
+            query = statement.as_string(cursor.connection)
+            while (item := encoded.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                data, rows = item
+                cursor.copy_expert(query, io.BytesIO(data))
+                total += rows
+    finally:
+        stop.set()
+        while producer.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                encoded.get_nowait()
+            except queue.Empty:
+                producer.join(0.05)
     return total
 
 
