@@ -89,6 +89,12 @@ def _open_text(path: Path) -> io.TextIOBase:
 
 def read_header(path: Path, dataset: Dataset, source: str) -> list[str]:
     """The file's header, checked against the dataset: readable, delimited as declared, required columns."""
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic == b"PAR1":
+        raise BadFile(f"{source}: looks like JSON or Parquet (Parquet magic bytes), expected delimited text")
+    if magic.startswith(b"PK\x03\x04"):
+        raise BadFile(f"{source}: a ZIP/XLSX archive, expected delimited text")
     try:
         with _open_text(path) as handle:
             first = handle.readline()
@@ -98,7 +104,7 @@ def read_header(path: Path, dataset: Dataset, source: str) -> list[str]:
         raise BadFile(f"{source}: cannot be read ({exc})") from None
     if not first.strip():
         raise BadFile(f"{source}: empty file (no header line)")
-    if first.lstrip().startswith(("{", "[")) or first.startswith("PAR1"):
+    if first.lstrip().startswith(("{", "[")):
         raise BadFile(f"{source}: looks like JSON or Parquet, expected delimited text")
     header = next(csv.reader([first], delimiter=dataset.delimiter))
     header = [h.strip() for h in header]
@@ -178,6 +184,8 @@ def transform_file(path: Path, dataset: Dataset, source: str, work: Path, chunk_
             combined[RAW_PREFIX + column] = raw[column].to_numpy()
         spool.write(combined)
         rows += len(raw)
+    if rows == 0:
+        raise BadFile(f"{source}: header only, no data rows")
     return Transformed(spool=spool, rows_read=rows)
 
 

@@ -1,0 +1,124 @@
+"""Hostile and broken files: each is one clear error or a quarantine; nothing half-loaded; the file untouched."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from sluice.runner import run_ingest
+from sluice.warehouse import get_engine
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+HEADER = "user,timestamp,hours,project\n"
+ROW = "ned,2018-12-20 00:00:00 UTC,1.5,bizdev\n"
+
+
+def parquet_bytes() -> bytes:
+    buffer = io.BytesIO()
+    pd.DataFrame({"user": ["ned"], "hours": [1.0]}).to_parquet(buffer)
+    return buffer.getvalue()
+
+
+FAILS = {
+    "empty": (b"", "empty file"),
+    "header_only": (HEADER.encode(), "no data rows"),
+    "wrong_delimiter": (
+        HEADER.replace(",", ";").encode() + ROW.replace(",", ";").encode(),
+        "looks ';'-delimited",
+    ),
+    "missing_column": (
+        b"user,timestamp,project\nned,2018-12-20 00:00:00 UTC,bizdev\n",
+        "missing required column(s) hours",
+    ),
+    "extra_column": (
+        b"user,timestamp,hours,project,mood\n" + ROW.strip().encode() + b",ok\n",
+        "unexpected column(s) mood",
+    ),
+    "duplicate_header": (
+        b"user,timestamp,hours,project,user\n" + ROW.strip().encode() + b",x\n",
+        "duplicate column names",
+    ),
+    "non_utf8": (
+        HEADER.encode() + ROW.encode() + "zoë,2018-12-20 00:00:00 UTC,1,p\n".encode("latin-1"),
+        "not UTF-8",
+    ),
+    "json": (json.dumps([{"user": "ned"}]).encode(), "looks like JSON"),
+    "parquet": (parquet_bytes(), "looks like JSON or Parquet"),
+}
+
+
+def land(folder: Path, name: str, data: bytes) -> Path:
+    path = folder / "landing" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def loaded() -> int:
+    with get_engine().connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM tm.daily_checkins")).scalar_one()
+
+
+@pytest.mark.parametrize("case", sorted(FAILS))
+def test_broken_file_is_one_clear_error(sluice_env: Path, case: str) -> None:
+    data, message = FAILS[case]
+    path = land(sluice_env, f"dailycheckins-{case}.csv", data)
+    digest = hashlib.sha256(data).hexdigest()
+    report = run_ingest(str(path), dataset="dailycheckins")
+    assert report.status == "failed" and report.state == "transform", report
+    assert message in report.error and path.name in report.error
+    assert "\n" not in report.error  # one line, no stack dump
+    assert loaded() == 0
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest  # untouched
+    assert report.quarantine_uri and Path(report.quarantine_uri).read_bytes() == data  # kept, with the reason
+    reason = json.loads(Path(report.quarantine_uri.removesuffix(".file") + ".error.json").read_text())
+    assert message in reason["error"]
+
+
+def test_quoted_newlines_delimiters_bom_crlf_load_faithfully(sluice_env: Path) -> None:
+    text = '\ufeffuser,timestamp,hours,project\r\n"o\'brien, jr",2018-12-20 00:00:00 UTC,1.5,"multi\r\nline, ""quoted"""\r\n'
+    path = land(sluice_env, "dailycheckins.csv", text.encode())
+    report = run_ingest(str(path), dataset="dailycheckins")
+    assert (report.status, report.rows_loaded) == ("success", 1)
+    with get_engine().connect() as conn:
+        got = conn.execute(sa.text("SELECT username, project FROM tm.daily_checkins")).one()
+    assert tuple(got) == ("o'brien, jr", 'multi\r\nline, "quoted"')
+
+
+def test_sql_looking_values_are_data(sluice_env: Path) -> None:
+    evil = "Robert'); DROP TABLE tm.daily_checkins;--"
+    text = HEADER + f'"{evil}",2018-12-20 00:00:00 UTC,1,"$$; SELECT pg_sleep(10); $$"\n'
+    report = run_ingest(str(land(sluice_env, "dailycheckins.csv", text.encode())), dataset="dailycheckins")
+    assert report.status == "success"
+    with get_engine().connect() as conn:
+        assert conn.execute(sa.text("SELECT username FROM tm.daily_checkins")).scalar_one() == evil
+
+
+def test_sql_looking_column_names_are_rejected_by_drift_policy(sluice_env: Path) -> None:
+    text = 'user,timestamp,hours,project,"x"";DROP TABLE tm.daily_checkins;--"\n' + ROW.strip() + ",1\n"
+    report = run_ingest(str(land(sluice_env, "dailycheckins.csv", text.encode())), dataset="dailycheckins")
+    assert report.status == "failed" and "unexpected column(s)" in report.error
+    assert loaded() == 0  # and the table still exists
+
+
+def test_gzip_works(sluice_env: Path) -> None:
+    path = land(sluice_env, "dailycheckins.csv.gz", gzip.compress((HEADER + ROW).encode()))
+    assert run_ingest(str(path), dataset="dailycheckins").rows_loaded == 1
+
+
+def test_a_single_50mb_line_is_quarantined_not_loaded(sluice_env: Path) -> None:
+    huge = "x" * (50 * 1024 * 1024)
+    path = land(
+        sluice_env, "dailycheckins.csv", (HEADER + ROW + f"{huge},2018-12-20 00:00:00 UTC,1,p\n").encode()
+    )
+    report = run_ingest(str(path), dataset="dailycheckins", mode="soft")
+    assert (report.status, report.rows_loaded, report.rows_quarantined) == ("success", 1, 1)
+    assert "str_length" in pd.read_csv(report.quarantine_uri, usecols=["check"])["check"].iloc[0]
