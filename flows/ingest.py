@@ -12,7 +12,7 @@ from pydantic import Field
 
 from sluice import registry
 from sluice.errors import SluiceError, UnknownDataset
-from sluice.ledger import LedgerEntry, get_ledger
+from sluice.ledger import LedgerEntry, get_ledger, hold_run, reap_abandoned, release_run
 from sluice.report import IngestionFailed, IngestReport, markdown
 from sluice.settings import get_settings
 from tasks.ingest import RunContext, extract, load, transform, validate, with_retries
@@ -21,6 +21,7 @@ from tasks.ingest import RunContext, extract, load, transform, validate, with_re
 def _start(source: str, dataset: str | None, mode: str | None, force: bool) -> RunContext:
     settings = get_settings()
     ledger = get_ledger(settings)
+    reap_abandoned(ledger)
     try:
         spec = registry.get_dataset(dataset) if dataset else registry.resolve(source)
         if spec is None:
@@ -82,6 +83,7 @@ def ingest_file(
         table=ctx.dataset.target or None,
         flow_run_id=ctx.flow_run_id,
     )
+    hold_run(ctx.ledger, ctx.ingestion_id)
     try:
         fetched = with_retries(extract, ctx.settings)(ctx)
         if fetched is None:
@@ -108,6 +110,7 @@ def ingest_file(
         _publish(report)
         raise IngestionFailed(report) from None
     finally:
+        release_run(ctx.ledger)
         ctx.cleanup()
     _publish(report)
     logger.info(

@@ -100,9 +100,11 @@ def ledger(
 ) -> None:
     """Recent runs and their states, from the configured ledger backend."""
     _prepare()
-    from sluice.ledger import get_ledger, summarize
+    from sluice.ledger import get_ledger, reap_abandoned, summarize
 
-    runs = get_ledger().recent(limit)
+    store = get_ledger()
+    reap_abandoned(store)
+    runs = store.recent(limit)
     if as_json:
         print_json([{**summarize(r), "states": [e.as_dict() for e in r]} for r in runs])
         return
@@ -180,3 +182,7 @@ def main() -> None:
     except SluiceError as exc:
         fail(str(exc))
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

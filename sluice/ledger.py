@@ -86,12 +86,80 @@ class Ledger(Protocol):
     def recent(self, limit: int = 20) -> list[list[LedgerEntry]]: ...
 
 
+def hold_run(ledger: Ledger, ingestion_id: uuid.UUID) -> None:
+    """Mark the run alive for its lifetime (backends without liveness locks ignore this)."""
+    if hasattr(ledger, "hold"):
+        ledger.hold(ingestion_id)
+
+
+def release_run(ledger: Ledger) -> None:
+    if hasattr(ledger, "release"):
+        ledger.release()
+
+
+def reap_abandoned(ledger: Ledger) -> int:
+    """Close the states of runs that died without saying so (``crashed``)."""
+    return ledger.reap() if hasattr(ledger, "reap") else 0
+
+
+def _run_lock_key(ingestion_id: uuid.UUID) -> str:
+    return f"sluice.run:{ingestion_id}"
+
+
 class PostgresLedger:
-    """The ledger as a table in the warehouse (``sluice.run_ledger``)."""
+    """The ledger as a table in the warehouse (``sluice.run_ledger``).
+
+    A live run holds a session-level advisory lock on its ingestion id (``hold``). When its process dies
+    (SIGKILL, OOM, a lost container) PostgreSQL drops the session and the lock with it, so ``reap`` can tell
+    an abandoned ``running`` state from a live one and mark it ``crashed``.
+    """
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self._held: Any = None
         ensure_bookkeeping(engine)
+
+    def hold(self, ingestion_id: uuid.UUID) -> None:
+        """Take the run's liveness lock on a dedicated connection, kept until ``release``."""
+        connection = self.engine.raw_connection()
+        cursor = connection.cursor()
+        cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", (_run_lock_key(ingestion_id),))
+        connection.commit()
+        cursor.close()
+        self._held = connection
+
+    def release(self) -> None:
+        if self._held is not None:
+            self._held.invalidate()  # closes the session, and the lock with it (never back to the pool)
+            self._held = None
+
+    def reap(self) -> int:
+        """Mark ``running`` states whose run no longer holds its lock as ``crashed``; returns how many."""
+        query = sa.select(run_ledger.c.ingestion_id).where(run_ledger.c.status == "running").distinct()
+        reaped = 0
+        with self.engine.connect() as conn:
+            for ingestion_id in conn.execute(query).scalars().all():
+                key = _run_lock_key(ingestion_id)
+                if not conn.execute(
+                    sa.text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": key}
+                ).scalar():
+                    continue  # alive
+                try:
+                    result = conn.execute(
+                        run_ledger.update()
+                        .where(run_ledger.c.ingestion_id == ingestion_id, run_ledger.c.status == "running")
+                        .values(
+                            status="crashed",
+                            error="the run stopped without finishing this state (process killed or lost)",
+                            finished_at=sa.func.now(),
+                        )
+                    )
+                    conn.commit()
+                    reaped += result.rowcount
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": key})
+                    conn.commit()
+        return reaped
 
     def record(self, entry: LedgerEntry) -> None:
         values = {c.name: getattr(entry, c.name) for c in run_ledger.columns if c.name != "seq"}
@@ -164,7 +232,7 @@ def get_ledger(settings: Settings | None = None) -> Ledger:
 def summarize(entries: list[LedgerEntry]) -> dict[str, Any]:
     """A run's overall status from its states: failed if any failed, skipped if skipped, else success."""
     statuses = [e.status for e in entries]
-    if "fail" in statuses:
+    if "fail" in statuses or "crashed" in statuses:
         status = "failed"
     elif "skipped" in statuses:
         status = "skipped"

@@ -1,0 +1,73 @@
+"""SIGKILL during the load: nothing of the file is visible, the ledger says crashed, the rerun loads once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from sluice.runner import run_ingest
+from sluice.warehouse import get_engine
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def scalar(sql: str) -> object:
+    with get_engine().connect() as conn:
+        return conn.execute(sa.text(sql)).scalar()
+
+
+def test_sigkill_during_load_then_rerun(sluice_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    from sluice.ledger import ensure_bookkeeping
+
+    ensure_bookkeeping(get_engine())
+    rows = 400_000
+    line = "ned,2018-12-20 00:00:00 UTC,1.5,bizdev\n"
+    source = sluice_env / "landing" / "dailycheckins.csv"
+    source.parent.mkdir(parents=True)
+    source.write_text("user,timestamp,hours,project\n" + line * rows, encoding="utf-8")
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "SLUICE_CHUNK_ROWS": "20000"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "sluice.cli", "ingest", str(source), "--dataset", "dailycheckins"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            state = scalar("SELECT status FROM sluice.run_ledger WHERE state = 'load'")
+            if state == "running":
+                break
+            assert child.poll() is None, "the ingest ended before its load could be interrupted"
+            time.sleep(0.02)
+        else:
+            pytest.fail("the load never started")
+        time.sleep(0.3)  # well inside the COPY of 400k rows
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+    assert scalar("SELECT count(*) FROM tm.daily_checkins") == 0
+    assert scalar("SELECT count(*) FROM sluice.file_loads") == 0
+
+    report = run_ingest(str(source), dataset="dailycheckins")
+    assert (report.status, report.rows_loaded) == ("success", rows)
+    assert scalar("SELECT count(*) FROM tm.daily_checkins") == rows
+    statuses = scalar(
+        "SELECT string_agg(status, ',' ORDER BY started_at) FROM sluice.run_ledger WHERE state = 'load'"
+    )
+    assert statuses == "crashed,success"
