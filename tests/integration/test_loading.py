@@ -96,3 +96,14 @@ def test_force_replaces_only_that_files_rows() -> None:
     load("d" * 64, frames(1, 7))
     outcome = load("c" * 64, frames(2, 10), force=True)
     assert (outcome.rows_loaded, count(), loaded_files()) == (20, 27, 2)
+
+
+@pytest.mark.usefixtures("target")
+def test_many_different_files_at_once_all_load_none_twice() -> None:
+    shas = [f"{i:x}" * 64 for i in range(1, 7)]
+    threads = [threading.Thread(target=load, args=(sha[:64], frames(2, 25))) for sha in shas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (count(), loaded_files()) == (6 * 50, 6)
