@@ -1,0 +1,76 @@
+"""``sluice backfill``: ingest every file under a prefix, with a progress bar."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(backfill)
+
+
+def backfill(
+    prefix: Annotated[str, typer.Argument(help="Landing prefix: a folder or s3://bucket/prefix.")],
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset (default: by key).")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Files in flight at once.")] = 2,
+    deployment: Annotated[
+        str | None, typer.Option(help="Run each file as this deployment (e.g. ingest-file/s3-event).")
+    ] = None,
+    mode: Annotated[str | None, typer.Option(help="hard or soft (default: settings).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Ingest every file under PREFIX; files already loaded are skipped. Exit 1 if any file failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sluice.cli import console, fail, print_json
+    from sluice.runtime import prepare
+
+    if mode is not None and mode not in ("hard", "soft"):
+        raise fail(f"--mode must be hard or soft, not {mode!r}", code=2)
+    prepare(verbose)
+    from sluice import backfill as fanout
+
+    files = fanout.plan(prefix, dataset)
+    if not files:
+        raise fail(f"{prefix}: no files that {dataset or 'any dataset'} claims")
+    results: list[Any] = []
+    with Progress(
+        TextColumn("backfill"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=as_json,
+        transient=True,
+    ) as progress:
+        bar = progress.add_task("files", total=len(files))
+
+        def done(_: Any) -> None:
+            progress.advance(bar)
+
+        if deployment:
+            results = fanout.run_deployments(
+                files, deployment, concurrency=concurrency, mode=mode, on_done=done
+            )
+        else:
+            reports = fanout.run_local(files, concurrency=concurrency, mode=mode, on_done=done)
+            results = [r.model_dump(exclude={"failures", "flow_run_id"}) for r in reports]
+    counts = {s: sum(1 for r in results if r["status"] == s) for s in ("success", "skipped", "failed")}
+    if as_json:
+        print_json({"prefix": prefix, "files": len(results), **counts, "results": results})
+    else:
+        for r in results:
+            console.print(
+                f"{r['status']:8} {r['source']}" + (f"  {r.get('error')}" if r.get("error") else ""),
+                highlight=False,
+                soft_wrap=True,
+            )
+        console.print(
+            f"{len(results)} files: {counts['success']} loaded, {counts['skipped']} skipped, "
+            f"{counts['failed']} failed"
+        )
+    if counts["failed"]:
+        raise typer.Exit(1)

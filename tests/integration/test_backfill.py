@@ -1,0 +1,34 @@
+"""``sluice backfill``: every file under a prefix, bounded pool, loaded files skipped, per-file results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sluice.cli import app
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def test_backfill_loads_new_files_skips_loaded_and_reports_each(sluice_env: Path) -> None:
+    folder = sluice_env / "landing" / "tm" / "dailycheckins"
+    folder.mkdir(parents=True)
+    for day in range(3):
+        (folder / f"dailycheckins-{day}.csv").write_text(
+            f"user,timestamp,hours,project\nu{day},2019-01-0{day + 1} 00:00:00 UTC,1,p\n", encoding="utf-8"
+        )
+    (folder / "dailycheckins-bad.csv").write_text("nope\n1\n", encoding="utf-8")
+    runner = CliRunner()
+    first = runner.invoke(app, ["backfill", str(folder), "--dataset", "dailycheckins", "--json"])
+    assert first.exit_code == 1  # one bad file
+    body = json.loads(first.stdout)
+    assert (body["files"], body["success"], body["failed"]) == (4, 3, 1)
+    assert {Path(r["source"]).name: r["status"] for r in body["results"]}["dailycheckins-bad.csv"] == "failed"
+
+    (folder / "dailycheckins-bad.csv").unlink()
+    second = runner.invoke(app, ["backfill", str(folder), "--dataset", "dailycheckins", "--json"])
+    body = json.loads(second.stdout)
+    assert second.exit_code == 0 and (body["files"], body["skipped"], body["success"]) == (3, 3, 0)
