@@ -16,7 +16,8 @@ from sluice.transforms.tm import RUSSIAN_MONTHS, transform_checkins
 daily_checkins = sa.Table(
     "daily_checkins",
     metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+    # cache: one sequence call per 10,000 rows instead of per row (a third of COPY time); gaps are harmless.
+    sa.Column("id", sa.BigInteger, sa.Identity(always=True, cache=10_000), primary_key=True),
     sa.Column("username", sa.Text, nullable=False),
     sa.Column("project", sa.Text, nullable=False),
     sa.Column("hours", sa.Numeric(5, 2), nullable=False),
