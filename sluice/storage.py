@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from functools import lru_cache
@@ -49,14 +50,17 @@ def _client(endpoint_url: str | None = None) -> Any:
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=10, read_timeout=60)
+    # AWS_MAX_ATTEMPTS / AWS_RETRY_MODE, the standard AWS variables, override the defaults.
+    retries = {
+        "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "8")),
+        "mode": os.environ.get("AWS_RETRY_MODE", "adaptive"),
+    }
+    config = Config(retries=retries, connect_timeout=10, read_timeout=60)
     return boto3.client("s3", endpoint_url=endpoint_url, config=config)
 
 
 def s3_client() -> Any:
     """A cached S3 client; boto3 itself picks up ``AWS_ENDPOINT_URL`` and region settings."""
-    import os
-
     return _client(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
 
 
