@@ -47,7 +47,13 @@ def _start(source: str, dataset: str | None, mode: str | None, force: bool) -> R
     )
 
 
-@flow(name="ingest-file", log_prints=False, validate_parameters=True)
+@flow(
+    name="ingest-file",
+    log_prints=False,
+    validate_parameters=True,
+    # One notification per run (SLUICE_NOTIFY_BLOCKS); imported here because only this decorator is ours.
+    **__import__("sluice.notify").notify.notify_hooks(),
+)
 def ingest_file(
     source: Annotated[str, Field(description="The landed file: a local path or s3://bucket/key.")],
     dataset: Annotated[

@@ -163,6 +163,11 @@ class PostgresLedger:
 
     def record(self, entry: LedgerEntry) -> None:
         values = {c.name: getattr(entry, c.name) for c in run_ledger.columns if c.name != "seq"}
+        for key in ("error", "source", "quarantine_uri"):
+            if isinstance(
+                values[key], str
+            ):  # PostgreSQL text cannot hold NUL; a hostile file can put one here
+                values[key] = values[key].replace("\x00", "\\0")
         values["seq"] = entry.seq
         stmt = postgresql.insert(run_ledger).values(**values)
         update = {k: stmt.excluded[k] for k in values if k not in ("ingestion_id", "state", "started_at")}

@@ -122,3 +122,12 @@ def test_a_single_50mb_line_is_quarantined_not_loaded(sluice_env: Path) -> None:
     report = run_ingest(str(path), dataset="dailycheckins", mode="soft")
     assert (report.status, report.rows_loaded, report.rows_quarantined) == ("success", 1, 1)
     assert "str_length" in pd.read_csv(report.quarantine_uri, usecols=["check"])["check"].iloc[0]
+
+
+def test_nul_bytes_fail_clearly_and_the_ledger_records_it(sluice_env: Path) -> None:
+    path = land(sluice_env, "dailycheckins.csv", b"user\x00,timestamp,hours,project\n" + ROW.encode())
+    report = run_ingest(str(path), dataset="dailycheckins")
+    assert report.status == "failed" and report.state == "transform"
+    with get_engine().connect() as conn:
+        states = conn.execute(sa.text("SELECT state, status FROM sluice.run_ledger ORDER BY seq")).all()
+    assert [tuple(s) for s in states] == [("extract", "success"), ("transform", "fail")]

@@ -1,0 +1,119 @@
+"""``sluice notify``: save SNS and email notification blocks, and send a test message through one."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+notify_app = typer.Typer(help="Notification blocks: where run alerts go (SLUICE_NOTIFY_BLOCKS lists them).")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(notify_app, name="notify")
+
+
+def _start() -> None:
+    from sluice.runtime import prepare
+
+    prepare(False)
+
+
+@notify_app.command("add-sns")
+def add_sns(
+    name: Annotated[str, typer.Argument(help="Block name, e.g. ops-alerts.")],
+    topic_arn: Annotated[str, typer.Option("--topic-arn", help="The SNS topic's ARN.")],
+    region: Annotated[str | None, typer.Option("--region", help="AWS region (default: the topic's).")] = None,
+) -> None:
+    """Save an SNS notification block (credentials from the usual AWS chain)."""
+    from sluice.cli import console, fail
+
+    if not topic_arn.startswith("arn:") or topic_arn.count(":") < 5:
+        raise fail(f"--topic-arn {topic_arn!r} is not an SNS topic ARN", code=2)
+    _start()
+    from prefect_aws import AwsCredentials
+
+    from sluice.notify import SnsNotification, register_blocks
+
+    register_blocks()
+    block = SnsNotification(
+        topic_arn=topic_arn, aws_credentials=AwsCredentials(region_name=region or topic_arn.split(":")[3])
+    )
+    block.save(name, overwrite=True)
+    console.print(f"saved [bold]sns-notification/{name}[/] → {topic_arn}")
+    _hint(f"sns-notification/{name}")
+
+
+@notify_app.command("add-email")
+def add_email(
+    name: Annotated[str, typer.Argument(help="Block name, e.g. data-team.")],
+    to: Annotated[str, typer.Option("--to", help="Recipient address(es), comma-separated.")],
+    smtp_host: Annotated[str, typer.Option("--smtp-host", help="SMTP server host.")],
+    smtp_port: Annotated[int | None, typer.Option("--smtp-port", help="Default: by security mode.")] = None,
+    username: Annotated[str | None, typer.Option("--username", help="SMTP login.")] = None,
+    password_env: Annotated[
+        str | None, typer.Option("--password-env", help="Environment variable holding the password.")
+    ] = None,
+    email_from: Annotated[str | None, typer.Option("--from", help="Sender (default: username).")] = None,
+    ssl: Annotated[bool, typer.Option("--ssl", help="Implicit TLS (default, port 465).")] = False,
+    starttls: Annotated[bool, typer.Option("--starttls", help="STARTTLS (port 587).")] = False,
+    plain: Annotated[bool, typer.Option("--plain", help="No TLS (port 25; local relays only).")] = False,
+) -> None:
+    """Save an email notification block backed by prefect-email's EmailServerCredentials."""
+    from sluice.cli import console, fail
+
+    if sum((ssl, starttls, plain)) > 1:
+        raise fail("choose one of --ssl, --starttls, --plain", code=2)
+    password = None
+    if password_env:
+        password = os.environ.get(password_env)
+        if password is None:
+            raise fail(f"--password-env {password_env}: that variable is not set", code=2)
+    if password and not username:
+        raise fail("--password-env needs --username", code=2)
+    _start()
+    from prefect_email import EmailServerCredentials, SMTPType
+
+    from sluice.notify import EmailNotification, register_blocks
+
+    smtp_type = SMTPType.STARTTLS if starttls else SMTPType.INSECURE if plain else SMTPType.SSL
+    credentials = EmailServerCredentials(
+        smtp_server=smtp_host,
+        smtp_type=smtp_type,
+        smtp_port=smtp_port,
+        username=username,
+        password=password or "",
+    )
+    register_blocks()
+    EmailNotification(to=to, email_from=email_from, credentials=credentials).save(name, overwrite=True)
+    console.print(f"saved [bold]email-notification/{name}[/] → {to} via {smtp_host} ({smtp_type.name})")
+    _hint(f"email-notification/{name}")
+
+
+@notify_app.command("test")
+def test(name: Annotated[str, typer.Argument(help="Block name or slug/name.")]) -> None:
+    """Send a test message through a saved block; exit 1 if it cannot be delivered."""
+    from sluice.cli import console, fail
+
+    _start()
+    import json
+
+    from sluice.notify import SUBJECT_PREFIX, load_block, send
+
+    try:
+        block = load_block(name)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    body = json.dumps({"status": "Test", "message": "sluice notification test"})
+    try:
+        send(block, body, f"{SUBJECT_PREFIX} test notification")
+    except Exception as exc:
+        raise fail(f"{name}: not delivered: {exc}") from None
+    console.print(f"sent a test message through {name}")
+
+
+def _hint(ref: str) -> None:
+    from sluice.cli import console
+
+    console.print(f"add it to runs: [bold]export SLUICE_NOTIFY_BLOCKS={ref}[/] (comma-separate several)")

@@ -1,0 +1,156 @@
+"""The run ledger in DynamoDB, in the item format of the systems Sluice replaces.
+
+One item per (run, dataset): HASH ``ingestedID`` (S), RANGE ``ingestedTable`` (S, the dataset name, known
+from the first state on). Top-level ``state``/``status``/counts follow the latest state; each state's full
+entry is kept under ``entry_<state>`` (so ``history`` rebuilds the run) and ``stateHistory`` lists every
+transition in order. Numbers are written as DynamoDB numbers; entries are JSON strings to avoid Decimals.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from sluice.ledger import LedgerEntry
+
+_COUNTS = ("rows_read", "rows_loaded", "rows_quarantined")
+
+
+class DynamoDBLedger:
+    """``Ledger`` backend on a DynamoDB table (created on first use if missing, on-demand billing)."""
+
+    def __init__(self, table_name: str) -> None:
+        self.table_name = table_name
+        # boto3 honours AWS_ENDPOINT_URL (moto, LocalStack) and the usual credential chain.
+        self.client = boto3.client("dynamodb")
+        self._ensure_table()
+
+    def _ensure_table(self) -> None:
+        try:
+            self.client.describe_table(TableName=self.table_name)
+            return
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+        try:
+            self.client.create_table(
+                TableName=self.table_name,
+                KeySchema=[
+                    {"AttributeName": "ingestedID", "KeyType": "HASH"},
+                    {"AttributeName": "ingestedTable", "KeyType": "RANGE"},
+                ],
+                AttributeDefinitions=[
+                    {"AttributeName": "ingestedID", "AttributeType": "S"},
+                    {"AttributeName": "ingestedTable", "AttributeType": "S"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        except ClientError as exc:
+            # Another process created it between our describe and create.
+            if exc.response["Error"]["Code"] != "ResourceInUseException":
+                raise
+        self.client.get_waiter("table_exists").wait(TableName=self.table_name)
+
+    def record(self, entry: LedgerEntry) -> None:
+        now = (entry.finished_at or entry.started_at).isoformat()
+        names = {"#state": "state", "#status": "status", "#entry": f"entry_{entry.state}"}
+        values: dict[str, Any] = {
+            ":state": {"S": entry.state},
+            ":status": {"S": entry.status},
+            ":entry": {"S": json.dumps(entry.as_dict())},
+            ":dataset": {"S": entry.dataset},
+            ":source": {"S": entry.source},
+            ":updated": {"S": now},
+            ":started": {"S": entry.started_at.isoformat()},
+            ":history": {
+                "L": [
+                    {
+                        "M": {
+                            "state": {"S": entry.state},
+                            "status": {"S": entry.status},
+                            "at": {"S": now},
+                        }
+                    }
+                ]
+            },
+            ":empty": {"L": []},
+        }
+        sets = [
+            "#state = :state",
+            "#status = :status",
+            "#entry = :entry",
+            "dataset = :dataset",
+            "#source = :source",
+            "updatedAt = :updated",
+            "startedAt = if_not_exists(startedAt, :started)",
+            "stateHistory = list_append(if_not_exists(stateHistory, :empty), :history)",
+        ]
+        names["#source"] = "source"
+        for attr in (*_COUNTS, "target", "error", "flow_run_id", "quarantine_uri"):
+            value = getattr(entry, attr)
+            if value is None:
+                continue
+            key = _camel(attr)
+            names[f"#{key}"] = key
+            values[f":{key}"] = {"N": str(value)} if attr in _COUNTS else {"S": str(value)}
+            sets.append(f"#{key} = :{key}")
+        self.client.update_item(
+            TableName=self.table_name,
+            Key={"ingestedID": {"S": str(entry.ingestion_id)}, "ingestedTable": {"S": entry.dataset}},
+            UpdateExpression="SET " + ", ".join(sets),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    def history(self, ingestion_id: uuid.UUID) -> list[LedgerEntry]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "ingestedID = :id",
+            "ExpressionAttributeValues": {":id": {"S": str(ingestion_id)}},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self.client.query(**kwargs)
+            items += page["Items"]
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        entries = [e for item in items for e in _entries(item)]
+        return sorted(entries, key=lambda e: (e.seq, e.started_at))
+
+    def recent(self, limit: int = 20) -> list[list[LedgerEntry]]:
+        # A scan: the ledger is small per environment; a GSI on startedAt would be the next step at scale.
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self.table_name}
+        while True:
+            page = self.client.scan(**kwargs)
+            items += page["Items"]
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        runs = [sorted(_entries(item), key=lambda e: e.seq) for item in items]
+        runs = [run for run in runs if run]
+        runs.sort(key=lambda run: run[0].started_at, reverse=True)
+        return runs[:limit]
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _entries(item: dict[str, Any]) -> list[LedgerEntry]:
+    return [_from_dict(json.loads(raw["S"])) for key, raw in item.items() if key.startswith("entry_")]
+
+
+def _from_dict(data: dict[str, Any]) -> LedgerEntry:
+    data["ingestion_id"] = uuid.UUID(data["ingestion_id"])
+    for key in ("started_at", "finished_at"):
+        data[key] = datetime.fromisoformat(data[key]) if data[key] else None
+    return LedgerEntry(**data)

@@ -1,0 +1,280 @@
+"""Run notifications: SNS and email blocks, the message every run sends, and the flow state hooks.
+
+Neither Prefect nor prefect-aws ships an SNS notification block, so ``SnsNotification`` is one (registered
+with Prefect so it shows in the UI's block catalogue: ``prefect block register -m sluice.notify``).
+``EmailNotification`` wraps prefect-email's ``EmailServerCredentials`` so both are used the same way:
+``notify(body, subject)``. The hooks run client-side in the flow's process; a notification that cannot be
+delivered is logged as a warning and never changes the run's outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from prefect.blocks.abstract import NotificationBlock
+from prefect.blocks.core import Block
+from prefect_aws import AwsCredentials
+from prefect_email import EmailServerCredentials
+from prefect_email.message import email_send_message
+from pydantic import Field
+
+from sluice.report import IngestionFailed, IngestReport
+from sluice.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+SUBJECT_PREFIX = "[sluice]"
+
+
+class SnsNotification(NotificationBlock):
+    """Publish a run's message to an SNS topic through an ``AwsCredentials`` block."""
+
+    _block_type_name = "SNS Notification"
+    _block_type_slug = "sns-notification"
+    _description = "Publish notifications to an AWS SNS topic (subject and JSON body)."
+
+    topic_arn: str = Field(..., description="ARN of the SNS topic to publish to.")
+    aws_credentials: AwsCredentials = Field(
+        default_factory=AwsCredentials, description="Credentials and region used to reach SNS."
+    )
+
+    async def notify(self, body: str, subject: str | None = None) -> None:
+        self.publish(body, subject)
+
+    def publish(self, body: str, subject: str | None = None) -> str:
+        """Publish synchronously; returns the SNS message id. boto3 honours ``AWS_ENDPOINT_URL`` itself."""
+        client = self.aws_credentials.get_boto3_session().client("sns")
+        kwargs: dict[str, Any] = {"TopicArn": self.topic_arn, "Message": body}
+        if subject:
+            kwargs["Subject"] = _sns_subject(subject)
+        return client.publish(**kwargs)["MessageId"]
+
+
+class EmailNotification(NotificationBlock):
+    """Email a run's message through prefect-email's ``EmailServerCredentials`` (SSL, STARTTLS or plain)."""
+
+    _block_type_name = "Email Notification"
+    _block_type_slug = "email-notification"
+    _description = "Email notifications through a prefect-email EmailServerCredentials block."
+
+    to: str = Field(..., description="Recipient address(es), comma-separated.")
+    email_from: str | None = Field(None, description="Sender address; default: the SMTP username.")
+    credentials: EmailServerCredentials = Field(..., description="SMTP server and login.")
+
+    async def notify(self, body: str, subject: str | None = None) -> None:
+        # prefect-email's task body (not the task) so a hook can send without opening a task run.
+        await email_send_message.fn(
+            subject=subject or f"{SUBJECT_PREFIX} notification",
+            msg=f"<pre>{_html_escape(body)}</pre>",
+            msg_plain=body,
+            email_server_credentials=self.credentials,
+            email_from=self.email_from or self.credentials.username or "sluice@localhost",
+            email_to=self.to,
+        )
+
+
+def _html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def _sns_subject(subject: str) -> str:
+    """SNS subjects: ASCII printable, no newlines, at most 100 characters."""
+    clean = "".join(c if 32 <= ord(c) < 127 else "?" for c in subject.replace("\n", " "))
+    return clean[:100]
+
+
+def register_blocks() -> None:
+    """Register both block types (and their schemas) with the Prefect API, so the UI lists them."""
+    SnsNotification.register_type_and_schema()
+    EmailNotification.register_type_and_schema()
+
+
+# --- messages ------------------------------------------------------------------------------------------
+
+
+def build_message(report: IngestReport, url: str | None = None) -> dict[str, Any]:
+    """The machine-readable message, compatible with the systems Sluice replaces."""
+    failed = report.status == "failed"
+    return {
+        "status": "Ingestion Fail" if failed else "Ingestion Success",
+        "latestState": report.state,
+        "ingestedID": report.run_id or report.flow_run_id,
+        "ingestedTable": report.table or report.dataset,
+        "dataset": report.dataset,
+        "source": report.source,
+        "runStatus": report.status,
+        "rowsRead": report.rows_read,
+        "rowsLoaded": report.rows_loaded,
+        "rowsQuarantined": report.rows_quarantined,
+        "quarantineUri": report.quarantine_uri,
+        "error": report.error,
+        "url": url,
+    }
+
+
+def build_subject(report: IngestReport) -> str:
+    """A short human subject line naming the dataset, the outcome and, on failure, the state and reason."""
+    name = report.dataset or "ingest"
+    if report.status == "failed":
+        reason = report.error.splitlines()[0] if report.error else "unknown error"
+        # Errors name the file first; the body carries it, the subject's 100 characters are for the reason.
+        reason = reason.removeprefix(f"{report.source}: ")
+        return _fit(f"{SUBJECT_PREFIX} FAILED {name} at {report.state}: {reason}")
+    if report.status == "skipped":
+        return f"{SUBJECT_PREFIX} SKIPPED {name}: already loaded"
+    subject = f"{SUBJECT_PREFIX} OK {name}: {report.rows_loaded:,} rows loaded"
+    if report.rows_quarantined:
+        subject += f", {report.rows_quarantined:,} rows quarantined"
+    return _fit(subject)
+
+
+def _fit(subject: str) -> str:
+    """One line of at most 100 characters (SNS's limit), so every channel shows the same subject."""
+    subject = " ".join(subject.split())
+    return subject if len(subject) <= 100 else subject[:97] + "..."
+
+
+def report_from_ledger(ingestion_id: uuid.UUID, source: str, error: str | None) -> IngestReport | None:
+    """Rebuild a run's report from its ledger entries (crashes leave no report behind)."""
+    from sluice.ledger import get_ledger, summarize
+
+    entries = get_ledger().history(ingestion_id)
+    if not entries:
+        return None
+    summary = summarize(entries)
+    return IngestReport(
+        run_id=summary["run_id"],
+        dataset=summary["dataset"],
+        source=summary["source"] or source,
+        status="failed",
+        state=summary["state"],
+        rows_read=summary["rows_read"],
+        rows_loaded=summary["rows_loaded"],
+        rows_quarantined=summary["rows_quarantined"],
+        quarantine_uri=summary["quarantine_uri"],
+        table=summary["table"],
+        error=error or summary["error"],
+    )
+
+
+def report_from_state(flow_run: Any, state: Any) -> IngestReport:
+    """The run's report: the flow's result, the ``IngestionFailed`` it raised, or the ledger for crashes."""
+    try:
+        result = state.result(raise_on_failure=False)
+    except Exception as exc:
+        result = exc
+    if isinstance(result, IngestReport):
+        return result
+    if isinstance(result, IngestionFailed):
+        return result.report
+    parameters = getattr(flow_run, "parameters", None) or {}
+    source = str(parameters.get("source", "?"))
+    error = str(result) if isinstance(result, BaseException) else (state.message or state.name)
+    try:
+        rebuilt = report_from_ledger(uuid.UUID(str(flow_run.id)), source, error)
+    except Exception:
+        rebuilt = None
+    return rebuilt or IngestReport(
+        run_id=str(flow_run.id),
+        dataset=parameters.get("dataset"),
+        source=source,
+        status="failed",
+        state=None,
+        error=error,
+    )
+
+
+def _run_url(flow_run: Any) -> str | None:
+    try:
+        from prefect.utilities.urls import url_for
+
+        return url_for(flow_run)
+    except Exception:
+        return None
+
+
+# --- delivery and hooks --------------------------------------------------------------------------------
+
+
+def configured_blocks(settings: Settings | None = None) -> list[str]:
+    """``SLUICE_NOTIFY_BLOCKS`` as a list of ``block-type-slug/name``."""
+    raw = (settings or get_settings()).notify_blocks
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def load_block(ref: str) -> NotificationBlock:
+    """Load a saved notification block by ``slug/name`` (or a bare name, tried as SNS then email)."""
+    register_blocks_quietly()
+    if "/" in ref:
+        block = Block.load(ref)
+    else:
+        block = None
+        for slug in ("sns-notification", "email-notification"):
+            try:
+                block = Block.load(f"{slug}/{ref}")
+                break
+            except ValueError:
+                continue
+        if block is None:
+            raise ValueError(f"no notification block named {ref!r}")
+    if not isinstance(block, NotificationBlock):
+        raise ValueError(f"{ref} is not a notification block")
+    return block
+
+
+_REGISTERED = False
+
+
+def register_blocks_quietly() -> None:
+    """Register the block types once per process so ``Block.load`` can resolve their slugs."""
+    global _REGISTERED
+    if not _REGISTERED:
+        register_blocks()
+        _REGISTERED = True
+
+
+def send(block: NotificationBlock, body: str, subject: str) -> None:
+    """Deliver synchronously (hooks of sync flows run without an event loop)."""
+    if isinstance(block, SnsNotification):
+        block.publish(body, subject)
+        return
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    run_coro_as_sync(block.notify(body, subject))
+
+
+def deliver(report: IngestReport, url: str | None = None, blocks: list[str] | None = None) -> int:
+    """Send one message to every configured block; returns how many were delivered, never raises."""
+    refs = configured_blocks() if blocks is None else blocks
+    if not refs:
+        return 0
+    body = json.dumps(build_message(report, url), indent=2, default=str)
+    subject = build_subject(report)
+    delivered = 0
+    for ref in refs:
+        try:
+            send(load_block(ref), body, subject)
+            delivered += 1
+        except Exception as exc:
+            logger.warning("notification via %s not delivered: %s", ref, exc)
+    return delivered
+
+
+def _hook(flow: Any, flow_run: Any, state: Any) -> None:
+    try:
+        report = report_from_state(flow_run, state)
+        if state.is_crashed() and report.status != "failed":
+            report.status = "failed"
+        deliver(report, _run_url(flow_run))
+    except Exception as exc:
+        logger.warning("run notification skipped: %s", exc)
+
+
+def notify_hooks() -> dict[str, list[Any]]:
+    """``on_completion``, ``on_failure`` and ``on_crashed`` hooks for a flow: one message per run."""
+    return {"on_completion": [_hook], "on_failure": [_hook], "on_crashed": [_hook]}

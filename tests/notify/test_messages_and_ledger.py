@@ -1,0 +1,168 @@
+"""Message building (pure), the DynamoDB ledger's item format on moto, the crash automation, the CLI."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from sluice.ledger import LedgerEntry, summarize
+from sluice.notify import build_message, build_subject
+from sluice.report import IngestReport
+
+
+def report(**kw: object) -> IngestReport:
+    base: dict = {
+        "run_id": "r1",
+        "dataset": "dailycheckins",
+        "source": "s3://b/k.csv",
+        "status": "success",
+        "state": "load",
+        "rows_read": 10,
+        "rows_loaded": 10,
+        "table": "tm.daily_checkins",
+    }
+    return IngestReport(**{**base, **kw})
+
+
+def test_subjects_name_outcome_state_reason_and_quarantine() -> None:
+    failed = report(status="failed", state="validate", rows_loaded=0, error="6 rows failed checks")
+    assert build_subject(failed) == "[sluice] FAILED dailycheckins at validate: 6 rows failed checks"
+    missing = report(status="failed", state="extract", error="s3://b/k.csv: file not found")
+    assert build_subject(missing) == "[sluice] FAILED dailycheckins at extract: file not found"
+    assert build_subject(report()) == "[sluice] OK dailycheckins: 10 rows loaded"
+    assert build_subject(report(rows_loaded=7, rows_quarantined=3)) == (
+        "[sluice] OK dailycheckins: 7 rows loaded, 3 rows quarantined"
+    )
+    long = build_subject(failed.model_copy(update={"error": "x" * 500 + "\nsecond line"}))
+    assert len(long) == 100 and long.endswith("...")
+
+
+def test_message_is_compatible_with_the_replaced_systems() -> None:
+    failed = build_message(report(status="failed", state="load", error="refused"), url="http://ui/runs/1")
+    assert {
+        k: failed[k] for k in ("status", "latestState", "ingestedID", "ingestedTable", "error", "url")
+    } == {
+        "status": "Ingestion Fail",
+        "latestState": "load",
+        "ingestedID": "r1",
+        "ingestedTable": "tm.daily_checkins",
+        "error": "refused",
+        "url": "http://ui/runs/1",
+    }
+    assert build_message(report())["status"] == "Ingestion Success"
+
+
+def test_dynamodb_ledger_keeps_one_item_per_run_with_state_history(moto_endpoint: str) -> None:
+    from sluice.ledger_dynamodb import DynamoDBLedger
+
+    table = f"ledger-{uuid.uuid4().hex[:8]}"
+    ledger = DynamoDBLedger(table)
+    DynamoDBLedger(table)  # a second process finds the table already there
+    run, older = uuid.uuid4(), uuid.uuid4()
+    t0 = datetime.now(UTC)
+    ledger.record(
+        LedgerEntry(
+            older, "extract", "dailycheckins", "a.csv", status="success", started_at=t0 - timedelta(hours=1)
+        )
+    )
+    for state, status, extra in [
+        ("extract", "running", {}),
+        ("extract", "success", {}),
+        ("transform", "success", {"rows_read": 9}),
+        ("validate", "fail", {"rows_read": 9, "rows_quarantined": 6, "error": "6 rows failed checks"}),
+    ]:
+        ledger.record(
+            LedgerEntry(run, state, "dailycheckins", "b.csv", status=status, started_at=t0, **extra)
+        )
+
+    item = boto3.client("dynamodb").get_item(
+        TableName=table, Key={"ingestedID": {"S": str(run)}, "ingestedTable": {"S": "dailycheckins"}}
+    )["Item"]
+    assert (item["state"]["S"], item["status"]["S"], item["rowsQuarantined"]["N"]) == (
+        "validate",
+        "fail",
+        "6",
+    )
+    assert [(h["M"]["state"]["S"], h["M"]["status"]["S"]) for h in item["stateHistory"]["L"]] == [
+        ("extract", "running"),
+        ("extract", "success"),
+        ("transform", "success"),
+        ("validate", "fail"),
+    ]
+    history = ledger.history(run)
+    assert [(e.state, e.status) for e in history] == [
+        ("extract", "success"),
+        ("transform", "success"),
+        ("validate", "fail"),
+    ]
+    summary = summarize(history)
+    assert (summary["status"], summary["state"], summary["error"]) == (
+        "failed",
+        "validate",
+        "6 rows failed checks",
+    )
+    assert [r[0].ingestion_id for r in ledger.recent()] == [run, older]
+    assert len(ledger.recent(limit=1)) == 1
+
+
+def test_crash_automation_is_a_valid_prefect_automation() -> None:
+    from prefect.events.schemas.automations import AutomationCore
+
+    path = Path(__file__).resolve().parents[2] / "deployments" / "automations" / "crashed.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["actions"][0]["block_document_id"] = str(uuid.uuid4())
+    automation = AutomationCore.model_validate(data)
+    assert automation.trigger.expect == {"prefect.flow-run.Crashed"}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_cli_adds_blocks_and_sends_a_test(sns_topic, smtp_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from sluice.cli import app
+
+    port, inbox = smtp_server
+    inbox.drain()
+    runner = CliRunner()
+    name = f"ops-{uuid.uuid4().hex[:6]}"
+    result = runner.invoke(app, ["notify", "add-sns", name, "--topic-arn", sns_topic.arn])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["notify", "test", f"sns-notification/{name}"])
+    assert result.exit_code == 0, result.output
+    [message] = sns_topic.drain()
+    assert message["Subject"] == "[sluice] test notification"
+    assert json.loads(message["Message"])["status"] == "Test"
+
+    monkeypatch.setenv("SMTP_PW", "secret")
+    result = runner.invoke(
+        app,
+        [
+            "notify",
+            "add-email",
+            "team",
+            "--to",
+            "t@example.com",
+            "--smtp-host",
+            "127.0.0.1",
+            "--smtp-port",
+            str(port),
+            "--plain",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["notify", "test", "team"])
+    assert result.exit_code == 0, result.output
+    [email] = inbox.drain()
+    assert email["Subject"] == "[sluice] test notification" and email["To"] == "t@example.com"
+
+    result = runner.invoke(app, ["notify", "test", "no-such-block"])
+    assert result.exit_code == 1 and "no notification block" in result.output
+    result = runner.invoke(app, ["notify", "add-sns", "x", "--topic-arn", "not-an-arn"])
+    assert result.exit_code == 2
