@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.events import emit_event
 from prefect.runtime import flow_run
 from pydantic import Field
 
 from sluice import registry
 from sluice.errors import SluiceError, UnknownDataset
-from sluice.ledger import LedgerEntry, get_ledger, hold_run, reap_abandoned, release_run
+from sluice.ledger import Ledger, LedgerEntry, get_ledger, hold_run, reap_abandoned, release_run
 from sluice.report import IngestionFailed, IngestReport, markdown
 from sluice.settings import get_settings
 from tasks.ingest import RunContext, extract, load, transform, validate, with_retries
+
+
+class Unclaimed(Exception):
+    """No dataset claims the file's key: recorded as skipped, not a failure (an event for another prefix)."""
 
 
 def _start(source: str, dataset: str | None, mode: str | None, force: bool) -> RunContext:
@@ -24,15 +30,13 @@ def _start(source: str, dataset: str | None, mode: str | None, force: bool) -> R
     reap_abandoned(ledger)
     try:
         spec = registry.get_dataset(dataset) if dataset else registry.resolve(source)
-        if spec is None:
-            raise UnknownDataset(f"{source}: no registered dataset claims this file; pass --dataset")
     except UnknownDataset as exc:
-        entry = LedgerEntry(
-            ingestion_id=uuid.uuid4(), state="extract", dataset=dataset or "?", source=source, status="fail"
-        )
-        entry.error = str(exc)
-        ledger.record(entry)
+        _record_refusal(ledger, source, dataset, "fail", str(exc))
         raise
+    if spec is None:
+        message = f"{source}: no registered dataset claims this key; skipped (pass a dataset to load it)"
+        _record_refusal(ledger, source, dataset, "skipped", message)
+        raise Unclaimed(message)
     hard = mode == "hard" if mode else (spec.hard if spec.hard is not None else settings.hard_testing)
     run_id = flow_run.get_id()
     return RunContext(
@@ -45,6 +49,21 @@ def _start(source: str, dataset: str | None, mode: str | None, force: bool) -> R
         ledger=ledger,
         flow_run_id=run_id,
     )
+
+
+def _record_refusal(ledger: Ledger, source: str, dataset: str | None, status: str, message: str) -> None:
+    run_id = flow_run.get_id()
+    entry = LedgerEntry(
+        ingestion_id=uuid.UUID(run_id) if run_id else uuid.uuid4(),
+        state="extract",
+        dataset=dataset or "?",
+        source=source,
+        status=status,
+        flow_run_id=run_id,
+    )
+    entry.error = message
+    entry.finished_at = datetime.now(UTC)
+    ledger.record(entry)
 
 
 @flow(
@@ -73,6 +92,11 @@ def ingest_file(
     logger = get_run_logger()
     try:
         ctx = _start(source, dataset, mode, force)
+    except Unclaimed as exc:
+        logger.info(str(exc))
+        return IngestReport(
+            run_id=None, dataset=None, source=source, status="skipped", state="extract", error=str(exc)
+        )
     except SluiceError as exc:
         report = IngestReport(
             run_id=None, dataset=dataset, source=source, status="failed", state="extract", error=str(exc)
@@ -108,6 +132,8 @@ def ingest_file(
         outcome = with_retries(load, ctx.settings)(ctx, fetched, validated)
         report.rows_loaded = outcome.rows_loaded
         report.status = "skipped" if outcome.skipped else "success"
+        if not outcome.skipped:
+            _announce(report, fetched.sha256)
     except Exception as exc:
         report.status = "failed"
         report.error = str(exc) or type(exc).__name__
@@ -128,6 +154,25 @@ def ingest_file(
         report.rows_quarantined,
     )
     return report
+
+
+def _announce(report: IngestReport, sha256: str) -> None:
+    """Emit ``sluice.file.loaded``: what downstream triggers (e.g. the daily analytics) wait for."""
+    emit_event(
+        event="sluice.file.loaded",
+        resource={
+            "prefect.resource.id": f"sluice.dataset.{report.dataset}",
+            "prefect.resource.name": str(report.dataset),
+        },
+        payload={
+            "dataset": report.dataset,
+            "source": report.source,
+            "table": report.table,
+            "rows_loaded": report.rows_loaded,
+            "sha256": sha256,
+            "ingestion_id": report.run_id,
+        },
+    )
 
 
 def _publish(report: IngestReport) -> None:

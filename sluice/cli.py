@@ -159,6 +159,7 @@ def _register_extensions() -> None:
         "sluice.cli_notify",
         "sluice.cli_totesys",
         "sluice.cli_analytics",
+        "sluice.cli_sertis",
         "sluice.cli_api",
         "sluice.cli_backfill",
     ):

@@ -17,6 +17,7 @@ from sluice.settings import get_settings
 EXTRA_STEPS: list[str] = [
     "sluice.demo_totesys:demo_step",
     "sluice.demo_analytics:demo_step",
+    "sluice.demo_sertis:demo_step",
 ]
 
 SEED = 20191126

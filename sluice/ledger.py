@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -84,6 +86,34 @@ class Ledger(Protocol):
     def history(self, ingestion_id: uuid.UUID) -> list[LedgerEntry]: ...
 
     def recent(self, limit: int = 20) -> list[list[LedgerEntry]]: ...
+
+
+@contextmanager
+def tracked(ledger: Ledger, counts: dict[str, Any], **fields: Any) -> Iterator[LedgerEntry]:
+    """Record a state as running, then as success/skipped (the body may set it) or fail with the error.
+
+    ``counts`` carries rows and quarantine figures from one state to the next of the same run.
+    """
+    entry = LedgerEntry(**fields, **counts)
+    ledger.record(entry)
+    try:
+        yield entry
+    except BaseException as exc:
+        entry.status = "fail"
+        entry.error = str(exc) or type(exc).__name__
+        _finish(ledger, counts, entry)
+        raise
+    if entry.status == "running":
+        entry.status = "success"
+    _finish(ledger, counts, entry)
+
+
+def _finish(ledger: Ledger, counts: dict[str, Any], entry: LedgerEntry) -> None:
+    entry.finished_at = datetime.now(UTC)
+    for key in ("rows_read", "rows_loaded", "rows_quarantined", "quarantine_uri"):
+        if getattr(entry, key) is not None:
+            counts[key] = getattr(entry, key)
+    ledger.record(entry)
 
 
 def hold_run(ledger: Ledger, ingestion_id: uuid.UUID) -> None:

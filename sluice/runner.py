@@ -21,3 +21,19 @@ def run_ingest(
     return IngestReport(
         run_id=None, dataset=dataset, source=source, status="failed", state=None, error=message
     )
+
+
+def run_totesys() -> IngestReport:
+    """One Totesys cycle in this process; a failed cycle returns its report with ``status='failed'``."""
+    from flows.totesys import totesys
+
+    state = totesys(return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, IngestReport):
+        return result
+    if isinstance(result, IngestionFailed):
+        return result.report
+    message = str(result) if isinstance(result, BaseException) else (state.message or state.name)
+    return IngestReport(
+        run_id=None, dataset="totesys", source="?", status="failed", state=None, error=message
+    )

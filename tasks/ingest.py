@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from prefect.tasks import exponential_backoff
 
 from sluice import ingest, storage
 from sluice.errors import SluiceError, ValidationFailed
-from sluice.ledger import Ledger, LedgerEntry
+from sluice.ledger import Ledger, LedgerEntry, tracked
 from sluice.loading import LoadOutcome, ensure_target, is_loaded, load_file
 from sluice.registry import Dataset
 from sluice.settings import Settings
@@ -59,34 +58,17 @@ class RunContext:
 @contextmanager
 def ledger_state(ctx: RunContext, state: str) -> Iterator[LedgerEntry]:
     """Record ``state`` as running, then as success/skipped (set by the body) or fail with the error."""
-    entry = LedgerEntry(
+    with tracked(
+        ctx.ledger,
+        ctx.counts,
         ingestion_id=ctx.ingestion_id,
         state=state,
         dataset=ctx.dataset.name,
         source=ctx.source,
         target=ctx.dataset.target or None,
         flow_run_id=ctx.flow_run_id,
-        **ctx.counts,
-    )
-    ctx.ledger.record(entry)
-    try:
+    ) as entry:
         yield entry
-    except BaseException as exc:
-        entry.status = "fail"
-        entry.error = str(exc) or type(exc).__name__
-        _finish(ctx, entry)
-        raise
-    if entry.status == "running":
-        entry.status = "success"
-    _finish(ctx, entry)
-
-
-def _finish(ctx: RunContext, entry: LedgerEntry) -> None:
-    entry.finished_at = datetime.now(UTC)
-    for key in ("rows_read", "rows_loaded", "rows_quarantined", "quarantine_uri"):
-        if getattr(entry, key) is not None:
-            ctx.counts[key] = getattr(entry, key)
-    ctx.ledger.record(entry)
 
 
 def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:

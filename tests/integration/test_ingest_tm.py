@@ -129,6 +129,15 @@ def test_unknown_dataset_fails_with_the_registered_names(sluice_env: Path) -> No
     assert "unknown dataset 'nope'" in report.error and "dailycheckins" in report.error
 
 
+def test_a_key_no_dataset_claims_is_recorded_and_skipped_not_failed(sluice_env: Path) -> None:
+    source = land(sluice_env, "exports/unrelated-report.csv", GOOD)
+    report = run_ingest(source)
+    assert report.status == "skipped"
+    assert "no registered dataset claims this key" in report.error
+    assert rows("SELECT state, status, source FROM sluice.run_ledger") == [("extract", "skipped", source)]
+    assert rows("SELECT count(*) FROM sluice.file_loads") == [(0,)]
+
+
 def test_reads_the_same_file_from_s3(sluice_env: Path, s3_bucket: str) -> None:
     import boto3
 

@@ -1,0 +1,137 @@
+"""``sluice totesys``: one cycle of the OLTP → star-schema pipeline; ``sluice totesys seed-source``."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+totesys_app = typer.Typer(
+    help="Totesys: incremental OLTP extraction into the star-schema warehouse.",
+    invoke_without_command=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(totesys_app, name="totesys")
+
+
+def _use_source(source_url: str | None) -> None:
+    if source_url:
+        os.environ["SLUICE_TOTESYS_SOURCE_URL"] = source_url
+        from sluice.settings import reload_settings
+
+        reload_settings()
+
+
+@totesys_app.callback()
+def cycle(
+    ctx: typer.Context,
+    source_url: Annotated[
+        str | None, typer.Option(help="OLTP PostgreSQL URL (default: SLUICE_TOTESYS_SOURCE_URL or embedded).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Per-table rows extracted and loaded, as JSON.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")] = False,
+) -> None:
+    """Run one cycle: extract what changed since the watermarks, transform, validate, load. Exit 1 on failure."""
+    if ctx.invoked_subcommand is not None:
+        _use_source(source_url)
+        return
+    from sluice.cli import console, print_json
+    from sluice.runtime import prepare
+
+    _use_source(source_url)
+    prepare(verbose)
+    from sluice.runner import run_totesys
+
+    with console.status("totesys: one cycle...", spinner="dots") if not as_json else _Null():
+        report = run_totesys()
+    if as_json:
+        print_json(
+            report.model_dump(
+                include={"run_id", "status", "state", "extracted", "loaded", "seconds", "error"}
+            )
+        )
+    else:
+        print_cycle(report)
+    if report.status == "failed":
+        raise typer.Exit(1)
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def print_cycle(report: Any) -> None:
+    from rich.table import Table
+
+    from sluice.cli import console, err
+
+    extracted: dict[str, int] = getattr(report, "extracted", {}) or {}
+    loaded: dict[str, int] = getattr(report, "loaded", {}) or {}
+    if report.status == "skipped":
+        console.print(
+            f"[yellow]totesys[/]: {report.error} ({getattr(report, 'seconds', 0)} s)", highlight=False
+        )
+        return
+    if extracted or loaded:
+        table = Table(title=f"totesys cycle: {report.status} in {getattr(report, 'seconds', 0)} s")
+        table.add_column("source table")
+        table.add_column("extracted", justify="right")
+        table.add_column("warehouse table")
+        table.add_column("rows loaded", justify="right")
+        left, right = sorted(extracted.items()), sorted(loaded.items())
+        for i in range(max(len(left), len(right))):
+            a = left[i] if i < len(left) else ("", "")
+            b = right[i] if i < len(right) else ("", "")
+            table.add_row(a[0], f"{a[1]:,}" if a[1] != "" else "", b[0], f"{b[1]:,}" if b[1] != "" else "")
+        console.print(table)
+    if report.status == "failed":
+        err.print(f"[bold red]error[/] at {report.state}: {report.error}", highlight=False, soft_wrap=True)
+        if report.quarantine_uri:
+            err.print(f"  failures: {report.quarantine_uri}", highlight=False, soft_wrap=True)
+
+
+@totesys_app.command("seed-source")
+def seed_source(
+    from_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--from", help="Folder with one CSV per OLTP table (address.csv …); default: generated."
+        ),
+    ] = None,
+    orders: Annotated[int, typer.Option(help="Sales orders to generate (without --from).")] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed of the generator.")] = 20221103,
+) -> None:
+    """(Re)create the Totesys OLTP source: its real DDL, seeded from CSVs or the generator. Replaces its rows."""
+    from sluice.cli import console, fail
+    from sluice.errors import SluiceError
+    from sluice.totesys_source import generate, seed_from_folder, source_engine, source_url
+    from sluice.totesys_source import seed as seed_tables
+    from sluice.warehouse import redact
+
+    try:
+        url = source_url()
+        engine = source_engine(url)
+        if from_dir is not None:
+            counts = seed_from_folder(engine, from_dir)
+        else:
+            counts = seed_tables(engine, generate(orders, random.Random(seed)))
+        engine.dispose()
+    except SluiceError as exc:
+        raise fail(str(exc)) from None
+    total = sum(counts.values())
+    console.print(
+        f"seeded {redact(url)}: {total:,} rows in {len(counts)} tables", highlight=False, soft_wrap=True
+    )
+    for name, count in counts.items():
+        console.print(f"  {name:<15} {count:>8,}", highlight=False)

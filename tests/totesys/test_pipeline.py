@@ -1,0 +1,307 @@
+"""Totesys end to end on the real PostgreSQL: seed the OLTP, run the real flow, check the warehouse."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import shared_file
+
+
+@dataclass
+class Env:
+    source: sa.Engine
+    warehouse: sa.Engine
+    url: str
+
+
+@pytest.fixture
+def totesys_env(sluice_env, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    from sluice.settings import reload_settings
+    from sluice.totesys_source import source_engine, source_url
+    from sluice.warehouse import get_engine
+
+    monkeypatch.delenv("SLUICE_TOTESYS_SOURCE_URL", raising=False)
+    settings = reload_settings()
+    warehouse = get_engine(settings)
+    with warehouse.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS warehouse CASCADE"))
+        for table in ("totesys_watermarks", "totesys_recent", "totesys_lookups"):
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS sluice.{table}"))
+    url = source_url(settings)
+    source = source_engine(url)
+    yield Env(source, warehouse, url)
+    source.dispose()
+
+
+def cycle() -> object:
+    from sluice.runner import run_totesys
+
+    return run_totesys()
+
+
+def count(engine: sa.Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+
+
+def marks(engine: sa.Engine) -> dict[str, object]:
+    with engine.connect() as conn:
+        return dict(
+            conn.execute(sa.text("SELECT table_name, last_updated FROM sluice.totesys_watermarks")).all()
+        )
+
+
+def orphans(engine: sa.Engine) -> list[str]:
+    """Every declared foreign key of schema warehouse, checked by a query: the referencing values that are missing."""
+    query = sa.text(
+        """
+        SELECT c.conrelid::regclass::text AS child, a.attname AS col,
+               c.confrelid::regclass::text AS parent, af.attname AS pcol
+        FROM pg_constraint c
+        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+        JOIN pg_attribute af ON af.attrelid = c.confrelid AND af.attnum = c.confkey[1]
+        WHERE c.contype = 'f' AND c.connamespace = 'warehouse'::regnamespace
+        """
+    )
+    problems = []
+    with engine.connect() as conn:
+        fks = conn.execute(query).all()
+        assert len(fks) >= 20, fks  # every fact column that points at a dimension has its constraint
+        for child, col, parent, pcol in fks:
+            missing = conn.execute(
+                sa.text(
+                    f'SELECT count(*) FROM {child} x WHERE x."{col}" IS NOT NULL AND NOT EXISTS '
+                    f'(SELECT 1 FROM {parent} p WHERE p."{pcol}" = x."{col}")'
+                )
+            ).scalar_one()
+            if missing:
+                problems.append(f"{child}.{col} → {parent}: {missing}")
+    return problems
+
+
+@pytest.mark.acceptance
+def test_shared_snapshot_first_run_idle_run_and_one_update(totesys_env: Env) -> None:
+    from sluice.totesys_source import seed_from_folder
+
+    folder = shared_file("totesys", "sales_order.csv").parent
+    seed_from_folder(totesys_env.source, folder)
+
+    first = cycle()
+    assert first.status == "success", first.error
+    wh = totesys_env.warehouse
+    assert count(wh, "warehouse.fact_sales_order") == 9845
+    expected = {
+        "dim_location": "address",
+        "dim_counterparty": "counterparty",
+        "dim_staff": "staff",
+        "dim_currency": "currency",
+        "dim_design": "design",
+        "dim_payment_type": "payment_type",
+        "dim_transaction": "transaction",
+    }
+    for dim, source in expected.items():
+        assert count(wh, f"warehouse.{dim}") == len(pd.read_csv(folder / f"{source}.csv")), dim
+    assert count(wh, "warehouse.fact_purchase_order") == 4114
+    assert count(wh, "warehouse.fact_payment") == 13959
+    with wh.connect() as conn:
+        line1 = conn.execute(
+            sa.text(
+                "SELECT counterparty_legal_address_line_1 FROM warehouse.dim_counterparty WHERE counterparty_id = 1"
+            )
+        ).scalar_one()
+        leds = conn.execute(
+            sa.text("SELECT count(*) FROM warehouse.dim_staff WHERE location = 'Leds'")
+        ).scalar_one()
+        order2 = conn.execute(
+            sa.text(
+                "SELECT created_date, created_time, unit_price, agreed_delivery_date FROM warehouse.fact_sales_order "
+                "WHERE sales_order_id = 2"
+            )
+        ).one()
+        dates_ok = conn.execute(
+            sa.text("SELECT bool_and(extract(isodow FROM date_id) = day_of_week) FROM warehouse.dim_date")
+        ).scalar_one()
+    assert line1 == "605 Haskell Trafficway"
+    assert leds > 0  # department 4's misspelt location is data, kept as it is
+    assert str(order2.created_date) == "2022-11-03" and str(order2.created_time) == "14:20:52.186000"
+    assert str(order2.unit_price) == "3.94" and str(order2.agreed_delivery_date) == "2022-11-07"
+    assert dates_ok
+    assert orphans(wh) == []
+    # The extracted batch is in the ingestion zone under the agreed layout, the star schema as Parquet.
+    staging = totesys_env.warehouse  # noqa: F841 (the zone is local: sluice_env)
+    from sluice.settings import get_settings
+    from sluice.totesys import ingestion_zone, processed_zone
+
+    csvs = sorted(
+        p.relative_to(ingestion_zone(get_settings())) for p in _files(ingestion_zone(get_settings()))
+    )
+    assert len(csvs) == 11
+    parts = str(next(p for p in csvs if p.parts[0] == "sales_order")).split("/")
+    assert (
+        len(parts) == 6
+        and parts[0] == "sales_order"
+        and parts[5].startswith("sales_order-")
+        and parts[5].endswith(".csv")
+    )
+    assert len(_files(processed_zone(get_settings()))) == 11
+
+    idle = cycle()
+    assert idle.status == "skipped" and idle.rows_read == 0
+    assert "no new data" in idle.error
+    assert count(wh, "warehouse.fact_sales_order") == 9845
+
+    with totesys_env.source.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE sales_order SET units_sold = units_sold + 7, last_updated = now() WHERE sales_order_id = 2"
+            )
+        )
+    third = cycle()
+    assert third.status == "success", third.error
+    assert third.extracted == {"sales_order": 1}
+    assert third.loaded["fact_sales_order"] == 1
+    assert count(wh, "warehouse.fact_sales_order") == 9846
+    with wh.connect() as conn:
+        versions = (
+            conn.execute(
+                sa.text(
+                    "SELECT units_sold FROM warehouse.fact_sales_order WHERE sales_order_id = 2 ORDER BY sales_record_id"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert versions == [42972, 42979]
+    assert cycle().status == "skipped"
+    assert count(wh, "warehouse.fact_sales_order") == 9846
+
+
+def _files(root: str) -> list:
+    from pathlib import Path
+
+    return [p for p in Path(root).rglob("*") if p.is_file()]
+
+
+def test_late_commit_inside_the_overlap_is_extracted_and_dimension_changes_propagate(
+    totesys_env: Env,
+) -> None:
+    from sluice.totesys_source import generate, seed
+
+    seed(totesys_env.source, generate(60, random.Random(7)))
+    assert cycle().status == "success"
+    wh = totesys_env.warehouse
+    before = count(wh, "warehouse.fact_sales_order")
+    mark = marks(wh)["sales_order"]
+    with totesys_env.source.begin() as conn:
+        # A row whose transaction committed after the last run, stamped a minute *before* its watermark.
+        conn.execute(
+            sa.text(
+                "INSERT INTO sales_order (created_at, last_updated, design_id, staff_id, counterparty_id, units_sold, "
+                "unit_price, currency_id, agreed_delivery_date, agreed_payment_date, agreed_delivery_location_id) "
+                "VALUES (:t, :t, 1, 1, 1, 10, 2.50, 1, '2024-01-02', '2024-01-03', 1)"
+            ),
+            {"t": mark - timedelta(minutes=1)},
+        )
+        # Department 4 moves: every staff member in it must show the new location.
+        conn.execute(
+            sa.text("UPDATE department SET location = 'Leeds', last_updated = now() WHERE department_id = 4")
+        )
+        in_dept4 = conn.execute(sa.text("SELECT count(*) FROM staff WHERE department_id = 4")).scalar_one()
+    report = cycle()
+    assert report.status == "success", report.error
+    assert report.extracted == {"department": 1, "sales_order": 1}
+    assert count(wh, "warehouse.fact_sales_order") == before + 1
+    with wh.connect() as conn:
+        leds = conn.execute(
+            sa.text("SELECT count(*) FROM warehouse.dim_staff WHERE location = 'Leds'")
+        ).scalar_one()
+        dept4 = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM warehouse.dim_staff WHERE department_name = 'Dispatch' AND location = 'Leeds'"
+            )
+        ).scalar_one()
+    assert leds == 0 and dept4 == in_dept4
+    assert orphans(wh) == []
+
+
+def test_bad_batch_halts_loads_nothing_and_keeps_the_watermarks(totesys_env: Env) -> None:
+    from sluice.totesys_source import generate, seed
+
+    seed(totesys_env.source, generate(30, random.Random(3)))
+    assert cycle().status == "success"
+    wh = totesys_env.warehouse
+    before_marks = marks(wh)
+    before_facts = count(wh, "warehouse.fact_sales_order")
+    with totesys_env.source.begin() as conn:
+        conn.execute(sa.text("INSERT INTO currency (currency_code) VALUES ('g1p')"))
+        conn.execute(
+            sa.text("UPDATE sales_order SET units_sold = 5, last_updated = now() WHERE sales_order_id = 1")
+        )
+    report = cycle()
+    assert report.status == "failed" and report.state == "validate"
+    assert "dim_currency" in report.error and "currency_code" in report.error and "G1P" in report.error
+    assert report.quarantine_uri and report.quarantine_uri.endswith(".failures.csv")
+    failures = pd.read_csv(report.quarantine_uri)
+    assert failures.loc[0, "table"] == "dim_currency" and failures.loc[0, "column"] == "currency_code"
+    assert marks(wh) == before_marks
+    assert count(wh, "warehouse.fact_sales_order") == before_facts
+    assert count(wh, "warehouse.dim_currency") == 3
+    with wh.connect() as conn:
+        states = conn.execute(
+            sa.text(
+                "SELECT state, status FROM sluice.run_ledger WHERE dataset = 'totesys' AND ingestion_id = :id ORDER BY seq"
+            ),
+            {"id": report.run_id},
+        ).all()
+    assert [tuple(s) for s in states] == [
+        ("extract", "success"),
+        ("transform", "success"),
+        ("validate", "fail"),
+    ]
+    # Fix the source: the next cycle loads both changes.
+    with totesys_env.source.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE currency SET currency_code = 'JPY', last_updated = now() WHERE currency_code = 'g1p'"
+            )
+        )
+    fixed = cycle()
+    assert fixed.status == "success", fixed.error
+    assert count(wh, "warehouse.dim_currency") == 4
+    assert count(wh, "warehouse.fact_sales_order") == before_facts + 1
+
+
+def test_source_unreachable_fails_cleanly_and_moves_no_watermark(
+    totesys_env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sluice.settings import reload_settings
+    from sluice.totesys_source import generate, seed
+    from tests.conftest import free_port
+
+    seed(totesys_env.source, generate(20, random.Random(5)))
+    assert cycle().status == "success"
+    before = marks(totesys_env.warehouse)
+    monkeypatch.setenv(
+        "SLUICE_TOTESYS_SOURCE_URL", f"postgresql+psycopg2://u:sentinel-pw@127.0.0.1:{free_port()}/totesys"
+    )
+    monkeypatch.setenv("SLUICE_RETRIES", "1")
+    reload_settings()
+    report = cycle()
+    assert report.status == "failed" and report.state == "extract"
+    assert "OperationalError" in report.error and "sentinel-pw" not in json.dumps(report.model_dump())
+    assert marks(totesys_env.warehouse) == before
+    with totesys_env.warehouse.connect() as conn:
+        sources = (
+            conn.execute(sa.text("SELECT DISTINCT source FROM sluice.run_ledger WHERE dataset = 'totesys'"))
+            .scalars()
+            .all()
+        )
+    assert all("sentinel-pw" not in s for s in sources)
