@@ -31,6 +31,7 @@ file_loads = sa.Table(
     sa.Column("target", sa.Text),
     sa.Column("rows_loaded", sa.BigInteger, nullable=False),
     sa.Column("loaded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Index("ix_file_loads_ingestion_id", "ingestion_id"),
     schema="sluice",
     comment="Files loaded, by content: the exactly-once guard",
 )
@@ -50,6 +51,26 @@ def ensure_target(engine: sa.Engine, dataset: Dataset) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('sluice.ddl'))"))
         ensure_schema(conn, dataset.table.schema or "public")
         metadata.create_all(conn, tables=[dataset.table])
+        _relax_old_lineage(conn, dataset.table)
+
+
+def _relax_old_lineage(conn: sa.Connection, table: sa.Table) -> None:
+    """Tables made by Sluice 0.1 carry per-row ``_source_uri``/``_source_sha256`` (now in file_loads): keep the
+    old values, stop requiring new ones."""
+    old = conn.execute(
+        sa.text(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = :s AND table_name = :t "
+            "AND column_name IN ('_source_uri', '_source_sha256') AND is_nullable = 'NO'"
+        ),
+        {"s": table.schema or "public", "t": table.name},
+    ).scalars()
+    for column in list(old):
+        with raw_connection(conn) as cursor:
+            cursor.execute(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(
+                    qualified(f"{table.schema}.{table.name}"), sql.Identifier(column)
+                )
+            )
 
 
 def already_loaded(conn: sa.Connection, dataset: str, sha256: str) -> bool:
@@ -84,23 +105,28 @@ def load_file(
     table = dataset.table
     assert table is not None, f"dataset {dataset.name} has no target table"
     target = f"{table.schema}.{table.name}"
-    copy_columns = [*dataset.output_columns, "_source_row", "_ingestion_id", "_source_uri", "_source_sha256"]
+    copy_columns = [*dataset.output_columns, "_source_row", "_ingestion_id"]
 
     with engine.begin() as conn:
         _lock(conn, dataset.name, sha256)
-        if already_loaded(conn, dataset.name, sha256):
+        earlier = conn.execute(
+            sa.select(file_loads.c.ingestion_id).where(
+                file_loads.c.dataset == dataset.name, file_loads.c.sha256 == sha256
+            )
+        ).scalar()
+        if earlier is not None:
             if not force:
                 return LoadOutcome(rows_loaded=0, skipped=True)
+            # Forced: the earlier load of this content goes, in this same transaction.
+            conn.execute(sa.delete(table).where(table.c._ingestion_id == earlier))
             conn.execute(
                 sa.delete(file_loads).where(
                     file_loads.c.dataset == dataset.name, file_loads.c.sha256 == sha256
                 )
             )
-        if force:
-            conn.execute(sa.delete(table).where(table.c._source_sha256 == sha256))
 
         def with_lineage(frame: pd.DataFrame) -> pd.DataFrame:
-            return frame.assign(_ingestion_id=str(ingestion_id), _source_uri=source, _source_sha256=sha256)
+            return frame.assign(_ingestion_id=str(ingestion_id))
 
         if dataset.load_mode == "append":
             # Straight into the target: the open transaction is the staging area (nothing is visible

@@ -26,15 +26,22 @@ DriftPolicy = Literal["reject", "ignore"]
 #: One MetaData for every warehouse table Sluice owns (targets and its own bookkeeping).
 metadata = sa.MetaData()
 
-LINEAGE_COLUMNS = ("_ingestion_id", "_source_uri", "_source_sha256", "_source_row")
+LINEAGE_COLUMNS = ("_ingestion_id", "_source_row")
 
 
 def lineage_columns() -> list[sa.Column]:
-    """Columns every loaded row carries: which ingestion, which file (and its content hash), which row."""
+    """Columns every loaded row carries: which ingestion and which record of its file.
+
+    The file itself (URI, content hash, row count) is one row of ``sluice.file_loads`` with the same
+    ``ingestion_id``: a join away, instead of ~130 bytes repeated on every row (a third of COPY time).
+    """
     return [
-        sa.Column("_ingestion_id", sa.Uuid, nullable=False, comment="Run ledger ingestion id"),
-        sa.Column("_source_uri", sa.Text, nullable=False, comment="The landed file"),
-        sa.Column("_source_sha256", sa.CHAR(64), nullable=False, index=True, comment="Content hash"),
+        sa.Column(
+            "_ingestion_id",
+            sa.Uuid,
+            nullable=False,
+            comment="Run ledger ingestion id = sluice.file_loads.ingestion_id",
+        ),
         sa.Column("_source_row", sa.BigInteger, nullable=False, comment="1-based record number in the file"),
         sa.Column("_loaded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     ]

@@ -100,6 +100,9 @@ def qualified(table: str) -> sql.Composed:
 
 def frame_to_csv(frame: pd.DataFrame) -> bytes:
     """Encode a frame as headerless CSV for COPY (pyarrow's C++ writer: nulls are empty, strings quoted)."""
+    zoned = [c for c in frame.columns if isinstance(frame[c].dtype, pd.DatetimeTZDtype)]
+    if zoned:  # written as naive UTC (10x faster to format); copy_frames sets the session zone to UTC
+        frame = frame.assign(**{c: frame[c].dt.tz_convert("UTC").dt.tz_localize(None) for c in zoned})
     table = pa.Table.from_pandas(frame, preserve_index=False)
     buffer = io.BytesIO()
     pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
@@ -136,6 +139,7 @@ def copy_frames(conn: sa.Connection, table: str, columns: list[str], frames: Ite
     total = 0
     try:
         with raw_connection(conn) as cursor:
+            cursor.execute("SET LOCAL TIME ZONE 'UTC'")  # zoned timestamps are encoded as naive UTC
             query = statement.as_string(cursor.connection)
             while (item := encoded.get()) is not None:
                 if isinstance(item, BaseException):

@@ -22,17 +22,20 @@ RUSSIAN_MONTHS = {
 }
 
 _RU = r"^(?P<day>\d{1,2}) (?P<month>[а-яё]+) (?P<year>\d{4}) (?P<hour>\d{2}):(?P<minute>\d{2})$"
-_UTC = "datetime64[us, UTC]"
+_NAIVE = "datetime64[us]"
 
 
 def _strict(text: pd.Series, *formats: str) -> pd.Series:
-    """Parse with the first exact format that fits each value; NaT where none does."""
-    result = pd.to_datetime(text, format=formats[0], utc=True, errors="coerce").astype(_UTC)
+    """Parse with the first exact format that fits each value; NaT where none does.
+
+    Zone-free formats only: pandas' strptime path is ~15x slower with a literal zone or ``utc=True``.
+    """
+    result = pd.to_datetime(text, format=formats[0], errors="coerce").astype(_NAIVE)
     for fmt in formats[1:]:
         missing = result.isna()
         if not missing.any():
             break
-        result[missing] = pd.to_datetime(text[missing], format=fmt, utc=True, errors="coerce").astype(_UTC)
+        result[missing] = pd.to_datetime(text[missing], format=fmt, errors="coerce").astype(_NAIVE)
     return result
 
 
@@ -53,7 +56,8 @@ def parse_checkin_timestamps(values: pd.Series) -> pd.Series:
 
     iso = ((text.str.slice(4, 5) == "-") & text.str.endswith(" UTC")).to_numpy(dtype=bool)
     if iso.any():
-        result[iso] = _naive(_strict(text[iso], "%Y-%m-%d %H:%M:%S.%f UTC", "%Y-%m-%d %H:%M:%S UTC"))
+        bare = text[iso].str.slice(0, -4)  # the " UTC" suffix, checked above
+        result[iso] = _naive(_strict(bare, "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"))
 
     us = (text.str.slice(2, 3) == "/").to_numpy(dtype=bool) & ~iso
     if us.any():
@@ -81,7 +85,7 @@ def parse_checkin_timestamps(values: pd.Series) -> pd.Series:
 
 
 def _naive(parsed: pd.Series) -> np.ndarray:
-    return parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    return parsed.to_numpy(dtype="datetime64[us]")
 
 
 def _text(values: pd.Series) -> pd.Series:
