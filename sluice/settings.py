@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     )
     json_logs: bool = Field(False, description="Log one JSON object per line (CloudWatch).")
     api_key: SecretStr | None = Field(None, description="API key the query API requires in X-API-Key.")
+    api_key_block: str | None = Field(
+        None,
+        description="Name of a Prefect Secret block holding the API key (used when SLUICE_API_KEY is unset).",
+    )
     totesys_source_url: SecretStr | None = Field(
         None, description="Totesys OLTP (PostgreSQL URL); default: database 'totesys' of the embedded server."
     )
@@ -50,10 +54,13 @@ class Settings(BaseSettings):
         None, description="Totesys ingestion zone (extracted CSV); default: <staging>/totesys/ingestion."
     )
     totesys_processed_uri: str | None = Field(
-        None, description="Totesys processed zone (star-schema Parquet); default: <staging>/totesys/processed."
+        None,
+        description="Totesys processed zone (star-schema Parquet); default: <staging>/totesys/processed.",
     )
     totesys_overlap_seconds: float = Field(
-        300, ge=0, description="Re-read this far behind each table's watermark (late commits); loads absorb it."
+        300,
+        ge=0,
+        description="Re-read this far behind each table's watermark (late commits); loads absorb it.",
     )
 
     def zone(self, name: Literal["landing", "staging", "quarantine"]) -> str:

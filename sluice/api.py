@@ -1,0 +1,172 @@
+"""The query API: one user's check-ins over HTTP, a drop-in for the TM system's ``GET /Prod/get?user=``.
+
+Reads ``tm.daily_checkins`` through SQLAlchemy Core with bound parameters only. Optional API key
+(``SLUICE_API_KEY``, or a Prefect ``Secret`` block named by ``SLUICE_API_KEY_BLOCK``) in ``X-API-Key``,
+compared in constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from sluice.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+MAX_LIMIT = 1000
+BAD_REQUEST = {"message": "error bad request"}
+
+
+class Checkin(BaseModel):
+    user: str = Field(description="The user who checked in.")
+    project: str
+    hours: float = Field(description="Hours worked, a number.")
+    timestamp: str = Field(description="When, ISO 8601 in UTC (e.g. 2019-09-27T00:00:00Z).")
+
+
+class CheckinsResponse(BaseModel):
+    response: list[Checkin]
+
+
+class Message(BaseModel):
+    message: str
+
+
+def _iso_utc(moment: datetime) -> str:
+    text = moment.astimezone(UTC).isoformat()
+    return text.removesuffix("+00:00") + "Z"
+
+
+def _as_utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def resolve_api_key(settings: Settings) -> str | None:
+    """The key requests must carry: the setting, else the named Prefect Secret block, else none (open API)."""
+    if settings.api_key is not None and settings.api_key.get_secret_value():
+        return settings.api_key.get_secret_value()
+    if settings.api_key_block:
+        from prefect.blocks.system import Secret
+
+        value = Secret.load(settings.api_key_block).get()
+        return str(value) if value else None
+    return None
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The FastAPI app (OpenAPI docs at ``/docs``)."""
+    settings = settings or get_settings()
+    expected_key = resolve_api_key(settings)
+    app = FastAPI(
+        title="Sluice query API",
+        version="1",
+        description="Check-ins loaded by Sluice into `tm.daily_checkins`. "
+        + ("Requests need the `X-API-Key` header." if expected_key else "No API key configured."),
+    )
+    from sluice.warehouse import get_engine
+
+    # Resolved here, on the caller's thread: starting the embedded server is not safe from request threads.
+    warehouse = get_engine(settings)
+
+    def engine() -> sa.Engine:
+        return warehouse
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = sorted({".".join(str(p) for p in e.get("loc", ())[1:]) for e in exc.errors()})
+        return JSONResponse(status_code=400, content={**BAD_REQUEST, "fields": fields})
+
+    def require_key(x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
+        if expected_key is None:
+            return
+        if x_api_key is None or not secrets.compare_digest(x_api_key.encode(), expected_key.encode()):
+            raise _UnauthorizedError
+
+    @app.exception_handler(_UnauthorizedError)
+    async def unauthorized(request: Request, exc: _UnauthorizedError) -> JSONResponse:
+        return JSONResponse(status_code=401, content={"message": "unauthorized"})
+
+    def get_checkins(
+        user: Annotated[str | None, Query(description="The user's name (exact match).")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 1,000).")] = 100,
+        offset: Annotated[int, Query(ge=0, description="Rows to skip.")] = 0,
+        since: Annotated[
+            datetime | None, Query(alias="from", description="Only check-ins at or after this (ISO 8601).")
+        ] = None,
+        until: Annotated[
+            datetime | None, Query(alias="to", description="Only check-ins before this (ISO 8601).")
+        ] = None,
+        _: None = Depends(require_key),
+    ) -> Any:
+        if user is None or not user.strip():
+            return JSONResponse(status_code=400, content=BAD_REQUEST)
+        if "\x00" in user:  # PostgreSQL text cannot hold NUL: no such user can exist
+            return {"response": []}
+        from sluice.datasets.tm import daily_checkins as t
+
+        query = sa.select(t.c.username, t.c.project, t.c.hours, t.c.timestamp).where(t.c.username == user)
+        if since is not None:
+            query = query.where(t.c.timestamp >= _as_utc(since))
+        if until is not None:
+            query = query.where(t.c.timestamp < _as_utc(until))
+        query = query.order_by(t.c.timestamp, t.c.id).limit(limit).offset(offset)
+        try:
+            with engine().connect() as conn:
+                rows = conn.execute(query).all()
+        except sa.exc.ProgrammingError as exc:
+            if "does not exist" in str(exc.orig):  # nothing loaded yet: no table, no check-ins
+                return {"response": []}
+            raise
+        return {
+            "response": [
+                {
+                    "user": r.username,
+                    "project": r.project,
+                    "hours": float(r.hours),
+                    "timestamp": _iso_utc(r.timestamp),
+                }
+                for r in rows
+            ]
+        }
+
+    responses: dict[int | str, dict[str, Any]] = {
+        400: {"model": Message, "description": "`user` missing or blank, or a bad parameter"},
+        401: {"model": Message, "description": "API key missing or wrong"},
+    }
+    for path in ("/get", "/Prod/get"):
+        app.add_api_route(
+            path,
+            get_checkins,
+            methods=["GET"],
+            response_model=CheckinsResponse,
+            responses=responses,
+            summary="One user's check-ins, ordered by timestamp",
+            include_in_schema=path == "/get",
+        )
+
+    @app.get("/health", summary="Liveness and database check")
+    def health() -> JSONResponse:
+        try:
+            with engine().connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except Exception as exc:  # any database failure is "unavailable", without details
+            logger.warning("health check: database unavailable (%s)", type(exc).__name__)
+            return JSONResponse(status_code=503, content={"status": "unavailable", "database": "down"})
+        return JSONResponse(content={"status": "ok", "database": "up"})
+
+    return app
+
+
+class _UnauthorizedError(Exception):
+    pass

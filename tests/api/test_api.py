@@ -1,0 +1,203 @@
+"""The query API against the real PostgreSQL with check-ins loaded through Sluice's own load path."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from sluice.api import create_app
+from sluice.datasets.tm import DAILY_CHECKINS
+from sluice.ledger import ensure_bookkeeping
+from sluice.loading import ensure_target, load_file
+from sluice.settings import get_settings
+from sluice.warehouse import get_engine
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+START = datetime(2019, 9, 1, tzinfo=UTC)
+
+
+def load(rows: list[tuple[str, str, float, datetime]]) -> None:
+    engine = get_engine()
+    ensure_bookkeeping(engine)
+    ensure_target(engine, DAILY_CHECKINS)
+    frame = pd.DataFrame(rows, columns=["username", "project", "hours", "timestamp"])
+    frame["_source_row"] = range(1, len(frame) + 1)
+    load_file(
+        engine,
+        DAILY_CHECKINS,
+        ingestion_id=uuid.uuid4(),
+        source="test://api",
+        sha256=hashlib.sha256(repr(rows).encode()).hexdigest(),
+        frames=[frame],
+    )
+
+
+@pytest.fixture
+def loaded(sluice_env: Path) -> Iterator[None]:
+    rows = [("ned", "bizdev", 4.0, START + timedelta(hours=h)) for h in (5, 1, 3, 2, 4)]
+    rows += [("arya", "infra", 1.5, START + timedelta(days=1))]
+    rows += [("jaime", "security", 0.25, START + timedelta(minutes=m)) for m in range(250)]
+    load(rows)
+    yield
+
+
+@pytest.fixture
+def client(loaded: None) -> TestClient:
+    return TestClient(create_app(get_settings()))
+
+
+def count() -> int:
+    with get_engine().connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM tm.daily_checkins")).scalar_one()
+
+
+def test_one_users_checkins_ordered_with_numbers_and_iso_utc(client: TestClient) -> None:
+    for path in ("/get", "/Prod/get"):
+        r = client.get(path, params={"user": "ned"})
+        assert r.status_code == 200
+        body = r.json()["response"]
+        assert [c["timestamp"] for c in body] == [f"2019-09-01T0{h}:00:00Z" for h in (1, 2, 3, 4, 5)]
+        assert body[0] == {
+            "user": "ned",
+            "project": "bizdev",
+            "hours": 4.0,
+            "timestamp": "2019-09-01T01:00:00Z",
+        }
+        assert all(isinstance(c["hours"], float) for c in body)
+
+
+def test_unknown_user_is_an_empty_list(client: TestClient) -> None:
+    r = client.get("/get", params={"user": "nobody"})
+    assert (r.status_code, r.json()) == (200, {"response": []})
+
+
+@pytest.mark.parametrize("params", [{}, {"user": ""}, {"user": "   "}])
+def test_missing_or_blank_user_is_400(client: TestClient, params: dict[str, str]) -> None:
+    r = client.get("/Prod/get", params=params)
+    assert r.status_code == 400
+    assert r.json()["message"] == "error bad request"
+
+
+def test_pagination_bounds(client: TestClient) -> None:
+    first = client.get("/get", params={"user": "jaime"}).json()["response"]
+    assert len(first) == 100  # default limit
+    page = client.get("/get", params={"user": "jaime", "limit": 1000, "offset": 200}).json()["response"]
+    assert len(page) == 50
+    assert page[0]["timestamp"] == (START + timedelta(minutes=200)).isoformat().replace("+00:00", "Z")
+    assert client.get("/get", params={"user": "jaime", "offset": 250}).json() == {"response": []}
+    for bad in ({"limit": 1001}, {"limit": 0}, {"offset": -1}, {"limit": "ten"}):
+        r = client.get("/get", params={"user": "jaime", **bad})
+        assert r.status_code == 400, bad
+        assert r.json()["message"] == "error bad request"
+
+
+def test_from_and_to(client: TestClient) -> None:
+    r = client.get(
+        "/get", params={"user": "ned", "from": "2019-09-01T02:00:00Z", "to": "2019-09-01T04:00:00Z"}
+    )
+    assert [c["timestamp"][11:13] for c in r.json()["response"]] == ["02", "03"]
+    naive = client.get("/get", params={"user": "ned", "from": "2019-09-01T05:00:00"})  # no zone: UTC
+    assert len(naive.json()["response"]) == 1
+    assert client.get("/get", params={"user": "ned", "from": "yesterday"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "ned' OR '1'='1",
+        "ned'; DROP TABLE tm.daily_checkins; --",
+        "%",
+        "ned%",
+        "x" * 10_000,
+        "Дейенерис 🐉",
+        "ned\x00",
+        "\x00",
+        "' UNION SELECT usename, passwd, 1, now() FROM pg_shadow --",
+    ],
+)
+def test_hostile_user_values_are_answered_safely(client: TestClient, hostile: str) -> None:
+    before = count()
+    r = client.get("/get", params={"user": hostile})
+    assert r.status_code == 200
+    assert r.json() == {"response": []}
+    assert count() == before
+
+
+def test_api_key_required_when_configured_and_never_logged(
+    loaded: None, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = "sentinel-api-key-" + uuid.uuid4().hex
+    settings = get_settings().model_copy(update={"api_key": SecretStr(key)})
+    client = TestClient(create_app(settings))
+    caplog.set_level(logging.DEBUG)
+    assert client.get("/get", params={"user": "ned"}).status_code == 401
+    assert client.get("/get", params={"user": "ned"}, headers={"X-API-Key": "wrong"}).status_code == 401
+    ok = client.get("/get", params={"user": "ned"}, headers={"X-API-Key": key})
+    assert ok.status_code == 200 and len(ok.json()["response"]) == 5
+    assert client.get("/Prod/get", params={"user": "ned"}).json() == {"message": "unauthorized"}
+    out = capsys.readouterr()
+    assert key not in caplog.text and key not in out.out and key not in out.err
+    assert key not in client.get("/openapi.json").text
+
+
+def test_health_checks_the_database(loaded: None) -> None:
+    assert TestClient(create_app(get_settings())).get("/health").json() == {"status": "ok", "database": "up"}
+    down = get_settings().model_copy(
+        update={"database_url": SecretStr(f"postgresql+psycopg2://u:p@127.0.0.1:{free_port()}/none")}
+    )
+    r = TestClient(create_app(down)).get("/health")
+    assert r.status_code == 503 and r.json()["database"] == "down"
+    assert "p@127" not in r.text
+
+
+def test_docs_are_served(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    params = {p["name"] for p in schema["paths"]["/get"]["get"]["parameters"]}
+    assert {"user", "limit", "offset", "from", "to"} <= params
+
+
+def test_sluice_api_command_serves_http(loaded: None) -> None:
+    import os
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sluice.cli", "api", "--port", str(port)],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/Prod/get", params={"user": "arya"}, timeout=2)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, server.stdout.read() if server.stdout else ""
+                assert time.monotonic() < deadline, "the API did not start"
+                time.sleep(0.2)
+        status, body = r.status_code, r.json() if r.status_code == 200 else r.text
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=20)[0]
+    assert status == 200, output[-3000:]
+    assert body["response"][0]["user"] == "arya"
+    assert "Traceback" not in output
