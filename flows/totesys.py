@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
+from pydantic import Field
 
 from sluice import totesys as core
 from sluice.errors import SluiceError
@@ -24,8 +25,8 @@ from tasks.totesys import CycleContext, extract, load, transform, validate
 class CycleReport(IngestReport):
     """An ingest report plus the per-table figures of a Totesys cycle."""
 
-    extracted: dict[str, int] = {}
-    loaded: dict[str, int] = {}
+    extracted: dict[str, int] = Field(default_factory=dict)
+    loaded: dict[str, int] = Field(default_factory=dict)
     seconds: float = 0.0
 
 

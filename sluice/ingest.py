@@ -219,9 +219,17 @@ def validate_chunk(frame: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame,
     positions = row_cases["index"].astype("int64").to_numpy()
     failures: list[dict[str, Any]] = []
     for position, column, check in zip(positions, row_cases["column"], row_cases["check"], strict=True):
-        source_column = dataset.source_column(str(column))
-        raw_key = RAW_PREFIX + source_column
-        value = frame[raw_key].iat[position] if raw_key in frame else frame[str(column)].iat[position]
+        if str(column) in out_columns:
+            source_column = dataset.source_column(str(column))
+            raw_key = RAW_PREFIX + source_column
+            value = frame[raw_key].iat[position] if raw_key in frame else frame[str(column)].iat[position]
+        else:  # a check across columns (e.g. total = price x quantity): the record is the value
+            source_column = "*"
+            value = ", ".join(
+                f"{c}={frame[RAW_PREFIX + c].iat[position]}"
+                for c in dataset.source_columns
+                if RAW_PREFIX + c in frame
+            )
         failures.append(
             {
                 "row": int(frame[ROW].iat[position]),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import date
+from typing import Any
+
 from sluice.report import IngestionFailed, IngestReport
 
 
@@ -27,13 +30,21 @@ def run_totesys() -> IngestReport:
     """One Totesys cycle in this process; a failed cycle returns its report with ``status='failed'``."""
     from flows.totesys import totesys
 
-    state = totesys(return_state=True)
+    return _reported(totesys(return_state=True), "totesys")
+
+
+def run_analytics(as_of: date | None = None, force: bool = False) -> IngestReport:
+    """One Data2bots analytics run in this process; never raises for a failed run."""
+    from flows.analytics import analytics
+
+    return _reported(analytics(as_of=as_of, force=force, return_state=True), "analytics")
+
+
+def _reported(state: Any, name: str) -> IngestReport:
     result = state.result(raise_on_failure=False)
     if isinstance(result, IngestReport):
         return result
     if isinstance(result, IngestionFailed):
         return result.report
     message = str(result) if isinstance(result, BaseException) else (state.message or state.name)
-    return IngestReport(
-        run_id=None, dataset="totesys", source="?", status="failed", state=None, error=message
-    )
+    return IngestReport(run_id=None, dataset=name, source="?", status="failed", state=None, error=message)

@@ -47,6 +47,13 @@ class Settings(BaseSettings):
         None,
         description="Name of a Prefect Secret block holding the API key (used when SLUICE_API_KEY is unset).",
     )
+    holidays_file: str | None = Field(
+        None,
+        description="Public holidays (CSV with a 'date' column) for if_common.dim_dates; default: the shipped list.",
+    )
+    products_file: str | None = Field(
+        None, description="Products (product_id, product_category, product_name) for if_common.dim_products."
+    )
     totesys_source_url: SecretStr | None = Field(
         None, description="Totesys OLTP (PostgreSQL URL); default: database 'totesys' of the embedded server."
     )

@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
 from psycopg2 import sql
+from sqlalchemy.dialects.postgresql import JSONB
 
 from schemas.totesys import MODELS
 from sluice import storage

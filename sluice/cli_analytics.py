@@ -1,0 +1,72 @@
+"""``sluice analytics``: the Data2bots analytics tables for one ingestion date, exported as CSV."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(analytics)
+
+
+def analytics(
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Ingestion date YYYY-MM-DD (default: the latest order date)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Run again for a day that already ran.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")] = False,
+) -> None:
+    """Build agg_public_holiday, agg_shipments, best_performing_product for one day; export them as CSV."""
+    from sluice.cli import console, fail, print_json
+    from sluice.runtime import prepare
+
+    day: dt.date | None = None
+    if as_of:
+        try:
+            day = dt.date.fromisoformat(as_of)
+        except ValueError:
+            raise fail(f"--as-of must be a date YYYY-MM-DD, not {as_of!r}", code=2) from None
+    prepare(verbose)
+    from sluice.runner import run_analytics
+
+    report = run_analytics(day, force)
+    if as_json:
+        print_json(report.model_dump(exclude={"failures", "flow_run_id"}))
+    else:
+        print_analytics(report, console)
+    if report.status == "failed":
+        raise typer.Exit(1)
+
+
+def print_analytics(report: Any, console: Any) -> None:
+    from rich.table import Table
+
+    from sluice.analytics import ANALYTICS, read_table
+    from sluice.cli import err
+    from sluice.warehouse import get_engine
+
+    if report.status == "failed":
+        err.print(f"[bold red]error[/] at {report.state}: {report.error}", highlight=False, soft_wrap=True)
+        return
+    if report.status == "skipped":
+        console.print(f"[yellow]analytics[/]: {report.error}", highlight=False)
+    engine = get_engine()
+    day = getattr(report, "as_of", None)
+    for name in ANALYTICS:
+        frame = read_table(engine, name)
+        if day is not None:
+            frame = frame[frame["ingestion_date"] == day]
+        table = Table(title=f"analytics.{name}")
+        table.add_column("column")
+        for row in frame.itertuples(index=False):
+            table.add_column(str(row.ingestion_date), justify="right")
+        for column in frame.columns[1:]:
+            table.add_row(str(column), *["" if v is None else str(v) for v in frame[column]])
+        console.print(table)
+    for name, uri in (getattr(report, "exports", {}) or {}).items():
+        console.print(f"exported {name}: {uri}", highlight=False, soft_wrap=True)

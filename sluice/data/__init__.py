@@ -1,0 +1,1 @@
+"""Reference data shipped with Sluice (demo products, public holidays)."""

@@ -1,0 +1,245 @@
+"""Data2bots: typing of the staging files and the analytics rules, as pure functions on DataFrames.
+
+The rules (fixed by the business; ``as_of`` is the ingestion date):
+
+- **working day**: ``day_of_the_week_num`` 1..5 (1 = Monday … 7 = Sunday) and not a listed public holiday;
+- **public holiday** (for orders): a weekday (1..5) that is not a working day — a holiday on a weekend counts not;
+- **late shipment**: ``shipment_date >= order_date + 6 days`` and ``delivery_date`` is null;
+- **undelivered item**: ``shipment_date`` and ``delivery_date`` both null and ``order_date + 15 days <= as_of``;
+- **early shipment**: ``shipment_date < order_date + 6 days``. A shipment without ``shipment_date`` is neither
+  early nor late but counts in the denominator of both percentages ("percentages over its shipments").
+
+Only orders placed on or before ``as_of`` are counted (and the shipments of those orders): a re-run for an
+earlier day sees what that day could have seen of the orders.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from collections.abc import Iterable
+
+import pandas as pd
+
+MONTH_COLUMNS = tuple(f"tt_order_hol_{calendar.month_abbr[m].lower()}" for m in range(1, 13))
+STAR_COLUMNS = ("pct_one_star_review", "pct_two_star_review", "pct_three_star_review", "pct_four_star_review",
+                "pct_five_star_review")  # fmt: skip
+LATE_AFTER = dt.timedelta(days=6)
+UNDELIVERED_AFTER = dt.timedelta(days=15)
+
+
+# --- staging files --------------------------------------------------------------------------------------
+
+
+def _ids(values: pd.Series) -> pd.Series:
+    numbers = pd.to_numeric(values.astype("str").str.strip().replace("", None), errors="coerce")
+    whole = numbers.where(numbers % 1 == 0)
+    return whole.astype("Int64")
+
+
+def _dates(values: pd.Series) -> pd.Series:
+    """``YYYY-MM-DD`` exactly; empty → null (nullable columns); anything else → NaT (fails validation)."""
+    text = values.astype("str").str.strip()
+    parsed = pd.to_datetime(text.where(text != ""), format="%Y-%m-%d", errors="coerce")
+    return parsed.dt.date.astype(object).where(parsed.notna(), None)
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    return pd.to_numeric(values.astype("str").str.strip(), errors="coerce").astype("float64")
+
+
+def transform_orders(raw: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "order_id": _ids(raw["order_id"]),
+            "customer_id": _ids(raw["customer_id"]),
+            "order_date": _dates(raw["order_date"]),
+            "product_id": _ids(raw["product_id"]),
+            "unit_price": _numbers(raw["unit_price"]),
+            "quantity": _ids(raw["quantity"]),
+            "total_price": _numbers(raw["total_price"]),
+        },
+        index=raw.index,
+    )
+
+
+def transform_reviews(raw: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"review": _ids(raw["review"]), "product_id": _ids(raw["product_id"])}, index=raw.index
+    )
+
+
+def transform_shipments(raw: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "shipment_id": _ids(raw["shipment_id"]),
+            "order_id": _ids(raw["order_id"]),
+            "shipment_date": _dates(raw["shipment_date"]),
+            "delivery_date": _dates(raw["delivery_date"]),
+        },
+        index=raw.index,
+    )
+
+
+# --- dimensions -----------------------------------------------------------------------------------------
+
+
+def dim_dates(start: dt.date, end: dt.date, holidays: Iterable[dt.date]) -> pd.DataFrame:
+    """Every calendar day from ``start`` to ``end``; weekends and listed holidays are not working days."""
+    days = pd.date_range(start, end, freq="D")
+    off = set(holidays)
+    weekday = days.dayofweek + 1
+    return pd.DataFrame(
+        {
+            "calendar_dt": pd.Series(days.date, dtype=object),
+            "year_num": pd.array(days.year, dtype="Int64"),
+            "month_of_the_year_num": pd.array(days.month, dtype="Int64"),
+            "day_of_the_month_num": pd.array(days.day, dtype="Int64"),
+            "day_of_the_week_num": pd.array(weekday, dtype="Int64"),
+            "working_day": pd.array(
+                [w <= 5 and d not in off for w, d in zip(weekday, days.date, strict=True)], dtype="boolean"
+            ),
+        }
+    )
+
+
+def public_holidays(dates: pd.DataFrame) -> set[dt.date]:
+    """Weekdays (1..5) that are not working days."""
+    mask = (dates["day_of_the_week_num"] <= 5) & ~dates["working_day"].astype(bool)
+    return set(dates.loc[mask, "calendar_dt"])
+
+
+# --- analytics ------------------------------------------------------------------------------------------
+
+
+def orders_until(orders: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
+    return orders[orders["order_date"].map(lambda d: d <= as_of)]
+
+
+def agg_public_holiday(orders: pd.DataFrame, dates: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
+    """Orders placed on public holidays, per calendar month of ``as_of``'s year, up to ``as_of``."""
+    holidays = public_holidays(dates)
+    scoped = orders_until(orders, as_of)
+    in_year = scoped[scoped["order_date"].map(lambda d: d.year == as_of.year and d in holidays)]
+    per_month = in_year["order_date"].map(lambda d: d.month).value_counts()
+    row: dict[str, object] = {"ingestion_date": as_of}
+    for month, column in enumerate(MONTH_COLUMNS, start=1):
+        row[column] = int(per_month.get(month, 0))
+    return _typed(pd.DataFrame([row]), ints=MONTH_COLUMNS)
+
+
+def _shipments_of(orders: pd.DataFrame, shipments: pd.DataFrame) -> pd.DataFrame:
+    return shipments.merge(orders[["order_id", "order_date", "product_id"]], on="order_id", how="inner")
+
+
+def is_late(frame: pd.DataFrame) -> pd.Series:
+    return pd.Series(
+        [
+            s is not None and not pd.isna(s) and s >= o + LATE_AFTER and (d is None or pd.isna(d))
+            for o, s, d in zip(
+                frame["order_date"], frame["shipment_date"], frame["delivery_date"], strict=True
+            )
+        ],
+        index=frame.index,
+        dtype=bool,
+    )
+
+
+def is_early(frame: pd.DataFrame) -> pd.Series:
+    return pd.Series(
+        [
+            s is not None and not pd.isna(s) and s < o + LATE_AFTER
+            for o, s in zip(frame["order_date"], frame["shipment_date"], strict=True)
+        ],
+        index=frame.index,
+        dtype=bool,
+    )
+
+
+def is_undelivered(frame: pd.DataFrame, as_of: dt.date) -> pd.Series:
+    return pd.Series(
+        [
+            (s is None or pd.isna(s)) and (d is None or pd.isna(d)) and o + UNDELIVERED_AFTER <= as_of
+            for o, s, d in zip(
+                frame["order_date"], frame["shipment_date"], frame["delivery_date"], strict=True
+            )
+        ],
+        index=frame.index,
+        dtype=bool,
+    )
+
+
+def agg_shipments(orders: pd.DataFrame, shipments: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
+    joined = _shipments_of(orders_until(orders, as_of), shipments)
+    row = {
+        "ingestion_date": as_of,
+        "tt_late_shipments": int(is_late(joined).sum()),
+        "tt_undelivered_items": int(is_undelivered(joined, as_of).sum()),
+    }
+    return _typed(pd.DataFrame([row]), ints=("tt_late_shipments", "tt_undelivered_items"))
+
+
+def best_performing_product(
+    orders: pd.DataFrame,
+    reviews: pd.DataFrame,
+    shipments: pd.DataFrame,
+    products: pd.DataFrame,
+    dates: pd.DataFrame,
+    as_of: dt.date,
+) -> pd.DataFrame:
+    """The product with the highest sum of review points (tie: lowest id), and how it sold and shipped.
+
+    ``pct_<n>_star_review`` = n × (its n-star reviews) / (its review points) × 100: the stars' shares of its
+    points (they add up to 100). ``most_ordered_day``: its day with the most orders (tie: earliest).
+    """
+    if reviews.empty:
+        return _typed(pd.DataFrame(columns=["ingestion_date"]), ints=())
+    points = reviews.groupby("product_id")["review"].sum()
+    best = int(points.sort_index().idxmax())  # idxmax takes the first maximum: the lowest id on a tie
+    total = int(points[best])
+    mine = reviews[reviews["product_id"] == best]["review"]
+    stars = {n: int(n * (mine == n).sum()) for n in range(1, 6)}
+
+    scoped = orders_until(orders, as_of)
+    my_orders = scoped[scoped["product_id"] == best]
+    most_ordered: dt.date | None = None
+    if not my_orders.empty:
+        per_day = my_orders.groupby("order_date").size()
+        most_ordered = min(d for d, n in per_day.items() if n == per_day.max())
+    my_shipments = _shipments_of(my_orders, shipments)
+    n_shipments = len(my_shipments)
+
+    def pct(count: int, of: int) -> float:
+        return round(100.0 * count / of, 2) if of else 0.0
+
+    names = products.set_index("product_id")["product_name"] if not products.empty else pd.Series(dtype="str")
+    row: dict[str, object] = {
+        "ingestion_date": as_of,
+        "product_id": best,
+        "product_name": names.get(best),
+        "most_ordered_day": most_ordered,
+        "is_public_holiday": None if most_ordered is None else most_ordered in public_holidays(dates),
+        "tt_review_points": total,
+    }
+    for n, column in enumerate(STAR_COLUMNS, start=1):
+        row[column] = pct(stars[n], total)
+    row["pct_early_shipments"] = pct(int(is_early(my_shipments).sum()), n_shipments)
+    row["pct_late_shipments"] = pct(int(is_late(my_shipments).sum()), n_shipments)
+    frame = _typed(pd.DataFrame([row]), ints=("product_id", "tt_review_points"))
+    frame["product_name"] = frame["product_name"].astype("string")
+    frame["is_public_holiday"] = frame["is_public_holiday"].astype("boolean")
+    for column in (*STAR_COLUMNS, "pct_early_shipments", "pct_late_shipments"):
+        frame[column] = frame[column].astype("float64")
+    return frame
+
+
+def _typed(frame: pd.DataFrame, ints: Iterable[str]) -> pd.DataFrame:
+    for column in ints:
+        frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def date_span(orders: pd.DataFrame, as_of: dt.date) -> tuple[dt.date, dt.date]:
+    """The years ``dim_dates`` must cover: every order's and ``as_of``'s."""
+    days = [d for d in orders["order_date"] if d is not None] + [as_of]
+    return dt.date(min(days).year, 1, 1), dt.date(max(days).year, 12, 31)

@@ -1,0 +1,169 @@
+"""Data2bots end to end on the real sample: ingest the three files, run the analytics flow, compare with values
+computed here independently (plain Python over the csv module), check the exports and the once-a-day rule."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from sluice.runner import run_analytics, run_ingest
+from sluice.warehouse import get_engine
+from tests.conftest import shared_file
+
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.acceptance]
+HOLIDAYS = Path(__file__).resolve().parents[2] / "sluice" / "data" / "public_holidays.csv"
+PRODUCTS = Path(__file__).resolve().parents[2] / "sluice" / "data" / "products.csv"
+
+
+def read(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def day(text: str) -> dt.date | None:
+    return dt.date.fromisoformat(text) if text else None
+
+
+def expected(folder: Path) -> dict[str, dict[str, object]]:
+    orders = {
+        int(o["order_id"]): (day(o["order_date"]), int(o["product_id"])) for o in read(folder / "orders.csv")
+    }
+    reviews = [(int(r["review"]), int(r["product_id"])) for r in read(folder / "reviews.csv")]
+    ships = [
+        (int(s["order_id"]), day(s["shipment_date"]), day(s["delivery_date"]))
+        for s in read(folder / "shipment_deliveries.csv")
+    ]
+    holidays = {day(h["date"]) for h in read(HOLIDAYS)}
+    names = {int(p["product_id"]): p["product_name"] for p in read(PRODUCTS)}
+    as_of = max(d for d, _ in orders.values())
+    in_scope = {i: v for i, v in orders.items() if v[0] <= as_of}
+
+    def public_holiday(d: dt.date) -> bool:
+        return d.weekday() < 5 and d in holidays
+
+    months = Counter(d.month for d, _ in in_scope.values() if d.year == as_of.year and public_holiday(d))
+    hol = {f"tt_order_hol_{m}": months.get(i + 1, 0) for i, m in enumerate(
+        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])}  # fmt: skip
+
+    def late(od: dt.date, sd: dt.date | None, dd: dt.date | None) -> bool:
+        return sd is not None and (sd - od).days >= 6 and dd is None
+
+    scoped_ships = [(in_scope[o][0], in_scope[o][1], sd, dd) for o, sd, dd in ships if o in in_scope]
+    shipments = {
+        "tt_late_shipments": sum(late(od, sd, dd) for od, _, sd, dd in scoped_ships),
+        "tt_undelivered_items": sum(
+            sd is None and dd is None and (as_of - od).days >= 15 for od, _, sd, dd in scoped_ships
+        ),
+    }
+
+    points: dict[int, int] = defaultdict(int)
+    for stars, product in reviews:
+        points[product] += stars
+    top = max(points.values())
+    best = min(p for p, v in points.items() if v == top)
+    per_day = Counter(d for d, p in in_scope.values() if p == best)
+    most = min(d for d, n in per_day.items() if n == max(per_day.values()))
+    mine = [s for s in scoped_ships if s[1] == best]
+    star_points = Counter()
+    for stars, product in reviews:
+        if product == best:
+            star_points[stars] += stars
+    product = {
+        "product_id": best,
+        "product_name": names.get(best),
+        "most_ordered_day": most,
+        "is_public_holiday": public_holiday(most),
+        "tt_review_points": top,
+        **{
+            f"pct_{w}_star_review": round(100 * star_points[n] / top, 2)
+            for n, w in enumerate(["one", "two", "three", "four", "five"], start=1)
+        },
+        "pct_early_shipments": round(
+            100 * sum(sd is not None and (sd - od).days < 6 for od, _, sd, _ in mine) / len(mine), 2
+        ),
+        "pct_late_shipments": round(100 * sum(late(od, sd, dd) for od, _, sd, dd in mine) / len(mine), 2),
+    }
+    return {
+        "as_of": {"day": as_of},
+        "agg_public_holiday": hol,
+        "agg_shipments": shipments,
+        "best_performing_product": product,
+    }
+
+
+def table(name: str) -> list[dict[str, object]]:
+    with get_engine().connect() as conn:
+        return [
+            dict(r._mapping)
+            for r in conn.execute(sa.text(f"SELECT * FROM analytics.{name} ORDER BY ingestion_date"))
+        ]
+
+
+@pytest.fixture
+def clean(sluice_env: Path) -> Path:
+    with get_engine().begin() as conn:
+        for schema in ("staging", "analytics", "if_common"):
+            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    return sluice_env
+
+
+def test_sample_analytics_equal_independent_values_and_exports(clean: Path) -> None:
+    folder = shared_file("data2bots", "orders.csv").parent
+    for name in ("orders", "reviews", "shipment_deliveries"):
+        report = run_ingest(str(folder / f"{name}.csv"), mode="hard")  # dataset resolved from the file name
+        assert (report.status, report.dataset) == ("success", name), report.error
+
+    want = expected(folder)
+    as_of = want["as_of"]["day"]
+    report = run_analytics()
+    assert report.status == "success", report.error
+    assert report.as_of == as_of
+    for name in ("agg_public_holiday", "agg_shipments", "best_performing_product"):
+        rows = table(name)
+        assert len(rows) == 1 and rows[0]["ingestion_date"] == as_of
+        got = {
+            k: (float(v) if hasattr(v, "as_tuple") else v)
+            for k, v in rows[0].items()
+            if k != "ingestion_date"
+        }
+        assert got == want[name], name
+        exported = read(Path(report.exports[name]))
+        assert len(exported) == 1
+        assert exported[0] == {
+            k: ("" if v is None else ("t" if v is True else "f" if v is False else str(v)))
+            for k, v in rows[0].items()
+        }
+
+    again = run_analytics()
+    assert again.status == "skipped" and "already ran" in again.error
+    forced = run_analytics(force=True)
+    assert forced.status == "success"
+    assert [len(table(n)) for n in ("agg_public_holiday", "agg_shipments", "best_performing_product")] == [
+        1,
+        1,
+        1,
+    ]
+
+    earlier = run_analytics(dt.date(2022, 3, 31))
+    assert earlier.status == "success"
+    assert [r["ingestion_date"] for r in table("agg_shipments")] == [dt.date(2022, 3, 31), as_of]
+    assert len(read(Path(earlier.exports["agg_shipments"]))) == 2
+    with get_engine().connect() as conn:
+        dims = conn.execute(
+            sa.text(
+                "SELECT count(*), bool_and(NOT working_day OR day_of_the_week_num <= 5) FROM if_common.dim_dates"
+            )
+        ).one()
+        products = conn.execute(sa.text("SELECT count(*) FROM if_common.dim_products")).scalar_one()
+    assert dims[0] == 730 and dims[1]  # 2021 and 2022, every day; no weekend is a working day
+    assert products == 25
+
+
+def test_analytics_before_any_orders_is_one_clear_failure(clean: Path) -> None:
+    report = run_analytics()
+    assert report.status == "failed" and "no orders in staging yet" in report.error

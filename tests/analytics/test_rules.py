@@ -1,0 +1,148 @@
+"""Unit tests of the Data2bots rules on tiny frames: 6-day and 15-day edges, ties, weekends vs holidays."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from schemas.data2bots import Order, ShipmentDelivery
+from sluice.transforms import data2bots as r
+
+D = dt.date
+
+
+def orders(*rows: tuple[int, dt.date, int]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["order_id", "order_date", "product_id"])
+
+
+def shipments(*rows: tuple[int, int, dt.date | None, dt.date | None]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["shipment_id", "order_id", "shipment_date", "delivery_date"]).astype(
+        object
+    )
+
+
+def test_dim_dates_weekdays_monday_one_and_holidays_are_not_working_days() -> None:
+    dates = r.dim_dates(D(2022, 1, 1), D(2022, 1, 10), [D(2022, 1, 3), D(2022, 1, 8)])
+    row = dates.set_index("calendar_dt")
+    assert row.loc[D(2022, 1, 3), "day_of_the_week_num"] == 1  # a Monday
+    assert row.loc[D(2022, 1, 2), "day_of_the_week_num"] == 7  # a Sunday
+    assert not row.loc[D(2022, 1, 3), "working_day"]  # holiday on a weekday
+    assert not row.loc[D(2022, 1, 8), "working_day"]  # holiday on a Saturday: still not a working day
+    assert row.loc[D(2022, 1, 4), "working_day"]
+    assert r.public_holidays(dates) == {D(2022, 1, 3)}  # a weekend holiday is not a public-holiday order day
+
+
+def test_late_is_six_days_or_more_and_not_delivered() -> None:
+    o = D(2022, 3, 1)
+    frame = pd.DataFrame(
+        {
+            "order_date": [o, o, o, o, o],
+            "shipment_date": [
+                o + dt.timedelta(days=5),
+                o + dt.timedelta(days=6),
+                o + dt.timedelta(days=9),
+                o + dt.timedelta(days=6),
+                None,
+            ],
+            "delivery_date": [None, None, None, o + dt.timedelta(days=8), None],
+        }
+    )
+    assert r.is_late(frame).tolist() == [False, True, True, False, False]
+    assert r.is_early(frame).tolist() == [True, False, False, False, False]
+
+
+def test_undelivered_needs_both_dates_empty_and_fifteen_days() -> None:
+    o = D(2022, 3, 1)
+    frame = pd.DataFrame(
+        {"order_date": [o, o, o], "shipment_date": [None, None, o], "delivery_date": [None, None, None]}
+    )
+    assert r.is_undelivered(frame, o + dt.timedelta(days=15)).tolist() == [True, True, False]
+    assert r.is_undelivered(frame, o + dt.timedelta(days=14)).tolist() == [False, False, False]
+
+
+def test_agg_public_holiday_counts_per_month_within_the_year_up_to_as_of() -> None:
+    dates = r.dim_dates(
+        D(2021, 1, 1),
+        D(2022, 12, 31),
+        [D(2021, 1, 1), D(2022, 1, 3), D(2022, 4, 15), D(2022, 5, 1), D(2022, 12, 26)],
+    )
+    frame = orders(
+        (1, D(2022, 1, 3), 1), (2, D(2022, 1, 3), 2), (3, D(2022, 4, 15), 1),
+        (4, D(2022, 5, 1), 1),  # a Sunday holiday: not counted
+        (5, D(2021, 1, 1), 1),  # last year: not counted
+        (6, D(2022, 12, 26), 1),  # after as_of: not counted
+        (7, D(2022, 1, 4), 1),  # a working day
+    )  # fmt: skip
+    out = r.agg_public_holiday(frame, dates, D(2022, 6, 30)).iloc[0]
+    assert out["tt_order_hol_jan"] == 2 and out["tt_order_hol_apr"] == 1
+    assert out["tt_order_hol_may"] == 0 and out["tt_order_hol_dec"] == 0
+    assert out["ingestion_date"] == D(2022, 6, 30)
+
+
+def test_agg_shipments() -> None:
+    o = D(2022, 3, 1)
+    frame = orders((1, o, 1), (2, o, 1), (3, o, 1), (4, D(2022, 3, 20), 1))
+    ships = shipments(
+        (1, 1, o + dt.timedelta(days=6), None), (2, 2, None, None), (3, 3, o, o), (4, 4, None, None)
+    )
+    out = r.agg_shipments(frame, ships, o + dt.timedelta(days=15)).iloc[0]
+    # order 4 is after as_of: ignored entirely
+    assert (out["tt_late_shipments"], out["tt_undelivered_items"]) == (1, 1)
+
+
+def test_best_product_ties_lowest_id_and_star_shares_of_points() -> None:
+    reviews = pd.DataFrame({"review": [5, 1, 4, 2, 3, 1, 5], "product_id": [7, 7, 3, 3, 3, 9, 9]})
+    # points: 7 → 6, 3 → 9, 9 → 6: product 3 wins
+    frame = orders((1, D(2022, 1, 4), 3), (2, D(2022, 1, 5), 3), (3, D(2022, 1, 5), 3), (4, D(2022, 1, 4), 3))
+    ships = shipments(
+        (1, 1, D(2022, 1, 5), None),
+        (2, 2, D(2022, 1, 11), None),
+        (3, 3, None, None),
+        (4, 4, D(2022, 1, 20), D(2022, 1, 22)),
+    )
+    products = pd.DataFrame({"product_id": [3], "product_category": ["Home"], "product_name": ["Lamp"]})
+    dates = r.dim_dates(D(2022, 1, 1), D(2022, 12, 31), [D(2022, 1, 4)])
+    out = r.best_performing_product(frame, reviews, ships, products, dates, D(2022, 2, 1)).iloc[0]
+    assert out["product_id"] == 3 and out["product_name"] == "Lamp" and out["tt_review_points"] == 9
+    assert out["most_ordered_day"] == D(2022, 1, 4)  # 2 orders on the 4th and on the 5th: the earliest
+    assert bool(out["is_public_holiday"]) is True
+    assert (out["pct_two_star_review"], out["pct_three_star_review"], out["pct_four_star_review"]) == (
+        22.22,
+        33.33,
+        44.44,
+    )
+    assert out["pct_one_star_review"] == 0 and out["pct_five_star_review"] == 0
+    assert (
+        out["pct_early_shipments"] == 25.0
+    )  # 1 of its 4 shipments (the unshipped one counts in the denominator)
+    assert (
+        out["pct_late_shipments"] == 25.0
+    )  # shipped on day 7 and not delivered; the delivered late one is not
+    tie = pd.DataFrame({"review": [5, 5], "product_id": [12, 4]})
+    assert (
+        r.best_performing_product(frame, tie, ships, products, dates, D(2022, 2, 1)).iloc[0]["product_id"]
+        == 4
+    )
+
+
+def test_staging_typing_and_checks() -> None:
+    raw = pd.DataFrame(
+        {"order_id": ["1", "2", "3"], "customer_id": ["5", "5", "x"], "order_date": ["2022-07-13", "13/07/2022", "2022-07-13"],
+         "product_id": ["24", "2", "2"], "unit_price": ["139", "10", "10"], "quantity": ["10", "2", "2"],
+         "total_price": ["1390", "21", "20"]},
+        dtype="str",
+    )  # fmt: skip
+    typed = r.transform_orders(raw)
+    assert typed.loc[0, "order_date"] == D(2022, 7, 13) and typed.loc[1, "order_date"] is None
+    with pytest.raises(Exception) as failed:
+        Order.validate(typed, lazy=True)
+    cases = failed.value.failure_cases
+    assert set(cases["index"].dropna().astype(int)) == {1, 2}
+    assert "total_price = unit_price × quantity" in set(cases["check"].astype(str))
+    ships = r.transform_shipments(
+        pd.DataFrame({"shipment_id": ["1", "2"], "order_id": ["1", "2"], "shipment_date": ["", "2022-01-05"], "delivery_date": ["", "2022-01-03"]}, dtype="str")
+    )  # fmt: skip
+    with pytest.raises(Exception, match="delivered on or after shipment"):
+        ShipmentDelivery.validate(ships, lazy=True)
