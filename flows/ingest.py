@@ -17,7 +17,7 @@ from sluice.errors import SluiceError, UnknownDataset
 from sluice.ledger import Ledger, LedgerEntry, get_ledger, hold_run, reap_abandoned, release_run
 from sluice.report import IngestionFailed, IngestReport, markdown
 from sluice.settings import get_settings
-from tasks.ingest import RunContext, extract, load, transform, validate, with_retries
+from tasks.ingest import RunContext, extract, load, publish, transform, validate, with_retries
 
 
 class Unclaimed(Exception):
@@ -133,6 +133,9 @@ def ingest_file(
         report.rows_loaded = outcome.rows_loaded
         report.status = "skipped" if outcome.skipped else "success"
         if not outcome.skipped:
+            if ctx.dataset.after_load is not None:
+                report.state = "publish"
+                with_retries(publish, ctx.settings)(ctx, fetched, validated, outcome)
             _announce(report, fetched.sha256)
     except Exception as exc:
         report.status = "failed"

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import fnmatch
 import random
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pandas as pd
@@ -48,6 +50,18 @@ def lineage_columns() -> list[sa.Column]:
 
 
 @dataclass(frozen=True)
+class AfterLoad:
+    """What a dataset's ``after_load`` hook gets: the file, its validated rows, the run."""
+
+    dataset: str
+    source: str
+    local_path: Path
+    frames: Callable[[], Iterable[pd.DataFrame]]
+    ingestion_id: uuid.UUID
+    rows_loaded: int
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Everything Sluice needs to know to ingest one kind of file."""
 
@@ -66,6 +80,8 @@ class Dataset:
     hard: bool | None = None
     generate: Callable[[int, random.Random], bytes] | None = None
     demo_key: str | None = None
+    # Called after a load that loaded (not on skips): e.g. write the file's zones (bronze/silver) and catalog them.
+    after_load: Callable[[AfterLoad], None] | None = None
 
     @property
     def target(self) -> str:

@@ -48,3 +48,10 @@ def _reported(state: Any, name: str) -> IngestReport:
         return result.report
     message = str(result) if isinstance(result, BaseException) else (state.message or state.name)
     return IngestReport(run_id=None, dataset=name, source="?", status="failed", state=None, error=message)
+
+
+def run_customers() -> IngestReport:
+    """One Sertis gold build in this process; never raises for a failed run."""
+    from flows.customers import customers
+
+    return _reported(customers(return_state=True), "customers")

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         None,
         description="Name of a Prefect Secret block holding the API key (used when SLUICE_API_KEY is unset).",
     )
+    glue_database: str | None = Field(
+        None, description="AWS Glue database to catalog Sertis silver and gold in (S3 staging zone only)."
+    )
     holidays_file: str | None = Field(
         None,
         description="Public holidays (CSV with a 'date' column) for if_common.dim_dates; default: the shipped list.",

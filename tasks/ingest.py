@@ -22,7 +22,7 @@ from sluice import ingest, storage
 from sluice.errors import SluiceError, ValidationFailed
 from sluice.ledger import Ledger, LedgerEntry, tracked
 from sluice.loading import LoadOutcome, ensure_target, is_loaded, load_file
-from sluice.registry import Dataset
+from sluice.registry import AfterLoad, Dataset
 from sluice.settings import Settings
 from sluice.warehouse import get_engine
 
@@ -179,3 +179,23 @@ def load(ctx: RunContext, fetched: storage.FetchedFile, validated: ingest.Valida
             entry.status = "skipped"
             entry.error = "already loaded by a concurrent run"
     return outcome
+
+
+@io_task
+def publish(
+    ctx: RunContext, fetched: storage.FetchedFile, validated: ingest.Validated, outcome: LoadOutcome
+) -> None:
+    """The dataset's after-load step (e.g. bronze/silver zones and their catalog), retried on its own."""
+    hook = ctx.dataset.after_load
+    assert hook is not None
+    with ledger_state(ctx, "publish"):
+        hook(
+            AfterLoad(
+                dataset=ctx.dataset.name,
+                source=fetched.uri,
+                local_path=fetched.path,
+                frames=validated.spool.frames,
+                ingestion_id=ctx.ingestion_id,
+                rows_loaded=outcome.rows_loaded,
+            )
+        )

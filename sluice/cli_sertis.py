@@ -1,0 +1,60 @@
+"""``sluice customers``: rebuild the Sertis gold table (per-customer aggregate) from all of silver."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(customers)
+
+
+def customers(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    limit: Annotated[int, typer.Option(help="Customers to print (text output).")] = 15,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")] = False,
+) -> None:
+    """Build gold: customers(customer_id, favourite_product, longest_streak), as table and Parquet."""
+    from sluice.cli import console, err, print_json
+    from sluice.runtime import prepare
+
+    prepare(verbose)
+    from sluice.runner import run_customers
+
+    report = run_customers()
+    if as_json:
+        print_json(report.model_dump(exclude={"failures", "flow_run_id"}))
+    elif report.status == "failed":
+        err.print(f"[bold red]error[/] at {report.state}: {report.error}", highlight=False, soft_wrap=True)
+    else:
+        print_customers(report, console, limit)
+    if report.status == "failed":
+        raise typer.Exit(1)
+
+
+def print_customers(report: Any, console: Any, limit: int = 15) -> None:
+    import sqlalchemy as sa
+    from rich.table import Table
+
+    from sluice.warehouse import get_engine
+
+    with get_engine().connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT customer_id, favourite_product, longest_streak FROM sertis.customers "
+                "ORDER BY longest_streak DESC, customer_id LIMIT :n"
+            ),
+            {"n": limit},
+        ).all()
+    table = Table(
+        title=f"sertis.customers: {getattr(report, 'customers', 0):,} customers (top {len(rows)} by streak)"
+    )
+    for column in ("customer_id", "favourite_product", "longest_streak"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(str(row[0]), str(row[1]), str(row[2]))
+    console.print(table)
+    if getattr(report, "gold_uri", None):
+        console.print(f"gold Parquet: {report.gold_uri}", highlight=False, soft_wrap=True)

@@ -1,0 +1,190 @@
+"""Sertis zones: bronze (the landed file as it came), silver (typed Parquet), gold (per-customer Parquet + table),
+partitioned by ingestion date under ``<staging zone>/sertis/``, and their AWS Glue catalog entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import logging
+import os
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from sluice import storage
+from sluice.registry import AfterLoad, metadata
+from sluice.settings import Settings, get_settings
+from sluice.warehouse import copy_frames, ensure_schema
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = "sertis"
+
+customers = sa.Table(
+    "customers",
+    metadata,
+    sa.Column("customer_id", sa.Text, primary_key=True, comment="zero-padded, as in the source"),
+    sa.Column("favourite_product", sa.Text, nullable=False),
+    sa.Column("longest_streak", sa.Integer, nullable=False),
+    schema=SCHEMA,
+    comment="Gold: one row per customer, rebuilt from all of silver on every run",
+)
+
+SILVER_COLUMNS = [
+    ("transaction_id", "string"),
+    ("customer_id", "string"),
+    ("transaction_date", "date"),
+    ("product_sold", "string"),
+    ("units_sold", "bigint"),
+]
+GOLD_COLUMNS = [("customer_id", "string"), ("favourite_product", "string"), ("longest_streak", "int")]
+
+
+def zone(settings: Settings, layer: str) -> str:
+    return storage.join(settings.zone("staging"), "sertis", layer)
+
+
+def partition(day: dt.date) -> str:
+    return f"ingestion_date={day:%Y-%m-%d}"
+
+
+def publish_file(event: AfterLoad) -> None:
+    """After a transactions file loads: bronze copy as it came, silver Parquet of its validated rows, catalog."""
+    settings = get_settings()
+    day = dt.datetime.now(dt.UTC).date()
+    name = storage.basename(event.source)
+    storage.put_file(event.local_path, storage.join(zone(settings, "bronze"), partition(day), name))
+    frames = [f.drop(columns=[c for c in f.columns if c.startswith("_")]) for f in event.frames()]
+    silver = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=[c for c, _ in SILVER_COLUMNS])
+    )
+    uri = storage.join(
+        zone(settings, "silver"), partition(day), f"{name}.{event.ingestion_id.hex[:12]}.parquet"
+    )
+    storage.put_bytes(parquet(silver, SILVER_COLUMNS), uri)
+    if settings.glue_database:
+        catalog_silver(settings, day)
+
+
+def parquet(frame: pd.DataFrame, columns: list[tuple[str, str]]) -> bytes:
+    types = {"string": pa.string(), "date": pa.date32(), "bigint": pa.int64(), "int": pa.int32()}
+    schema = pa.schema([(c, types[t]) for c, t in columns])
+    table = pa.Table.from_pandas(frame[[c for c, _ in columns]], schema=schema, preserve_index=False)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+# --- gold -----------------------------------------------------------------------------------------------
+
+
+def read_silver(engine: sa.Engine) -> pd.DataFrame:
+    """All of silver, from ``sertis.transactions`` (the exactly-once copy: a forced reload replaces, never doubles)."""
+    with engine.connect() as conn:
+        if not conn.execute(sa.text("SELECT to_regclass('sertis.transactions') IS NOT NULL")).scalar_one():
+            return pd.DataFrame(columns=[c for c, _ in SILVER_COLUMNS])
+        result = conn.execute(
+            sa.text("SELECT customer_id, transaction_date, product_sold, units_sold FROM sertis.transactions")
+        )
+        frame = pd.DataFrame(result.all(), columns=list(result.keys()))
+    frame["units_sold"] = frame["units_sold"].astype("int64")
+    return frame
+
+
+def load_gold(engine: sa.Engine, gold: pd.DataFrame, settings: Settings) -> str:
+    """Replace ``sertis.customers`` (one transaction) and the gold Parquet; returns the Parquet's URI."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('sluice.ddl'))"))
+        ensure_schema(conn, SCHEMA)
+        metadata.create_all(conn, tables=[customers])
+    with engine.begin() as conn:
+        conn.execute(sa.text("LOCK TABLE sertis.customers IN EXCLUSIVE MODE"))
+        conn.execute(sa.delete(customers))
+        copy_frames(conn, "sertis.customers", [c for c, _ in GOLD_COLUMNS], [gold])
+    uri = storage.join(zone(settings, "gold"), "customers.parquet")
+    storage.put_bytes(parquet(gold, GOLD_COLUMNS), uri)
+    if settings.glue_database:
+        catalog_gold(settings)
+    return uri
+
+
+# --- AWS Glue Data Catalog ------------------------------------------------------------------------------
+
+
+def glue_client() -> Any:
+    import boto3
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_GLUE") or os.environ.get("AWS_ENDPOINT_URL")
+    return boto3.client("glue", endpoint_url=endpoint) if endpoint else boto3.client("glue")
+
+
+def _s3a(uri: str) -> str:
+    return uri if uri.endswith("/") else uri + "/"
+
+
+def _table_input(
+    name: str, location: str, columns: list[tuple[str, str]], partitioned: bool
+) -> dict[str, Any]:
+    return {
+        "Name": name,
+        "TableType": "EXTERNAL_TABLE",
+        "Parameters": {"classification": "parquet", "EXTERNAL": "TRUE"},
+        "PartitionKeys": [{"Name": "ingestion_date", "Type": "string"}] if partitioned else [],
+        "StorageDescriptor": {
+            "Columns": [{"Name": c, "Type": t} for c, t in columns],
+            "Location": _s3a(location),
+            "InputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+            "OutputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+            "SerdeInfo": {
+                "SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+            },
+        },
+    }
+
+
+def _ensure_table(glue: Any, database: str, table: dict[str, Any]) -> None:
+    with contextlib.suppress(glue.exceptions.AlreadyExistsException):
+        glue.create_database(
+            DatabaseInput={"Name": database, "Description": "Sluice: Sertis silver and gold"}
+        )
+    try:
+        glue.create_table(DatabaseName=database, TableInput=table)
+    except glue.exceptions.AlreadyExistsException:
+        glue.update_table(DatabaseName=database, TableInput=table)
+
+
+def catalog_silver(settings: Settings, day: dt.date) -> None:
+    if not storage.is_s3(settings.zone("staging")):
+        logger.warning("Glue catalog skipped: the staging zone is not on S3")
+        return
+    glue = glue_client()
+    database = str(settings.glue_database)
+    location = zone(settings, "silver")
+    table = _table_input("silver_transactions", location, SILVER_COLUMNS, partitioned=True)
+    _ensure_table(glue, database, table)
+    descriptor = {**table["StorageDescriptor"], "Location": _s3a(storage.join(location, partition(day)))}
+    with contextlib.suppress(glue.exceptions.AlreadyExistsException):
+        glue.create_partition(
+            DatabaseName=database,
+            TableName="silver_transactions",
+            PartitionInput={"Values": [f"{day:%Y-%m-%d}"], "StorageDescriptor": descriptor},
+        )
+
+
+def catalog_gold(settings: Settings) -> None:
+    if not storage.is_s3(settings.zone("staging")):
+        logger.warning("Glue catalog skipped: the staging zone is not on S3")
+        return
+    glue = glue_client()
+    _ensure_table(
+        glue,
+        str(settings.glue_database),
+        _table_input("gold_customers", zone(settings, "gold"), GOLD_COLUMNS, False),
+    )
