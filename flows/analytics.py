@@ -35,7 +35,12 @@ def analytics(
         bool, Field(description="Run again for a day that already ran (replaces its rows).")
     ] = False,
 ) -> AnalyticsReport:
-    """Build agg_public_holiday, agg_shipments and best_performing_product for one day; export them as CSV."""
+    """Build agg_public_holiday, agg_shipments and best_performing_product for one day; export them as CSV.
+
+    Args:
+        as_of: Ingestion date to analyse (YYYY-MM-DD); empty = the latest order date in staging.
+        force: Run again for a day that already ran (replaces that day's rows).
+    """
     logger = get_run_logger()
     settings = get_settings()
     ledger = get_ledger(settings)

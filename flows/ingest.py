@@ -88,7 +88,16 @@ def ingest_file(
         bool, Field(description="Reload a file already loaded, replacing its rows atomically.")
     ] = False,
 ) -> IngestReport:
-    """Take one landed file through extract → transform → validate → load."""
+    """Take one landed file through extract → transform → validate → load, exactly once.
+
+    Args:
+        source: The landed file: a local path or s3://bucket/key.
+        dataset: Registered dataset name (dailycheckins, orders, reviews, shipment_deliveries, transactions);
+            empty = resolved from the file's key.
+        mode: hard = any bad row halts and nothing loads; soft = good rows load, bad rows go to quarantine;
+            empty = the dataset's default.
+        force: Reload a file already loaded, replacing its rows atomically.
+    """
     logger = get_run_logger()
     try:
         ctx = _start(source, dataset, mode, force)

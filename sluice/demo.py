@@ -68,7 +68,8 @@ def run_demo(console: Console, rows: int = 1000) -> int:
 
     table = Table(title="Ingestions")
     for column in ("dataset", "status", "read", "loaded", "quarantined", "table"):
-        table.add_column(column, no_wrap=True)
+        wraps = column in ("dataset", "table")
+        table.add_column(column, no_wrap=not wraps, overflow="fold" if wraps else "ellipsis")
     for r in reports:
         table.add_row(
             r.dataset or "?",

@@ -217,9 +217,13 @@ def validate_chunk(frame: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame,
             f"{first['failure_case']} (a transform bug, not a data problem)"
         )
     positions = row_cases["index"].astype("int64").to_numpy()
+    contexts = row_cases["schema_context"].astype(str).to_numpy()
     failures: list[dict[str, Any]] = []
-    for position, column, check in zip(positions, row_cases["column"], row_cases["check"], strict=True):
-        if str(column) in out_columns:
+    seen: set[tuple[int, str, str]] = set()
+    for position, column, check, context in zip(
+        positions, row_cases["column"], row_cases["check"], contexts, strict=True
+    ):
+        if context != "DataFrameSchema" and str(column) in out_columns:
             source_column = dataset.source_column(str(column))
             raw_key = RAW_PREFIX + source_column
             value = frame[raw_key].iat[position] if raw_key in frame else frame[str(column)].iat[position]
@@ -230,6 +234,10 @@ def validate_chunk(frame: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame,
                 for c in dataset.source_columns
                 if RAW_PREFIX + c in frame
             )
+        key = (int(position), source_column, str(check))
+        if key in seen:  # pandera lists a row-wide failure once per column
+            continue
+        seen.add(key)
         failures.append(
             {
                 "row": int(frame[ROW].iat[position]),

@@ -22,6 +22,10 @@ class Settings(BaseSettings):
         None,
         description="SQLAlchemy URL of the warehouse. Unset: an embedded PostgreSQL (pgserver) in $SLUICE_HOME/pg.",
     )
+    database_secret_arn: str | None = Field(
+        None,
+        description="AWS Secrets Manager secret holding the warehouse URL (used when SLUICE_DATABASE_URL is unset).",
+    )
     landing_uri: str | None = Field(None, description="Landing zone: a folder or s3://bucket/prefix.")
     staging_uri: str | None = Field(
         None, description="Staging/processed zone: a folder or s3://bucket/prefix."
@@ -59,6 +63,9 @@ class Settings(BaseSettings):
     )
     totesys_source_url: SecretStr | None = Field(
         None, description="Totesys OLTP (PostgreSQL URL); default: database 'totesys' of the embedded server."
+    )
+    totesys_source_secret_arn: str | None = Field(
+        None, description="AWS Secrets Manager secret holding the Totesys OLTP URL (when the URL is unset)."
     )
     totesys_ingestion_uri: str | None = Field(
         None, description="Totesys ingestion zone (extracted CSV); default: <staging>/totesys/ingestion."

@@ -19,7 +19,7 @@ from psycopg2 import sql
 from sluice.errors import ConfigurationError
 from sluice.settings import Settings, get_settings
 from sluice.transforms.totesys import TABLES
-from sluice.warehouse import database_url, raw_connection
+from sluice.warehouse import database_url, raw_connection, secret_value
 
 # The OLTP's DDL as the source system has it: agreed dates and payment_date are text, a transaction points at
 # exactly one of a sales or a purchase order.
@@ -101,8 +101,10 @@ def source_url(settings: Settings | None = None, override: str | None = None) ->
         return override
     if settings.totesys_source_url is not None:
         return settings.totesys_source_url.get_secret_value()
+    if settings.totesys_source_secret_arn:
+        return secret_value(settings.totesys_source_secret_arn)
     warehouse = sa.make_url(database_url(settings))
-    if settings.database_url is not None:
+    if settings.database_url is not None or settings.database_secret_arn:
         raise ConfigurationError(
             "SLUICE_TOTESYS_SOURCE_URL is not set: with an external warehouse, say where the Totesys OLTP is"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import queue
@@ -37,14 +38,35 @@ def _start_embedded(pgdata: Path) -> str:
     return uri.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
+@functools.lru_cache(maxsize=8)
+def secret_value(arn: str) -> str:
+    """A Secrets Manager secret's string (a plain URL, or JSON with a ``url`` key); cached per process."""
+    import json
+
+    import boto3
+
+    value = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+    if value.lstrip().startswith("{"):
+        data = json.loads(value)
+        if "url" not in data:
+            raise ConfigurationError(f"secret {arn.rsplit(':', 1)[-1]} is JSON without a 'url' key")
+        value = data["url"]
+    return str(value)
+
+
+def _sqlalchemy_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
+
+
 def database_url(settings: Settings | None = None) -> str:
-    """The warehouse URL: ``SLUICE_DATABASE_URL`` or the embedded server (started on demand)."""
+    """The warehouse URL: ``SLUICE_DATABASE_URL``, else the Secrets Manager secret, else the embedded server."""
     settings = settings or get_settings()
     if settings.database_url is not None:
-        url = settings.database_url.get_secret_value()
-        if url.startswith("postgresql://") or url.startswith("postgres://"):
-            url = "postgresql+psycopg2://" + url.split("://", 1)[1]
-        return url
+        return _sqlalchemy_url(settings.database_url.get_secret_value())
+    if settings.database_secret_arn:
+        return _sqlalchemy_url(secret_value(settings.database_secret_arn))
     return _start_embedded((settings.home / "pg").resolve())
 
 
