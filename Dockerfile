@@ -1,0 +1,38 @@
+# syntax=docker/dockerfile:1.7
+# Sluice runtime image: every deployment in prefect.yaml (ingest-file, totesys, analytics, customers) and `sluice api`.
+# Built for linux/amd64 by prefect.yaml's build step; installs exactly uv.lock, without dev tools or the bench extra.
+
+ARG PYTHON_VERSION=3.11
+
+FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
+
+FROM python:${PYTHON_VERSION}-slim AS build
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/opt/prefect/venv
+WORKDIR /opt/prefect/sluice
+# Dependencies first (cached while only the code changes), then the project itself.
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --frozen --no-dev --no-install-project
+COPY sluice ./sluice
+COPY flows ./flows
+COPY tasks ./tasks
+COPY schemas ./schemas
+RUN uv sync --frozen --no-dev --no-editable
+
+FROM python:${PYTHON_VERSION}-slim AS runtime
+RUN groupadd --system --gid 10001 sluice \
+    && useradd --system --uid 10001 --gid sluice --home-dir /opt/prefect --shell /usr/sbin/nologin sluice
+COPY --from=build --chown=sluice:sluice /opt/prefect /opt/prefect
+ENV PATH=/opt/prefect/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    SLUICE_HOME=/tmp/sluice \
+    SLUICE_JSON_LOGS=true \
+    PREFECT_HOME=/tmp/prefect
+WORKDIR /opt/prefect/sluice
+USER sluice
+# Prefect's ECS worker overrides the command with the flow run; this default serves the query API.
+EXPOSE 8000
+CMD ["sluice", "api", "--host", "0.0.0.0", "--port", "8000"]

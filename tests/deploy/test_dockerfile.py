@@ -1,0 +1,76 @@
+"""The Dockerfile, checked as far as possible without a Docker engine (none runs here)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def instructions() -> list[tuple[str, str]]:
+    joined = re.sub(r"\\\n\s*", " ", DOCKERFILE)
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in joined.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_multi_stage_non_root_project_at_opt_prefect_sluice() -> None:
+    steps = instructions()
+    stages = [arg for op, arg in steps if op == "FROM"]
+    assert len(stages) >= 3 and any(" AS runtime" in s for s in stages)
+    runtime = steps[max(i for i, (op, arg) in enumerate(steps) if op == "FROM") :]
+    users = [arg for op, arg in runtime if op == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    assert ("WORKDIR", "/opt/prefect/sluice") in runtime
+    assert any(op == "ENV" and "SLUICE_JSON_LOGS=true" in arg for op, arg in runtime)
+    assert "ghcr.io/astral-sh/uv:0.13.9" in DOCKERFILE
+
+
+def test_installs_from_the_lock_file_without_dev_tools() -> None:
+    runs = [arg for op, arg in instructions() if op == "RUN" and "uv sync" in arg]
+    assert runs and all("--frozen" in r and "--no-dev" in r for r in runs)
+    assert not any("pip install" in arg for op, arg in instructions() if op == "RUN")
+
+
+def test_copies_every_package_and_every_entrypoint() -> None:
+    copied = {arg.split()[0] for op, arg in instructions() if op == "COPY" and "--from" not in arg}
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"][
+        "wheel"
+    ]["packages"]
+    assert set(packages) <= copied
+    assert {"pyproject.toml"} <= {
+        p for arg in (a for o, a in instructions() if o == "COPY") for p in arg.split()
+    }
+    for deployment in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]:
+        top = deployment["entrypoint"].split("/", 1)[0]
+        assert top in copied, deployment["name"]
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and ".git" in ignored and ".sluice" in ignored
+
+
+def test_the_locked_runtime_set_is_the_one_the_tests_run_minus_dev_tools() -> None:
+    uv = ROOT / ".uv" / "bin" / "uv"
+    binary = str(uv) if uv.exists() else shutil.which("uv")
+    if binary is None:
+        pytest.skip("uv is not installed here (./run installs it)")
+    out = subprocess.run(
+        [binary, "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    pins = dict(line.split("==", 1) for line in out.splitlines() if "==" in line and not line.startswith("#"))
+    pins = {k.strip(): v.split()[0] for k, v in pins.items()}
+    assert pins["prefect"] == "3.8.8"
+    assert {"prefect-aws", "pandera", "sqlalchemy", "psycopg2-binary", "boto3", "pgserver", "uvicorn"} <= set(
+        pins
+    )
+    assert not {"pytest", "moto", "ruff", "dlt", "bandit"} & set(pins)
