@@ -30,6 +30,7 @@ ENV PATH=/opt/prefect/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     SLUICE_HOME=/tmp/sluice \
     SLUICE_JSON_LOGS=true \
+    PREFECT_LOGGING_SETTINGS_PATH=/opt/prefect/sluice/sluice/logging.yml \
     PREFECT_HOME=/tmp/prefect
 WORKDIR /opt/prefect/sluice
 USER sluice

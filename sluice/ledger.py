@@ -114,6 +114,20 @@ def _finish(ledger: Ledger, counts: dict[str, Any], entry: LedgerEntry) -> None:
         if getattr(entry, key) is not None:
             counts[key] = getattr(entry, key)
     ledger.record(entry)
+    logger.log(
+        logging.WARNING if entry.status == "fail" else logging.INFO,
+        "%s %s: %s",
+        entry.state,
+        entry.status,
+        entry.error or f"{entry.rows_loaded or entry.rows_read or 0} rows",
+        extra={
+            "dataset": entry.dataset,
+            "source": entry.source,
+            "state": entry.state,
+            "status": entry.status,
+            "ingestion_id": str(entry.ingestion_id),
+        },
+    )
 
 
 def hold_run(ledger: Ledger, ingestion_id: uuid.UUID) -> None:

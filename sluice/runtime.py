@@ -29,5 +29,8 @@ def prepare(verbose: bool = False) -> None:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", level)
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", level)
         logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
+    if os.environ.get("SLUICE_JSON_LOGS", "").strip().lower() in ("1", "true", "yes", "on"):
+        # One JSON object per log line (CloudWatch); the image sets this too.
+        os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(Path(__file__).with_name("logging.yml")))
     warnings.filterwarnings("ignore", module="platformdirs")
     warnings.filterwarnings("ignore", category=UserWarning, module="prefect")

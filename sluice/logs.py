@@ -1,0 +1,69 @@
+"""JSON log lines for CloudWatch: one object per line with the run's ids, dataset, source and state.
+
+Installed through Prefect's logging config (``sluice/logging.yml``, pointed at by ``PREFECT_LOGGING_SETTINGS_PATH``;
+the image sets both it and ``SLUICE_JSON_LOGS=true``). With ``SLUICE_JSON_LOGS=false`` the same formatter writes
+Prefect's usual text lines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+_TEXT = "%(asctime)s.%(msecs)03d | %(levelname)-7s | %(name)s - %(message)s"
+_RUN_FIELDS = ("flow_run_id", "flow_run_name", "flow_name", "task_run_id", "task_run_name", "task_name")
+_SLUICE_FIELDS = ("dataset", "source", "state", "status", "ingestion_id", "rows_loaded", "rows_quarantined")
+
+
+def json_enabled() -> bool:
+    return os.environ.get("SLUICE_JSON_LOGS", "false").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _run_context() -> dict[str, Any]:
+    """Flow run id and its dataset/source parameters, when the record comes from inside a run."""
+    try:
+        from prefect.context import FlowRunContext
+    except ImportError:  # pragma: no cover
+        return {}
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return {}
+    parameters = context.flow_run.parameters or {}
+    out: dict[str, Any] = {
+        "flow_run_id": str(context.flow_run.id),
+        "flow_name": context.flow.name if context.flow else None,
+    }
+    for key in ("dataset", "source"):
+        if parameters.get(key) is not None:
+            out[key] = str(parameters[key])
+    return out
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (or Prefect-like text when ``SLUICE_JSON_LOGS`` is off)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(_TEXT, datefmt="%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not json_enabled():
+            return super().format(record)
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({k: v for k, v in _run_context().items() if v is not None})
+        for key in (*_RUN_FIELDS, *_SLUICE_FIELDS):
+            value = getattr(record, key, None)
+            if value is not None:
+                entry[key] = str(value) if not isinstance(value, int | float | bool) else value
+        if "state" not in entry and entry.get("task_run_name"):
+            entry["state"] = str(entry["task_run_name"]).split("-", 1)[0]
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
