@@ -46,23 +46,37 @@ def test_every_deployment_is_pinned_and_its_entrypoint_loads() -> None:
     assert {k: (d["entrypoint"], d["work_pool"]["name"]) for k, d in found.items()} == EXPECTED
 
 
-def test_pull_build_push_steps() -> None:
+def test_build_push_pull_steps() -> None:
     c = config()
-    assert c["pull"] == [
-        {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/prefect/sluice"}}
-    ]
-    build = {next(iter(s)): next(iter(s.values())) for s in c["build"]}
-    image = build["prefect_docker.deployments.steps.build_docker_image"]
-    assert image["platform"] == "linux/amd64" and image["dockerfile"] == "Dockerfile"
-    assert image["tag"] == "{{ get-commit-hash.stdout }}"
-    assert "git rev-parse" in build["prefect.deployments.steps.run_shell_script"]["script"]
-    push = [next(iter(s)) for s in c["push"]]
-    assert push == [
-        "prefect.deployments.steps.run_shell_script",
-        "prefect_docker.deployments.steps.push_docker_image",
-    ]
-    login = c["push"][0]["prefect.deployments.steps.run_shell_script"]
-    assert login["shell"] is True and "ecr get-login-password" in login["script"]
+    assert not {"build", "push", "pull"} & set(
+        c
+    )  # per deployment: Prefect runs global push steps for every one
+    for (_flow, name), d in deployments().items():
+        if d["work_pool"]["name"] == "sluice-local":
+            assert "build" not in d and "push" not in d, name
+            assert d["pull"] == [
+                {
+                    "prefect.deployments.steps.set_working_directory": {
+                        "directory": "{{ $SLUICE_PROJECT_DIR }}"
+                    }
+                }
+            ]
+            continue
+        assert d["pull"] == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/prefect/sluice"}}
+        ]
+        build = {next(iter(s)): next(iter(s.values())) for s in d["build"]}
+        image = build["prefect_docker.deployments.steps.build_docker_image"]
+        assert image["platform"] == "linux/amd64" and image["dockerfile"] == "Dockerfile"
+        assert image["tag"] == "{{ get-commit-hash.stdout }}"
+        assert "git rev-parse" in build["prefect.deployments.steps.run_shell_script"]["script"]
+        push = [next(iter(s)) for s in d["push"]]
+        assert push == [
+            "prefect.deployments.steps.run_shell_script",
+            "prefect_docker.deployments.steps.push_docker_image",
+        ]
+        login = d["push"][0]["prefect.deployments.steps.run_shell_script"]
+        assert login["shell"] is True and "ecr get-login-password" in login["script"]
 
 
 def test_ecs_job_variables_are_accepted_by_prefect_aws() -> None:
