@@ -149,6 +149,20 @@ def test_reads_the_same_file_from_s3(sluice_env: Path, s3_bucket: str) -> None:
     assert rows("SELECT count(*) FROM tm.daily_checkins") == [(5,)]
 
 
+def test_a_new_version_of_the_same_key_is_a_new_file(sluice_env: Path, s3_bucket: str) -> None:
+    import boto3
+
+    key = "tm/dailycheckins/2024/03/02/daily.csv"
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=s3_bucket, Key=key, Body=GOOD.encode())
+    assert run_ingest(f"s3://{s3_bucket}/{key}").rows_loaded == 5
+    assert run_ingest(f"s3://{s3_bucket}/{key}").status == "skipped"  # the same event again
+    s3.put_object(Bucket=s3_bucket, Key=key, Body=(GOOD + "bran,2019-01-01 00:00:00 UTC,2,infra\n").encode())
+    second = run_ingest(f"s3://{s3_bucket}/{key}")
+    assert (second.status, second.rows_loaded) == ("success", 6)  # new content under the same key loads
+    assert rows("SELECT count(*) FROM sluice.file_loads") == [(2,)]
+
+
 @pytest.mark.acceptance
 def test_real_sample_every_timestamp(sluice_env: Path) -> None:
     sample = shared_file("tm", "dailycheckins_sample.csv")
