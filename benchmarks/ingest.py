@@ -237,7 +237,7 @@ def main() -> None:
             generate(big, args.rows_big)
         result = run_child(big, small)
         print(
-            f"sluice at {args.rows_big:,} rows: {args.rows_big / result['total']:,.0f} rows/s, "
+            f"sluice at {args.rows_big:,} rows: {args.rows_big / result['file']:,.0f} rows/s, "
             f"peak RSS {result['rss_mb']:.0f} MB ({result['rss_mb'] / sluice['rss_mb']:.2f}x the {n:,}-row figure)"
         )
 

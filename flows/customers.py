@@ -14,7 +14,8 @@ from pydantic import Field
 
 from schemas.sertis import Customer
 from sluice import sertis
-from sluice.errors import SluiceError, ValidationFailed
+from sluice.errors import SluiceError
+from sluice.ingest import validate_table
 from sluice.ledger import Ledger, LedgerEntry, get_ledger, hold_run, reap_abandoned, release_run, tracked
 from sluice.notify import notify_hooks
 from sluice.report import IngestionFailed, IngestReport
@@ -56,17 +57,7 @@ def transform(silver: pd.DataFrame) -> pd.DataFrame:
 
 @task(name="validate", cache_policy=NO_CACHE)
 def validate(gold: pd.DataFrame) -> None:
-    import pandera.errors as pe
-
-    try:
-        Customer.validate(gold, lazy=True)
-    except pe.SchemaErrors as exc:
-        first = exc.failure_cases.iloc[0]
-        raise ValidationFailed(
-            f"gold customers: {len(exc.failure_cases)} checks failed; first: column {first['column']}, "
-            f"{first['check']} (value {first['failure_case']!r}); nothing loaded",
-            rows_invalid=len(exc.failure_cases),
-        ) from None
+    validate_table(Customer, gold, "gold customers")
 
 
 @io_task

@@ -14,13 +14,13 @@ from importlib import resources
 from pathlib import Path
 
 import pandas as pd
-import pandera.errors as pe
 import sqlalchemy as sa
 from psycopg2 import sql
 
 from schemas.data2bots import AggPublicHoliday, AggShipments, BestPerformingProduct, DimDates, DimProducts
 from sluice import storage
-from sluice.errors import BadFile, SluiceError, ValidationFailed
+from sluice.errors import BadFile, SluiceError
+from sluice.ingest import validate_table
 from sluice.registry import metadata
 from sluice.settings import Settings
 from sluice.transforms import data2bots as rules
@@ -217,16 +217,7 @@ def build(staging: Mapping[str, pd.DataFrame], settings: Settings, as_of: dt.dat
 
 def validate(tables: Mapping[str, pd.DataFrame]) -> None:
     for name, frame in tables.items():
-        model = {**DIMENSIONS, **ANALYTICS}[name][1]
-        try:
-            model.validate(frame, lazy=True)
-        except pe.SchemaErrors as exc:
-            first = exc.failure_cases.iloc[0]
-            raise ValidationFailed(
-                f"analytics table {name}: {len(exc.failure_cases)} checks failed; first: column {first['column']}, "
-                f"{first['check']} (value {first['failure_case']!r}); nothing loaded",
-                rows_invalid=len(exc.failure_cases),
-            ) from None
+        validate_table({**DIMENSIONS, **ANALYTICS}[name][1], frame, f"analytics table {name}")
 
 
 # --- load + export --------------------------------------------------------------------------------------

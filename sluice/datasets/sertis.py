@@ -66,7 +66,14 @@ TRANSACTIONS = register(
     Dataset(
         name="transactions",
         description="Sertis sales transactions (pipe-delimited): bronze, silver, then gold per customer.",
-        patterns=("transaction*.csv", "transaction*.csv.gz", "sertis/transactions/*"),
+        # Not "transaction-…": that is a Totesys batch name.
+        patterns=(
+            "transaction_*.csv",
+            "transactions*.csv",
+            "transaction_*.csv.gz",
+            "transactions*.csv.gz",
+            "sertis/transactions/*",
+        ),
         source_columns=SOURCE_COLUMNS,
         model=Transaction,
         transform=transform_transactions,

@@ -25,3 +25,23 @@ def test_every_dataset_is_complete() -> None:
         assert set(dataset.column_sources) <= set(dataset.output_columns), dataset.name
         if dataset.table is not None:
             assert set(dataset.output_columns) <= set(dataset.table.columns.keys()), dataset.name
+
+
+@pytest.mark.parametrize(
+    ("key", "dataset"),
+    [
+        ("tm/dailycheckins/2024/03/01/dailycheckins.csv", "dailycheckins"),
+        ("incoming/orders.csv", "orders"),
+        ("data2bots/reviews/2024-03-01.csv", "reviews"),
+        ("shipment_deliveries.csv.gz", "shipment_deliveries"),
+        ("sertis/transactions/anything.csv", "transactions"),
+        ("drop/transaction_sample.csv", "transactions"),
+        ("transaction/2024/03/01/10-20/transaction-2024-03-01_10.20.00.csv", None),  # a Totesys batch
+        ("exports/report.csv", None),
+    ],
+)
+def test_each_key_is_claimed_by_the_right_dataset_or_none(key: str, dataset: str | None) -> None:
+    from sluice.registry import resolve
+
+    found = resolve(key)
+    assert (found.name if found else None) == dataset
