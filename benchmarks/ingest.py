@@ -4,9 +4,11 @@
 
 Prints rows/s of (1) raw COPY of the CSV into an equivalent table (the limit), (2) pandas.read_csv + to_sql on
 a sample (the seeds' way, extrapolated and labelled so), (3) ``sluice ingest`` end to end in hard mode (parse,
-transform, validate, load, ledger) in a child process, (4) dlt into the same PostgreSQL if installed
-(``uv sync --extra bench``), each with its ratio to the limit; peak RSS of ``sluice ingest`` at both sizes; and
-the wall time of a 10-row file end to end. Uses its own ``SLUICE_HOME`` (``.sluice-bench``) unless set.
+transform, validate, load, ledger) in a child process, into an empty table (bulk path: the API index is built
+after the COPY) and again with the index maintained row by row (a table already larger than the file), with the
+seconds of each ledger state, (4) dlt into the same PostgreSQL if installed (``uv sync --extra bench``), each
+with its ratio to the limit; peak RSS of ``sluice ingest`` at both sizes; and the wall time of a 10-row file end
+to end. Uses its own ``SLUICE_HOME`` (``.sluice-bench``) unless set.
 """
 
 from __future__ import annotations
@@ -136,11 +138,30 @@ def child(path: str, warm: str) -> None:
         if report.status not in ("success", "skipped"):
             raise SystemExit(f"{source}: {report.status}: {report.error}")
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({**timings, "rows": report.rows_loaded, "rss_mb": rss_mb}))
+    print(
+        json.dumps({**timings, "rows": report.rows_loaded, "rss_mb": rss_mb, "states": states(report.run_id)})
+    )
+
+
+def states(run_id: str | None) -> dict[str, float]:
+    """Seconds spent in each ledger state of one run (where the time goes)."""
+    import sqlalchemy as sa
+
+    from sluice.warehouse import get_engine
+
+    with get_engine().connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT state, extract(epoch FROM finished_at - started_at) FROM sluice.run_ledger "
+                "WHERE ingestion_id = :id AND finished_at IS NOT NULL ORDER BY seq"
+            ),
+            {"id": run_id},
+        ).all()
+    return {state: float(seconds) for state, seconds in rows}
 
 
 def fresh_target(engine) -> None:
-    """Empty the check-in table and the file registry: every measured run is a first load."""
+    """A new, empty check-in table (today's shape) and file registry: every measured run is a first load."""
     import sqlalchemy as sa
 
     from sluice.datasets.tm import DAILY_CHECKINS
@@ -148,17 +169,20 @@ def fresh_target(engine) -> None:
     from sluice.loading import ensure_target
 
     ensure_bookkeeping(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS tm.daily_checkins"))
+        conn.execute(sa.text("TRUNCATE sluice.file_loads"))
     ensure_target(engine, DAILY_CHECKINS)
     with engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE tm.daily_checkins, sluice.file_loads"))
+        conn.execute(sa.text("CHECKPOINT"))  # no checkpoint left over from the previous run lands in this one
 
 
-def run_child(path: Path, warm: Path) -> dict:
+def run_child(path: Path, warm: Path, **env: str) -> dict:
     fresh_target(get_engine_for_bench())
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.ingest", "--child", str(path), "--warm", str(warm)],
         cwd=ROOT,
-        env=dict(os.environ),
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         check=True,
@@ -208,6 +232,9 @@ def main() -> None:
     print("sluice ingest (child process) ...", flush=True)
     sluice = run_child(path, small)
     sluice_rate = n / sluice["file"]
+    print("sluice ingest, index maintained row by row (child process) ...", flush=True)
+    steady = run_child(path, small, SLUICE_BULK_INDEX_ROWS="0")
+    steady_rate = n / steady["file"]
     shaped = n / copy_into_target_shape(engine)
     dlt_seconds = dlt_run(url, path)
 
@@ -218,6 +245,10 @@ def main() -> None:
     print(f"{'    (identity + (username, timestamp) index)':42}")
     print(f"{'2. read_csv + to_sql (sample, extrapolated)':42} {seeds:12,.0f} {seeds / limit:8.2f}")
     print(f"{'3. sluice ingest, hard mode, end to end':42} {sluice_rate:12,.0f} {sluice_rate / limit:8.2f}")
+    print(f"{'    (empty table: index built after COPY)':42}")
+    print(
+        f"{'3b. sluice ingest, index kept up row by row':42} {steady_rate:12,.0f} {steady_rate / limit:8.2f}"
+    )
     if dlt_seconds is None:
         print(f"{'4. dlt pipeline.run (csv)':42} {'not installed (uv sync --extra bench)':>21}")
     else:
@@ -226,6 +257,10 @@ def main() -> None:
         f"sluice vs to_sql: {sluice_rate / seeds:.1f}x; sluice vs COPY into the target shape: {sluice_rate / shaped:.2f}x"
     )
     print(f"sluice peak RSS at {n:,} rows: {sluice['rss_mb']:.0f} MB")
+    for label, result in (("3", sluice), ("3b", steady)):
+        spent = ", ".join(f"{state} {seconds:.2f} s" for state, seconds in result["states"].items())
+        overhead = result["file"] - sum(result["states"].values())
+        print(f"where {label}'s {result['file']:.2f} s went: {spent}; Prefect and ledger {overhead:.2f} s")
     print(
         f"10-row file end to end: {sluice['warm_10']:.2f} s in a warm process; "
         f"{sluice['cold_10']:.2f} s in a fresh one (starting Prefect's ephemeral API server dominates)"

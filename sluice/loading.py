@@ -3,6 +3,10 @@
 The file's content hash is the identity: under a transaction-scoped advisory lock on (dataset, sha256)
 the load checks ``sluice.file_loads``; a file already there is skipped unless forced, and a forced load
 deletes that file's earlier rows in the same transaction. A crash anywhere rolls everything back.
+
+A bulk load (at least ``bulk_index_rows`` rows into a table holding fewer) drops the target's non-unique
+indexes, COPYs, and builds them again, all in its one transaction: a sorted index build after the COPY is
+2-3x cheaper than maintaining the index row by row (ADR 0003), and a crash rolls the drop back too.
 """
 
 from __future__ import annotations
@@ -100,8 +104,13 @@ def load_file(
     sha256: str,
     frames: Iterable[pd.DataFrame],
     force: bool = False,
+    rows_hint: int | None = None,
+    bulk_index_rows: int = 0,
 ) -> LoadOutcome:
-    """Load one file's valid rows exactly once. ``frames`` carry output columns plus ``_source_row``."""
+    """Load one file's valid rows exactly once. ``frames`` carry output columns plus ``_source_row``.
+
+    ``rows_hint`` (the rows about to load) with ``bulk_index_rows`` > 0 enables the bulk path above.
+    """
     table = dataset.table
     assert table is not None, f"dataset {dataset.name} has no target table"
     target = f"{table.schema}.{table.name}"
@@ -128,6 +137,10 @@ def load_file(
         def with_lineage(frame: pd.DataFrame) -> pd.DataFrame:
             return frame.assign(_ingestion_id=str(ingestion_id))
 
+        deferred = []
+        if bulk_index_rows and rows_hint is not None and rows_hint >= bulk_index_rows:
+            deferred = _defer_indexes(conn, target, rows_hint)
+
         if dataset.load_mode == "append":
             # Straight into the target: the open transaction is the staging area (nothing is visible
             # before COMMIT, a crash rolls every chunk back) and it avoids writing every row twice.
@@ -136,6 +149,8 @@ def load_file(
             rows = _load_through_staging(
                 conn, dataset, target, copy_columns, (with_lineage(f) for f in frames)
             )
+        if deferred:
+            _rebuild_indexes(conn, deferred)
 
         conn.execute(
             file_loads.insert().values(
@@ -148,6 +163,41 @@ def load_file(
             )
         )
     return LoadOutcome(rows_loaded=rows, skipped=False)
+
+
+def _defer_indexes(conn: sa.Connection, target: str, rows: int) -> list[str]:
+    """When ``rows`` outnumber the target's rows: drop its non-unique indexes (this transaction only);
+    returns their definitions. The table is locked first, so the drop never waits on a lock upgrade."""
+    with raw_connection(conn) as cursor:
+        cursor.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(qualified(target)))
+        cursor.execute(
+            sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT %s) AS existing").format(qualified(target)),
+            (rows,),
+        )
+        if cursor.fetchone()[0] >= rows:
+            return []
+        cursor.execute(
+            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "WHERE i.indrelid = %s::regclass AND NOT i.indisunique AND i.indisvalid "
+            "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) "
+            "ORDER BY 1",
+            (qualified(target).as_string(cursor.connection),),
+        )
+        indexes = cursor.fetchall()
+        for name, _ in indexes:
+            cursor.execute(f"DROP INDEX {name}")  # regclass text: already quoted and qualified
+    if indexes:
+        logger.info(
+            "%s: bulk load of %d rows, rebuilding %d index(es) after the COPY", target, rows, len(indexes)
+        )
+    return [definition for _, definition in indexes]
+
+
+def _rebuild_indexes(conn: sa.Connection, definitions: list[str]) -> None:
+    with raw_connection(conn) as cursor:
+        cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        for definition in definitions:
+            cursor.execute(definition)
 
 
 def _load_through_staging(

@@ -19,6 +19,7 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from psycopg2 import sql
 
+from sluice import pgbinary
 from sluice.errors import ConfigurationError
 from sluice.settings import Settings, get_settings
 
@@ -131,19 +132,42 @@ def frame_to_csv(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def copy_frames(conn: sa.Connection, table: str, columns: list[str], frames: Iterable[pd.DataFrame]) -> int:
+def copy_frames(
+    conn: sa.Connection,
+    table: str,
+    columns: list[str],
+    frames: Iterable[pd.DataFrame],
+    *,
+    binary: bool = True,
+) -> int:
     """COPY each frame into ``table`` on ``conn``'s open transaction; returns rows copied.
 
-    Values are written quoted; an unquoted empty field is NULL, so empty strings and NULLs stay distinct.
-    A producer thread reads and encodes the next chunk while PostgreSQL ingests the current one (two
-    cores: pyarrow's encoder and the server overlap); at most two encoded chunks wait, so memory stays
-    bounded by the chunk size.
+    Chunks go in PostgreSQL's binary format (``sluice.pgbinary``: the server skips parsing text) when every
+    column's type has an encoder, else as CSV: values quoted, an unquoted empty field is NULL, so empty
+    strings and NULLs stay distinct. A producer thread encodes the next chunk while PostgreSQL ingests the
+    current one (two cores); at most two encoded chunks wait, so memory stays bounded by the chunk size.
     """
-    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-        qualified(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-    )
-    encoded: queue.Queue[tuple[bytes, int] | BaseException | None] = queue.Queue(maxsize=2)
+    target = qualified(table)
+    column_list = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    with raw_connection(conn) as cursor:
+        cursor.execute("SET LOCAL TIME ZONE 'UTC'")  # zoned timestamps are encoded as naive UTC
+        types = (
+            pgbinary.column_types(cursor, target.as_string(cursor.connection), columns) if binary else None
+        )
+        statements = {
+            fmt: sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT {})")
+            .format(target, column_list, sql.SQL(fmt))
+            .as_string(cursor.connection)
+            for fmt in ("csv", "binary")
+        }
+    encoded: queue.Queue[tuple[str, bytes, int] | BaseException | None] = queue.Queue(maxsize=2)
     stop = threading.Event()
+
+    def encode(frame: pd.DataFrame) -> tuple[str, bytes, int]:
+        payload = pgbinary.encode(frame, types) if types is not None else None
+        if payload is not None:
+            return "binary", payload, len(frame)
+        return "csv", frame_to_csv(frame), len(frame)
 
     def produce() -> None:
         try:
@@ -151,7 +175,7 @@ def copy_frames(conn: sa.Connection, table: str, columns: list[str], frames: Ite
                 if stop.is_set():
                     return
                 if not frame.empty:
-                    encoded.put((frame_to_csv(frame[columns]), len(frame)))
+                    encoded.put(encode(frame[columns]))
             encoded.put(None)
         except BaseException as exc:  # handed to the consumer, re-raised there
             encoded.put(exc)
@@ -161,13 +185,11 @@ def copy_frames(conn: sa.Connection, table: str, columns: list[str], frames: Ite
     total = 0
     try:
         with raw_connection(conn) as cursor:
-            cursor.execute("SET LOCAL TIME ZONE 'UTC'")  # zoned timestamps are encoded as naive UTC
-            query = statement.as_string(cursor.connection)
             while (item := encoded.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                data, rows = item
-                cursor.copy_expert(query, io.BytesIO(data))
+                fmt, data, rows = item
+                cursor.copy_expert(statements[fmt], io.BytesIO(data))
                 total += rows
     finally:
         stop.set()

@@ -173,6 +173,8 @@ def load(ctx: RunContext, fetched: storage.FetchedFile, validated: ingest.Valida
             sha256=fetched.sha256,
             frames=validated.spool.frames(),
             force=ctx.force,
+            rows_hint=validated.rows_valid,
+            bulk_index_rows=ctx.settings.bulk_index_rows,
         )
         entry.rows_loaded = outcome.rows_loaded
         if outcome.skipped:

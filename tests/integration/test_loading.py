@@ -107,3 +107,56 @@ def test_many_different_files_at_once_all_load_none_twice() -> None:
     for t in threads:
         t.join()
     assert (count(), loaded_files()) == (6 * 50, 6)
+
+
+def api_index() -> tuple[int, str, bool] | None:
+    """(oid, definition, valid) of the check-in table's (username, timestamp) index."""
+    with get_engine().connect() as conn:
+        row = conn.execute(
+            sa.text(
+                "SELECT i.indexrelid::int, pg_get_indexdef(i.indexrelid), i.indisvalid FROM pg_index i "
+                "WHERE i.indrelid = 'tm.daily_checkins'::regclass AND NOT i.indisunique"
+            )
+        ).first()
+    return tuple(row) if row else None
+
+
+def bulk(sha: str, chunks: Iterator[pd.DataFrame], rows: int) -> object:
+    return load_file(
+        get_engine(),
+        DAILY_CHECKINS,
+        ingestion_id=uuid.uuid4(),
+        source="big.csv",
+        sha256=sha,
+        frames=chunks,
+        rows_hint=rows,
+        bulk_index_rows=100,
+    )
+
+
+@pytest.mark.usefixtures("target")
+def test_bulk_load_rebuilds_the_index_after_copy_and_a_crash_keeps_the_old_one() -> None:
+    before = api_index()
+    assert before is not None and before[2]
+
+    with pytest.raises(
+        ConnectionError
+    ):  # crash mid bulk load: the dropped index comes back with the rollback
+        bulk("e" * 64, frames(4, 100, fail_after=2), 400)
+    assert (count(), loaded_files(), api_index()) == (0, 0, before)
+
+    outcome = bulk("e" * 64, frames(4, 100), 400)  # 400 rows into an empty table: drop, COPY, build
+    after = api_index()
+    assert (outcome.rows_loaded, count()) == (400, 400)
+    assert after is not None and after[0] != before[0] and after[1:] == before[1:]  # rebuilt, same definition
+
+    bulk(
+        "f" * 64, frames(1, 150), 150
+    )  # fewer rows than the table holds: the index is maintained, not rebuilt
+    assert api_index() == after and count() == 550
+    with get_engine().connect() as conn:
+        conn.execute(sa.text("SET enable_seqscan = off"))
+        plan = conn.execute(
+            sa.text("EXPLAIN SELECT * FROM tm.daily_checkins WHERE username = 'u1' ORDER BY timestamp")
+        ).scalars()
+        assert "ix_daily_checkins_username_timestamp" in " ".join(plan)
