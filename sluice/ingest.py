@@ -181,7 +181,7 @@ def transform_file(path: Path, dataset: Dataset, source: str, work: Path, chunk_
         out = dataset.transform(raw)
         combined = out.assign(**{ROW: raw.index.to_numpy()})
         for column in dataset.source_columns:
-            combined[RAW_PREFIX + column] = raw[column].to_numpy()
+            combined[RAW_PREFIX + column] = raw[column].array  # Arrow strings stay Arrow (no object copy)
         spool.write(combined)
         rows += len(raw)
     if rows == 0:
