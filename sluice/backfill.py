@@ -53,8 +53,9 @@ def run_deployments(
 ) -> list[dict[str, Any]]:
     """One ``run_deployment`` per file (e.g. on an ECS push pool), at most ``concurrency`` in flight.
 
-    The warehouse itself is guarded by the deployment's concurrency limit and the ``warehouse`` global
-    concurrency limit taken by the load task, so a large backfill cannot overload it.
+    The warehouse itself is guarded by the deployment's concurrency limit and, when
+    ``SLUICE_WAREHOUSE_CONCURRENCY_LIMIT`` names one, a Prefect global concurrency limit every load task
+    holds a slot of, so a large backfill cannot overload it.
     """
     from prefect.deployments import run_deployment
 

@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     chunk_rows: int = Field(
         200_000, ge=1, description="Rows per streamed chunk: bounds memory, not file size."
     )
+    warehouse_concurrency_limit: str | None = Field(
+        None,
+        description=(
+            "Name of a Prefect global concurrency limit every load holds one slot of (create it first: "
+            "prefect gcl create NAME --limit N); guards the warehouse when many runs load at once."
+        ),
+    )
     bulk_index_rows: int = Field(
         100_000,
         ge=0,

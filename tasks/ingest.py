@@ -9,13 +9,14 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 
 from sluice import ingest, storage
@@ -165,17 +166,21 @@ def load(ctx: RunContext, fetched: storage.FetchedFile, validated: ingest.Valida
     with ledger_state(ctx, "load") as entry:
         engine = get_engine(ctx.settings)
         ensure_target(engine, ctx.dataset)
-        outcome = load_file(
-            engine,
-            ctx.dataset,
-            ingestion_id=ctx.ingestion_id,
-            source=fetched.uri,
-            sha256=fetched.sha256,
-            frames=validated.spool.frames(),
-            force=ctx.force,
-            rows_hint=validated.rows_valid,
-            bulk_index_rows=ctx.settings.bulk_index_rows,
-        )
+        limit = ctx.settings.warehouse_concurrency_limit
+        # strict: a configured limit that does not exist fails the run instead of silently not guarding.
+        guard = concurrency(limit, occupy=1, strict=True) if limit else nullcontext()
+        with guard:
+            outcome = load_file(
+                engine,
+                ctx.dataset,
+                ingestion_id=ctx.ingestion_id,
+                source=fetched.uri,
+                sha256=fetched.sha256,
+                frames=validated.spool.frames(),
+                force=ctx.force,
+                rows_hint=validated.rows_valid,
+                bulk_index_rows=ctx.settings.bulk_index_rows,
+            )
         entry.rows_loaded = outcome.rows_loaded
         if outcome.skipped:
             entry.status = "skipped"
