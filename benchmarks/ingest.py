@@ -78,18 +78,14 @@ def copy_into_target_shape(engine) -> float:
 
     import sqlalchemy as sa
 
+    from sluice.loading import defer_indexes, rebuild_indexes
+
     columns = 'username, project, hours, "timestamp", _ingestion_id, _source_row'
     buffer = io.BytesIO()
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE IF EXISTS bench_target"))
         conn.execute(sa.text("CREATE TABLE bench_target (LIKE tm.daily_checkins INCLUDING ALL)"))
-        index = conn.execute(
-            sa.text(
-                "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index "
-                "WHERE indrelid = 'bench_target'::regclass AND NOT indisunique"
-            )
-        ).one()
-        conn.execute(sa.text(f"DROP INDEX {index[0]}"))
+        indexes = defer_indexes(conn, "bench_target", 1)  # Sluice's bulk path: dropped here, built after
         cursor = conn.connection.dbapi_connection.cursor()
         cursor.copy_expert(
             f"COPY (SELECT {columns} FROM tm.daily_checkins) TO STDOUT WITH (FORMAT binary)", buffer
@@ -99,8 +95,7 @@ def copy_into_target_shape(engine) -> float:
     with engine.begin() as conn:
         cursor = conn.connection.dbapi_connection.cursor()
         cursor.copy_expert(f"COPY bench_target ({columns}) FROM STDIN WITH (FORMAT binary)", buffer)
-        cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
-        cursor.execute(index[1])
+        rebuild_indexes(conn, indexes)
     seconds = time.perf_counter() - start
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE bench_target"))

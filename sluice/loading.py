@@ -139,7 +139,7 @@ def load_file(
 
         deferred = []
         if bulk_index_rows and rows_hint is not None and rows_hint >= bulk_index_rows:
-            deferred = _defer_indexes(conn, target, rows_hint)
+            deferred = defer_indexes(conn, target, rows_hint)
 
         if dataset.load_mode == "append":
             # Straight into the target: the open transaction is the staging area (nothing is visible
@@ -150,7 +150,7 @@ def load_file(
                 conn, dataset, target, copy_columns, (with_lineage(f) for f in frames)
             )
         if deferred:
-            _rebuild_indexes(conn, deferred)
+            rebuild_indexes(conn, deferred)
 
         conn.execute(
             file_loads.insert().values(
@@ -165,7 +165,7 @@ def load_file(
     return LoadOutcome(rows_loaded=rows, skipped=False)
 
 
-def _defer_indexes(conn: sa.Connection, target: str, rows: int) -> list[str]:
+def defer_indexes(conn: sa.Connection, target: str, rows: int) -> list[str]:
     """When ``rows`` outnumber the target's rows: drop its non-unique indexes (this transaction only);
     returns their definitions. The table is locked first, so the drop never waits on a lock upgrade."""
     with raw_connection(conn) as cursor:
@@ -193,7 +193,8 @@ def _defer_indexes(conn: sa.Connection, target: str, rows: int) -> list[str]:
     return [definition for _, definition in indexes]
 
 
-def _rebuild_indexes(conn: sa.Connection, definitions: list[str]) -> None:
+def rebuild_indexes(conn: sa.Connection, definitions: list[str]) -> None:
+    """Create the indexes ``defer_indexes`` dropped (sorted builds, with room to sort in memory)."""
     with raw_connection(conn) as cursor:
         cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
         for definition in definitions:

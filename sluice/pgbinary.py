@@ -94,11 +94,10 @@ def _fields(values: np.ndarray, null: np.ndarray) -> list[pa.Array]:
     """Whole fields of a fixed-width type: ``values`` already big-endian (n,) or (n, w); nulls are length -1."""
     n = len(null)
     raw = np.ascontiguousarray(values).view(np.uint8).reshape(n, -1)
-    width = raw.shape[1]
-    lengths = np.where(null, NULL, width).astype(">i4").view(np.uint8).reshape(n, 4)
-    if not null.any():
-        return [_fixed(np.hstack([lengths, raw]))]
+    lengths = np.where(null, NULL, raw.shape[1]).astype(">i4").view(np.uint8).reshape(n, 4)
     matrix = np.hstack([lengths, raw])
+    if not null.any():
+        return [_fixed(matrix)]
     keep = np.ones_like(matrix, dtype=bool)
     keep[null, 4:] = False  # a null field is its length (-1) alone
     sizes = keep.sum(axis=1, dtype=np.int32)
@@ -123,6 +122,19 @@ def _null_mask(series: pd.Series) -> np.ndarray:
     return series.isna().to_numpy(dtype=bool)
 
 
+def _ints(values: pa.Array, fill: int) -> tuple[np.ndarray, np.ndarray]:
+    """An Arrow integer array as numpy integers (nulls replaced by ``fill``) and its null mask."""
+    return values.fill_null(fill).to_numpy(), values.is_null().to_numpy(zero_copy_only=False)
+
+
+def _in_range(values: np.ndarray, dtype: str) -> bool:
+    """True when every value fits ``dtype``: a narrowing cast would wrap silently, where PostgreSQL
+    reports the CSV text as out of range."""
+    info = np.iinfo(dtype) if np.dtype(dtype).kind == "i" else np.finfo(dtype)
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+    return bool(finite.size == 0 or (finite.min() >= info.min and finite.max() <= info.max))
+
+
 # --- encoders per PostgreSQL type ---------------------------------------------------------------------
 
 
@@ -130,10 +142,8 @@ def _text(series: pd.Series, column: PgColumn) -> list[pa.Array]:
     if not (pd.api.types.is_string_dtype(series.dtype) or series.dtype == object):
         raise Unsupported(str(series.dtype))
     values = _arrow(series, "text", pa.string())
-    lengths = pc.binary_length(values).to_numpy(zero_copy_only=False)
-    null = np.isnan(lengths) if lengths.dtype.kind == "f" else np.zeros(len(lengths), dtype=bool)
-    sizes = np.where(null, NULL, np.nan_to_num(lengths)).astype(">i4")
-    prefix = _fixed(sizes.view(np.uint8).reshape(-1, 4))
+    sizes, _ = _ints(pc.binary_length(values), NULL)
+    prefix = _fixed(sizes.astype(">i4").view(np.uint8).reshape(-1, 4))
     return [prefix, values.cast(pa.binary()).fill_null(b"")]
 
 
@@ -142,11 +152,17 @@ def _integer(width: int) -> Callable[[pd.Series, PgColumn], list[pa.Array]]:
         null = _null_mask(series)
         if pd.api.types.is_bool_dtype(series.dtype) or not pd.api.types.is_numeric_dtype(series.dtype):
             raise Unsupported(str(series.dtype))
-        values = series.to_numpy(dtype="float64" if null.any() else None, na_value=0)
-        if values.dtype.kind == "f" and not np.all(np.mod(values, 1) == 0):
-            raise Unsupported("fractional value for an integer column")
-        values = values.astype(f">i{width}")
-        return _fields(values, null)
+        if pd.api.types.is_integer_dtype(
+            series.dtype
+        ):  # int64 directly: a float detour loses digits past 2**53
+            values = series.to_numpy(dtype="int64", na_value=0)
+        else:
+            values = series.to_numpy(dtype="float64", na_value=0.0)
+            if not np.all(np.mod(values, 1) == 0):
+                raise Unsupported("fractional value for an integer column")
+        if not _in_range(values, f"int{8 * width}"):
+            raise Unsupported(f"value out of range for int{8 * width}")
+        return _fields(values.astype(f">i{width}"), null)
 
     return encode
 
@@ -156,6 +172,8 @@ def _float(width: int) -> Callable[[pd.Series, PgColumn], list[pa.Array]]:
         if not pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
             raise Unsupported(str(series.dtype))
         values = series.to_numpy(dtype="float64", na_value=np.nan)
+        if not _in_range(values, f"float{8 * width}"):
+            raise Unsupported(f"value out of range for float{8 * width}")
         return _fields(values.astype(f">f{width}"), np.isnan(values))
 
     return encode
@@ -168,20 +186,15 @@ def _boolean(series: pd.Series, column: PgColumn) -> list[pa.Array]:
     return _fields(series.to_numpy(dtype="bool", na_value=False).astype(np.uint8), null)
 
 
-def _microseconds(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """UTC (zoned) or wall-clock (naive) microseconds since 2000-01-01, and the null mask."""
+def _timestamp(series: pd.Series, column: PgColumn) -> list[pa.Array]:
+    """Microseconds since 2000-01-01: UTC for zoned values, wall clock for naive ones (which timestamptz takes
+    as UTC, as the CSV path does with its session zone set to UTC)."""
     if isinstance(series.dtype, pd.DatetimeTZDtype):
         series = series.dt.tz_convert("UTC").dt.tz_localize(None)
     elif not pd.api.types.is_datetime64_dtype(series.dtype):
         raise Unsupported(str(series.dtype))
     null = _null_mask(series)
     micros = series.to_numpy(dtype="datetime64[us]").view(np.int64) - _PG_EPOCH_US
-    return micros, null
-
-
-def _timestamp(series: pd.Series, column: PgColumn) -> list[pa.Array]:
-    # Naive values are UTC for timestamptz, as in the CSV path (which sets the session zone to UTC).
-    micros, null = _microseconds(series)
     return _fields(np.where(null, 0, micros).astype(">i8"), null)
 
 
@@ -189,9 +202,8 @@ def _date(series: pd.Series, column: PgColumn) -> list[pa.Array]:
     values = _arrow(series, "date")
     if not pa.types.is_date32(values.type):
         raise Unsupported(str(values.type))
-    days = values.cast(pa.int32()).to_numpy(zero_copy_only=False)
-    null = np.isnan(days) if days.dtype.kind == "f" else np.zeros(len(days), dtype=bool)
-    return _fields((np.nan_to_num(days) - _PG_EPOCH_DAYS).astype(">i4"), null)
+    days, null = _ints(values.cast(pa.int32()), _PG_EPOCH_DAYS)
+    return _fields((days - _PG_EPOCH_DAYS).astype(">i4"), null)
 
 
 def _uuid(series: pd.Series, column: PgColumn) -> list[pa.Array]:

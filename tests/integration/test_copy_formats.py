@@ -159,3 +159,21 @@ def test_types_without_an_encoder_fall_back_to_csv() -> None:
     assert binary == text == [(1, None, "1"), (2, Decimal("1.5"), "2")]
     binary, text = load_both(digits)
     assert binary == text == [(1, Decimal("-3.14159265358979")), (2, Decimal("0.30000000000000004"))]
+
+
+@pytest.mark.usefixtures("sluice_env")
+def test_integers_keep_every_digit_and_never_wrap() -> None:
+    import psycopg2.errors
+
+    big = pd.DataFrame(
+        {"k": pd.array([2**62 + 1, None], dtype="Int64"), "i2": pd.array([1, None], dtype="Int64")}
+    )
+    assert binary_payload(big, "copy_bin") is not None
+    binary, text = load_both(big)
+    assert binary == text == [(2**62 + 1, 1), (None, None)]  # no float detour: 2**62 + 1 stays odd
+
+    for column, value in (("i2", 40_000), ("i4", 2**31), ("f4", 1e39)):
+        wide = pd.DataFrame({"k": [1], column: [value]})
+        assert binary_payload(wide, "copy_bin") is None  # sent as CSV: PostgreSQL says out of range
+        with pytest.raises(psycopg2.errors.NumericValueOutOfRange):
+            load_both(wide)
