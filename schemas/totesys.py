@@ -87,7 +87,7 @@ class DimCounterparty(_Strict):
     counterparty_id: Id = pa.Field(gt=0, unique=True)
     counterparty_legal_name: Series[pd.StringDtype] = pa.Field()
     counterparty_legal_address_line_1: Series[pd.StringDtype] = pa.Field()
-    counterparty_legal_address_line_2: Series[pd.StringDtype] = pa.Field(nullable=True)
+    counterparty_legal_address_line2: Series[pd.StringDtype] = pa.Field(nullable=True)
     counterparty_legal_district: Series[pd.StringDtype] = pa.Field(nullable=True)
     counterparty_legal_city: Series[pd.StringDtype] = pa.Field()
     counterparty_legal_postal_code: Series[pd.StringDtype] = pa.Field()

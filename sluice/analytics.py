@@ -266,8 +266,10 @@ def export(engine: sa.Engine, settings: Settings) -> dict[str, str]:
         for name, (table, _) in ANALYTICS.items():
             buffer = io.BytesIO()
             cursor.copy_expert(
-                sql.SQL("COPY (SELECT * FROM {} ORDER BY ingestion_date) TO STDOUT WITH (FORMAT csv, HEADER)")
-                .format(qualified(f"{table.schema}.{table.name}"))
+                sql.SQL(
+                    "COPY (SELECT {} FROM {} ORDER BY ingestion_date) TO STDOUT WITH (FORMAT csv, HEADER)"
+                )
+                .format(_export_columns(table), qualified(f"{table.schema}.{table.name}"))
                 .as_string(cursor.connection),
                 buffer,
             )
@@ -275,6 +277,16 @@ def export(engine: sa.Engine, settings: Settings) -> dict[str, str]:
             storage.put_bytes(buffer.getvalue(), uri)
             written[name] = uri
     return written
+
+
+def _export_columns(table: sa.Table) -> sql.Composable:
+    """Every column; booleans as ``true``/``false`` (``bool::text``), not COPY's ``t``/``f``."""
+    return sql.SQL(", ").join(
+        sql.SQL("{0}::text AS {0}").format(sql.Identifier(c.name))
+        if isinstance(c.type, sa.Boolean)
+        else sql.Identifier(c.name)
+        for c in table.columns
+    )
 
 
 def read_table(engine: sa.Engine, name: str) -> pd.DataFrame:

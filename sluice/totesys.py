@@ -81,7 +81,7 @@ dim_counterparty = sa.Table(
     sa.Column("counterparty_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("counterparty_legal_name", sa.Text, nullable=False),
     sa.Column("counterparty_legal_address_line_1", sa.Text, nullable=False),
-    sa.Column("counterparty_legal_address_line_2", sa.Text),
+    sa.Column("counterparty_legal_address_line2", sa.Text),
     sa.Column("counterparty_legal_district", sa.Text),
     sa.Column("counterparty_legal_city", sa.Text, nullable=False),
     sa.Column("counterparty_legal_postal_code", sa.Text, nullable=False),
@@ -264,12 +264,45 @@ def batch_key(table: str, at: datetime, suffix: str = "csv") -> str:
 # --- warehouse set-up -----------------------------------------------------------------------------------
 
 
+# Columns once named differently by Sluice: (table, old name, name in the Totesys warehouse schema its users query).
+RENAMED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("dim_counterparty", "counterparty_legal_address_line_2", "counterparty_legal_address_line2"),
+)
+
+
 def ensure_warehouse(engine: sa.Engine) -> None:
+    """Create what is missing and rename old column names in place (idempotent, under the DDL lock)."""
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('sluice.ddl'))"))
         ensure_schema(conn, SCHEMA)
         ensure_schema(conn, "sluice")
+        migrate_column_names(conn)
         metadata.create_all(conn, tables=[*WAREHOUSE_TABLES.values(), *BOOKKEEPING])
+
+
+def migrate_column_names(conn: sa.Connection) -> list[str]:
+    """``ALTER TABLE … RENAME COLUMN`` for each old name still present (and its new name absent): data stays."""
+    done: list[str] = []
+    for table, old, new in RENAMED_COLUMNS:
+        present = set(
+            conn.execute(
+                sa.text(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = :s AND table_name = :t AND column_name IN (:old, :new)"
+                ),
+                {"s": SCHEMA, "t": table, "old": old, "new": new},
+            ).scalars()
+        )
+        if old in present and new not in present:
+            with raw_connection(conn) as cursor:
+                cursor.execute(
+                    sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(
+                        qualified(f"{SCHEMA}.{table}"), sql.Identifier(old), sql.Identifier(new)
+                    )
+                )
+            logger.info("warehouse.%s: column %s renamed to %s", table, old, new)
+            done.append(f"{table}.{old} → {new}")
+    return done
 
 
 def read_watermarks(engine: sa.Engine) -> dict[str, datetime]:

@@ -1,16 +1,25 @@
 """Data2bots: typing of the staging files and the analytics rules, as pure functions on DataFrames.
 
-The rules (fixed by the business; ``as_of`` is the ingestion date):
+Every rule of the analytics tables, written down once (``as_of`` is the ingestion date; the README's Data2bots
+table repeats them with the reason for each reading):
 
-- **working day**: ``day_of_the_week_num`` 1..5 (1 = Monday … 7 = Sunday) and not a listed public holiday;
-- **public holiday** (for orders): a weekday (1..5) that is not a working day — a holiday on a weekend counts not;
-- **late shipment**: ``shipment_date >= order_date + 6 days`` and ``delivery_date`` is null;
-- **undelivered item**: ``shipment_date`` and ``delivery_date`` both null and ``order_date + 15 days <= as_of``;
-- **early shipment**: ``shipment_date < order_date + 6 days``. A shipment without ``shipment_date`` is neither
-  early nor late but counts in the denominator of both percentages ("percentages over its shipments").
-
-Only orders placed on or before ``as_of`` are counted (and the shipments of those orders): a re-run for an
-earlier day sees what that day could have seen of the orders.
+- **scope**: only orders placed on or before ``as_of`` count, and only the shipments of those orders; a re-run for an
+  earlier day sees what that day could have seen.
+- **working day**: ``day_of_the_week_num`` 1..5 (1 = Monday … 7 = Sunday) and not a listed public holiday.
+- **public holiday** (for orders): a weekday (1..5) that is not a working day; a holiday on a weekend counts not.
+- **past year** (``agg_public_holiday``, "every month, for the past year"): the twelve calendar months ending with
+  ``as_of``'s month, that month counted up to ``as_of``. ``tt_order_hol_<mon>`` is the one month of that window
+  with that name (``as_of`` 2022-06-30: Jul–Dec 2021 and Jan–Jun 2022). Leap days are ordinary days of February.
+- **late shipment**: ``shipment_date >= order_date + 6 days`` and ``delivery_date`` is null.
+- **early shipment**: ``shipment_date < order_date + 6 days`` (delivered or not).
+- Neither early nor late: not shipped yet; or shipped six or more days after the order and already delivered.
+- **undelivered item**: ``shipment_date`` and ``delivery_date`` both null and ``order_date + 15 days <= as_of``.
+- **best performing product**: the most review points (tie: lowest id); ``pct_<n>_star_review`` = n × (its n-star
+  reviews) / its points × 100; ``most_ordered_day``: its day with the most orders (tie: earliest).
+- ``pct_early_shipments`` / ``pct_late_shipments``: the split of that product's early-or-late shipments
+  (early / (early + late) and late / (early + late), × 100, two decimals, adding up to exactly 100). Shipments that
+  are neither are in neither numerator nor denominator. No early and no late shipment: both 0 (the columns are
+  ``NOT NULL`` in the schema its users query; 0 + 0 says "nothing to split").
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 from collections.abc import Iterable
+from decimal import ROUND_HALF_UP, Decimal
 
 import pandas as pd
 
@@ -116,12 +126,18 @@ def orders_until(orders: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
     return orders[orders["order_date"].map(lambda d: d <= as_of)]
 
 
+def past_year(as_of: dt.date) -> tuple[dt.date, dt.date]:
+    """The twelve calendar months ending with ``as_of``'s month: (first day, ``as_of``), both included."""
+    months = as_of.year * 12 + as_of.month - 1 - 11
+    return dt.date(months // 12, months % 12 + 1, 1), as_of
+
+
 def agg_public_holiday(orders: pd.DataFrame, dates: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
-    """Orders placed on public holidays, per calendar month of ``as_of``'s year, up to ``as_of``."""
+    """Orders placed on public holidays in each month of the past year (``past_year``)."""
     holidays = public_holidays(dates)
-    scoped = orders_until(orders, as_of)
-    in_year = scoped[scoped["order_date"].map(lambda d: d.year == as_of.year and d in holidays)]
-    per_month = in_year["order_date"].map(lambda d: d.month).value_counts()
+    start, end = past_year(as_of)
+    in_window = orders[orders["order_date"].map(lambda d: start <= d <= end and d in holidays)]
+    per_month = in_window["order_date"].map(lambda d: d.month).value_counts()
     row: dict[str, object] = {"ingestion_date": as_of}
     for month, column in enumerate(MONTH_COLUMNS, start=1):
         row[column] = int(per_month.get(month, 0))
@@ -207,7 +223,6 @@ def best_performing_product(
         per_day = my_orders.groupby("order_date").size()
         most_ordered = min(d for d, n in per_day.items() if n == per_day.max())
     my_shipments = _shipments_of(my_orders, shipments)
-    n_shipments = len(my_shipments)
 
     def pct(count: int, of: int) -> float:
         return round(100.0 * count / of, 2) if of else 0.0
@@ -223,14 +238,27 @@ def best_performing_product(
     }
     for n, column in enumerate(STAR_COLUMNS, start=1):
         row[column] = pct(stars[n], total)
-    row["pct_early_shipments"] = pct(int(is_early(my_shipments).sum()), n_shipments)
-    row["pct_late_shipments"] = pct(int(is_late(my_shipments).sum()), n_shipments)
+    row["pct_early_shipments"], row["pct_late_shipments"] = early_late_split(
+        int(is_early(my_shipments).sum()), int(is_late(my_shipments).sum())
+    )
     frame = _typed(pd.DataFrame([row]), ints=("product_id", "tt_review_points"))
     frame["product_name"] = frame["product_name"].astype("string")
     frame["is_public_holiday"] = frame["is_public_holiday"].astype("boolean")
     for column in (*STAR_COLUMNS, "pct_early_shipments", "pct_late_shipments"):
         frame[column] = frame[column].astype("float64")
     return frame
+
+
+def early_late_split(early: int, late: int) -> tuple[float, float]:
+    """(pct early, pct late) of the shipments that are early or late: two decimals adding up to exactly 100.
+
+    Late is rounded half-up and early is 100 minus it, so the two always add up (118 : 6 → 95.16 / 4.84).
+    No early and no late shipment → (0.0, 0.0).
+    """
+    if early + late == 0:
+        return 0.0, 0.0
+    late_pct = (Decimal(100 * late) / Decimal(early + late)).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    return float(Decimal(100) - late_pct), float(late_pct)
 
 
 def _typed(frame: pd.DataFrame, ints: Iterable[str]) -> pd.DataFrame:

@@ -82,7 +82,7 @@ LOOKUP_TABLES: tuple[str, ...] = ("address", "counterparty", "department", "staf
 
 _LEGAL_ADDRESS = {
     "address_line_1": "counterparty_legal_address_line_1",
-    "address_line_2": "counterparty_legal_address_line_2",
+    "address_line_2": "counterparty_legal_address_line2",
     "district": "counterparty_legal_district",
     "city": "counterparty_legal_city",
     "postal_code": "counterparty_legal_postal_code",

@@ -114,12 +114,9 @@ def test_best_product_ties_lowest_id_and_star_shares_of_points() -> None:
         44.44,
     )
     assert out["pct_one_star_review"] == 0 and out["pct_five_star_review"] == 0
-    assert (
-        out["pct_early_shipments"] == 25.0
-    )  # 1 of its 4 shipments (the unshipped one counts in the denominator)
-    assert (
-        out["pct_late_shipments"] == 25.0
-    )  # shipped on day 7 and not delivered; the delivered late one is not
+    # One early (day 1), one late (day 6, not delivered); the unshipped one and the one shipped on day 16 but
+    # delivered are neither: the split is of the two that are early or late.
+    assert (out["pct_early_shipments"], out["pct_late_shipments"]) == (50.0, 50.0)
     tie = pd.DataFrame({"review": [5, 5], "product_id": [12, 4]})
     assert (
         r.best_performing_product(frame, tie, ships, products, dates, D(2022, 2, 1)).iloc[0]["product_id"]
@@ -146,3 +143,84 @@ def test_staging_typing_and_checks() -> None:
     )  # fmt: skip
     with pytest.raises(Exception, match="delivered on or after shipment"):
         ShipmentDelivery.validate(ships, lazy=True)
+
+
+def test_early_late_split_is_of_the_early_or_late_shipments_and_adds_up_to_100() -> None:
+    assert r.early_late_split(118, 6) == (95.16, 4.84)  # product 22 of the sample
+    assert r.early_late_split(1, 2) == (33.33, 66.67)
+    assert r.early_late_split(0, 5) == (0.0, 100.0)
+    assert r.early_late_split(3, 0) == (100.0, 0.0)
+    assert r.early_late_split(0, 0) == (0.0, 0.0)  # nothing to split: both 0 (the columns are NOT NULL)
+    for early in range(0, 40):
+        for late in range(1, 40):
+            a, b = r.early_late_split(early, late)
+            assert round(a + b, 2) == 100.0, (early, late)
+
+
+def best_of(frame: pd.DataFrame, ships: pd.DataFrame) -> pd.Series:
+    reviews = pd.DataFrame({"review": [5], "product_id": [3]})
+    products = pd.DataFrame({"product_id": [3], "product_category": ["Home"], "product_name": ["Lamp"]})
+    dates = r.dim_dates(D(2022, 1, 1), D(2022, 12, 31), [])
+    return r.best_performing_product(frame, reviews, ships, products, dates, D(2022, 6, 30)).iloc[0]
+
+
+def test_pct_shipments_leave_unshipped_and_late_but_delivered_out_of_both_sides() -> None:
+    o = D(2022, 3, 1)
+    frame = orders(*[(i, o, 3) for i in range(1, 11)], (11, o, 4))
+    ships = shipments(
+        (1, 1, o, None), (2, 2, o + dt.timedelta(days=5), o + dt.timedelta(days=9)),  # early (delivered or not)
+        (3, 3, o + dt.timedelta(days=6), None),  # late
+        (4, 4, None, None), (5, 5, None, None), (6, 6, None, None), (7, 7, None, None), (8, 8, None, None),
+        (9, 9, o + dt.timedelta(days=8), o + dt.timedelta(days=9)),  # shipped late but delivered: neither
+        (10, 10, o + dt.timedelta(days=30), o + dt.timedelta(days=31)),  # neither
+        (11, 11, o + dt.timedelta(days=9), None),  # late, but another product's
+    )  # fmt: skip
+    out = best_of(frame, ships)
+    assert (out["pct_early_shipments"], out["pct_late_shipments"]) == (66.67, 33.33)
+
+
+def test_pct_shipments_without_early_or_late_shipments_are_both_zero() -> None:
+    o = D(2022, 3, 1)
+    only_unshipped = best_of(orders((1, o, 3), (2, o, 3)), shipments((1, 1, None, None), (2, 2, None, None)))
+    assert (only_unshipped["pct_early_shipments"], only_unshipped["pct_late_shipments"]) == (0.0, 0.0)
+    delivered_late = best_of(
+        orders((1, o, 3)), shipments((1, 1, o + dt.timedelta(days=7), o + dt.timedelta(days=8)))
+    )
+    assert (delivered_late["pct_early_shipments"], delivered_late["pct_late_shipments"]) == (0.0, 0.0)
+    no_shipment_rows = best_of(orders((1, o, 3)), shipments())
+    assert (no_shipment_rows["pct_early_shipments"], no_shipment_rows["pct_late_shipments"]) == (0.0, 0.0)
+    no_orders = best_of(orders((1, o, 9)), shipments((1, 1, o, None)))  # reviewed but never ordered
+    assert (no_orders["pct_early_shipments"], no_orders["pct_late_shipments"]) == (0.0, 0.0)
+    assert no_orders["most_ordered_day"] is None
+
+
+def holiday_counts(order_days: list[dt.date], holidays: list[dt.date], as_of: dt.date) -> dict[str, int]:
+    dates = r.dim_dates(D(2020, 1, 1), D(2025, 12, 31), holidays)
+    frame = orders(*[(i, d, 1) for i, d in enumerate(order_days, start=1)])
+    row = r.agg_public_holiday(frame, dates, as_of).iloc[0]
+    return {c.removeprefix("tt_order_hol_"): int(row[c]) for c in r.MONTH_COLUMNS if row[c]}
+
+
+def test_past_year_is_the_twelve_calendar_months_ending_with_as_of_month() -> None:
+    assert r.past_year(D(2022, 6, 15)) == (D(2021, 7, 1), D(2022, 6, 15))
+    assert r.past_year(D(2022, 1, 10)) == (D(2021, 2, 1), D(2022, 1, 10))
+    assert r.past_year(D(2022, 12, 31)) == (D(2022, 1, 1), D(2022, 12, 31))
+    days = [D(2021, 6, 30), D(2021, 7, 1), D(2021, 12, 27), D(2022, 6, 15), D(2022, 6, 16)]
+    assert all(d.weekday() < 5 for d in days)
+    # 2021-06-30 is before the window, 2022-06-16 after as_of; December 2021 is in the past year.
+    assert holiday_counts(days, days, D(2022, 6, 15)) == {"jul": 1, "dec": 1, "jun": 1}
+    # A day later the window has not moved (same month): still only up to as_of.
+    assert holiday_counts(days, days, D(2022, 6, 16)) == {"jul": 1, "dec": 1, "jun": 2}
+    # The next month the window starts on 1 August 2021: July 2021 drops out, July 2022 has none yet.
+    assert holiday_counts(days, days, D(2022, 7, 1)) == {"dec": 1, "jun": 2}
+
+
+def test_past_year_across_leap_days() -> None:
+    days = [D(2023, 2, 28), D(2023, 3, 1), D(2024, 2, 29), D(2024, 3, 1)]
+    assert all(d.weekday() < 5 for d in days)
+    assert r.past_year(D(2024, 2, 29)) == (D(2023, 3, 1), D(2024, 2, 29))
+    assert holiday_counts(days, days, D(2024, 2, 29)) == {"mar": 1, "feb": 1}
+    assert holiday_counts(days, days, D(2024, 2, 28)) == {"mar": 1}  # the leap day is after as_of
+    assert r.past_year(D(2025, 2, 28)) == (D(2024, 3, 1), D(2025, 2, 28))
+    assert holiday_counts(days, days, D(2025, 2, 28)) == {"mar": 1}  # 2024-02-29 is thirteen months back
+    assert holiday_counts(days, days, D(2024, 3, 1)) == {"feb": 1, "mar": 1}  # Mar 2023 left, Mar 2024 came

@@ -305,3 +305,57 @@ def test_source_unreachable_fails_cleanly_and_moves_no_watermark(
             .all()
         )
     assert all("sentinel-pw" not in s for s in sources)
+
+
+def test_existing_warehouse_with_the_old_column_name_is_renamed_in_place_with_its_data(
+    totesys_env: Env,
+) -> None:
+    from sluice.totesys import ensure_warehouse
+    from sluice.totesys_source import generate, seed
+
+    wh = totesys_env.warehouse
+    # A warehouse made by an earlier Sluice: dim_counterparty.counterparty_legal_address_line_2, with a row.
+    ensure_warehouse(wh)
+    with wh.begin() as conn:
+        conn.execute(
+            sa.text(
+                "ALTER TABLE warehouse.dim_counterparty "
+                "RENAME COLUMN counterparty_legal_address_line2 TO counterparty_legal_address_line_2"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO warehouse.dim_counterparty VALUES "
+                "(9999, 'Old Ltd', '1 Old Road', 'Unit 2', NULL, 'Leeds', 'LS1', 'UK', '0113')"
+            )
+        )
+    seed(totesys_env.source, generate(20, random.Random(11)))
+    report = cycle()
+    assert report.status == "success", report.error
+    ensure_warehouse(wh)  # idempotent: nothing left to rename
+    with wh.connect() as conn:
+        columns = (
+            conn.execute(
+                sa.text(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = 'warehouse' "
+                    "AND table_name = 'dim_counterparty' AND column_name LIKE 'counterparty_legal_address%' "
+                    "ORDER BY ordinal_position"
+                )
+            )
+            .scalars()
+            .all()
+        )
+        old_row = conn.execute(
+            sa.text(
+                "SELECT counterparty_legal_address_line_1, counterparty_legal_address_line2 "
+                "FROM warehouse.dim_counterparty WHERE counterparty_id = 9999"
+            )
+        ).one()
+        loaded = conn.execute(
+            sa.text(
+                "SELECT count(counterparty_legal_address_line2), count(*) FROM warehouse.dim_counterparty"
+            )
+        ).one()
+    assert columns == ["counterparty_legal_address_line_1", "counterparty_legal_address_line2"]
+    assert tuple(old_row) == ("1 Old Road", "Unit 2")
+    assert loaded[1] > 1 and report.loaded.get("dim_counterparty", 0) == loaded[1] - 1

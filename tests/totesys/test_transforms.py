@@ -129,7 +129,7 @@ def test_counterparty_takes_its_legal_address_not_another() -> None:
     out = t.dim_counterparty(parties, addresses)
     assert out.loc[0, "counterparty_legal_address_line_1"] == "605 Haskell Trafficway"
     assert out.loc[0, "counterparty_legal_phone_number"] == "0113"
-    assert pd.isna(out.loc[0, "counterparty_legal_address_line_2"])
+    assert pd.isna(out.loc[0, "counterparty_legal_address_line2"])
     assert list(out.columns) == list(MODELS["dim_counterparty"].to_schema().columns)
     MODELS["dim_counterparty"].validate(out)
 
@@ -255,3 +255,45 @@ def test_latest_keeps_newest_version_per_key() -> None:
     newer = frame([staff(1, 5, updated=LATER)])
     out = t.latest([newer, older], "staff_id")
     assert sorted(zip(out["staff_id"], out["department_id"], strict=True)) == [("1", "5"), ("2", "4")]
+
+
+# The Totesys warehouse schema its users query (the seed projects' DDL of the "totesys" data warehouse: e.g.
+# dim_counterparty has counterparty_legal_address_line_1 but counterparty_legal_address_line2). Surrogate keys
+# (*_record_id) included; order as in that DDL.
+SEED_WAREHOUSE_COLUMNS: dict[str, list[str]] = {
+    "dim_date": ["date_id", "year", "month", "day", "day_of_week", "day_name", "month_name", "quarter"],
+    "dim_location": ["location_id", "address_line_1", "address_line_2", "district", "city", "postal_code",
+                     "country", "phone"],
+    "dim_counterparty": ["counterparty_id", "counterparty_legal_name", "counterparty_legal_address_line_1",
+                         "counterparty_legal_address_line2", "counterparty_legal_district",
+                         "counterparty_legal_city", "counterparty_legal_postal_code", "counterparty_legal_country",
+                         "counterparty_legal_phone_number"],
+    "dim_staff": ["staff_id", "first_name", "last_name", "department_name", "location", "email_address"],
+    "dim_currency": ["currency_id", "currency_code", "currency_name"],
+    "dim_design": ["design_id", "design_name", "file_location", "file_name"],
+    "dim_payment_type": ["payment_type_id", "payment_type_name"],
+    "dim_transaction": ["transaction_id", "transaction_type", "sales_order_id", "purchase_order_id"],
+    "fact_sales_order": ["sales_record_id", "sales_order_id", "created_date", "created_time", "last_updated_date",
+                         "last_updated_time", "sales_staff_id", "counterparty_id", "units_sold", "unit_price",
+                         "currency_id", "design_id", "agreed_payment_date", "agreed_delivery_date",
+                         "agreed_delivery_location_id"],
+    "fact_purchase_order": ["purchase_record_id", "purchase_order_id", "created_date", "created_time",
+                            "last_updated_date", "last_updated_time", "staff_id", "counterparty_id", "item_code",
+                            "item_quantity", "item_unit_price", "currency_id", "agreed_delivery_date",
+                            "agreed_payment_date", "agreed_delivery_location_id"],
+    "fact_payment": ["payment_record_id", "payment_id", "created_date", "created_time", "last_updated_date",
+                     "last_updated_time", "transaction_id", "counterparty_id", "payment_amount", "currency_id",
+                     "payment_type_id", "paid", "payment_date"],
+}  # fmt: skip
+
+
+def test_warehouse_columns_are_named_exactly_as_the_totesys_warehouse_schema() -> None:
+    from schemas.totesys import MODELS
+    from sluice.totesys import WAREHOUSE_TABLES
+
+    assert {
+        name: [c.name for c in t.columns] for name, t in WAREHOUSE_TABLES.items()
+    } == SEED_WAREHOUSE_COLUMNS
+    for name, model in MODELS.items():
+        surrogate = [c for c in SEED_WAREHOUSE_COLUMNS[name] if c.endswith("_record_id")]
+        assert set(model.to_schema().columns) == set(SEED_WAREHOUSE_COLUMNS[name]) - set(surrogate), name
