@@ -7,13 +7,14 @@ import uuid
 from typing import Annotated
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import Field
 
 from sluice.errors import SluiceError
 from sluice.ledger import get_ledger, hold_run, reap_abandoned, release_run
 from sluice.notify import notify_hooks
-from sluice.report import IngestionFailed, IngestReport
+from sluice.report import IngestionFailed, IngestReport, markdown
 from sluice.settings import get_settings
 from tasks.analytics import AnalyticsContext, export, extract, load, transform, validate
 from tasks.ingest import with_retries
@@ -34,12 +35,23 @@ def analytics(
     force: Annotated[
         bool, Field(description="Run again for a day that already ran (replaces its rows).")
     ] = False,
+    refresh_reference: Annotated[
+        bool,
+        Field(
+            description=(
+                "Rewrite if_common.dim_dates and dim_products from SLUICE_HOLIDAYS_FILE / SLUICE_PRODUCTS_FILE "
+                "(otherwise existing reference tables are only read)."
+            )
+        ),
+    ] = False,
 ) -> AnalyticsReport:
     """Build agg_public_holiday, agg_shipments and best_performing_product for one day; export them as CSV.
 
     Args:
         as_of: Ingestion date to analyse (YYYY-MM-DD); empty = the latest order date in staging.
         force: Run again for a day that already ran (replaces that day's rows).
+        refresh_reference: Rewrite the reference tables from the configured lists (default: only read them,
+            creating one only when it is absent).
     """
     logger = get_run_logger()
     settings = get_settings()
@@ -53,6 +65,7 @@ def analytics(
         force=force,
         as_of=as_of,
         flow_run_id=run_id,
+        refresh_reference=refresh_reference or settings.refresh_reference,
     )
     report = AnalyticsReport(
         run_id=str(ctx.ingestion_id),
@@ -72,7 +85,10 @@ def analytics(
             report.status = "skipped"
             report.error = f"analytics for {ctx.as_of} already ran; use force to run again"
             logger.info(report.error)
-            return report
+            return _publish(report)
+        report.notes = list(ctx.reference.notes) if ctx.reference else []
+        for note in report.notes:
+            logger.warning(note)
         report.rows_read = sum(len(f) for f in staging.values())
         report.state = "transform"
         tables = transform(ctx, staging)
@@ -87,6 +103,7 @@ def analytics(
     except Exception as exc:
         report.status = "failed"
         report.error = str(exc) if isinstance(exc, SluiceError) else f"{type(exc).__name__}: {exc}"
+        _publish(report)
         raise IngestionFailed(report) from None
     finally:
         release_run(ledger)
@@ -95,5 +112,15 @@ def analytics(
         ctx.as_of,
         report.rows_loaded,
         len(report.exports),
+    )
+    return _publish(report)
+
+
+def _publish(report: AnalyticsReport) -> AnalyticsReport:
+    """The run's summary (and its notes, e.g. reference tables created) as a Prefect artifact."""
+    create_markdown_artifact(
+        key="analytics",
+        markdown=markdown(report),
+        description=f"analytics {report.status} for {report.as_of}",
     )
     return report

@@ -1,7 +1,14 @@
-"""Data2bots analytics I/O: read staging, load the ``if_common`` dimensions and ``analytics`` tables, export CSVs.
+"""Data2bots analytics I/O: read staging and the ``if_common`` reference tables, load the ``analytics`` tables, export.
 
 Each analytics table is keyed by ``ingestion_date``: a re-run for the same day replaces that day's row, in the
-same transaction as the dimensions and the run record (``analytics.runs``: at most one run per day unless forced).
+same transaction as the run record (``analytics.runs``: at most one run per day unless forced). The rules
+themselves are in ``sluice.transforms.data2bots``.
+
+The reference tables ``if_common.dim_dates`` and ``if_common.dim_products`` belong to the user: a run reads them
+and never rewrites them. Only when one is absent (or empty) does a run create it, from ``SLUICE_HOLIDAYS_FILE`` /
+``SLUICE_PRODUCTS_FILE`` (local path or ``s3://``) or else from the example lists shipped in ``sluice/data``, and
+the run says so (a note in its report, log, artifact and alert). ``--refresh-reference`` (flow parameter
+``refresh_reference``, setting ``SLUICE_REFRESH_REFERENCE``) rewrites both from those lists, on request only.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import datetime as dt
 import io
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -99,6 +107,20 @@ class NotReady(SluiceError):
     """Staging has no orders yet (nothing to analyse)."""
 
 
+class ReferenceIncomplete(SluiceError):
+    """The user's ``if_common.dim_dates`` lacks days the analytics need."""
+
+
+@dataclass
+class Reference:
+    """The reference tables a run uses, and which of them it writes (absent → created; refresh → rewritten)."""
+
+    dates: pd.DataFrame
+    products: pd.DataFrame
+    writes: dict[str, str] = field(default_factory=dict)  # table → "create" | "refresh"
+    notes: list[str] = field(default_factory=list)
+
+
 # --- reference data -------------------------------------------------------------------------------------
 
 
@@ -117,6 +139,76 @@ def read_holidays(settings: Settings) -> list[dt.date]:
         bad = frame["date"][parsed.isna()].iloc[0]
         raise BadFile(f"{settings.holidays_file or 'public_holidays.csv'}: {bad!r} is not a YYYY-MM-DD date")
     return list(parsed.dt.date)
+
+
+def _list_source(configured: str | None, shipped: str, setting: str) -> str:
+    if configured:
+        return configured
+    return f"the example list shipped with Sluice (sluice/data/{shipped}; set {setting} to your own)"
+
+
+def _rows(conn: sa.Connection, table: sa.Table) -> int | None:
+    """Rows of a table, None when it does not exist."""
+    if not conn.execute(
+        sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": f"{table.schema}.{table.name}"}
+    ).scalar():
+        return None
+    return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+
+def _read_dimension(conn: sa.Connection, table: sa.Table) -> pd.DataFrame:
+    result = conn.execute(sa.select(*table.columns))
+    frame = pd.DataFrame(result.all(), columns=list(result.keys()))
+    for column in table.columns:
+        if isinstance(column.type, sa.Integer):
+            frame[column.name] = frame[column.name].astype("Int64")
+        elif isinstance(column.type, sa.Boolean):
+            frame[column.name] = frame[column.name].astype("boolean")
+        elif isinstance(column.type, sa.Text):
+            frame[column.name] = frame[column.name].astype("string")
+    return frame
+
+
+def read_reference(
+    engine: sa.Engine,
+    settings: Settings,
+    staging: Mapping[str, pd.DataFrame],
+    as_of: dt.date,
+    refresh: bool = False,
+) -> Reference:
+    """The user's reference tables as they are; a table that is absent or empty (or all, on ``refresh``) built
+    from the configured lists instead, to be written by the load, with a note saying so."""
+    with engine.connect() as conn:
+        present = {name: _rows(conn, table) for name, (table, _) in DIMENSIONS.items()}
+        existing = {
+            name: _read_dimension(conn, DIMENSIONS[name][0])
+            for name, rows in present.items()
+            if rows and not refresh
+        }
+    reference = Reference(
+        dates=existing.get("dim_dates", pd.DataFrame()), products=existing.get("dim_products", pd.DataFrame())
+    )
+    sources = {
+        "dim_dates": _list_source(settings.holidays_file, "public_holidays.csv", "SLUICE_HOLIDAYS_FILE"),
+        "dim_products": _list_source(settings.products_file, "products.csv", "SLUICE_PRODUCTS_FILE"),
+    }
+    for name in DIMENSIONS:
+        if name in existing:
+            continue
+        if name == "dim_dates":
+            start, end = rules.date_span(staging["orders"], as_of)
+            reference.dates = rules.dim_dates(start, end, read_holidays(settings))
+        else:
+            reference.products = read_products(settings)
+        mode = "refresh" if refresh and present[name] else "create"
+        reference.writes[name] = mode
+        done = (
+            "rewritten on request"
+            if mode == "refresh"
+            else ("created (it was empty)" if present[name] == 0 else "created (it was absent)")
+        )
+        reference.notes.append(f"if_common.{name} {done} from {sources[name]}")
+    return reference
 
 
 def read_products(settings: Settings) -> pd.DataFrame:
@@ -198,21 +290,40 @@ def already_ran(engine: sa.Engine, as_of: dt.date) -> bool:
 # --- build + validate -----------------------------------------------------------------------------------
 
 
-def build(staging: Mapping[str, pd.DataFrame], settings: Settings, as_of: dt.date) -> dict[str, pd.DataFrame]:
-    """Dimensions and the three analytics rows for ``as_of`` (pure rules; reference data read here)."""
-    start, end = rules.date_span(staging["orders"], as_of)
-    dates = rules.dim_dates(start, end, read_holidays(settings))
-    products = read_products(settings)
+def build(
+    staging: Mapping[str, pd.DataFrame], reference: Reference, as_of: dt.date
+) -> dict[str, pd.DataFrame]:
+    """The three analytics rows for ``as_of`` (pure rules), plus the reference tables this run writes."""
+    dates, products = reference.dates, reference.products
     orders, reviews, shipments = staging["orders"], staging["reviews"], staging["shipments"]
-    return {
-        "dim_dates": dates,
-        "dim_products": products,
+    tables = {
         "agg_public_holiday": rules.agg_public_holiday(orders, dates, as_of),
         "agg_shipments": rules.agg_shipments(orders, shipments, as_of),
         "best_performing_product": rules.best_performing_product(
             orders, reviews, shipments, products, dates, as_of
         ),
     }
+    _check_days(orders, tables["best_performing_product"], dates, as_of, reference)
+    written = {"dim_dates": dates, "dim_products": products}
+    return {**{name: written[name] for name in reference.writes}, **tables}
+
+
+def _check_days(
+    orders: pd.DataFrame, best: pd.DataFrame, dates: pd.DataFrame, as_of: dt.date, reference: Reference
+) -> None:
+    """Every day the rules look up (order days of the past year, the best product's day) is in ``dim_dates``."""
+    start, end = rules.past_year(as_of)
+    needed = {d for d in orders["order_date"] if d is not None and start <= d <= end}
+    if not best.empty and best["most_ordered_day"].iloc[0] is not None:
+        needed.add(best["most_ordered_day"].iloc[0])
+    missing = sorted(needed - set(dates["calendar_dt"]))
+    if missing and "dim_dates" not in reference.writes:
+        more = f" and {len(missing) - 1} more, up to {missing[-1]}" if len(missing) > 1 else ""
+        raise ReferenceIncomplete(
+            f"if_common.dim_dates has no row for {missing[0]}{more}: the analytics for {as_of} need those days. "
+            "Add them to the table, or run with --refresh-reference (SLUICE_REFRESH_REFERENCE=true) to rebuild it "
+            "from SLUICE_HOLIDAYS_FILE"
+        )
 
 
 def validate(tables: Mapping[str, pd.DataFrame]) -> None:
@@ -237,13 +348,19 @@ def load(
     as_of: dt.date,
     ingestion_id: uuid.UUID,
     force: bool,
+    writes: Mapping[str, str] | None = None,
 ) -> dict[str, int]:
-    """Dimensions replaced, that day's analytics rows replaced, the run recorded: one transaction."""
+    """That day's analytics rows replaced, the run recorded, and only the reference tables in ``writes`` written
+    (``create``: only if still empty, another run may have created it meanwhile; ``refresh``: replaced), in one
+    transaction. Every other reference table is left exactly as it is."""
     ensure_tables(engine)
     loaded: dict[str, int] = {}
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('sluice.analytics'))"))
-        for name, (table, _) in DIMENSIONS.items():
+        for name, mode in (writes or {}).items():
+            table = DIMENSIONS[name][0]
+            if mode == "create" and _rows(conn, table):
+                continue
             with raw_connection(conn) as cursor:
                 cursor.execute(sql.SQL("DELETE FROM {}").format(qualified(f"{table.schema}.{table.name}")))
             loaded[name] = copy_frames(

@@ -18,6 +18,14 @@ def analytics(
         typer.Option("--as-of", help="Ingestion date YYYY-MM-DD (default: the latest order date)."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Run again for a day that already ran.")] = False,
+    refresh_reference: Annotated[
+        bool,
+        typer.Option(
+            "--refresh-reference",
+            help="Rewrite if_common.dim_dates and dim_products from SLUICE_HOLIDAYS_FILE / SLUICE_PRODUCTS_FILE "
+            "(default: existing reference tables are only read; an absent one is created).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")] = False,
 ) -> None:
@@ -34,7 +42,7 @@ def analytics(
     prepare(verbose)
     from sluice.runner import run_analytics
 
-    report = run_analytics(day, force)
+    report = run_analytics(day, force, refresh_reference)
     if as_json:
         print_json(report.model_dump(exclude={"failures", "flow_run_id"}))
     else:
@@ -55,6 +63,8 @@ def print_analytics(report: Any, console: Any) -> None:
         return
     if report.status == "skipped":
         console.print(f"[yellow]analytics[/]: {report.error}", highlight=False)
+    for note in getattr(report, "notes", None) or []:
+        console.print(f"[yellow]note[/]: {note}", highlight=False, soft_wrap=True)
     engine = get_engine()
     day = getattr(report, "as_of", None)
     for name in ANALYTICS:

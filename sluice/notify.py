@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
@@ -113,6 +113,7 @@ def build_message(report: IngestReport, url: str | None = None) -> dict[str, Any
         "rowsQuarantined": report.rows_quarantined,
         "quarantineUri": report.quarantine_uri,
         "error": report.error,
+        "notes": report.notes,
         "url": url,
     }
 
@@ -130,6 +131,8 @@ def build_subject(report: IngestReport) -> str:
     subject = f"{SUBJECT_PREFIX} OK {name}: {report.rows_loaded:,} rows loaded"
     if report.rows_quarantined:
         subject += f", {report.rows_quarantined:,} rows quarantined"
+    if report.notes:
+        subject += f"; note: {report.notes[0]}"
     return _fit(subject)
 
 
@@ -202,13 +205,44 @@ def _run_url(flow_run: Any) -> str | None:
 
 
 def configured_blocks(settings: Settings | None = None) -> list[str]:
-    """``SLUICE_NOTIFY_BLOCKS`` as a list of ``block-type-slug/name``."""
+    """``SLUICE_NOTIFY_BLOCKS`` as a list of ``block-type-slug/name`` (each may end in ``@<policy>``)."""
     raw = (settings or get_settings()).notify_blocks
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
+# --- alert policy ---------------------------------------------------------------------------------------
+
+NotifyOn = Literal["failure", "change", "always"]
+POLICIES: tuple[str, ...] = get_args(NotifyOn)
+
+
+def split_ref(ref: str) -> tuple[str, NotifyOn | None]:
+    """``slug/name@policy`` → (``slug/name``, policy); no suffix → (ref, None). Block names cannot hold ``@``."""
+    name, at, policy = ref.partition("@")
+    if not at:
+        return ref, None
+    if policy not in POLICIES:
+        raise ValueError(f"{ref}: the part after @ must be one of {', '.join(POLICIES)}, not {policy!r}")
+    return name, cast(NotifyOn, policy)
+
+
+def changed(report: IngestReport) -> bool:
+    """The run changed something: it succeeded and loaded or quarantined rows, or has notes (e.g. tables created)."""
+    return report.status == "success" and bool(
+        report.rows_loaded or report.rows_quarantined or getattr(report, "notes", None)
+    )
+
+
+def wanted(report: IngestReport, policy: NotifyOn) -> bool:
+    """Failures always alert; ``change``: runs that changed something too; ``always``: every run."""
+    if report.status == "failed" or policy == "always":
+        return True
+    return policy == "change" and changed(report)
+
+
 def load_block(ref: str) -> NotificationBlock:
     """Load a saved notification block by ``slug/name`` (or a bare name, tried as SNS then email)."""
+    ref = split_ref(ref)[0]
     register_blocks_quietly()
     if "/" in ref:
         block = Block.load(ref)
@@ -248,17 +282,30 @@ def send(block: NotificationBlock, body: str, subject: str) -> None:
     run_coro_as_sync(block.notify(body, subject))
 
 
-def deliver(report: IngestReport, url: str | None = None, blocks: list[str] | None = None) -> int:
-    """Send one message to every configured block; returns how many were delivered, never raises."""
+def deliver(
+    report: IngestReport,
+    url: str | None = None,
+    blocks: list[str] | None = None,
+    notify_on: NotifyOn | None = None,
+) -> int:
+    """Send one message to every configured block whose policy wants this run; how many were delivered; never raises.
+
+    A block's policy is its ``@<policy>`` suffix, else ``notify_on``, else ``SLUICE_NOTIFY_ON``.
+    """
     refs = configured_blocks() if blocks is None else blocks
     if not refs:
         return 0
+    default = notify_on or get_settings().notify_on
     body = json.dumps(build_message(report, url), indent=2, default=str)
     subject = build_subject(report)
     delivered = 0
     for ref in refs:
         try:
-            send(load_block(ref), body, subject)
+            name, policy = split_ref(ref)
+            if not wanted(report, policy or default):
+                logger.debug("%s: %s run not sent (policy %s)", name, report.status, policy or default)
+                continue
+            send(load_block(name), body, subject)
             delivered += 1
         except Exception as exc:
             logger.warning("notification via %s not delivered: %s", ref, exc)

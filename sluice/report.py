@@ -23,6 +23,7 @@ class IngestReport(BaseModel):
     error: str | None = None
     flow_run_id: str | None = None
     failures: list[dict[str, Any]] = []
+    notes: list[str] = []  # what a user should know of a run that went well (e.g. reference tables created)
 
 
 class IngestionFailed(Exception):
@@ -48,7 +49,9 @@ def markdown(report: IngestReport) -> str:
         f"| quarantine | `{report.quarantine_uri or '-'}` |",
     ]
     if report.error:
-        lines += ["", f"**Error:** {report.error}"]
+        lines += ["", f"**{'Note' if report.status == 'skipped' else 'Error'}:** {report.error}"]
+    if report.notes:
+        lines += ["", "### Notes", "", *[f"- {note}" for note in report.notes]]
     if report.failures:
         lines += [
             "",

@@ -33,11 +33,14 @@ def run_totesys() -> IngestReport:
     return _reported(totesys(return_state=True), "totesys")
 
 
-def run_analytics(as_of: date | None = None, force: bool = False) -> IngestReport:
+def run_analytics(
+    as_of: date | None = None, force: bool = False, refresh_reference: bool = False
+) -> IngestReport:
     """One Data2bots analytics run in this process; never raises for a failed run."""
     from flows.analytics import analytics
 
-    return _reported(analytics(as_of=as_of, force=force, return_state=True), "analytics")
+    state = analytics(as_of=as_of, force=force, refresh_reference=refresh_reference, return_state=True)
+    return _reported(state, "analytics")
 
 
 def _reported(state: Any, name: str) -> IngestReport:

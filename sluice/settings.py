@@ -61,6 +61,14 @@ class Settings(BaseSettings):
         "",
         description="Comma-separated saved notification blocks, e.g. sns-notification/ops,email-notification/team.",
     )
+    notify_on: Literal["failure", "change", "always"] = Field(
+        "change",
+        description=(
+            "Which runs alert: failure = failed runs only; change = failed runs and runs that changed something "
+            "(rows loaded or quarantined, tables rebuilt or created); always = every run, idle and skipped ones "
+            "too. A block in SLUICE_NOTIFY_BLOCKS may override it with a suffix: sns-notification/ops@always."
+        ),
+    )
     json_logs: bool = Field(False, description="Log one JSON object per line (CloudWatch).")
     api_key: SecretStr | None = Field(None, description="API key the query API requires in X-API-Key.")
     api_key_block: str | None = Field(
@@ -76,6 +84,13 @@ class Settings(BaseSettings):
     )
     products_file: str | None = Field(
         None, description="Products (product_id, product_category, product_name) for if_common.dim_products."
+    )
+    refresh_reference: bool = Field(
+        False,
+        description=(
+            "Every analytics run rewrites if_common.dim_dates and dim_products from SLUICE_HOLIDAYS_FILE / "
+            "SLUICE_PRODUCTS_FILE. Default false: existing reference tables are only read; an absent one is created."
+        ),
     )
     totesys_source_url: SecretStr | None = Field(
         None, description="Totesys OLTP (PostgreSQL URL); default: database 'totesys' of the embedded server."

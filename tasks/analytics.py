@@ -30,6 +30,8 @@ class AnalyticsContext:
     force: bool
     as_of: dt.date | None = None
     flow_run_id: str | None = None
+    refresh_reference: bool = False
+    reference: analytics.Reference | None = None
     counts: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -54,7 +56,7 @@ def analytics_state(ctx: AnalyticsContext, state: str) -> Iterator[LedgerEntry]:
 
 @io_task
 def extract(ctx: AnalyticsContext, as_of: dt.date | None) -> dict[str, pd.DataFrame] | None:
-    """Read staging; decide the day; None when that day already ran (and not forced)."""
+    """Read staging and the reference tables; decide the day; None when that day already ran (and not forced)."""
     with analytics_state(ctx, "extract") as entry:
         staging = analytics.read_staging(ctx.engine)
         ctx.as_of = as_of or analytics.latest_order_date(staging)
@@ -64,14 +66,17 @@ def extract(ctx: AnalyticsContext, as_of: dt.date | None) -> dict[str, pd.DataFr
             entry.status = "skipped"
             entry.error = f"analytics for {ctx.as_of} already ran; use force to run again"
             return None
+        ctx.reference = analytics.read_reference(
+            ctx.engine, ctx.settings, staging, ctx.as_of, ctx.refresh_reference
+        )
     return staging
 
 
 @task(name="transform", cache_policy=NO_CACHE)
 def transform(ctx: AnalyticsContext, staging: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    assert ctx.as_of is not None
+    assert ctx.as_of is not None and ctx.reference is not None
     with analytics_state(ctx, "transform"):
-        return analytics.build(staging, ctx.settings, ctx.as_of)
+        return analytics.build(staging, ctx.reference, ctx.as_of)
 
 
 @task(name="validate", cache_policy=NO_CACHE)
@@ -89,7 +94,8 @@ def validate(ctx: AnalyticsContext, tables: dict[str, pd.DataFrame]) -> None:
 def load(ctx: AnalyticsContext, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
     assert ctx.as_of is not None
     with analytics_state(ctx, "load") as entry:
-        loaded = analytics.load(ctx.engine, tables, ctx.as_of, ctx.ingestion_id, ctx.force)
+        writes = ctx.reference.writes if ctx.reference else {}
+        loaded = analytics.load(ctx.engine, tables, ctx.as_of, ctx.ingestion_id, ctx.force, writes)
         entry.rows_loaded = sum(loaded.values())
     return loaded
 

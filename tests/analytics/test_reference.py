@@ -1,0 +1,185 @@
+"""The reference tables belong to the user: read, never rewritten, unless asked; created (and said so) only when
+absent or empty; the lists they are created from may be local files or S3 objects (moto's server over HTTP)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import boto3
+import pytest
+import sqlalchemy as sa
+
+from sluice.runner import run_analytics
+from sluice.warehouse import get_engine
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+D = dt.date
+
+
+def tiny_staging() -> None:
+    """Fresh staging (product 3: two orders on Tuesday 2022-03-01, one early and one late shipment; product 4: one
+    order on 2022-03-07) and no analytics or reference tables. Only the columns the analytics read."""
+    with get_engine().begin() as conn:
+        for schema in ("staging", "analytics", "if_common"):
+            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA staging"))
+        conn.execute(
+            sa.text("CREATE TABLE staging.orders (order_id bigint, order_date date, product_id bigint)")
+        )
+        conn.execute(sa.text("CREATE TABLE staging.reviews (review smallint, product_id bigint)"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE staging.shipment_deliveries "
+                "(shipment_id bigint, order_id bigint, shipment_date date, delivery_date date)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO staging.orders VALUES (1, '2022-03-01', 3), (2, '2022-03-01', 3), (3, '2022-03-07', 4);"
+                "INSERT INTO staging.reviews VALUES (5, 3), (4, 4);"
+                "INSERT INTO staging.shipment_deliveries VALUES (1, 1, '2022-03-02', NULL), (2, 2, '2022-03-08', NULL)"
+            )
+        )
+
+
+def user_reference(days: tuple[dt.date, dt.date] = (D(2022, 1, 1), D(2022, 12, 31))) -> None:
+    """The user's own reference tables: 2022-03-01 is their holiday, product 3 their "User Lamp"."""
+    from sluice.analytics import dim_dates, dim_products, ensure_tables
+    from sluice.transforms.data2bots import dim_dates as build_dates
+
+    ensure_tables(get_engine())
+    frame = build_dates(*days, [D(2022, 3, 1)])
+    with get_engine().begin() as conn:
+        conn.execute(
+            dim_dates.insert(), [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in
+                                 frame.astype(object).to_dict("records")]
+        )  # fmt: skip
+        conn.execute(
+            dim_products.insert(),
+            [{"product_id": 3, "product_category": "Home", "product_name": "User Lamp"},
+             {"product_id": 4, "product_category": "Home", "product_name": "User Rug"}],
+        )  # fmt: skip
+
+
+def snapshot() -> tuple[list[tuple], list[tuple]]:
+    with get_engine().connect() as conn:
+        return (
+            [tuple(r) for r in conn.execute(sa.text("SELECT * FROM if_common.dim_dates ORDER BY 1"))],
+            [tuple(r) for r in conn.execute(sa.text("SELECT * FROM if_common.dim_products ORDER BY 1"))],
+        )
+
+
+def best() -> dict[str, object]:
+    with get_engine().connect() as conn:
+        row = conn.execute(sa.text("SELECT * FROM analytics.best_performing_product")).one()
+    return dict(row._mapping)
+
+
+def artifact_markdown(flow_run_id: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return "\n".join(str(a.data) for a in found)
+
+
+def test_absent_reference_tables_are_created_from_the_shipped_examples_and_the_run_says_so(
+    sluice_env: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    tiny_staging()
+    report = run_analytics()
+    assert report.status == "success", report.error
+    assert len(report.notes) == 2
+    assert report.notes[0].startswith(
+        "if_common.dim_dates created (it was absent) from the example list shipped"
+    )
+    assert report.notes[1].startswith("if_common.dim_products created (it was absent) from the example list")
+    assert "SLUICE_PRODUCTS_FILE" in report.notes[1]
+    logged = [line for line in capfd.readouterr().err.splitlines() if "WARNING" in line]
+    assert all(any(line.endswith(note) for line in logged) for note in report.notes), logged
+    shown = artifact_markdown(report.flow_run_id)
+    assert all(note in shown for note in report.notes)
+    dates, products = snapshot()
+    assert len(dates) == 365 and len(products) == 25
+    assert best()["product_name"] == "Headphones"  # the shipped example list's name for product 3
+    assert report.loaded["dim_dates"] == 365 and report.loaded["dim_products"] == 25
+
+    # Now they exist: the next run reads them and says nothing.
+    again = run_analytics(force=True)
+    assert again.status == "success" and again.notes == []
+    assert "dim_dates" not in again.loaded and "dim_products" not in again.loaded
+
+
+def test_existing_reference_tables_are_read_never_rewritten_unless_asked(sluice_env: Path) -> None:
+    tiny_staging()
+    user_reference()
+    before = snapshot()
+    report = run_analytics()
+    assert report.status == "success", report.error
+    assert report.notes == []
+    assert snapshot() == before  # not one row rewritten
+    row = best()
+    assert (row["product_name"], row["most_ordered_day"], row["is_public_holiday"]) == (
+        "User Lamp",
+        D(2022, 3, 1),
+        True,  # the user's holiday, not in the shipped list
+    )
+    with get_engine().connect() as conn:
+        march = conn.execute(
+            sa.text("SELECT tt_order_hol_mar FROM analytics.agg_public_holiday")
+        ).scalar_one()
+    assert march == 2
+
+    refreshed = run_analytics(force=True, refresh_reference=True)
+    assert refreshed.status == "success", refreshed.error
+    assert [n.split(" from ")[0] for n in refreshed.notes] == [
+        "if_common.dim_dates rewritten on request",
+        "if_common.dim_products rewritten on request",
+    ]
+    assert best()["product_name"] == "Headphones" and best()["is_public_holiday"] is False
+    assert len(snapshot()[1]) == 25
+
+
+def test_user_dim_dates_without_the_days_needed_is_one_clear_failure(sluice_env: Path) -> None:
+    tiny_staging()
+    user_reference(days=(D(2022, 1, 1), D(2022, 1, 31)))
+    before = snapshot()
+    report = run_analytics()
+    assert (report.status, report.state) == ("failed", "transform")
+    assert report.error.startswith(
+        "if_common.dim_dates has no row for 2022-03-01 and 1 more, up to 2022-03-07"
+    )
+    assert "--refresh-reference" in report.error
+    assert snapshot() == before
+
+
+def test_reference_lists_from_s3_create_empty_tables(
+    sluice_env: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sluice.analytics import ensure_tables
+    from sluice.settings import reload_settings
+
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=s3_bucket, Key="ref/holidays.csv", Body=b"date,name\n2022-03-01,Founders' Day\n")
+    s3.put_object(
+        Bucket=s3_bucket,
+        Key="ref/products.csv",
+        Body=b"product_id,product_category,product_name\n3,Home,S3 Lamp\n4,Home,S3 Rug\n",
+    )
+    monkeypatch.setenv("SLUICE_HOLIDAYS_FILE", f"s3://{s3_bucket}/ref/holidays.csv")
+    monkeypatch.setenv("SLUICE_PRODUCTS_FILE", f"s3://{s3_bucket}/ref/products.csv")
+    reload_settings()
+    tiny_staging()
+    ensure_tables(get_engine())  # present but empty: treated as absent
+    report = run_analytics()
+    assert report.status == "success", report.error
+    assert report.notes == [
+        f"if_common.dim_dates created (it was empty) from s3://{s3_bucket}/ref/holidays.csv",
+        f"if_common.dim_products created (it was empty) from s3://{s3_bucket}/ref/products.csv",
+    ]
+    assert snapshot()[1] == [(3, "Home", "S3 Lamp"), (4, "Home", "S3 Rug")]
+    assert (best()["product_name"], best()["is_public_holiday"]) == ("S3 Lamp", True)
