@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -44,6 +45,19 @@ def tiny_staging() -> None:
                 "INSERT INTO staging.shipment_deliveries VALUES (1, 1, '2022-03-02', NULL), (2, 2, '2022-03-08', NULL)"
             )
         )
+
+
+def drop_tiny_staging() -> None:
+    """Leave no hand-made staging behind: later tests (and the demo) ingest into real staging tables."""
+    with get_engine().begin() as conn:
+        for schema in ("staging", "analytics", "if_common"):
+            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+
+
+@pytest.fixture(autouse=True)
+def _clean_after(sluice_env: Path) -> Iterator[None]:
+    yield
+    drop_tiny_staging()
 
 
 def user_reference(days: tuple[dt.date, dt.date] = (D(2022, 1, 1), D(2022, 12, 31))) -> None:

@@ -208,11 +208,14 @@ def test_a_run_that_creates_reference_tables_says_so_in_its_alert(
     import json
 
     from sluice.runner import run_analytics
-    from tests.analytics.test_reference import tiny_staging
+    from tests.analytics.test_reference import drop_tiny_staging, tiny_staging
 
     set_env(monkeypatch, SLUICE_NOTIFY_ON="change")
     tiny_staging()
-    report = run_analytics()
+    try:
+        report = run_analytics()
+    finally:
+        drop_tiny_staging()
     assert report.status == "success" and len(report.notes) == 2
     topic, inbox = notify_blocks
     published, emails = topic.drain(), inbox.drain()
