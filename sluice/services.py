@@ -212,7 +212,7 @@ def _start(home: Path, previous_port: int | None) -> PrefectServer:
                 [
                     sys.executable,
                     "-m",
-                    "prefect",
+                    "sluice.prefect_server",
                     "server",
                     "start",
                     "--host",
