@@ -180,6 +180,20 @@ def run_local(
         if on_done:
             on_done(report)
     todo = [f for f in files if f[0] not in loaded]
+    if todo:
+        from sluice.runtime import use_local_server
+
+        try:
+            use_local_server()  # only now: a pass where every file was loaded needs no Prefect at all
+        except Exception as exc:
+            for uri, name in todo:
+                report = IngestReport(
+                    run_id=None, dataset=name, source=uri, status="failed", state=None, error=str(exc)
+                )
+                reports.append(report)
+                if on_done:
+                    on_done(report)
+            return sorted(reports, key=lambda r: r.source)
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="sluice-backfill") as pool:
         futures = [pool.submit(_run_one, uri, name, mode) for uri, name in todo]
         for future in as_completed(futures):

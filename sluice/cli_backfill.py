@@ -42,7 +42,7 @@ def backfill(
 
     if mode is not None and mode not in ("hard", "soft"):
         raise fail(f"--mode must be hard or soft, not {mode!r}", code=2)
-    prepare(verbose)
+    prepare(verbose, server=deployment is not None)  # local: the server starts once files need it
     from sluice import backfill as fanout
 
     files = fanout.plan(prefix, dataset)

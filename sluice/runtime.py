@@ -24,10 +24,8 @@ def prepare(verbose: bool = False, server: bool = True) -> None:
     if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
         (home / "prefect").mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(home / "prefect")
-    if server and "PREFECT_API_URL" not in os.environ and not _prefect_configured():
-        from sluice.services import ensure_prefect_server
-
-        os.environ["PREFECT_API_URL"] = ensure_prefect_server(home)
+    if server:
+        use_local_server()
     # Only used when Prefect falls back to an ephemeral server (a process that imported Prefect unconfigured).
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -42,6 +40,17 @@ def prepare(verbose: bool = False, server: bool = True) -> None:
         os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(Path(__file__).with_name("logging.yml")))
     warnings.filterwarnings("ignore", module="platformdirs")
     warnings.filterwarnings("ignore", category=UserWarning, module="prefect")
+
+
+def use_local_server() -> None:
+    """Point this process and its children at the home's local Prefect server (starting it if needed),
+    unless ``PREFECT_API_URL`` is set or Prefect is already configured in this process."""
+    if "PREFECT_API_URL" in os.environ or _prefect_configured():
+        return
+    from sluice.services import ensure_prefect_server
+
+    home = Path(os.environ.get("SLUICE_HOME", ".sluice")).resolve()
+    os.environ["PREFECT_API_URL"] = ensure_prefect_server(home)
 
 
 def _prefect_configured() -> bool:
