@@ -104,7 +104,9 @@ def run_demo(console: Console, rows: int = 1000) -> int:
     _print_counts(console)
     ui = _ui_url()
     if ui:
-        console.print(f"\nPrefect UI, with the runs above (Runs page):  {ui}", soft_wrap=True, highlight=False)
+        console.print(
+            f"\nPrefect UI, with the runs above (Runs page):  {ui}", soft_wrap=True, highlight=False
+        )
     console.print(
         "Run ledger:  ./run sluice ledger      Warehouse URL:  ./run sluice db url      "
         "Local services:  ./run sluice services status | stop",
