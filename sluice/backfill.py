@@ -1,16 +1,37 @@
-"""Fan-out: ingest every file under a landing prefix, locally with a bounded pool or as deployment runs."""
+"""Fan-out: ingest every file under a landing prefix, locally with a bounded pool or as deployment runs.
+
+Locally, the files already loaded are found by ONE query on the file registry (``sluice.file_loads``, by
+dataset and content SHA-256) and their skip is recorded in the ledger in ONE insert, instead of a flow run
+each; the rest run as ``ingest-file`` flow runs, at most ``concurrency`` at once, on the home's shared
+Prefect server. The fingerprint is the SHA-256 of the content, the same identity the load uses: a local file
+is hashed in place; an S3 object is streamed through the hash (not kept). An S3 ETag would avoid the read,
+but it is not a content hash for multipart uploads and the registry does not store it, so a file re-uploaded
+with other content under the same key could be wrongly skipped; reading is the safe choice.
+
+With a deployment, the files go in shards: a deployment of flow ``ingest-files`` gets ``shard_size`` files
+per run (one ECS task ingests many small files, each as its own ``ingest-file`` subflow run); a deployment
+of ``ingest-file`` gets one run per file. Every file ends with one result, whatever failed.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sluice import registry, storage
 from sluice.report import IngestReport
 
 logger = logging.getLogger(__name__)
+
+_HASH_BLOCK = 1 << 20
+#: Flow whose deployments take a list of files (flows/ingest_files.py).
+SHARD_FLOW = "ingest-files"
 
 
 def plan(prefix: str, dataset: str | None) -> list[tuple[str, str]]:
@@ -22,6 +43,125 @@ def plan(prefix: str, dataset: str | None) -> list[tuple[str, str]]:
     return [(uri, spec.name) for uri in storage.list_files(prefix) if (spec := registry.resolve(uri))]
 
 
+def fingerprint(uri: str) -> str:
+    """SHA-256 of a landed file's content, streamed (a local file in place, an S3 object not kept)."""
+    digest = hashlib.sha256()
+    if storage.is_s3(uri):
+        bucket, key = storage.split_s3(uri)
+        body = storage.s3_client().get_object(Bucket=bucket, Key=key)["Body"]
+        for block in body.iter_chunks(_HASH_BLOCK):
+            digest.update(block)
+    else:
+        with Path(uri.removeprefix("file://")).open("rb") as handle:
+            while block := handle.read(_HASH_BLOCK):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def find_loaded(files: list[tuple[str, str]], *, concurrency: int = 4) -> dict[str, tuple[str, uuid.UUID]]:
+    """{file: (sha256, ingestion id)} for the files whose content is already loaded: one registry query.
+
+    A file that cannot be read here is left to its flow run, which reports it properly.
+    """
+    import sqlalchemy as sa
+
+    from sluice.ledger import ensure_bookkeeping
+    from sluice.loading import file_loads
+    from sluice.warehouse import get_engine
+
+    def safe(uri: str) -> str | None:
+        try:
+            return fingerprint(uri)
+        except Exception as exc:
+            logger.debug("%s: not fingerprinted (%s); its run will report it", uri, exc)
+            return None
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="sluice-hash") as pool:
+        hashes = dict(zip((uri for uri, _ in files), pool.map(safe, [uri for uri, _ in files]), strict=True))
+    pairs = {(name, sha): uri for uri, name in files if (sha := hashes[uri]) is not None}
+    if not pairs:
+        return {}
+    engine = get_engine()
+    ensure_bookkeeping(engine)
+    found: dict[str, tuple[str, uuid.UUID]] = {}
+    key = sa.tuple_(file_loads.c.dataset, file_loads.c.sha256)
+    query = sa.select(file_loads.c.dataset, file_loads.c.sha256, file_loads.c.ingestion_id).where(
+        key.in_(sa.bindparam("pairs", expanding=True))
+    )
+    with engine.connect() as conn:
+        for dataset, sha, ingestion_id in conn.execute(query, {"pairs": list(pairs)}):
+            found[pairs[(dataset, sha.strip())]] = (sha.strip(), ingestion_id)
+    return found
+
+
+def record_skips(
+    files: list[tuple[str, str]], loaded: dict[str, tuple[str, uuid.UUID]]
+) -> list[IngestReport]:
+    """Record each already-loaded file as a skipped run in the ledger, in one insert; their reports."""
+    from sluice.ledger import LedgerEntry, PostgresLedger, get_ledger, run_ledger
+
+    now = datetime.now(UTC)
+    entries: list[LedgerEntry] = []
+    for uri, name in files:
+        sha, earlier = loaded[uri]
+        spec = registry.get_dataset(name)
+        entries.append(
+            LedgerEntry(
+                ingestion_id=uuid.uuid4(),
+                state="extract",
+                dataset=name,
+                source=uri,
+                status="skipped",
+                target=spec.target or None,
+                error=f"already loaded (sha256 {sha[:12]}, run {earlier}); use force to reload",
+                started_at=now,
+                finished_at=now,
+            )
+        )
+    ledger = get_ledger()
+    if isinstance(ledger, PostgresLedger):
+        rows = [
+            {**{c.name: getattr(e, c.name) for c in run_ledger.columns if c.name != "seq"}, "seq": e.seq}
+            for e in entries
+        ]
+        if rows:
+            with ledger.engine.begin() as conn:
+                conn.execute(run_ledger.insert(), rows)  # one multi-row INSERT (insertmanyvalues)
+    else:
+        for entry in entries:
+            ledger.record(entry)
+    return [
+        IngestReport(
+            run_id=str(e.ingestion_id),
+            dataset=e.dataset,
+            source=e.source,
+            status="skipped",
+            state="extract",
+            table=e.target,
+            error=e.error,
+        )
+        for e in entries
+    ]
+
+
+def _run_one(uri: str, name: str, mode: str | None) -> IngestReport:
+    """One file's flow run; whatever goes wrong comes back as a failed report, never an exception."""
+    from sluice.runner import run_ingest
+
+    try:
+        return run_ingest(uri, dataset=name, mode=mode)
+    except Exception as exc:
+        logger.debug("%s: run failed outside the flow", uri, exc_info=True)
+        return IngestReport(
+            run_id=None,
+            dataset=name,
+            source=uri,
+            status="failed",
+            state=None,
+            error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+        )
+
+
 def run_local(
     files: list[tuple[str, str]],
     *,
@@ -29,12 +169,33 @@ def run_local(
     mode: str | None = None,
     on_done: Callable[[IngestReport], None] | None = None,
 ) -> list[IngestReport]:
-    """Ingest each file in this process with at most ``concurrency`` at once; loaded files are skipped."""
-    from sluice.runner import run_ingest
+    """Skip the loaded files in bulk, then ingest the rest in this process, at most ``concurrency`` at once."""
+    try:
+        loaded = find_loaded(files, concurrency=concurrency)
+    except Exception as exc:  # registry unreachable: every file still goes through its own run
+        logger.warning("files already loaded not checked in bulk: %s", exc)
+        loaded = {}
+    reports = record_skips([f for f in files if f[0] in loaded], loaded) if loaded else []
+    for report in reports:
+        if on_done:
+            on_done(report)
+    todo = [f for f in files if f[0] not in loaded]
+    if todo:
+        from sluice.runtime import use_local_server
 
-    reports: list[IngestReport] = []
+        try:
+            use_local_server()  # only now: a pass where every file was loaded needs no Prefect at all
+        except Exception as exc:
+            for uri, name in todo:
+                report = IngestReport(
+                    run_id=None, dataset=name, source=uri, status="failed", state=None, error=str(exc)
+                )
+                reports.append(report)
+                if on_done:
+                    on_done(report)
+            return sorted(reports, key=lambda r: r.source)
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="sluice-backfill") as pool:
-        futures = {pool.submit(run_ingest, uri, dataset=name, mode=mode): uri for uri, name in files}
+        futures = [pool.submit(_run_one, uri, name, mode) for uri, name in todo]
         for future in as_completed(futures):
             report = future.result()
             reports.append(report)
@@ -43,42 +204,124 @@ def run_local(
     return sorted(reports, key=lambda r: r.source)
 
 
+def shards(files: list[tuple[str, str]], size: int) -> list[list[tuple[str, str]]]:
+    """Consecutive groups of at most ``size`` files of one dataset each (a shard run takes one dataset)."""
+    out: list[list[tuple[str, str]]] = []
+    for item in files:
+        if out and len(out[-1]) < size and out[-1][0][1] == item[1]:
+            out[-1].append(item)
+        else:
+            out.append([item])
+    return out
+
+
 def run_deployments(
     files: list[tuple[str, str]],
     deployment: str,
     *,
     concurrency: int,
+    shard_size: int = 100,
     mode: str | None = None,
     on_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One ``run_deployment`` per file (e.g. on an ECS push pool), at most ``concurrency`` in flight.
+    """Deployment runs (e.g. on an ECS pool), at most ``concurrency`` in flight: one per shard of
+    ``shard_size`` files for an ``ingest-files`` deployment, one per file for an ``ingest-file`` one.
 
     The warehouse itself is guarded by the deployment's concurrency limit and, when
     ``SLUICE_WAREHOUSE_CONCURRENCY_LIMIT`` names one, a Prefect global concurrency limit every load task
     holds a slot of, so a large backfill cannot overload it.
     """
-    from prefect.deployments import run_deployment
+    sharded = deployment.split("/", 1)[0] == SHARD_FLOW
+    groups = shards(files, shard_size) if sharded else [[f] for f in files]
 
-    def one(uri: str, name: str) -> dict[str, Any]:
-        parameters: dict[str, Any] = {"source": uri, "dataset": name}
-        if mode:
-            parameters["mode"] = mode
-        flow_run = run_deployment(deployment, parameters=parameters, timeout=None)
-        state = flow_run.state
-        return {
-            "source": uri,
-            "dataset": name,
-            "flow_run_id": str(flow_run.id),
-            "status": "success" if state and state.is_completed() else "failed",
-            "state": state.name if state else None,
-        }
+    def one(group: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        try:
+            return _run_group(deployment, group, sharded=sharded, mode=mode)
+        except Exception as exc:
+            error = f"deployment run not started or lost: {type(exc).__name__}: {exc}"
+            return [_result(uri, name, None, "failed", None, error) for uri, name in group]
 
     results: list[dict[str, Any]] = []
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="sluice-deploy") as pool:
-        futures = [pool.submit(one, uri, name) for uri, name in files]
+        futures = [pool.submit(one, group) for group in groups]
         for future in as_completed(futures):
-            result = future.result()
-            results.append(result)
-            if on_done:
-                on_done(result)
+            for result in future.result():
+                results.append(result)
+                if on_done:
+                    on_done(result)
     return sorted(results, key=lambda r: r["source"])
+
+
+def _result(
+    source: str, dataset: str, flow_run_id: str | None, status: str, state: str | None, error: str | None
+) -> dict[str, Any]:
+    return {
+        "source": source,
+        "dataset": dataset,
+        "flow_run_id": flow_run_id,
+        "status": status,
+        "state": state,
+        "error": error,
+    }
+
+
+def _run_group(
+    deployment: str, group: list[tuple[str, str]], *, sharded: bool, mode: str | None
+) -> list[dict[str, Any]]:
+    from prefect.deployments import run_deployment
+
+    name = group[0][1]
+    parameters: dict[str, Any] = {"dataset": name}
+    if sharded:
+        parameters["sources"] = [uri for uri, _ in group]
+    else:
+        parameters["source"] = group[0][0]
+    if mode:
+        parameters["mode"] = mode
+    flow_run = run_deployment(deployment, parameters=parameters, timeout=None)
+    state = flow_run.state
+    if not sharded:
+        ok = bool(state and state.is_completed())
+        error = None if ok else (state.message if state else "no final state")
+        return [
+            _result(group[0][0], name, str(flow_run.id), "success" if ok else "failed", _name(state), error)
+        ]
+    return _shard_results(flow_run, group)
+
+
+def _name(state: Any) -> str | None:
+    return state.name if state is not None else None
+
+
+def _shard_results(flow_run: Any, group: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Per file: the state of its ``ingest-file`` subflow run in the shard; a file the shard never reached fails."""
+    children = {run.parameters.get("source"): run for run in _subflow_runs(flow_run.id)}
+    results = []
+    for uri, name in group:
+        child = children.get(uri)
+        if child is None:
+            shard_state = _name(flow_run.state) or "unknown"
+            results.append(
+                _result(uri, name, None, "failed", None, f"shard run {flow_run.id} ended {shard_state} first")
+            )
+            continue
+        ok = bool(child.state and child.state.is_completed())
+        error = None if ok else (child.state.message if child.state else "no final state")
+        results.append(
+            _result(uri, name, str(child.id), "success" if ok else "failed", _name(child.state), error)
+        )
+    return results
+
+
+def _subflow_runs(parent_id: Any) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    runs: list[Any] = []
+    flow_run_filter = FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id]))
+    with get_client(sync_client=True) as client:
+        while page := client.read_flow_runs(flow_run_filter=flow_run_filter, limit=200, offset=len(runs)):
+            runs.extend(page)
+            if len(page) < 200:
+                break
+    return runs

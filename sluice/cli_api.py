@@ -21,8 +21,9 @@ def api(
     from sluice.api import create_app
     from sluice.cli import console
     from sluice.runtime import prepare
+    from sluice.settings import get_settings
 
-    prepare()
+    prepare(server=get_settings().api_key_block is not None)  # Prefect only to read the key's Secret block
     app = create_app()
     console.print(
         f"Sluice query API on http://{host}:{port}  (docs: /docs, health: /health)", highlight=False

@@ -16,13 +16,25 @@ def backfill(
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset (default: by key).")] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Files in flight at once.")] = 2,
     deployment: Annotated[
-        str | None, typer.Option(help="Run each file as this deployment (e.g. ingest-file/s3-event).")
+        str | None,
+        typer.Option(
+            help="Run as deployment runs: ingest-files/NAME takes a shard of files per run, "
+            "ingest-file/NAME one file per run."
+        ),
+    ] = None,
+    shard_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Files per ingest-files run (default: SLUICE_BACKFILL_SHARD_SIZE, 100)."),
     ] = None,
     mode: Annotated[str | None, typer.Option(help="hard or soft (default: settings).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Ingest every file under PREFIX; files already loaded are skipped. Exit 1 if any file failed."""
+    """Ingest every file under PREFIX; files already loaded are skipped. Exit 1 if any file failed.
+
+    Locally, loaded files are found by one query and skipped in bulk; the rest run at most --concurrency at
+    once on the home's Prefect server.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sluice.cli import console, fail, print_json
@@ -30,7 +42,7 @@ def backfill(
 
     if mode is not None and mode not in ("hard", "soft"):
         raise fail(f"--mode must be hard or soft, not {mode!r}", code=2)
-    prepare(verbose)
+    prepare(verbose, server=deployment is not None)  # local: the server starts once files need it
     from sluice import backfill as fanout
 
     files = fanout.plan(prefix, dataset)
@@ -52,8 +64,15 @@ def backfill(
             progress.advance(bar)
 
         if deployment:
+            from sluice.settings import get_settings
+
             results = fanout.run_deployments(
-                files, deployment, concurrency=concurrency, mode=mode, on_done=done
+                files,
+                deployment,
+                concurrency=concurrency,
+                shard_size=shard_size or get_settings().backfill_shard_size,
+                mode=mode,
+                on_done=done,
             )
         else:
             reports = fanout.run_local(files, concurrency=concurrency, mode=mode, on_done=done)

@@ -102,18 +102,29 @@ def run_demo(console: Console, rows: int = 1000) -> int:
         if step is not None:
             ok = step(console) and ok
     _print_counts(console)
+    ui = _ui_url()
+    if ui:
+        console.print(
+            f"\nPrefect UI, with the runs above (Runs page):  {ui}", soft_wrap=True, highlight=False
+        )
     console.print(
-        "\nSee the runs in the Prefect UI:  "
-        f"PREFECT_HOME={settings.home.resolve() / 'prefect'} .venv/bin/prefect server start  → http://127.0.0.1:4200",
-        soft_wrap=True,
-        highlight=False,
-    )
-    console.print(
-        "Run ledger:  ./run sluice ledger      Warehouse URL:  ./run sluice db url",
+        "Run ledger:  ./run sluice ledger      Warehouse URL:  ./run sluice db url      "
+        "Local services:  ./run sluice services status | stop",
         highlight=False,
         soft_wrap=True,
     )
     return 0 if ok else 1
+
+
+def _ui_url() -> str | None:
+    """The UI of the Prefect server the runs went to (the home's local one unless PREFECT_API_URL is set)."""
+    try:
+        from prefect.settings import get_current_settings
+
+        url = get_current_settings().ui_url
+    except Exception:
+        return None
+    return str(url).rstrip("/") if url else None
 
 
 def _print_counts(console: Console) -> None:

@@ -49,6 +49,22 @@ run_ledger = sa.Table(
 )
 
 
+file_loads = sa.Table(
+    "file_loads",
+    metadata,
+    sa.Column("dataset", sa.Text, primary_key=True),
+    sa.Column("sha256", sa.CHAR(64), primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("ingestion_id", sa.Uuid, nullable=False),
+    sa.Column("target", sa.Text),
+    sa.Column("rows_loaded", sa.BigInteger, nullable=False),
+    sa.Column("loaded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Index("ix_file_loads_ingestion_id", "ingestion_id"),
+    schema="sluice",
+    comment="Files loaded, by content: the exactly-once guard",
+)
+
+
 @dataclass
 class LedgerEntry:
     """One state of one run."""
@@ -257,8 +273,6 @@ def ensure_bookkeeping(engine: sa.Engine) -> None:
     key = engine.url.render_as_string(hide_password=False)
     if key in _BOOTSTRAPPED:
         return
-    from sluice.loading import file_loads
-
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('sluice.bootstrap'))"))
         conn.execute(sa.text("CREATE SCHEMA IF NOT EXISTS sluice"))

@@ -20,25 +20,11 @@ import pandas as pd
 import sqlalchemy as sa
 from psycopg2 import sql
 
+from sluice.ledger import file_loads  # the exactly-once registry, created with the ledger
 from sluice.registry import Dataset, metadata
 from sluice.warehouse import copy_frames, ensure_schema, qualified, raw_connection
 
 logger = logging.getLogger(__name__)
-
-file_loads = sa.Table(
-    "file_loads",
-    metadata,
-    sa.Column("dataset", sa.Text, primary_key=True),
-    sa.Column("sha256", sa.CHAR(64), primary_key=True),
-    sa.Column("source", sa.Text, nullable=False),
-    sa.Column("ingestion_id", sa.Uuid, nullable=False),
-    sa.Column("target", sa.Text),
-    sa.Column("rows_loaded", sa.BigInteger, nullable=False),
-    sa.Column("loaded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.Index("ix_file_loads_ingestion_id", "ingestion_id"),
-    schema="sluice",
-    comment="Files loaded, by content: the exactly-once guard",
-)
 
 
 @dataclass(frozen=True)

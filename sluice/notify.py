@@ -16,7 +16,6 @@ from typing import Any, Literal, cast, get_args
 
 from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
-from prefect_aws import AwsCredentials
 from prefect_email import EmailServerCredentials
 from prefect_email.message import email_send_message
 from pydantic import Field
@@ -29,28 +28,17 @@ logger = logging.getLogger(__name__)
 SUBJECT_PREFIX = "[sluice]"
 
 
-class SnsNotification(NotificationBlock):
-    """Publish a run's message to an SNS topic through an ``AwsCredentials`` block."""
+def __getattr__(name: str) -> Any:
+    # prefect_aws costs ~1 s of imports: the SNS block class (sluice.notify_sns) loads on first use only.
+    if name == "SnsNotification":
+        from sluice.notify_sns import SnsNotification
 
-    _block_type_name = "SNS Notification"
-    _block_type_slug = "sns-notification"
-    _description = "Publish notifications to an AWS SNS topic (subject and JSON body)."
+        return SnsNotification
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    topic_arn: str = Field(..., description="ARN of the SNS topic to publish to.")
-    aws_credentials: AwsCredentials = Field(
-        default_factory=AwsCredentials, description="Credentials and region used to reach SNS."
-    )
 
-    async def notify(self, body: str, subject: str | None = None) -> None:
-        self.publish(body, subject)
-
-    def publish(self, body: str, subject: str | None = None) -> str:
-        """Publish synchronously; returns the SNS message id. boto3 honours ``AWS_ENDPOINT_URL`` itself."""
-        client = self.aws_credentials.get_boto3_session().client("sns")
-        kwargs: dict[str, Any] = {"TopicArn": self.topic_arn, "Message": body}
-        if subject:
-            kwargs["Subject"] = _sns_subject(subject)
-        return client.publish(**kwargs)["MessageId"]
+def __dir__() -> list[str]:  # so `prefect block register -m sluice.notify` finds the SNS block too
+    return [*globals(), "SnsNotification"]
 
 
 class EmailNotification(NotificationBlock):
@@ -90,6 +78,8 @@ def _sns_subject(subject: str) -> str:
 
 def register_blocks() -> None:
     """Register both block types (and their schemas) with the Prefect API, so the UI lists them."""
+    from sluice.notify_sns import SnsNotification
+
     SnsNotification.register_type_and_schema()
     EmailNotification.register_type_and_schema()
 
@@ -274,8 +264,8 @@ def register_blocks_quietly() -> None:
 
 def send(block: NotificationBlock, body: str, subject: str) -> None:
     """Deliver synchronously (hooks of sync flows run without an event loop)."""
-    if isinstance(block, SnsNotification):
-        block.publish(body, subject)
+    if block.get_block_type_slug() == "sns-notification":
+        block.publish(body, subject)  # type: ignore[attr-defined]
         return
     from prefect.utilities.asyncutils import run_coro_as_sync
 

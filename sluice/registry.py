@@ -14,13 +14,15 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
-import pandera.pandas as pa
 import sqlalchemy as sa
 
 from sluice.errors import UnknownDataset
+
+if TYPE_CHECKING:  # annotations only: reading the registry (e.g. `sluice ledger`) needs no pandas
+    import pandas as pd
+    import pandera.pandas as pa
 
 LoadMode = Literal["append", "replace", "upsert"]
 DriftPolicy = Literal["reject", "ignore"]

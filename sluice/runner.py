@@ -13,8 +13,10 @@ def run_ingest(
 ) -> IngestReport:
     """Run ``ingest-file`` for one file; a failed run returns a report with ``status='failed'``."""
     from flows.ingest import ingest_file
+    from sluice.runtime import in_process_run
 
-    state = ingest_file(source=source, dataset=dataset, mode=mode, force=force, return_state=True)
+    with in_process_run():
+        state = ingest_file(source=source, dataset=dataset, mode=mode, force=force, return_state=True)
     result = state.result(raise_on_failure=False)
     if isinstance(result, IngestReport):
         return result
@@ -29,8 +31,11 @@ def run_ingest(
 def run_totesys() -> IngestReport:
     """One Totesys cycle in this process; a failed cycle returns its report with ``status='failed'``."""
     from flows.totesys import totesys
+    from sluice.runtime import in_process_run
 
-    return _reported(totesys(return_state=True), "totesys")
+    with in_process_run():
+        state = totesys(return_state=True)
+    return _reported(state, "totesys")
 
 
 def run_analytics(
@@ -38,8 +43,12 @@ def run_analytics(
 ) -> IngestReport:
     """One Data2bots analytics run in this process; never raises for a failed run."""
     from flows.analytics import analytics
+    from sluice.runtime import in_process_run
 
-    state = analytics(as_of=as_of, force=force, refresh_reference=refresh_reference, return_state=True)
+    with in_process_run():
+        state = analytics(
+            as_of=as_of, force=force, refresh_reference=refresh_reference, return_state=True
+        )
     return _reported(state, "analytics")
 
 
@@ -56,5 +65,8 @@ def _reported(state: Any, name: str) -> IngestReport:
 def run_customers() -> IngestReport:
     """One Sertis gold build in this process; never raises for a failed run."""
     from flows.customers import customers
+    from sluice.runtime import in_process_run
 
-    return _reported(customers(return_state=True), "customers")
+    with in_process_run():
+        state = customers(return_state=True)
+    return _reported(state, "customers")

@@ -1,26 +1,32 @@
-"""Process set-up shared by the CLI and the demo: where Prefect keeps its state, and quiet consoles."""
+"""Process set-up shared by the CLI and the demo: which Prefect server runs use, and quiet consoles."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 
-def prepare(verbose: bool = False) -> None:
+def prepare(verbose: bool = False, server: bool = True) -> None:
     """Set Prefect's environment before Prefect is imported.
 
-    Without ``PREFECT_API_URL`` runs go to a local ephemeral server whose database lives in
-    ``$SLUICE_HOME/prefect`` (so ``prefect server start`` with the same ``PREFECT_HOME`` shows them in the UI).
-    Prefect's console handlers are quietened (runs are still logged to the API); the CLI prints its own
-    progress and one readable line per error.
+    Without ``PREFECT_API_URL``, and when ``server`` says the command runs flows, runs go to the home's
+    local Prefect server (``sluice.services``: started on first need, shared by every later command, worker
+    and flow run of the same ``SLUICE_HOME``); ``PREFECT_API_URL`` is set to it so that child processes
+    use it too. Prefect's console handlers are quietened (runs are still logged to the API); the CLI
+    prints its own progress and one readable line per error.
     """
     home = Path(os.environ.get("SLUICE_HOME", ".sluice")).resolve()
     if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
         (home / "prefect").mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(home / "prefect")
-    # The first start of the ephemeral server migrates its SQLite database: slow on 2 cores.
+    if server:
+        use_local_server()
+    # Only used when Prefect falls back to an ephemeral server (a process that imported Prefect unconfigured).
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not verbose:
@@ -34,3 +40,39 @@ def prepare(verbose: bool = False) -> None:
         os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(Path(__file__).with_name("logging.yml")))
     warnings.filterwarnings("ignore", module="platformdirs")
     warnings.filterwarnings("ignore", category=UserWarning, module="prefect")
+
+
+def use_local_server() -> None:
+    """Point this process and its children at the home's local Prefect server (starting it if needed),
+    unless ``PREFECT_API_URL`` is set or Prefect is already configured in this process."""
+    if "PREFECT_API_URL" in os.environ or _prefect_configured():
+        return
+    from sluice.services import ensure_prefect_server
+
+    home = Path(os.environ.get("SLUICE_HOME", ".sluice")).resolve()
+    os.environ["PREFECT_API_URL"] = ensure_prefect_server(home)
+
+
+def _prefect_configured() -> bool:
+    """True when Prefect is already imported in this process with an API (a test harness, an embedding app):
+    its settings were read at import, so the environment can no longer redirect it."""
+    if "prefect.settings" not in sys.modules:
+        return False
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url is not None
+
+
+@contextlib.contextmanager
+def in_process_run() -> Iterator[None]:
+    """Settings for a flow run inside this command's process (``sluice.runner``), entered in the run's thread.
+
+    Flow-run heartbeats are off: Prefect's heartbeat thread sleeps in one-second steps and every run joins it
+    on exit, which cost up to a second per run (most of a small file's ingest). An in-process run ends with
+    its command, and a killed run is marked ``crashed`` by the ledger's reaper; runs started by workers
+    (deployments) keep their heartbeats.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield

@@ -51,6 +51,14 @@ class Settings(BaseSettings):
             "readers of that table wait for the load). 0 = never."
         ),
     )
+    backfill_shard_size: int = Field(
+        100,
+        ge=1,
+        description=(
+            "Files per run when `sluice backfill --deployment` targets an ingest-files deployment: one "
+            "container ingests a shard of small files instead of one file each."
+        ),
+    )
     retries: int = Field(3, ge=0, description="Retries of I/O tasks (extract, load).")
     retry_delay_seconds: float = Field(
         2.0, ge=0, description="Base of the exponential back-off between retries."

@@ -11,17 +11,16 @@ import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from psycopg2 import sql
 
-from sluice import pgbinary
 from sluice.errors import ConfigurationError
 from sluice.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # imported where used: `sluice ledger`, `db url` and `services` run without pandas
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +122,10 @@ def qualified(table: str) -> sql.Composed:
 
 def frame_to_csv(frame: pd.DataFrame) -> bytes:
     """Encode a frame as headerless CSV for COPY (pyarrow's C++ writer: nulls are empty, strings quoted)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     zoned = [c for c in frame.columns if isinstance(frame[c].dtype, pd.DatetimeTZDtype)]
     if zoned:  # written as naive UTC (10x faster to format); copy_frames sets the session zone to UTC
         frame = frame.assign(**{c: frame[c].dt.tz_convert("UTC").dt.tz_localize(None) for c in zoned})
@@ -147,6 +150,8 @@ def copy_frames(
     strings and NULLs stay distinct. A producer thread encodes the next chunk while PostgreSQL ingests the
     current one (two cores); at most two encoded chunks wait, so memory stays bounded by the chunk size.
     """
+    from sluice import pgbinary
+
     target = qualified(table)
     column_list = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     with raw_connection(conn) as cursor:

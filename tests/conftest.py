@@ -1,11 +1,14 @@
 """Shared fixtures: a real embedded PostgreSQL, one Prefect test harness, moto's server over HTTP.
 
-Everything lives under pytest's temporary folder: no test touches ``./.sluice`` or the user's Prefect home.
+Everything lives under one session folder (pytest's temporary folders too): no test touches ``./.sluice`` or
+the user's Prefect home, and when the session ends every service started in it is stopped and the folder
+is removed, so nothing survives ``./run test``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +31,24 @@ os.environ["SLUICE_RETRY_DELAY_SECONDS"] = "0.05"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.option.basetemp:  # tmp_path folders inside the session folder, removed with it
+        config.option.basetemp = str(_SESSION_DIR / "tmp")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop what the session started under its folder (the Prefect server a CLI subprocess may have
+    started, the embedded PostgreSQL), then remove the folder."""
+    from sluice import services
+
+    home = Path(os.environ.get("SLUICE_HOME", _SESSION_DIR / "home"))
+    services.stop(_SESSION_DIR / "home", _SESSION_DIR / "home" / "pg")
+    if home != _SESSION_DIR / "home":
+        services.stop(home, home / "pg")
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
 def shared_file(*parts: str) -> Path:
     """A file of ../shared/data, or skip the test (a user's machine has no ../shared)."""
     path = SHARED_DATA.joinpath(*parts)
@@ -43,12 +64,16 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> str:
-    """The embedded PostgreSQL of this test session (started once, in the session's temp folder)."""
+def pg_url() -> Iterator[str]:
+    """The embedded PostgreSQL of this test session (started once, in the session's folder; stopped after)."""
+    from sluice import services
     from sluice.settings import reload_settings
-    from sluice.warehouse import database_url
+    from sluice.warehouse import database_url, dispose_engines
 
-    return database_url(reload_settings())
+    settings = reload_settings()
+    yield database_url(settings)
+    dispose_engines()
+    services.stop_postgres((settings.home / "pg").resolve())
 
 
 @pytest.fixture(scope="session")

@@ -67,3 +67,63 @@ def test_loads_hold_a_slot_of_the_warehouse_concurrency_limit(
         limit = client.read_global_concurrency_limit_by_name("sluice-test-warehouse")
     assert (report.status, report.rows_loaded) == ("success", 1)
     assert limit.active_slots == 0  # taken for the load, given back after it
+
+
+def test_skipped_files_are_recorded_in_bulk_without_flow_runs(sluice_env: Path) -> None:
+    from prefect.client.orchestration import get_client
+
+    folder = sluice_env / "landing" / "bulk"
+    folder.mkdir(parents=True)
+    for i in range(5):
+        (folder / f"dailycheckins-{i}.csv").write_text(
+            f"user,timestamp,hours,project\nb{i},2019-01-01 00:00:00 UTC,1,p\n", encoding="utf-8"
+        )
+    runner = CliRunner()
+    assert (
+        runner.invoke(app, ["backfill", str(folder), "--dataset", "dailycheckins", "--json"]).exit_code == 0
+    )
+    with get_client(sync_client=True) as client:
+        runs_before = len(client.read_flow_runs(limit=200))
+    again = runner.invoke(app, ["backfill", str(folder), "--dataset", "dailycheckins", "--json"])
+    body = json.loads(again.stdout)
+    assert again.exit_code == 0 and body["skipped"] == 5
+    with get_client(sync_client=True) as client:
+        assert len(client.read_flow_runs(limit=200)) == runs_before  # no flow run for a skip
+    ledger = json.loads(runner.invoke(app, ["ledger", "--json", "--limit", "50"]).stdout)
+    skipped = [r for r in ledger if r["status"] == "skipped"]
+    assert len(skipped) == 5 and {r["run_id"] for r in skipped} == {r["run_id"] for r in body["results"]}
+
+
+def test_shards_hold_one_dataset_and_at_most_shard_size_files() -> None:
+    from sluice.backfill import shards
+
+    files = [(f"a{i}", "orders") for i in range(5)] + [("b0", "reviews"), ("c0", "orders")]
+    assert [len(s) for s in shards(files, 2)] == [2, 2, 1, 1, 1]
+    assert all(len({name for _, name in s}) == 1 for s in shards(files, 10))
+
+
+def test_ingest_files_runs_each_file_of_a_shard_as_its_own_run(sluice_env: Path) -> None:
+    from flows.ingest_files import ingest_files
+    from sluice.backfill import _shard_results
+
+    folder = sluice_env / "landing" / "shard"
+    folder.mkdir(parents=True)
+    sources = []
+    for i in range(3):
+        path = folder / f"dailycheckins-{i}.csv"
+        path.write_text(f"user,timestamp,hours,project\ns{i},2019-01-01 00:00:00 UTC,1,p\n", encoding="utf-8")
+        sources.append(str(path))
+    sources.append(str(folder / "missing.csv"))
+    state = ingest_files(sources=sources, dataset="dailycheckins", return_state=True)
+    assert state.is_failed()  # one file failed: the shard says so
+
+    class Run:  # what run_deployment returns for the shard, as far as the results need
+        id = state.state_details.flow_run_id
+
+    Run.state = state
+    results = {
+        Path(r["source"]).name: r for r in _shard_results(Run, [(s, "dailycheckins") for s in sources])
+    }
+    assert [results[f"dailycheckins-{i}.csv"]["status"] for i in range(3)] == ["success"] * 3
+    assert results["missing.csv"]["status"] == "failed"
+    assert len({r["flow_run_id"] for r in results.values()}) == 4  # one ingest-file run per file

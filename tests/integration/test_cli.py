@@ -96,3 +96,4 @@ def test_demo_twice_loads_nothing_twice(sluice_env: Path) -> None:
         second = conn.execute(sa.text("SELECT count(*) FROM tm.daily_checkins")).scalar_one()
     assert 0 < first == second < 300  # a few generated rows are bad and quarantined
     assert "skipped" in out and "Traceback" not in out and "ERROR" not in out
+    assert "Prefect UI, with the runs above (Runs page):  http://" in out

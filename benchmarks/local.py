@@ -1,0 +1,254 @@
+"""Local mode as a service, measured: start-up tax, concurrent commands, backfill, skip pass, clean stop.
+
+    .venv/bin/python -m benchmarks.local [--files 300] [--rows 200] [--before main] [--skip-before]
+
+Everything runs ``sluice`` in fresh processes with a fresh ``SLUICE_HOME`` (under a temporary folder) and no
+``PREFECT_API_URL``, as a new user would. "before" runs the same commands on the code of ``--before`` (a git ref,
+extracted with ``git archive``; same interpreter and packages), in the same run, so that the figures are ratios
+on the same (shared, noisy) machine. Prints one line per figure as it is measured, then a JSON summary.
+The heavy "before" figures (12 concurrent commands, each starting its own server) are taken from the issue
+unless ``--before-heavy``. Not a test: nothing here fails, it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+#: Issue 15's figures for "before" that are too heavy to re-measure by default (2 cores, default set-up).
+ISSUE_BEFORE = {
+    "concurrent_12_each_s": "130-160",
+    "backfill_300x200_c4": "crashes 3/3 (AssertionError: Server process did not start), 152/300 loaded",
+    "backfill_files_per_s_with_server": 1.9,
+    "skip_pass_300_s": "102-107",
+}
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def extract(ref: str, into: Path) -> Path:
+    """The source tree of git ``ref`` in ``into`` (``git archive``: no worktree, no checkout)."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True, check=True).stdout
+    tar_path = into / "src.tar"
+    tar_path.write_bytes(archive)
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(into, filter="data")
+    tar_path.unlink()
+    return into
+
+
+def env_for(home: Path, src: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SLUICE_"))}
+    env.update(SLUICE_HOME=str(home), PYTHONPATH=str(src))
+    return env
+
+
+def sluice(
+    home: Path, src: Path, *args: str, timeout: float = 1800
+) -> tuple[float, subprocess.CompletedProcess[str]]:
+    started = time.perf_counter()
+    result = subprocess.run(
+        [PY, "-m", "sluice.cli", *args],
+        env=env_for(home, src),
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return time.perf_counter() - started, result
+
+
+def import_prefect() -> float:
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        subprocess.run([PY, "-c", "import prefect"], check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def checkins(folder: Path, n: int, rows: int, tag: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        body = "".join(
+            f"{tag}{i}_{j},2019-03-{1 + j % 28:02d} 00:{j % 60:02d}:00 UTC,{j % 9},p\n" for j in range(rows)
+        )
+        path = folder / f"dailycheckins-{tag}-{i:04d}.csv"
+        path.write_text("user,timestamp,hours,project\n" + body, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def ingest(home: Path, src: Path, path: Path) -> tuple[float, bool]:
+    took, result = sluice(home, src, "ingest", str(path), "--dataset", "dailycheckins", "--json")
+    try:
+        ok = json.loads(result.stdout.strip().splitlines()[-1])["status"] == "success"
+    except (ValueError, IndexError, KeyError):
+        ok = False
+    return took, ok
+
+
+def leftovers(home: Path) -> list[str]:
+    """Processes started for ``home`` (command line, working folder or PREFECT_HOME/SLUICE_HOME in it)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        try:
+            env = proc.environ()
+            text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
+        except (psutil.Error, TypeError):
+            continue
+        if str(home) in text or any(str(home) in env.get(k, "") for k in ("PREFECT_HOME", "SLUICE_HOME")):
+            found.append(f"{proc.pid} {text.strip()[:120]}")
+    return found
+
+
+def kill_leftovers(home: Path) -> int:
+    """Stop what a run on ``home`` left behind (the old code orphans ephemeral servers); returns how many."""
+    import psutil
+
+    from sluice import services
+
+    services.stop(home, home / "pg")
+    killed = 0
+    for line in leftovers(home):
+        pid = int(line.split()[0])
+        try:
+            proc = psutil.Process(pid)
+            proc.terminate()
+            proc.wait(10)
+        except psutil.Error:
+            continue
+        killed += 1
+    return killed
+
+
+def backfill(home: Path, src: Path, folder: Path, concurrency: int) -> tuple[float, dict[str, Any] | str]:
+    took, result = sluice(home, src, "backfill", str(folder), "--dataset", "dailycheckins",
+                          "--concurrency", str(concurrency), "--json")  # fmt: skip
+    try:
+        return took, json.loads(result.stdout)
+    except ValueError:
+        lines = [x for x in result.stderr.strip().splitlines() if x.strip()]
+        return took, f"exit {result.returncode}, no JSON; last stderr line: {lines[-1] if lines else ''}"
+
+
+def measure(src: Path, work: Path, label: str, args: argparse.Namespace, heavy: bool) -> dict[str, Any]:
+    home = work / f"home-{label}"
+    out: dict[str, Any] = {}
+    new = label == "after"
+    try:
+        # 1. 10-row ingest in a fresh process, services warm (before: every process starts its own server).
+        if new:
+            sluice(home, src, "services", "start")
+        warm = checkins(work / f"warm-{label}", 1, 10, f"w{label}")
+        ingest(home, src, warm[0])  # first use: database migrations, table creation
+        singles = checkins(work / f"single-{label}", 3, 10, f"s{label}")
+        times = [ingest(home, src, p) for p in singles]
+        out["ingest_10_rows_s"] = round(statistics.median(t for t, _ in times), 2)
+        out["ingest_10_rows_ok"] = all(ok for _, ok in times)
+        log(f"[{label}] 10-row sluice ingest, fresh process: {out['ingest_10_rows_s']} s (median of 3)")
+
+        # 2. 12 concurrent ingests.
+        if heavy:
+            lone = out["ingest_10_rows_s"]
+            files = checkins(work / f"conc-{label}", 12, 10, f"c{label}")
+            with ThreadPoolExecutor(12) as pool:
+                results = list(pool.map(lambda p: ingest(home, src, p), files))
+            worst = max(t for t, _ in results)
+            out["concurrent_12_ok"] = sum(ok for _, ok in results)
+            out["concurrent_12_max_s"] = round(worst, 2)
+            out["concurrent_12_max_over_lone"] = round(worst / lone, 2)
+            log(f"[{label}] 12 concurrent ingests: {out['concurrent_12_ok']}/12 ok, slowest {worst:.1f} s = "
+                f"{worst / lone:.2f}x a lone one")  # fmt: skip
+
+        # 3. backfill, then the skip pass.
+        folder = work / f"backfill-{label}"
+        checkins(folder, args.files, args.rows, f"b{label}")
+        took, body = backfill(home, src, folder, 4)
+        if isinstance(body, dict):
+            loaded = body["success"]
+            out["backfill_loaded"] = loaded
+            out["backfill_s"] = round(took, 1)
+            out["backfill_files_per_s"] = round(args.files / took, 2)
+            log(f"[{label}] backfill {args.files} files x {args.rows} rows, --concurrency 4: {loaded} loaded, "
+                f"{body['failed']} failed, {took:.1f} s = {args.files / took:.2f} files/s")  # fmt: skip
+            took, body = backfill(home, src, folder, 4)
+            skipped = body["skipped"] if isinstance(body, dict) else 0
+            out["skip_pass_s"] = round(took, 2)
+            out["skip_pass_files_per_s"] = round(args.files / took, 1)
+            log(f"[{label}] skip pass: {skipped} skipped in {took:.2f} s = {args.files / took:.1f} files/s")
+        else:
+            out["backfill"] = body
+            log(f"[{label}] backfill {args.files} files, --concurrency 4: {body} after {took:.1f} s")
+    finally:
+        # 4. stop, then look for anything left behind.
+        if new:
+            sluice(home, src, "services", "stop")
+            time.sleep(1)
+            left = leftovers(home)
+            out["left_after_services_stop"] = len(left)
+            log(f"[{label}] processes left after `sluice services stop`: {len(left)} {left}")
+        else:
+            left = leftovers(home)
+            out["left_behind"] = len(left)
+            log(f"[{label}] processes left behind by the commands: {len(left)}")
+        kill_leftovers(home)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--files", type=int, default=300)
+    parser.add_argument("--rows", type=int, default=200)
+    parser.add_argument("--before", default="main", help="git ref of 'today's' code")
+    parser.add_argument("--skip-before", action="store_true")
+    parser.add_argument(
+        "--before-heavy", action="store_true", help="also 12 concurrent commands on the old code"
+    )
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="sluice-bench-local-"))
+    summary: dict[str, Any] = {"files": args.files, "rows": args.rows}
+    try:
+        summary["import_prefect_s"] = round(import_prefect(), 2)
+        log(f"python -c 'import prefect': {summary['import_prefect_s']} s (median of 3)")
+        summary["after"] = after = measure(ROOT, work, "after", args, heavy=True)
+        if not args.skip_before:
+            old = extract(args.before, work / "before-src")
+            summary["before"] = measure(old, work, "before", args, heavy=args.before_heavy)
+            if not args.before_heavy:
+                summary["before_from_issue"] = ISSUE_BEFORE
+        ratio = after["ingest_10_rows_s"] / summary["import_prefect_s"]
+        summary["ingest_over_import_prefect"] = round(ratio, 2)
+        log(f"10-row ingest / import prefect: {ratio:.2f}x (target <= 2x)")
+        if "before" in summary:
+            b = summary["before"]["ingest_10_rows_s"] / summary["import_prefect_s"]
+            log(f"  before: {b:.2f}x")
+        print(json.dumps(summary, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

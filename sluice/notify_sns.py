@@ -1,0 +1,36 @@
+"""The SNS notification block, apart from ``sluice.notify`` so that prefect_aws (~1 s of imports) loads only
+when an SNS block is used (``sluice.notify.SnsNotification`` still names it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.blocks.abstract import NotificationBlock
+from prefect_aws import AwsCredentials
+from pydantic import Field
+
+from sluice.notify import _sns_subject
+
+
+class SnsNotification(NotificationBlock):
+    """Publish a run's message to an SNS topic through an ``AwsCredentials`` block."""
+
+    _block_type_name = "SNS Notification"
+    _block_type_slug = "sns-notification"
+    _description = "Publish notifications to an AWS SNS topic (subject and JSON body)."
+
+    topic_arn: str = Field(..., description="ARN of the SNS topic to publish to.")
+    aws_credentials: AwsCredentials = Field(
+        default_factory=AwsCredentials, description="Credentials and region used to reach SNS."
+    )
+
+    async def notify(self, body: str, subject: str | None = None) -> None:
+        self.publish(body, subject)
+
+    def publish(self, body: str, subject: str | None = None) -> str:
+        """Publish synchronously; returns the SNS message id. boto3 honours ``AWS_ENDPOINT_URL`` itself."""
+        client = self.aws_credentials.get_boto3_session().client("sns")
+        kwargs: dict[str, Any] = {"TopicArn": self.topic_arn, "Message": body}
+        if subject:
+            kwargs["Subject"] = _sns_subject(subject)
+        return client.publish(**kwargs)["MessageId"]

@@ -1,0 +1,375 @@
+"""Local services of one ``SLUICE_HOME``: a Prefect server and the embedded PostgreSQL, started on first need.
+
+Without ``PREFECT_API_URL`` every Sluice process would start its own ephemeral Prefect server (~12 s each,
+on a random port that concurrent processes can both draw). Instead the first command that needs Prefect
+starts ONE server for the home, detached (its own session, so it outlives the command), on a port that is
+recorded in ``$SLUICE_HOME/prefect/server.json`` together with the process id and start time; its SQLite
+database and log live in ``$SLUICE_HOME/prefect``. Every later command, worker and flow run of that home
+reads the file and uses the same server. A server whose process is gone, whose process id now belongs to
+another process, or that stops answering its health check is replaced. Starts are serialised by a file
+lock in the home, so concurrent first commands start one server, not several.
+
+This module is imported before Prefect by every command: it uses the standard library and psutil only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sluice.errors import SluiceError
+
+STATE_FILE = "server.json"
+LOCK_FILE = "server.lock"
+LOG_FILE = "server.log"
+#: The UI's usual address; taken when free so the first home keeps a familiar URL, else any free port.
+PREFERRED_PORT = 4200
+#: First start migrates the SQLite database: slow on 2 cores.
+START_TIMEOUT_SECONDS = 180.0
+
+
+class ServiceError(SluiceError):
+    """A local service could not be started or reached."""
+
+
+@dataclass(frozen=True)
+class PrefectServer:
+    """The recorded Prefect server of one home."""
+
+    pid: int
+    port: int
+    create_time: float
+    home: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api"
+
+
+def prefect_dir(home: Path) -> Path:
+    """Where the home's Prefect server keeps its database, state file, lock and log."""
+    return (home / "prefect").resolve()
+
+
+def _read_state(home: Path) -> PrefectServer | None:
+    try:
+        data = json.loads((prefect_dir(home) / STATE_FILE).read_text(encoding="utf-8"))
+        return PrefectServer(
+            pid=int(data["pid"]),
+            port=int(data["port"]),
+            create_time=float(data["create_time"]),
+            home=str(data["home"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_state(home: Path, server: PrefectServer) -> None:
+    folder = prefect_dir(home)
+    tmp = folder / f".{STATE_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(asdict(server)), encoding="utf-8")
+    tmp.replace(folder / STATE_FILE)  # atomic: readers see the old file or the new one
+
+
+def _forget(home: Path) -> None:
+    (prefect_dir(home) / STATE_FILE).unlink(missing_ok=True)
+
+
+def _process(pid: int, create_time: float | None = None) -> Any:
+    """The live process ``pid`` (a psutil.Process), or None; with ``create_time``, only if it is that process."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        if create_time is not None and abs(proc.create_time() - create_time) > 0.5:
+            return None  # the pid was reused by another process
+        return proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def healthy(api_url: str, timeout: float = 5.0) -> bool:
+    """True when ``api_url`` answers Prefect's health check (``GET /health`` → ``true``)."""
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as response:  # noqa: S310 (loopback)
+            return response.status == 200 and response.read().strip() == b"true"
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _any_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _locked(home: Path) -> Iterator[None]:
+    """Hold the home's service lock (blocking): one process at a time starts or stops its services."""
+    folder = prefect_dir(home)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / LOCK_FILE).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def running_prefect_server(home: Path, timeout: float = 5.0) -> PrefectServer | None:
+    """The home's recorded server if its process is alive and it answers its health check."""
+    server = _read_state(home)
+    if server is None or _process(server.pid, server.create_time) is None:
+        return None
+    return server if healthy(server.api_url, timeout) else None
+
+
+def ensure_prefect_server(home: Path) -> str:
+    """The API URL of the home's Prefect server, starting (or replacing) it when needed."""
+    server = running_prefect_server(home)
+    if server is not None:
+        return server.api_url
+    with _locked(home):
+        server = _read_state(home)  # another process may have started it while we waited for the lock
+        if server is not None and _process(server.pid, server.create_time) is not None:
+            if _wait_healthy(server.api_url, None, 30.0):  # alive: maybe only busy
+                return server.api_url
+            _terminate(server.pid)  # alive but not answering: hung, replace it
+        _forget(home)
+        return _start(home, previous_port=server.port if server else None).api_url
+
+
+def _wait_healthy(api_url: str, proc: subprocess.Popen[bytes] | None, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if healthy(api_url, timeout=5.0):
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(0.2)
+    return False
+
+
+def _candidate_ports(previous: int | None) -> Iterator[int]:
+    for port in (previous, PREFERRED_PORT):
+        if port and _port_free(port):
+            yield port
+    while True:
+        yield _any_free_port()
+
+
+def _server_env(home: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_LOGGING_SETTINGS_PATH")
+        and not k.startswith("PREFECT_LOGGING_HANDLERS_")
+    }
+    env["PREFECT_HOME"] = str(prefect_dir(home))
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    env.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+    env.setdefault("PREFECT_SERVER_DATABASE_TIMEOUT", "60")  # SQLite under many concurrent runs
+    return env
+
+
+def _start(home: Path, previous_port: int | None) -> PrefectServer:
+    folder = prefect_dir(home)
+    log_path = folder / LOG_FILE
+    ports = _candidate_ports(previous_port)
+    for _attempt in range(3):
+        port = next(ports)
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(  # noqa: S603 (our interpreter, fixed arguments)
+                [
+                    sys.executable,
+                    "-m",
+                    "sluice.prefect_server",
+                    "server",
+                    "start",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                env=_server_env(home),
+                cwd=folder,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # outlives this command; its own process group for stop()
+            )
+        proc_info = _process(proc.pid)
+        server = PrefectServer(
+            pid=proc.pid,
+            port=port,
+            create_time=proc_info.create_time() if proc_info is not None else 0.0,
+            home=str(home.resolve()),
+        )
+        if _wait_healthy(server.api_url, proc, START_TIMEOUT_SECONDS):
+            _write_state(home, server)
+            proc.returncode = 0  # detached on purpose: no "still running" warning from this handle
+            return server
+        if proc.poll() is None:
+            _terminate(proc.pid)
+        proc.wait()
+        tail = _log_tail(log_path)
+        if "already in use" not in tail and "address in use" not in tail.lower():
+            raise ServiceError(
+                f"the local Prefect server did not start ({tail.splitlines()[-1] if tail else 'no output'}); "
+                f"see {log_path}"
+            )
+    raise ServiceError(f"the local Prefect server found no free port to listen on; see {log_path}")
+
+
+def _log_tail(path: Path, size: int = 4000) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - size))
+            return f.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _terminate(pid: int, timeout: float = 15.0) -> None:
+    """Stop a server we started: SIGTERM to its process group, SIGKILL if it lingers."""
+    import psutil
+
+    proc = _process(pid)
+    if proc is None:
+        return
+    members = [proc, *proc.children(recursive=True)]
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)  # start_new_session made the server its group's leader
+    for member in members:
+        with contextlib.suppress(psutil.Error):
+            member.terminate()
+    _, alive = psutil.wait_procs(members, timeout=timeout)
+    for member in alive:
+        with contextlib.suppress(psutil.Error):
+            member.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
+def stop_prefect_server(home: Path) -> PrefectServer | None:
+    """Stop the home's Prefect server; returns what was stopped (None if nothing ran)."""
+    with _locked(home):
+        server = _read_state(home)
+        _forget(home)
+        if server is None or _process(server.pid, server.create_time) is None:
+            return None
+        _terminate(server.pid)
+        return server
+
+
+# --- the embedded PostgreSQL (pgserver) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Postgres:
+    """A running embedded PostgreSQL: its postmaster, data folder and Unix-socket folder."""
+
+    pid: int
+    pgdata: str
+    socket_dir: str
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg2://postgres:@/postgres?host={self.socket_dir}"
+
+
+def running_postgres(pgdata: Path) -> Postgres | None:
+    """The embedded PostgreSQL of ``pgdata`` if its postmaster runs (read from ``postmaster.pid``)."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text(encoding="utf-8").splitlines()
+        pid = int(lines[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    proc = _process(pid)
+    if proc is None or not proc.name().startswith("postgres"):
+        return None
+    return Postgres(pid=pid, pgdata=str(pgdata), socket_dir=lines[4] if len(lines) > 4 else str(pgdata))
+
+
+def stop_postgres(pgdata: Path, timeout: float = 30.0) -> Postgres | None:
+    """Stop the embedded PostgreSQL (SIGINT = PostgreSQL's fast shutdown: transactions roll back)."""
+    import psutil
+
+    running = running_postgres(pgdata)
+    if running is None:
+        return None
+    proc = _process(running.pid)
+    if proc is None:
+        return None
+    with contextlib.suppress(psutil.Error):
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout)
+    if _process(running.pid) is not None:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    return running
+
+
+# --- both -------------------------------------------------------------------------------------------
+
+
+def status(home: Path, pgdata: Path | None) -> dict[str, Any]:
+    """What runs for ``home``: the Prefect server (URL, UI, pid) and the embedded PostgreSQL."""
+    server = _read_state(home)
+    alive = server is not None and _process(server.pid, server.create_time) is not None
+    answering = alive and server is not None and healthy(server.api_url)
+    pg = running_postgres(pgdata) if pgdata is not None else None
+    return {
+        "home": str(home.resolve()),
+        "prefect": {
+            "running": bool(answering),
+            "state": "running" if answering else ("not answering" if alive else "stopped"),
+            "pid": server.pid if alive and server else None,
+            "ui": server.url if answering and server else None,
+            "api_url": server.api_url if answering and server else None,
+            "database": str(prefect_dir(home) / "prefect.db"),
+            "log": str(prefect_dir(home) / LOG_FILE),
+        },
+        "postgres": {
+            "running": pg is not None,
+            "state": "running" if pg is not None else ("external" if pgdata is None else "stopped"),
+            "pid": pg.pid if pg else None,
+            "url": pg.url if pg else None,
+            "pgdata": str(pgdata) if pgdata is not None else None,
+        },
+    }
+
+
+def stop(home: Path, pgdata: Path | None) -> dict[str, bool]:
+    """Stop the home's Prefect server and embedded PostgreSQL; says which were running."""
+    stopped_prefect = stop_prefect_server(home) is not None
+    stopped_pg = stop_postgres(pgdata) is not None if pgdata is not None else False
+    return {"prefect": stopped_prefect, "postgres": stopped_pg}

@@ -1,0 +1,196 @@
+"""Local mode as a service: one Prefect server per SLUICE_HOME, shared by every command, replaced when stale,
+stopped by ``sluice services stop``; backfill with concurrency on the default set-up; lean imports.
+
+These run ``sluice`` in subprocesses with a fresh ``SLUICE_HOME`` and no ``PREFECT_API_URL``, as a new user
+would; each test stops what it started (even when it fails) and checks that no process is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sluice import services
+
+pytestmark = pytest.mark.slow
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SLUICE_"))}
+    env.update(
+        SLUICE_HOME=str(home), SLUICE_RETRY_DELAY_SECONDS="0.05", PREFECT_SERVER_ANALYTICS_ENABLED="false"
+    )
+    return env
+
+
+def sluice(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sluice.cli", *args],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def processes_of(home: Path) -> list[str]:
+    """Processes started for ``home``: anything whose command line, working folder or PREFECT_HOME/SLUICE_HOME
+    is in it (its Prefect server, its PostgreSQL, an ephemeral server a command would have started)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        if proc.pid == os.getpid():
+            continue
+        try:
+            env = proc.environ()
+            text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
+        except (psutil.Error, TypeError):
+            continue
+        homes = (env.get("PREFECT_HOME", ""), env.get("SLUICE_HOME", ""))
+        if str(home) in text or any(h.startswith(str(home)) for h in homes):
+            found.append(f"{proc.pid}: {text.strip()[:200]}")
+    return found
+
+
+@pytest.fixture
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh SLUICE_HOME with nothing configured; whatever ran in it is stopped afterwards."""
+    path = tmp_path_factory.mktemp("home")
+    yield path
+    services.stop(path, path / "pg")
+
+
+def _landed(folder: Path, n: int, rows: int = 20) -> None:
+    folder.mkdir(parents=True)
+    for i in range(n):
+        body = "".join(f"u{i}_{j},2019-03-{1 + j % 28:02d} 00:00:00 UTC,{j % 9},p{i}\n" for j in range(rows))
+        (folder / f"dailycheckins-{i:03d}.csv").write_text(
+            "user,timestamp,hours,project\n" + body, encoding="utf-8"
+        )
+
+
+def test_backfill_with_concurrency_on_the_default_setup(home: Path) -> None:
+    """Used to crash (AssertionError: Server process did not start) with orphaned ephemeral servers."""
+    folder = home / "landing" / "tm" / "dailycheckins"
+    _landed(folder, 12)
+    (folder / "dailycheckins-bad.csv").write_text("not,a,checkin\n1,2,3\n", encoding="utf-8")
+
+    first = sluice(
+        home, "backfill", str(folder), "--dataset", "dailycheckins", "--concurrency", "4", "--json"
+    )
+    assert "Traceback" not in first.stdout + first.stderr, first.stderr[-3000:]
+    body = json.loads(first.stdout)
+    assert first.returncode == 1  # the bad file
+    assert (body["files"], body["success"], body["failed"]) == (13, 12, 1)
+    by_name = {Path(r["source"]).name: r for r in body["results"]}
+    assert (
+        by_name["dailycheckins-bad.csv"]["status"] == "failed" and by_name["dailycheckins-bad.csv"]["error"]
+    )
+    assert all(r["rows_loaded"] == 20 for n, r in by_name.items() if n != "dailycheckins-bad.csv")
+
+    # One server for the home, recorded; every run went to it (none started its own).
+    server = services.running_prefect_server(home)
+    assert server is not None
+    assert [p for p in processes_of(home) if "uvicorn" in p] == []
+
+    # The second pass skips the loaded files in bulk: one ledger row each, no flow run.
+    (folder / "dailycheckins-bad.csv").unlink()
+    started = time.monotonic()
+    second = sluice(
+        home, "backfill", str(folder), "--dataset", "dailycheckins", "--concurrency", "4", "--json"
+    )
+    body = json.loads(second.stdout)
+    assert second.returncode == 0 and (body["files"], body["skipped"]) == (12, 12), second.stderr[-2000:]
+    assert all("already loaded" in r["error"] for r in body["results"])
+    assert time.monotonic() - started < 60
+    ledger = json.loads(sluice(home, "ledger", "--json", "--limit", "100").stdout)
+    assert sum(1 for r in ledger if r["status"] == "skipped") == 12
+
+    status = json.loads(sluice(home, "services", "status", "--json").stdout)
+    assert status["prefect"]["running"] and status["prefect"]["pid"] == server.pid
+    assert status["postgres"]["running"]
+    stopped = sluice(home, "services", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    time.sleep(1)
+    assert processes_of(home) == []
+    status = json.loads(sluice(home, "services", "status", "--json").stdout)
+    assert not status["prefect"]["running"] and not status["postgres"]["running"]
+
+
+def test_one_server_for_concurrent_first_starts_and_a_dead_one_is_replaced(home: Path) -> None:
+    code = "import sys; from pathlib import Path; from sluice.services import ensure_prefect_server as e; print(e(Path(sys.argv[1])))"
+    starters = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(home)], env=_env(home), stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    urls = {p.communicate(timeout=300)[0].strip() for p in starters}
+    assert len(urls) == 1 and all(p.returncode == 0 for p in starters)
+    server = services.running_prefect_server(home)
+    assert server is not None and server.api_url in urls
+    assert len([p for p in processes_of(home) if "prefect_server" in p]) == 1
+
+    # Killed: detected (the pid is gone) and replaced by the next command that needs it.
+    psutil.Process(server.pid).kill()
+    psutil.Process(server.pid).wait(10)
+    assert services.running_prefect_server(home) is None
+    url = services.ensure_prefect_server(home)
+    replaced = services.running_prefect_server(home)
+    assert replaced is not None and replaced.pid != server.pid and replaced.api_url == url
+
+    # The recorded port answers, but not as this home's server (another process, stale record): replaced.
+    services.stop_prefect_server(home)
+    import http.server
+    import threading
+
+    impostor = http.server.HTTPServer(("127.0.0.1", replaced.port), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=impostor.serve_forever, daemon=True).start()
+    try:
+        state = services.prefect_dir(home) / services.STATE_FILE
+        state.write_text(json.dumps({**replaced.__dict__, "pid": replaced.pid}), encoding="utf-8")
+        url = services.ensure_prefect_server(home)
+        assert not url.startswith(f"http://127.0.0.1:{replaced.port}/")
+        assert services.healthy(url)
+    finally:
+        impostor.shutdown()
+        impostor.server_close()
+    assert services.stop_prefect_server(home) is not None
+    assert processes_of(home) == []
+
+
+@pytest.mark.parametrize("args", [("--help",), ("ledger", "--json")])
+def test_help_and_ledger_import_neither_pandas_nor_prefect(home: Path, args: tuple[str, ...]) -> None:
+    probe = (
+        "import sys, atexit\n"
+        "atexit.register(lambda: sys.stderr.write('MODULES ' + ' '.join(m for m in ('pandas', 'prefect', 'prefect_aws') if m in sys.modules)))\n"
+        "sys.argv = ['sluice', *sys.argv[1:]]\n"
+        "from sluice.cli import main\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *args],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1].strip() == "MODULES"
+
+
+def test_notify_without_sns_configured_does_not_import_prefect_aws() -> None:
+    probe = "import sys, flows.ingest, sluice.notify; print('prefect_aws' in sys.modules, 'SnsNotification' in dir(sluice.notify))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True
+    ).stdout
+    assert out.split() == ["False", "True"]
