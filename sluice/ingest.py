@@ -172,7 +172,7 @@ ARROW_BLOCK_BYTES = 1 << 20  # measured: 1 MB blocks parse fastest on two cores 
 
 
 def _arrow_chunks(path: Path, dataset: Dataset, header: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
-    columns = list(dataset.source_columns)
+    columns = [c for c in header if c in dataset.source_columns]  # file order, as pandas' usecols keeps it
     stream = pa_arrow.input_stream(str(path), compression="gzip" if _is_gzip(path) else None)
     try:
         reader = pacsv.open_csv(
@@ -191,25 +191,24 @@ def _arrow_chunks(path: Path, dataset: Dataset, header: list[str], chunk_rows: i
         offset = 0
         pending: list[pa_arrow.RecordBatch] = []
         rows = 0
-        while True:
+        done = False
+        while not done:
             try:
                 batch = reader.read_next_batch()
-            except StopIteration:
-                batch = None
-            if batch is not None:
                 pending.append(batch)
                 rows += batch.num_rows
-                if rows < chunk_rows:
-                    continue
-            if rows:
+            except StopIteration:
+                done = True
+            while rows >= chunk_rows or (done and rows):
+                table = pa_arrow.Table.from_batches(pending, schema=reader.schema)
+                take = min(rows, chunk_rows)
                 # pandas 3 maps Arrow strings to its ``str`` dtype without copying (a types_mapper copies: 20x)
-                chunk = pa_arrow.Table.from_batches(pending).to_pandas()
-                chunk.index = pd.RangeIndex(offset + 1, offset + 1 + rows)
-                offset += rows
-                pending, rows = [], 0
+                chunk = table.slice(0, take).to_pandas()
+                chunk.index = pd.RangeIndex(offset + 1, offset + 1 + take)
+                offset += take
+                rows -= take
+                pending = table.slice(take).to_batches() if rows else []
                 yield chunk
-            if batch is None:
-                return
     except (pa_arrow.ArrowInvalid, UnicodeDecodeError) as exc:
         raise ArrowReaderGaveUp(str(exc)) from None
     finally:
