@@ -42,6 +42,74 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 COPY_COLUMNS = ["username", "project", "hours", "timestamp", "_ingestion_id", "_source_row"]
 BENCH_ID = "0d7b6b1c-5c55-4f8e-9b7e-6c1a5a2f1e17"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds of a process and all its descendants, live or already reaped (from /proc)."""
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry)] = (
+                int(fields[1]),
+                sum(int(f) for f in fields[11:13]),
+                sum(int(f) for f in fields[13:15]),
+            )
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in stats:
+            continue
+        _, own, reaped = stats[pid]
+        total += own + reaped
+        todo.extend(child for child, (parent, _, _) in stats.items() if parent == pid)
+    return total / TICK
+
+
+def pg_cpu() -> float | None:
+    """CPU seconds used so far by the embedded PostgreSQL (postmaster, backends, parallel workers, WAL)."""
+    from sluice.warehouse import embedded_pgdata
+
+    pgdata = embedded_pgdata()
+    if pgdata is None or not (pgdata / "postmaster.pid").exists():
+        return None
+    return tree_cpu(int((pgdata / "postmaster.pid").read_text().split()[0]))
+
+
+class Cpu:
+    """CPU seconds spent during a ``with`` block: this process (or its waited-for children), PostgreSQL."""
+
+    def __init__(self, children: bool = False, server: int | None = None) -> None:
+        import resource
+
+        self.who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+        self.server = server
+
+    def _client(self) -> float:
+        import resource
+
+        usage = resource.getrusage(self.who)
+        return usage.ru_utime + usage.ru_stime
+
+    def __enter__(self) -> Cpu:
+        self.start = time.perf_counter()
+        self.c0, self.p0 = self._client(), pg_cpu()
+        self.s0 = tree_cpu(self.server) if self.server else None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.start
+        self.client = self._client() - self.c0
+        p1 = pg_cpu()
+        self.pg = p1 - self.p0 if p1 is not None and self.p0 is not None else None
+        self.prefect = tree_cpu(self.server) - self.s0 if self.server and self.s0 is not None else None
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {"wall": self.wall, "client": self.client, "pg": self.pg, "prefect": self.prefect}
 
 
 def generate(path: Path, rows: int) -> None:
@@ -127,15 +195,14 @@ def read_normalised(normalised: Path):
     return table.set_column(index, "timestamp", table["timestamp"].cast(pa.timestamp("us", tz="UTC")))
 
 
-def floor(engine, normalised: Path) -> float:
+def floor(engine, normalised: Path) -> dict:
     """CSV COPY of the normalised rows into the target's shape, index built after, one transaction."""
     from sluice.loading import rebuild_indexes
 
     with engine.begin() as conn:
         indexes = clone_target(conn, "bench_floor")
     columns = ", ".join(f'"{c}"' for c in COPY_COLUMNS)
-    start = time.perf_counter()
-    with engine.begin() as conn:
+    with Cpu() as cpu, engine.begin() as conn:
         cursor = conn.connection.dbapi_connection.cursor()
         cursor.execute("SET LOCAL TIME ZONE 'UTC'")
         with normalised.open("rb") as handle:
@@ -143,10 +210,10 @@ def floor(engine, normalised: Path) -> float:
                 f"COPY bench_floor ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true)", handle
             )
         rebuild_indexes(conn, indexes)
-    return time.perf_counter() - start
+    return cpu.as_dict()
 
 
-def encoders(engine, url: str, normalised: Path) -> dict[str, float]:
+def encoders(engine, url: str, normalised: Path) -> dict[str, dict]:
     """The same typed rows through each encoder on the real load path: advisory lock, COPY into the target's
     shape, index built after, a registry row, commit. pgbinary and CSV share psycopg2's transaction (as the
     load does); ADBC runs the whole transaction on its own connection, the only way it can hold the lock."""
@@ -161,18 +228,17 @@ def encoders(engine, url: str, normalised: Path) -> dict[str, float]:
     table = read_normalised(normalised)
     chunks = [table.slice(i, 200_000) for i in range(0, table.num_rows, 200_000)]
     frames = [c.to_pandas() for c in chunks]
-    results: dict[str, float] = {}
+    results: dict[str, dict] = {}
     for label, binary in (("pgbinary (binary COPY, psycopg2)", True), ("CSV COPY (pyarrow writer)", False)):
         with engine.begin() as conn:
             indexes = clone_target(conn, "bench_enc")
-        start = time.perf_counter()
-        with engine.begin() as conn:
+        with Cpu() as cpu, engine.begin() as conn:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('bench.enc'))"))
             copy_frames(conn, "bench_enc", COPY_COLUMNS, iter(frames), binary=binary)
             rebuild_indexes(conn, indexes)
             conn.execute(sa.text("CREATE TABLE IF NOT EXISTS bench_registry (k text)"))
             conn.execute(sa.text("INSERT INTO bench_registry VALUES ('x')"))
-        results[label] = time.perf_counter() - start
+        results[label] = cpu.as_dict()
     del frames
     try:
         import adbc_driver_postgresql.dbapi as adbc
@@ -202,7 +268,7 @@ def encoders(engine, url: str, normalised: Path) -> dict[str, float]:
     ]
     with engine.begin() as conn:
         indexes = clone_target(conn, "bench_enc")
-    start = time.perf_counter()
+    cpu = Cpu().__enter__()
     connection = adbc.connect(uri)
     try:
         cursor = connection.cursor()
@@ -217,7 +283,8 @@ def encoders(engine, url: str, normalised: Path) -> dict[str, float]:
         connection.commit()
     finally:
         connection.close()
-    results["ADBC adbc_ingest (own connection)"] = time.perf_counter() - start
+    cpu.__exit__()
+    results["ADBC adbc_ingest (own connection)"] = cpu.as_dict()
     with engine.begin() as conn:
         rows = conn.execute(sa.text("SELECT count(*) FROM bench_enc")).scalar()
         same = conn.execute(
@@ -262,24 +329,23 @@ def dlt_child(normalised: str, url: str, pipelines: str) -> None:
     print(json.dumps({"seconds_in_process": time.perf_counter() - started}))
 
 
-def dlt_whole_process(normalised: Path, url: str) -> float | None:
+def dlt_whole_process(normalised: Path, url: str) -> dict | None:
     try:
         import dlt  # noqa: F401
     except ImportError:
         return None
     with tempfile.TemporaryDirectory(prefix="sluice-bench-dlt-") as pipelines:
         for _ in range(2):  # the first run is the warm-up (schema, dlt's state tables)
-            start = time.perf_counter()
-            subprocess.run(
-                [sys.executable, "-m", "benchmarks.ingest", "--dlt-child", str(normalised), "--url", url],
-                cwd=ROOT,
-                env={**os.environ, "BENCH_DLT_PIPELINES": pipelines, "RUNTIME__LOG_LEVEL": "WARNING"},
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            seconds = time.perf_counter() - start
-    return seconds
+            with Cpu(children=True) as cpu:
+                subprocess.run(
+                    [sys.executable, "-m", "benchmarks.ingest", "--dlt-child", str(normalised), "--url", url],
+                    cwd=ROOT,
+                    env={**os.environ, "BENCH_DLT_PIPELINES": pipelines, "RUNTIME__LOG_LEVEL": "WARNING"},
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+    return cpu.as_dict()
 
 
 # --- sluice -----------------------------------------------------------------------------------------------
@@ -306,9 +372,9 @@ def child(path: str, warm: str) -> None:
     logging.getLogger("tasks.ingest").setLevel(logging.INFO)
     timings = {}
     for label, source in (("warm_10", warm), ("file", path)):
-        started = time.perf_counter()
-        report = run_ingest(source, dataset="dailycheckins", mode="hard", force=True)
-        timings[label] = time.perf_counter() - started
+        with Cpu() as cpu:
+            report = run_ingest(source, dataset="dailycheckins", mode="hard", force=True)
+        timings[label] = cpu.wall
         if report.status not in ("success", "skipped"):
             raise SystemExit(f"{source}: {report.status}: {report.error}")
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -320,6 +386,7 @@ def child(path: str, warm: str) -> None:
                 "rss_mb": rss_mb,
                 "states": states(report.run_id),
                 "busy": busy,
+                "cpu": cpu.as_dict(),
             }
         )
     )
@@ -372,7 +439,7 @@ def in_process(engine, path: Path, warm: Path, **env: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def whole_process(engine, path: Path, warm: Path, code: Path = ROOT) -> float:
+def whole_process(engine, path: Path, warm: Path, server: int, code: Path = ROOT) -> dict:
     """``sluice ingest --mode hard`` in a fresh process, spawn to exit (after a warm-up of the same command).
 
     ``code``: another checkout of Sluice to run instead (``--before``), with this environment's packages."""
@@ -380,9 +447,9 @@ def whole_process(engine, path: Path, warm: Path, code: Path = ROOT) -> float:
     env = {**os.environ, "PYTHONPATH": str(code)}
     subprocess.run([*command, str(warm), "--force"], cwd=code, env=env, check=True, capture_output=True)
     fresh_target(engine)
-    start = time.perf_counter()
-    subprocess.run([*command, str(path)], cwd=code, env=env, check=True, capture_output=True)
-    return time.perf_counter() - start
+    with Cpu(children=True, server=server) as cpu:
+        subprocess.run([*command, str(path)], cwd=code, env=env, check=True, capture_output=True)
+    return cpu.as_dict()
 
 
 def free_port() -> int:
@@ -429,7 +496,7 @@ def prefect_server():
             raise SystemExit("prefect server did not become healthy in 180 s")
         previous = os.environ.get("PREFECT_API_URL")
         os.environ["PREFECT_API_URL"] = url
-        yield url
+        yield server.pid
     finally:
         if "previous" in locals():
             if previous is None:
@@ -491,20 +558,22 @@ def main() -> None:
         normalise(path, normalised)
 
     print("floor: COPY of the normalised CSV into the target's shape ...", flush=True)
-    floor_s = min(floor(engine, normalised) for _ in range(2))
+    floor_m = min((floor(engine, normalised) for _ in range(2)), key=lambda m: m["wall"])
     print("encoders on the load path ...", flush=True)
-    encoder_s = encoders(engine, url, normalised)
-    dlt_s = None
+    encoder_m = encoders(engine, url, normalised)
+    dlt_m = None
     if not args.skip_dlt:
         print("dlt, whole process ...", flush=True)
-        dlt_s = dlt_whole_process(normalised, url)
-    with prefect_server() as api:
-        print(f"sluice ingest, whole process (Prefect server of this run at {api}) ...", flush=True)
-        whole_s = whole_process(engine, path, small)
-        before_s = None
+        dlt_m = dlt_whole_process(normalised, url)
+    with prefect_server() as server:
+        print(
+            f"sluice ingest, whole process (Prefect server of this run: {os.environ['PREFECT_API_URL']}) ..."
+        )
+        whole_m = whole_process(engine, path, small, server)
+        before_m = None
         if args.before:
             print(f"sluice ingest from {args.before}, whole process ...", flush=True)
-            before_s = whole_process(engine, path, small, args.before.resolve())
+            before_m = whole_process(engine, path, small, server, args.before.resolve())
         print("sluice ingest, in a warm process ...", flush=True)
         warm = in_process(engine, path, small)
         big = None
@@ -515,40 +584,65 @@ def main() -> None:
                 generate(big_path, args.rows_big)
             print(f"sluice ingest at {args.rows_big:,} rows, in a warm process ...", flush=True)
             big = in_process(engine, big_path, small)
+    report(args, n, path, floor_m, encoder_m, dlt_m, whole_m, before_m, warm, big)
 
-    def row(label: str, seconds: float | None, note: str = "") -> None:
-        if seconds is None:
-            print(f"| {label} | - | - | - | {note} |")
+
+def report(args, n, path, floor_m, encoder_m, dlt_m, whole_m, before_m, warm, big) -> None:
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    def row(label: str, m: dict | None, note: str = "") -> None:
+        if m is None:
+            print(f"| {label} | - | - | - | - | - | - | {note} |")
             return
-        ratio = floor_s / seconds
-        print(f"| {label} | {seconds:.2f} | {n / seconds:,.0f} | {ratio:.2f} | {note} |")
+        print(
+            f"| {label} | {m['wall']:.2f} | {n / m['wall']:,.0f} | {floor_m['wall'] / m['wall']:.2f} | "
+            f"{cell(m['client'])} | {cell(m['pg'])} | {cell(m.get('prefect'))} | {note} |"
+        )
 
-    print(f"\n{n:,} check-ins ({path.stat().st_size / 1e6:.0f} MB), one run, same PostgreSQL")
-    print("| what | seconds | rows/s | x floor | note |")
-    print("|---|---|---|---|---|")
-    row("floor: CSV COPY of normalised rows, target shape, index after", floor_s, "one transaction")
-    row("dlt, whole process (pyarrow typed read, csv loader)", dlt_s, "after a warm-up run")
-    row("sluice ingest --mode hard, whole process", whole_s, "Prefect server started by the benchmark")
+    print(
+        f"\n{n:,} check-ins ({path.stat().st_size / 1e6:.0f} MB), one run, same PostgreSQL; load average now "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        "| what | wall s | rows/s | x floor | client CPU s | PostgreSQL CPU s | Prefect server CPU s | note |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    row("floor: CSV COPY of normalised rows, target shape, index after", floor_m, "one transaction")
+    row("dlt, whole process (pyarrow typed read, csv loader)", dlt_m, "after a warm-up run")
+    row("sluice ingest --mode hard, whole process", whole_m, "Prefect server started by this benchmark")
     if args.before:
-        row(f"before: sluice ingest from {args.before}, whole process", before_s, "same server, same run")
-    row("sluice ingest, in a warm process", warm["file"], f"peak RSS {warm['rss_mb']:.0f} MB")
-    for label, seconds in encoder_s.items():
-        row(f"encoder: {label}", seconds, "lock + COPY + index after + registry row")
+        row(f"before ({args.before}), whole process", before_m, "same server, same run")
+    row("sluice ingest, in a warm process", warm["cpu"], f"peak RSS {warm['rss_mb']:.0f} MB")
+    for label, m in encoder_m.items():
+        row(f"encoder: {label}", m, "lock + COPY + index after + registry row")
     print()
-    if dlt_s:
-        print(f"sluice whole process vs dlt whole process: {dlt_s / whole_s:.2f}x (target >= 2.0)")
-    print(f"sluice whole process vs the floor: {floor_s / whole_s:.2f}x (target >= 0.6)")
-    print(f"sluice in-process vs the floor: {floor_s / warm['file']:.2f}x")
+    whole, fl = whole_m["wall"], floor_m["wall"]
+    if dlt_m:
+        print(f"sluice whole process vs dlt whole process: {dlt_m['wall'] / whole:.2f}x (target >= 2.0)")
+        total = {k: m["client"] + (m["pg"] or 0) for k, m in (("sluice", whole_m), ("dlt", dlt_m))}
+        print(
+            f"  CPU-seconds (client + PostgreSQL): sluice {total['sluice']:.2f}, dlt {total['dlt']:.2f} "
+            f"({total['dlt'] / total['sluice']:.2f}x): the contention-proof comparison"
+        )
+    if before_m:
+        print(f"sluice whole process vs before: {before_m['wall'] / whole:.2f}x")
+    print(f"sluice whole process vs the floor: {fl / whole:.2f}x (target >= 0.6)")
+    print(f"sluice in a warm process vs the floor: {fl / warm['cpu']['wall']:.2f}x")
     spent = ", ".join(f"{state} {seconds:.2f} s" for state, seconds in warm["states"].items())
-    print(f"ledger states of the in-process run (wall clock; transform/validate/load overlap): {spent}")
+    print(f"ledger states of the warm run (wall clock; transform/validate/load overlap): {spent}")
     busy = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in warm["busy"].items())
-    print(f"busy seconds inside the fused pass (producer thread, while COPY runs): {busy}")
+    print(f"busy seconds of the fused pass's producer thread (while COPY runs): {busy}")
+    print(
+        f"fixed cost of a fresh process (10-row file, warm disk, running Prefect server): "
+        f"{warm['warm_10']:.2f} s in-process flow; the whole-process row pays interpreter start and imports too"
+    )
     print(f"peak RSS at {n:,} rows: {warm['rss_mb']:.0f} MB")
     if big is not None:
         print(
             f"peak RSS at {args.rows_big:,} rows: {big['rss_mb']:.0f} MB "
             f"({big['rss_mb'] / warm['rss_mb']:.2f}x the {n:,}-row figure); "
-            f"{args.rows_big / big['file']:,.0f} rows/s in-process"
+            f"{args.rows_big / big['file']:,.0f} rows/s in a warm process"
         )
 
 
