@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -209,7 +210,7 @@ def _arrow_chunks(path: Path, dataset: Dataset, header: list[str], chunk_rows: i
                 rows -= take
                 pending = table.slice(take).to_batches() if rows else []
                 yield chunk
-    except (pa_arrow.ArrowInvalid, UnicodeDecodeError) as exc:
+    except (pa_arrow.ArrowInvalid, UnicodeDecodeError, OSError, EOFError) as exc:  # e.g. a truncated gzip
         raise ArrowReaderGaveUp(str(exc)) from None
     finally:
         stream.close()
@@ -415,22 +416,25 @@ class FilePass:
 
 def estimate_rows(path: Path) -> int:
     """Roughly how many records the file holds (from its size and its first MB); decides the bulk-load path
-    before the first row is read, so only speed depends on it."""
-    gz = _is_gzip(path)
-    size = path.stat().st_size
-    if gz:
-        with path.open("rb") as handle:
-            handle.seek(-4, 2)
-            size = max(size, int.from_bytes(handle.read(4), "little"))  # ISIZE: uncompressed size mod 2**32
-        with gzip.open(path, "rb") as handle:
-            sample = handle.read(1 << 20)
-    else:
-        with path.open("rb") as handle:
-            sample = handle.read(1 << 20)
-    lines = sample.count(b"\n")
-    if not sample or lines == 0:
+    before the first row is read, so only speed depends on it. 0 for anything it cannot read (the pass itself
+    reports what is wrong with the file)."""
+    try:
+        size = path.stat().st_size
+        if _is_gzip(path):
+            with path.open("rb") as handle:
+                handle.seek(-4, 2)
+                size = max(
+                    size, int.from_bytes(handle.read(4), "little")
+                )  # ISIZE: uncompressed size mod 2**32
+            with gzip.open(path, "rb") as handle:
+                sample = handle.read(1 << 20)
+        else:
+            with path.open("rb") as handle:
+                sample = handle.read(1 << 20)
+    except (OSError, EOFError, zlib.error):
         return 0
-    return int(size * lines / len(sample))
+    lines = sample.count(b"\n")
+    return int(size * lines / len(sample)) if lines else 0
 
 
 def quarantine_file(path: Path, base: str, error: str) -> str:
