@@ -1,28 +1,115 @@
-"""Ingest throughput and memory against the physical limit, in one run on one PostgreSQL.
+"""Ingest throughput and memory against the table's own COPY floor and dlt, in one run on one PostgreSQL.
 
-    .venv/bin/python -m benchmarks.ingest [--rows 1000000] [--rows-big 10000000] [--sample 50000]
+    .venv/bin/python -m benchmarks.ingest [--rows 2000000] [--rows-big 10000000] [--skip-dlt]
 
-Prints rows/s of (1) raw COPY of the CSV into an equivalent table (the limit), (2) pandas.read_csv + to_sql on
-a sample (the seeds' way, extrapolated and labelled so), (3) ``sluice ingest`` end to end in hard mode (parse,
-transform, validate, load, ledger) in a child process, into an empty table (bulk path: the API index is built
-after the COPY) and again with the index maintained row by row (a table already larger than the file), with the
-seconds of each ledger state, (4) dlt into the same PostgreSQL if installed (``uv sync --extra bench``), each
-with its ratio to the limit; peak RSS of ``sluice ingest`` at both sizes; and the wall time of a 10-row file end
-to end. Uses its own ``SLUICE_HOME`` (``.sluice-bench``) unless set.
+One run measures, on the same rows and the same PostgreSQL (issue 17):
+
+1. the floor: ``COPY`` of the same rows, already normalised as CSV (lineage columns included), into a table
+   of the target's shape (identity PK, ``(username, timestamp)`` index built after), in one transaction;
+2. dlt 1.x as a whole process: pyarrow reads the normalised CSV typed, ``pipeline.run(...,
+   loader_file_format="csv")`` into the same PostgreSQL (after a warm-up run);
+3. ``sluice ingest --mode hard`` as a whole process (fresh interpreter, CLI, flow, ledger), talking to a Prefect
+   server this benchmark starts for the run (so the figure is the engine, not Prefect's ephemeral-server
+   start-up), after a warm-up run;
+4. ``sluice ingest`` in a warm process (the flow called in-process), with the seconds of every ledger state, the
+   busy seconds of read / transform / validate inside the fused pass, and peak RSS;
+5. the encoders side by side on the real load path (advisory lock, COPY, index built after, registry row, one
+   transaction): ``sluice.pgbinary`` binary COPY, CSV COPY, and ADBC's ``cursor.adbc_ingest`` (on its own
+   connection: ADBC cannot join psycopg2's transaction, so lock and registry row go through ADBC too);
+6. peak RSS of an in-process run at ``--rows-big`` rows (flat in file size?).
+
+It prints the ratios the issue sets targets for: sluice whole process vs dlt whole process (target >= 2.0x) and
+vs the floor (target >= 0.6x). Uses its own ``SLUICE_HOME`` (``.sluice-bench``) unless set.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+COPY_COLUMNS = ["username", "project", "hours", "timestamp", "_ingestion_id", "_source_row"]
+BENCH_ID = "0d7b6b1c-5c55-4f8e-9b7e-6c1a5a2f1e17"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds of a process and all its descendants, live or already reaped (from /proc)."""
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry)] = (
+                int(fields[1]),
+                sum(int(f) for f in fields[11:13]),
+                sum(int(f) for f in fields[13:15]),
+            )
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in stats:
+            continue
+        _, own, reaped = stats[pid]
+        total += own + reaped
+        todo.extend(child for child, (parent, _, _) in stats.items() if parent == pid)
+    return total / TICK
+
+
+def pg_cpu() -> float | None:
+    """CPU seconds used so far by the embedded PostgreSQL (postmaster, backends, parallel workers, WAL)."""
+    from sluice.warehouse import embedded_pgdata
+
+    pgdata = embedded_pgdata()
+    if pgdata is None or not (pgdata / "postmaster.pid").exists():
+        return None
+    return tree_cpu(int((pgdata / "postmaster.pid").read_text().split()[0]))
+
+
+class Cpu:
+    """CPU seconds spent during a ``with`` block: this process (or its waited-for children), PostgreSQL."""
+
+    def __init__(self, children: bool = False, server: int | None = None) -> None:
+        import resource
+
+        self.who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+        self.server = server
+
+    def _client(self) -> float:
+        import resource
+
+        usage = resource.getrusage(self.who)
+        return usage.ru_utime + usage.ru_stime
+
+    def __enter__(self) -> Cpu:
+        self.start = time.perf_counter()
+        self.c0, self.p0 = self._client(), pg_cpu()
+        self.s0 = tree_cpu(self.server) if self.server else None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.start
+        self.client = self._client() - self.c0
+        p1 = pg_cpu()
+        self.pg = p1 - self.p0 if p1 is not None and self.p0 is not None else None
+        self.prefect = tree_cpu(self.server) - self.s0 if self.server and self.s0 is not None else None
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {"wall": self.wall, "client": self.client, "pg": self.pg, "prefect": self.prefect}
 
 
 def generate(path: Path, rows: int) -> None:
@@ -54,80 +141,221 @@ def generate(path: Path, rows: int) -> None:
         out.write("".join(block[: rows % 10_000]))
 
 
-def raw_copy(engine, path: Path) -> float:
+def normalise(source: Path, target: Path) -> None:
+    """The same rows as Sluice loads them (trimmed, typed, UTC, lineage), as CSV with a header."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from sluice import ingest
+    from sluice.registry import get_dataset
+
+    dataset = get_dataset("dailycheckins")
+    with target.open("wb") as out:
+        first = True
+        for raw in ingest.read_chunks(source, dataset, str(source), 200_000, reader="arrow"):
+            frame = dataset.transform(raw)
+            frame["timestamp"] = frame["timestamp"].dt.tz_localize(None)  # naive UTC text, as Sluice's CSV
+            frame["_ingestion_id"] = BENCH_ID
+            frame["_source_row"] = raw.index.to_numpy()
+            table = pa.Table.from_pandas(frame[COPY_COLUMNS], preserve_index=False)
+            pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=first))
+            first = False
+
+
+def clone_target(conn, name: str) -> list[str]:
+    """A fresh empty table shaped like ``tm.daily_checkins``; its non-unique indexes dropped (to build after)."""
     import sqlalchemy as sa
 
+    from sluice.loading import defer_indexes
+
+    conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+    conn.execute(sa.text(f"CREATE TABLE {name} (LIKE tm.daily_checkins INCLUDING ALL)"))
+    return defer_indexes(conn, name, 1)
+
+
+def read_normalised(normalised: Path):
+    """The normalised CSV, typed by pyarrow (timestamps are naive UTC text: made UTC-aware)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(
+        normalised,
+        convert_options=pacsv.ConvertOptions(
+            column_types={
+                "username": pa.string(),
+                "project": pa.string(),
+                "hours": pa.float64(),
+                "timestamp": pa.timestamp("us"),
+                "_ingestion_id": pa.string(),
+                "_source_row": pa.int64(),
+            }
+        ),
+    )
+    index = table.schema.get_field_index("timestamp")
+    return table.set_column(index, "timestamp", table["timestamp"].cast(pa.timestamp("us", tz="UTC")))
+
+
+def floor(engine, normalised: Path) -> dict:
+    """CSV COPY of the normalised rows into the target's shape, index built after, one transaction."""
+    from sluice.loading import rebuild_indexes
+
     with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS bench_raw"))
-        conn.execute(
-            sa.text("CREATE TABLE bench_raw (username text, ts text, hours numeric(5,2), project text)")
-        )
-    start = time.perf_counter()
-    with engine.begin() as conn:
+        indexes = clone_target(conn, "bench_floor")
+    columns = ", ".join(f'"{c}"' for c in COPY_COLUMNS)
+    with Cpu() as cpu, engine.begin() as conn:
         cursor = conn.connection.dbapi_connection.cursor()
-        with path.open("rb") as handle:
-            cursor.copy_expert("COPY bench_raw FROM STDIN WITH (FORMAT csv, HEADER true)", handle)
-    return time.perf_counter() - start
-
-
-def copy_into_target_shape(engine) -> float:
-    """COPY the rows Sluice just loaded, already typed and in binary, into a clone of the target (identity, API
-    index built after the COPY, as Sluice's bulk path does): the floor of loading *this table*, with no parsing,
-    transforming or validating at all."""
-    import io
-
-    import sqlalchemy as sa
-
-    from sluice.loading import defer_indexes, rebuild_indexes
-
-    columns = 'username, project, hours, "timestamp", _ingestion_id, _source_row'
-    buffer = io.BytesIO()
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS bench_target"))
-        conn.execute(sa.text("CREATE TABLE bench_target (LIKE tm.daily_checkins INCLUDING ALL)"))
-        indexes = defer_indexes(conn, "bench_target", 1)  # Sluice's bulk path: dropped here, built after
-        cursor = conn.connection.dbapi_connection.cursor()
-        cursor.copy_expert(
-            f"COPY (SELECT {columns} FROM tm.daily_checkins) TO STDOUT WITH (FORMAT binary)", buffer
-        )
-    buffer.seek(0)
-    start = time.perf_counter()
-    with engine.begin() as conn:
-        cursor = conn.connection.dbapi_connection.cursor()
-        cursor.copy_expert(f"COPY bench_target ({columns}) FROM STDIN WITH (FORMAT binary)", buffer)
+        cursor.execute("SET LOCAL TIME ZONE 'UTC'")
+        with normalised.open("rb") as handle:
+            cursor.copy_expert(
+                f"COPY bench_floor ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true)", handle
+            )
         rebuild_indexes(conn, indexes)
-    seconds = time.perf_counter() - start
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE bench_target"))
-    return seconds
+    return cpu.as_dict()
 
 
-def to_sql(engine, path: Path, sample: int) -> float:
+def encoders(engine, url: str, normalised: Path) -> dict[str, dict]:
+    """The same typed rows through each encoder on the real load path: advisory lock, COPY into the target's
+    shape, index built after, a registry row, commit. pgbinary and CSV share psycopg2's transaction (as the
+    load does); ADBC runs the whole transaction on its own connection, the only way it can hold the lock."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import sqlalchemy as sa
 
-    frame = pd.read_csv(path, nrows=sample)
-    start = time.perf_counter()
-    frame.to_sql("bench_to_sql", engine, if_exists="replace", index=False)
-    return time.perf_counter() - start
+    from sluice.loading import rebuild_indexes
+    from sluice.warehouse import copy_frames
 
-
-def dlt_run(url: str, path: Path) -> float | None:
+    table = read_normalised(normalised)
+    chunks = [table.slice(i, 200_000) for i in range(0, table.num_rows, 200_000)]
+    frames = [c.to_pandas() for c in chunks]
+    results: dict[str, dict] = {}
+    for label, binary in (("pgbinary (binary COPY, psycopg2)", True), ("CSV COPY (pyarrow writer)", False)):
+        with engine.begin() as conn:
+            indexes = clone_target(conn, "bench_enc")
+        with Cpu() as cpu, engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('bench.enc'))"))
+            copy_frames(conn, "bench_enc", COPY_COLUMNS, iter(frames), binary=binary)
+            rebuild_indexes(conn, indexes)
+            conn.execute(sa.text("CREATE TABLE IF NOT EXISTS bench_registry (k text)"))
+            conn.execute(sa.text("INSERT INTO bench_registry VALUES ('x')"))
+        results[label] = cpu.as_dict()
+    del frames
     try:
-        import dlt
-        import pandas as pd
+        import adbc_driver_postgresql.dbapi as adbc
+    except ImportError:
+        return results
+    u = sa.make_url(url)
+    host = u.query.get("host")
+    uri = (
+        f"postgresql://{u.username}@/{u.database}?host={host}"
+        if host
+        else u.set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    typed = [
+        pa.table(
+            {
+                "username": c["username"],
+                "project": c["project"],
+                "hours": pc.cast(c["hours"], pa.decimal128(18, 12)),  # float64 -> numeric: not in ADBC
+                "timestamp": c["timestamp"],
+                "_ingestion_id": pa.ExtensionArray.from_storage(
+                    pa.uuid(), pa.array([uuid.UUID(BENCH_ID).bytes] * c.num_rows, pa.binary(16))
+                ),
+                "_source_row": c["_source_row"],
+            }
+        )
+        for c in chunks
+    ]
+    with engine.begin() as conn:
+        indexes = clone_target(conn, "bench_enc")
+    cpu = Cpu().__enter__()
+    connection = adbc.connect(uri)
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext('bench.enc'))")
+        cursor.fetchall()
+        for part in typed:
+            cursor.adbc_ingest("bench_enc", part, mode="append")
+        cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        for definition in indexes:
+            cursor.execute(definition)
+        cursor.execute("INSERT INTO bench_registry VALUES ('x')")
+        connection.commit()
+    finally:
+        connection.close()
+    cpu.__exit__()
+    results["ADBC adbc_ingest (own connection)"] = cpu.as_dict()
+    with engine.begin() as conn:
+        rows = conn.execute(sa.text("SELECT count(*) FROM bench_enc")).scalar()
+        same = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM (SELECT username, project, hours, timestamp, _source_row FROM bench_enc "
+                "EXCEPT SELECT username, project, hours, timestamp, _source_row FROM bench_floor) d"
+            )
+        ).scalar()
+        conn.execute(sa.text("DROP TABLE bench_enc"))
+    assert rows == table.num_rows and same == 0, f"ADBC loaded {rows} rows, {same} differ from the floor's"
+    del typed, pd
+    return results
+
+
+# --- dlt ------------------------------------------------------------------------------------------------
+
+
+def dlt_child(normalised: str, url: str, pipelines: str) -> None:
+    """In its own process: read the normalised CSV typed with pyarrow, load it with dlt (CSV loader files)."""
+    started = time.perf_counter()
+    import dlt
+    import sqlalchemy as sa
+
+    u = sa.make_url(url)
+    credentials = {
+        "database": u.database,
+        "username": u.username,
+        "password": u.password or "",
+        "host": u.host or "localhost",  # the embedded server's Unix socket is in query.host (FACTS.md)
+        "port": u.port or 5432,
+        "query": dict(u.query),
+    }
+    table = read_normalised(normalised)
+    pipeline = dlt.pipeline(
+        "bench",
+        destination=dlt.destinations.postgres(credentials=credentials),
+        dataset_name="bench_dlt",
+        pipelines_dir=pipelines,
+    )
+    info = pipeline.run(table, table_name="checkins", loader_file_format="csv", write_disposition="replace")
+    info.raise_on_failed_jobs()
+    print(json.dumps({"seconds_in_process": time.perf_counter() - started}))
+
+
+def dlt_whole_process(normalised: Path, url: str, repeat: int) -> dict | None:
+    try:
+        import dlt  # noqa: F401
     except ImportError:
         return None
-    pipeline = dlt.pipeline(
-        "bench", destination=dlt.destinations.postgres(url.replace("+psycopg2", "")), dataset_name="bench_dlt"
-    )
-    start = time.perf_counter()
-    for chunk in pd.read_csv(path, chunksize=200_000, dtype=str):
-        pipeline.run(chunk, table_name="checkins", loader_file_format="csv")
-    return time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-dlt-") as pipelines:
+        runs = []
+        for _ in range(1 + repeat):  # the first run is the warm-up (schema, dlt's state tables)
+            with Cpu(children=True) as cpu:
+                subprocess.run(
+                    [sys.executable, "-m", "benchmarks.ingest", "--dlt-child", str(normalised), "--url", url],
+                    cwd=ROOT,
+                    env={**os.environ, "BENCH_DLT_PIPELINES": pipelines, "RUNTIME__LOG_LEVEL": "WARNING"},
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+            runs.append(cpu.as_dict())
+    return min(runs[1:], key=lambda m: m["wall"])
+
+
+# --- sluice -----------------------------------------------------------------------------------------------
 
 
 def child(path: str, warm: str) -> None:
-    """In one process: a 10-row ingest (pays Prefect's start-up), another 10-row one, then the file, timed."""
+    """In one process: a 10-row ingest (pays Prefect's start-up), then the file, timed, with busy seconds."""
+    import logging
     import resource
 
     from sluice.runtime import prepare
@@ -135,21 +363,39 @@ def child(path: str, warm: str) -> None:
     prepare()
     from sluice.runner import run_ingest
 
+    busy: dict[str, float] = {}
+
+    class Busy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            busy.update(getattr(record, "stage_seconds", {}))
+
+    handler = Busy(logging.INFO)
+    logging.getLogger("tasks.ingest").addHandler(handler)
+    logging.getLogger("tasks.ingest").setLevel(logging.INFO)
     timings = {}
-    for label, source in (("cold_10", warm), ("warm_10", warm), ("file", path)):
-        started = time.perf_counter()
-        report = run_ingest(source, dataset="dailycheckins", mode="hard")
-        timings[label] = time.perf_counter() - started
+    for label, source in (("warm_10", warm), ("file", path)):
+        with Cpu() as cpu:
+            report = run_ingest(source, dataset="dailycheckins", mode="hard", force=True)
+        timings[label] = cpu.wall
         if report.status not in ("success", "skipped"):
             raise SystemExit(f"{source}: {report.status}: {report.error}")
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        json.dumps({**timings, "rows": report.rows_loaded, "rss_mb": rss_mb, "states": states(report.run_id)})
+        json.dumps(
+            {
+                **timings,
+                "rows": report.rows_loaded,
+                "rss_mb": rss_mb,
+                "states": states(report.run_id),
+                "busy": busy,
+                "cpu": cpu.as_dict(),
+            }
+        )
     )
 
 
 def states(run_id: str | None) -> dict[str, float]:
-    """Seconds spent in each ledger state of one run (where the time goes)."""
+    """Seconds of each ledger state of one run (transform/validate/load overlap in the fused pass)."""
     import sqlalchemy as sa
 
     from sluice.warehouse import get_engine
@@ -182,8 +428,8 @@ def fresh_target(engine) -> None:
         conn.execute(sa.text("CHECKPOINT"))  # no checkpoint left over from the previous run lands in this one
 
 
-def run_child(path: Path, warm: Path, **env: str) -> dict:
-    fresh_target(get_engine_for_bench())
+def in_process(engine, path: Path, warm: Path, **env: str) -> dict:
+    fresh_target(engine)
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.ingest", "--child", str(path), "--warm", str(warm)],
         cwd=ROOT,
@@ -195,27 +441,107 @@ def run_child(path: Path, warm: Path, **env: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def get_engine_for_bench():
-    from sluice.warehouse import get_engine
+def whole_process(engine, path: Path, warm: Path, server: int, code: Path = ROOT) -> dict:
+    """``sluice ingest --mode hard`` in a fresh process, spawn to exit (after a warm-up of the same command).
 
-    return get_engine()
+    ``code``: another checkout of Sluice to run instead (``--before``), with this environment's packages."""
+    command = [sys.executable, "-m", "sluice.cli", "ingest", "--dataset", "dailycheckins", "--mode", "hard"]
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    subprocess.run([*command, str(warm), "--force"], cwd=code, env=env, check=True, capture_output=True)
+    fresh_target(engine)
+    with Cpu(children=True, server=server) as cpu:
+        subprocess.run([*command, str(path)], cwd=code, env=env, check=True, capture_output=True)
+    return cpu.as_dict()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def prefect_server():
+    """A Prefect server of our own for the run (PREFECT_HOME in a temp folder), stopped at the end."""
+    import httpx
+
+    home = Path(tempfile.mkdtemp(prefix="sluice-bench-prefect-"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    server = subprocess.Popen(
+        [
+            str(ROOT / ".venv" / "bin" / "prefect"),
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            if server.poll() is not None:
+                raise SystemExit("prefect server start exited early")
+            time.sleep(0.5)
+        else:
+            raise SystemExit("prefect server did not become healthy in 180 s")
+        previous = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = url
+        yield server.pid
+    finally:
+        if "previous" in locals():
+            if previous is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = previous
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(10)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--rows-big", type=int, default=0, help="also measure RSS at this size (10000000)")
+    parser.add_argument("--skip-dlt", action="store_true")
     parser.add_argument(
-        "--rows-big", type=int, default=0, help="also measure RSS at this size (e.g. 10000000)"
+        "--repeat", type=int, default=2, help="whole-process runs of each side (best is kept)"
     )
-    parser.add_argument("--sample", type=int, default=50_000, help="rows for the to_sql baseline")
+    parser.add_argument(
+        "--before", type=Path, help="a checkout of an earlier Sluice: its whole-process time in the same run"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--warm", help=argparse.SUPPRESS)
+    parser.add_argument("--dlt-child", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("SLUICE_HOME", str(ROOT / ".sluice-bench"))
+    # Child processes write and reuse bytecode, as any installed Python does (this machine's shell sets
+    # PYTHONDONTWRITEBYTECODE, which makes every fresh process compile Prefect & co. again: ~4 s).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     if args.child:
         child(args.child, args.warm)
+        return
+    if args.dlt_child:
+        dlt_child(args.dlt_child, args.url, os.environ["BENCH_DLT_PIPELINES"])
         return
 
     from sluice.warehouse import database_url, get_engine
@@ -226,59 +552,106 @@ def main() -> None:
     data.mkdir(parents=True, exist_ok=True)
     small = data / "dailycheckins-10.csv"
     generate(small, 10)
-    path = data / f"dailycheckins-{args.rows}.csv"
-    if not path.exists():
-        print(f"generating {args.rows:,} rows ...", flush=True)
-        generate(path, args.rows)
     n = args.rows
+    path = data / f"dailycheckins-{n}.csv"
+    normalised = data / f"normalised-{n}.csv"
+    if not path.exists():
+        print(f"generating {n:,} rows ...", flush=True)
+        generate(path, n)
+    fresh_target(engine)
+    if not normalised.exists():
+        normalise(path, normalised)
 
-    limit = n / raw_copy(engine, path)
-    seeds = args.sample / to_sql(engine, path, args.sample)
-    print("sluice ingest (child process) ...", flush=True)
-    sluice = run_child(path, small)
-    sluice_rate = n / sluice["file"]
-    print("sluice ingest, index maintained row by row (child process) ...", flush=True)
-    steady = run_child(path, small, SLUICE_BULK_INDEX_ROWS="0")
-    steady_rate = n / steady["file"]
-    shaped = n / copy_into_target_shape(engine)
-    dlt_seconds = dlt_run(url, path)
-
-    print(f"\nrows: {n:,} (file {path.stat().st_size / 1e6:.0f} MB)")
-    print(f"{'method':42} {'rows/s':>12} {'x limit':>8}")
-    print(f"{'1. raw COPY of the CSV (the limit)':42} {limit:12,.0f} {1:8.2f}")
-    print(f"{'1b. binary COPY of typed rows, target shape':42} {shaped:12,.0f} {shaped / limit:8.2f}")
-    print(f"{'    (identity PK, API index built after)':42}")
-    print(f"{'2. read_csv + to_sql (sample, extrapolated)':42} {seeds:12,.0f} {seeds / limit:8.2f}")
-    print(f"{'3. sluice ingest, hard mode, end to end':42} {sluice_rate:12,.0f} {sluice_rate / limit:8.2f}")
-    print(f"{'    (empty table: index built after COPY)':42}")
-    print(
-        f"{'3b. sluice ingest, index kept up row by row':42} {steady_rate:12,.0f} {steady_rate / limit:8.2f}"
-    )
-    if dlt_seconds is None:
-        print(f"{'4. dlt pipeline.run (csv)':42} {'not installed (uv sync --extra bench)':>21}")
-    else:
-        print(f"{'4. dlt pipeline.run (csv)':42} {n / dlt_seconds:12,.0f} {n / dlt_seconds / limit:8.2f}")
-    print(
-        f"sluice vs to_sql: {sluice_rate / seeds:.1f}x; sluice vs COPY into the target shape: {sluice_rate / shaped:.2f}x"
-    )
-    print(f"sluice peak RSS at {n:,} rows: {sluice['rss_mb']:.0f} MB")
-    for label, result in (("3", sluice), ("3b", steady)):
-        spent = ", ".join(f"{state} {seconds:.2f} s" for state, seconds in result["states"].items())
-        overhead = result["file"] - sum(result["states"].values())
-        print(f"where {label}'s {result['file']:.2f} s went: {spent}; Prefect and ledger {overhead:.2f} s")
-    print(
-        f"10-row file end to end: {sluice['warm_10']:.2f} s in a warm process; "
-        f"{sluice['cold_10']:.2f} s in a fresh one (starting Prefect's ephemeral API server dominates)"
-    )
-    if args.rows_big:
-        big = data / f"dailycheckins-{args.rows_big}.csv"
-        if not big.exists():
-            print(f"generating {args.rows_big:,} rows ...", flush=True)
-            generate(big, args.rows_big)
-        result = run_child(big, small)
+    print("floor: COPY of the normalised CSV into the target's shape ...", flush=True)
+    floor_m = min((floor(engine, normalised) for _ in range(2)), key=lambda m: m["wall"])
+    print("encoders on the load path ...", flush=True)
+    encoder_m = encoders(engine, url, normalised)
+    dlt_m = None
+    if not args.skip_dlt:
+        print("dlt, whole process ...", flush=True)
+        dlt_m = dlt_whole_process(normalised, url, args.repeat)
+    with prefect_server() as server:
         print(
-            f"sluice at {args.rows_big:,} rows: {args.rows_big / result['file']:,.0f} rows/s, "
-            f"peak RSS {result['rss_mb']:.0f} MB ({result['rss_mb'] / sluice['rss_mb']:.2f}x the {n:,}-row figure)"
+            f"sluice ingest, whole process (Prefect server of this run: {os.environ['PREFECT_API_URL']}) ..."
+        )
+        # Interleaved and repeated (best of --repeat): the other load on a shared machine moves wall times.
+        runs: dict[str, list[dict]] = {"now": [], "before": []}
+        for _ in range(args.repeat):
+            runs["now"].append(whole_process(engine, path, small, server))
+            if args.before:
+                print(f"sluice ingest from {args.before}, whole process ...", flush=True)
+                runs["before"].append(whole_process(engine, path, small, server, args.before.resolve()))
+        whole_m = min(runs["now"], key=lambda m: m["wall"])
+        before_m = min(runs["before"], key=lambda m: m["wall"]) if runs["before"] else None
+        print("sluice ingest, in a warm process ...", flush=True)
+        warm = in_process(engine, path, small)
+        big = None
+        if args.rows_big:
+            big_path = data / f"dailycheckins-{args.rows_big}.csv"
+            if not big_path.exists():
+                print(f"generating {args.rows_big:,} rows ...", flush=True)
+                generate(big_path, args.rows_big)
+            print(f"sluice ingest at {args.rows_big:,} rows, in a warm process ...", flush=True)
+            big = in_process(engine, big_path, small)
+    report(args, n, path, floor_m, encoder_m, dlt_m, whole_m, before_m, warm, big)
+
+
+def report(args, n, path, floor_m, encoder_m, dlt_m, whole_m, before_m, warm, big) -> None:
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    def row(label: str, m: dict | None, note: str = "") -> None:
+        if m is None:
+            print(f"| {label} | - | - | - | - | - | - | {note} |")
+            return
+        print(
+            f"| {label} | {m['wall']:.2f} | {n / m['wall']:,.0f} | {floor_m['wall'] / m['wall']:.2f} | "
+            f"{cell(m['client'])} | {cell(m['pg'])} | {cell(m.get('prefect'))} | {note} |"
+        )
+
+    print(
+        f"\n{n:,} check-ins ({path.stat().st_size / 1e6:.0f} MB), one run, same PostgreSQL; load average now "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        "| what | wall s | rows/s | x floor | client CPU s | PostgreSQL CPU s | Prefect server CPU s | note |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    row("floor: CSV COPY of normalised rows, target shape, index after", floor_m, "one transaction")
+    row("dlt, whole process (pyarrow typed read, csv loader)", dlt_m, f"warm-up, then best of {args.repeat}")
+    row("sluice ingest --mode hard, whole process", whole_m, f"own Prefect server; best of {args.repeat}")
+    if args.before:
+        row(f"before ({args.before}), whole process", before_m, f"interleaved; best of {args.repeat}")
+    row("sluice ingest, in a warm process", warm["cpu"], f"peak RSS {warm['rss_mb']:.0f} MB")
+    for label, m in encoder_m.items():
+        row(f"encoder: {label}", m, "lock + COPY + index after + registry row")
+    print()
+    whole, fl = whole_m["wall"], floor_m["wall"]
+    if dlt_m:
+        print(f"sluice whole process vs dlt whole process: {dlt_m['wall'] / whole:.2f}x (target >= 2.0)")
+        total = {k: m["client"] + (m["pg"] or 0) for k, m in (("sluice", whole_m), ("dlt", dlt_m))}
+        print(
+            f"  CPU-seconds (client + PostgreSQL): sluice {total['sluice']:.2f}, dlt {total['dlt']:.2f} "
+            f"({total['dlt'] / total['sluice']:.2f}x): the contention-proof comparison"
+        )
+    if before_m:
+        print(f"sluice whole process vs before: {before_m['wall'] / whole:.2f}x")
+    print(f"sluice whole process vs the floor: {fl / whole:.2f}x (target >= 0.6)")
+    print(f"sluice in a warm process vs the floor: {fl / warm['cpu']['wall']:.2f}x")
+    spent = ", ".join(f"{state} {seconds:.2f} s" for state, seconds in warm["states"].items())
+    print(f"ledger states of the warm run (wall clock; transform/validate/load overlap): {spent}")
+    busy = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in warm["busy"].items())
+    print(f"busy seconds of the fused pass's producer thread (while COPY runs): {busy}")
+    print(
+        f"fixed cost of a fresh process (10-row file, warm disk, running Prefect server): "
+        f"{warm['warm_10']:.2f} s in-process flow; the whole-process row pays interpreter start and imports too"
+    )
+    print(f"peak RSS at {n:,} rows: {warm['rss_mb']:.0f} MB")
+    if big is not None:
+        print(
+            f"peak RSS at {args.rows_big:,} rows: {big['rss_mb']:.0f} MB "
+            f"({big['rss_mb'] / warm['rss_mb']:.2f}x the {n:,}-row figure); "
+            f"{args.rows_big / big['file']:,.0f} rows/s in a warm process"
         )
 
 

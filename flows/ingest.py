@@ -13,11 +13,11 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from sluice import registry
-from sluice.errors import SluiceError, UnknownDataset
+from sluice.errors import BadFile, SluiceError, UnknownDataset, ValidationFailed
 from sluice.ledger import Ledger, LedgerEntry, get_ledger, hold_run, reap_abandoned, release_run
 from sluice.report import IngestionFailed, IngestReport, markdown
 from sluice.settings import get_settings
-from tasks.ingest import RunContext, extract, load, publish, transform, validate, with_retries
+from tasks.ingest import RunContext, extract, load, publish, with_retries
 
 
 class Unclaimed(Exception):
@@ -129,26 +129,28 @@ def ingest_file(
             report.status = "skipped"
             logger.info("%s: already loaded, skipped", source)
             return report
-        report.state = "transform"
-        transformed = transform(ctx, fetched)
-        report.rows_read = transformed.rows_read
-        report.state = "validate"
-        validated = validate(ctx, transformed)
-        report.rows_quarantined = validated.rows_invalid
-        report.quarantine_uri = validated.quarantine_uri
-        report.failures = validated.failures
+        # One fused pass: transform and validate run chunk by chunk inside the load, overlapping the COPY.
         report.state = "load"
-        outcome = with_retries(load, ctx.settings)(ctx, fetched, validated)
-        report.rows_loaded = outcome.rows_loaded
-        report.status = "skipped" if outcome.skipped else "success"
-        if not outcome.skipped:
+        loaded = with_retries(load, ctx.settings)(ctx, fetched)
+        report.rows_read = loaded.rows_read
+        report.rows_quarantined = loaded.rows_invalid
+        report.quarantine_uri = loaded.quarantine_uri
+        report.failures = loaded.failures
+        report.rows_loaded = loaded.outcome.rows_loaded
+        report.status = "skipped" if loaded.outcome.skipped else "success"
+        if not loaded.outcome.skipped:
             if ctx.dataset.after_load is not None:
                 report.state = "publish"
-                with_retries(publish, ctx.settings)(ctx, fetched, validated, outcome)
+                with_retries(publish, ctx.settings)(ctx, fetched, loaded)
             _announce(report, fetched.sha256)
     except Exception as exc:
+        if report.state == "load" and isinstance(exc, BadFile):
+            report.state = "transform"
+        elif report.state == "load" and isinstance(exc, ValidationFailed):
+            report.state = "validate"
         report.status = "failed"
         report.error = str(exc) or type(exc).__name__
+        report.rows_read = ctx.counts.get("rows_read", report.rows_read)
         report.rows_quarantined = ctx.counts.get("rows_quarantined", report.rows_quarantined)
         report.quarantine_uri = ctx.counts.get("quarantine_uri", report.quarantine_uri)
         _publish(report)

@@ -1,9 +1,9 @@
-"""The ingest stages as plain functions on files: read+transform, validate, load.
+"""The ingest stages as plain functions on files: read, transform, validate, as one streaming pass.
 
-Each stage streams: the file is read in chunks of ``chunk_rows``; every chunk is transformed and spooled
-to an Arrow IPC file in the run's work folder; validation reads the spool a chunk at a time, splitting valid
-rows (spooled again) from failures (collected for quarantine); the load COPYs the valid spool in one
-transaction. Memory is bounded by the chunk size, not the file size; the landed file is only read.
+The file is read in chunks of ``chunk_rows`` (pyarrow's CSV reader; pandas' C parser as the fallback); each
+chunk is transformed, validated (valid rows on, failures to quarantine) and handed to the load, which COPYs
+it while the next chunk is prepared (``FilePass``, ADR 0004). Memory is bounded by the chunk size, not the
+file size; the landed file is only read.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import gzip
 import io
 import json
 import logging
+import time
 import uuid
+import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pa_arrow
+import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 
 from sluice import storage
@@ -59,21 +62,6 @@ class Spool:
         for path in self.parts:
             with ipc.open_file(str(path)) as reader:
                 yield reader.read_all().to_pandas()
-
-
-@dataclass
-class Transformed:
-    spool: Spool
-    rows_read: int
-
-
-@dataclass
-class Validated:
-    spool: Spool
-    rows_valid: int
-    rows_invalid: int
-    quarantine_uri: str | None
-    failures: list[dict[str, Any]]
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -134,12 +122,28 @@ def read_header(path: Path, dataset: Dataset, source: str) -> list[str]:
     return header
 
 
-def read_chunks(path: Path, dataset: Dataset, source: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """The file's required source columns as text, in chunks, indexed by 1-based record number."""
-    read_header(path, dataset, source)
+class ArrowReaderGaveUp(Exception):
+    """Arrow's CSV reader refused the file (a row wider than its block, a short row, bad UTF-8, broken
+    quoting): the pass starts again with pandas' parser, whose error messages and short-row handling are the
+    reference. Never a user-facing error."""
+
+
+def read_chunks(
+    path: Path, dataset: Dataset, source: str, chunk_rows: int, reader: str = "pandas"
+) -> Iterator[pd.DataFrame]:
+    """The file's required source columns as text, in chunks, indexed by 1-based record number.
+
+    ``reader="arrow"``: pyarrow's streaming CSV reader (multi-threaded, Arrow strings, no object columns),
+    about 2.5x faster than pandas' C parser; it raises ``ArrowReaderGaveUp`` on anything it cannot read
+    exactly as pandas would, and the caller reads the file again with ``reader="pandas"``.
+    """
+    header = read_header(path, dataset, source)
+    if reader == "arrow":
+        yield from _arrow_chunks(path, dataset, header, chunk_rows)
+        return
     offset = 0
     try:
-        reader = pd.read_csv(
+        reader_ = pd.read_csv(
             path,
             sep=dataset.delimiter,
             dtype=str,
@@ -151,8 +155,8 @@ def read_chunks(path: Path, dataset: Dataset, source: str, chunk_rows: int) -> I
             chunksize=chunk_rows,
             engine="c",
         )
-        with reader:
-            for chunk in reader:
+        with reader_:
+            for chunk in reader_:
                 chunk.columns = [c.strip() for c in chunk.columns]
                 chunk.index = pd.RangeIndex(offset + 1, offset + 1 + len(chunk))
                 offset += len(chunk)
@@ -165,28 +169,56 @@ def read_chunks(path: Path, dataset: Dataset, source: str, chunk_rows: int) -> I
         raise BadFile(f"{source}: empty file") from None
 
 
+ARROW_BLOCK_BYTES = 1 << 20  # measured: 1 MB blocks parse fastest on two cores (4 MB +10%, 16 MB 2.3x slower)
+
+
+def _arrow_chunks(path: Path, dataset: Dataset, header: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
+    columns = [c for c in header if c in dataset.source_columns]  # file order, as pandas' usecols keeps it
+    stream = pa_arrow.input_stream(str(path), compression="gzip" if _is_gzip(path) else None)
+    try:
+        reader = pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(
+                column_names=header, skip_rows=1, block_size=ARROW_BLOCK_BYTES, use_threads=True
+            ),
+            parse_options=pacsv.ParseOptions(delimiter=dataset.delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa_arrow.string() for c in columns},
+                include_columns=columns,
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        offset = 0
+        pending: list[pa_arrow.RecordBatch] = []
+        rows = 0
+        done = False
+        while not done:
+            try:
+                batch = reader.read_next_batch()
+                pending.append(batch)
+                rows += batch.num_rows
+            except StopIteration:
+                done = True
+            while rows >= chunk_rows or (done and rows):
+                table = pa_arrow.Table.from_batches(pending, schema=reader.schema)
+                take = min(rows, chunk_rows)
+                # pandas 3 maps Arrow strings to its ``str`` dtype without copying (a types_mapper copies: 20x)
+                chunk = table.slice(0, take).to_pandas()
+                chunk.index = pd.RangeIndex(offset + 1, offset + 1 + take)
+                offset += take
+                rows -= take
+                pending = table.slice(take).to_batches() if rows else []
+                yield chunk
+    except (pa_arrow.ArrowInvalid, UnicodeDecodeError, OSError, EOFError) as exc:  # e.g. a truncated gzip
+        raise ArrowReaderGaveUp(str(exc)) from None
+    finally:
+        stream.close()
+
+
 def _is_gzip(path: Path) -> bool:
     with path.open("rb") as handle:
         return handle.read(2) == b"\x1f\x8b"
-
-
-# --- transform ----------------------------------------------------------------------------------------
-
-
-def transform_file(path: Path, dataset: Dataset, source: str, work: Path, chunk_rows: int) -> Transformed:
-    """Read the file in chunks, apply the dataset's pure transform, spool output + raw values."""
-    spool = Spool(work / "transformed")
-    rows = 0
-    for raw in read_chunks(path, dataset, source, chunk_rows):
-        out = dataset.transform(raw)
-        combined = out.assign(**{ROW: raw.index.to_numpy()})
-        for column in dataset.source_columns:
-            combined[RAW_PREFIX + column] = raw[column].array  # Arrow strings stay Arrow (no object copy)
-        spool.write(combined)
-        rows += len(raw)
-    if rows == 0:
-        raise BadFile(f"{source}: header only, no data rows")
-    return Transformed(spool=spool, rows_read=rows)
 
 
 # --- validate -----------------------------------------------------------------------------------------
@@ -273,52 +305,136 @@ def quarantine_location(quarantine_zone: str, dataset: Dataset, source: str, ing
     return storage.join(quarantine_zone, dataset.name, f"{today:%Y/%m/%d}", f"{name}.{ingestion_id.hex[:12]}")
 
 
-def validate_spool(
-    transformed: Transformed,
-    dataset: Dataset,
-    *,
-    work: Path,
-    hard: bool,
-    quarantine_base: str,
-    source: str,
-) -> Validated:
-    """Validate every chunk lazily; quarantine failures (always); in hard mode, fail if any row failed."""
-    valid = Spool(work / "valid")
-    rejects = work / "quarantine.csv"
-    preview: list[dict[str, Any]] = []
-    bad_rows = 0
-    header_written = False
-    for frame in transformed.spool.frames():
-        good, failures = validate_chunk(frame, dataset)
-        valid.write(good)
-        if failures:
-            bad_rows += len({f["position"] for f in failures})
-            _quarantine_frame(frame, failures, dataset).to_csv(
-                rejects, mode="a", index=False, header=not header_written
+@dataclass
+class StageSeconds:
+    """Busy seconds of each stage of one pass (the stages overlap in wall time)."""
+
+    read: float = 0.0
+    transform: float = 0.0
+    validate: float = 0.0
+
+
+@dataclass
+class FilePass:
+    """One streaming pass over a landed file: read → transform → validate, chunk by chunk, as a generator of
+    valid frames that the load COPYs as they come (``frames``).
+
+    The load pulls ``frames`` from its encoder thread, so chunk k+1 is read, transformed, validated and encoded
+    while PostgreSQL ingests chunk k, inside the load's one transaction. Failures of every chunk go to the
+    quarantine file as they are found and are uploaded when the file is done. In hard mode, once any row has
+    failed no further frame is yielded, every remaining chunk is still validated (every bad row is reported),
+    and ``ValidationFailed`` is raised at the end of the file, inside the load, which rolls everything back.
+
+    ``on_stage(name)`` is called once when ``transform``, ``validate`` and ``load`` (the first valid frame)
+    begin, so the caller can record them in the ledger as they start.
+    """
+
+    path: Path
+    dataset: Dataset
+    source: str
+    work: Path
+    chunk_rows: int
+    hard: bool
+    quarantine_base: str
+    reader: str = "arrow"
+    spool: Spool | None = None  # valid rows kept for an after-load hook (Sertis zones)
+    on_stage: Callable[[str], None] = lambda _stage: None
+    rows_read: int = 0
+    rows_valid: int = 0
+    rows_invalid: int = 0
+    quarantine_uri: str | None = None
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    seconds: StageSeconds = field(default_factory=StageSeconds)
+    finished: bool = False
+
+    def frames(self) -> Iterator[pd.DataFrame]:
+        rejects = self.work / "quarantine.csv"
+        rejects.parent.mkdir(parents=True, exist_ok=True)
+        rejects.unlink(missing_ok=True)
+        started: set[str] = set()
+
+        def stage(name: str) -> None:
+            if name not in started:
+                started.add(name)
+                self.on_stage(name)
+
+        stage("transform")
+        chunks = read_chunks(self.path, self.dataset, self.source, self.chunk_rows, self.reader)
+        while True:
+            clock = time.perf_counter()
+            raw = next(chunks, None)
+            if raw is None:
+                break
+            now = time.perf_counter()
+            self.seconds.read += now - clock
+            clock = now
+            combined = self.dataset.transform(raw).assign(**{ROW: raw.index.to_numpy()})
+            combined.index = pd.RangeIndex(len(combined))  # validate_chunk reads failures by position
+            for column in self.dataset.source_columns:
+                combined[RAW_PREFIX + column] = raw[column].array  # Arrow strings stay Arrow (no object copy)
+            self.rows_read += len(raw)
+            now = time.perf_counter()
+            self.seconds.transform += now - clock
+            clock = now
+            stage("validate")
+            good, failures = validate_chunk(combined, self.dataset)
+            if failures:
+                self.rows_invalid += len({f["position"] for f in failures})
+                _quarantine_frame(combined, failures, self.dataset).to_csv(
+                    rejects, mode="a", index=False, header=not rejects.exists()
+                )
+                self.failures.extend(
+                    {k: v for k, v in f.items() if k != "position"}
+                    for f in failures[: PREVIEW_LIMIT - len(self.failures)]
+                )
+            self.rows_valid += len(good)
+            self.seconds.validate += time.perf_counter() - clock
+            if self.hard and self.rows_invalid:
+                continue  # nothing will load: keep validating, to report every bad row
+            if self.spool is not None:
+                self.spool.write(good)
+            if len(good):
+                stage("load")
+                yield good
+        if self.rows_read == 0:
+            raise BadFile(f"{self.source}: header only, no data rows")
+        if self.rows_invalid:
+            self.quarantine_uri = storage.put_file(rejects, f"{self.quarantine_base}.rows.csv")
+        self.finished = True
+        if self.hard and self.rows_invalid:
+            first = "; ".join(
+                f"row {f['row']} column {f['column']}: {f['check']} (value {f['value']!r})"
+                for f in self.failures[:3]
             )
-            header_written = True
-            preview.extend({k: v for k, v in f.items() if k != "position"} for f in failures[:PREVIEW_LIMIT])
-    quarantine_uri = None
-    if bad_rows:
-        quarantine_uri = storage.put_file(rejects, f"{quarantine_base}.rows.csv")
-    preview = preview[:PREVIEW_LIMIT]
-    if hard and bad_rows:
-        first = "; ".join(
-            f"row {f['row']} column {f['column']}: {f['check']} (value {f['value']!r})" for f in preview[:3]
-        )
-        raise ValidationFailed(
-            f"{source}: {bad_rows} rows failed checks (hard mode, nothing loaded): {first}"
-            f"{' ...' if bad_rows > 3 else ''}; all failures in {quarantine_uri}",
-            rows_invalid=bad_rows,
-            quarantine_uri=quarantine_uri,
-        )
-    return Validated(
-        spool=valid,
-        rows_valid=valid.rows,
-        rows_invalid=bad_rows,
-        quarantine_uri=quarantine_uri,
-        failures=preview,
-    )
+            raise ValidationFailed(
+                f"{self.source}: {self.rows_invalid} rows failed checks (hard mode, nothing loaded): {first}"
+                f"{' ...' if self.rows_invalid > 3 else ''}; all failures in {self.quarantine_uri}",
+                rows_invalid=self.rows_invalid,
+                quarantine_uri=self.quarantine_uri,
+            )
+
+
+def estimate_rows(path: Path) -> int:
+    """Roughly how many records the file holds (from its size and its first MB); decides the bulk-load path
+    before the first row is read, so only speed depends on it. 0 for anything it cannot read (the pass itself
+    reports what is wrong with the file)."""
+    try:
+        size = path.stat().st_size
+        if _is_gzip(path):
+            with path.open("rb") as handle:
+                handle.seek(-4, 2)
+                size = max(
+                    size, int.from_bytes(handle.read(4), "little")
+                )  # ISIZE: uncompressed size mod 2**32
+            with gzip.open(path, "rb") as handle:
+                sample = handle.read(1 << 20)
+        else:
+            with path.open("rb") as handle:
+                sample = handle.read(1 << 20)
+    except (OSError, EOFError, zlib.error):
+        return 0
+    lines = sample.count(b"\n")
+    return int(size * lines / len(sample)) if lines else 0
 
 
 def quarantine_file(path: Path, base: str, error: str) -> str:

@@ -194,7 +194,9 @@ def copy_frames(
                 if isinstance(item, BaseException):
                     raise item
                 fmt, data, rows = item
-                cursor.copy_expert(statements[fmt], io.BytesIO(data))
+                # One read of the whole payload: psycopg2 takes the GIL back for every read (8 KB by
+                # default), and each hand-back waits on the encoder thread (GIL convoy).
+                cursor.copy_expert(statements[fmt], io.BytesIO(data), size=max(len(data), 8192))
                 total += rows
     finally:
         stop.set()

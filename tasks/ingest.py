@@ -1,16 +1,22 @@
-"""Prefect tasks of the ingest flow: one per state, each recording itself in the run ledger.
+"""Prefect tasks of the ingest flow: extract, load (the fused read → transform → validate → COPY pass), publish.
 
-I/O tasks (extract, load) retry with exponential back-off and jitter; a ``SluiceError`` (bad file, bad
-rows, unknown dataset) is never retried. Transform and validate are pure over local files: no retries.
+Transform and validate are not tasks of their own: they run chunk by chunk inside ``load``, overlapping the
+COPY of the chunk before (ADR 0004), so a transient failure retries the whole pass and never half a file.
+The ledger still records every state (extract, transform, validate, load); the three of the fused pass are
+written by ``load`` as each stage starts and ends (their wall-clock intervals overlap; each stage's busy
+seconds are logged). I/O tasks retry with exponential back-off and jitter; a ``SluiceError`` (bad file, bad
+rows, unknown dataset) is never retried.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +26,14 @@ from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 
 from sluice import ingest, storage
-from sluice.errors import SluiceError, ValidationFailed
+from sluice.errors import BadFile, SluiceError, ValidationFailed
 from sluice.ledger import Ledger, LedgerEntry, tracked
 from sluice.loading import LoadOutcome, ensure_target, is_loaded, load_file
 from sluice.registry import AfterLoad, Dataset
 from sluice.settings import Settings
 from sluice.warehouse import get_engine
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -123,52 +131,76 @@ def extract(ctx: RunContext) -> storage.FetchedFile | None:
     return fetched
 
 
-@task(name="transform", cache_policy=NO_CACHE)
-def transform(ctx: RunContext, fetched: storage.FetchedFile) -> ingest.Transformed:
-    """Read the file in chunks and apply the dataset's transform."""
-    with ledger_state(ctx, "transform") as entry:
-        try:
-            result = ingest.transform_file(
-                fetched.path, ctx.dataset, ctx.source, ctx.work, ctx.settings.chunk_rows
-            )
-        except SluiceError as exc:
-            entry.quarantine_uri = ingest.quarantine_file(fetched.path, ctx.quarantine_base, str(exc))
-            raise
-        entry.rows_read = result.rows_read
-    return result
+@dataclass
+class Loaded:
+    """What the fused stage did: rows read, quarantined, loaded; where the quarantine went; busy seconds."""
 
-
-@task(name="validate", cache_policy=NO_CACHE)
-def validate(ctx: RunContext, transformed: ingest.Transformed) -> ingest.Validated:
-    """Check every row lazily; quarantine failures; hard mode halts on any."""
-    with ledger_state(ctx, "validate") as entry:
-        try:
-            result = ingest.validate_spool(
-                transformed,
-                ctx.dataset,
-                work=ctx.work,
-                hard=ctx.hard,
-                quarantine_base=ctx.quarantine_base,
-                source=ctx.source,
-            )
-        except ValidationFailed as exc:
-            entry.rows_quarantined = exc.rows_invalid or None
-            entry.quarantine_uri = exc.quarantine_uri
-            raise
-        entry.rows_quarantined = result.rows_invalid
-        entry.quarantine_uri = result.quarantine_uri
-    return result
+    outcome: LoadOutcome
+    rows_read: int | None
+    rows_invalid: int
+    quarantine_uri: str | None
+    failures: list[dict[str, Any]]
+    seconds: dict[str, float]
+    spool: ingest.Spool | None
 
 
 @io_task
-def load(ctx: RunContext, fetched: storage.FetchedFile, validated: ingest.Validated) -> LoadOutcome:
-    """COPY the valid rows into the target, exactly once per file content."""
-    with ledger_state(ctx, "load") as entry:
-        engine = get_engine(ctx.settings)
-        ensure_target(engine, ctx.dataset)
-        limit = ctx.settings.warehouse_concurrency_limit
-        # strict: a configured limit that does not exist fails the run instead of silently not guarding.
-        guard = concurrency(limit, occupy=1, strict=True) if limit else nullcontext()
+def load(ctx: RunContext, fetched: storage.FetchedFile) -> Loaded:
+    """Read, transform, validate and COPY the file in one streaming pass, in one load transaction.
+
+    The stages overlap (chunk k+1 is prepared while chunk k is in COPY), so they are one task: a transient
+    failure retries the whole pass, never half a file. The ledger still gets ``transform``, ``validate`` and
+    ``load``, each recorded ``running`` when that stage starts and closed when the pass ends; the stages
+    overlap in wall time, and the busy seconds of each are logged. A file Arrow's reader refuses is read
+    again, from the start and in a new transaction, with pandas' parser.
+    """
+    try:
+        return _fused(ctx, fetched, reader="arrow")
+    except ingest.ArrowReaderGaveUp:
+        return _fused(ctx, fetched, reader="pandas")
+
+
+def _fused(ctx: RunContext, fetched: storage.FetchedFile, reader: str) -> Loaded:
+    entries: dict[str, LedgerEntry] = {}
+
+    def begin(stage: str) -> None:
+        entry = LedgerEntry(
+            ingestion_id=ctx.ingestion_id,
+            state=stage,
+            dataset=ctx.dataset.name,
+            source=ctx.source,
+            target=ctx.dataset.target or None,
+            flow_run_id=ctx.flow_run_id,
+        )
+        ctx.ledger.record(entry)
+        entries[stage] = entry
+
+    def finish(stage: str, status: str, error: str | None = None, **counts: Any) -> None:
+        entry = entries.get(stage)
+        if entry is None or entry.status != "running":
+            return
+        for key, value in counts.items():
+            setattr(entry, key, value)
+        entry.status, entry.error = status, error
+        finish_entry(ctx, entry)
+
+    passed = ingest.FilePass(
+        path=fetched.path,
+        dataset=ctx.dataset,
+        source=ctx.source,
+        work=ctx.work,
+        chunk_rows=ctx.settings.chunk_rows,
+        hard=ctx.hard,
+        quarantine_base=ctx.quarantine_base,
+        reader=reader,
+        spool=ingest.Spool(ctx.work / "valid") if ctx.dataset.after_load is not None else None,
+        on_stage=begin,
+    )
+    engine = get_engine(ctx.settings)
+    limit = ctx.settings.warehouse_concurrency_limit
+    # strict: a configured limit that does not exist fails the run instead of silently not guarding.
+    guard = concurrency(limit, occupy=1, strict=True) if limit else nullcontext()
+    try:
         with guard:
             outcome = load_file(
                 engine,
@@ -176,22 +208,89 @@ def load(ctx: RunContext, fetched: storage.FetchedFile, validated: ingest.Valida
                 ingestion_id=ctx.ingestion_id,
                 source=fetched.uri,
                 sha256=fetched.sha256,
-                frames=validated.spool.frames(),
+                frames=passed.frames(),
                 force=ctx.force,
-                rows_hint=validated.rows_valid,
+                rows_hint=ingest.estimate_rows(fetched.path),
                 bulk_index_rows=ctx.settings.bulk_index_rows,
             )
-        entry.rows_loaded = outcome.rows_loaded
-        if outcome.skipped:
-            entry.status = "skipped"
-            entry.error = "already loaded by a concurrent run"
-    return outcome
+    except ingest.ArrowReaderGaveUp:
+        raise  # not a failure: the caller reads the file again with pandas
+    except BadFile as exc:
+        uri = ingest.quarantine_file(fetched.path, ctx.quarantine_base, str(exc))
+        finish("load", "fail", "rolled back: the file could not be read to its end")
+        finish("validate", "fail", "stopped: the file could not be read to its end")
+        finish("transform", "fail", str(exc), rows_read=passed.rows_read or None, quarantine_uri=uri)
+        raise
+    except ValidationFailed as exc:
+        finish("transform", "success", rows_read=passed.rows_read)
+        finish("load", "fail", "rolled back: rows failed checks (hard mode, nothing loaded)")
+        finish(
+            "validate", "fail", str(exc), rows_quarantined=exc.rows_invalid, quarantine_uri=exc.quarantine_uri
+        )
+        raise
+    except BaseException as exc:
+        error = str(exc) or type(exc).__name__
+        if passed.finished:
+            finish("transform", "success", rows_read=passed.rows_read)
+            finish(
+                "validate",
+                "success",
+                rows_quarantined=passed.rows_invalid,
+                quarantine_uri=passed.quarantine_uri,
+            )
+        else:
+            finish("transform", "fail", f"stopped: {error}")
+            finish("validate", "fail", f"stopped: {error}")
+        if "load" not in entries:  # it failed before any row was ready (e.g. the warehouse is down)
+            begin("load")
+        finish("load", "fail", error)
+        raise
+    seconds = {
+        "read": passed.seconds.read,
+        "transform": passed.seconds.transform,
+        "validate": passed.seconds.validate,
+    }
+    if outcome.skipped:  # a concurrent run loaded this content first: nothing was read
+        begin("load")
+        finish("load", "skipped", "already loaded by a concurrent run", rows_loaded=0)
+    else:
+        finish("transform", "success", rows_read=passed.rows_read)
+        finish(
+            "validate", "success", rows_quarantined=passed.rows_invalid, quarantine_uri=passed.quarantine_uri
+        )
+        if "load" not in entries:  # every row was quarantined (soft mode): an empty load, still a state
+            begin("load")
+        finish("load", "success", rows_loaded=outcome.rows_loaded)
+        logger.info(
+            "%s: busy seconds read %.2f, transform %.2f, validate %.2f (overlapping the COPY)",
+            ctx.source,
+            seconds["read"],
+            seconds["transform"],
+            seconds["validate"],
+            extra={"stage_seconds": seconds},
+        )
+    return Loaded(
+        outcome=outcome,
+        rows_read=passed.rows_read if not outcome.skipped else None,
+        rows_invalid=passed.rows_invalid,
+        quarantine_uri=passed.quarantine_uri,
+        failures=passed.failures,
+        seconds=seconds,
+        spool=passed.spool,
+    )
+
+
+def finish_entry(ctx: RunContext, entry: LedgerEntry) -> None:
+    """Close a ledger entry opened outside ``ledger_state`` (the fused stage's three), carrying its counts."""
+    entry.finished_at = datetime.now(UTC)
+    for key in ("rows_read", "rows_loaded", "rows_quarantined", "quarantine_uri"):
+        if getattr(entry, key) is not None:
+            ctx.counts[key] = getattr(entry, key)
+    ctx.ledger.record(entry)
 
 
 @io_task
-def publish(
-    ctx: RunContext, fetched: storage.FetchedFile, validated: ingest.Validated, outcome: LoadOutcome
-) -> None:
+def publish(ctx: RunContext, fetched: storage.FetchedFile, loaded: Loaded) -> None:
     """The dataset's after-load step (e.g. bronze/silver zones and their catalog), retried on its own."""
     hook = ctx.dataset.after_load
     assert hook is not None
@@ -201,8 +300,8 @@ def publish(
                 dataset=ctx.dataset.name,
                 source=fetched.uri,
                 local_path=fetched.path,
-                frames=validated.spool.frames,
+                frames=loaded.spool.frames if loaded.spool is not None else lambda: iter(()),
                 ingestion_id=ctx.ingestion_id,
-                rows_loaded=outcome.rows_loaded,
+                rows_loaded=loaded.outcome.rows_loaded,
             )
         )

@@ -1,0 +1,104 @@
+"""The Arrow fast paths give exactly what the pandas paths give (or step aside): reader and number parsing."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sluice import ingest
+from sluice.registry import get_dataset
+from sluice.transforms.tm import _number
+
+HEADER = "user,timestamp,hours,project\n"
+
+
+def both(path: Path, chunk_rows: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    dataset = get_dataset("dailycheckins")
+    frames = {
+        reader: pd.concat(list(ingest.read_chunks(path, dataset, path.name, chunk_rows, reader=reader)))
+        for reader in ("arrow", "pandas")
+    }
+    return frames["arrow"], frames["pandas"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        HEADER + "ned,2018-12-20 00:00:00 UTC,1.5,bizdev\n" * 10,
+        "\ufeff" + HEADER.replace("\n", "\r\n") + '"o\'brien, jr",x,1.5,"multi\r\nline, ""quoted"""\r\n',
+        HEADER + "зоя,26 сентября 2019 00:00,,\n,,,\n  spaced  , x , 1 , p \n",
+        HEADER + "a,b,c,d\n\nе,f,g,h\n",  # a blank line is no record for either reader
+        "project,hours,timestamp,user\np,1,t,u\n",  # columns in another order
+    ],
+)
+def test_arrow_reader_reads_what_pandas_reads(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "dailycheckins.csv"
+    path.write_bytes(text.encode())
+    arrow, pandas_ = both(path)
+    pd.testing.assert_frame_equal(arrow, pandas_)
+    assert list(arrow.index) == list(range(1, len(arrow) + 1))
+
+
+def test_arrow_reader_reads_gzip_in_many_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "dailycheckins.csv.gz"
+    body = "".join(f"u{i},2019-01-01 00:00:00 UTC,{i % 24},p\n" for i in range(5000))
+    path.write_bytes(gzip.compress((HEADER + body).encode()))
+    arrow, pandas_ = both(path, chunk_rows=700)
+    pd.testing.assert_frame_equal(arrow, pandas_)
+    assert len(arrow) == 5000
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        HEADER + "ned,2018-12-20 00:00:00 UTC,1.5\n",  # a short row: pandas fills it, Arrow refuses
+        HEADER + "ned,t,1,p\n" * 20_000 + "zoë,t,1,p\n",  # not UTF-8 (written as latin-1), past the header
+        HEADER + '"unterminated,t,1,p\n',
+    ],
+)
+def test_arrow_reader_steps_aside_for_what_only_pandas_decides(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "dailycheckins.csv"
+    path.write_bytes(text.encode("latin-1") if "zoë" in text else text.encode())
+    with pytest.raises(ingest.ArrowReaderGaveUp):
+        list(ingest.read_chunks(path, get_dataset("dailycheckins"), path.name, 100, reader="arrow"))
+
+
+def test_a_row_wider_than_arrows_block_steps_aside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest, "ARROW_BLOCK_BYTES", 1024)
+    path = tmp_path / "dailycheckins.csv"
+    path.write_text(HEADER + "x" * 5000 + ",t,1,p\n")
+    with pytest.raises(ingest.ArrowReaderGaveUp):
+        list(ingest.read_chunks(path, get_dataset("dailycheckins"), path.name, 100, reader="arrow"))
+
+
+def reference(values: list[str]) -> np.ndarray:
+    series = pd.Series(values, dtype=object)
+    numbers = pd.to_numeric(series, errors="coerce").astype("float64")
+    retry = numbers.isna() & (series.str.strip() != "")
+    numbers[retry] = pd.to_numeric(series[retry].str.strip(), errors="coerce")
+    return numbers.to_numpy()
+
+
+NUMBERS = ["1.5", "2", "0.08", "24", "1e1", "+1.5", "-0", ".5", "5.", "1.005", "3.141592653589793238"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [NUMBERS, [*NUMBERS, ""], [*NUMBERS, " 2 "], [*NUMBERS, "nan"], [*NUMBERS, "inf"], ["abc", "1"], ["1,5"]],
+)
+def test_number_fast_path_equals_to_numeric(values: list[str]) -> None:
+    got = _number(pd.Series(values, dtype="str")).to_numpy()
+    np.testing.assert_array_equal(got, reference(values))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.floats(allow_nan=False).map(repr), st.text(max_size=6)), min_size=1))
+def test_number_fast_path_equals_to_numeric_on_anything(values: list[str]) -> None:
+    got = _number(pd.Series(values, dtype="str")).to_numpy()
+    np.testing.assert_array_equal(got, reference(values))
