@@ -7,8 +7,8 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import pandas as pd
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, task
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import Field
