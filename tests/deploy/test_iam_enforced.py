@@ -244,3 +244,90 @@ def test_the_task_roles_other_statements_name_exactly_what_the_flows_used(stack:
     assert by_sid["AlertsKey"]["Condition"] == {
         "StringEquals": {"kms:ViaService": f"sns.{out['Region']}.amazonaws.com"}
     }
+
+
+# --- the push pool's principal: prefect-aws's ECS worker under enforcement -------------------------------------
+
+
+async def submit_as_push_pool(stack: MotoStack, keys: dict[str, str], variables: dict[str, Any]) -> list[str]:
+    """Submit one s3-event run the way the push pool does: prefect-aws's ECS worker with the pool's keys."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect_aws import AwsClientParameters, AwsCredentials
+    from prefect_aws.workers.ecs_worker import ECSJobConfiguration, ECSWorker
+
+    template = ECSWorker.get_default_base_job_template()
+    credentials = AwsCredentials(
+        **keys,
+        region_name=stack.outputs["Region"],
+        aws_client_parameters=AwsClientParameters(endpoint_url=stack.endpoint),
+    )
+    run_task_errors: list[str] = []
+    async with get_client() as client:
+        pool = await client.create_work_pool(
+            WorkPoolCreate(name=f"sluice-ecs-{uuid.uuid4().hex[:6]}", type="ecs", base_job_template=template)
+        )
+        flow_id = await client.create_flow_from_name("ingest-file")
+        deployment_id = await client.create_deployment(
+            flow_id=flow_id, name="s3-event", work_pool_name=pool.name,
+            entrypoint="flows/ingest.py:ingest_file", job_variables=variables,
+        )  # fmt: skip
+        deployment = await client.read_deployment(deployment_id)
+        flow = await client.read_flow(flow_id)
+        async with ECSWorker(work_pool_name=pool.name) as worker:
+            flow_run = await client.create_flow_run_from_deployment(
+                deployment_id, parameters={"source": "s3://landing/tm/dailycheckins/1.csv"}
+            )
+            configuration = await ECSJobConfiguration.from_template_and_values(
+                template, {**variables, "aws_credentials": None}
+            )
+            configuration.aws_credentials = credentials
+            configuration.prepare_for_flow_run(flow_run, deployment, flow)
+            try:
+                await worker.run(flow_run, configuration)
+            except ClientError as exc:
+                # AccessDenied is a finding; moto 5.2.5's RunTask of a Fargate task whose memory is set on the
+                # task fails inside moto (see tests/deploy/test_ecs_worker.py): that gap is tolerated.
+                assert exc.response["Error"]["Code"] != "AccessDenied", exc
+                assert exc.operation_name == "RunTask", exc
+                run_task_errors.append(str(exc))
+    return run_task_errors
+
+
+def test_ecs_worker_submits_with_exactly_the_push_pool_users_permissions(
+    stack: MotoStack, task_keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stack's outputs → prefect.yaml's job variables → the ECS worker's calls, as the push pool's user."""
+    import asyncio
+
+    from tests.deploy.test_cloudformation import EXPECTED_OUTPUTS
+    from tests.deploy.test_ecs_worker import s3_event_job_variables
+
+    keys = user_with_policies(stack, "push-pool", [moto_view(d) for d in stack.policies("PushPoolUser")])
+    env = {EXPECTED_OUTPUTS[k]: v for k, v in stack.outputs.items() if k in EXPECTED_OUTPUTS}
+    env |= {"SLUICE_IMAGE_REPO": stack.outputs["EcrRepositoryUri"], "SLUICE_TOTESYS_SOURCE_SECRET_ARN": ""}
+    variables = s3_event_job_variables(env, monkeypatch)
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AWS_ECS_WORKER_CREATE_TASK_RUN_MAX_ATTEMPTS", "1")
+    # The worker's event observer uses the process's own identity (a hybrid worker's; Prefect Cloud's for a push
+    # pool), not the pool's credentials: here, the test's administrator.
+    ambient = {
+        "AWS_ENDPOINT_URL": stack.endpoint,
+        "AWS_DEFAULT_REGION": stack.outputs["Region"],
+        "AWS_ACCESS_KEY_ID": stack.admin["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": stack.admin["aws_secret_access_key"],
+    }
+    for name, value in ambient.items():
+        monkeypatch.setenv(name, value)
+
+    run_task_errors = asyncio.run(submit_as_push_pool(stack, keys, variables))
+
+    ecs = stack.client("ecs")
+    (arn,) = ecs.list_task_definitions(familyPrefix=variables["family"])["taskDefinitionArns"]
+    definition = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+    assert definition["executionRoleArn"] == stack.outputs["ExecutionRoleArn"]
+    tasks = ecs.list_tasks(cluster=stack.outputs["ClusterArn"])["taskArns"]
+    assert len(tasks) == 1 or len(run_task_errors) == 1
+    # enforcement is on for this principal: what the ECS worker never calls is denied
+    with pytest.raises(ClientError) as denied:
+        stack.client("secretsmanager", keys).get_secret_value(SecretId=stack.outputs["DatabaseSecretArn"])
+    assert denied.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403, denied.value.response
