@@ -308,6 +308,12 @@ def test_alarms_for_what_no_flow_hook_can_report() -> None:
     rule = resources()["TaskStoppedAbnormallyRule"]["Properties"]
     assert rule["EventPattern"]["detail-type"] == ["ECS Task State Change"]
     assert rule["EventPattern"]["detail"]["clusterArn"] == [{"Fn::GetAtt": ["Cluster", "Arn"]}]
+    assert rule["EventPattern"]["detail"]["stopCode"] == [{"anything-but": "UserInitiated"}]  # not a cancel
+    assert rule["EventPattern"]["detail"]["$or"] == [
+        {"stopCode": ["TaskFailedToStart"]},
+        {"containers": {"exitCode": [137]}},
+        {"containers": {"reason": [{"prefix": "OutOfMemory"}]}},
+    ]
     (target,) = rule["Targets"]
     assert target["Arn"] == {"Ref": "AlertsTopic"}
     assert (
