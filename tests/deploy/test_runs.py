@@ -97,8 +97,8 @@ def test_analytics_and_customers_leave_an_artifact_and_a_name_that_says_what_ran
 def test_a_run_registers_no_block_types(
     sluice_env: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.utilities.asyncutils import run_coro_as_sync
+    """Registering a block type starts by reading it by slug: count those API calls during a run that notifies."""
+    from prefect.client.orchestration import PrefectClient, SyncPrefectClient
     from prefect_aws import AwsCredentials
 
     from sluice.notify import SnsNotification, deliver
@@ -114,18 +114,29 @@ def test_a_run_registers_no_block_types(
     monkeypatch.setenv("SLUICE_NOTIFY_BLOCKS", f"sns-notification/{name}")
     reload_settings()
 
-    async def block_types() -> dict[str, Any]:
-        async with get_client() as client:
-            return {
-                slug: (await client.read_block_type_by_slug(slug)).updated
-                for slug in ("sns-notification", "aws-credentials")
-            }
+    reads: list[str] = []
+    read_async, read_sync = PrefectClient.read_block_type_by_slug, SyncPrefectClient.read_block_type_by_slug
 
-    before = run_coro_as_sync(block_types())
+    async def spy_async(self: Any, slug: str) -> Any:
+        reads.append(slug)
+        return await read_async(self, slug)
+
+    def spy_sync(self: Any, slug: str) -> Any:
+        reads.append(slug)
+        return read_sync(self, slug)
+
+    # A spy on Prefect's client (it calls through), not a stand-in for Sluice's code.
+    monkeypatch.setattr(PrefectClient, "read_block_type_by_slug", spy_async)
+    monkeypatch.setattr(SyncPrefectClient, "read_block_type_by_slug", spy_sync)
     landed = sluice_env / "landing" / "dailycheckins.csv"
     landed.parent.mkdir(parents=True, exist_ok=True)
     landed.write_text(V1, encoding="utf-8")
     assert run_ingest(str(landed), dataset="dailycheckins").status == "success"  # its hook sends the message
     report = IngestReport(run_id=None, dataset="dailycheckins", source="x", status="success", state="load")
-    assert deliver(report) == 1
-    assert run_coro_as_sync(block_types()) == before  # no API write per run
+    assert deliver(report) == 1  # what every run's hook does: the block loads and the message goes
+    assert reads == []  # no block-type registration on the run path
+
+    from sluice.deploycheck import register_block_types
+
+    register_block_types()  # where it happens now: a build step of both deployment files
+    assert "sns-notification" in reads
