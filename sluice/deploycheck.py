@@ -82,6 +82,8 @@ def check(prefect_file: str = "prefect.yaml") -> dict[str, Any]:
     return {
         "totesys_schedule_active": bool(os.environ.get("SLUICE_TOTESYS_SOURCE_SECRET_ARN", "").strip()),
         "network_configuration": network_configuration(os.environ),
+        # Fresh base images on every build, unless SLUICE_IMAGE_PULL_BASE=false (offline builds from local bases).
+        "pull_base_images": os.environ.get("SLUICE_IMAGE_PULL_BASE", "true").strip().lower() != "false",
     }
 
 

@@ -63,3 +63,15 @@ def test_network_configuration_from_the_stack_outputs() -> None:
         "subnets": ["subnet-a", "subnet-b"], "securityGroups": ["sg-1"], "assignPublicIp": "DISABLED",
     }  # fmt: skip
     assert network_configuration({}) == {}
+
+
+def test_base_images_are_pulled_unless_switched_off(monkeypatch) -> None:
+    from sluice.deploycheck import check
+
+    for name, value in {**STACK_ENV}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("SLUICE_IMAGE_PULL_BASE", raising=False)
+    assert check("prefect.yaml")["pull_base_images"] is True
+    monkeypatch.setenv("SLUICE_IMAGE_PULL_BASE", "false")
+    assert check("prefect.yaml")["pull_base_images"] is False

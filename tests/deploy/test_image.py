@@ -19,16 +19,20 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import boto3
+import httpx
 import pytest
 import yaml
 
+from tests.conftest import free_port
 from tests.deploy.test_local_server import (  # noqa: F401 (server: a fixture)
     CSV,
+    PREFECT,
     checkins,
     cli,
     server,
     wait_for,
 )
+from tests.deploy.test_prefect_yaml import STACK_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "sluice-test:image"
@@ -176,7 +180,7 @@ def test_a_deployment_s_run_executes_inside_the_image_like_the_ecs_worker_runs_i
     assert result.returncode == 0, output[-4000:]
 
     state = wait_for(
-        lambda: (r := __import__("httpx").get(f"{api}/flow_runs/{flow_run.id}", timeout=10).json())
+        lambda: (r := httpx.get(f"{api}/flow_runs/{flow_run.id}", timeout=10).json())
         and r["state_type"] in ("COMPLETED", "FAILED", "CRASHED") and r,
         60, "the run's final state",
     )  # fmt: skip
@@ -187,3 +191,74 @@ def test_a_deployment_s_run_executes_inside_the_image_like_the_ecs_worker_runs_i
     mine = [r for r in records if r.get("flow_run_id") == str(flow_run.id)]
     assert any(r.get("state") == "load" and r.get("dataset") == "dailycheckins" for r in mine), records[-5:]
     assert not [r for r in records if r.get("level") == "ERROR"]
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    """A local image registry (Debian's docker-registry) standing in for ECR: same push, no login."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.skip("no docker-registry here (apt-get install docker-registry)")
+    port = free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {"version": 0.1, "storage": {"filesystem": {"rootdirectory": str(tmp_path / "registry")}},
+             "http": {"addr": f"127.0.0.1:{port}"}, "log": {"level": "error"}}
+        )
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            pytest.fail("the registry exited")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, 30, "the registry")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_prefect_deploy_all_builds_and_pushes_one_image_for_every_deployment(
+    image: str,
+    server: tuple[str, dict[str, str]],  # noqa: F811 (the fixture imported above)
+    registry: str,
+) -> None:
+    """prefect.yaml as it is, against a local server with an `ecs` pool (push pools are Prefect Cloud only)."""
+    from prefect_aws.workers.ecs_worker import ECSVariables
+
+    api, env = server
+    cli(env, "work-pool", "create", "sluice-ecs", "--type", "ecs")
+    repo = f"{registry}/sluice"
+    deploy_env = {k: v for k, v in env.items() if not k.startswith("SLUICE_")}
+    # No image registry is reachable here: the base images are the engine's local stand-ins, not pulled again.
+    deploy_env.update(STACK_ENV, SLUICE_IMAGE_REPO=repo, SLUICE_IMAGE_PULL_BASE="false")
+    result = subprocess.run(
+        [PREFECT, "--no-prompt", "deploy", "--all"],
+        env=deploy_env, cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+
+    found = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+    assert sorted(d["name"] for d in found) == ["daily", "daily", "every-20-minutes", "s3-event"]
+    images = {d["job_variables"]["image"] for d in found}
+    assert len(images) == 1  # one image for the four deployments
+    tags = httpx.get(f"http://{registry}/v2/sluice/tags/list", timeout=10).json()["tags"]
+    assert len(tags) == 1 and images == {f"{repo}:{tags[0]}"}  # built and pushed once
+    for d in found:
+        variables = ECSVariables(**d["job_variables"])
+        assert variables.network_configuration["subnets"] == STACK_ENV["SLUICE_SUBNET_IDS"].split(",")
+        assert variables.cloudwatch_logs_options["awslogs-create-group"] == "false"
+        assert d["pull_steps"] == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/prefect/sluice"}}
+        ]
+    totesys = next(d for d in found if d["name"] == "every-20-minutes")
+    assert [s["active"] for s in totesys["schedules"]] == [False]  # no Totesys source in this stack

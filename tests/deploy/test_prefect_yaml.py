@@ -109,6 +109,7 @@ def test_one_global_build_and_push_with_a_tag_that_cannot_collide() -> None:
     image = dict(build)["prefect_docker.deployments.steps.build_docker_image"]
     assert image["platform"] == "linux/amd64" and image["dockerfile"] == "Dockerfile"
     assert image["tag"] == "{{ image-tag.tag }}" and image["image_name"] == "{{ $SLUICE_IMAGE_REPO }}"
+    assert image["pull"] == "{{ check.pull_base_images }}"  # fresh bases unless SLUICE_IMAGE_PULL_BASE=false
     push = [name for name, _ in steps(c["push"])]
     assert push == ["sluice.deploycheck.registry_login", "prefect_docker.deployments.steps.push_docker_image"]
     assert c["pull"] == [
