@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import sqlalchemy as sa
 from botocore.exceptions import ClientError
@@ -139,6 +140,8 @@ def as_task_role(
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("SLUICE_DATABASE_URL", raising=False)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    # boto3.client() reuses one default session, which keeps the credentials it resolved first: start afresh.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     secret_value.cache_clear()
     reset_clients()
     reload_settings()
