@@ -359,17 +359,8 @@ def test_execution_role_writes_logs_only_to_the_stacks_own_log_group() -> None:
 # --- the stack in moto ----------------------------------------------------------------------------------------
 
 
-OOM_EVENT = {
-    "detail": {
-        "clusterArn": f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/sluice",
-        "lastStatus": "STOPPED",
-        "stopCode": "EssentialContainerExited",
-        "stoppedReason": "Essential container in task exited",
-        "taskArn": f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/sluice/0123",
-        "group": "family:sluice",
-        "containers": [{"name": "prefect", "exitCode": 137, "reason": "OutOfMemoryError: Container killed"}],
-    },
-}
+# An out-of-memory kill as ECS reports it (also the event for `aws events test-event-pattern` in a real account).
+OOM_EVENT = json.loads((TEMPLATE.parent / "samples" / "ecs-task-stopped-oom.json").read_text())
 
 
 def test_stack_deploys_into_moto_server(moto_server: str) -> None:
@@ -426,4 +417,4 @@ def test_stack_deploys_into_moto_server(moto_server: str) -> None:
     # task that never started is reported, readable, and a flow that merely failed (exit 1) is not.
     assert len(bodies) == 1, bodies
     assert bodies[0].startswith('"[sluice] ECS task stopped abnormally: TaskFailedToStart')
-    assert "task/sluice/0123 (family:sluice)" in bodies[0]
+    assert f"{OOM_EVENT['detail']['taskArn']} (family:sluice)" in bodies[0]
