@@ -123,6 +123,11 @@ def test_task_role_touches_only_its_own_resources() -> None:
     assert not any("s3:DeleteObject" in as_list(s.get("Action", [])) for s in role)
     assert by_sid["Alerts"]["Resource"] == {"Ref": "AlertsTopic"}
     assert by_sid["Ledger"]["Resource"] == {"Fn::GetAtt": ["LedgerTable", "Arn"]}
+    # exactly what the flows call (the IAM-enforced tests show these suffice)
+    assert by_sid["Ledger"]["Action"] == ["dynamodb:DescribeTable", "dynamodb:UpdateItem", "dynamodb:Query"]
+    assert by_sid["SertisCatalog"]["Action"] == [
+        "glue:CreateDatabase", "glue:CreateTable", "glue:UpdateTable", "glue:CreatePartition",
+    ]  # fmt: skip
     assert by_sid["WarehouseUrl"]["Resource"] == {"Ref": "WarehouseSecret"}
 
 
