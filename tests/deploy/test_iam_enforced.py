@@ -196,6 +196,28 @@ def test_ingest_from_s3_with_dynamodb_ledger_secret_and_sns_under_the_task_role(
     assert len(messages) == 1 and messages[0]["Subject"].startswith("[sluice] OK dailycheckins")
 
 
+def test_a_failed_run_is_quarantined_and_alerted_under_the_task_role(
+    as_task_role: MotoStack, alerts_queue: str
+) -> None:
+    from sluice.runner import run_ingest
+
+    stack = as_task_role
+    landing = stack.outputs["LandingUri"].removeprefix("s3://")
+    key = f"tm/dailycheckins/2024/03/02/{uuid.uuid4().hex[:6]}.csv"
+    bad = "theon,2019-01-02 00:00:00 UTC,30,infra\n"  # content of its own: not skipped as already loaded
+    stack.client("s3").put_object(Bucket=landing, Key=key, Body=(CHECKINS + bad).encode())
+    drain(stack, alerts_queue)
+
+    report = run_ingest(f"s3://{landing}/{key}", mode="hard")
+
+    assert (report.status, report.state, report.rows_loaded) == ("failed", "validate", 0), report.error
+    messages = drain(stack, alerts_queue)
+    assert len(messages) == 1 and messages[0]["Subject"].startswith(
+        "[sluice] FAILED dailycheckins at validate"
+    )
+    assert json.loads(messages[0]["Message"])["status"] == "Ingestion Fail"
+
+
 def test_sertis_glue_catalog_under_the_task_role(as_task_role: MotoStack) -> None:
     from sluice.runner import run_customers, run_ingest
 
