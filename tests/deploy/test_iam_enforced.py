@@ -196,9 +196,7 @@ def test_ingest_from_s3_with_dynamodb_ledger_secret_and_sns_under_the_task_role(
     assert len(messages) == 1 and messages[0]["Subject"].startswith("[sluice] OK dailycheckins")
 
 
-def test_a_failed_run_is_quarantined_and_alerted_under_the_task_role(
-    as_task_role: MotoStack, alerts_queue: str
-) -> None:
+def test_a_failed_run_is_alerted_under_the_task_role(as_task_role: MotoStack, alerts_queue: str) -> None:
     from sluice.runner import run_ingest
 
     stack = as_task_role
