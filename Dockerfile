@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1.7
 # Sluice runtime image: every deployment in prefect.yaml (ingest-file, totesys, analytics, customers) and `sluice api`.
-# Built for linux/amd64 by prefect.yaml's build step; installs exactly uv.lock, without dev tools or the bench extra.
+# Built for linux/amd64 by prefect.yaml's build step; installs exactly uv.lock's runtime set: no dependency group
+# (dev tools, deploy tooling, the embedded pgserver: the tasks use Aurora), no bench extra, no packages' own tests.
+# A Fargate task pulls the image at every start: keep it small (size measured in tests/deploy/test_image.py).
 
 ARG PYTHON_VERSION=3.11
 
@@ -15,12 +17,15 @@ ENV UV_COMPILE_BYTECODE=1 \
 WORKDIR /opt/prefect/sluice
 # Dependencies first (cached while only the code changes), then the project itself.
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project
+RUN uv sync --frozen --no-default-groups --no-install-project
 COPY sluice ./sluice
 COPY flows ./flows
 COPY tasks ./tasks
 COPY schemas ./schemas
-RUN uv sync --frozen --no-dev --no-editable
+RUN uv sync --frozen --no-default-groups --no-editable \
+    && find /opt/prefect/venv/lib/python3.11/site-packages -mindepth 2 -maxdepth 3 -type d -name tests \
+         -prune -exec rm -rf {} + \
+    && rm -rf /opt/prefect/venv/lib/python3.11/site-packages/pyarrow/include
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 RUN groupadd --system --gid 10001 sluice \

@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import Field
 
+from flows.names import TIMEOUT_SECONDS, analytics_run_name
 from sluice.errors import SluiceError
 from sluice.ledger import get_ledger, hold_run, reap_abandoned, release_run
 from sluice.notify import notify_hooks
@@ -26,7 +27,14 @@ class AnalyticsReport(IngestReport):
     exports: dict[str, str] = Field(default_factory=dict)
 
 
-@flow(name="analytics", log_prints=False, validate_parameters=True, **notify_hooks())
+@flow(
+    name="analytics",
+    flow_run_name=analytics_run_name,
+    timeout_seconds=TIMEOUT_SECONDS["analytics"],
+    log_prints=False,
+    validate_parameters=True,
+    **notify_hooks(),
+)
 def analytics(
     as_of: Annotated[
         dt.date | None,
@@ -107,6 +115,7 @@ def analytics(
         raise IngestionFailed(report) from None
     finally:
         release_run(ledger)
+        _publish(report)
     logger.info(
         "analytics for %s: %s rows written, %d tables exported",
         ctx.as_of,
@@ -124,3 +133,10 @@ def _publish(report: AnalyticsReport) -> AnalyticsReport:
         description=f"analytics {report.status} for {report.as_of}",
     )
     return report
+
+
+def _publish(report: IngestReport) -> None:
+    """The run's summary in the UI's Artifacts tab (as ingest-file and totesys have)."""
+    create_markdown_artifact(
+        key="analytics", markdown=markdown(report), description=f"analytics {report.status}: {report.source}"
+    )

@@ -8,17 +8,19 @@ from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import Field
 
+from flows.names import TIMEOUT_SECONDS, customers_run_name
 from schemas.sertis import Customer
 from sluice import sertis
 from sluice.errors import SluiceError
 from sluice.ingest import validate_table
 from sluice.ledger import Ledger, LedgerEntry, get_ledger, hold_run, reap_abandoned, release_run, tracked
 from sluice.notify import notify_hooks
-from sluice.report import IngestionFailed, IngestReport
+from sluice.report import IngestionFailed, IngestReport, markdown
 from sluice.settings import Settings, get_settings
 from sluice.transforms.sertis import build_customers
 from sluice.warehouse import get_engine
@@ -65,7 +67,13 @@ def load(settings: Settings, gold: pd.DataFrame) -> str:
     return sertis.load_gold(get_engine(settings), gold, settings)
 
 
-@flow(name="customers", log_prints=False, **notify_hooks())
+@flow(
+    name="customers",
+    flow_run_name=customers_run_name,
+    timeout_seconds=TIMEOUT_SECONDS["customers"],
+    log_prints=False,
+    **notify_hooks(),
+)
 def customers() -> GoldReport:
     """Rebuild the Sertis gold table from all of silver (replaced per run, in one transaction)."""
     logger = get_run_logger()
@@ -101,5 +109,13 @@ def customers() -> GoldReport:
         raise IngestionFailed(report) from None
     finally:
         release_run(ledger)
+        _publish(report)
     logger.info("customers: %d from %d silver rows", report.customers, report.rows_read)
     return report
+
+
+def _publish(report: IngestReport) -> None:
+    """The run's summary in the UI's Artifacts tab (as ingest-file and totesys have)."""
+    create_markdown_artifact(
+        key="customers", markdown=markdown(report), description=f"customers {report.status}: {report.source}"
+    )

@@ -12,6 +12,7 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 from pydantic import Field
 
+from flows.names import TIMEOUT_SECONDS, ingest_run_name
 from sluice import registry
 from sluice.errors import BadFile, SluiceError, UnknownDataset, ValidationFailed
 from sluice.ledger import Ledger, LedgerEntry, get_ledger, hold_run, reap_abandoned, release_run
@@ -24,7 +25,9 @@ class Unclaimed(Exception):
     """No dataset claims the file's key: recorded as skipped, not a failure (an event for another prefix)."""
 
 
-def _start(source: str, dataset: str | None, mode: str | None, force: bool) -> RunContext:
+def _start(
+    source: str, dataset: str | None, mode: str | None, force: bool, version_id: str | None = None
+) -> RunContext:
     settings = get_settings()
     ledger = get_ledger(settings)
     reap_abandoned(ledger)
@@ -48,6 +51,7 @@ def _start(source: str, dataset: str | None, mode: str | None, force: bool) -> R
         settings=settings,
         ledger=ledger,
         flow_run_id=run_id,
+        version_id=version_id or None,
     )
 
 
@@ -68,6 +72,8 @@ def _record_refusal(ledger: Ledger, source: str, dataset: str | None, status: st
 
 @flow(
     name="ingest-file",
+    flow_run_name=ingest_run_name,
+    timeout_seconds=TIMEOUT_SECONDS["ingest-file"],
     log_prints=False,
     validate_parameters=True,
     # One notification per run (SLUICE_NOTIFY_BLOCKS); imported here because only this decorator is ours.
@@ -87,6 +93,10 @@ def ingest_file(
     force: Annotated[
         bool, Field(description="Reload a file already loaded, replacing its rows atomically.")
     ] = False,
+    version_id: Annotated[
+        str | None,
+        Field(description="S3 object version to read (the event's version-id); empty = the latest."),
+    ] = None,
 ) -> IngestReport:
     """Take one landed file through extract → transform → validate → load, exactly once.
 
@@ -97,10 +107,11 @@ def ingest_file(
         mode: hard = any bad row halts and nothing loads; soft = good rows load, bad rows go to quarantine;
             empty = the dataset's default.
         force: Reload a file already loaded, replacing its rows atomically.
+        version_id: S3 object version to read (the S3 event's version-id); empty = the latest version.
     """
     logger = get_run_logger()
     try:
-        ctx = _start(source, dataset, mode, force)
+        ctx = _start(source, dataset, mode, force, version_id)
     except Unclaimed as exc:
         logger.info(str(exc))
         return IngestReport(

@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import Field
 
+from flows.names import TIMEOUT_SECONDS, totesys_run_name
 from sluice import totesys as core
 from sluice.errors import SluiceError
 from sluice.ledger import get_ledger, hold_run, reap_abandoned, release_run
@@ -30,7 +31,13 @@ class CycleReport(IngestReport):
     seconds: float = 0.0
 
 
-@flow(name="totesys", log_prints=False, **notify_hooks())
+@flow(
+    name="totesys",
+    flow_run_name=totesys_run_name,
+    timeout_seconds=TIMEOUT_SECONDS["totesys"],
+    log_prints=False,
+    **notify_hooks(),
+)
 def totesys() -> CycleReport:
     """Extract what changed in the Totesys OLTP, build the star schema, load it atomically."""
     logger = get_run_logger()

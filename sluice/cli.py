@@ -226,6 +226,7 @@ def _register_extensions() -> None:
         "sluice.cli_sertis",
         "sluice.cli_api",
         "sluice.cli_backfill",
+        "sluice.cli_aws",
     ):
         try:
             mod = importlib.import_module(module)

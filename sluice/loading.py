@@ -34,13 +34,20 @@ class LoadOutcome:
 
 
 def ensure_target(engine: sa.Engine, dataset: Dataset) -> None:
-    """Create the dataset's schema and table if they do not exist."""
+    """Create the dataset's schema and table, and the ``sluice.file_loads`` guard, if they do not exist.
+
+    The guard is created here, not only with the PostgreSQL run ledger: with the DynamoDB ledger (on ECS) nothing
+    else creates it, and the first load into a fresh warehouse would fail on a missing ``sluice.file_loads``.
+    """
     if dataset.table is None:
         return
     with engine.begin() as conn:
+        # The ledger's bootstrap lock too (taken first, as there): both may create sluice.file_loads.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('sluice.bootstrap'))"))
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('sluice.ddl'))"))
+        ensure_schema(conn, "sluice")
         ensure_schema(conn, dataset.table.schema or "public")
-        metadata.create_all(conn, tables=[dataset.table])
+        metadata.create_all(conn, tables=[file_loads, dataset.table])
         _relax_old_lineage(conn, dataset.table)
 
 

@@ -231,9 +231,12 @@ def wanted(report: IngestReport, policy: NotifyOn) -> bool:
 
 
 def load_block(ref: str) -> NotificationBlock:
-    """Load a saved notification block by ``slug/name`` (or a bare name, tried as SNS then email)."""
+    """Load a saved notification block by ``slug/name`` (or a bare name, tried as SNS then email).
+
+    No registration here (it was an API write per run): the block types are registered at deploy time
+    (``sluice.deploycheck.register_block_types``, ``sluice aws setup``) and by ``sluice notify add-*``.
+    """
     ref = split_ref(ref)[0]
-    register_blocks_quietly()
     if "/" in ref:
         block = Block.load(ref)
     else:
@@ -249,17 +252,6 @@ def load_block(ref: str) -> NotificationBlock:
     if not isinstance(block, NotificationBlock):
         raise ValueError(f"{ref} is not a notification block")
     return block
-
-
-_REGISTERED = False
-
-
-def register_blocks_quietly() -> None:
-    """Register the block types once per process so ``Block.load`` can resolve their slugs."""
-    global _REGISTERED
-    if not _REGISTERED:
-        register_blocks()
-        _REGISTERED = True
 
 
 def send(block: NotificationBlock, body: str, subject: str) -> None:

@@ -85,11 +85,12 @@ def _is_missing(exc: Exception) -> bool:
     return code in {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 
 
-def fetch(uri: str, work_dir: Path) -> FetchedFile:
+def fetch(uri: str, work_dir: Path, version_id: str | None = None) -> FetchedFile:
     """Make ``uri`` readable as a local file and fingerprint it (the source is only ever read).
 
     A local file is hashed in place; an S3 object is streamed into ``work_dir``. S3 keys that arrive
-    URL-encoded (``red+flower.csv``) are tried decoded when the raw key does not exist.
+    URL-encoded (``red+flower.csv``) are tried decoded when the raw key does not exist. ``version_id`` (from
+    the S3 event) reads that version of the object, not whatever was written to the key since.
     """
     if not is_s3(uri):
         path = Path(uri.removeprefix("file://"))
@@ -106,7 +107,8 @@ def fetch(uri: str, work_dir: Path) -> FetchedFile:
     body, resolved_key, version = None, key, None
     for candidate in dict.fromkeys([key, unquote_plus(key)]):
         try:
-            response = client.get_object(Bucket=bucket, Key=candidate)
+            versioned = {"VersionId": version_id} if version_id else {}
+            response = client.get_object(Bucket=bucket, Key=candidate, **versioned)
         except Exception as exc:
             if _is_missing(exc):
                 continue
@@ -114,7 +116,7 @@ def fetch(uri: str, work_dir: Path) -> FetchedFile:
         body, resolved_key, version = response["Body"], candidate, response.get("VersionId")
         break
     if body is None:
-        raise SourceNotFound(f"{uri}: object not found")
+        raise SourceNotFound(f"{uri}: object not found" + (f" (version {version_id})" if version_id else ""))
     work_dir.mkdir(parents=True, exist_ok=True)
     local = work_dir / (basename(resolved_key) or "object")
     digest = hashlib.sha256()

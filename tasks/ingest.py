@@ -49,6 +49,7 @@ class RunContext:
     ledger: Ledger
     flow_run_id: str | None = None
     counts: dict[str, Any] = field(default_factory=dict)
+    version_id: str | None = None  # the S3 object version to read (from the event); None = the latest
 
     @property
     def work(self) -> Path:
@@ -117,7 +118,7 @@ def with_retries(task_fn: Any, settings: Settings) -> Any:
 def extract(ctx: RunContext) -> storage.FetchedFile | None:
     """Fetch the landed file and fingerprint it; None when this content is already loaded."""
     with ledger_state(ctx, "extract") as entry:
-        fetched = storage.fetch(ctx.source, ctx.work / "source")
+        fetched = storage.fetch(ctx.source, ctx.work / "source", ctx.version_id)
         engine = get_engine(ctx.settings)
         ensure_target(engine, ctx.dataset)
         if (

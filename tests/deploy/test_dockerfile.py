@@ -1,4 +1,4 @@
-"""The Dockerfile, checked as far as possible without a Docker engine (none runs here)."""
+"""The Dockerfile, checked without a Docker engine (tests/deploy/test_image.py builds and runs it when one answers)."""
 
 from __future__ import annotations
 
@@ -36,9 +36,10 @@ def test_multi_stage_non_root_project_at_opt_prefect_sluice() -> None:
     assert "ghcr.io/astral-sh/uv:0.13.9" in DOCKERFILE
 
 
-def test_installs_from_the_lock_file_without_dev_tools() -> None:
+def test_installs_from_the_lock_file_without_any_dependency_group() -> None:
     runs = [arg for op, arg in instructions() if op == "RUN" and "uv sync" in arg]
-    assert runs and all("--frozen" in r and "--no-dev" in r for r in runs)
+    # --no-dev would still install the other default groups (deploy tooling, the embedded pgserver).
+    assert runs and all("--frozen" in r and "--no-default-groups" in r for r in runs)
     assert not any("pip install" in arg for op, arg in instructions() if op == "RUN")
 
 
@@ -51,7 +52,7 @@ def test_copies_every_package_and_every_entrypoint() -> None:
     assert {"pyproject.toml"} <= {
         p for arg in (a for o, a in instructions() if o == "COPY") for p in arg.split()
     }
-    for deployment in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]:
+    for deployment in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]:  # the image's
         top = deployment["entrypoint"].split("/", 1)[0]
         assert top in copied, deployment["name"]
     ignored = (ROOT / ".dockerignore").read_text().split()
@@ -64,13 +65,12 @@ def test_the_locked_runtime_set_is_the_one_the_tests_run_minus_dev_tools() -> No
     if binary is None:
         pytest.skip("uv is not installed here (./run installs it)")
     out = subprocess.run(
-        [binary, "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project"],
+        [binary, "export", "--frozen", "--no-default-groups", "--no-hashes", "--no-emit-project"],
         cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
     ).stdout  # fmt: skip
     pins = dict(line.split("==", 1) for line in out.splitlines() if "==" in line and not line.startswith("#"))
     pins = {k.strip(): v.split()[0] for k, v in pins.items()}
     assert pins["prefect"] == "3.8.8"
-    assert {"prefect-aws", "pandera", "sqlalchemy", "psycopg2-binary", "boto3", "pgserver", "uvicorn"} <= set(
-        pins
-    )
-    assert not {"pytest", "moto", "ruff", "dlt", "bandit"} & set(pins)
+    assert {"prefect-aws", "pandera", "sqlalchemy", "psycopg2-binary", "boto3", "uvicorn"} <= set(pins)
+    # Not in the ECS image: dev tools, the benchmark peer, deploy tooling, the embedded PostgreSQL.
+    assert not {"pytest", "moto", "ruff", "dlt", "bandit", "prefect-docker", "pgserver"} & set(pins)

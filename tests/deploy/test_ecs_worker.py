@@ -12,39 +12,21 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
+from tests.deploy.test_prefect_yaml import STACK_ENV, rendered
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sluice:abc1234"
-VALUES = {
-    "$SLUICE_TASK_ROLE_ARN": "arn:aws:iam::123456789012:role/sluice-task",
-    "$SLUICE_EXECUTION_ROLE_ARN": "arn:aws:iam::123456789012:role/sluice-execution",
-    "$SLUICE_LOG_GROUP": "/sluice/flow-runs",
-    "$AWS_REGION": "us-east-1",
-    "$SLUICE_LANDING_URI": "s3://sluice-landing-123456789012-us-east-1",
-    "$SLUICE_STAGING_URI": "s3://sluice-data-123456789012-us-east-1/staging",
-    "$SLUICE_QUARANTINE_URI": "s3://sluice-data-123456789012-us-east-1/quarantine",
-    "$SLUICE_DATABASE_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:sluice/warehouse-url",
-    "$SLUICE_LEDGER_TABLE": "sluice-run-ledger",
-    "build-image.image": IMAGE,
-}
+IMAGE_REPO = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sluice"
 
 
-def resolve(value: Any) -> Any:
-    """prefect.yaml's `{{ … }}` placeholders as `prefect deploy` would fill them from the env and the build step."""
-    if isinstance(value, dict):
-        return {k: resolve(v) for k, v in value.items()}
-    if isinstance(value, str) and value.startswith("{{") and value.endswith("}}"):
-        return VALUES[value.strip("{} ")]
-    return value
-
-
-def s3_event_job_variables() -> dict[str, Any]:
+def s3_event_job_variables(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """prefect.yaml's s3-event job variables as `prefect deploy` renders them (its check and tag steps run)."""
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     deployment = next(d for d in spec["deployments"] if d["name"] == "s3-event")
-    return resolve(deployment["work_pool"]["job_variables"])
+    return rendered(deployment, env, monkeypatch)["work_pool"]["job_variables"]
 
 
-async def submit(moto_endpoint: str, runs: int) -> list[str]:
+async def submit(moto_endpoint: str, runs: int, variables: dict[str, Any]) -> list[str]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect_aws import AwsClientParameters, AwsCredentials
@@ -52,7 +34,6 @@ async def submit(moto_endpoint: str, runs: int) -> list[str]:
 
     failures: list[str] = []
     template = ECSWorker.get_default_base_job_template()
-    variables = {**s3_event_job_variables(), "cluster": "sluice"}
     credentials = AwsCredentials(
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
@@ -98,8 +79,22 @@ def test_ecs_worker_registers_the_task_definition_and_submits_runs_on_moto(
 ) -> None:
     monkeypatch.setenv("PREFECT_INTEGRATIONS_AWS_ECS_WORKER_CREATE_TASK_RUN_MAX_ATTEMPTS", "1")
     ecs = boto3.client("ecs", endpoint_url=moto_endpoint, region_name="us-east-1")
-    ecs.create_cluster(clusterName="sluice")
-    failures = asyncio.run(submit(moto_endpoint, runs=2))
+    cluster = ecs.create_cluster(clusterName="sluice")["cluster"]["clusterArn"]
+    ec2 = boto3.client("ec2", endpoint_url=moto_endpoint, region_name="us-east-1")
+    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.42.{n}.0/24")["Subnet"]["SubnetId"] for n in (1, 2)
+    ]
+    group = ec2.create_security_group(GroupName="sluice-tasks", Description="tasks", VpcId=vpc)["GroupId"]
+    env = {
+        **STACK_ENV,
+        "SLUICE_ECS_CLUSTER": cluster,
+        "SLUICE_VPC_ID": vpc,
+        "SLUICE_SUBNET_IDS": ",".join(subnets),
+        "SLUICE_TASK_SECURITY_GROUP": group,
+    }
+    variables = s3_event_job_variables(env, monkeypatch)
+    failures = asyncio.run(submit(moto_endpoint, runs=2, variables=variables))
 
     families = ecs.list_task_definitions(familyPrefix="sluice")["taskDefinitionArns"]
     assert len(families) == 1, (
@@ -107,13 +102,14 @@ def test_ecs_worker_registers_the_task_definition_and_submits_runs_on_moto(
     )  # a stable family, matched on the second run: no task-definition churn
     definition = ecs.describe_task_definition(taskDefinition=families[0])["taskDefinition"]
     container = definition["containerDefinitions"][0]
-    assert container["image"] == IMAGE
+    assert container["image"] == variables["image"] and container["image"].startswith(IMAGE_REPO + ":")
     assert (str(definition["cpu"]), str(definition["memory"])) == ("1024", "4096")
     # taskRoleArn and env travel in the run request overrides (prefect-aws), not in the definition
-    assert definition["executionRoleArn"] == VALUES["$SLUICE_EXECUTION_ROLE_ARN"]
+    assert definition["executionRoleArn"] == STACK_ENV["SLUICE_EXECUTION_ROLE_ARN"]
     assert definition["requiresCompatibilities"] == ["FARGATE"]
     logs = container["logConfiguration"]
     assert logs["logDriver"] == "awslogs" and logs["options"]["awslogs-group"] == "/sluice/flow-runs"
+    assert logs["options"]["awslogs-create-group"] == "false"  # the execution role may not create groups
     tasks = ecs.list_tasks(cluster="sluice")["taskArns"]
     if failures:  # moto could not start the task (see above): the run request reached RunTask, twice
         assert len(failures) == 2 and not tasks

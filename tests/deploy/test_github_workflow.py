@@ -39,7 +39,12 @@ def test_deploy_on_main_only_after_tests_with_oidc_and_no_stored_aws_keys() -> N
     assert "role-to-assume" in aws["with"]
     text = WORKFLOW.read_text()
     assert "AWS_ACCESS_KEY_ID" not in text and "AWS_SECRET_ACCESS_KEY" not in text
-    assert any("prefect --no-prompt deploy --all" in s.get("run", "") for s in job["steps"])
+    runs = [s.get("run", "") for s in job["steps"]]
+    # The locked deploy tooling and the check come with ./run deploy; the stack's outputs with sluice aws setup.
+    assert any("sluice aws setup" in r for r in runs) and any(r.strip() == "./run deploy" for r in runs)
+    assert not any("pip install" in r for r in runs)
+    setup = next(i for i, r in enumerate(runs) if "sluice aws setup" in r)
+    assert setup < next(i for i, r in enumerate(runs) if r.strip() == "./run deploy")
     assert workflow()["permissions"] == {"contents": "read"}  # least privilege by default
 
 

@@ -1,5 +1,7 @@
-"""End to end on a real local Prefect server: prefect.yaml deployed with `prefect deploy`, a process worker,
-`prefect deployment run 'ingest-file/local'`, and the webhook's event starting runs through the trigger."""
+"""End to end on a real local Prefect server: deployments/local.yaml deployed with `prefect deploy --all
+--prefect-file` and no variable set, a process worker started elsewhere, `prefect deployment run
+'ingest-file/local'`, and the webhook's event starting runs through the trigger. And prefect.yaml's check: with a
+stack output missing, `prefect deploy --all` fails naming it and deploys nothing."""
 
 from __future__ import annotations
 
@@ -57,7 +59,6 @@ def server(
         PREFECT_API_URL=api,
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         SLUICE_DATABASE_URL=pg_url,
-        SLUICE_PROJECT_DIR=str(ROOT),
         AWS_ENDPOINT_URL=moto_endpoint,
     )
     log = (tmp_path / "server.log").open("w")
@@ -83,9 +84,9 @@ def server(
             proc.kill()
 
 
-def cli(env: dict[str, str], *args: str, timeout: float = 180) -> str:
+def cli(env: dict[str, str], *args: str, timeout: float = 180, cwd: Path = ROOT) -> str:
     result = subprocess.run(
-        [PREFECT, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        [PREFECT, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
     )
     assert result.returncode == 0, (
         f"prefect {' '.join(args)}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
@@ -108,13 +109,21 @@ def test_deployment_run_and_webhook_event_through_the_trigger(
     server: tuple[str, dict[str, str]], pg_url: str, sluice_env: Path, moto_endpoint: str
 ) -> None:
     api, env = server
+    env = {k: v for k, v in env.items() if k != "SLUICE_PROJECT_DIR"}  # nothing to forget
     cli(env, "work-pool", "create", "sluice-local", "--type", "process")
-    cli(env, "--no-prompt", "deploy", "--name", "local")
+    cli(env, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/local.yaml")
+    names = {d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()}
+    assert names == {"local", "every-20-minutes-local", "daily-local"}
     deployment = httpx.get(f"{api}/deployments/name/ingest-file/local", timeout=10).json()
+    assert deployment["pull_steps"] == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
+    ]  # resolved when deployed: no {{ $SLUICE_PROJECT_DIR }} left for a run to trip on
+    elsewhere = sluice_env / "worker-cwd"
+    elsewhere.mkdir()
     worker_log = (sluice_env / "worker.log").open("w")
     worker = subprocess.Popen(
         [PREFECT, "worker", "start", "--pool", "sluice-local", "--limit", "2"],
-        env=env, cwd=ROOT, stdout=worker_log, stderr=subprocess.STDOUT,
+        env=env, cwd=elsewhere, stdout=worker_log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         # 1. From the CLI, as users do.
@@ -136,6 +145,7 @@ def test_deployment_run_and_webhook_event_through_the_trigger(
             240, "the CLI-started run", worker,
         )  # fmt: skip
         assert first[0]["state_type"] == "COMPLETED", first[0]["state"]
+        assert first[0]["name"] == "dailycheckins · dailycheckins-cli.csv"  # says what ran
         assert checkins(pg_url) == 2
 
         # 2. The webhook's event, twice (EventBridge delivers at least once): the trigger starts two runs, one loads.
@@ -182,3 +192,26 @@ def test_deployment_run_and_webhook_event_through_the_trigger(
             worker.wait(30)
         except subprocess.TimeoutExpired:
             worker.kill()
+
+
+def test_the_aws_file_does_not_deploy_with_a_stack_output_missing(server: tuple[str, dict[str, str]]) -> None:
+    api, env = server
+    cli(env, "work-pool", "create", "sluice-ecs", "--type", "ecs")
+    env = {k: v for k, v in env.items() if not k.startswith("SLUICE_") and k != "AWS_REGION"}
+    env["SLUICE_IMAGE_REPO"] = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sluice"
+    result = subprocess.run(
+        [PREFECT, "--no-prompt", "deploy", "--all"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    for name in (
+        "SLUICE_TASK_ROLE_ARN",
+        "SLUICE_EXECUTION_ROLE_ARN",
+        "SLUICE_SUBNET_IDS",
+        "SLUICE_LOG_GROUP",
+    ):
+        assert f"{name} is not set" in output, output[-3000:]
+    assert "SLUICE_IMAGE_REPO is not set" not in output
+    assert "build_docker_image" not in output  # the check ran first: nothing was built
+    assert httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json() == []

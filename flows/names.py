@@ -1,0 +1,54 @@
+"""Flow run names that say what ran (the UI's run list), and each flow's timeout.
+
+Prefect calls a ``flow_run_name`` function when the run starts, with ``prefect.runtime`` describing it; a name
+must never fail a run, so each falls back to the flow's name.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect.runtime import flow_run
+
+# A hung run must not hold its concurrency slot (or its ECS task) forever. Totesys: shorter than its 20-minute
+# interval, so one stuck cycle does not block the next.
+TIMEOUT_SECONDS = {"ingest-file": 2 * 3600, "totesys": 15 * 60, "analytics": 3600, "customers": 3600}
+
+
+def ingest_run_name() -> str:
+    """``<dataset> · <file>``, e.g. ``dailycheckins · dailycheckins.csv``."""
+    try:
+        params = flow_run.parameters or {}
+        source = str(params.get("source") or "")
+        dataset = params.get("dataset")
+        if not dataset:
+            from sluice import registry
+
+            spec = registry.resolve(source)
+            dataset = spec.name if spec else "unclaimed"
+        return f"{dataset} · {source.rstrip('/').rsplit('/', 1)[-1] or source}"
+    except Exception:
+        return "ingest-file"
+
+
+def timestamped(prefix: str) -> str:
+    """``<prefix> <scheduled time, UTC, to the minute>``, e.g. ``totesys 2026-11-24T12:20Z``."""
+    try:
+        when = flow_run.scheduled_start_time or datetime.now(UTC)
+        return f"{prefix} {when.astimezone(UTC):%Y-%m-%dT%H:%MZ}"
+    except Exception:
+        return prefix
+
+
+def totesys_run_name() -> str:
+    return timestamped("totesys")
+
+
+def analytics_run_name() -> str:
+    """``analytics <as_of>`` when a day is asked for, else the scheduled time."""
+    as_of = (flow_run.parameters or {}).get("as_of")
+    return f"analytics as of {as_of}" if as_of else timestamped("analytics")
+
+
+def customers_run_name() -> str:
+    return timestamped("customers")

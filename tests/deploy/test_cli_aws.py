@@ -1,0 +1,174 @@
+"""`sluice aws setup`: the stack's outputs (deployed into moto) become the deploy's environment, the push pool's
+credentials block, the ECS work pool (credentials, cluster, VPC, subnets, security group) and the alerts block."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from sluice.deploycheck import problems
+from tests.deploy.conftest import REGION, MotoStack, deploy_stack, template
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def feeds() -> dict[str, str]:
+    """Output name → the variable it feeds (the first word of its Description), from the template."""
+    out = {}
+    for key, output in template()["Outputs"].items():
+        word = (output.get("Description") or "").split()[:1]
+        if word and word[0].isupper() and "_" in word[0]:
+            out[key] = word[0]
+    return out
+
+
+@pytest.fixture(scope="module")
+def stack(moto_server: str) -> MotoStack:
+    return deploy_stack(moto_server)
+
+
+def aws_env(stack: MotoStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", stack.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", stack.admin["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", stack.admin["aws_secret_access_key"])
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+
+
+_FULL: dict[str, dict[str, str]] = {}
+
+
+def full_environment(stack: MotoStack) -> dict[str, str]:
+    """Every output's variable with its value (moto's CloudFormation leaves out outputs of the resources it
+    skips, e.g. secrets: the conftest made them from the template, and the push pool's secret is made here)."""
+    if stack.endpoint in _FULL:
+        return _FULL[stack.endpoint]
+    iam = stack.client("iam")
+    user = stack.outputs["PushPoolUserName"]
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    secret = stack.client("secretsmanager").create_secret(
+        Name=f"sluice/push-pool-credentials-{user[-6:]}",
+        SecretString=json.dumps(
+            {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+        ),
+    )["ARN"]
+    outputs = {**stack.outputs, "PushPoolCredentialsSecretArn": secret}
+    env = {var: outputs[key] for key, var in feeds().items() if key in outputs}
+    env.setdefault("SLUICE_TOTESYS_SOURCE_SECRET_ARN", "")
+    _FULL[stack.endpoint] = env
+    return env
+
+
+def test_every_stack_output_feeding_prefect_yaml_is_read_from_the_stack(
+    stack: MotoStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sluice.cli_aws import stack_environment
+
+    aws_env(stack, monkeypatch)
+    env = stack_environment(stack.resolve.refs["AWS::StackName"], REGION)
+    # What moto's CloudFormation reports is read as the template says (outputs of skipped resources aside).
+    reported = {var for key, var in feeds().items() if key in env or var in env}
+    assert {k: v for k, v in env.items() if v} == {
+        k: v for k, v in full_environment(stack).items() if k in reported and v
+    }
+    assert env["SLUICE_SUBNET_IDS"] == stack.parameters["SubnetIds"]
+    assert env["SLUICE_TOTESYS_SOURCE_SECRET_ARN"] == ""  # no source in this stack: decided, not forgotten
+    # Every variable prefect.yaml needs is an output of the stack.
+    needed = {line.split()[0] for line in problems((ROOT / "prefect.yaml").read_text(), {})}
+    assert needed <= set(feeds().values())
+
+
+def test_setup_makes_the_pool_its_credentials_and_the_alerts_block(
+    stack: MotoStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from prefect.blocks.core import Block
+    from prefect.client.orchestration import get_client
+    from prefect.utilities.asyncutils import run_coro_as_sync
+    from prefect_aws import AwsCredentials
+    from prefect_aws.workers.ecs_worker import ECSJobConfiguration
+
+    from sluice.cli_aws import configure_prefect, write_env_file
+
+    aws_env(stack, monkeypatch)
+    env = full_environment(stack)
+    path = write_env_file(env, tmp_path / "deploy.env")
+    # The file is what `./run deploy` sources: a shell reads back every value, and the check passes on it.
+    shell = subprocess.run(
+        ["bash", "-c", f"set -a; . {shlex.quote(str(path))}; env"], capture_output=True, text=True, check=True
+    ).stdout  # fmt: skip
+    sourced = dict(line.split("=", 1) for line in shell.splitlines() if "=" in line)
+    assert {k: sourced[k] for k in env} == env
+    assert problems((ROOT / "prefect.yaml").read_text(), sourced) == []
+
+    for _ in range(2):  # created, then updated in place
+        made = run_coro_as_sync(configure_prefect(env, "sluice-ecs-test", "ecs", REGION))
+    assert made["work pool"] == "sluice-ecs-test (ecs) updated"
+
+    keys = json.loads(
+        stack.client("secretsmanager").get_secret_value(
+            SecretId=env["SLUICE_PUSH_POOL_CREDENTIALS_SECRET_ARN"]
+        )["SecretString"]
+    )
+    credentials = AwsCredentials.load("sluice-push-pool")
+    assert credentials.aws_access_key_id == keys["aws_access_key_id"] and credentials.region_name == REGION
+
+    async def pool() -> Any:
+        async with get_client() as client:
+            return await client.read_work_pool("sluice-ecs-test")
+
+    work_pool = run_coro_as_sync(pool())
+    assert work_pool.type == "ecs"  # `--pool-type ecs:push` in Prefect Cloud; push pools are Cloud only
+    config = run_coro_as_sync(ECSJobConfiguration.from_template_and_values(work_pool.base_job_template, {}))
+    assert config.cluster == env["SLUICE_ECS_CLUSTER"] and config.vpc_id == env["SLUICE_VPC_ID"]
+    assert config.network_configuration == {
+        "subnets": env["SLUICE_SUBNET_IDS"].split(","),
+        "securityGroups": [env["SLUICE_TASK_SECURITY_GROUP"]],
+        "assignPublicIp": "DISABLED",
+    }
+    assert config.aws_credentials.aws_access_key_id == keys["aws_access_key_id"]
+    # The pool's principal can reach the stack's ECS with those credentials.
+    ecs = config.aws_credentials.get_client("ecs")
+    assert (
+        ecs.describe_clusters(clusters=[env["SLUICE_ECS_CLUSTER"]])["clusters"][0]["clusterName"] == "sluice"
+    )
+
+    alerts = Block.load("sns-notification/sluice-alerts")
+    assert alerts.topic_arn == env["SLUICE_SNS_TOPIC_ARN"]
+
+
+def test_setup_names_what_the_stack_lacks(stack: MotoStack, tmp_path: Path) -> None:
+    """moto's stack has no PushPoolCredentialsSecretArn output (it skips secrets): one readable line, exit 1."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": stack.endpoint,
+        "AWS_ACCESS_KEY_ID": stack.admin["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": stack.admin["aws_secret_access_key"],
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "sluice.cli", "aws", "setup", "--stack", stack.resolve.refs["AWS::StackName"],
+         "--region", REGION, "--env-file", str(tmp_path / "deploy.env")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "SLUICE_PUSH_POOL_CREDENTIALS_SECRET_ARN" in result.stderr and "Traceback" not in result.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "sluice.cli", "aws", "setup", "--stack", "no-such-stack", "--region", REGION],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert missing.returncode == 1 and "no-such-stack" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.fixture(autouse=True)
+def _boto_default_session() -> None:
+    boto3.DEFAULT_SESSION = None

@@ -1,0 +1,77 @@
+"""The check before anything is deployed: every variable a deployment file needs, named when missing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sluice.deploycheck import network_configuration, placeholders, problems
+from tests.deploy.test_prefect_yaml import STACK_ENV
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_check(env: dict[str, str], *files: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not (k.startswith("SLUICE_") or k == "AWS_REGION")}
+    return subprocess.run(
+        [sys.executable, "-m", "sluice.deploycheck", *files],
+        cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_the_aws_file_needs_every_stack_output_that_feeds_it() -> None:
+    needed = set(placeholders((ROOT / "prefect.yaml").read_text()))
+    assert needed == set(STACK_ENV)
+
+
+def test_a_missing_variable_fails_the_check_and_each_one_is_named() -> None:
+    result = run_check({}, "prefect.yaml")
+    assert result.returncode == 1
+    for name in set(STACK_ENV) - {"SLUICE_TOTESYS_SOURCE_SECRET_ARN"}:
+        assert f"{name} is not set" in result.stderr, name
+    assert "aws setup" in result.stderr  # and what to do about it
+    partial = {k: v for k, v in STACK_ENV.items() if k != "SLUICE_TASK_ROLE_ARN"}
+    one = run_check(partial, "prefect.yaml")
+    assert (
+        one.returncode == 1 and one.stderr.count("is not set") == 1 and "SLUICE_TASK_ROLE_ARN" in one.stderr
+    )
+
+
+def test_a_complete_environment_passes_and_totesys_source_is_optional() -> None:
+    assert run_check(STACK_ENV, "prefect.yaml").returncode == 0
+    assert problems((ROOT / "prefect.yaml").read_text(), STACK_ENV) == []
+
+
+def test_an_empty_or_malformed_value_is_not_a_value() -> None:
+    text = (ROOT / "prefect.yaml").read_text()
+    found = problems(text, {**STACK_ENV, "SLUICE_LOG_GROUP": " ", "SLUICE_TASK_ROLE_ARN": "sluice-task"})
+    assert sorted(found) == [
+        "SLUICE_LOG_GROUP is not set",
+        "SLUICE_TASK_ROLE_ARN='sluice-task' does not start with 'arn:'",
+    ]
+
+
+def test_the_local_file_needs_nothing() -> None:
+    assert placeholders((ROOT / "deployments" / "local.yaml").read_text()) == []
+    assert run_check({}, "deployments/local.yaml").returncode == 0
+
+
+def test_network_configuration_from_the_stack_outputs() -> None:
+    assert network_configuration({"SLUICE_SUBNET_IDS": " subnet-a, subnet-b ,", "SLUICE_TASK_SECURITY_GROUP": "sg-1"}) == {
+        "subnets": ["subnet-a", "subnet-b"], "securityGroups": ["sg-1"], "assignPublicIp": "DISABLED",
+    }  # fmt: skip
+    assert network_configuration({}) == {}
+
+
+def test_base_images_are_pulled_unless_switched_off(monkeypatch) -> None:
+    from sluice.deploycheck import check
+
+    for name, value in {**STACK_ENV}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("SLUICE_IMAGE_PULL_BASE", raising=False)
+    assert check("prefect.yaml")["pull_base_images"] is True
+    monkeypatch.setenv("SLUICE_IMAGE_PULL_BASE", "false")
+    assert check("prefect.yaml")["pull_base_images"] is False
