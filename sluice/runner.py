@@ -46,9 +46,7 @@ def run_analytics(
     from sluice.runtime import in_process_run
 
     with in_process_run():
-        state = analytics(
-            as_of=as_of, force=force, refresh_reference=refresh_reference, return_state=True
-        )
+        state = analytics(as_of=as_of, force=force, refresh_reference=refresh_reference, return_state=True)
     return _reported(state, "analytics")
 
 
