@@ -147,7 +147,7 @@ def normalise(source: Path, target: Path) -> None:
     import pyarrow.csv as pacsv
 
     from sluice import ingest
-    from sluice.registry import get_dataset
+    from sluice.datasets import get_dataset
 
     dataset = get_dataset("dailycheckins")
     with target.open("wb") as out:
@@ -361,7 +361,7 @@ def child(path: str, warm: str) -> None:
     from sluice.runtime import prepare
 
     prepare()
-    from sluice.runner import run_ingest
+    from sluice.cli.runner import run_ingest
 
     busy: dict[str, float] = {}
 

@@ -133,10 +133,3 @@ def _publish(report: AnalyticsReport) -> AnalyticsReport:
         description=f"analytics {report.status} for {report.as_of}",
     )
     return report
-
-
-def _publish(report: IngestReport) -> None:
-    """The run's summary in the UI's Artifacts tab (as ingest-file and totesys have)."""
-    create_markdown_artifact(
-        key="analytics", markdown=markdown(report), description=f"analytics {report.status}: {report.source}"
-    )

@@ -13,9 +13,10 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from flows.names import TIMEOUT_SECONDS, ingest_run_name
-from sluice import registry
+from sluice import datasets
 from sluice.errors import BadFile, SluiceError, UnknownDataset, ValidationFailed
 from sluice.ledger import Ledger, LedgerEntry, get_ledger, hold_run, reap_abandoned, release_run
+from sluice.notify import notify_hooks
 from sluice.report import IngestionFailed, IngestReport, markdown
 from sluice.settings import get_settings
 from tasks.ingest import RunContext, extract, load, publish, with_retries
@@ -32,7 +33,7 @@ def _start(
     ledger = get_ledger(settings)
     reap_abandoned(ledger)
     try:
-        spec = registry.get_dataset(dataset) if dataset else registry.resolve(source)
+        spec = datasets.get_dataset(dataset) if dataset else datasets.resolve(source)
     except UnknownDataset as exc:
         _record_refusal(ledger, source, dataset, "fail", str(exc))
         raise
@@ -76,8 +77,7 @@ def _record_refusal(ledger: Ledger, source: str, dataset: str | None, status: st
     timeout_seconds=TIMEOUT_SECONDS["ingest-file"],
     log_prints=False,
     validate_parameters=True,
-    # One notification per run (SLUICE_NOTIFY_BLOCKS); imported here because only this decorator is ours.
-    **__import__("sluice.notify").notify.notify_hooks(),
+    **notify_hooks(),  # one notification per run (SLUICE_NOTIFY_BLOCKS)
 )
 def ingest_file(
     source: Annotated[str, Field(description="The landed file: a local path or s3://bucket/key.")],

@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger
 from pydantic import Field
 
 from flows.ingest import ingest_file
-from sluice.report import IngestionFailed, IngestReport
+from sluice.report import report_of
 
 
 class ShardFailed(Exception):
@@ -43,21 +43,9 @@ def ingest_files(
     results: list[dict[str, Any]] = []
     for source in sources:
         state = ingest_file(source=source, dataset=dataset, mode=mode, force=force, return_state=True)
-        results.append(_report(state, source, dataset).model_dump(exclude={"failures"}))
+        results.append(report_of(state, dataset, source).model_dump(exclude={"failures"}))
     failed = sum(1 for r in results if r["status"] == "failed")
     logger.info("%s files: %s failed", len(results), failed)
     if failed:
         raise ShardFailed(f"{failed} of {len(results)} files failed")
     return results
-
-
-def _report(state: Any, source: str, dataset: str | None) -> IngestReport:
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, IngestReport):
-        return result
-    if isinstance(result, IngestionFailed):
-        return result.report
-    message = str(result) if isinstance(result, BaseException) else (state.message or state.name)
-    return IngestReport(
-        run_id=None, dataset=dataset, source=source, status="failed", state=None, error=message
-    )

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 
 from prefect.runtime import flow_run
 
+from sluice import datasets
+
 # A hung run must not hold its concurrency slot (or its ECS task) forever. Totesys: shorter than its 20-minute
 # interval, so one stuck cycle does not block the next.
 TIMEOUT_SECONDS = {"ingest-file": 2 * 3600, "totesys": 15 * 60, "analytics": 3600, "customers": 3600}
@@ -22,9 +24,7 @@ def ingest_run_name() -> str:
         source = str(params.get("source") or "")
         dataset = params.get("dataset")
         if not dataset:
-            from sluice import registry
-
-            spec = registry.resolve(source)
+            spec = datasets.resolve(source)
             dataset = spec.name if spec else "unclaimed"
         return f"{dataset} · {source.rstrip('/').rsplit('/', 1)[-1] or source}"
     except Exception:

@@ -18,7 +18,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from sluice.datasets.tm import daily_checkins as t
 from sluice.settings import Settings, get_settings
+from sluice.warehouse import get_engine
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ def resolve_api_key(settings: Settings) -> str | None:
     if settings.api_key is not None and settings.api_key.get_secret_value():
         return settings.api_key.get_secret_value()
     if settings.api_key_block:
-        from prefect.blocks.system import Secret
+        from prefect.blocks.system import Secret  # Prefect only when the key is in a Secret block
 
         value = Secret.load(settings.api_key_block).get()
         return str(value) if value else None
@@ -74,8 +76,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Check-ins loaded by Sluice into `tm.daily_checkins`. "
         + ("Requests need the `X-API-Key` header." if expected_key else "No API key configured."),
     )
-    from sluice.warehouse import get_engine
-
     # Resolved here, on the caller's thread: starting the embedded server is not safe from request threads.
     warehouse = get_engine(settings)
 
@@ -113,8 +113,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse(status_code=400, content=BAD_REQUEST)
         if "\x00" in user:  # PostgreSQL text cannot hold NUL: no such user can exist
             return {"response": []}
-        from sluice.datasets.tm import daily_checkins as t
-
         query = sa.select(t.c.username, t.c.project, t.c.hours, t.c.timestamp).where(t.c.username == user)
         if since is not None:
             query = query.where(t.c.timestamp >= _as_utc(since))

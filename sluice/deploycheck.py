@@ -123,7 +123,7 @@ def working_directory() -> dict[str, str]:
 
 @lru_cache(maxsize=8)
 def _login(registry: str, region: str | None) -> None:
-    import boto3
+    import boto3  # AWS modules only when an ECR image is pushed
 
     token = boto3.client("ecr", region_name=region).get_authorization_token()["authorizationData"][0]
     user, _, password = base64.b64decode(token["authorizationToken"]).decode().partition(":")
@@ -148,7 +148,7 @@ def registry_login(image_repo: str, region: str | None = None) -> dict[str, str]
 
 @lru_cache(maxsize=1)
 def _register() -> None:
-    from sluice.notify import register_blocks
+    from sluice.notify import register_blocks  # Prefect only for prefect.yaml's block step, not the check
 
     register_blocks()
 

@@ -11,19 +11,20 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from sluice.ledger_entry import STATES as STATES
+from sluice.ledger_entry import Ledger as Ledger
+from sluice.ledger_entry import LedgerEntry as LedgerEntry
 from sluice.registry import metadata
 from sluice.settings import Settings, get_settings
+from sluice.warehouse import get_engine
 
 logger = logging.getLogger(__name__)
-
-STATES = ("extract", "transform", "validate", "load")
 
 run_ledger = sa.Table(
     "run_ledger",
@@ -63,45 +64,6 @@ file_loads = sa.Table(
     schema="sluice",
     comment="Files loaded, by content: the exactly-once guard",
 )
-
-
-@dataclass
-class LedgerEntry:
-    """One state of one run."""
-
-    ingestion_id: uuid.UUID
-    state: str
-    dataset: str
-    source: str
-    status: str = "running"
-    target: str | None = None
-    flow_run_id: str | None = None
-    rows_read: int | None = None
-    rows_loaded: int | None = None
-    rows_quarantined: int | None = None
-    quarantine_uri: str | None = None
-    error: str | None = None
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    finished_at: datetime | None = None
-
-    @property
-    def seq(self) -> int:
-        return STATES.index(self.state) if self.state in STATES else len(STATES)
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["ingestion_id"] = str(self.ingestion_id)
-        for key in ("started_at", "finished_at"):
-            data[key] = data[key].isoformat() if data[key] else None
-        return data
-
-
-class Ledger(Protocol):
-    def record(self, entry: LedgerEntry) -> None: ...
-
-    def history(self, ingestion_id: uuid.UUID) -> list[LedgerEntry]: ...
-
-    def recent(self, limit: int = 20) -> list[list[LedgerEntry]]: ...
 
 
 @contextmanager
@@ -284,11 +246,9 @@ def get_ledger(settings: Settings | None = None) -> Ledger:
     """The configured ledger backend."""
     settings = settings or get_settings()
     if settings.ledger == "dynamodb":
-        from sluice.ledger_dynamodb import DynamoDBLedger
+        from sluice.ledger_dynamodb import DynamoDBLedger  # boto3 only when the DynamoDB ledger is configured
 
         return DynamoDBLedger(settings.ledger_table)
-    from sluice.warehouse import get_engine
-
     return PostgresLedger(get_engine(settings))
 
 

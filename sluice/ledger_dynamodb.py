@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from sluice.ledger import LedgerEntry
+from sluice.ledger_entry import LedgerEntry
 
 _COUNTS = ("rows_read", "rows_loaded", "rows_quarantined")
 

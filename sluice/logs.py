@@ -25,7 +25,7 @@ def json_enabled() -> bool:
 def _run_context() -> dict[str, Any]:
     """Flow run id and its dataset/source parameters, when the record comes from inside a run."""
     try:
-        from prefect.context import FlowRunContext
+        from prefect.context import FlowRunContext  # the formatter also serves processes without Prefect
     except ImportError:  # pragma: no cover
         return {}
     context = FlowRunContext.get()

@@ -9,6 +9,7 @@ delivered is logged as a warning and never changes the run's outcome.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import uuid
@@ -16,10 +17,13 @@ from typing import Any, Literal, cast, get_args
 
 from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
+from prefect.utilities.asyncutils import run_coro_as_sync
+from prefect.utilities.urls import url_for
 from prefect_email import EmailServerCredentials
 from prefect_email.message import email_send_message
 from pydantic import Field
 
+from sluice.ledger import get_ledger, summarize
 from sluice.report import IngestionFailed, IngestReport
 from sluice.settings import Settings, get_settings
 
@@ -31,7 +35,7 @@ SUBJECT_PREFIX = "[sluice]"
 def __getattr__(name: str) -> Any:
     # prefect_aws costs ~1 s of imports: the SNS block class (sluice.notify_sns) loads on first use only.
     if name == "SnsNotification":
-        from sluice.notify_sns import SnsNotification
+        from sluice.notify_sns import SnsNotification  # see above: prefect_aws on first use
 
         return SnsNotification
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -65,20 +69,12 @@ class EmailNotification(NotificationBlock):
 
 
 def _html_escape(text: str) -> str:
-    import html
-
     return html.escape(text)
-
-
-def _sns_subject(subject: str) -> str:
-    """SNS subjects: ASCII printable, no newlines, at most 100 characters."""
-    clean = "".join(c if 32 <= ord(c) < 127 else "?" for c in subject.replace("\n", " "))
-    return clean[:100]
 
 
 def register_blocks() -> None:
     """Register both block types (and their schemas) with the Prefect API, so the UI lists them."""
-    from sluice.notify_sns import SnsNotification
+    from sluice.notify_sns import SnsNotification  # prefect_aws (~1 s) only when blocks are registered
 
     SnsNotification.register_type_and_schema()
     EmailNotification.register_type_and_schema()
@@ -134,8 +130,6 @@ def _fit(subject: str) -> str:
 
 def report_from_ledger(ingestion_id: uuid.UUID, source: str, error: str | None) -> IngestReport | None:
     """Rebuild a run's report from its ledger entries (crashes leave no report behind)."""
-    from sluice.ledger import get_ledger, summarize
-
     entries = get_ledger().history(ingestion_id)
     if not entries:
         return None
@@ -184,8 +178,6 @@ def report_from_state(flow_run: Any, state: Any) -> IngestReport:
 
 def _run_url(flow_run: Any) -> str | None:
     try:
-        from prefect.utilities.urls import url_for
-
         return url_for(flow_run)
     except Exception:
         return None
@@ -259,8 +251,6 @@ def send(block: NotificationBlock, body: str, subject: str) -> None:
     if block.get_block_type_slug() == "sns-notification":
         block.publish(body, subject)  # type: ignore[attr-defined]
         return
-    from prefect.utilities.asyncutils import run_coro_as_sync
-
     run_coro_as_sync(block.notify(body, subject))
 
 

@@ -9,8 +9,6 @@ from prefect.blocks.abstract import NotificationBlock
 from prefect_aws import AwsCredentials
 from pydantic import Field
 
-from sluice.notify import _sns_subject
-
 
 class SnsNotification(NotificationBlock):
     """Publish a run's message to an SNS topic through an ``AwsCredentials`` block."""
@@ -32,5 +30,11 @@ class SnsNotification(NotificationBlock):
         client = self.aws_credentials.get_boto3_session().client("sns")
         kwargs: dict[str, Any] = {"TopicArn": self.topic_arn, "Message": body}
         if subject:
-            kwargs["Subject"] = _sns_subject(subject)
+            kwargs["Subject"] = sns_subject(subject)
         return client.publish(**kwargs)["MessageId"]
+
+
+def sns_subject(subject: str) -> str:
+    """SNS subjects: ASCII printable, no newlines, at most 100 characters."""
+    clean = "".join(c if 32 <= ord(c) < 127 else "?" for c in subject.replace("\n", " "))
+    return clean[:100]

@@ -15,7 +15,7 @@ from typing import Any
 
 
 def _begin_writes_immediately() -> None:
-    from prefect.server.database import configurations
+    from prefect.server.database import configurations  # the server's modules: only in the server process
 
     config = getattr(configurations, "AioSqliteConfiguration", None)
     original = getattr(config, "begin_transaction", None)
@@ -35,7 +35,7 @@ def _begin_writes_immediately() -> None:
 
 def main() -> None:
     _begin_writes_immediately()
-    from prefect.cli import app
+    from prefect.cli import app  # after the patch above, so the server starts with it
 
     app()
 

@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Literal
 
 import sqlalchemy as sa
 
-from sluice.errors import UnknownDataset
-
 if TYPE_CHECKING:  # annotations only: reading the registry (e.g. `sluice ledger`) needs no pandas
     import pandas as pd
     import pandera.pandas as pa
@@ -113,28 +111,6 @@ def register(dataset: Dataset) -> Dataset:
     return dataset
 
 
-def _load_builtin() -> None:
-    import sluice.datasets  # noqa: F401  (registers the built-in datasets)
-
-
-def datasets() -> list[Dataset]:
-    _load_builtin()
-    return sorted(_REGISTRY.values(), key=lambda d: d.name)
-
-
-def get_dataset(name: str) -> Dataset:
-    _load_builtin()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise UnknownDataset(f"unknown dataset {name!r} (registered: {known})") from None
-
-
-def resolve(key: str) -> Dataset | None:
-    """The one dataset that claims ``key``, or None. Two claimants are a registry bug."""
-    claimants = [d for d in datasets() if d.claims(key)]
-    if len(claimants) > 1:
-        names = ", ".join(d.name for d in claimants)
-        raise UnknownDataset(f"{key}: claimed by several datasets ({names}); pass the dataset explicitly")
-    return claimants[0] if claimants else None
+def registered() -> dict[str, Dataset]:
+    """Every dataset registered so far, by name (``sluice.datasets`` registers the built-in ones)."""
+    return dict(_REGISTRY)

@@ -64,3 +64,16 @@ def markdown(report: IngestReport) -> str:
             value = str(f.get("value")).replace("|", "\\|")
             lines.append(f"| {f['row']} | {f['column']} | {f['check']} | `{value}` |")
     return "\n".join(lines)
+
+
+def report_of(state: Any, dataset: str | None, source: str = "?") -> IngestReport:
+    """The report of a finished flow run's state: its own, or a failed one built from what went wrong."""
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, IngestReport):
+        return result
+    if isinstance(result, IngestionFailed):
+        return result.report
+    message = str(result) if isinstance(result, BaseException) else (state.message or state.name)
+    return IngestReport(
+        run_id=None, dataset=dataset, source=source, status="failed", state=None, error=message
+    )

@@ -10,6 +10,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from sluice.services import ensure_prefect_server
+
 
 def prepare(verbose: bool = False, server: bool = True) -> None:
     """Set Prefect's environment before Prefect is imported.
@@ -47,8 +49,6 @@ def use_local_server() -> None:
     unless ``PREFECT_API_URL`` is set or Prefect is already configured in this process."""
     if "PREFECT_API_URL" in os.environ or _prefect_configured():
         return
-    from sluice.services import ensure_prefect_server
-
     home = Path(os.environ.get("SLUICE_HOME", ".sluice")).resolve()
     os.environ["PREFECT_API_URL"] = ensure_prefect_server(home)
 
@@ -58,20 +58,21 @@ def _prefect_configured() -> bool:
     its settings were read at import, so the environment can no longer redirect it."""
     if "prefect.settings" not in sys.modules:
         return False
-    from prefect.settings import get_current_settings
+    from prefect.settings import get_current_settings  # Prefect is already imported (checked above)
 
     return get_current_settings().api.url is not None
 
 
 @contextlib.contextmanager
 def in_process_run() -> Iterator[None]:
-    """Settings for a flow run inside this command's process (``sluice.runner``), entered in the run's thread.
+    """Settings for a flow run inside this command's process (``sluice.cli.runner``), entered in the run's thread.
 
     Flow-run heartbeats are off: Prefect's heartbeat thread sleeps in one-second steps and every run joins it
     on exit, which cost up to a second per run (most of a small file's ingest). An in-process run ends with
     its command, and a killed run is marked ``crashed`` by the ledger's reaper; runs started by workers
     (deployments) keep their heartbeats.
     """
+    # after prepare(): Prefect reads its environment once, at import
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):

@@ -119,7 +119,7 @@ def load_gold(engine: sa.Engine, gold: pd.DataFrame, settings: Settings) -> str:
 
 
 def glue_client() -> Any:
-    import boto3
+    import boto3  # AWS modules only when the Glue catalog is configured
 
     endpoint = os.environ.get("AWS_ENDPOINT_URL_GLUE") or os.environ.get("AWS_ENDPOINT_URL")
     return boto3.client("glue", endpoint_url=endpoint) if endpoint else boto3.client("glue")

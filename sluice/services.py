@@ -94,7 +94,7 @@ def _forget(home: Path) -> None:
 
 def _process(pid: int, create_time: float | None = None) -> Any:
     """The live process ``pid`` (a psutil.Process), or None; with ``create_time``, only if it is that process."""
-    import psutil
+    import psutil  # process inspection only when services are started/stopped; kept off `sluice --help`
 
     try:
         proc = psutil.Process(pid)
@@ -261,7 +261,7 @@ def _log_tail(path: Path, size: int = 4000) -> str:
 
 def _terminate(pid: int, timeout: float = 15.0) -> None:
     """Stop a server we started: SIGTERM to its process group, SIGKILL if it lingers."""
-    import psutil
+    import psutil  # process inspection only when services are started/stopped; kept off `sluice --help`
 
     proc = _process(pid)
     if proc is None:
@@ -321,7 +321,7 @@ def running_postgres(pgdata: Path) -> Postgres | None:
 
 def stop_postgres(pgdata: Path, timeout: float = 30.0) -> Postgres | None:
     """Stop the embedded PostgreSQL (SIGINT = PostgreSQL's fast shutdown: transactions roll back)."""
-    import psutil
+    import psutil  # process inspection only when services are started/stopped; kept off `sluice --help`
 
     running = running_postgres(pgdata)
     if running is None:

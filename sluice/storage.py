@@ -47,6 +47,7 @@ def basename(uri: str) -> str:
 
 @lru_cache(maxsize=4)
 def _client(endpoint_url: str | None = None) -> Any:
+    # AWS modules only when an s3:// location is used
     import boto3
     from botocore.config import Config
 

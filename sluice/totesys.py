@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pandas as pd
+import pandera.errors as pe
 import sqlalchemy as sa
 from psycopg2 import sql
 from sqlalchemy.dialects.postgresql import JSONB
@@ -430,8 +431,6 @@ def validate(
     tables: Mapping[str, pd.DataFrame], settings: Settings, run_at: datetime, run_id: uuid.UUID
 ) -> None:
     """Every table against its strict model; any failure quarantines the failures and halts (hard)."""
-    import pandera.errors as pe
-
     problems: list[pd.DataFrame] = []
     for name, frame in tables.items():
         try:

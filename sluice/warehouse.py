@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import logging
 import queue
 import threading
@@ -29,7 +30,7 @@ def _start_embedded(pgdata: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL in ``pgdata``; returns its SQLAlchemy URL."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR notice
-        import pgserver
+        import pgserver  # the embedded group: only in a checkout, not in the image (Aurora)
 
         pgdata.mkdir(parents=True, exist_ok=True)
         # cleanup_mode=None: the server outlives this process and is reused by the next one.
@@ -41,9 +42,7 @@ def _start_embedded(pgdata: Path) -> str:
 @functools.lru_cache(maxsize=8)
 def secret_value(arn: str) -> str:
     """A Secrets Manager secret's string (a plain URL, or JSON with a ``url`` key); cached per process."""
-    import json
-
-    import boto3
+    import boto3  # AWS modules only when the warehouse URL is in Secrets Manager
 
     value = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
     if value.lstrip().startswith("{"):
@@ -122,6 +121,7 @@ def qualified(table: str) -> sql.Composed:
 
 def frame_to_csv(frame: pd.DataFrame) -> bytes:
     """Encode a frame as headerless CSV for COPY (pyarrow's C++ writer: nulls are empty, strings quoted)."""
+    # pandas and pyarrow only when frames are loaded: `sluice ledger` and `sluice db url` import this module
     import pandas as pd
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -150,7 +150,7 @@ def copy_frames(
     strings and NULLs stay distinct. A producer thread encodes the next chunk while PostgreSQL ingests the
     current one (two cores); at most two encoded chunks wait, so memory stays bounded by the chunk size.
     """
-    from sluice import pgbinary
+    from sluice import pgbinary  # pyarrow: see frame_to_csv
 
     target = qualified(table)
     column_list = sql.SQL(", ").join(sql.Identifier(c) for c in columns)

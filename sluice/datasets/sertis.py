@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from schemas.sertis import SOURCE_COLUMNS, Transaction
 from sluice.registry import AfterLoad, Dataset, lineage_columns, metadata, register
+from sluice.sertis import publish_file
 from sluice.transforms.sertis import transform_transactions
 
 transactions = sa.Table(
@@ -57,8 +58,6 @@ def generate_transactions(rows: int, rng: random.Random) -> bytes:
 
 
 def _publish(event: AfterLoad) -> None:
-    from sluice.sertis import publish_file
-
     publish_file(event)
 
 

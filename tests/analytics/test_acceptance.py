@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from sluice.runner import run_analytics, run_ingest
+from sluice.cli.runner import run_analytics, run_ingest
 from sluice.warehouse import get_engine
 from tests.conftest import shared_file
 

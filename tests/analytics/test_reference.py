@@ -14,7 +14,7 @@ import boto3
 import pytest
 import sqlalchemy as sa
 
-from sluice.runner import run_analytics
+from sluice.cli.runner import run_analytics
 from sluice.warehouse import get_engine
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -70,7 +70,7 @@ def full_environment(stack: MotoStack) -> dict[str, str]:
 def test_every_stack_output_feeding_prefect_yaml_is_read_from_the_stack(
     stack: MotoStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sluice.cli_aws import stack_environment
+    from sluice.cli.aws import stack_environment
 
     aws_env(stack, monkeypatch)
     env = stack_environment(stack.resolve.refs["AWS::StackName"], REGION)
@@ -95,7 +95,7 @@ def test_setup_makes_the_pool_its_credentials_and_the_alerts_block(
     from prefect_aws import AwsCredentials
     from prefect_aws.workers.ecs_worker import ECSJobConfiguration
 
-    from sluice.cli_aws import configure_prefect, write_env_file
+    from sluice.cli.aws import configure_prefect, write_env_file
 
     aws_env(stack, monkeypatch)
     env = full_environment(stack)

@@ -165,7 +165,7 @@ def drain(stack: MotoStack, queue_url: str) -> list[dict[str, Any]]:
 def test_ingest_from_s3_with_dynamodb_ledger_secret_and_sns_under_the_task_role(
     as_task_role: MotoStack, alerts_queue: str
 ) -> None:
-    from sluice.runner import run_ingest
+    from sluice.cli.runner import run_ingest
     from sluice.warehouse import get_engine, secret_value
 
     stack = as_task_role
@@ -197,7 +197,7 @@ def test_ingest_from_s3_with_dynamodb_ledger_secret_and_sns_under_the_task_role(
 
 
 def test_a_failed_run_is_alerted_under_the_task_role(as_task_role: MotoStack, alerts_queue: str) -> None:
-    from sluice.runner import run_ingest
+    from sluice.cli.runner import run_ingest
 
     stack = as_task_role
     landing = stack.outputs["LandingUri"].removeprefix("s3://")
@@ -217,7 +217,7 @@ def test_a_failed_run_is_alerted_under_the_task_role(as_task_role: MotoStack, al
 
 
 def test_sertis_glue_catalog_under_the_task_role(as_task_role: MotoStack) -> None:
-    from sluice.runner import run_customers, run_ingest
+    from sluice.cli.runner import run_customers, run_ingest
 
     stack = as_task_role
     landing = stack.outputs["LandingUri"].removeprefix("s3://")

@@ -85,12 +85,12 @@ def test_every_stack_output_and_variable_it_names_exists() -> None:
 
 
 def test_the_commands_it_runs_exist() -> None:
-    from sluice.cli_aws import aws_app
+    from sluice.cli.aws import aws_app
 
     assert "setup" in {c.name or c.callback.__name__ for c in aws_app.registered_commands}
     run = (ROOT / "run").read_text()
     assert re.search(r"^\s+deploy\)", run, re.M) and ".sluice/deploy.env" in run
-    from sluice.cli_aws import setup
+    from sluice.cli.aws import setup
 
     # The env file `sluice aws setup` writes by default is the one ./run deploy sources.
     assert str(inspect.signature(setup).parameters["env_file"].default) == ".sluice/deploy.env"

@@ -101,9 +101,9 @@ def test_a_run_registers_no_block_types(
     from prefect.client.orchestration import PrefectClient, SyncPrefectClient
     from prefect_aws import AwsCredentials
 
+    from sluice.cli.runner import run_ingest
     from sluice.notify import SnsNotification, deliver
     from sluice.report import IngestReport
-    from sluice.runner import run_ingest
     from sluice.settings import reload_settings
 
     topic = boto3.client("sns", endpoint_url=moto_endpoint).create_topic(Name=f"t-{uuid.uuid4().hex[:6]}")

@@ -40,7 +40,7 @@ def test_loads_hold_a_slot_of_the_warehouse_concurrency_limit(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-    from sluice.runner import run_ingest
+    from sluice.cli.runner import run_ingest
     from sluice.settings import reload_settings
 
     def landed(name: str) -> str:
@@ -95,7 +95,7 @@ def test_skipped_files_are_recorded_in_bulk_without_flow_runs(sluice_env: Path) 
 
 
 def test_shards_hold_one_dataset_and_at_most_shard_size_files() -> None:
-    from sluice.backfill import shards
+    from sluice.cli.fanout import shards
 
     files = [(f"a{i}", "orders") for i in range(5)] + [("b0", "reviews"), ("c0", "orders")]
     assert [len(s) for s in shards(files, 2)] == [2, 2, 1, 1, 1]
@@ -104,7 +104,7 @@ def test_shards_hold_one_dataset_and_at_most_shard_size_files() -> None:
 
 def test_ingest_files_runs_each_file_of_a_shard_as_its_own_run(sluice_env: Path) -> None:
     from flows.ingest_files import ingest_files
-    from sluice.backfill import _shard_results
+    from sluice.cli.fanout import _shard_results
 
     folder = sluice_env / "landing" / "shard"
     folder.mkdir(parents=True)

@@ -75,7 +75,7 @@ def override_email(monkeypatch: pytest.MonkeyPatch, policy: str) -> None:
 def test_ingest_file_alerts_on_load_not_on_the_skipped_repeat(
     sluice_env: Path, notify_blocks: tuple[Topic, Inbox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sluice.runner import run_ingest
+    from sluice.cli.runner import run_ingest
 
     path = sluice_env / "landing" / f"dailycheckins-{uuid.uuid4().hex[:6]}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +120,7 @@ def totesys_source(sluice_env: Path, prefect_harness: None, monkeypatch: pytest.
 def test_totesys_idle_cycle_is_silent_unless_a_block_asks(
     totesys_source: sa.Engine, notify_blocks: tuple[Topic, Inbox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sluice.runner import run_totesys
+    from sluice.cli.runner import run_totesys
     from sluice.totesys_source import generate, seed
 
     seed(totesys_source, generate(15, random.Random(2)))
@@ -147,7 +147,7 @@ def test_totesys_idle_cycle_is_silent_unless_a_block_asks(
 def test_analytics_alerts_when_tables_are_rebuilt_not_when_the_day_already_ran(
     sluice_env: Path, notify_blocks: tuple[Topic, Inbox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sluice.runner import run_analytics, run_ingest
+    from sluice.cli.runner import run_analytics, run_ingest
     from sluice.warehouse import get_engine
 
     with get_engine().begin() as conn:
@@ -175,7 +175,7 @@ def test_analytics_alerts_when_tables_are_rebuilt_not_when_the_day_already_ran(
 def test_customers_alerts_on_rebuild_and_follows_the_setting(
     sluice_env: Path, notify_blocks: tuple[Topic, Inbox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sluice.runner import run_customers, run_ingest
+    from sluice.cli.runner import run_customers, run_ingest
     from sluice.warehouse import get_engine
 
     with get_engine().begin() as conn:
@@ -207,7 +207,7 @@ def test_a_run_that_creates_reference_tables_says_so_in_its_alert(
 ) -> None:
     import json
 
-    from sluice.runner import run_analytics
+    from sluice.cli.runner import run_analytics
     from tests.analytics.test_reference import drop_tiny_staging, tiny_staging
 
     set_env(monkeypatch, SLUICE_NOTIFY_ON="change")

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from sluice.cli.runner import run_ingest
 from sluice.ledger import get_ledger
-from sluice.runner import run_ingest
 from tests.notify.conftest import Inbox, Topic
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from sluice.runner import run_ingest
+from sluice.cli.runner import run_ingest
 from sluice.warehouse import get_engine
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import boto3
 import pytest
 
-from sluice.runner import run_ingest
+from sluice.cli.runner import run_ingest
 from sluice.storage import reset_clients
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

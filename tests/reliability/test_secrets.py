@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from sluice.runner import run_ingest
+from sluice.cli.runner import run_ingest
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from sluice.runner import run_customers, run_ingest
+from sluice.cli.runner import run_customers, run_ingest
 from sluice.warehouse import get_engine
 from tests.conftest import shared_file
 

@@ -42,7 +42,7 @@ def totesys_env(sluice_env, prefect_harness, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def cycle() -> object:
-    from sluice.runner import run_totesys
+    from sluice.cli.runner import run_totesys
 
     return run_totesys()
 

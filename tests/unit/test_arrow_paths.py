@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice import ingest
-from sluice.registry import get_dataset
+from sluice.datasets import get_dataset
 from sluice.transforms.tm import _number
 
 HEADER = "user,timestamp,hours,project\n"

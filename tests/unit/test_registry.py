@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from sluice import registry
+from sluice import datasets
 from sluice.errors import UnknownDataset
 
 
 def test_resolves_checkin_keys() -> None:
-    assert registry.resolve("tm/dailycheckins/2024/03/01/dailycheckins.csv").name == "dailycheckins"
-    assert registry.resolve("/landing/dailycheckins_sample.csv").name == "dailycheckins"
-    assert registry.resolve("elsewhere/unrelated.txt") is None
+    assert datasets.resolve("tm/dailycheckins/2024/03/01/dailycheckins.csv").name == "dailycheckins"
+    assert datasets.resolve("/landing/dailycheckins_sample.csv").name == "dailycheckins"
+    assert datasets.resolve("elsewhere/unrelated.txt") is None
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
     with pytest.raises(UnknownDataset, match="dailycheckins"):
-        registry.get_dataset("nope")
+        datasets.get_dataset("nope")
 
 
 def test_every_dataset_is_complete() -> None:
-    for dataset in registry.datasets():
+    for dataset in datasets.all_datasets():
         assert dataset.patterns and dataset.source_columns, dataset.name
         assert set(dataset.column_sources) <= set(dataset.output_columns), dataset.name
         if dataset.table is not None:
@@ -41,7 +41,7 @@ def test_every_dataset_is_complete() -> None:
     ],
 )
 def test_each_key_is_claimed_by_the_right_dataset_or_none(key: str, dataset: str | None) -> None:
-    from sluice.registry import resolve
+    from sluice.datasets import resolve
 
     found = resolve(key)
     assert (found.name if found else None) == dataset

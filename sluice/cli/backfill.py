@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sluice.cli.output import console, fail, print_json
+from sluice.runtime import prepare
 
 
 def register(app: typer.Typer) -> None:
@@ -35,15 +39,10 @@ def backfill(
     Locally, loaded files are found by one query and skipped in bulk; the rest run at most --concurrency at
     once on the home's Prefect server.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from sluice.cli import console, fail, print_json
-    from sluice.runtime import prepare
-
     if mode is not None and mode not in ("hard", "soft"):
         raise fail(f"--mode must be hard or soft, not {mode!r}", code=2)
     prepare(verbose, server=deployment is not None)  # local: the server starts once files need it
-    from sluice import backfill as fanout
+    from sluice.cli import fanout  # kept off `sluice --help` (SQLAlchemy, the registry)
 
     files = fanout.plan(prefix, dataset)
     if not files:
@@ -64,7 +63,7 @@ def backfill(
             progress.advance(bar)
 
         if deployment:
-            from sluice.settings import get_settings
+            from sluice.settings import get_settings  # kept off `sluice --help` (pydantic-settings)
 
             results = fanout.run_deployments(
                 files,

@@ -6,6 +6,10 @@ import datetime as dt
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
+
+from sluice.cli.output import console, err, fail, print_json
+from sluice.runtime import prepare
 
 
 def register(app: typer.Typer) -> None:
@@ -30,9 +34,6 @@ def analytics(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")] = False,
 ) -> None:
     """Build agg_public_holiday, agg_shipments, best_performing_product for one day; export them as CSV."""
-    from sluice.cli import console, fail, print_json
-    from sluice.runtime import prepare
-
     day: dt.date | None = None
     if as_of:
         try:
@@ -40,7 +41,8 @@ def analytics(
         except ValueError:
             raise fail(f"--as-of must be a date YYYY-MM-DD, not {as_of!r}", code=2) from None
     prepare(verbose)
-    from sluice.runner import run_analytics
+    # after prepare: the flows import Prefect, which reads its environment once, at import
+    from sluice.cli.runner import run_analytics
 
     report = run_analytics(day, force, refresh_reference)
     if as_json:
@@ -52,10 +54,8 @@ def analytics(
 
 
 def print_analytics(report: Any, console: Any) -> None:
-    from rich.table import Table
-
+    # kept off `sluice --help` (pandas)
     from sluice.analytics import ANALYTICS, read_table
-    from sluice.cli import err
     from sluice.warehouse import get_engine
 
     if report.status == "failed":

@@ -6,6 +6,9 @@ from typing import Annotated
 
 import typer
 
+from sluice.cli.output import console
+from sluice.runtime import prepare
+
 
 def register(app: typer.Typer) -> None:
     app.command()(api)
@@ -16,11 +19,10 @@ def api(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
 ) -> None:
     """Serve one user's check-ins over HTTP: GET /get?user=NAME (also /Prod/get), /health, docs at /docs."""
+    # kept off `sluice --help` (uvicorn, FastAPI, SQLAlchemy, pydantic-settings)
     import uvicorn
 
     from sluice.api import create_app
-    from sluice.cli import console
-    from sluice.runtime import prepare
     from sluice.settings import get_settings
 
     prepare(server=get_settings().api_key_block is not None)  # Prefect only to read the key's Secret block

@@ -17,6 +17,10 @@ from typing import Annotated, Any
 
 import typer
 
+from sluice.cli.output import console, fail
+from sluice.deploycheck import network_configuration
+from sluice.runtime import prepare
+
 aws_app = typer.Typer(help="AWS: configure Prefect from the deployed stack (see README 'Deploy to AWS').")
 
 VARIABLE = re.compile(r"^(AWS|SLUICE)_[A-Z0-9_]+$")
@@ -32,7 +36,7 @@ def register(app: typer.Typer) -> None:
 
 def stack_environment(stack: str, region: str | None = None) -> dict[str, str]:
     """``{variable: value}`` for every output whose Description starts with a ``SLUICE_*``/``AWS_*`` name."""
-    import boto3
+    import boto3  # AWS modules only when AWS is used; kept off `sluice --help`
 
     described = boto3.client("cloudformation", region_name=region).describe_stacks(StackName=stack)
     env: dict[str, str] = {}
@@ -56,9 +60,8 @@ def write_env_file(env: dict[str, str], path: Path) -> Path:
 
 def pool_job_template(env: dict[str, str], credentials_block_id: str) -> dict[str, Any]:
     """prefect-aws's ECS base job template with the stack's credentials, cluster and network as defaults."""
+    # after prepare: Prefect reads its environment once, at import
     from prefect_aws.workers.ecs_worker import ECSWorker
-
-    from sluice.deploycheck import network_configuration
 
     template = ECSWorker.get_default_base_job_template()
     props = template["variables"]["properties"]
@@ -78,6 +81,7 @@ def pool_job_template(env: dict[str, str], credentials_block_id: str) -> dict[st
 
 async def configure_prefect(env: dict[str, str], pool: str, pool_type: str, region: str) -> dict[str, str]:
     """Block types, the pool's AwsCredentials block, the work pool and the alerts block; returns what it made."""
+    # AWS and Prefect modules after prepare (Prefect reads its env once, at import); kept off `sluice --help`
     import boto3
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
@@ -131,14 +135,14 @@ def setup(
     ] = Path(".sluice/deploy.env"),
 ) -> None:
     """Read the stack's outputs; write the deploy's env file; create the pool, its credentials and alerts blocks."""
+    # AWS modules only when AWS is used: kept off `sluice --help`
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
-    from prefect.utilities.asyncutils import run_coro_as_sync
-
-    from sluice.cli import console, fail
-    from sluice.runtime import prepare
 
     prepare(False)
+    # after prepare: Prefect reads its environment once, at import
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
     try:
         env = stack_environment(stack, region)
         region = region or env.get("AWS_REGION") or boto3.session.Session().region_name

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Annotated
 
 import typer
+
+from sluice.cli.output import console, fail
+from sluice.runtime import prepare
 
 notify_app = typer.Typer(help="Notification blocks: where run alerts go (SLUICE_NOTIFY_BLOCKS lists them).")
 
@@ -15,8 +19,6 @@ def register(app: typer.Typer) -> None:
 
 
 def _start() -> None:
-    from sluice.runtime import prepare
-
     prepare(False)
 
 
@@ -27,11 +29,11 @@ def add_sns(
     region: Annotated[str | None, typer.Option("--region", help="AWS region (default: the topic's).")] = None,
 ) -> None:
     """Save an SNS notification block (credentials from the usual AWS chain)."""
-    from sluice.cli import console, fail
 
     if not topic_arn.startswith("arn:") or topic_arn.count(":") < 5:
         raise fail(f"--topic-arn {topic_arn!r} is not an SNS topic ARN", code=2)
     _start()
+    # after prepare (_start): Prefect reads its environment once, at import
     from prefect_aws import AwsCredentials
 
     from sluice.notify import SnsNotification, register_blocks
@@ -61,7 +63,6 @@ def add_email(
     plain: Annotated[bool, typer.Option("--plain", help="No TLS (port 25; local relays only).")] = False,
 ) -> None:
     """Save an email notification block backed by prefect-email's EmailServerCredentials."""
-    from sluice.cli import console, fail
 
     if sum((ssl, starttls, plain)) > 1:
         raise fail("choose one of --ssl, --starttls, --plain", code=2)
@@ -73,6 +74,7 @@ def add_email(
     if password and not username:
         raise fail("--password-env needs --username", code=2)
     _start()
+    # after prepare (_start): Prefect reads its environment once, at import
     from prefect_email import EmailServerCredentials, SMTPType
 
     from sluice.notify import EmailNotification, register_blocks
@@ -94,11 +96,9 @@ def add_email(
 @notify_app.command("test")
 def test(name: Annotated[str, typer.Argument(help="Block name or slug/name.")]) -> None:
     """Send a test message through a saved block; exit 1 if it cannot be delivered."""
-    from sluice.cli import console, fail
 
     _start()
-    import json
-
+    # after prepare (_start): Prefect reads its environment once, at import
     from sluice.notify import SUBJECT_PREFIX, load_block, send
 
     try:
@@ -114,6 +114,4 @@ def test(name: Annotated[str, typer.Argument(help="Block name or slug/name.")]) 
 
 
 def _hint(ref: str) -> None:
-    from sluice.cli import console
-
     console.print(f"add it to runs: [bold]export SLUICE_NOTIFY_BLOCKS={ref}[/] (comma-separate several)")

@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
+
+from sluice.cli.output import console, err, print_json
+from sluice.runtime import prepare
 
 
 def register(app: typer.Typer) -> None:
@@ -17,11 +21,9 @@ def customers(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")] = False,
 ) -> None:
     """Build gold: customers(customer_id, favourite_product, longest_streak), as table and Parquet."""
-    from sluice.cli import console, err, print_json
-    from sluice.runtime import prepare
-
     prepare(verbose)
-    from sluice.runner import run_customers
+    # after prepare: the flows import Prefect, which reads its environment once, at import
+    from sluice.cli.runner import run_customers
 
     report = run_customers()
     if as_json:
@@ -35,8 +37,8 @@ def customers(
 
 
 def print_customers(report: Any, console: Any, limit: int = 15) -> None:
+    # kept off `sluice --help` (SQLAlchemy)
     import sqlalchemy as sa
-    from rich.table import Table
 
     from sluice.warehouse import get_engine
 

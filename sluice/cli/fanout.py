@@ -24,8 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sluice import registry, storage
+import sqlalchemy as sa
+
+from sluice import datasets, storage
+from sluice.ledger import LedgerEntry, PostgresLedger, ensure_bookkeeping, get_ledger, run_ledger
+from sluice.loading import file_loads
 from sluice.report import IngestReport
+from sluice.runtime import use_local_server
+from sluice.warehouse import get_engine
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +44,9 @@ def plan(prefix: str, dataset: str | None) -> list[tuple[str, str]]:
     """(file, dataset) for every file under ``prefix``: all of them for an explicit dataset, else the
     files some dataset claims by key."""
     if dataset:
-        name = registry.get_dataset(dataset).name
+        name = datasets.get_dataset(dataset).name
         return [(uri, name) for uri in storage.list_files(prefix)]
-    return [(uri, spec.name) for uri in storage.list_files(prefix) if (spec := registry.resolve(uri))]
+    return [(uri, spec.name) for uri in storage.list_files(prefix) if (spec := datasets.resolve(uri))]
 
 
 def fingerprint(uri: str) -> str:
@@ -63,11 +69,6 @@ def find_loaded(files: list[tuple[str, str]], *, concurrency: int = 4) -> dict[s
 
     A file that cannot be read here is left to its flow run, which reports it properly.
     """
-    import sqlalchemy as sa
-
-    from sluice.ledger import ensure_bookkeeping
-    from sluice.loading import file_loads
-    from sluice.warehouse import get_engine
 
     def safe(uri: str) -> str | None:
         try:
@@ -98,13 +99,11 @@ def record_skips(
     files: list[tuple[str, str]], loaded: dict[str, tuple[str, uuid.UUID]]
 ) -> list[IngestReport]:
     """Record each already-loaded file as a skipped run in the ledger, in one insert; their reports."""
-    from sluice.ledger import LedgerEntry, PostgresLedger, get_ledger, run_ledger
-
     now = datetime.now(UTC)
     entries: list[LedgerEntry] = []
     for uri, name in files:
         sha, earlier = loaded[uri]
-        spec = registry.get_dataset(name)
+        spec = datasets.get_dataset(name)
         entries.append(
             LedgerEntry(
                 ingestion_id=uuid.uuid4(),
@@ -146,7 +145,8 @@ def record_skips(
 
 def _run_one(uri: str, name: str, mode: str | None) -> IngestReport:
     """One file's flow run; whatever goes wrong comes back as a failed report, never an exception."""
-    from sluice.runner import run_ingest
+    # Imported once use_local_server() has pointed Prefect at its server: the flows import Prefect.
+    from sluice.cli.runner import run_ingest
 
     try:
         return run_ingest(uri, dataset=name, mode=mode)
@@ -181,8 +181,6 @@ def run_local(
             on_done(report)
     todo = [f for f in files if f[0] not in loaded]
     if todo:
-        from sluice.runtime import use_local_server
-
         try:
             use_local_server()  # only now: a pass where every file was loaded needs no Prefect at all
         except Exception as exc:
@@ -268,7 +266,7 @@ def _result(
 def _run_group(
     deployment: str, group: list[tuple[str, str]], *, sharded: bool, mode: str | None
 ) -> list[dict[str, Any]]:
-    from prefect.deployments import run_deployment
+    from prefect.deployments import run_deployment  # after prepare: Prefect reads its env once, at import
 
     name = group[0][1]
     parameters: dict[str, Any] = {"dataset": name}
@@ -314,6 +312,7 @@ def _shard_results(flow_run: Any, group: list[tuple[str, str]]) -> list[dict[str
 
 
 def _subflow_runs(parent_id: Any) -> list[Any]:
+    # after prepare: Prefect reads its environment once, at import
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 

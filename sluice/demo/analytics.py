@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from sluice.cli.analytics import print_analytics
+from sluice.cli.runner import run_analytics
+
 
 def demo_step(console: Console) -> bool:
-    from sluice.cli_analytics import print_analytics
-    from sluice.runner import run_analytics
-
     console.rule("Data2bots: staging → analytics → CSV exports")
     with console.status("analytics for the latest order date..."):
         report = run_analytics(force=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from sluice.cli.runner import run_customers
+from sluice.cli.sertis import print_customers
+
 
 def demo_step(console: Console) -> bool:
-    from sluice.cli_sertis import print_customers
-    from sluice.runner import run_customers
-
     console.rule("Sertis: bronze → silver → gold")
     with console.status("customers: gold from all of silver..."):
         report = run_customers()

@@ -1,15 +1,27 @@
-"""``sluice``: ingest files, read the ledger, run the demo. Exit codes: 0 ok/skipped, 1 failed run, 2 usage."""
+"""``sluice``: ingest files, read the ledger, run the demo. Exit codes: 0 ok/skipped, 1 failed run, 2 usage.
+
+Every command module of ``sluice/cli/`` is registered below, by name. Their heavy imports (Prefect, pandas,
+the flows) are inside the commands, after ``runtime.prepare`` has set Prefect's environment, so that
+``sluice --help`` and ``sluice ledger`` stay fast (tests/integration/test_cli.py checks pandas stays out).
+"""
 
 from __future__ import annotations
 
-import json
+import atexit
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from sluice import services
+from sluice.cli import analytics, api, aws, backfill, notify, sertis, totesys
+from sluice.cli.output import AsJson, Verbose, console, err, fail, print_json
+from sluice.errors import SluiceError
+from sluice.runtime import prepare
 
 app = typer.Typer(
     name="sluice",
@@ -26,27 +38,15 @@ services_app = typer.Typer(
 )
 app.add_typer(services_app, name="services")
 
-console = Console()
-err = Console(stderr=True)
+__all__ = ["app", "console", "err", "fail", "main", "print_json"]
 
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+# The other pipelines' commands, each in its own module: listed here, so a renamed module fails loudly.
+for _commands in (notify, totesys, analytics, sertis, api, backfill, aws):
+    _commands.register(app)
 
 
 def _prepare(verbose: bool = False, server: bool = True) -> None:
-    from sluice.runtime import prepare
-
     prepare(verbose, server=server)
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one readable error line and return the Exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=str) + "\n")
 
 
 @app.command()
@@ -71,7 +71,8 @@ def ingest(
     if mode is not None and mode not in ("hard", "soft"):
         raise fail(f"--mode must be hard or soft, not {mode!r}", code=2)
     _prepare(verbose)
-    from sluice.runner import run_ingest
+    # after _prepare: the flows import Prefect, which reads its environment once, at import
+    from sluice.cli.runner import run_ingest
 
     report = run_ingest(source, dataset=dataset, mode=mode, force=force)
     if as_json:
@@ -106,7 +107,7 @@ def ledger(
 ) -> None:
     """Recent runs and their states, from the configured ledger backend."""
     _prepare(server=False)
-    from sluice.ledger import get_ledger, reap_abandoned, summarize
+    from sluice.ledger import get_ledger, reap_abandoned, summarize  # kept off `sluice --help` (SQLAlchemy)
 
     store = get_ledger()
     reap_abandoned(store)
@@ -138,7 +139,7 @@ def db_url(
     show_password: Annotated[bool, typer.Option(help="Print the password too.")] = False,
 ) -> None:
     """Print the warehouse's SQLAlchemy URL (starting the embedded PostgreSQL if needed)."""
-    from sluice.warehouse import database_url, redact
+    from sluice.warehouse import database_url, redact  # kept off `sluice --help` (SQLAlchemy)
 
     url = database_url()
     print(url if show_password else redact(url))
@@ -146,7 +147,7 @@ def db_url(
 
 def _service_paths() -> tuple[Path, Path | None]:
     """The home and, unless an external warehouse is configured, the embedded PostgreSQL's data folder."""
-    from sluice.settings import get_settings
+    from sluice.settings import get_settings  # kept off `sluice --help` (pydantic-settings)
 
     settings = get_settings()
     home = settings.home.resolve()
@@ -157,9 +158,7 @@ def _service_paths() -> tuple[Path, Path | None]:
 @services_app.command("status")
 def services_status(as_json: AsJson = False) -> None:
     """Show the home's Prefect server (UI address) and embedded PostgreSQL, and whether they run."""
-    from sluice.services import status
-
-    info = status(*_service_paths())
+    info = services.status(*_service_paths())
     if as_json:
         print_json(info)
         return
@@ -178,13 +177,11 @@ def services_status(as_json: AsJson = False) -> None:
 @services_app.command("start")
 def services_start() -> None:
     """Start both now (otherwise the first command that needs one starts it)."""
-    from sluice.services import ensure_prefect_server
-
     home, pgdata = _service_paths()
     with err.status("starting the Prefect server..."):
-        api_url = ensure_prefect_server(home)
+        api_url = services.ensure_prefect_server(home)
     if pgdata is not None:
-        from sluice.warehouse import database_url
+        from sluice.warehouse import database_url  # kept off `sluice --help` (SQLAlchemy)
 
         database_url()
     console.print(f"prefect   running  UI {api_url.removesuffix('/api')}", highlight=False, soft_wrap=True)
@@ -195,9 +192,7 @@ def services_start() -> None:
 @services_app.command("stop")
 def services_stop() -> None:
     """Stop the home's Prefect server and embedded PostgreSQL (the next command that needs them restarts them)."""
-    from sluice.services import stop
-
-    stopped = stop(*_service_paths())
+    stopped = services.stop(*_service_paths())
     for name, was_running in stopped.items():
         console.print(f"{name:9} {'stopped' if was_running else 'was not running'}", highlight=False)
 
@@ -209,40 +204,13 @@ def demo(
 ) -> None:
     """The main job: generate sample files for every dataset, land them, ingest them, summarize."""
     _prepare(verbose)
-    from sluice.demo import run_demo
+    from sluice.demo import run_demo  # after _prepare (the demo runs flows); kept off `sluice --help`
 
     code = run_demo(console, rows=rows)
     raise typer.Exit(code)
 
 
-def _register_extensions() -> None:
-    """Commands of the other pipelines live in their own modules; each adds itself here."""
-    import importlib
-
-    for module in (
-        "sluice.cli_notify",
-        "sluice.cli_totesys",
-        "sluice.cli_analytics",
-        "sluice.cli_sertis",
-        "sluice.cli_api",
-        "sluice.cli_backfill",
-        "sluice.cli_aws",
-    ):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.register(app)
-
-
-_register_extensions()
-
-
 def main() -> None:
-    from sluice.errors import SluiceError
-
     code: int = 0
     try:
         app()
@@ -264,10 +232,6 @@ def _exit(code: int) -> None:
     to the API, pgserver's bookkeeping), pooled warehouse connections are closed and stdout is flushed;
     with a non-daemon thread still alive, or nothing heavy loaded, the exit is the normal one.
     """
-    import atexit
-    import os
-    import threading
-
     others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
     if "prefect" not in sys.modules or others:
         sys.exit(code)
@@ -277,7 +241,3 @@ def _exit(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-if __name__ == "__main__":
-    main()

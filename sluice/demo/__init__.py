@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import importlib
 import random
 from collections.abc import Callable
 
+import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from sluice import registry, storage
+from sluice import datasets, registry, storage
+from sluice.cli.runner import run_ingest
+from sluice.demo import analytics, sertis, totesys
 from sluice.report import IngestReport
 from sluice.settings import get_settings
+from sluice.warehouse import database_url, get_engine, redact
 
-#: Other pipelines' demo steps ("module:function", each ``step(console) -> bool``), run after the ingests.
-EXTRA_STEPS: list[str] = [
-    "sluice.demo_totesys:demo_step",
-    "sluice.demo_analytics:demo_step",
-    "sluice.demo_sertis:demo_step",
-]
+#: The other pipelines' demo steps, run after the ingests, in this order (each ``step(console) -> bool``).
+EXTRA_STEPS: tuple[Callable[[Console], bool], ...] = (
+    totesys.demo_step,
+    analytics.demo_step,
+    sertis.demo_step,
+)
 
 SEED = 20191126
 
@@ -27,7 +30,7 @@ def land_samples(rows: int) -> list[tuple[registry.Dataset, str]]:
     """Write each dataset's generated sample into the landing zone (same content every time)."""
     landing = get_settings().zone("landing")
     landed = []
-    for dataset in registry.datasets():
+    for dataset in datasets.all_datasets():
         if dataset.generate is None or dataset.demo_key is None:
             continue
         data = dataset.generate(rows, random.Random(SEED))
@@ -38,22 +41,8 @@ def land_samples(rows: int) -> list[tuple[registry.Dataset, str]]:
     return landed
 
 
-def _load_step(spec: str) -> Callable[[Console], bool] | None:
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        return None
-    return getattr(module, attr)
-
-
 def run_demo(console: Console, rows: int = 1000) -> int:
     """Run the whole demo; returns the exit code (0 when every run succeeded or was skipped)."""
-    from sluice.runner import run_ingest
-    from sluice.warehouse import database_url, redact
-
     settings = get_settings()
     console.print(f"[bold]Sluice demo[/] — home {settings.home.resolve()}")
     with console.status("starting the warehouse..."):
@@ -97,10 +86,8 @@ def run_demo(console: Console, rows: int = 1000) -> int:
                     soft_wrap=True,
                 )
     ok = all(r.status in ("success", "skipped") for r in reports)
-    for spec in EXTRA_STEPS:
-        step = _load_step(spec)
-        if step is not None:
-            ok = step(console) and ok
+    for step in EXTRA_STEPS:
+        ok = step(console) and ok
     _print_counts(console)
     ui = _ui_url()
     if ui:
@@ -119,7 +106,7 @@ def run_demo(console: Console, rows: int = 1000) -> int:
 def _ui_url() -> str | None:
     """The UI of the Prefect server the runs went to (the home's local one unless PREFECT_API_URL is set)."""
     try:
-        from prefect.settings import get_current_settings
+        from prefect.settings import get_current_settings  # inside the try: no UI line if Prefect is unset
 
         url = get_current_settings().ui_url
     except Exception:
@@ -128,10 +115,6 @@ def _ui_url() -> str | None:
 
 
 def _print_counts(console: Console) -> None:
-    import sqlalchemy as sa
-
-    from sluice.warehouse import get_engine
-
     table = Table(title="Warehouse tables")
     table.add_column("table")
     table.add_column("rows", justify="right")

@@ -7,14 +7,14 @@ import random
 import sqlalchemy as sa
 from rich.console import Console
 
+from sluice.cli.runner import run_totesys
+from sluice.cli.totesys import print_cycle
+from sluice.totesys_source import generate, seed, simulate_activity, source_engine, source_url
+
 DEMO_ORDERS = 1500
 
 
 def demo_step(console: Console) -> bool:
-    from sluice.cli_totesys import print_cycle
-    from sluice.runner import run_totesys
-    from sluice.totesys_source import generate, seed, simulate_activity, source_engine, source_url
-
     console.rule("Totesys: OLTP → star schema")
     engine = source_engine(source_url())
     try:

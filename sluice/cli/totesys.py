@@ -8,6 +8,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
+
+from sluice.cli.output import console, err, fail, print_json
+from sluice.errors import SluiceError
+from sluice.runtime import prepare
 
 totesys_app = typer.Typer(
     help="Totesys: incremental OLTP extraction into the star-schema warehouse.",
@@ -22,7 +27,7 @@ def register(app: typer.Typer) -> None:
 def _use_source(source_url: str | None) -> None:
     if source_url:
         os.environ["SLUICE_TOTESYS_SOURCE_URL"] = source_url
-        from sluice.settings import reload_settings
+        from sluice.settings import reload_settings  # kept off `sluice --help` (pydantic-settings)
 
         reload_settings()
 
@@ -42,12 +47,10 @@ def cycle(
     if ctx.invoked_subcommand is not None:
         _use_source(source_url)
         return
-    from sluice.cli import console, print_json
-    from sluice.runtime import prepare
-
     _use_source(source_url)
     prepare(verbose)
-    from sluice.runner import run_totesys
+    # after prepare: the flows import Prefect, which reads its environment once, at import
+    from sluice.cli.runner import run_totesys
 
     with console.status("totesys: one cycle...", spinner="dots") if not as_json else _Null():
         report = run_totesys()
@@ -72,10 +75,6 @@ class _Null:
 
 
 def print_cycle(report: Any) -> None:
-    from rich.table import Table
-
-    from sluice.cli import console, err
-
     extracted: dict[str, int] = getattr(report, "extracted", {}) or {}
     loaded: dict[str, int] = getattr(report, "loaded", {}) or {}
     if report.status == "skipped":
@@ -113,8 +112,7 @@ def seed_source(
     seed: Annotated[int, typer.Option(help="Random seed of the generator.")] = 20221103,
 ) -> None:
     """(Re)create the Totesys OLTP source: its real DDL, seeded from CSVs or the generator. Replaces its rows."""
-    from sluice.cli import console, fail
-    from sluice.errors import SluiceError
+    # kept off `sluice --help` (pandas, SQLAlchemy)
     from sluice.totesys_source import generate, seed_from_folder, source_engine, source_url
     from sluice.totesys_source import seed as seed_tables
     from sluice.warehouse import redact

@@ -1,0 +1,53 @@
+"""A ledger's record (one state of one run) and the interface every ledger backend implements.
+
+Apart from ``sluice.ledger`` (the PostgreSQL backend and the choice of backend) so that a backend such as
+``sluice.ledger_dynamodb`` depends on it without a cycle.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+STATES = ("extract", "transform", "validate", "load")
+
+
+@dataclass
+class LedgerEntry:
+    """One state of one run."""
+
+    ingestion_id: uuid.UUID
+    state: str
+    dataset: str
+    source: str
+    status: str = "running"
+    target: str | None = None
+    flow_run_id: str | None = None
+    rows_read: int | None = None
+    rows_loaded: int | None = None
+    rows_quarantined: int | None = None
+    quarantine_uri: str | None = None
+    error: str | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished_at: datetime | None = None
+
+    @property
+    def seq(self) -> int:
+        return STATES.index(self.state) if self.state in STATES else len(STATES)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ingestion_id"] = str(self.ingestion_id)
+        for key in ("started_at", "finished_at"):
+            data[key] = data[key].isoformat() if data[key] else None
+        return data
+
+
+class Ledger(Protocol):
+    def record(self, entry: LedgerEntry) -> None: ...
+
+    def history(self, ingestion_id: uuid.UUID) -> list[LedgerEntry]: ...
+
+    def recent(self, limit: int = 20) -> list[list[LedgerEntry]]: ...
