@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import Annotated
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 from pydantic import Field
 
-from flows.names import TIMEOUT_SECONDS, analytics_run_name
-from sluice.errors import SluiceError
-from sluice.ledger import get_ledger, hold_run, reap_abandoned, release_run
-from sluice.notify import notify_hooks
-from sluice.report import IngestionFailed, IngestReport, markdown
-from sluice.settings import get_settings
+from flows.names import analytics_run_name
+from flows.skeleton import held, new_report, pipeline_flow, start_run, step
+from sluice.report import IngestReport, markdown
 from tasks.analytics import AnalyticsContext, export, extract, load, transform, validate
-from tasks.ingest import with_retries
 
 
 class AnalyticsReport(IngestReport):
@@ -27,14 +21,7 @@ class AnalyticsReport(IngestReport):
     exports: dict[str, str] = Field(default_factory=dict)
 
 
-@flow(
-    name="analytics",
-    flow_run_name=analytics_run_name,
-    timeout_seconds=TIMEOUT_SECONDS["analytics"],
-    log_prints=False,
-    validate_parameters=True,
-    **notify_hooks(),
-)
+@pipeline_flow("analytics", analytics_run_name)
 def analytics(
     as_of: Annotated[
         dt.date | None,
@@ -62,74 +49,40 @@ def analytics(
             creating one only when it is absent).
     """
     logger = get_run_logger()
-    settings = get_settings()
-    ledger = get_ledger(settings)
-    reap_abandoned(ledger)
-    run_id = flow_run.get_id()
-    ctx = AnalyticsContext(
-        ingestion_id=uuid.UUID(run_id) if run_id else uuid.uuid4(),
-        settings=settings,
-        ledger=ledger,
-        force=force,
-        as_of=as_of,
-        flow_run_id=run_id,
-        refresh_reference=refresh_reference or settings.refresh_reference,
-    )
-    report = AnalyticsReport(
-        run_id=str(ctx.ingestion_id),
-        dataset="analytics",
-        source="staging",
-        status="running",
-        state="extract",
-        table="analytics",
-        flow_run_id=run_id,
-    )
-    hold_run(ledger, ctx.ingestion_id)
-    try:
-        staging = with_retries(extract, settings)(ctx, as_of)
+    ctx = start_run(AnalyticsContext, force=force, as_of=as_of, refresh_reference=refresh_reference)
+    report = new_report(AnalyticsReport, ctx, dataset="analytics", source="staging", table="analytics")
+    with held(ctx, report, _publish):
+        staging = step(report, "extract", extract, ctx, as_of)
         report.as_of = ctx.as_of
         report.source = f"staging as of {ctx.as_of}"
         if staging is None:
             report.status = "skipped"
             report.error = f"analytics for {ctx.as_of} already ran; use force to run again"
             logger.info(report.error)
-            return _publish(report)
+            return report
         report.notes = list(ctx.reference.notes) if ctx.reference else []
         for note in report.notes:
             logger.warning(note)
         report.rows_read = sum(len(f) for f in staging.values())
-        report.state = "transform"
-        tables = transform(ctx, staging)
-        report.state = "validate"
-        validate(ctx, tables)
-        report.state = "load"
-        report.loaded = with_retries(load, settings)(ctx, tables)
+        tables = step(report, "transform", transform, ctx, staging)
+        step(report, "validate", validate, ctx, tables)
+        report.loaded = step(report, "load", load, ctx, tables)
         report.rows_loaded = sum(report.loaded.values())
-        report.state = "export"
-        report.exports = with_retries(export, settings)(ctx)
+        report.exports = step(report, "export", export, ctx)
         report.status = "success"
-    except Exception as exc:
-        report.status = "failed"
-        report.error = str(exc) if isinstance(exc, SluiceError) else f"{type(exc).__name__}: {exc}"
-        _publish(report)
-        raise IngestionFailed(report) from None
-    finally:
-        release_run(ledger)
-        _publish(report)
     logger.info(
         "analytics for %s: %s rows written, %d tables exported",
         ctx.as_of,
         report.rows_loaded,
         len(report.exports),
     )
-    return _publish(report)
+    return report
 
 
-def _publish(report: AnalyticsReport) -> AnalyticsReport:
+def _publish(report: AnalyticsReport) -> None:
     """The run's summary (and its notes, e.g. reference tables created) as a Prefect artifact."""
     create_markdown_artifact(
         key="analytics",
         markdown=markdown(report),
         description=f"analytics {report.status} for {report.as_of}",
     )
-    return report

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from flows.names import TIMEOUT_SECONDS, ingest_run_name
+from flows.names import ingest_run_name
+from flows.skeleton import held, ingestion_id, new_report, open_ledger, pipeline_flow, start_run, step
 from sluice import datasets
 from sluice.errors import BadFile, SluiceError, UnknownDataset, ValidationFailed
-from sluice.ledger import Ledger, LedgerEntry, get_ledger, hold_run, reap_abandoned, release_run
-from sluice.notify import notify_hooks
+from sluice.ledger import Ledger, LedgerEntry
 from sluice.report import IngestionFailed, IngestReport, markdown
-from sluice.settings import get_settings
-from tasks.ingest import RunContext, extract, load, publish, with_retries
+from tasks.ingest import IngestContext, extract, load, publish
 
 
 class Unclaimed(Exception):
@@ -28,10 +26,8 @@ class Unclaimed(Exception):
 
 def _start(
     source: str, dataset: str | None, mode: str | None, force: bool, version_id: str | None = None
-) -> RunContext:
-    settings = get_settings()
-    ledger = get_ledger(settings)
-    reap_abandoned(ledger)
+) -> IngestContext:
+    settings, ledger = open_ledger()
     try:
         spec = datasets.get_dataset(dataset) if dataset else datasets.resolve(source)
     except UnknownDataset as exc:
@@ -42,43 +38,33 @@ def _start(
         _record_refusal(ledger, source, dataset, "skipped", message)
         raise Unclaimed(message)
     hard = mode == "hard" if mode else (spec.hard if spec.hard is not None else settings.hard_testing)
-    run_id = flow_run.get_id()
-    return RunContext(
-        ingestion_id=uuid.UUID(run_id) if run_id else uuid.uuid4(),
+    return start_run(
+        IngestContext,
+        settings,
+        ledger,
         dataset=spec,
         source=source,
         hard=hard,
         force=force,
-        settings=settings,
-        ledger=ledger,
-        flow_run_id=run_id,
         version_id=version_id or None,
     )
 
 
 def _record_refusal(ledger: Ledger, source: str, dataset: str | None, status: str, message: str) -> None:
-    run_id = flow_run.get_id()
     entry = LedgerEntry(
-        ingestion_id=uuid.UUID(run_id) if run_id else uuid.uuid4(),
+        ingestion_id=ingestion_id(),
         state="extract",
         dataset=dataset or "?",
         source=source,
         status=status,
-        flow_run_id=run_id,
+        flow_run_id=flow_run.get_id(),
     )
     entry.error = message
     entry.finished_at = datetime.now(UTC)
     ledger.record(entry)
 
 
-@flow(
-    name="ingest-file",
-    flow_run_name=ingest_run_name,
-    timeout_seconds=TIMEOUT_SECONDS["ingest-file"],
-    log_prints=False,
-    validate_parameters=True,
-    **notify_hooks(),  # one notification per run (SLUICE_NOTIFY_BLOCKS)
-)
+@pipeline_flow("ingest-file", ingest_run_name)
 def ingest_file(
     source: Annotated[str, Field(description="The landed file: a local path or s3://bucket/key.")],
     dataset: Annotated[
@@ -124,25 +110,17 @@ def ingest_file(
         logger.warning(str(exc))
         raise IngestionFailed(report) from None
 
-    report = IngestReport(
-        run_id=str(ctx.ingestion_id),
-        dataset=ctx.dataset.name,
-        source=source,
-        status="running",
-        state="extract",
-        table=ctx.dataset.target or None,
-        flow_run_id=ctx.flow_run_id,
+    report = new_report(
+        IngestReport, ctx, dataset=ctx.dataset.name, source=source, table=ctx.dataset.target or None
     )
-    hold_run(ctx.ledger, ctx.ingestion_id)
-    try:
-        fetched = with_retries(extract, ctx.settings)(ctx)
+    with held(ctx, report, _publish, on_failure=_failed_at):
+        fetched = step(report, "extract", extract, ctx)
         if fetched is None:
             report.status = "skipped"
             logger.info("%s: already loaded, skipped", source)
             return report
         # One fused pass: transform and validate run chunk by chunk inside the load, overlapping the COPY.
-        report.state = "load"
-        loaded = with_retries(load, ctx.settings)(ctx, fetched)
+        loaded = step(report, "load", load, ctx, fetched)
         report.rows_read = loaded.rows_read
         report.rows_quarantined = loaded.rows_invalid
         report.quarantine_uri = loaded.quarantine_uri
@@ -151,25 +129,8 @@ def ingest_file(
         report.status = "skipped" if loaded.outcome.skipped else "success"
         if not loaded.outcome.skipped:
             if ctx.dataset.after_load is not None:
-                report.state = "publish"
-                with_retries(publish, ctx.settings)(ctx, fetched, loaded)
+                step(report, "publish", publish, ctx, fetched, loaded)
             _announce(report, fetched.sha256)
-    except Exception as exc:
-        if report.state == "load" and isinstance(exc, BadFile):
-            report.state = "transform"
-        elif report.state == "load" and isinstance(exc, ValidationFailed):
-            report.state = "validate"
-        report.status = "failed"
-        report.error = str(exc) or type(exc).__name__
-        report.rows_read = ctx.counts.get("rows_read", report.rows_read)
-        report.rows_quarantined = ctx.counts.get("rows_quarantined", report.rows_quarantined)
-        report.quarantine_uri = ctx.counts.get("quarantine_uri", report.quarantine_uri)
-        _publish(report)
-        raise IngestionFailed(report) from None
-    finally:
-        release_run(ctx.ledger)
-        ctx.cleanup()
-    _publish(report)
     logger.info(
         "%s: %s rows read, %s loaded into %s, %s quarantined",
         source,
@@ -179,6 +140,18 @@ def ingest_file(
         report.rows_quarantined,
     )
     return report
+
+
+def _failed_at(report: IngestReport, exc: Exception, ctx: IngestContext) -> None:
+    """Where the fused pass failed (a bad file: transform; bad rows: validate) and what it had counted."""
+    if report.state == "load" and isinstance(exc, BadFile):
+        report.state = "transform"
+    elif report.state == "load" and isinstance(exc, ValidationFailed):
+        report.state = "validate"
+    report.error = str(exc) or type(exc).__name__
+    report.rows_read = ctx.counts.get("rows_read", report.rows_read)
+    report.rows_quarantined = ctx.counts.get("rows_quarantined", report.rows_quarantined)
+    report.quarantine_uri = ctx.counts.get("quarantine_uri", report.quarantine_uri)
 
 
 def _announce(report: IngestReport, sha256: str) -> None:
@@ -201,6 +174,7 @@ def _announce(report: IngestReport, sha256: str) -> None:
 
 
 def _publish(report: IngestReport) -> None:
+    """The run's summary (and its first validation failures) as the run's artifact."""
     create_markdown_artifact(
         key=f"ingest-{(report.dataset or 'unknown').replace('_', '-').lower()}",
         markdown=markdown(report),

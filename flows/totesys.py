@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import UTC, datetime
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 from pydantic import Field
 
-from flows.names import TIMEOUT_SECONDS, totesys_run_name
+from flows.names import totesys_run_name
+from flows.skeleton import held, new_report, open_ledger, pipeline_flow, start_run, step
 from sluice import totesys as core
-from sluice.errors import SluiceError
-from sluice.ledger import get_ledger, hold_run, reap_abandoned, release_run
-from sluice.notify import notify_hooks
-from sluice.report import IngestionFailed, IngestReport
-from sluice.settings import get_settings
+from sluice.report import IngestReport
 from sluice.totesys_source import source_url
-from tasks.ingest import with_retries
 from tasks.totesys import CycleContext, extract, load, transform, validate
 
 
@@ -29,79 +23,53 @@ class CycleReport(IngestReport):
     extracted: dict[str, int] = Field(default_factory=dict)
     loaded: dict[str, int] = Field(default_factory=dict)
     seconds: float = 0.0
+    started: float = Field(default_factory=time.perf_counter, exclude=True)
 
 
-@flow(
-    name="totesys",
-    flow_run_name=totesys_run_name,
-    timeout_seconds=TIMEOUT_SECONDS["totesys"],
-    log_prints=False,
-    **notify_hooks(),
-)
+@pipeline_flow("totesys", totesys_run_name)
 def totesys() -> CycleReport:
     """Extract what changed in the Totesys OLTP, build the star schema, load it atomically."""
     logger = get_run_logger()
-    started = time.perf_counter()
-    settings = get_settings()
-    ledger = get_ledger(settings)
-    reap_abandoned(ledger)
-    run_id = flow_run.get_id()
+    settings, ledger = open_ledger()
     url = source_url(settings)
-    ctx = CycleContext(
-        ingestion_id=uuid.UUID(run_id) if run_id else uuid.uuid4(),
-        run_at=datetime.now(UTC).replace(tzinfo=None),
-        source_url=url,
-        settings=settings,
-        ledger=ledger,
-        flow_run_id=run_id,
+    ctx = start_run(
+        CycleContext, settings, ledger, run_at=datetime.now(UTC).replace(tzinfo=None), source_url=url
     )
-    report = CycleReport(
-        run_id=str(ctx.ingestion_id),
-        dataset="totesys",
-        source=core.describe_source(url),
-        status="running",
-        state="extract",
-        table=core.SCHEMA,
-        flow_run_id=run_id,
+    report = new_report(
+        CycleReport, ctx, dataset="totesys", source=core.describe_source(url), table=core.SCHEMA
     )
-    hold_run(ledger, ctx.ingestion_id)
-    try:
-        extracted = with_retries(extract, settings)(ctx)
+    with held(ctx, report, _publish, on_failure=_quarantined):
+        extracted = step(report, "extract", extract, ctx)
         report.extracted = {t: len(b.frame) for t, b in extracted.batches.items()}
         report.rows_read = extracted.rows
         if not extracted.batches:
             report.status = "skipped"
             report.error = "no new data since the watermarks"
             logger.info("totesys: no new data since the watermarks (%d tables checked)", len(extracted.read))
-            return _finish(report, started)
-        report.state = "transform"
-        tables = transform(ctx, extracted)
-        report.state = "validate"
-        validate(ctx, tables)
-        report.state = "load"
-        report.loaded = with_retries(load, settings)(ctx, tables, extracted)
+            return report
+        tables = step(report, "transform", transform, ctx, extracted)
+        step(report, "validate", validate, ctx, tables)
+        report.loaded = step(report, "load", load, ctx, tables, extracted)
         report.rows_loaded = sum(report.loaded.values())
         report.status = "success"
-    except Exception as exc:
-        report.status = "failed"
-        report.error = str(exc) if isinstance(exc, SluiceError) else f"{type(exc).__name__}: {exc}"
-        report.rows_quarantined = ctx.counts.get("rows_quarantined") or 0
-        report.quarantine_uri = ctx.counts.get("quarantine_uri")
-        _finish(report, started)
-        raise IngestionFailed(report) from None
-    finally:
-        release_run(ledger)
     logger.info(
         "totesys: %d rows extracted from %d tables, %d rows loaded",
         report.rows_read,
         len(report.extracted),
         report.rows_loaded,
     )
-    return _finish(report, started)
+    return report
 
 
-def _finish(report: CycleReport, started: float) -> CycleReport:
-    report.seconds = round(time.perf_counter() - started, 2)
+def _quarantined(report: CycleReport, exc: Exception, ctx: CycleContext) -> None:
+    """A failed validation's quarantine, from the ledger's counts."""
+    report.rows_quarantined = ctx.counts.get("rows_quarantined") or 0
+    report.quarantine_uri = ctx.counts.get("quarantine_uri")
+
+
+def _publish(report: CycleReport) -> None:
+    """The cycle's per-table figures as the run's artifact."""
+    report.seconds = round(time.perf_counter() - report.started, 2)
     lines = [
         f"## totesys: {report.status} at `{report.state}` in {report.seconds} s",
         "",
@@ -117,4 +85,3 @@ def _finish(report: CycleReport, started: float) -> CycleReport:
     if report.error:
         lines += ["", f"**{'Note' if report.status == 'skipped' else 'Error'}:** {report.error}"]
     create_markdown_artifact(key="totesys", markdown="\n".join(lines), description=f"totesys {report.status}")
-    return report

@@ -3,61 +3,39 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import pandas as pd
-import sqlalchemy as sa
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from sluice import analytics
 from sluice.errors import ValidationFailed
-from sluice.ledger import Ledger, LedgerEntry, tracked
-from sluice.settings import Settings
-from sluice.warehouse import get_engine
-from tasks.ingest import io_task
+from tasks.toolkit import RunContext, io_task, ledger_state, step_task
 
 
-@dataclass
-class AnalyticsContext:
-    ingestion_id: uuid.UUID
-    settings: Settings
-    ledger: Ledger
+@dataclass(kw_only=True)
+class AnalyticsContext(RunContext):
+    """What every task of one Data2bots analytics run needs."""
+
     force: bool
     as_of: dt.date | None = None
-    flow_run_id: str | None = None
     refresh_reference: bool = False
     reference: analytics.Reference | None = None
-    counts: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def engine(self) -> sa.Engine:
-        return get_engine(self.settings)
+    def __post_init__(self) -> None:
+        self.refresh_reference = self.refresh_reference or self.settings.refresh_reference
 
-
-@contextmanager
-def analytics_state(ctx: AnalyticsContext, state: str) -> Iterator[LedgerEntry]:
-    with tracked(
-        ctx.ledger,
-        ctx.counts,
-        ingestion_id=ctx.ingestion_id,
-        state=state,
-        dataset="analytics",
-        source=f"staging as of {ctx.as_of or 'latest order'}",
-        target="analytics",
-        flow_run_id=ctx.flow_run_id,
-    ) as entry:
-        yield entry
+    def labels(self) -> dict[str, str | None]:
+        return {
+            "dataset": "analytics",
+            "source": f"staging as of {self.as_of or 'latest order'}",
+            "target": "analytics",
+        }
 
 
 @io_task
 def extract(ctx: AnalyticsContext, as_of: dt.date | None) -> dict[str, pd.DataFrame] | None:
     """Read staging and the reference tables; decide the day; None when that day already ran (and not forced)."""
-    with analytics_state(ctx, "extract") as entry:
+    with ledger_state(ctx, "extract") as entry:
         staging = analytics.read_staging(ctx.engine)
         ctx.as_of = as_of or analytics.latest_order_date(staging)
         entry.source = f"staging as of {ctx.as_of}"
@@ -72,16 +50,16 @@ def extract(ctx: AnalyticsContext, as_of: dt.date | None) -> dict[str, pd.DataFr
     return staging
 
 
-@task(name="transform", cache_policy=NO_CACHE)
+@step_task
 def transform(ctx: AnalyticsContext, staging: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     assert ctx.as_of is not None and ctx.reference is not None
-    with analytics_state(ctx, "transform"):
+    with ledger_state(ctx, "transform"):
         return analytics.build(staging, ctx.reference, ctx.as_of)
 
 
-@task(name="validate", cache_policy=NO_CACHE)
+@step_task
 def validate(ctx: AnalyticsContext, tables: dict[str, pd.DataFrame]) -> None:
-    with analytics_state(ctx, "validate") as entry:
+    with ledger_state(ctx, "validate") as entry:
         try:
             analytics.validate(tables)
         except ValidationFailed as exc:
@@ -93,7 +71,7 @@ def validate(ctx: AnalyticsContext, tables: dict[str, pd.DataFrame]) -> None:
 @io_task
 def load(ctx: AnalyticsContext, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
     assert ctx.as_of is not None
-    with analytics_state(ctx, "load") as entry:
+    with ledger_state(ctx, "load") as entry:
         writes = ctx.reference.writes if ctx.reference else {}
         loaded = analytics.load(ctx.engine, tables, ctx.as_of, ctx.ingestion_id, ctx.force, writes)
         entry.rows_loaded = sum(loaded.values())
@@ -102,5 +80,5 @@ def load(ctx: AnalyticsContext, tables: dict[str, pd.DataFrame]) -> dict[str, in
 
 @io_task
 def export(ctx: AnalyticsContext) -> dict[str, str]:
-    with analytics_state(ctx, "export"):
+    with ledger_state(ctx, "export"):
         return analytics.export(ctx.engine, ctx.settings)

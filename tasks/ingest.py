@@ -4,52 +4,45 @@ Transform and validate are not tasks of their own: they run chunk by chunk insid
 COPY of the chunk before (ADR 0004), so a transient failure retries the whole pass and never half a file.
 The ledger still records every state (extract, transform, validate, load); the three of the fused pass are
 written by ``load`` as each stage starts and ends (their wall-clock intervals overlap; each stage's busy
-seconds are logged). I/O tasks retry with exponential back-off and jitter; a ``SluiceError`` (bad file, bad
-rows, unknown dataset) is never retried.
+seconds are logged). I/O tasks retry with the configured policy (tasks/toolkit.py); a ``SluiceError`` (bad
+file, bad rows, unknown dataset) is never retried.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
-from prefect.tasks import exponential_backoff
 
 from sluice import ingest, storage
-from sluice.errors import BadFile, SluiceError, ValidationFailed
-from sluice.ledger import Ledger, LedgerEntry, tracked
+from sluice.errors import BadFile, ValidationFailed
+from sluice.ledger import LedgerEntry
 from sluice.loading import LoadOutcome, ensure_target, is_loaded, load_file
 from sluice.registry import AfterLoad, Dataset
-from sluice.settings import Settings
 from sluice.warehouse import get_engine
+from tasks.toolkit import RunContext, io_task, ledger_state
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class RunContext:
-    """What every task of one ingestion needs to know."""
+@dataclass(kw_only=True)
+class IngestContext(RunContext):
+    """What every task of one file's ingestion needs to know."""
 
-    ingestion_id: uuid.UUID
     dataset: Dataset
     source: str
     hard: bool
     force: bool
-    settings: Settings
-    ledger: Ledger
-    flow_run_id: str | None = None
-    counts: dict[str, Any] = field(default_factory=dict)
     version_id: str | None = None  # the S3 object version to read (from the event); None = the latest
+
+    def labels(self) -> dict[str, str | None]:
+        return {"dataset": self.dataset.name, "source": self.source, "target": self.dataset.target or None}
 
     @property
     def work(self) -> Path:
@@ -65,57 +58,8 @@ class RunContext:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-@contextmanager
-def ledger_state(ctx: RunContext, state: str) -> Iterator[LedgerEntry]:
-    """Record ``state`` as running, then as success/skipped (set by the body) or fail with the error."""
-    with tracked(
-        ctx.ledger,
-        ctx.counts,
-        ingestion_id=ctx.ingestion_id,
-        state=state,
-        dataset=ctx.dataset.name,
-        source=ctx.source,
-        target=ctx.dataset.target or None,
-        flow_run_id=ctx.flow_run_id,
-    ) as entry:
-        yield entry
-
-
-def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry transient faults (network, database); never a bad file or bad rows."""
-    try:
-        state.result()
-    except SluiceError:
-        return False
-    except Exception:
-        return True
-    return False
-
-
-def io_task(fn: Callable[..., Any]) -> Any:
-    """Decorate an I/O task: retries with exponential back-off + jitter, no result caching."""
-    return task(
-        fn,
-        retries=3,
-        retry_delay_seconds=exponential_backoff(backoff_factor=2),
-        retry_jitter_factor=0.5,
-        retry_condition_fn=retry_unless_user_error,
-        cache_policy=NO_CACHE,
-    )
-
-
-def with_retries(task_fn: Any, settings: Settings) -> Any:
-    """The task with the configured number of retries and back-off base."""
-    return task_fn.with_options(
-        retries=settings.retries,
-        retry_delay_seconds=exponential_backoff(backoff_factor=settings.retry_delay_seconds)(settings.retries)
-        if settings.retries
-        else 0,
-    )
-
-
 @io_task
-def extract(ctx: RunContext) -> storage.FetchedFile | None:
+def extract(ctx: IngestContext) -> storage.FetchedFile | None:
     """Fetch the landed file and fingerprint it; None when this content is already loaded."""
     with ledger_state(ctx, "extract") as entry:
         fetched = storage.fetch(ctx.source, ctx.work / "source", ctx.version_id)
@@ -146,7 +90,7 @@ class Loaded:
 
 
 @io_task
-def load(ctx: RunContext, fetched: storage.FetchedFile) -> Loaded:
+def load(ctx: IngestContext, fetched: storage.FetchedFile) -> Loaded:
     """Read, transform, validate and COPY the file in one streaming pass, in one load transaction.
 
     The stages overlap (chunk k+1 is prepared while chunk k is in COPY), so they are one task: a transient
@@ -161,17 +105,12 @@ def load(ctx: RunContext, fetched: storage.FetchedFile) -> Loaded:
         return _fused(ctx, fetched, reader="pandas")
 
 
-def _fused(ctx: RunContext, fetched: storage.FetchedFile, reader: str) -> Loaded:
+def _fused(ctx: IngestContext, fetched: storage.FetchedFile, reader: str) -> Loaded:
     entries: dict[str, LedgerEntry] = {}
 
     def begin(stage: str) -> None:
         entry = LedgerEntry(
-            ingestion_id=ctx.ingestion_id,
-            state=stage,
-            dataset=ctx.dataset.name,
-            source=ctx.source,
-            target=ctx.dataset.target or None,
-            flow_run_id=ctx.flow_run_id,
+            ingestion_id=ctx.ingestion_id, state=stage, flow_run_id=ctx.flow_run_id, **ctx.labels()
         )
         ctx.ledger.record(entry)
         entries[stage] = entry
@@ -281,7 +220,7 @@ def _fused(ctx: RunContext, fetched: storage.FetchedFile, reader: str) -> Loaded
     )
 
 
-def finish_entry(ctx: RunContext, entry: LedgerEntry) -> None:
+def finish_entry(ctx: IngestContext, entry: LedgerEntry) -> None:
     """Close a ledger entry opened outside ``ledger_state`` (the fused stage's three), carrying its counts."""
     entry.finished_at = datetime.now(UTC)
     for key in ("rows_read", "rows_loaded", "rows_quarantined", "quarantine_uri"):
@@ -291,7 +230,7 @@ def finish_entry(ctx: RunContext, entry: LedgerEntry) -> None:
 
 
 @io_task
-def publish(ctx: RunContext, fetched: storage.FetchedFile, loaded: Loaded) -> None:
+def publish(ctx: IngestContext, fetched: storage.FetchedFile, loaded: Loaded) -> None:
     """The dataset's after-load step (e.g. bronze/silver zones and their catalog), retried on its own."""
     hook = ctx.dataset.after_load
     assert hook is not None

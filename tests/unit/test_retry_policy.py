@@ -6,7 +6,7 @@ import pytest
 from prefect.states import Completed, Failed
 
 from sluice.errors import BadFile, SourceNotFound, ValidationFailed
-from tasks.ingest import retry_unless_user_error
+from tasks.toolkit import retry_unless_user_error
 
 
 @pytest.mark.parametrize("exc", [ConnectionError("reset"), TimeoutError("slow"), OSError("broken pipe")])
@@ -21,3 +21,32 @@ def test_user_errors_are_not_retried(exc: Exception) -> None:
 
 def test_success_is_not_retried() -> None:
     assert retry_unless_user_error(None, None, Completed(data=1)) is False
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_io_tasks_take_the_configured_retry_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One policy, the configured one: SLUICE_RETRIES=1 means two attempts, whatever the task says."""
+    from prefect import flow
+
+    from sluice.settings import reload_settings
+    from tasks.toolkit import io_task
+
+    monkeypatch.setenv("SLUICE_RETRIES", "1")
+    monkeypatch.setenv("SLUICE_RETRY_DELAY_SECONDS", "0")
+    reload_settings()
+    attempts: list[int] = []
+
+    @io_task
+    def flaky() -> None:
+        attempts.append(1)
+        raise ConnectionError("reset")
+
+    @flow
+    def run() -> None:
+        flaky()
+
+    with pytest.raises(ConnectionError):
+        run()
+    monkeypatch.undo()
+    reload_settings()
+    assert len(attempts) == 2

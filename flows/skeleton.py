@@ -1,0 +1,122 @@
+"""The run skeleton every flow reuses: the flow decorator, the run's start, and the held run around the steps.
+
+A flow is its parameters, ``ctx = start_run(SomeContext, ...)``, a report, and ``with held(ctx, report,
+publish): <the steps>``. What the skeleton does, in order, for every pipeline:
+
+1. ``pipeline_flow``: the flow's name, its run name (flows/names.py), its timeout, and the notification hooks
+   (one message per run, SLUICE_NOTIFY_BLOCKS);
+2. ``start_run``: the settings (read once), the ledger, abandoned runs reaped (``crashed``), the ingestion id
+   (the flow run's id, so the ledger and the Prefect UI name the run alike);
+3. ``held``: the run's liveness lock held while the steps run, then released; a failure sets the report's
+   status and error and raises ``IngestionFailed`` (Prefect marks the run Failed, the hooks alert); whatever
+   the outcome, the report is published once as the run's artifact and local files are cleaned up.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows.names import TIMEOUT_SECONDS
+from sluice.errors import SluiceError
+from sluice.ledger import Ledger, get_ledger, hold_run, reap_abandoned, release_run
+from sluice.notify import notify_hooks
+from sluice.report import IngestionFailed, IngestReport
+from sluice.settings import Settings, get_settings
+from tasks.toolkit import RunContext
+
+C = TypeVar("C", bound=RunContext)
+R = TypeVar("R", bound=IngestReport)
+T = TypeVar("T")
+
+
+def pipeline_flow(name: str, run_name: Callable[[], str]) -> Callable[[Callable[..., Any]], Any]:
+    """``@flow`` with the house's settings: run name, timeout, typed parameters, one notification per run."""
+    return flow(
+        name=name,
+        flow_run_name=run_name,
+        timeout_seconds=TIMEOUT_SECONDS[name],
+        log_prints=False,
+        validate_parameters=True,
+        **notify_hooks(),
+    )
+
+
+def ingestion_id() -> uuid.UUID:
+    """The run's id in the ledger: the flow run's id (a fresh one outside a flow run)."""
+    run_id = flow_run.get_id()
+    return uuid.UUID(run_id) if run_id else uuid.uuid4()
+
+
+def open_ledger() -> tuple[Settings, Ledger]:
+    """The settings and the ledger, with the runs that died without saying so marked ``crashed``."""
+    settings = get_settings()
+    ledger = get_ledger(settings)
+    reap_abandoned(ledger)
+    return settings, ledger
+
+
+def start_run(
+    context: type[C], settings: Settings | None = None, ledger: Ledger | None = None, **fields: Any
+) -> C:
+    """The run's context: settings, ledger (reaped), ingestion id, flow run id, and the pipeline's fields."""
+    if settings is None or ledger is None:
+        settings, ledger = open_ledger()
+    return context(
+        ingestion_id=ingestion_id(),
+        settings=settings,
+        ledger=ledger,
+        flow_run_id=flow_run.get_id(),
+        **fields,
+    )
+
+
+def new_report(report: type[R], ctx: RunContext, **fields: Any) -> R:
+    """The run's report, ``running`` at ``extract``, with the run's ids."""
+    return report(
+        run_id=str(ctx.ingestion_id), status="running", state="extract", flow_run_id=ctx.flow_run_id, **fields
+    )
+
+
+def error_text(exc: BaseException) -> str:
+    """A user's error as it is; anything else with its type, so that a bare ``KeyError: 'x'`` still says what."""
+    return str(exc) if isinstance(exc, SluiceError) else f"{type(exc).__name__}: {exc}"
+
+
+def step(report: IngestReport, state: str, task: Callable[..., T], *args: Any) -> T:
+    """Run one step (a task) with the report at its state, so that a failure names where it happened."""
+    report.state = state
+    return task(*args)
+
+
+@contextmanager
+def held(
+    ctx: RunContext,
+    report: R,
+    publish: Callable[[R], Any],
+    on_failure: Callable[[R, Exception, Any], None] | None = None,
+) -> Iterator[R]:
+    """Run the body with the run held; a failure is reported and raised as ``IngestionFailed``.
+
+    ``publish`` (the run's artifact) runs once, whatever the outcome, skipped runs included; ``on_failure``
+    (report, error, ctx) adds what a pipeline knows of its failures (the state reached, the counts so far).
+    """
+    hold_run(ctx.ledger, ctx.ingestion_id)
+    try:
+        yield report
+    except Exception as exc:
+        report.status = "failed"
+        report.error = error_text(exc)
+        if on_failure is not None:
+            on_failure(report, exc, ctx)
+        publish(report)
+        raise IngestionFailed(report) from None
+    finally:
+        release_run(ctx.ledger)
+        ctx.cleanup()
+    publish(report)

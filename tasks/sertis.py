@@ -1,0 +1,57 @@
+"""Prefect tasks of the Sertis gold flow (``customers``): all of silver → the per-customer gold table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from schemas.sertis import Customer
+from sluice import sertis
+from sluice.ingest import validate_table
+from sluice.transforms.sertis import build_customers
+from tasks.toolkit import RunContext, io_task, ledger_state, step_task
+
+
+@dataclass(kw_only=True)
+class GoldContext(RunContext):
+    """What every task of one gold build needs (nothing beyond the run's own)."""
+
+    def labels(self) -> dict[str, str | None]:
+        return {
+            "dataset": "customers",
+            "source": "sertis.transactions (silver)",
+            "target": "sertis.customers",
+        }
+
+
+@io_task
+def extract(ctx: GoldContext) -> pd.DataFrame:
+    """All of silver."""
+    with ledger_state(ctx, "extract") as entry:
+        silver = sertis.read_silver(ctx.engine)
+        entry.rows_read = len(silver)
+    return silver
+
+
+@step_task
+def transform(ctx: GoldContext, silver: pd.DataFrame) -> pd.DataFrame:
+    """Silver → one row per customer: favourite product and longest streak."""
+    with ledger_state(ctx, "transform"):
+        return build_customers(silver)
+
+
+@step_task
+def validate(ctx: GoldContext, gold: pd.DataFrame) -> None:
+    """The gold table against its strict model."""
+    with ledger_state(ctx, "validate"):
+        validate_table(Customer, gold, "gold customers")
+
+
+@io_task
+def load(ctx: GoldContext, gold: pd.DataFrame) -> str:
+    """Replace the gold table and its Parquet in one transaction; returns the Parquet's location."""
+    with ledger_state(ctx, "load") as entry:
+        uri = sertis.load_gold(ctx.engine, gold, ctx.settings)
+        entry.rows_loaded = len(gold)
+    return uri

@@ -1,0 +1,120 @@
+"""The task toolkit every pipeline shares: the run context, the ledger state of a step, the task decorators.
+
+- ``RunContext``: what every task of one run needs (its ingestion id, settings, ledger, flow run, counts);
+  a pipeline subclasses it with its own fields and says what its ledger rows are labelled with.
+- ``ledger_state(ctx, state)``: a step recorded in the run ledger as running, then success/skipped/fail.
+- ``io_task``: a task that talks to the outside (files, S3, databases). It retries transient faults with the
+  configured policy (``SLUICE_RETRIES``, exponential back-off from ``SLUICE_RETRY_DELAY_SECONDS``, jitter),
+  read when the task is called, never at import; a ``SluiceError`` (bad file, bad rows) is never retried.
+- ``step_task``: a step over data already in hand (transform, validate): no retries, no result caching.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from sluice.errors import SluiceError
+from sluice.ledger import Ledger, LedgerEntry, tracked
+from sluice.settings import Settings, get_settings
+from sluice.warehouse import get_engine
+
+
+@dataclass(kw_only=True)
+class RunContext:
+    """What every task of one run needs to know; each pipeline adds its own fields."""
+
+    ingestion_id: uuid.UUID
+    settings: Settings
+    ledger: Ledger
+    flow_run_id: str | None = None
+    counts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The warehouse."""
+        return get_engine(self.settings)
+
+    def labels(self) -> dict[str, str | None]:
+        """What this run's ledger rows say: ``dataset``, ``source`` and ``target``."""
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        """Remove what the run kept on local disk (nothing, unless a pipeline says otherwise)."""
+
+
+@contextmanager
+def ledger_state(ctx: RunContext, state: str) -> Iterator[LedgerEntry]:
+    """Record ``state`` as running, then as success/skipped (set by the body) or fail with the error."""
+    with tracked(
+        ctx.ledger,
+        ctx.counts,
+        ingestion_id=ctx.ingestion_id,
+        state=state,
+        flow_run_id=ctx.flow_run_id,
+        **ctx.labels(),
+    ) as entry:
+        yield entry
+
+
+def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry transient faults (network, database); never a bad file or bad rows."""
+    try:
+        state.result()
+    except SluiceError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+def retry_policy(settings: Settings) -> dict[str, Any]:
+    """The configured retries and their exponential back-off delays."""
+    delays = (
+        exponential_backoff(backoff_factor=settings.retry_delay_seconds)(settings.retries)
+        if settings.retries
+        else 0
+    )
+    return {"retries": settings.retries, "retry_delay_seconds": delays}
+
+
+class IOTask:
+    """A Prefect task that takes the configured retry policy each time it is called (in a flow)."""
+
+    def __init__(self, prefect_task: Any) -> None:
+        self.task = prefect_task
+        functools.update_wrapper(self, prefect_task.fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.task.with_options(**retry_policy(get_settings()))(*args, **kwargs)
+
+    @property
+    def fn(self) -> Callable[..., Any]:
+        """The undecorated function (for tests that call a step outside a flow)."""
+        return self.task.fn
+
+
+def io_task(fn: Callable[..., Any]) -> IOTask:
+    """Decorate an I/O task: the configured retries with back-off + jitter, never a user error, no caching."""
+    return IOTask(
+        task(
+            fn,
+            retry_jitter_factor=0.5,
+            retry_condition_fn=retry_unless_user_error,
+            cache_policy=NO_CACHE,
+        )
+    )
+
+
+def step_task(fn: Callable[..., Any]) -> Any:
+    """Decorate a step over data in hand (transform, validate): no retries, no result caching."""
+    return task(fn, name=fn.__name__, cache_policy=NO_CACHE)
