@@ -4,6 +4,9 @@ The file is read in chunks of ``chunk_rows`` (pyarrow's CSV reader; pandas' C pa
 chunk is transformed, validated (valid rows on, failures to quarantine) and handed to the load, which COPYs
 it while the next chunk is prepared (``FilePass``, ADR 0004). Memory is bounded by the chunk size, not the
 file size; the landed file is only read.
+
+Over 350 lines: the streaming pass is one mechanism (readers, chunking, the Arrow → pandas fallback,
+validation and quarantine per chunk) whose parts share its state; ADR 0004 explains it.
 """
 
 from __future__ import annotations

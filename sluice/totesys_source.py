@@ -2,6 +2,9 @@
 
 For the demo and the tests the source is a second database (``totesys``) in the embedded PostgreSQL;
 ``SLUICE_TOTESYS_SOURCE_URL`` points at a real one. Seeding goes through ``COPY``.
+
+Over 350 lines: the OLTP's DDL plus the fake-data generator and seeding used by the demo and the tests; the
+generator belongs apart from the production adapter.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import typer
 from rich.table import Table
 
 from sluice import services
-from sluice.cli import analytics, api, aws, backfill, notify, sertis, totesys
+from sluice.cli import api, aws, backfill, data2bots, notify, sertis, totesys
 from sluice.cli.output import AsJson, Verbose, console, err, fail, print_json
 from sluice.errors import SluiceError
 from sluice.runtime import prepare
@@ -41,7 +41,7 @@ app.add_typer(services_app, name="services")
 __all__ = ["app", "console", "err", "fail", "main", "print_json"]
 
 # The other pipelines' commands, each in its own module: listed here, so a renamed module fails loudly.
-for _commands in (notify, totesys, analytics, sertis, api, backfill, aws):
+for _commands in (notify, totesys, data2bots, sertis, api, backfill, aws):
     _commands.register(app)
 
 

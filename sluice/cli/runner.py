@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import date
 
-from flows.analytics import analytics
-from flows.customers import customers
+from flows.data2bots import analytics
 from flows.ingest import ingest_file
+from flows.sertis import customers
 from flows.totesys import totesys
 from sluice.report import IngestReport, report_of
 from sluice.runtime import in_process_run

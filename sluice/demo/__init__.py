@@ -11,7 +11,7 @@ from rich.table import Table
 
 from sluice import datasets, registry, storage
 from sluice.cli.runner import run_ingest
-from sluice.demo import analytics, sertis, totesys
+from sluice.demo import data2bots, sertis, totesys
 from sluice.report import IngestReport
 from sluice.settings import get_settings
 from sluice.warehouse import database_url, get_engine, redact
@@ -19,7 +19,7 @@ from sluice.warehouse import database_url, get_engine, redact
 #: The other pipelines' demo steps, run after the ingests, in this order (each ``step(console) -> bool``).
 EXTRA_STEPS: tuple[Callable[[Console], bool], ...] = (
     totesys.demo_step,
-    analytics.demo_step,
+    data2bots.demo_step,
     sertis.demo_step,
 )
 

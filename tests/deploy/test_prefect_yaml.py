@@ -23,14 +23,14 @@ LOCAL_FILE = ROOT / "deployments" / "local.yaml"
 EXPECTED_AWS = {
     ("ingest-file", "s3-event"): "flows/ingest.py:ingest_file",
     ("totesys", "every-20-minutes"): "flows/totesys.py:totesys",
-    ("analytics", "daily"): "flows/analytics.py:analytics",
-    ("customers", "daily"): "flows/customers.py:customers",
+    ("analytics", "daily"): "flows/data2bots.py:analytics",
+    ("customers", "daily"): "flows/sertis.py:customers",
 }
 EXPECTED_LOCAL = {
     ("ingest-file", "local"): "flows/ingest.py:ingest_file",
     ("totesys", "every-20-minutes-local"): "flows/totesys.py:totesys",
-    ("analytics", "daily-local"): "flows/analytics.py:analytics",
-    ("customers", "daily-local"): "flows/customers.py:customers",
+    ("analytics", "daily-local"): "flows/data2bots.py:analytics",
+    ("customers", "daily-local"): "flows/sertis.py:customers",
 }
 EXPECTED = {**EXPECTED_AWS, **EXPECTED_LOCAL}
 # What `sluice aws setup` writes from the stack's outputs (values shaped like the real ones).

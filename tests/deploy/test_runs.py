@@ -79,8 +79,8 @@ def test_the_event_s_object_version_is_the_one_loaded(
 
 
 def test_analytics_and_customers_leave_an_artifact_and_a_name_that_says_what_ran(sluice_env: Path) -> None:
-    from flows.analytics import analytics
-    from flows.customers import customers
+    from flows.data2bots import analytics
+    from flows.sertis import customers
 
     for flow, key, name in (
         (customers, "customers", "customers 20"),

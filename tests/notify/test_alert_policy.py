@@ -208,7 +208,7 @@ def test_a_run_that_creates_reference_tables_says_so_in_its_alert(
     import json
 
     from sluice.cli.runner import run_analytics
-    from tests.analytics.test_reference import drop_tiny_staging, tiny_staging
+    from tests.data2bots.test_reference import drop_tiny_staging, tiny_staging
 
     set_env(monkeypatch, SLUICE_NOTIFY_ON="change")
     tiny_staging()

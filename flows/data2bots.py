@@ -12,7 +12,7 @@ from pydantic import Field
 from flows.names import analytics_run_name
 from flows.skeleton import held, new_report, pipeline_flow, start_run, step
 from sluice.report import IngestReport, markdown
-from tasks.analytics import AnalyticsContext, export, extract, load, transform, validate
+from tasks.data2bots import AnalyticsContext, export, extract, load, transform, validate
 
 
 class AnalyticsReport(IngestReport):

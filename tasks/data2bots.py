@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from sluice import analytics
+from sluice import data2bots
 from sluice.errors import ValidationFailed
 from tasks.toolkit import RunContext, io_task, ledger_state, step_task
 
@@ -19,7 +19,7 @@ class AnalyticsContext(RunContext):
     force: bool
     as_of: dt.date | None = None
     refresh_reference: bool = False
-    reference: analytics.Reference | None = None
+    reference: data2bots.Reference | None = None
 
     def __post_init__(self) -> None:
         self.refresh_reference = self.refresh_reference or self.settings.refresh_reference
@@ -36,15 +36,15 @@ class AnalyticsContext(RunContext):
 def extract(ctx: AnalyticsContext, as_of: dt.date | None) -> dict[str, pd.DataFrame] | None:
     """Read staging and the reference tables; decide the day; None when that day already ran (and not forced)."""
     with ledger_state(ctx, "extract") as entry:
-        staging = analytics.read_staging(ctx.engine)
-        ctx.as_of = as_of or analytics.latest_order_date(staging)
+        staging = data2bots.read_staging(ctx.engine)
+        ctx.as_of = as_of or data2bots.latest_order_date(staging)
         entry.source = f"staging as of {ctx.as_of}"
         entry.rows_read = sum(len(f) for f in staging.values())
-        if not ctx.force and analytics.already_ran(ctx.engine, ctx.as_of):
+        if not ctx.force and data2bots.already_ran(ctx.engine, ctx.as_of):
             entry.status = "skipped"
             entry.error = f"analytics for {ctx.as_of} already ran; use force to run again"
             return None
-        ctx.reference = analytics.read_reference(
+        ctx.reference = data2bots.read_reference(
             ctx.engine, ctx.settings, staging, ctx.as_of, ctx.refresh_reference
         )
     return staging
@@ -54,14 +54,14 @@ def extract(ctx: AnalyticsContext, as_of: dt.date | None) -> dict[str, pd.DataFr
 def transform(ctx: AnalyticsContext, staging: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     assert ctx.as_of is not None and ctx.reference is not None
     with ledger_state(ctx, "transform"):
-        return analytics.build(staging, ctx.reference, ctx.as_of)
+        return data2bots.build(staging, ctx.reference, ctx.as_of)
 
 
 @step_task
 def validate(ctx: AnalyticsContext, tables: dict[str, pd.DataFrame]) -> None:
     with ledger_state(ctx, "validate") as entry:
         try:
-            analytics.validate(tables)
+            data2bots.validate(tables)
         except ValidationFailed as exc:
             entry.rows_quarantined = exc.rows_invalid or None
             raise
@@ -73,7 +73,7 @@ def load(ctx: AnalyticsContext, tables: dict[str, pd.DataFrame]) -> dict[str, in
     assert ctx.as_of is not None
     with ledger_state(ctx, "load") as entry:
         writes = ctx.reference.writes if ctx.reference else {}
-        loaded = analytics.load(ctx.engine, tables, ctx.as_of, ctx.ingestion_id, ctx.force, writes)
+        loaded = data2bots.load(ctx.engine, tables, ctx.as_of, ctx.ingestion_id, ctx.force, writes)
         entry.rows_loaded = sum(loaded.values())
     return loaded
 
@@ -81,4 +81,4 @@ def load(ctx: AnalyticsContext, tables: dict[str, pd.DataFrame]) -> dict[str, in
 @io_task
 def export(ctx: AnalyticsContext) -> dict[str, str]:
     with ledger_state(ctx, "export"):
-        return analytics.export(ctx.engine, ctx.settings)
+        return data2bots.export(ctx.engine, ctx.settings)

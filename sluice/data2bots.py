@@ -9,6 +9,9 @@ and never rewrites them. Only when one is absent (or empty) does a run create it
 ``SLUICE_PRODUCTS_FILE`` (local path or ``s3://``) or else from the example lists shipped in ``sluice/data``, and
 the run says so (a note in its report, log, artifact and alert). ``--refresh-reference`` (flow parameter
 ``refresh_reference``, setting ``SLUICE_REFRESH_REFERENCE``) rewrites both from those lists, on request only.
+
+Over 350 lines: the reference tables' rules (read, create when absent, refresh on request) sit beside the
+analytics tables' DDL, loads and exports of the same pipeline.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from sluice.cli.analytics import print_analytics
+from sluice.cli.data2bots import print_analytics
 from sluice.cli.runner import run_analytics
 
 

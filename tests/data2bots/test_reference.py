@@ -62,7 +62,7 @@ def _clean_after(sluice_env: Path) -> Iterator[None]:
 
 def user_reference(days: tuple[dt.date, dt.date] = (D(2022, 1, 1), D(2022, 12, 31))) -> None:
     """The user's own reference tables: 2022-03-01 is their holiday, product 3 their "User Lamp"."""
-    from sluice.analytics import dim_dates, dim_products, ensure_tables
+    from sluice.data2bots import dim_dates, dim_products, ensure_tables
     from sluice.transforms.data2bots import dim_dates as build_dates
 
     ensure_tables(get_engine())
@@ -195,7 +195,7 @@ def test_user_dim_dates_without_the_days_needed_is_one_clear_failure(sluice_env:
 def test_reference_lists_from_s3_create_empty_tables(
     sluice_env: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sluice.analytics import ensure_tables
+    from sluice.data2bots import ensure_tables
     from sluice.settings import reload_settings
 
     s3 = boto3.client("s3")

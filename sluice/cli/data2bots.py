@@ -55,7 +55,7 @@ def analytics(
 
 def print_analytics(report: Any, console: Any) -> None:
     # kept off `sluice --help` (pandas)
-    from sluice.analytics import ANALYTICS, read_table
+    from sluice.data2bots import ANALYTICS, read_table
     from sluice.warehouse import get_engine
 
     if report.status == "failed":
