@@ -112,3 +112,37 @@ def test_a_file_arrow_refuses_loads_as_pandas_reads_it(sluice_env: Path, small_c
     assert pd.read_csv(report.quarantine_uri)["row"].tolist() == [4_500]
     assert rows("SELECT count(*), count(DISTINCT _source_row) FROM tm.daily_checkins") == [(4_999, 4_999)]
     assert rows("SELECT count(*) FROM sluice.file_loads") == [(1,)]
+
+
+def test_the_same_file_twice_at_once_loads_once_and_both_runs_complete(sluice_env: Path) -> None:
+    """S3 delivers at least once: two runs of one file both pass extract, one loads, the other waits on the load
+    lock, finds the file loaded and completes as skipped (it used to fail formatting its report's rows)."""
+    import hashlib
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sluice.ledger import ensure_bookkeeping
+
+    source = sluice_env / "landing" / "dailycheckins.csv"
+    source.parent.mkdir(parents=True)
+    source.write_text(checkins(200), encoding="utf-8")
+    sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
+    ensure_bookkeeping(get_engine())  # the ledger table, polled below before the runs create it
+    with ThreadPoolExecutor(2) as pool, get_engine().connect() as holder:
+        # The load's own lock, held by another session until both runs wait on it.
+        holder.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+            {"k": f"sluice.load:dailycheckins:{sha256}"},
+        )
+        futures = [pool.submit(run_ingest, str(source), dataset="dailycheckins") for _ in range(2)]
+        deadline = time.monotonic() + 120
+        while rows(
+            "SELECT count(*) FROM sluice.run_ledger WHERE state = 'extract' AND status = 'success'"
+        ) != [(2,)]:
+            assert time.monotonic() < deadline, "both runs should pass extract while the load is locked"
+            time.sleep(0.1)
+        holder.rollback()  # releases the lock: one run loads, the other finds the file loaded
+        reports = [f.result(timeout=120) for f in futures]
+    assert sorted(r.status for r in reports) == ["skipped", "success"], [r.error for r in reports]
+    assert sorted(r.rows_read for r in reports) == [0, 200]
+    assert rows("SELECT count(*) FROM tm.daily_checkins") == [(200,)]
