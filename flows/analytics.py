@@ -93,7 +93,7 @@ def analytics(
             report.status = "skipped"
             report.error = f"analytics for {ctx.as_of} already ran; use force to run again"
             logger.info(report.error)
-            return _publish(report)
+            return report
         report.notes = list(ctx.reference.notes) if ctx.reference else []
         for note in report.notes:
             logger.warning(note)
@@ -111,7 +111,6 @@ def analytics(
     except Exception as exc:
         report.status = "failed"
         report.error = str(exc) if isinstance(exc, SluiceError) else f"{type(exc).__name__}: {exc}"
-        _publish(report)
         raise IngestionFailed(report) from None
     finally:
         release_run(ledger)
@@ -122,21 +121,13 @@ def analytics(
         report.rows_loaded,
         len(report.exports),
     )
-    return _publish(report)
+    return report
 
 
-def _publish(report: AnalyticsReport) -> AnalyticsReport:
-    """The run's summary (and its notes, e.g. reference tables created) as a Prefect artifact."""
+def _publish(report: AnalyticsReport) -> None:
+    """The run's summary (and its notes, e.g. reference tables created) as one Prefect artifact per run."""
     create_markdown_artifact(
         key="analytics",
         markdown=markdown(report),
         description=f"analytics {report.status} for {report.as_of}",
-    )
-    return report
-
-
-def _publish(report: IngestReport) -> None:
-    """The run's summary in the UI's Artifacts tab (as ingest-file and totesys have)."""
-    create_markdown_artifact(
-        key="analytics", markdown=markdown(report), description=f"analytics {report.status}: {report.source}"
     )

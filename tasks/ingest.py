@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from prefect.tasks import exponential_backoff
 
 from sluice import ingest, storage
 from sluice.errors import BadFile, SluiceError, ValidationFailed
-from sluice.ledger import Ledger, LedgerEntry, tracked
+from sluice.ledger import Ledger, LedgerEntry, close_entry, tracked
 from sluice.loading import LoadOutcome, ensure_target, is_loaded, load_file
 from sluice.registry import AfterLoad, Dataset
 from sluice.settings import Settings
@@ -183,7 +182,7 @@ def _fused(ctx: RunContext, fetched: storage.FetchedFile, reader: str) -> Loaded
         for key, value in counts.items():
             setattr(entry, key, value)
         entry.status, entry.error = status, error
-        finish_entry(ctx, entry)
+        close_entry(ctx.ledger, ctx.counts, entry)
 
     passed = ingest.FilePass(
         path=fetched.path,
@@ -279,15 +278,6 @@ def _fused(ctx: RunContext, fetched: storage.FetchedFile, reader: str) -> Loaded
         seconds=seconds,
         spool=passed.spool,
     )
-
-
-def finish_entry(ctx: RunContext, entry: LedgerEntry) -> None:
-    """Close a ledger entry opened outside ``ledger_state`` (the fused stage's three), carrying its counts."""
-    entry.finished_at = datetime.now(UTC)
-    for key in ("rows_read", "rows_loaded", "rows_quarantined", "quarantine_uri"):
-        if getattr(entry, key) is not None:
-            ctx.counts[key] = getattr(entry, key)
-    ctx.ledger.record(entry)
 
 
 @io_task
