@@ -264,6 +264,7 @@ def _exit(code: int) -> None:
     with a non-daemon thread still alive, or nothing heavy loaded, the exit is the normal one.
     """
     import atexit
+    import contextlib
     import os
     import threading
 
@@ -273,8 +274,9 @@ def _exit(code: int) -> None:
     if "sluice.warehouse" in sys.modules:
         sys.modules["sluice.warehouse"].dispose_engines()
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`sluice ... | head`)
+            stream.flush()
     os._exit(code)
 
 
