@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 from prefect.runtime import flow_run
 
-# A hung run must not hold its concurrency slot (or its ECS task) forever. Totesys: shorter than its 20-minute
-# interval, so one stuck cycle does not block the next.
-TIMEOUT_SECONDS = {"ingest-file": 2 * 3600, "totesys": 15 * 60, "analytics": 3600, "customers": 3600}
+# A hung run must not hold its concurrency slot (or its ECS task) forever. Generous: a first Totesys cycle loads the
+# whole OLTP (cycles due meanwhile are cancelled by its CANCEL_NEW limit), a 10M-row file takes ~2 minutes here.
+TIMEOUT_SECONDS = {"ingest-file": 2 * 3600, "totesys": 3600, "analytics": 3600, "customers": 3600}
 
 
 def ingest_run_name() -> str:

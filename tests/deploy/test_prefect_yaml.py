@@ -262,8 +262,6 @@ def test_every_flow_has_a_timeout_and_a_run_name_that_says_what_ran() -> None:
         flow = load_flow_from_entrypoint(str(ROOT / entrypoint))
         assert flow.timeout_seconds and flow.timeout_seconds <= 4 * 3600, entrypoint
         assert flow.flow_run_name is not None, entrypoint
-    totesys = load_flow_from_entrypoint(str(ROOT / "flows/totesys.py:totesys"))
-    assert totesys.timeout_seconds < 1200  # a stuck cycle ends before the next one is due
 
 
 # --- the webhook --------------------------------------------------------------------------------------------
