@@ -428,12 +428,13 @@ def fresh_target(engine) -> None:
         conn.execute(sa.text("CHECKPOINT"))  # no checkpoint left over from the previous run lands in this one
 
 
-def in_process(engine, path: Path, warm: Path, **env: str) -> dict:
+def in_process(engine, path: Path, warm: Path, code: Path = ROOT) -> dict:
+    """The ``child`` of this file in its own process, importing Sluice from ``code`` (this checkout or --before)."""
     fresh_target(engine)
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ingest", "--child", str(path), "--warm", str(warm)],
-        cwd=ROOT,
-        env={**os.environ, **env},
+        [sys.executable, str(Path(__file__).resolve()), "--child", str(path), "--warm", str(warm)],
+        cwd=code,
+        env={**os.environ, "PYTHONPATH": str(code)},
         capture_output=True,
         text=True,
         check=True,
@@ -585,6 +586,10 @@ def main() -> None:
         before_m = min(runs["before"], key=lambda m: m["wall"]) if runs["before"] else None
         print("sluice ingest, in a warm process ...", flush=True)
         warm = in_process(engine, path, small)
+        warm_before = None
+        if args.before:
+            print(f"sluice ingest from {args.before}, in a warm process ...", flush=True)
+            warm_before = in_process(engine, path, small, args.before.resolve())
         big = None
         if args.rows_big:
             big_path = data / f"dailycheckins-{args.rows_big}.csv"
@@ -593,10 +598,10 @@ def main() -> None:
                 generate(big_path, args.rows_big)
             print(f"sluice ingest at {args.rows_big:,} rows, in a warm process ...", flush=True)
             big = in_process(engine, big_path, small)
-    report(args, n, path, floor_m, encoder_m, dlt_m, whole_m, before_m, warm, big)
+    report(args, n, path, floor_m, encoder_m, dlt_m, whole_m, before_m, warm, warm_before, big)
 
 
-def report(args, n, path, floor_m, encoder_m, dlt_m, whole_m, before_m, warm, big) -> None:
+def report(args, n, path, floor_m, encoder_m, dlt_m, whole_m, before_m, warm, warm_before, big) -> None:
     def cell(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
 
@@ -623,6 +628,12 @@ def report(args, n, path, floor_m, encoder_m, dlt_m, whole_m, before_m, warm, bi
     if args.before:
         row(f"before ({args.before}), whole process", before_m, f"interleaved; best of {args.repeat}")
     row("sluice ingest, in a warm process", warm["cpu"], f"peak RSS {warm['rss_mb']:.0f} MB")
+    if warm_before is not None:
+        row(
+            f"before ({args.before}), in a warm process",
+            warm_before["cpu"],
+            f"peak RSS {warm_before['rss_mb']:.0f} MB",
+        )
     for label, m in encoder_m.items():
         row(f"encoder: {label}", m, "lock + COPY + index after + registry row")
     print()
@@ -636,6 +647,13 @@ def report(args, n, path, floor_m, encoder_m, dlt_m, whole_m, before_m, warm, bi
         )
     if before_m:
         print(f"sluice whole process vs before: {before_m['wall'] / whole:.2f}x")
+    if warm_before is not None:
+        now, then = warm["cpu"], warm_before["cpu"]
+        print(
+            f"sluice in a warm process vs before: {then['wall'] / now['wall']:.2f}x wall; client CPU "
+            f"{then['client']:.2f} -> {now['client']:.2f} s; ledger states before: "
+            + ", ".join(f"{state} {seconds:.2f} s" for state, seconds in warm_before["states"].items())
+        )
     print(f"sluice whole process vs the floor: {fl / whole:.2f}x (target >= 0.6)")
     print(f"sluice in a warm process vs the floor: {fl / warm['cpu']['wall']:.2f}x")
     spent = ", ".join(f"{state} {seconds:.2f} s" for state, seconds in warm["states"].items())
