@@ -22,12 +22,14 @@ AWS_FILE = ROOT / "prefect.yaml"
 LOCAL_FILE = ROOT / "deployments" / "local.yaml"
 EXPECTED_AWS = {
     ("ingest-file", "s3-event"): "flows/ingest.py:ingest_file",
+    ("ingest-files", "backfill"): "flows/ingest_files.py:ingest_files",
     ("totesys", "every-20-minutes"): "flows/totesys.py:totesys",
     ("analytics", "daily"): "flows/analytics.py:analytics",
     ("customers", "daily"): "flows/customers.py:customers",
 }
 EXPECTED_LOCAL = {
     ("ingest-file", "local"): "flows/ingest.py:ingest_file",
+    ("ingest-files", "backfill-local"): "flows/ingest_files.py:ingest_files",
     ("totesys", "every-20-minutes-local"): "flows/totesys.py:totesys",
     ("analytics", "daily-local"): "flows/analytics.py:analytics",
     ("customers", "daily-local"): "flows/customers.py:customers",
