@@ -113,7 +113,7 @@ def test_deployment_run_and_webhook_event_through_the_trigger(
     cli(env, "work-pool", "create", "sluice-local", "--type", "process")
     cli(env, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/local.yaml")
     names = {d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()}
-    assert names == {"local", "every-20-minutes-local", "daily-local"}
+    assert names == {"local", "backfill-local", "every-20-minutes-local", "daily-local"}
     deployment = httpx.get(f"{api}/deployments/name/ingest-file/local", timeout=10).json()
     assert deployment["pull_steps"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
