@@ -136,7 +136,7 @@ class Loaded:
     """What the fused stage did: rows read, quarantined, loaded; where the quarantine went; busy seconds."""
 
     outcome: LoadOutcome
-    rows_read: int | None
+    rows_read: int
     rows_invalid: int
     quarantine_uri: str | None
     failures: list[dict[str, Any]]
@@ -271,7 +271,7 @@ def _fused(ctx: RunContext, fetched: storage.FetchedFile, reader: str) -> Loaded
         )
     return Loaded(
         outcome=outcome,
-        rows_read=passed.rows_read if not outcome.skipped else None,
+        rows_read=0 if outcome.skipped else passed.rows_read,  # a concurrent run loaded it: nothing read
         rows_invalid=passed.rows_invalid,
         quarantine_uri=passed.quarantine_uri,
         failures=passed.failures,

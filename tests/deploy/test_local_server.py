@@ -184,7 +184,9 @@ def test_deployment_run_and_webhook_event_through_the_trigger(
         event_runs = done[1:]
         assert len(event_runs) == 2
         assert all(r["parameters"]["source"] == f"s3://{bucket}/{key}" for r in event_runs)
-        assert all(r["state_type"] == "COMPLETED" for r in event_runs), [r["state"] for r in event_runs]
+        assert all(r["state_type"] == "COMPLETED" for r in event_runs), [
+            (r["state"]["name"], r["state"].get("message")) for r in event_runs
+        ]
         assert checkins(pg_url) == 4  # the second delivery loaded nothing
     finally:
         worker.terminate()
