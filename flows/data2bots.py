@@ -80,7 +80,7 @@ def analytics(
 
 
 def _publish(report: AnalyticsReport) -> None:
-    """The run's summary (and its notes, e.g. reference tables created) as a Prefect artifact."""
+    """The run's summary (and its notes, e.g. reference tables created) as one Prefect artifact per run."""
     create_markdown_artifact(
         key="analytics",
         markdown=markdown(report),

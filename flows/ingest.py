@@ -121,7 +121,7 @@ def ingest_file(
             return report
         # One fused pass: transform and validate run chunk by chunk inside the load, overlapping the COPY.
         loaded = step(report, "load", load, ctx, fetched)
-        report.rows_read = loaded.rows_read or 0  # None: a concurrent run loaded this content, nothing read
+        report.rows_read = loaded.rows_read
         report.rows_quarantined = loaded.rows_invalid
         report.quarantine_uri = loaded.quarantine_uri
         report.failures = loaded.failures

@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger
 from pydantic import Field
 
 from flows.ingest import ingest_file
+from flows.names import TIMEOUT_SECONDS, shard_run_name
 from sluice.report import report_of
 
 
@@ -19,7 +20,13 @@ class ShardFailed(Exception):
     """Some files of the shard failed (each has its own failed ``ingest-file`` run)."""
 
 
-@flow(name="ingest-files", log_prints=False, validate_parameters=True)
+@flow(
+    name="ingest-files",
+    log_prints=False,
+    validate_parameters=True,
+    flow_run_name=shard_run_name,
+    timeout_seconds=TIMEOUT_SECONDS["ingest-files"],
+)
 def ingest_files(
     sources: Annotated[list[str], Field(description="Landed files: local paths or s3://bucket/key.")],
     dataset: Annotated[

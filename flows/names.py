@@ -12,9 +12,15 @@ from prefect.runtime import flow_run
 
 from sluice import datasets
 
-# A hung run must not hold its concurrency slot (or its ECS task) forever. Totesys: shorter than its 20-minute
-# interval, so one stuck cycle does not block the next.
-TIMEOUT_SECONDS = {"ingest-file": 2 * 3600, "totesys": 15 * 60, "analytics": 3600, "customers": 3600}
+# A hung run must not hold its concurrency slot (or its ECS task) forever. Generous: a first Totesys cycle loads the
+# whole OLTP (cycles due meanwhile are cancelled by its CANCEL_NEW limit), a 10M-row file takes ~2 minutes here.
+TIMEOUT_SECONDS = {
+    "ingest-file": 2 * 3600,
+    "ingest-files": 4 * 3600,
+    "totesys": 3600,
+    "analytics": 3600,
+    "customers": 3600,
+}
 
 
 def ingest_run_name() -> str:
@@ -52,3 +58,13 @@ def analytics_run_name() -> str:
 
 def customers_run_name() -> str:
     return timestamped("customers")
+
+
+def shard_run_name() -> str:
+    """``shard of <n> files · <first file>``."""
+    try:
+        sources = list((flow_run.parameters or {}).get("sources") or [])
+        first = str(sources[0]).rstrip("/").rsplit("/", 1)[-1] if sources else "nothing"
+        return f"shard of {len(sources)} files · {first}"
+    except Exception:
+        return "ingest-files"

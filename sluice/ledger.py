@@ -79,14 +79,15 @@ def tracked(ledger: Ledger, counts: dict[str, Any], **fields: Any) -> Iterator[L
     except BaseException as exc:
         entry.status = "fail"
         entry.error = str(exc) or type(exc).__name__
-        _finish(ledger, counts, entry)
+        close_entry(ledger, counts, entry)
         raise
     if entry.status == "running":
         entry.status = "success"
-    _finish(ledger, counts, entry)
+    close_entry(ledger, counts, entry)
 
 
-def _finish(ledger: Ledger, counts: dict[str, Any], entry: LedgerEntry) -> None:
+def close_entry(ledger: Ledger, counts: dict[str, Any], entry: LedgerEntry) -> None:
+    """Stamp, record and log a state's end; carry its counts to the next state of the run."""
     entry.finished_at = datetime.now(UTC)
     for key in ("rows_read", "rows_loaded", "rows_quarantined", "quarantine_uri"):
         if getattr(entry, key) is not None:

@@ -14,7 +14,6 @@ import logging
 import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from prefect.concurrency.sync import concurrency
 
 from sluice import ingest, storage
 from sluice.errors import BadFile, ValidationFailed
-from sluice.ledger import LedgerEntry
+from sluice.ledger import LedgerEntry, close_entry
 from sluice.loading import LoadOutcome, ensure_target, is_loaded, load_file
 from sluice.registry import AfterLoad, Dataset
 from sluice.warehouse import get_engine
@@ -81,7 +80,7 @@ class Loaded:
     """What the fused stage did: rows read, quarantined, loaded; where the quarantine went; busy seconds."""
 
     outcome: LoadOutcome
-    rows_read: int | None
+    rows_read: int
     rows_invalid: int
     quarantine_uri: str | None
     failures: list[dict[str, Any]]
@@ -122,7 +121,7 @@ def _fused(ctx: IngestContext, fetched: storage.FetchedFile, reader: str) -> Loa
         for key, value in counts.items():
             setattr(entry, key, value)
         entry.status, entry.error = status, error
-        finish_entry(ctx, entry)
+        close_entry(ctx.ledger, ctx.counts, entry)
 
     passed = ingest.FilePass(
         path=fetched.path,
@@ -211,22 +210,13 @@ def _fused(ctx: IngestContext, fetched: storage.FetchedFile, reader: str) -> Loa
         )
     return Loaded(
         outcome=outcome,
-        rows_read=passed.rows_read if not outcome.skipped else None,
+        rows_read=0 if outcome.skipped else passed.rows_read,  # a concurrent run loaded it: nothing read
         rows_invalid=passed.rows_invalid,
         quarantine_uri=passed.quarantine_uri,
         failures=passed.failures,
         seconds=seconds,
         spool=passed.spool,
     )
-
-
-def finish_entry(ctx: IngestContext, entry: LedgerEntry) -> None:
-    """Close a ledger entry opened outside ``ledger_state`` (the fused stage's three), carrying its counts."""
-    entry.finished_at = datetime.now(UTC)
-    for key in ("rows_read", "rows_loaded", "rows_quarantined", "quarantine_uri"):
-        if getattr(entry, key) is not None:
-            ctx.counts[key] = getattr(entry, key)
-    ctx.ledger.record(entry)
 
 
 @io_task

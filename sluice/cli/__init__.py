@@ -8,6 +8,7 @@ the flows) are inside the commands, after ``runtime.prepare`` has set Prefect's 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 import threading
@@ -159,11 +160,18 @@ def _service_paths() -> tuple[Path, Path | None]:
 def services_status(as_json: AsJson = False) -> None:
     """Show the home's Prefect server (UI address) and embedded PostgreSQL, and whether they run."""
     info = services.status(*_service_paths())
+    info["prefect_api_url_set"] = os.environ.get("PREFECT_API_URL")
     if as_json:
         print_json(info)
         return
     prefect, pg = info["prefect"], info["postgres"]
     console.print(f"home      {info['home']}", highlight=False, soft_wrap=True)
+    if info["prefect_api_url_set"]:
+        console.print(
+            f"note      PREFECT_API_URL is set: runs go to {info['prefect_api_url_set']}, not to this home's server",
+            highlight=False,
+            soft_wrap=True,
+        )
     line = f"prefect   {prefect['state']}"
     if prefect["running"]:
         line += f"  pid {prefect['pid']}  UI {prefect['ui']}  (PREFECT_API_URL={prefect['api_url']})"
@@ -238,6 +246,7 @@ def _exit(code: int) -> None:
     if "sluice.warehouse" in sys.modules:
         sys.modules["sluice.warehouse"].dispose_engines()
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`sluice ... | head`)
+            stream.flush()
     os._exit(code)

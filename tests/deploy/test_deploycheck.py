@@ -75,3 +75,20 @@ def test_base_images_are_pulled_unless_switched_off(monkeypatch) -> None:
     assert check("prefect.yaml")["pull_base_images"] is True
     monkeypatch.setenv("SLUICE_IMAGE_PULL_BASE", "false")
     assert check("prefect.yaml")["pull_base_images"] is False
+
+
+def test_run_deploy_sources_the_env_file_and_stops_at_the_check(tmp_path: Path) -> None:
+    """`./run deploy` as a user types it: the env file `sluice aws setup` wrote, missing one output."""
+    env_file = tmp_path / "deploy.env"
+    env_file.write_text(
+        "".join(f"export {k}='{v}'\n" for k, v in STACK_ENV.items() if k != "SLUICE_LEDGER_TABLE"),
+        encoding="utf-8",
+    )
+    clean = {k: v for k, v in os.environ.items() if not (k.startswith("SLUICE_") or k.startswith("PREFECT_"))}
+    result = subprocess.run(
+        ["./run", "deploy"], cwd=ROOT, env={**clean, "SLUICE_DEPLOY_ENV": str(env_file)},
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stderr.count("is not set") == 1 and "SLUICE_LEDGER_TABLE is not set" in result.stderr
+    assert "Deploying" not in result.stdout  # prefect deploy never started

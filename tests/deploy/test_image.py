@@ -250,7 +250,7 @@ def test_prefect_deploy_all_builds_and_pushes_one_image_for_every_deployment(
     found = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
     assert sorted(d["name"] for d in found) == ["daily", "daily", "every-20-minutes", "s3-event"]
     images = {d["job_variables"]["image"] for d in found}
-    assert len(images) == 1  # one image for the four deployments
+    assert len(images) == 1  # one image for every deployment
     tags = httpx.get(f"http://{registry}/v2/sluice/tags/list", timeout=10).json()["tags"]
     assert len(tags) == 1 and images == {f"{repo}:{tags[0]}"}  # built and pushed once
     for d in found:

@@ -113,7 +113,7 @@ def test_deployment_run_and_webhook_event_through_the_trigger(
     cli(env, "work-pool", "create", "sluice-local", "--type", "process")
     cli(env, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/local.yaml")
     names = {d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()}
-    assert names == {"local", "every-20-minutes-local", "daily-local"}
+    assert names == {"local", "backfill-local", "every-20-minutes-local", "daily-local"}
     deployment = httpx.get(f"{api}/deployments/name/ingest-file/local", timeout=10).json()
     assert deployment["pull_steps"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
@@ -184,7 +184,9 @@ def test_deployment_run_and_webhook_event_through_the_trigger(
         event_runs = done[1:]
         assert len(event_runs) == 2
         assert all(r["parameters"]["source"] == f"s3://{bucket}/{key}" for r in event_runs)
-        assert all(r["state_type"] == "COMPLETED" for r in event_runs), [r["state"] for r in event_runs]
+        assert all(r["state_type"] == "COMPLETED" for r in event_runs), [
+            (r["state"]["name"], r["state"].get("message")) for r in event_runs
+        ]
         assert checkins(pg_url) == 4  # the second delivery loaded nothing
     finally:
         worker.terminate()

@@ -132,7 +132,9 @@ def test_a_run_registers_no_block_types(
     landed.parent.mkdir(parents=True, exist_ok=True)
     landed.write_text(V1, encoding="utf-8")
     assert run_ingest(str(landed), dataset="dailycheckins").status == "success"  # its hook sends the message
-    report = IngestReport(run_id=None, dataset="dailycheckins", source="x", status="success", state="load")
+    report = IngestReport(
+        run_id=None, dataset="dailycheckins", source="x", status="success", state="load", rows_loaded=1
+    )  # a run that changed something: the default policy (SLUICE_NOTIFY_ON=change) alerts on it
     assert deliver(report) == 1  # what every run's hook does: the block loads and the message goes
     assert reads == []  # no block-type registration on the run path
 
