@@ -63,6 +63,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def _prefect_console_env_restored() -> Iterator[None]:
+    """In-process CLI calls quieten Prefect's console through ``os.environ`` (``runtime.prepare``): undo it after
+    each test, or every later subprocess inherits a silenced console (and tests reading its log lines see none)."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("PREFECT_LOGGING_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("PREFECT_LOGGING_")]:
+        if key not in saved:
+            del os.environ[key]
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """The embedded PostgreSQL of this test session (started once, in the session's folder; stopped after)."""
