@@ -73,11 +73,15 @@ def _html_escape(text: str) -> str:
 
 
 def register_blocks() -> None:
-    """Register both block types (and their schemas) with the Prefect API, so the UI lists them."""
+    """Register both block types (and their schemas) with the Prefect API, so the UI lists them.
+
+    Works from sync and async callers alike: Prefect's sync-compatible ``register_type_and_schema`` returns an
+    un-awaited coroutine inside a running event loop (``sluice aws setup`` is one), registering nothing.
+    """
     from sluice.notify_sns import SnsNotification  # prefect_aws (~1 s) only when blocks are registered
 
-    SnsNotification.register_type_and_schema()
-    EmailNotification.register_type_and_schema()
+    for block in (SnsNotification, EmailNotification):
+        run_coro_as_sync(block.aregister_type_and_schema())
 
 
 # --- messages ------------------------------------------------------------------------------------------

@@ -108,8 +108,24 @@ def test_setup_makes_the_pool_its_credentials_and_the_alerts_block(
     assert {k: sourced[k] for k in env} == env
     assert problems((ROOT / "prefect.yaml").read_text(), sourced) == []
 
+    async def email_type(delete: bool = False) -> Any:
+        from prefect.exceptions import ObjectNotFound
+
+        async with get_client() as client:
+            try:
+                found = await client.read_block_type_by_slug("email-notification")
+            except ObjectNotFound:
+                return None
+            if delete:
+                await client.delete_block_type(found.id)
+            return found
+
+    run_coro_as_sync(
+        email_type(delete=True)
+    )  # an earlier test may have registered it: setup must do it itself
     for _ in range(2):  # created, then updated in place
         made = run_coro_as_sync(configure_prefect(env, "sluice-ecs-test", "ecs", REGION))
+    assert run_coro_as_sync(email_type()) is not None  # setup registered the block types (it runs in a loop)
     assert made["work pool"] == "sluice-ecs-test (ecs) updated"
 
     keys = json.loads(
