@@ -361,7 +361,10 @@ def child(path: str, warm: str) -> None:
     from sluice.runtime import prepare
 
     prepare()
-    from sluice.cli.runner import run_ingest
+    try:
+        from sluice.cli.runner import run_ingest
+    except ModuleNotFoundError:  # a --before checkout from before the entry points moved into sluice.cli
+        from sluice.runner import run_ingest  # type: ignore[no-redef]
 
     busy: dict[str, float] = {}
 
