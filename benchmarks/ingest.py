@@ -30,8 +30,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -458,64 +456,25 @@ def whole_process(engine, path: Path, warm: Path, server: int, code: Path = ROOT
     return cpu.as_dict()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def prefect_server():
-    """A Prefect server of our own for the run (PREFECT_HOME in a temp folder), stopped at the end."""
-    import httpx
+    """A Prefect server of our own for the run (Sluice's managed server, in a temp home), stopped at the end."""
+    from sluice import services
 
     home = Path(tempfile.mkdtemp(prefix="sluice-bench-prefect-"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    server = subprocess.Popen(
-        [
-            str(ROOT / ".venv" / "bin" / "prefect"),
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    previous = os.environ.get("PREFECT_API_URL")
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            if server.poll() is not None:
-                raise SystemExit("prefect server start exited early")
-            time.sleep(0.5)
-        else:
-            raise SystemExit("prefect server did not become healthy in 180 s")
-        previous = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = url
+        os.environ["PREFECT_API_URL"] = services.ensure_prefect_server(home)
+        server = services.running_prefect_server(home)
+        if server is None:
+            raise SystemExit("the benchmark's Prefect server stopped answering")
         yield server.pid
     finally:
-        if "previous" in locals():
-            if previous is None:
-                os.environ.pop("PREFECT_API_URL", None)
-            else:
-                os.environ["PREFECT_API_URL"] = previous
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(10)
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
+        services.stop_prefect_server(home)
         shutil.rmtree(home, ignore_errors=True)
 
 
