@@ -26,11 +26,35 @@ def s3_event_job_variables(env: dict[str, str], monkeypatch: pytest.MonkeyPatch)
     return rendered(deployment, env, monkeypatch)["work_pool"]["job_variables"]
 
 
+async def submit_through_worker(
+    worker: Any,
+    client: Any,
+    deployment: Any,
+    flow: Any,
+    source: str,
+    template: dict[str, Any],
+    variables: dict[str, Any],
+    credentials: Any,
+) -> None:
+    """What the ECS worker does for one deployment run: the job configuration rendered from the pool's template
+    and the deployment's variables (with the given credentials), then ``worker.run`` (RegisterTaskDefinition,
+    RunTask...). A ``ClientError`` from AWS is the caller's to judge."""
+    from prefect_aws.workers.ecs_worker import ECSJobConfiguration
+
+    flow_run = await client.create_flow_run_from_deployment(deployment.id, parameters={"source": source})
+    configuration = await ECSJobConfiguration.from_template_and_values(
+        template, {**variables, "aws_credentials": None}
+    )
+    configuration.aws_credentials = credentials
+    configuration.prepare_for_flow_run(flow_run, deployment, flow)
+    await worker.run(flow_run, configuration)
+
+
 async def submit(moto_endpoint: str, runs: int, variables: dict[str, Any]) -> list[str]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect_aws import AwsClientParameters, AwsCredentials
-    from prefect_aws.workers.ecs_worker import ECSJobConfiguration, ECSWorker
+    from prefect_aws.workers.ecs_worker import ECSWorker
 
     failures: list[str] = []
     template = ECSWorker.get_default_base_job_template()
@@ -56,16 +80,11 @@ async def submit(moto_endpoint: str, runs: int, variables: dict[str, Any]) -> li
         flow = await client.read_flow(flow_id)
         async with ECSWorker(work_pool_name=pool.name) as worker:
             for n in range(runs):
-                flow_run = await client.create_flow_run_from_deployment(
-                    deployment_id, parameters={"source": f"s3://sluice-landing/tm/dailycheckins/{n}.csv"}
-                )
-                configuration = await ECSJobConfiguration.from_template_and_values(
-                    template, {**variables, "aws_credentials": None}
-                )
-                configuration.aws_credentials = credentials
-                configuration.prepare_for_flow_run(flow_run, deployment, flow)
+                source = f"s3://sluice-landing/tm/dailycheckins/{n}.csv"
                 try:
-                    await worker.run(flow_run, configuration)
+                    await submit_through_worker(
+                        worker, client, deployment, flow, source, template, variables, credentials
+                    )
                 except ClientError as exc:
                     # moto 5.2.5's RunTask fails on a Fargate task whose memory is set on the task, not the
                     # container (models.py _calculate_task_resource_requirements: int += None): a moto gap.

@@ -277,7 +277,9 @@ async def submit_as_push_pool(stack: MotoStack, keys: dict[str, str], variables:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect_aws import AwsClientParameters, AwsCredentials
-    from prefect_aws.workers.ecs_worker import ECSJobConfiguration, ECSWorker
+    from prefect_aws.workers.ecs_worker import ECSWorker
+
+    from tests.deploy.test_ecs_worker import submit_through_worker
 
     template = ECSWorker.get_default_base_job_template()
     credentials = AwsCredentials(
@@ -298,16 +300,11 @@ async def submit_as_push_pool(stack: MotoStack, keys: dict[str, str], variables:
         deployment = await client.read_deployment(deployment_id)
         flow = await client.read_flow(flow_id)
         async with ECSWorker(work_pool_name=pool.name) as worker:
-            flow_run = await client.create_flow_run_from_deployment(
-                deployment_id, parameters={"source": "s3://landing/tm/dailycheckins/1.csv"}
-            )
-            configuration = await ECSJobConfiguration.from_template_and_values(
-                template, {**variables, "aws_credentials": None}
-            )
-            configuration.aws_credentials = credentials
-            configuration.prepare_for_flow_run(flow_run, deployment, flow)
+            source = "s3://landing/tm/dailycheckins/1.csv"
             try:
-                await worker.run(flow_run, configuration)
+                await submit_through_worker(
+                    worker, client, deployment, flow, source, template, variables, credentials
+                )
             except ClientError as exc:
                 # AccessDenied is a finding; moto 5.2.5's RunTask of a Fargate task whose memory is set on the
                 # task fails inside moto (see tests/deploy/test_ecs_worker.py): that gap is tolerated.
