@@ -29,72 +29,23 @@ import sqlalchemy as sa
 from psycopg2 import sql
 
 from schemas.data2bots import AggPublicHoliday, AggShipments, BestPerformingProduct, DimDates, DimProducts
-from sluice import storage
+from sluice import storage, tables
 from sluice.errors import BadFile, SluiceError
 from sluice.ingest import validate_table
-from sluice.registry import metadata
 from sluice.settings import Settings
+from sluice.tables import data2bots as declared
+from sluice.tables.data2bots import (
+    BUILD,
+    agg_public_holiday,
+    agg_shipments,
+    best_performing_product,
+    dim_dates,
+    dim_products,
+    runs,
+)
 from sluice.transforms import data2bots as rules
-from sluice.warehouse import copy_frames, ensure_schema, qualified, raw_connection
+from sluice.warehouse import copy_frames, qualified, raw_connection
 
-dim_dates = sa.Table(
-    "dim_dates",
-    metadata,
-    sa.Column("calendar_dt", sa.Date, primary_key=True),
-    sa.Column("year_num", sa.Integer, nullable=False),
-    sa.Column("month_of_the_year_num", sa.Integer, nullable=False),
-    sa.Column("day_of_the_month_num", sa.Integer, nullable=False),
-    sa.Column("day_of_the_week_num", sa.Integer, nullable=False, comment="1 = Monday … 7 = Sunday"),
-    sa.Column("working_day", sa.Boolean, nullable=False),
-    schema="if_common",
-)
-dim_products = sa.Table(
-    "dim_products",
-    metadata,
-    sa.Column("product_id", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("product_category", sa.Text, nullable=False),
-    sa.Column("product_name", sa.Text, nullable=False),
-    schema="if_common",
-)
-agg_public_holiday = sa.Table(
-    "agg_public_holiday",
-    metadata,
-    sa.Column("ingestion_date", sa.Date, primary_key=True),
-    *[sa.Column(c, sa.Integer, nullable=False) for c in rules.MONTH_COLUMNS],
-    schema="analytics",
-)
-agg_shipments = sa.Table(
-    "agg_shipments",
-    metadata,
-    sa.Column("ingestion_date", sa.Date, primary_key=True),
-    sa.Column("tt_late_shipments", sa.Integer, nullable=False),
-    sa.Column("tt_undelivered_items", sa.Integer, nullable=False),
-    schema="analytics",
-)
-best_performing_product = sa.Table(
-    "best_performing_product",
-    metadata,
-    sa.Column("ingestion_date", sa.Date, primary_key=True),
-    sa.Column("product_id", sa.BigInteger, nullable=False),
-    sa.Column("product_name", sa.Text),
-    sa.Column("most_ordered_day", sa.Date),
-    sa.Column("is_public_holiday", sa.Boolean),
-    sa.Column("tt_review_points", sa.Integer, nullable=False),
-    *[sa.Column(c, sa.Numeric(5, 2), nullable=False) for c in rules.STAR_COLUMNS],
-    sa.Column("pct_early_shipments", sa.Numeric(5, 2), nullable=False),
-    sa.Column("pct_late_shipments", sa.Numeric(5, 2), nullable=False),
-    schema="analytics",
-)
-runs = sa.Table(
-    "runs",
-    metadata,
-    sa.Column("ingestion_date", sa.Date, primary_key=True),
-    sa.Column("ingestion_id", sa.Uuid, nullable=False),
-    sa.Column("forced", sa.Boolean, nullable=False),
-    sa.Column("ran_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    schema="analytics",
-    comment="One row per ingestion_date analysed: the at-most-once-a-day guard",
-)
 ANALYTICS: dict[str, tuple[sa.Table, type]] = {
     "agg_public_holiday": (agg_public_holiday, AggPublicHoliday),
     "agg_shipments": (agg_shipments, AggShipments),
@@ -152,9 +103,7 @@ def _list_source(configured: str | None, shipped: str, setting: str) -> str:
 
 def _rows(conn: sa.Connection, table: sa.Table) -> int | None:
     """Rows of a table, None when it does not exist."""
-    if not conn.execute(
-        sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": f"{table.schema}.{table.name}"}
-    ).scalar():
+    if not tables.exists(conn, table):
         return None
     return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
 
@@ -239,15 +188,14 @@ def _read(conn: sa.Connection, query: str) -> pd.DataFrame:
 def read_staging(engine: sa.Engine) -> dict[str, pd.DataFrame]:
     """The three staging tables, typed as the transforms expect (dates as ``datetime.date``)."""
     with engine.connect() as conn:
-        exists = conn.execute(sa.text("SELECT to_regclass('staging.orders') IS NOT NULL")).scalar_one()
-        if not exists:
+        if not tables.exists(conn, declared.orders):
             raise NotReady(
                 "no orders in staging yet: land and ingest orders, reviews and shipment_deliveries first"
             )
         orders = _read(conn, "SELECT order_id, order_date, product_id FROM staging.orders")
         reviews = (
             _read(conn, "SELECT review, product_id FROM staging.reviews")
-            if conn.execute(sa.text("SELECT to_regclass('staging.reviews') IS NOT NULL")).scalar_one()
+            if tables.exists(conn, declared.reviews)
             else pd.DataFrame(columns=["review", "product_id"])
         )
         shipments = (
@@ -255,9 +203,7 @@ def read_staging(engine: sa.Engine) -> dict[str, pd.DataFrame]:
                 conn,
                 "SELECT shipment_id, order_id, shipment_date, delivery_date FROM staging.shipment_deliveries",
             )
-            if conn.execute(
-                sa.text("SELECT to_regclass('staging.shipment_deliveries') IS NOT NULL")
-            ).scalar_one()
+            if tables.exists(conn, declared.shipment_deliveries)
             else pd.DataFrame(columns=["shipment_id", "order_id", "shipment_date", "delivery_date"])
         )
     if orders.empty:
@@ -282,7 +228,7 @@ def latest_order_date(staging: Mapping[str, pd.DataFrame]) -> dt.date:
 
 def already_ran(engine: sa.Engine, as_of: dt.date) -> bool:
     with engine.connect() as conn:
-        if not conn.execute(sa.text("SELECT to_regclass('analytics.runs') IS NOT NULL")).scalar_one():
+        if not tables.exists(conn, runs):
             return False
         return (
             conn.execute(sa.select(runs.c.ingestion_date).where(runs.c.ingestion_date == as_of)).first()
@@ -338,11 +284,8 @@ def validate(tables: Mapping[str, pd.DataFrame]) -> None:
 
 
 def ensure_tables(engine: sa.Engine) -> None:
-    with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('sluice.ddl'))"))
-        for schema in ("if_common", "analytics"):
-            ensure_schema(conn, schema)
-        metadata.create_all(conn, tables=[t for t, _ in (*DIMENSIONS.values(), *ANALYTICS.values())] + [runs])
+    """Create the reference tables, the analytics tables and the run record if they do not exist."""
+    tables.ensure(engine, *BUILD)
 
 
 def load(

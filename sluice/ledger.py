@@ -17,53 +17,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from sluice import tables
 from sluice.ledger_entry import STATES as STATES
 from sluice.ledger_entry import Ledger as Ledger
 from sluice.ledger_entry import LedgerEntry as LedgerEntry
-from sluice.registry import metadata
 from sluice.settings import Settings, get_settings
+from sluice.tables.ledger import BOOKKEEPING
+from sluice.tables.ledger import file_loads as file_loads
+from sluice.tables.ledger import run_ledger as run_ledger
 from sluice.warehouse import get_engine
 
 logger = logging.getLogger(__name__)
-
-run_ledger = sa.Table(
-    "run_ledger",
-    metadata,
-    sa.Column("ingestion_id", sa.Uuid, primary_key=True),
-    sa.Column("state", sa.Text, primary_key=True),
-    sa.Column("seq", sa.SmallInteger, nullable=False),
-    sa.Column("flow_run_id", sa.Text),
-    sa.Column("dataset", sa.Text, nullable=False),
-    sa.Column("source", sa.Text, nullable=False),
-    sa.Column("target", sa.Text),
-    sa.Column("status", sa.Text, nullable=False),
-    sa.Column("rows_read", sa.BigInteger),
-    sa.Column("rows_loaded", sa.BigInteger),
-    sa.Column("rows_quarantined", sa.BigInteger),
-    sa.Column("quarantine_uri", sa.Text),
-    sa.Column("error", sa.Text),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("finished_at", sa.DateTime(timezone=True)),
-    sa.Index("ix_run_ledger_started_at", "started_at"),
-    schema="sluice",
-    comment="One row per state of every run",
-)
-
-
-file_loads = sa.Table(
-    "file_loads",
-    metadata,
-    sa.Column("dataset", sa.Text, primary_key=True),
-    sa.Column("sha256", sa.CHAR(64), primary_key=True),
-    sa.Column("source", sa.Text, nullable=False),
-    sa.Column("ingestion_id", sa.Uuid, nullable=False),
-    sa.Column("target", sa.Text),
-    sa.Column("rows_loaded", sa.BigInteger, nullable=False),
-    sa.Column("loaded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.Index("ix_file_loads_ingestion_id", "ingestion_id"),
-    schema="sluice",
-    comment="Files loaded, by content: the exactly-once guard",
-)
 
 
 @contextmanager
@@ -236,10 +200,7 @@ def ensure_bookkeeping(engine: sa.Engine) -> None:
     key = engine.url.render_as_string(hide_password=False)
     if key in _BOOTSTRAPPED:
         return
-    with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('sluice.bootstrap'))"))
-        conn.execute(sa.text("CREATE SCHEMA IF NOT EXISTS sluice"))
-        metadata.create_all(conn, tables=[run_ledger, file_loads])
+    tables.ensure(engine, *BOOKKEEPING)
     _BOOTSTRAPPED.add(key)
 
 

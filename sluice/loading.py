@@ -20,9 +20,10 @@ import pandas as pd
 import sqlalchemy as sa
 from psycopg2 import sql
 
-from sluice.ledger import file_loads  # the exactly-once registry, created with the ledger
-from sluice.registry import Dataset, metadata
-from sluice.warehouse import copy_frames, ensure_schema, qualified, raw_connection
+from sluice import tables
+from sluice.registry import Dataset
+from sluice.tables.ledger import file_loads  # the exactly-once registry
+from sluice.warehouse import copy_frames, qualified, raw_connection, upsert
 
 logger = logging.getLogger(__name__)
 
@@ -39,35 +40,8 @@ def ensure_target(engine: sa.Engine, dataset: Dataset) -> None:
     The guard is created here, not only with the PostgreSQL run ledger: with the DynamoDB ledger (on ECS) nothing
     else creates it, and the first load into a fresh warehouse would fail on a missing ``sluice.file_loads``.
     """
-    if dataset.table is None:
-        return
-    with engine.begin() as conn:
-        # The ledger's bootstrap lock too (taken first, as there): both may create sluice.file_loads.
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('sluice.bootstrap'))"))
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('sluice.ddl'))"))
-        ensure_schema(conn, "sluice")
-        ensure_schema(conn, dataset.table.schema or "public")
-        metadata.create_all(conn, tables=[file_loads, dataset.table])
-        _relax_old_lineage(conn, dataset.table)
-
-
-def _relax_old_lineage(conn: sa.Connection, table: sa.Table) -> None:
-    """Tables made by Sluice 0.1 carry per-row ``_source_uri``/``_source_sha256`` (now in file_loads): keep the
-    old values, stop requiring new ones."""
-    old = conn.execute(
-        sa.text(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = :s AND table_name = :t "
-            "AND column_name IN ('_source_uri', '_source_sha256') AND is_nullable = 'NO'"
-        ),
-        {"s": table.schema or "public", "t": table.name},
-    ).scalars()
-    for column in list(old):
-        with raw_connection(conn) as cursor:
-            cursor.execute(
-                sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(
-                    qualified(f"{table.schema}.{table.name}"), sql.Identifier(column)
-                )
-            )
+    if dataset.table is not None:
+        tables.ensure(engine, file_loads, dataset.table)
 
 
 def already_loaded(conn: sa.Connection, dataset: str, sha256: str) -> bool:
@@ -139,9 +113,14 @@ def load_file(
             # before COMMIT, a crash rolls every chunk back) and it avoids writing every row twice.
             rows = copy_frames(conn, target, copy_columns, (with_lineage(f) for f in frames))
         else:
-            rows = _load_through_staging(
-                conn, dataset, target, copy_columns, (with_lineage(f) for f in frames)
-            )
+            rows = upsert(
+                conn,
+                table,
+                (with_lineage(f) for f in frames),
+                keys=dataset.keys if dataset.load_mode == "upsert" else (),
+                on_conflict="last_row_wins" if dataset.load_mode == "upsert" else "replace",
+                columns=copy_columns,
+            ).copied
         if deferred:
             rebuild_indexes(conn, deferred)
 
@@ -192,44 +171,3 @@ def rebuild_indexes(conn: sa.Connection, definitions: list[str]) -> None:
         cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
         for definition in definitions:
             cursor.execute(definition)
-
-
-def _load_through_staging(
-    conn: sa.Connection, dataset: Dataset, target: str, columns: list[str], frames: Iterable[pd.DataFrame]
-) -> int:
-    """COPY into a temporary staging table, then replace or upsert into the target (same transaction)."""
-    staging = f"_sluice_staging_{uuid.uuid4().hex[:12]}"
-    column_list = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-    with raw_connection(conn) as cursor:
-        if dataset.load_mode == "replace":
-            cursor.execute(sql.SQL("TRUNCATE {}").format(qualified(target)))
-        cursor.execute(
-            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-                sql.Identifier(staging), column_list, qualified(target)
-            )
-        )
-    rows = copy_frames(conn, staging, columns, frames)
-    insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
-        qualified(target), column_list, column_list, sql.Identifier(staging)
-    )
-    if dataset.load_mode == "upsert" and dataset.keys:
-        # The last row of the file wins for a key: ON CONFLICT cannot touch a row twice.
-        keys = sql.SQL(", ").join(sql.Identifier(k) for k in dataset.keys)
-        updates = [c for c in columns if c not in dataset.keys]
-        insert = sql.SQL(
-            "INSERT INTO {} ({}) SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, {} DESC "
-            "ON CONFLICT ({}) DO UPDATE SET {}"
-        ).format(
-            qualified(target),
-            column_list,
-            keys,
-            column_list,
-            sql.Identifier(staging),
-            keys,
-            sql.Identifier("_source_row"),
-            keys,
-            sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates),
-        )
-    with raw_connection(conn) as cursor:
-        cursor.execute(insert)
-    return rows

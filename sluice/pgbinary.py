@@ -5,8 +5,9 @@ rows, a quarter of the load (ADR 0003). Each field is ``int32 length`` + bytes i
 ``int16 field count`` + fields. Every column is encoded to a non-null Arrow binary array of whole fields and
 the columns are joined element-wise, so the joined array's value buffer is the row data as PostgreSQL reads it.
 
-Encoders exist for the types Sluice's tables use (text, integers, floats, numeric, boolean, date, timestamp,
-timestamptz, uuid). ``encode`` returns None for anything else, and the caller sends that chunk as CSV.
+Encoders exist for every type Sluice's tables use (text, integers, floats, numeric from floats or Decimals,
+boolean, date, time, timestamp, timestamptz, uuid, jsonb; a test walks ``sluice.tables`` to keep it so).
+``encode`` returns None for a value an encoder cannot take exactly, and the caller sends that chunk as CSV.
 """
 
 from __future__ import annotations
@@ -225,11 +226,11 @@ def _numeric(series: pd.Series, column: PgColumn) -> list[pa.Array]:
     Each value is rounded to ``scale`` decimals (12, 8 or 4, so that float64 carries every digit) and kept only
     if that decimal converts back to the very same float: then it *is* the float's shortest text with trailing
     zeros, so PostgreSQL stores and rounds it exactly as it would the CSV. Otherwise the chunk goes as CSV.
-    Digits are base 10000 at a fixed layout per chunk; PostgreSQL strips the leading and trailing zero digits.
+    ``Decimal`` objects go through ``_decimals``.
     """
-    if series.dtype == object or not pd.api.types.is_numeric_dtype(series.dtype):
-        raise Unsupported("numeric from objects")  # Decimals: their text is exact, send it as it is
-    if pd.api.types.is_bool_dtype(series.dtype):
+    if series.dtype == object:
+        return _decimals(series, column)
+    if not pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
         raise Unsupported(str(series.dtype))
     values = series.to_numpy(dtype="float64", na_value=np.nan)
     null = np.isnan(values)
@@ -247,18 +248,78 @@ def _numeric(series: pd.Series, column: PgColumn) -> list[pa.Array]:
     dscale = np.full(len(values), scale, dtype=np.int64)
     for k in range(1, scale + 1):  # drop trailing zero decimals: 1.5 is sent as 1.5, not 1.500000000000
         dscale[magnitude % 10**k == 0] = scale - k
+    return _base10000(magnitude, unscaled < 0, scale, dscale, int_digits, null)
+
+
+def _decimals(series: pd.Series, column: PgColumn) -> list[pa.Array]:
+    """``Decimal`` objects (Totesys' money) as exact numerics, into a column with a declared scale only.
+
+    Arrow reads them as one ``decimal128(p, s)`` (s the largest scale present, values exact); each is sent at
+    scale s, and PostgreSQL rounds it to the column's scale exactly as it rounds the CSV text. An unconstrained
+    ``numeric`` would keep s as the display scale where CSV keeps each value's own, so that chunk goes as CSV.
+    """
+    if column.typmod < 0:
+        raise Unsupported("Decimals into an unconstrained numeric keep their own scale: CSV")
+    values = _arrow(series, "numeric")
+    if not pa.types.is_decimal128(values.type) or values.type.precision > 18:
+        raise Unsupported(str(values.type))  # more than 18 digits would overflow the int64 digit maths
+    scale = values.type.scale
+    null = values.is_null().to_numpy(zero_copy_only=False)
+    words = np.frombuffer(values.buffers()[1], dtype="<i8", count=2 * (values.offset + len(values)))
+    unscaled = words.reshape(-1, 2)[values.offset :, 0].copy()  # low word: |value| < 10**18 < 2**63
+    unscaled[null] = 0
+    if scale < 0:  # Decimal("1E+3"): Arrow keeps a negative scale
+        unscaled, scale = unscaled * 10**-scale, 0
+    padded = -(-scale // 4) * 4  # whole base-10000 digits after the point
+    int_digits = max(1, values.type.precision - values.type.scale)
+    if int_digits + padded > 18:
+        raise Unsupported("numeric too long for exact binary encoding")
+    magnitude = np.abs(unscaled) * 10 ** (padded - scale)
+    return _base10000(magnitude, unscaled < 0, padded, np.full(len(values), scale), int_digits, null)
+
+
+def _base10000(
+    magnitude: np.ndarray,
+    negative: np.ndarray,
+    scale: int,
+    dscale: np.ndarray,
+    int_digits: int,
+    null: np.ndarray,
+) -> list[pa.Array]:
+    """numeric_send's layout for |value| * 10**scale (scale a multiple of 4): ndigits, weight, sign, dscale,
+    then base-10000 digits at a fixed layout per chunk; PostgreSQL strips the leading and trailing zero digits."""
     int_groups = max(1, -(-int_digits // 4))
     groups = int_groups + scale // 4
     powers = 10_000 ** np.arange(groups - 1, -1, -1, dtype=np.int64)
     digits = (magnitude[:, None] // powers[None, :]) % 10_000
-    n = len(values)
+    n = len(magnitude)
     head = np.empty((n, 4), dtype=">i2")
     head[:, 0] = groups  # ndigits
     head[:, 1] = int_groups - 1  # weight of the first digit
-    head[:, 2] = np.where(unscaled < 0, 0x4000, 0)  # sign
+    head[:, 2] = np.where(negative, 0x4000, 0)  # sign
     head[:, 3] = dscale
     body = np.hstack([head.view(np.uint8).reshape(n, 8), digits.astype(">i2").view(np.uint8).reshape(n, -1)])
     return _fields(body, null)
+
+
+def _time(series: pd.Series, column: PgColumn) -> list[pa.Array]:
+    """``datetime.time`` values: time_send's int8 of microseconds since midnight."""
+    values = _arrow(series, "time")
+    if not pa.types.is_time(values.type):
+        raise Unsupported(str(values.type))
+    micros, null = _ints(values.cast(pa.time64("us")).cast(pa.int64()), 0)
+    return _fields(micros.astype(">i8"), null)
+
+
+def _jsonb(series: pd.Series, column: PgColumn) -> list[pa.Array]:
+    """JSON text: jsonb_recv takes a version byte (1) and the text, which the server parses as CSV's would be."""
+    if not (pd.api.types.is_string_dtype(series.dtype) or series.dtype == object):
+        raise Unsupported(str(series.dtype))
+    text = _arrow(series, "jsonb", pa.string()).cast(pa.binary())
+    body = pc.binary_join_element_wise(pa.scalar(b"\x01"), text, b"")  # null stays null
+    sizes, _ = _ints(pc.binary_length(body), NULL)
+    prefix = _fixed(sizes.astype(">i4").view(np.uint8).reshape(-1, 4))
+    return [prefix, body.fill_null(b"")]
 
 
 _ENCODERS: dict[str, Callable[[pd.Series, PgColumn], list[pa.Array]]] = {
@@ -276,4 +337,6 @@ _ENCODERS: dict[str, Callable[[pd.Series, PgColumn], list[pa.Array]]] = {
     "timestamptz": _timestamp,
     "uuid": _uuid,
     "numeric": _numeric,
+    "time": _time,
+    "jsonb": _jsonb,
 }

@@ -25,29 +25,6 @@ if TYPE_CHECKING:  # annotations only: reading the registry (e.g. `sluice ledger
 LoadMode = Literal["append", "replace", "upsert"]
 DriftPolicy = Literal["reject", "ignore"]
 
-#: One MetaData for every warehouse table Sluice owns (targets and its own bookkeeping).
-metadata = sa.MetaData()
-
-LINEAGE_COLUMNS = ("_ingestion_id", "_source_row")
-
-
-def lineage_columns() -> list[sa.Column]:
-    """Columns every loaded row carries: which ingestion and which record of its file.
-
-    The file itself (URI, content hash, row count) is one row of ``sluice.file_loads`` with the same
-    ``ingestion_id``: a join away, instead of ~130 bytes repeated on every row (a third of COPY time).
-    """
-    return [
-        sa.Column(
-            "_ingestion_id",
-            sa.Uuid,
-            nullable=False,
-            comment="Run ledger ingestion id = sluice.file_loads.ingestion_id",
-        ),
-        sa.Column("_source_row", sa.BigInteger, nullable=False, comment="1-based record number in the file"),
-        sa.Column("_loaded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    ]
-
 
 @dataclass(frozen=True)
 class AfterLoad:

@@ -16,24 +16,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from sluice import storage
-from sluice.registry import AfterLoad, metadata
+from sluice import storage, tables
+from sluice.registry import AfterLoad
 from sluice.settings import Settings, get_settings
-from sluice.warehouse import copy_frames, ensure_schema
+from sluice.tables.sertis import customers as customers
+from sluice.tables.sertis import transactions
+from sluice.warehouse import copy_frames
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = "sertis"
-
-customers = sa.Table(
-    "customers",
-    metadata,
-    sa.Column("customer_id", sa.Text, primary_key=True, comment="zero-padded, as in the source"),
-    sa.Column("favourite_product", sa.Text, nullable=False),
-    sa.Column("longest_streak", sa.Integer, nullable=False),
-    schema=SCHEMA,
-    comment="Gold: one row per customer, rebuilt from all of silver on every run",
-)
 
 SILVER_COLUMNS = [
     ("transaction_id", "string"),
@@ -88,7 +79,7 @@ def parquet(frame: pd.DataFrame, columns: list[tuple[str, str]]) -> bytes:
 def read_silver(engine: sa.Engine) -> pd.DataFrame:
     """All of silver, from ``sertis.transactions`` (the exactly-once copy: a forced reload replaces, never doubles)."""
     with engine.connect() as conn:
-        if not conn.execute(sa.text("SELECT to_regclass('sertis.transactions') IS NOT NULL")).scalar_one():
+        if not tables.exists(conn, transactions):
             return pd.DataFrame(columns=[c for c, _ in SILVER_COLUMNS])
         result = conn.execute(
             sa.text("SELECT customer_id, transaction_date, product_sold, units_sold FROM sertis.transactions")
@@ -98,12 +89,14 @@ def read_silver(engine: sa.Engine) -> pd.DataFrame:
     return frame
 
 
+def ensure_gold(engine: sa.Engine) -> None:
+    """Create ``sertis.customers`` if it does not exist."""
+    tables.ensure(engine, customers)
+
+
 def load_gold(engine: sa.Engine, gold: pd.DataFrame, settings: Settings) -> str:
     """Replace ``sertis.customers`` (one transaction) and the gold Parquet; returns the Parquet's URI."""
-    with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('sluice.ddl'))"))
-        ensure_schema(conn, SCHEMA)
-        metadata.create_all(conn, tables=[customers])
+    ensure_gold(engine)
     with engine.begin() as conn:
         conn.execute(sa.text("LOCK TABLE sertis.customers IN EXCLUSIVE MODE"))
         conn.execute(sa.delete(customers))

@@ -6,8 +6,8 @@ committed late with an older ``last_updated`` are not missed; versions already l
 remembered (``sluice.totesys_recent``) and dropped, so an idle run extracts nothing. The watermark moves in the
 same transaction as the load: it never passes rows that did not load.
 
-Over 350 lines: all of one pipeline's warehouse I/O (the star schema's DDL, zones, extract, Parquet, validation
-with quarantine, upserts, watermarks). Its DDL belongs with the other warehouse tables in one declared place.
+The star schema and the bookkeeping tables are declared in ``sluice.tables.totesys``; rows go in through
+``sluice.warehouse.upsert`` (binary COPY into a temp table, one ``INSERT … SELECT``).
 """
 
 from __future__ import annotations
@@ -23,230 +23,20 @@ import pandas as pd
 import pandera.errors as pe
 import sqlalchemy as sa
 from psycopg2 import sql
-from sqlalchemy.dialects.postgresql import JSONB
 
 from schemas.totesys import MODELS
 from sluice import storage
 from sluice.errors import BadFile, ValidationFailed
-from sluice.registry import metadata
 from sluice.settings import Settings
+from sluice.tables import ensure
+from sluice.tables.totesys import BOOKKEEPING, WAREHOUSE_TABLES, lookups, recent, watermarks
+from sluice.tables.totesys import SCHEMA as SCHEMA
 from sluice.transforms.totesys import DIMENSIONS, FACTS, LOOKUP_TABLES, TABLES, star_schema
-from sluice.warehouse import copy_frames, ensure_schema, qualified, raw_connection
+from sluice.warehouse import raw_connection, redact, upsert
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = "warehouse"
 LOCK = "sluice.totesys"
-
-
-def _versioned() -> list[sa.Column]:
-    return [
-        sa.Column("created_date", sa.Date, sa.ForeignKey(f"{SCHEMA}.dim_date.date_id"), nullable=False),
-        sa.Column("created_time", sa.Time, nullable=False),
-        sa.Column("last_updated_date", sa.Date, sa.ForeignKey(f"{SCHEMA}.dim_date.date_id"), nullable=False),
-        sa.Column("last_updated_time", sa.Time, nullable=False),
-    ]
-
-
-def _fk(table: str, column: str | None = None) -> sa.ForeignKey:
-    return sa.ForeignKey(f"{SCHEMA}.{table}.{column or table.removeprefix('dim_') + '_id'}")
-
-
-dim_date = sa.Table(
-    "dim_date",
-    metadata,
-    sa.Column("date_id", sa.Date, primary_key=True),
-    sa.Column("year", sa.Integer, nullable=False),
-    sa.Column("month", sa.Integer, nullable=False),
-    sa.Column("day", sa.Integer, nullable=False),
-    sa.Column("day_of_week", sa.Integer, nullable=False, comment="ISO 8601: 1 = Monday … 7 = Sunday"),
-    sa.Column("day_name", sa.Text, nullable=False),
-    sa.Column("month_name", sa.Text, nullable=False),
-    sa.Column("quarter", sa.Integer, nullable=False),
-    schema=SCHEMA,
-    comment="Every date a fact references",
-)
-dim_location = sa.Table(
-    "dim_location",
-    metadata,
-    sa.Column("location_id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("address_line_1", sa.Text, nullable=False),
-    sa.Column("address_line_2", sa.Text),
-    sa.Column("district", sa.Text),
-    sa.Column("city", sa.Text, nullable=False),
-    sa.Column("postal_code", sa.Text, nullable=False),
-    sa.Column("country", sa.Text, nullable=False),
-    sa.Column("phone", sa.Text, nullable=False),
-    schema=SCHEMA,
-)
-dim_counterparty = sa.Table(
-    "dim_counterparty",
-    metadata,
-    sa.Column("counterparty_id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("counterparty_legal_name", sa.Text, nullable=False),
-    sa.Column("counterparty_legal_address_line_1", sa.Text, nullable=False),
-    sa.Column("counterparty_legal_address_line2", sa.Text),
-    sa.Column("counterparty_legal_district", sa.Text),
-    sa.Column("counterparty_legal_city", sa.Text, nullable=False),
-    sa.Column("counterparty_legal_postal_code", sa.Text, nullable=False),
-    sa.Column("counterparty_legal_country", sa.Text, nullable=False),
-    sa.Column("counterparty_legal_phone_number", sa.Text, nullable=False),
-    schema=SCHEMA,
-)
-dim_staff = sa.Table(
-    "dim_staff",
-    metadata,
-    sa.Column("staff_id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("first_name", sa.Text, nullable=False),
-    sa.Column("last_name", sa.Text, nullable=False),
-    sa.Column("department_name", sa.Text, nullable=False),
-    sa.Column("location", sa.Text),
-    sa.Column("email_address", sa.Text, nullable=False),
-    schema=SCHEMA,
-)
-dim_currency = sa.Table(
-    "dim_currency",
-    metadata,
-    sa.Column("currency_id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("currency_code", sa.CHAR(3), nullable=False),
-    sa.Column("currency_name", sa.Text, nullable=False),
-    schema=SCHEMA,
-)
-dim_design = sa.Table(
-    "dim_design",
-    metadata,
-    sa.Column("design_id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("design_name", sa.Text, nullable=False),
-    sa.Column("file_location", sa.Text, nullable=False),
-    sa.Column("file_name", sa.Text, nullable=False),
-    schema=SCHEMA,
-)
-dim_payment_type = sa.Table(
-    "dim_payment_type",
-    metadata,
-    sa.Column("payment_type_id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("payment_type_name", sa.Text, nullable=False),
-    schema=SCHEMA,
-)
-dim_transaction = sa.Table(
-    "dim_transaction",
-    metadata,
-    sa.Column("transaction_id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("transaction_type", sa.Text, nullable=False),
-    sa.Column("sales_order_id", sa.Integer),
-    sa.Column("purchase_order_id", sa.Integer),
-    sa.CheckConstraint(
-        "(sales_order_id IS NULL) <> (purchase_order_id IS NULL)", name="ck_transaction_one_order"
-    ),
-    schema=SCHEMA,
-)
-fact_sales_order = sa.Table(
-    "fact_sales_order",
-    metadata,
-    sa.Column("sales_record_id", sa.Integer, sa.Identity(), primary_key=True),
-    sa.Column("sales_order_id", sa.Integer, nullable=False),
-    *_versioned(),
-    sa.Column("sales_staff_id", sa.Integer, _fk("dim_staff"), nullable=False),
-    sa.Column("counterparty_id", sa.Integer, _fk("dim_counterparty"), nullable=False),
-    sa.Column("units_sold", sa.Integer, nullable=False),
-    sa.Column("unit_price", sa.Numeric(10, 2), nullable=False),
-    sa.Column("currency_id", sa.Integer, _fk("dim_currency"), nullable=False),
-    sa.Column("design_id", sa.Integer, _fk("dim_design"), nullable=False),
-    sa.Column("agreed_payment_date", sa.Date, _fk("dim_date", "date_id"), nullable=False),
-    sa.Column("agreed_delivery_date", sa.Date, _fk("dim_date", "date_id"), nullable=False),
-    sa.Column("agreed_delivery_location_id", sa.Integer, _fk("dim_location"), nullable=False),
-    sa.UniqueConstraint(
-        "sales_order_id", "last_updated_date", "last_updated_time", name="uq_sales_order_version"
-    ),
-    schema=SCHEMA,
-    comment="One row per version of a sales order (a new last_updated appends a row)",
-)
-fact_purchase_order = sa.Table(
-    "fact_purchase_order",
-    metadata,
-    sa.Column("purchase_record_id", sa.Integer, sa.Identity(), primary_key=True),
-    sa.Column("purchase_order_id", sa.Integer, nullable=False),
-    *_versioned(),
-    sa.Column("staff_id", sa.Integer, _fk("dim_staff"), nullable=False),
-    sa.Column("counterparty_id", sa.Integer, _fk("dim_counterparty"), nullable=False),
-    sa.Column("item_code", sa.Text, nullable=False),
-    sa.Column("item_quantity", sa.Integer, nullable=False),
-    sa.Column("item_unit_price", sa.Numeric(10, 2), nullable=False),
-    sa.Column("currency_id", sa.Integer, _fk("dim_currency"), nullable=False),
-    sa.Column("agreed_delivery_date", sa.Date, _fk("dim_date", "date_id"), nullable=False),
-    sa.Column("agreed_payment_date", sa.Date, _fk("dim_date", "date_id"), nullable=False),
-    sa.Column("agreed_delivery_location_id", sa.Integer, _fk("dim_location"), nullable=False),
-    sa.UniqueConstraint(
-        "purchase_order_id", "last_updated_date", "last_updated_time", name="uq_purchase_order_version"
-    ),
-    schema=SCHEMA,
-    comment="One row per version of a purchase order",
-)
-fact_payment = sa.Table(
-    "fact_payment",
-    metadata,
-    sa.Column("payment_record_id", sa.Integer, sa.Identity(), primary_key=True),
-    sa.Column("payment_id", sa.Integer, nullable=False),
-    *_versioned(),
-    sa.Column("transaction_id", sa.Integer, _fk("dim_transaction"), nullable=False),
-    sa.Column("counterparty_id", sa.Integer, _fk("dim_counterparty"), nullable=False),
-    sa.Column("payment_amount", sa.Numeric(12, 2), nullable=False),
-    sa.Column("currency_id", sa.Integer, _fk("dim_currency"), nullable=False),
-    sa.Column("payment_type_id", sa.Integer, _fk("dim_payment_type"), nullable=False),
-    sa.Column("paid", sa.Boolean, nullable=False),
-    sa.Column("payment_date", sa.Date, _fk("dim_date", "date_id"), nullable=False),
-    sa.UniqueConstraint("payment_id", "last_updated_date", "last_updated_time", name="uq_payment_version"),
-    schema=SCHEMA,
-    comment="One row per version of a payment (account numbers dropped)",
-)
-
-WAREHOUSE_TABLES: dict[str, sa.Table] = {
-    t.name: t
-    for t in (
-        dim_date,
-        dim_location,
-        dim_counterparty,
-        dim_staff,
-        dim_currency,
-        dim_design,
-        dim_payment_type,
-        dim_transaction,
-        fact_sales_order,
-        fact_purchase_order,
-        fact_payment,
-    )
-}
-
-watermarks = sa.Table(
-    "totesys_watermarks",
-    metadata,
-    sa.Column("table_name", sa.Text, primary_key=True),
-    sa.Column("last_updated", sa.DateTime, nullable=False, comment="Greatest source last_updated loaded"),
-    sa.Column("ingestion_id", sa.Uuid, nullable=False),
-    sa.Column("moved_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    schema="sluice",
-    comment="Totesys: per source table, how far the warehouse has loaded",
-)
-recent = sa.Table(
-    "totesys_recent",
-    metadata,
-    sa.Column("table_name", sa.Text, primary_key=True),
-    sa.Column("row_id", sa.BigInteger, primary_key=True),
-    sa.Column("last_updated", sa.DateTime, primary_key=True),
-    schema="sluice",
-    comment="Totesys: versions loaded inside the overlap window (an idle run re-reads and drops them)",
-)
-lookups = sa.Table(
-    "totesys_lookups",
-    metadata,
-    sa.Column("table_name", sa.Text, primary_key=True),
-    sa.Column("row_id", sa.BigInteger, primary_key=True),
-    sa.Column("last_updated", sa.DateTime, nullable=False),
-    sa.Column("row", JSONB, nullable=False),
-    schema="sluice",
-    comment="Totesys: latest source rows that dimensions join to (departments, addresses, staff, counterparties)",
-)
-BOOKKEEPING = (watermarks, recent, lookups)
 
 
 # --- zones ----------------------------------------------------------------------------------------------
@@ -268,45 +58,9 @@ def batch_key(table: str, at: datetime, suffix: str = "csv") -> str:
 # --- warehouse set-up -----------------------------------------------------------------------------------
 
 
-# Columns once named differently by Sluice: (table, old name, name in the Totesys warehouse schema its users query).
-RENAMED_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("dim_counterparty", "counterparty_legal_address_line_2", "counterparty_legal_address_line2"),
-)
-
-
 def ensure_warehouse(engine: sa.Engine) -> None:
-    """Create what is missing and rename old column names in place (idempotent, under the DDL lock)."""
-    with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('sluice.ddl'))"))
-        ensure_schema(conn, SCHEMA)
-        ensure_schema(conn, "sluice")
-        migrate_column_names(conn)
-        metadata.create_all(conn, tables=[*WAREHOUSE_TABLES.values(), *BOOKKEEPING])
-
-
-def migrate_column_names(conn: sa.Connection) -> list[str]:
-    """``ALTER TABLE … RENAME COLUMN`` for each old name still present (and its new name absent): data stays."""
-    done: list[str] = []
-    for table, old, new in RENAMED_COLUMNS:
-        present = set(
-            conn.execute(
-                sa.text(
-                    "SELECT column_name FROM information_schema.columns "
-                    "WHERE table_schema = :s AND table_name = :t AND column_name IN (:old, :new)"
-                ),
-                {"s": SCHEMA, "t": table, "old": old, "new": new},
-            ).scalars()
-        )
-        if old in present and new not in present:
-            with raw_connection(conn) as cursor:
-                cursor.execute(
-                    sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(
-                        qualified(f"{SCHEMA}.{table}"), sql.Identifier(old), sql.Identifier(new)
-                    )
-                )
-            logger.info("warehouse.%s: column %s renamed to %s", table, old, new)
-            done.append(f"{table}.{old} → {new}")
-    return done
+    """Create the star schema and the cycle's bookkeeping where missing, old column names renamed in place."""
+    ensure(engine, *WAREHOUSE_TABLES.values(), *BOOKKEEPING)
 
 
 def read_watermarks(engine: sa.Engine) -> dict[str, datetime]:
@@ -470,61 +224,6 @@ def validate(
 # --- load -----------------------------------------------------------------------------------------------
 
 
-def _columns(table: sa.Table) -> list[str]:
-    return [c.name for c in table.columns if c.identity is None]
-
-
-def _upsert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> int:
-    """COPY into a temp table, then insert new keys / update changed rows (dims) or append new versions (facts)."""
-    columns = _columns(table)
-    target = f"{table.schema}.{table.name}"
-    staging = f"_totesys_{table.name}"
-    column_list = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-    with raw_connection(conn) as cursor:
-        cursor.execute(
-            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-                sql.Identifier(staging), column_list, qualified(target)
-            )
-        )
-    copy_frames(conn, staging, columns, [frame[columns]])
-    if table.name in FACTS:
-        key = [FACTS[table.name], "last_updated_date", "last_updated_time"]
-        on_conflict = sql.SQL("ON CONFLICT ({}) DO NOTHING").format(
-            sql.SQL(", ").join(sql.Identifier(k) for k in key)
-        )
-        order = sql.SQL("ORDER BY {}").format(sql.SQL(", ").join(sql.Identifier(k) for k in key))
-    else:
-        key_column = DIMENSIONS[table.name]
-        others = [c for c in columns if c != key_column]
-        on_conflict = sql.SQL(
-            "ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new})"
-        ).format(
-            key=sql.Identifier(key_column),
-            sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others),
-            old=sql.SQL(", ").join(
-                sql.SQL("{}.{}").format(sql.Identifier(table.name), sql.Identifier(c)) for c in others
-            ),
-            new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in others),
-        )
-        order = sql.SQL("")
-    insert = sql.SQL("INSERT INTO {} AS {} ({}) SELECT {} FROM {} {} {}").format(
-        qualified(target),
-        sql.Identifier(table.name),
-        column_list,
-        column_list,
-        sql.Identifier(staging),
-        order,
-        on_conflict,
-    )
-    with raw_connection(conn) as cursor:
-        cursor.execute(insert)
-        return cursor.rowcount
-
-
-def _json_rows(frame: pd.DataFrame) -> str:
-    return frame.astype(object).where(frame.notna(), None).to_json(orient="records", force_ascii=False)
-
-
 def _remember(conn: sa.Connection, extracted: Extracted, overlap: timedelta) -> None:
     """Move watermarks, remember this window's versions and the latest lookup rows (same transaction as the load)."""
     for table, batch in extracted.batches.items():
@@ -539,32 +238,38 @@ def _remember(conn: sa.Connection, extracted: Extracted, overlap: timedelta) -> 
             {"t": table, "lu": batch.max_last_updated, "run": extracted.run_id},
         )
         mark = conn.execute(
-            sa.text("SELECT last_updated FROM sluice.totesys_watermarks WHERE table_name = :t"), {"t": table}
+            sa.select(watermarks.c.last_updated).where(watermarks.c.table_name == table)
         ).scalar_one()
-        window = batch.frame[pd.to_datetime(batch.frame["last_updated"], format="ISO8601") > mark - overlap]
+        stamps = pd.to_datetime(batch.frame["last_updated"], format="ISO8601")
+        ids = pd.to_numeric(batch.frame[key]).astype("int64")
+        window = stamps > mark - overlap
+        seen = pd.DataFrame({"table_name": table, "row_id": ids[window], "last_updated": stamps[window]})
+        upsert(conn, recent, [seen], keys=_keys(recent), on_conflict="new_versions")
         conn.execute(
-            sa.text(
-                "INSERT INTO sluice.totesys_recent (table_name, row_id, last_updated) "
-                "SELECT :t, (r->>'id')::bigint, (r->>'last_updated')::timestamp "
-                "FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r ON CONFLICT DO NOTHING"
-            ),
-            {"t": table, "rows": _json_rows(window[[key, "last_updated"]].rename(columns={key: "id"}))},
-        )
-        conn.execute(
-            sa.text("DELETE FROM sluice.totesys_recent WHERE table_name = :t AND last_updated <= :edge"),
-            {"t": table, "edge": mark - overlap},
+            sa.delete(recent).where(recent.c.table_name == table, recent.c.last_updated <= mark - overlap)
         )
         if table in LOOKUP_TABLES:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO sluice.totesys_lookups AS l (table_name, row_id, last_updated, row) "
-                    "SELECT :t, (r->>:key)::bigint, (r->>'last_updated')::timestamp, r "
-                    "FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r "
-                    "ON CONFLICT (table_name, row_id) DO UPDATE SET last_updated = EXCLUDED.last_updated, "
-                    "row = EXCLUDED.row WHERE EXCLUDED.last_updated >= l.last_updated"
-                ),
-                {"t": table, "key": key, "rows": _json_rows(batch.frame)},
+            rows = pd.DataFrame(
+                {"table_name": table, "row_id": ids, "last_updated": stamps, "row": _json_rows(batch.frame)}
             )
+            upsert(
+                conn, lookups, [rows], keys=_keys(lookups), on_conflict="update_changed", newer="last_updated"
+            )
+
+
+def _keys(table: sa.Table) -> list[str]:
+    return [c.name for c in table.primary_key.columns]
+
+
+def _json_rows(frame: pd.DataFrame) -> list[str]:
+    """Each row as a JSON object of its text values (None for missing), as ``read_lookups`` gives them back."""
+    text = (
+        frame.astype(object)
+        .where(frame.notna(), None)
+        .to_json(orient="records", lines=True, force_ascii=False)
+    )
+    # JSON escapes "\n" inside strings: one line per row (not splitlines: U+2028 may stand unescaped in a value)
+    return text.split("\n")[: len(frame)]
 
 
 def load(
@@ -577,7 +282,12 @@ def load(
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": LOCK})
         for name in [*DIMENSIONS, *FACTS]:
             if name in tables and not tables[name].empty:
-                loaded[name] = _upsert(conn, WAREHOUSE_TABLES[name], tables[name])
+                table = WAREHOUSE_TABLES[name]
+                if name in FACTS:  # a new version appends a row
+                    keys, conflict = [FACTS[name], "last_updated_date", "last_updated_time"], "new_versions"
+                else:
+                    keys, conflict = [DIMENSIONS[name]], "update_changed"
+                loaded[name] = upsert(conn, table, [tables[name]], keys=keys, on_conflict=conflict).written
         _remember(conn, extracted, timedelta(seconds=settings.totesys_overlap_seconds))
     return loaded
 
@@ -591,9 +301,8 @@ def counts(engine: sa.Engine) -> dict[str, int]:
         }
 
 
-def describe_source(url: str) -> str:
-    """The source URL without its password (for the ledger and logs)."""
-    return sa.make_url(url).render_as_string(hide_password=True)
+#: The source URL without its password (for the ledger and logs): the warehouse's one redaction.
+describe_source = redact
 
 
 def json_report(extracted: Extracted | None, loaded: Mapping[str, int]) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""The warehouse: a SQLAlchemy engine on PostgreSQL (embedded pgserver by default) and COPY loading."""
+"""The warehouse: a SQLAlchemy engine on PostgreSQL (embedded pgserver by default), COPY loading and the upsert."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import json
 import logging
 import queue
 import threading
+import uuid
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 from psycopg2 import sql
@@ -208,8 +209,90 @@ def copy_frames(
     return total
 
 
-def ensure_schema(conn: sa.Connection, schema: str) -> None:
-    conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+#: How ``upsert`` moves the staged rows into the target (see its docstring).
+OnConflict = Literal["update_changed", "new_versions", "last_row_wins", "replace"]
+
+
+class Upserted(NamedTuple):
+    copied: int  # rows COPYed into the staging table
+    written: int  # rows the INSERT inserted or updated
+
+
+def upsert(
+    conn: sa.Connection,
+    table: sa.Table,
+    frames: Iterable[pd.DataFrame],
+    *,
+    keys: Sequence[str] = (),
+    on_conflict: OnConflict,
+    columns: Sequence[str] | None = None,
+    newer: str | None = None,
+    latest: str = "_source_row",
+) -> Upserted:
+    """COPY ``frames`` (binary where every type has an encoder) into an ON COMMIT DROP temp table shaped like
+    ``table``, then move them in with one ``INSERT … SELECT`` on ``conn``'s open transaction:
+
+    - ``update_changed``: new keys inserted; a row whose other columns differ is updated
+      (``… WHERE (old) IS DISTINCT FROM (new)``, and only when ``newer`` is not older, if given); others untouched.
+    - ``new_versions``: rows whose keys are already there are skipped (``DO NOTHING``): facts' versions.
+    - ``last_row_wins``: for each key the staged row with the greatest ``latest`` (the file's last) replaces
+      the row (ON CONFLICT cannot touch a row twice, so the others are dropped first).
+    - ``replace``: the target is emptied (``TRUNCATE``) and takes every staged row.
+
+    Without ``keys`` every staged row is inserted. ``columns`` defaults to the table's columns that have
+    neither an identity nor a server default. The staged rows must not repeat a key (except ``last_row_wins``).
+    """
+    names = list(
+        columns or [c.name for c in table.columns if c.identity is None and c.server_default is None]
+    )
+    target = qualified(f"{table.schema or 'public'}.{table.name}")
+    alias = sql.Identifier(table.name)
+    staging_name = f"_sluice_staging_{uuid.uuid4().hex[:12]}"
+    staging = sql.Identifier(staging_name)
+
+    def listed(items: Iterable[str], template: str = "{}") -> sql.Composable:
+        return sql.SQL(", ").join(sql.SQL(template).format(sql.Identifier(c)) for c in items)
+
+    with raw_connection(conn) as cursor:
+        if on_conflict == "replace":
+            cursor.execute(sql.SQL("TRUNCATE {}").format(target))
+        cursor.execute(
+            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+                staging, listed(names), target
+            )
+        )
+    copied = copy_frames(conn, staging_name, names, frames)
+    others = [c for c in names if c not in keys]
+    select = sql.SQL("SELECT {} FROM {}").format(listed(names), staging)
+    conflict = sql.SQL("")
+    if keys and on_conflict != "replace":
+        key_list = listed(keys)
+        if on_conflict == "new_versions" or not others:
+            select = sql.SQL("{} ORDER BY {}").format(select, key_list)
+            conflict = sql.SQL("ON CONFLICT ({}) DO NOTHING").format(key_list)
+        elif on_conflict == "last_row_wins":
+            select = sql.SQL("SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, {} DESC").format(
+                key_list, listed(names), staging, key_list, sql.Identifier(latest)
+            )
+            conflict = sql.SQL("ON CONFLICT ({}) DO UPDATE SET {}").format(
+                key_list, listed(others, "{0} = EXCLUDED.{0}")
+            )
+        else:
+            changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
+                sql.SQL(", ").join(sql.SQL("{}.{}").format(alias, sql.Identifier(c)) for c in others),
+                listed(others, "EXCLUDED.{}"),
+            )
+            if newer:
+                changed = sql.SQL("{} AND EXCLUDED.{} >= {}.{}").format(
+                    changed, sql.Identifier(newer), alias, sql.Identifier(newer)
+                )
+            conflict = sql.SQL("ON CONFLICT ({}) DO UPDATE SET {} WHERE {}").format(
+                key_list, listed(others, "{0} = EXCLUDED.{0}"), changed
+            )
+    insert = sql.SQL("INSERT INTO {} AS {} ({}) {} {}").format(target, alias, listed(names), select, conflict)
+    with raw_connection(conn) as cursor:
+        cursor.execute(insert)
+        return Upserted(copied, cursor.rowcount)
 
 
 def embedded_pgdata(settings: Settings | None = None) -> Path | None:

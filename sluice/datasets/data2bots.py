@@ -11,8 +11,6 @@ import datetime as dt
 import io
 import random
 
-import sqlalchemy as sa
-
 from schemas.data2bots import (
     ORDERS_COLUMNS,
     REVIEWS_COLUMNS,
@@ -21,42 +19,9 @@ from schemas.data2bots import (
     Review,
     ShipmentDelivery,
 )
-from sluice.registry import Dataset, lineage_columns, metadata, register
+from sluice.registry import Dataset, register
+from sluice.tables.data2bots import orders, reviews, shipment_deliveries
 from sluice.transforms.data2bots import transform_orders, transform_reviews, transform_shipments
-
-SCHEMA = "staging"
-
-orders = sa.Table(
-    "orders",
-    metadata,
-    sa.Column("order_id", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("customer_id", sa.BigInteger, nullable=False),
-    sa.Column("order_date", sa.Date, nullable=False),
-    sa.Column("product_id", sa.BigInteger, nullable=False),
-    sa.Column("unit_price", sa.Numeric(14, 2), nullable=False),
-    sa.Column("quantity", sa.Integer, nullable=False),
-    sa.Column("total_price", sa.Numeric(16, 2), nullable=False),
-    *lineage_columns(),
-    schema=SCHEMA,
-)
-reviews = sa.Table(
-    "reviews",
-    metadata,
-    sa.Column("review", sa.SmallInteger, nullable=False),
-    sa.Column("product_id", sa.BigInteger, nullable=False),
-    *lineage_columns(),
-    schema=SCHEMA,
-)
-shipment_deliveries = sa.Table(
-    "shipment_deliveries",
-    metadata,
-    sa.Column("shipment_id", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("order_id", sa.BigInteger, nullable=False),
-    sa.Column("shipment_date", sa.Date),
-    sa.Column("delivery_date", sa.Date),
-    *lineage_columns(),
-    schema=SCHEMA,
-)
 
 _START = dt.date(2021, 1, 1)
 _DAYS = 600

@@ -6,26 +6,11 @@ import datetime as dt
 import io
 import random
 
-import sqlalchemy as sa
-
 from schemas.sertis import SOURCE_COLUMNS, Transaction
-from sluice.registry import AfterLoad, Dataset, lineage_columns, metadata, register
+from sluice.registry import AfterLoad, Dataset, register
 from sluice.sertis import publish_file
+from sluice.tables.sertis import transactions
 from sluice.transforms.sertis import transform_transactions
-
-transactions = sa.Table(
-    "transactions",
-    metadata,
-    sa.Column("transaction_id", sa.Text, nullable=False),
-    sa.Column("customer_id", sa.Text, nullable=False, comment="zero-padded, kept as text"),
-    sa.Column("transaction_date", sa.Date, nullable=False),
-    sa.Column("product_sold", sa.Text, nullable=False),
-    sa.Column("units_sold", sa.Integer, nullable=False),
-    *lineage_columns(),
-    sa.Index("ix_sertis_transactions_customer", "customer_id"),
-    schema="sertis",
-    comment="Silver as a table: every validated transaction line",
-)
 
 _PRODUCTS = [
     "DETA100",

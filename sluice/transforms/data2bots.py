@@ -24,16 +24,14 @@ table repeats them with the reason for each reading):
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Decimal
 
 import pandas as pd
 
-MONTH_COLUMNS = tuple(f"tt_order_hol_{calendar.month_abbr[m].lower()}" for m in range(1, 13))
-STAR_COLUMNS = ("pct_one_star_review", "pct_two_star_review", "pct_three_star_review", "pct_four_star_review",
-                "pct_five_star_review")  # fmt: skip
+from sluice.tables.data2bots import MONTH_COLUMNS, STAR_COLUMNS
+
 LATE_AFTER = dt.timedelta(days=6)
 UNDELIVERED_AFTER = dt.timedelta(days=15)
 
