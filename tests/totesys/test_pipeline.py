@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -359,3 +360,28 @@ def test_existing_warehouse_with_the_old_column_name_is_renamed_in_place_with_it
     assert columns == ["counterparty_legal_address_line_1", "counterparty_legal_address_line2"]
     assert tuple(old_row) == ("1 Old Road", "Unit 2")
     assert loaded[1] > 1 and report.loaded.get("dim_counterparty", 0) == loaded[1] - 1
+
+
+def test_every_star_schema_table_of_a_cycle_goes_as_binary_copy(totesys_env: Env) -> None:
+    """Issue 17: Totesys' times and Decimals have binary encoders, so no table of a cycle falls back to CSV."""
+    from sluice import pgbinary, totesys
+    from sluice.settings import get_settings
+    from sluice.totesys_source import generate, seed
+    from sluice.warehouse import qualified, raw_connection
+
+    seed(totesys_env.source, generate(40, random.Random(5)))
+    settings = get_settings()
+    totesys.ensure_warehouse(totesys_env.warehouse)
+    extracted = totesys.extract(
+        totesys_env.source, totesys_env.warehouse, settings, datetime(2024, 1, 1), uuid.uuid4()
+    )
+    star = totesys.build(extracted, totesys.read_lookups(totesys_env.warehouse))
+    assert set(star) == set(totesys.WAREHOUSE_TABLES)
+    with totesys_env.warehouse.begin() as conn, raw_connection(conn) as cursor:
+        for name, frame in star.items():
+            table = totesys.WAREHOUSE_TABLES[name]
+            columns = [c.name for c in table.columns if c.identity is None]
+            types = pgbinary.column_types(
+                cursor, qualified(f"{table.schema}.{name}").as_string(cursor), columns
+            )
+            assert pgbinary.encode(frame[columns], types) is not None, name
