@@ -23,6 +23,10 @@ import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,10 +113,23 @@ def main() -> None:
         child()
         return
 
+    from sluice import services
     from sluice.settings import get_settings
-    from sluice.totesys_source import generate, seed, source_engine, source_url
+    from sluice.totesys_source import source_engine, source_url
+    from sluice.warehouse import embedded_pgdata
 
-    source = source_engine(source_url(get_settings()))
+    pgdata = embedded_pgdata()
+    ours = pgdata is not None and services.running_postgres(pgdata) is None
+    try:
+        measure(args, source_engine(source_url(get_settings())))
+    finally:
+        if ours:  # started by this run: stopped by it (one already running is left as it was)
+            services.stop_postgres(pgdata)
+
+
+def measure(args: argparse.Namespace, source: sa.Engine) -> None:
+    from sluice.totesys_source import generate, seed
+
     print(f"seeding the OLTP with {args.orders:,} sales orders ...", flush=True)
     seeded = seed(source, generate(args.orders, random.Random(17)))
     print(f"  {sum(seeded.values()):,} source rows in {len(seeded)} tables", flush=True)
