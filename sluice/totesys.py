@@ -241,20 +241,34 @@ def _remember(conn: sa.Connection, extracted: Extracted, overlap: timedelta) -> 
             sa.select(watermarks.c.last_updated).where(watermarks.c.table_name == table)
         ).scalar_one()
         stamps = pd.to_datetime(batch.frame["last_updated"], format="ISO8601")
-        ids = pd.to_numeric(batch.frame[key]).astype("int64")
         window = stamps > mark - overlap
-        seen = pd.DataFrame({"table_name": table, "row_id": ids[window], "last_updated": stamps[window]})
+        seen = pd.DataFrame(
+            {
+                "table_name": table,
+                "row_id": _ids(batch.frame.loc[window, key]),
+                "last_updated": stamps[window],
+            }
+        )
         upsert(conn, recent, [seen], keys=_keys(recent), on_conflict="new_versions")
         conn.execute(
             sa.delete(recent).where(recent.c.table_name == table, recent.c.last_updated <= mark - overlap)
         )
         if table in LOOKUP_TABLES:
             rows = pd.DataFrame(
-                {"table_name": table, "row_id": ids, "last_updated": stamps, "row": _json_rows(batch.frame)}
+                {
+                    "table_name": table,
+                    "row_id": _ids(batch.frame[key]),
+                    "last_updated": stamps,
+                    "row": _json_rows(batch.frame),
+                }
             )
             upsert(
                 conn, lookups, [rows], keys=_keys(lookups), on_conflict="update_changed", newer="last_updated"
             )
+
+
+def _ids(text: pd.Series) -> pd.Series:
+    return pd.to_numeric(text).astype("int64")
 
 
 def _keys(table: sa.Table) -> list[str]:
