@@ -14,10 +14,10 @@ from flows.skeleton import held, new_report, open_ledger, pipeline_flow, start_r
 from sluice import totesys as core
 from sluice.report import IngestReport
 from sluice.totesys_source import source_url
-from tasks.totesys import CycleContext, extract, load, transform, validate
+from tasks.totesys import TotesysContext, extract, load, transform, validate
 
 
-class CycleReport(IngestReport):
+class TotesysReport(IngestReport):
     """An ingest report plus the per-table figures of a Totesys cycle."""
 
     extracted: dict[str, int] = Field(default_factory=dict)
@@ -27,16 +27,16 @@ class CycleReport(IngestReport):
 
 
 @pipeline_flow("totesys", totesys_run_name)
-def totesys() -> CycleReport:
+def totesys() -> TotesysReport:
     """Extract what changed in the Totesys OLTP, build the star schema, load it atomically."""
     logger = get_run_logger()
     settings, ledger = open_ledger()
     url = source_url(settings)
     ctx = start_run(
-        CycleContext, settings, ledger, run_at=datetime.now(UTC).replace(tzinfo=None), source_url=url
+        TotesysContext, settings, ledger, run_at=datetime.now(UTC).replace(tzinfo=None), source_url=url
     )
     report = new_report(
-        CycleReport, ctx, dataset="totesys", source=core.describe_source(url), table=core.SCHEMA
+        TotesysReport, ctx, dataset="totesys", source=core.describe_source(url), table=core.SCHEMA
     )
     with held(ctx, report, _publish, on_failure=_quarantined):
         extracted = step(report, "extract", extract, ctx)
@@ -61,13 +61,13 @@ def totesys() -> CycleReport:
     return report
 
 
-def _quarantined(report: CycleReport, exc: Exception, ctx: CycleContext) -> None:
+def _quarantined(report: TotesysReport, exc: Exception, ctx: TotesysContext) -> None:
     """A failed validation's quarantine, from the ledger's counts."""
     report.rows_quarantined = ctx.counts.get("rows_quarantined") or 0
     report.quarantine_uri = ctx.counts.get("quarantine_uri")
 
 
-def _publish(report: CycleReport) -> None:
+def _publish(report: TotesysReport) -> None:
     """The cycle's per-table figures as the run's artifact."""
     report.seconds = round(time.perf_counter() - report.started, 2)
     lines = [

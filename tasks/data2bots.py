@@ -13,7 +13,7 @@ from tasks.toolkit import RunContext, io_task, ledger_state, step_task
 
 
 @dataclass(kw_only=True)
-class AnalyticsContext(RunContext):
+class Data2botsContext(RunContext):
     """What every task of one Data2bots analytics run needs."""
 
     force: bool
@@ -33,7 +33,7 @@ class AnalyticsContext(RunContext):
 
 
 @io_task
-def extract(ctx: AnalyticsContext, as_of: dt.date | None) -> dict[str, pd.DataFrame] | None:
+def extract(ctx: Data2botsContext, as_of: dt.date | None) -> dict[str, pd.DataFrame] | None:
     """Read staging and the reference tables; decide the day; None when that day already ran (and not forced)."""
     with ledger_state(ctx, "extract") as entry:
         staging = data2bots.read_staging(ctx.engine)
@@ -51,14 +51,14 @@ def extract(ctx: AnalyticsContext, as_of: dt.date | None) -> dict[str, pd.DataFr
 
 
 @step_task
-def transform(ctx: AnalyticsContext, staging: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+def transform(ctx: Data2botsContext, staging: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     assert ctx.as_of is not None and ctx.reference is not None
     with ledger_state(ctx, "transform"):
         return data2bots.build(staging, ctx.reference, ctx.as_of)
 
 
 @step_task
-def validate(ctx: AnalyticsContext, tables: dict[str, pd.DataFrame]) -> None:
+def validate(ctx: Data2botsContext, tables: dict[str, pd.DataFrame]) -> None:
     with ledger_state(ctx, "validate") as entry:
         try:
             data2bots.validate(tables)
@@ -69,7 +69,7 @@ def validate(ctx: AnalyticsContext, tables: dict[str, pd.DataFrame]) -> None:
 
 
 @io_task
-def load(ctx: AnalyticsContext, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
+def load(ctx: Data2botsContext, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
     assert ctx.as_of is not None
     with ledger_state(ctx, "load") as entry:
         writes = ctx.reference.writes if ctx.reference else {}
@@ -79,6 +79,6 @@ def load(ctx: AnalyticsContext, tables: dict[str, pd.DataFrame]) -> dict[str, in
 
 
 @io_task
-def export(ctx: AnalyticsContext) -> dict[str, str]:
+def export(ctx: Data2botsContext) -> dict[str, str]:
     with ledger_state(ctx, "export"):
         return data2bots.export(ctx.engine, ctx.settings)

@@ -18,7 +18,7 @@ from tasks.toolkit import RunContext, io_task, ledger_state, step_task
 
 
 @dataclass(kw_only=True)
-class CycleContext(RunContext):
+class TotesysContext(RunContext):
     """What every task of one Totesys cycle needs."""
 
     run_at: datetime
@@ -33,7 +33,7 @@ class CycleContext(RunContext):
 
 
 @io_task
-def extract(ctx: CycleContext) -> totesys.Extracted:
+def extract(ctx: TotesysContext) -> totesys.Extracted:
     """Rows changed since each table's watermark → CSV batches in the ingestion zone."""
     with ledger_state(ctx, "extract") as entry:
         totesys.ensure_warehouse(ctx.engine)
@@ -50,7 +50,7 @@ def extract(ctx: CycleContext) -> totesys.Extracted:
 
 
 @step_task
-def transform(ctx: CycleContext, extracted: totesys.Extracted) -> dict[str, pd.DataFrame]:
+def transform(ctx: TotesysContext, extracted: totesys.Extracted) -> dict[str, pd.DataFrame]:
     """The batch → star-schema tables (Parquet in the processed zone)."""
     with ledger_state(ctx, "transform"):
         tables = totesys.build(extracted, totesys.read_lookups(ctx.engine))
@@ -59,7 +59,7 @@ def transform(ctx: CycleContext, extracted: totesys.Extracted) -> dict[str, pd.D
 
 
 @step_task
-def validate(ctx: CycleContext, tables: dict[str, pd.DataFrame]) -> None:
+def validate(ctx: TotesysContext, tables: dict[str, pd.DataFrame]) -> None:
     """Every output table against its strict model: hard, a broken star schema must not load."""
     with ledger_state(ctx, "validate") as entry:
         try:
@@ -72,7 +72,9 @@ def validate(ctx: CycleContext, tables: dict[str, pd.DataFrame]) -> None:
 
 
 @io_task
-def load(ctx: CycleContext, tables: dict[str, pd.DataFrame], extracted: totesys.Extracted) -> dict[str, int]:
+def load(
+    ctx: TotesysContext, tables: dict[str, pd.DataFrame], extracted: totesys.Extracted
+) -> dict[str, int]:
     """Dimensions, then facts, then watermarks: one transaction."""
     with ledger_state(ctx, "load") as entry:
         loaded = totesys.load(ctx.engine, tables, extracted, ctx.settings)
