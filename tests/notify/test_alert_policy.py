@@ -121,7 +121,7 @@ def test_totesys_idle_cycle_is_silent_unless_a_block_asks(
     totesys_source: sa.Engine, notify_blocks: tuple[Topic, Inbox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sluice.cli.runner import run_totesys
-    from sluice.totesys_source import generate, seed
+    from sluice.fakes.totesys import generate, seed
 
     seed(totesys_source, generate(15, random.Random(2)))
     totesys_source.dispose()

@@ -89,7 +89,7 @@ def orphans(engine: sa.Engine) -> list[str]:
 
 @pytest.mark.acceptance
 def test_shared_snapshot_first_run_idle_run_and_one_update(totesys_env: Env) -> None:
-    from sluice.totesys_source import seed_from_folder
+    from sluice.fakes.totesys import seed_from_folder
 
     folder = shared_file("totesys", "sales_order.csv").parent
     seed_from_folder(totesys_env.source, folder)
@@ -193,7 +193,7 @@ def _files(root: str) -> list:
 def test_late_commit_inside_the_overlap_is_extracted_and_dimension_changes_propagate(
     totesys_env: Env,
 ) -> None:
-    from sluice.totesys_source import generate, seed
+    from sluice.fakes.totesys import generate, seed
 
     seed(totesys_env.source, generate(60, random.Random(7)))
     assert cycle().status == "success"
@@ -233,7 +233,7 @@ def test_late_commit_inside_the_overlap_is_extracted_and_dimension_changes_propa
 
 
 def test_bad_batch_halts_loads_nothing_and_keeps_the_watermarks(totesys_env: Env) -> None:
-    from sluice.totesys_source import generate, seed
+    from sluice.fakes.totesys import generate, seed
 
     seed(totesys_env.source, generate(30, random.Random(3)))
     assert cycle().status == "success"
@@ -282,8 +282,8 @@ def test_bad_batch_halts_loads_nothing_and_keeps_the_watermarks(totesys_env: Env
 def test_source_unreachable_fails_cleanly_and_moves_no_watermark(
     totesys_env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from sluice.fakes.totesys import generate, seed
     from sluice.settings import reload_settings
-    from sluice.totesys_source import generate, seed
     from tests.conftest import free_port
 
     seed(totesys_env.source, generate(20, random.Random(5)))
@@ -310,8 +310,8 @@ def test_source_unreachable_fails_cleanly_and_moves_no_watermark(
 def test_existing_warehouse_with_the_old_column_name_is_renamed_in_place_with_its_data(
     totesys_env: Env,
 ) -> None:
+    from sluice.fakes.totesys import generate, seed
     from sluice.totesys import ensure_warehouse
-    from sluice.totesys_source import generate, seed
 
     wh = totesys_env.warehouse
     # A warehouse made by an earlier Sluice: dim_counterparty.counterparty_legal_address_line_2, with a row.
