@@ -14,7 +14,18 @@ from flows.skeleton import held, new_report, open_ledger, pipeline_flow, start_r
 from sluice import totesys as core
 from sluice.report import IngestReport
 from sluice.totesys_source import source_url
-from tasks.totesys import TotesysContext, extract, load, transform, validate
+from tasks.totesys import (
+    TotesysContext,
+    ensure,
+    extract,
+    load,
+    quarantine,
+    read_lookups,
+    reject,
+    transform,
+    validate,
+    write_processed,
+)
 
 
 class TotesysReport(IngestReport):
@@ -39,6 +50,7 @@ def totesys() -> TotesysReport:
         TotesysReport, ctx, dataset="totesys", source=core.describe_source(url), table=core.SCHEMA
     )
     with held(ctx, report, _publish, on_failure=_quarantined):
+        step(report, "extract", ensure, ctx)
         extracted = step(report, "extract", extract, ctx)
         report.extracted = {t: len(b.frame) for t, b in extracted.batches.items()}
         report.rows_read = extracted.rows
@@ -47,8 +59,13 @@ def totesys() -> TotesysReport:
             report.error = "no new data since the watermarks"
             logger.info("totesys: no new data since the watermarks (%d tables checked)", len(extracted.read))
             return report
-        tables = step(report, "transform", transform, ctx, extracted)
-        step(report, "validate", validate, ctx, tables)
+        lookups = step(report, "transform", read_lookups, ctx)
+        tables = step(report, "transform", transform, ctx, extracted, lookups)
+        step(report, "transform", write_processed, ctx, tables)
+        failures = step(report, "validate", validate, ctx, tables)
+        if not failures.empty:
+            uri = step(report, "validate", quarantine, ctx, failures)
+            step(report, "validate", reject, ctx, failures, uri)
         report.loaded = step(report, "load", load, ctx, tables, extracted)
         report.rows_loaded = sum(report.loaded.values())
         report.status = "success"

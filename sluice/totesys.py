@@ -430,10 +430,11 @@ def write_processed(
     return written
 
 
-def validate(
-    tables: Mapping[str, pd.DataFrame], settings: Settings, run_at: datetime, run_id: uuid.UUID
-) -> None:
-    """Every table against its strict model; any failure quarantines the failures and halts (hard)."""
+def failure_cases(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every table against its strict model: one row per failed check (table, row, column, check, value); pure.
+
+    Empty when every table passes. Any row at all halts the cycle (hard): a broken star schema must not load.
+    """
     problems: list[pd.DataFrame] = []
     for name, frame in tables.items():
         try:
@@ -452,18 +453,27 @@ def validate(
                 )
             )
     if not problems:
-        return
-    failures = pd.concat(problems, ignore_index=True)
+        return pd.DataFrame(columns=["table", "row", "column", "check", "value"])
+    return pd.concat(problems, ignore_index=True)
+
+
+def quarantine(failures: pd.DataFrame, settings: Settings, run_at: datetime, run_id: uuid.UUID) -> str:
+    """The cycle's failed checks as CSV in the quarantine zone (the same key on a retry); returns its URI."""
     uri = storage.join(
         settings.zone("quarantine"), f"totesys/{run_at:%Y/%m/%d/%H-%M}/{run_id.hex}.failures.csv"
     )
     storage.put_bytes(failures.to_csv(index=False).encode(), uri)
+    return uri
+
+
+def validation_failed(failures: pd.DataFrame, quarantine_uri: str) -> ValidationFailed:
+    """The error a cycle with failed checks halts with: how many, the first one, and where they all are."""
     first = failures.iloc[0]
-    raise ValidationFailed(
+    return ValidationFailed(
         f"totesys: {len(failures)} checks failed, nothing loaded; first: {first['table']} row {first['row']}, "
-        f"column {first['column']}: {first['check']} (value {first['value']!r}); all in {uri}",
+        f"column {first['column']}: {first['check']} (value {first['value']!r}); all in {quarantine_uri}",
         rows_invalid=len(failures),
-        quarantine_uri=uri,
+        quarantine_uri=quarantine_uri,
     )
 
 

@@ -2,11 +2,13 @@
 
 - ``RunContext``: what every task of one run needs (its ingestion id, settings, ledger, flow run, counts);
   a pipeline subclasses it with its own fields and says what its ledger rows are labelled with.
-- ``ledger_state(ctx, state)``: a step recorded in the run ledger as running, then success/skipped/fail.
+- ``ledger_state(ctx, state)``: a step recorded in the run ledger as running, then success/skipped/fail; a
+  state made of several tasks (fetch, then compute, then write) has each record the same row.
 - ``io_task``: a task that talks to the outside (files, S3, databases). It retries transient faults with the
   configured policy (``SLUICE_RETRIES``, exponential back-off from ``SLUICE_RETRY_DELAY_SECONDS``, jitter),
   read when the task is called, never at import; a ``SluiceError`` (bad file, bad rows) is never retried.
-- ``step_task``: a step over data already in hand (transform, validate): no retries, no result caching.
+- ``step_task``: a pure step over data already in hand (transform, validate): no retries, no result caching,
+  no I/O but the ledger's (a quarantine write is an ``io_task`` of its own).
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from sluice.errors import SluiceError
-from sluice.ledger import Ledger, LedgerEntry, tracked
+from sluice.ledger import Ledger, LedgerEntry, close_entry, tracked
 from sluice.settings import Settings, get_settings
 from sluice.warehouse import get_engine
+
+#: The figures a state carries to the next state of the same run (as ``sluice.ledger.close_entry`` does).
+COUNTS = ("rows_read", "rows_loaded", "rows_quarantined", "quarantine_uri")
 
 
 @dataclass(kw_only=True)
@@ -53,17 +58,40 @@ class RunContext:
 
 
 @contextmanager
-def ledger_state(ctx: RunContext, state: str) -> Iterator[LedgerEntry]:
-    """Record ``state`` as running, then as success/skipped (set by the body) or fail with the error."""
-    with tracked(
-        ctx.ledger,
-        ctx.counts,
-        ingestion_id=ctx.ingestion_id,
-        state=state,
-        flow_run_id=ctx.flow_run_id,
+def ledger_state(ctx: RunContext, state: str, *, last: bool = True) -> Iterator[LedgerEntry]:
+    """Record ``state`` as running, then as success/skipped (set by the body) or fail with the error.
+
+    A state may take several tasks (Totesys' ``transform`` reads the lookups, builds, writes the processed
+    zone); each records the same ledger row (one row per run and state). Every task but the state's last
+    passes ``last=False``: its success leaves the state ``running`` for the next task, unless the body settles
+    it (sets ``entry.status``, e.g. a validation that found nothing to quarantine); its failure closes the
+    state as ``fail``, like any task's.
+    """
+    fields = {
+        "ingestion_id": ctx.ingestion_id,
+        "state": state,
+        "flow_run_id": ctx.flow_run_id,
         **ctx.labels(),
-    ) as entry:
+    }
+    if last:
+        with tracked(ctx.ledger, ctx.counts, **fields) as entry:
+            yield entry
+        return
+    entry = LedgerEntry(**fields, **ctx.counts)
+    ctx.ledger.record(entry)
+    try:
         yield entry
+    except BaseException as exc:
+        entry.status = "fail"
+        entry.error = str(exc) or type(exc).__name__
+        close_entry(ctx.ledger, ctx.counts, entry)
+        raise
+    if entry.status != "running":
+        close_entry(ctx.ledger, ctx.counts, entry)
+        return
+    for key in COUNTS:
+        if getattr(entry, key) is not None:
+            ctx.counts[key] = getattr(entry, key)
 
 
 def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:

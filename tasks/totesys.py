@@ -1,7 +1,12 @@
-"""Prefect tasks of the ``totesys`` flow: extract → transform → validate → load, each in the run ledger.
+"""Prefect tasks of the ``totesys`` flow, one step or one side effect each, in the four ledger states.
 
-Extract and load talk to databases and retry transient faults (a ``SluiceError`` is never retried);
-transform and validate are pure over the batch.
+- ``extract``: ``ensure`` (the warehouse's tables), ``extract`` (the changed rows);
+- ``transform``: ``read_lookups`` (the warehouse), ``transform`` (pure), ``write_processed`` (Parquet);
+- ``validate``: ``validate`` (pure: the failed checks); if any, ``quarantine`` (their CSV) and ``reject``;
+- ``load``: ``load`` (dimensions, facts, watermarks in one transaction).
+
+Every ``io_task`` retries transient faults with the configured policy (a ``SluiceError`` is never retried);
+the ``step_task`` ones touch nothing but the ledger.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from datetime import datetime
 import pandas as pd
 
 from sluice import totesys
-from sluice.errors import ValidationFailed
 from sluice.totesys_source import source_engine
 from tasks.toolkit import RunContext, io_task, ledger_state, step_task
 
@@ -33,10 +37,16 @@ class TotesysContext(RunContext):
 
 
 @io_task
+def ensure(ctx: TotesysContext) -> None:
+    """Create the star schema and Sluice's Totesys tables if absent (part of the ``extract`` state)."""
+    with ledger_state(ctx, "extract", last=False):
+        totesys.ensure_warehouse(ctx.engine)
+
+
+@io_task
 def extract(ctx: TotesysContext) -> totesys.Extracted:
     """Rows changed since each table's watermark → CSV batches in the ingestion zone."""
     with ledger_state(ctx, "extract") as entry:
-        totesys.ensure_warehouse(ctx.engine)
         source = source_engine(ctx.source_url)
         try:
             extracted = totesys.extract(source, ctx.engine, ctx.settings, ctx.run_at, ctx.ingestion_id)
@@ -49,26 +59,58 @@ def extract(ctx: TotesysContext) -> totesys.Extracted:
     return extracted
 
 
+@io_task
+def read_lookups(ctx: TotesysContext) -> dict[str, pd.DataFrame]:
+    """The rows earlier cycles loaded that this batch's dimensions join to (first part of ``transform``)."""
+    with ledger_state(ctx, "transform", last=False):
+        return totesys.read_lookups(ctx.engine)
+
+
 @step_task
-def transform(ctx: TotesysContext, extracted: totesys.Extracted) -> dict[str, pd.DataFrame]:
-    """The batch → star-schema tables (Parquet in the processed zone)."""
+def transform(
+    ctx: TotesysContext, extracted: totesys.Extracted, lookups: dict[str, pd.DataFrame]
+) -> dict[str, pd.DataFrame]:
+    """The batch and the lookups → the star-schema tables; pure (the ledger's row aside)."""
+    with ledger_state(ctx, "transform", last=False):
+        return totesys.build(extracted, lookups)
+
+
+@io_task
+def write_processed(ctx: TotesysContext, tables: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """Each star-schema table as Parquet in the processed zone (the same keys on a retry); ends ``transform``."""
     with ledger_state(ctx, "transform"):
-        tables = totesys.build(extracted, totesys.read_lookups(ctx.engine))
-        totesys.write_processed(tables, ctx.settings, ctx.run_at)
-    return tables
+        return totesys.write_processed(tables, ctx.settings, ctx.run_at)
 
 
 @step_task
-def validate(ctx: TotesysContext, tables: dict[str, pd.DataFrame]) -> None:
-    """Every output table against its strict model: hard, a broken star schema must not load."""
+def validate(ctx: TotesysContext, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every output table against its strict model; returns the failed checks (none: ``validate`` succeeds).
+
+    Pure: failures are not written here but by ``quarantine`` (retried), then ``reject`` halts the cycle.
+    """
+    with ledger_state(ctx, "validate", last=False) as entry:
+        failures = totesys.failure_cases(tables)
+        if failures.empty:
+            entry.rows_quarantined = 0
+            entry.status = "success"
+    return failures
+
+
+@io_task
+def quarantine(ctx: TotesysContext, failures: pd.DataFrame) -> str:
+    """The failed checks as CSV in the quarantine zone; returns where (``validate`` stays running)."""
+    with ledger_state(ctx, "validate", last=False) as entry:
+        entry.quarantine_uri = totesys.quarantine(failures, ctx.settings, ctx.run_at, ctx.ingestion_id)
+    return entry.quarantine_uri
+
+
+@step_task
+def reject(ctx: TotesysContext, failures: pd.DataFrame, quarantine_uri: str) -> None:
+    """Halt the cycle (hard): ``validate`` fails with the number of failed checks, the first, and where all are."""
     with ledger_state(ctx, "validate") as entry:
-        try:
-            totesys.validate(tables, ctx.settings, ctx.run_at, ctx.ingestion_id)
-        except ValidationFailed as exc:
-            entry.rows_quarantined = exc.rows_invalid or None
-            entry.quarantine_uri = exc.quarantine_uri
-            raise
-        entry.rows_quarantined = 0
+        entry.rows_quarantined = len(failures) or None
+        entry.quarantine_uri = quarantine_uri
+        raise totesys.validation_failed(failures, quarantine_uri)
 
 
 @io_task
