@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from flows.names import data2bots_run_name
-from flows.skeleton import held, new_report, pipeline_flow, start_run, step
+from flows.skeleton import held, new_report, pipeline_flow, quarantined, start_run, step, validated
 from sluice.report import IngestReport, markdown
 from tasks.data2bots import Data2botsContext, export, extract, load, transform, validate
 
@@ -51,7 +51,7 @@ def data2bots(
     logger = get_run_logger()
     ctx = start_run(Data2botsContext, force=force, as_of=as_of, refresh_reference=refresh_reference)
     report = new_report(Data2botsReport, ctx, dataset="analytics", source="staging", table="analytics")
-    with held(ctx, report, _publish):
+    with held(ctx, report, _publish, on_failure=quarantined):
         staging = step(report, "extract", extract, ctx, as_of)
         report.as_of = ctx.as_of
         report.source = f"staging as of {ctx.as_of}"
@@ -65,7 +65,7 @@ def data2bots(
             logger.warning(note)
         report.rows_read = sum(len(f) for f in staging.values())
         tables = step(report, "transform", transform, ctx, staging)
-        step(report, "validate", validate, ctx, tables)
+        validated(report, ctx, validate, tables)
         report.loaded = step(report, "load", load, ctx, tables)
         report.rows_loaded = sum(report.loaded.values())
         report.exports = step(report, "export", export, ctx)

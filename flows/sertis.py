@@ -7,7 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from flows.names import sertis_run_name
-from flows.skeleton import held, new_report, pipeline_flow, start_run, step
+from flows.skeleton import held, new_report, pipeline_flow, quarantined, start_run, step, validated
 from sluice.report import IngestReport, markdown
 from tasks.sertis import SertisContext, extract, load, transform, validate
 
@@ -24,11 +24,11 @@ def sertis() -> SertisReport:
     report = new_report(
         SertisReport, ctx, dataset="customers", source="sertis.transactions", table="sertis.customers"
     )
-    with held(ctx, report, _publish):
+    with held(ctx, report, _publish, on_failure=quarantined):
         silver = step(report, "extract", extract, ctx)
         report.rows_read = len(silver)
         gold = step(report, "transform", transform, ctx, silver)
-        step(report, "validate", validate, ctx, gold)
+        validated(report, ctx, validate, gold)
         report.gold_uri = step(report, "load", load, ctx, gold)
         report.rows_loaded = report.customers = len(gold)
         report.status = "success"

@@ -10,7 +10,16 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from flows.names import totesys_run_name
-from flows.skeleton import held, new_report, open_ledger, pipeline_flow, start_run, step
+from flows.skeleton import (
+    held,
+    new_report,
+    open_ledger,
+    pipeline_flow,
+    quarantined,
+    start_run,
+    step,
+    validated,
+)
 from sluice import totesys as core
 from sluice.report import IngestReport
 from sluice.totesys_source import source_url
@@ -19,9 +28,7 @@ from tasks.totesys import (
     ensure,
     extract,
     load,
-    quarantine,
     read_lookups,
-    reject,
     transform,
     validate,
     write_processed,
@@ -49,7 +56,7 @@ def totesys() -> TotesysReport:
     report = new_report(
         TotesysReport, ctx, dataset="totesys", source=core.describe_source(url), table=core.SCHEMA
     )
-    with held(ctx, report, _publish, on_failure=_quarantined):
+    with held(ctx, report, _publish, on_failure=quarantined):
         step(report, "extract", ensure, ctx)
         extracted = step(report, "extract", extract, ctx)
         report.extracted = {t: len(b.frame) for t, b in extracted.batches.items()}
@@ -62,10 +69,7 @@ def totesys() -> TotesysReport:
         lookups = step(report, "transform", read_lookups, ctx)
         tables = step(report, "transform", transform, ctx, extracted, lookups)
         step(report, "transform", write_processed, ctx, tables)
-        failures = step(report, "validate", validate, ctx, tables)
-        if not failures.empty:
-            uri = step(report, "validate", quarantine, ctx, failures)
-            step(report, "validate", reject, ctx, failures, uri)
+        validated(report, ctx, validate, tables)
         report.loaded = step(report, "load", load, ctx, tables, extracted)
         report.rows_loaded = sum(report.loaded.values())
         report.status = "success"
@@ -76,12 +80,6 @@ def totesys() -> TotesysReport:
         report.rows_loaded,
     )
     return report
-
-
-def _quarantined(report: TotesysReport, exc: Exception, ctx: TotesysContext) -> None:
-    """A failed validation's quarantine, from the ledger's counts."""
-    report.rows_quarantined = ctx.counts.get("rows_quarantined") or 0
-    report.quarantine_uri = ctx.counts.get("quarantine_uri")
 
 
 def _publish(report: TotesysReport) -> None:

@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pandas as pd
-import pandera.errors as pe
 import sqlalchemy as sa
 from psycopg2 import sql
 from sqlalchemy.dialects.postgresql import JSONB
 
 from schemas.totesys import MODELS
-from sluice import storage
-from sluice.errors import BadFile, ValidationFailed
+from sluice import checks, storage
+from sluice.errors import BadFile
 from sluice.registry import metadata
 from sluice.settings import Settings
 from sluice.transforms.totesys import DIMENSIONS, FACTS, LOOKUP_TABLES, TABLES, star_schema
@@ -431,50 +430,8 @@ def write_processed(
 
 
 def failure_cases(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Every table against its strict model: one row per failed check (table, row, column, check, value); pure.
-
-    Empty when every table passes. Any row at all halts the cycle (hard): a broken star schema must not load.
-    """
-    problems: list[pd.DataFrame] = []
-    for name, frame in tables.items():
-        try:
-            MODELS[name].validate(frame, lazy=True)
-        except pe.SchemaErrors as exc:
-            cases = exc.failure_cases
-            problems.append(
-                pd.DataFrame(
-                    {
-                        "table": name,
-                        "row": cases["index"].map(lambda i: None if pd.isna(i) else int(i) + 1),
-                        "column": cases["column"].astype(str),
-                        "check": cases["check"].astype(str),
-                        "value": cases["failure_case"].astype(str),
-                    }
-                )
-            )
-    if not problems:
-        return pd.DataFrame(columns=["table", "row", "column", "check", "value"])
-    return pd.concat(problems, ignore_index=True)
-
-
-def quarantine(failures: pd.DataFrame, settings: Settings, run_at: datetime, run_id: uuid.UUID) -> str:
-    """The cycle's failed checks as CSV in the quarantine zone (the same key on a retry); returns its URI."""
-    uri = storage.join(
-        settings.zone("quarantine"), f"totesys/{run_at:%Y/%m/%d/%H-%M}/{run_id.hex}.failures.csv"
-    )
-    storage.put_bytes(failures.to_csv(index=False).encode(), uri)
-    return uri
-
-
-def validation_failed(failures: pd.DataFrame, quarantine_uri: str) -> ValidationFailed:
-    """The error a cycle with failed checks halts with: how many, the first one, and where they all are."""
-    first = failures.iloc[0]
-    return ValidationFailed(
-        f"totesys: {len(failures)} checks failed, nothing loaded; first: {first['table']} row {first['row']}, "
-        f"column {first['column']}: {first['check']} (value {first['value']!r}); all in {quarantine_uri}",
-        rows_invalid=len(failures),
-        quarantine_uri=quarantine_uri,
-    )
+    """Every star-schema table against its strict model: the failed checks (``sluice.checks``); pure."""
+    return checks.failure_cases({name: (MODELS[name], frame) for name, frame in tables.items()})
 
 
 # --- load -----------------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@
   read when the task is called, never at import; a ``SluiceError`` (bad file, bad rows) is never retried.
 - ``step_task``: a pure step over data already in hand (transform, validate): no retries, no result caching,
   no I/O but the ledger's (a quarantine write is an ``io_task`` of its own).
+- ``quarantine`` and ``reject``: what follows a pipeline's ``validate`` that found failed checks (their CSV in
+  the quarantine zone, retried; then the run halts with one error naming the first); ``flows.skeleton.validated``
+  runs the three.
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 import sqlalchemy as sa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from sluice import checks
 from sluice.errors import SluiceError
 from sluice.ledger import Ledger, LedgerEntry, close_entry, tracked
 from sluice.settings import Settings, get_settings
@@ -43,6 +49,7 @@ class RunContext:
     ledger: Ledger
     flow_run_id: str | None = None
     counts: dict[str, Any] = field(default_factory=dict)
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def engine(self) -> sa.Engine:
@@ -55,6 +62,12 @@ class RunContext:
 
     def cleanup(self) -> None:
         """Remove what the run kept on local disk (nothing, unless a pipeline says otherwise)."""
+
+    def quarantine_uri(self) -> str:
+        """Where this run's failed checks go (one key per run: a retry writes the same one)."""
+        return checks.quarantine_location(
+            self.settings, self.labels()["dataset"] or "unknown", self.started, self.ingestion_id
+        )
 
 
 @contextmanager
@@ -146,3 +159,20 @@ def io_task(fn: Callable[..., Any]) -> IOTask:
 def step_task(fn: Callable[..., Any]) -> Any:
     """Decorate a step over data in hand (transform, validate): no retries, no result caching."""
     return task(fn, name=fn.__name__, cache_policy=NO_CACHE)
+
+
+@io_task
+def quarantine(ctx: RunContext, failures: pd.DataFrame) -> str:
+    """A run's failed checks as CSV in the quarantine zone; returns where (``validate`` stays running)."""
+    with ledger_state(ctx, "validate", last=False) as entry:
+        entry.quarantine_uri = checks.quarantine(failures, ctx.quarantine_uri())
+    return entry.quarantine_uri
+
+
+@step_task
+def reject(ctx: RunContext, failures: pd.DataFrame, quarantine_uri: str) -> None:
+    """Halt the run: ``validate`` fails with the number of failed checks, the first, and where they all are."""
+    with ledger_state(ctx, "validate") as entry:
+        entry.rows_quarantined = len(failures) or None
+        entry.quarantine_uri = quarantine_uri
+        raise checks.validation_failed(ctx.labels()["dataset"] or "unknown", failures, quarantine_uri)

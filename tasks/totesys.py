@@ -2,7 +2,8 @@
 
 - ``extract``: ``ensure`` (the warehouse's tables), ``extract`` (the changed rows);
 - ``transform``: ``read_lookups`` (the warehouse), ``transform`` (pure), ``write_processed`` (Parquet);
-- ``validate``: ``validate`` (pure: the failed checks); if any, ``quarantine`` (their CSV) and ``reject``;
+- ``validate``: ``validate`` (pure: the failed checks); if any, the toolkit's ``quarantine`` (their CSV) and
+  ``reject``;
 - ``load``: ``load`` (dimensions, facts, watermarks in one transaction).
 
 Every ``io_task`` retries transient faults with the configured policy (a ``SluiceError`` is never retried);
@@ -16,7 +17,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from sluice import totesys
+from sluice import checks, totesys
 from sluice.totesys_source import source_engine
 from tasks.toolkit import RunContext, io_task, ledger_state, step_task
 
@@ -27,6 +28,10 @@ class TotesysContext(RunContext):
 
     run_at: datetime
     source_url: str
+
+    def quarantine_uri(self) -> str:
+        """Failed checks under the cycle's time (``run_at``), as the zones are."""
+        return checks.quarantine_location(self.settings, "totesys", self.run_at, self.ingestion_id)
 
     def labels(self) -> dict[str, str | None]:
         return {
@@ -86,7 +91,8 @@ def write_processed(ctx: TotesysContext, tables: dict[str, pd.DataFrame]) -> dic
 def validate(ctx: TotesysContext, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Every output table against its strict model; returns the failed checks (none: ``validate`` succeeds).
 
-    Pure: failures are not written here but by ``quarantine`` (retried), then ``reject`` halts the cycle.
+    Pure: failures are not written here but by ``quarantine`` (tasks/toolkit.py, retried), then ``reject``
+    halts the cycle.
     """
     with ledger_state(ctx, "validate", last=False) as entry:
         failures = totesys.failure_cases(tables)
@@ -94,23 +100,6 @@ def validate(ctx: TotesysContext, tables: dict[str, pd.DataFrame]) -> pd.DataFra
             entry.rows_quarantined = 0
             entry.status = "success"
     return failures
-
-
-@io_task
-def quarantine(ctx: TotesysContext, failures: pd.DataFrame) -> str:
-    """The failed checks as CSV in the quarantine zone; returns where (``validate`` stays running)."""
-    with ledger_state(ctx, "validate", last=False) as entry:
-        entry.quarantine_uri = totesys.quarantine(failures, ctx.settings, ctx.run_at, ctx.ingestion_id)
-    return entry.quarantine_uri
-
-
-@step_task
-def reject(ctx: TotesysContext, failures: pd.DataFrame, quarantine_uri: str) -> None:
-    """Halt the cycle (hard): ``validate`` fails with the number of failed checks, the first, and where all are."""
-    with ledger_state(ctx, "validate") as entry:
-        entry.rows_quarantined = len(failures) or None
-        entry.quarantine_uri = quarantine_uri
-        raise totesys.validation_failed(failures, quarantine_uri)
 
 
 @io_task
