@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from sluice import data2bots
-from tasks.toolkit import RunContext, io_task, ledger_state, step_task
+from tasks.toolkit import RunContext, checked, io_task, ledger_state, step_task
 
 
 @dataclass(kw_only=True)
@@ -68,12 +68,7 @@ def validate(ctx: Data2botsContext, tables: dict[str, pd.DataFrame]) -> pd.DataF
 
     Pure: failures are written by the toolkit's ``quarantine`` (retried), then ``reject`` halts the run.
     """
-    with ledger_state(ctx, "validate", last=False) as entry:
-        failures = data2bots.failure_cases(tables)
-        if failures.empty:
-            entry.rows_quarantined = 0
-            entry.status = "success"
-    return failures
+    return checked(ctx, data2bots.failure_cases, tables)
 
 
 @io_task

@@ -9,7 +9,7 @@ import pandas as pd
 from schemas.sertis import Customer
 from sluice import checks, sertis
 from sluice.transforms.sertis import build_customers
-from tasks.toolkit import RunContext, io_task, ledger_state, step_task
+from tasks.toolkit import RunContext, checked, io_task, ledger_state, step_task
 
 
 @dataclass(kw_only=True)
@@ -46,12 +46,7 @@ def validate(ctx: SertisContext, gold: pd.DataFrame) -> pd.DataFrame:
 
     Pure: failures are written by the toolkit's ``quarantine`` (retried), then ``reject`` halts the build.
     """
-    with ledger_state(ctx, "validate", last=False) as entry:
-        failures = checks.failure_cases({"customers": (Customer, gold)})
-        if failures.empty:
-            entry.rows_quarantined = 0
-            entry.status = "success"
-    return failures
+    return checked(ctx, checks.failure_cases, {"customers": (Customer, gold)})
 
 
 @io_task

@@ -161,6 +161,17 @@ def step_task(fn: Callable[..., Any]) -> Any:
     return task(fn, name=fn.__name__, cache_policy=NO_CACHE)
 
 
+def checked(ctx: RunContext, check: Callable[..., pd.DataFrame], *args: Any) -> pd.DataFrame:
+    """A pipeline's ``validate``: ``check(*args)`` returns the failed checks (pure); none settles the state as
+    ``success``, else it stays running for ``quarantine`` and ``reject``."""
+    with ledger_state(ctx, "validate", last=False) as entry:
+        failures = check(*args)
+        if failures.empty:
+            entry.rows_quarantined = 0
+            entry.status = "success"
+    return failures
+
+
 @io_task
 def quarantine(ctx: RunContext, failures: pd.DataFrame) -> str:
     """A run's failed checks as CSV in the quarantine zone; returns where (``validate`` stays running)."""

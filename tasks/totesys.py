@@ -19,7 +19,7 @@ import pandas as pd
 
 from sluice import checks, totesys
 from sluice.totesys_source import source_engine
-from tasks.toolkit import RunContext, io_task, ledger_state, step_task
+from tasks.toolkit import RunContext, checked, io_task, ledger_state, step_task
 
 
 @dataclass(kw_only=True)
@@ -94,12 +94,7 @@ def validate(ctx: TotesysContext, tables: dict[str, pd.DataFrame]) -> pd.DataFra
     Pure: failures are not written here but by ``quarantine`` (tasks/toolkit.py, retried), then ``reject``
     halts the cycle.
     """
-    with ledger_state(ctx, "validate", last=False) as entry:
-        failures = totesys.failure_cases(tables)
-        if failures.empty:
-            entry.rows_quarantined = 0
-            entry.status = "success"
-    return failures
+    return checked(ctx, totesys.failure_cases, tables)
 
 
 @io_task

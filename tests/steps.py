@@ -12,8 +12,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 
@@ -94,3 +96,42 @@ def healed_after_first_failure(
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+@contextmanager
+def quarantine_fails_once(
+    home: Path, folder: str, dataset: str, state: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """The quarantine zone's ``folder`` cannot be written (a file stands where it goes) until the ledger shows
+    ``state`` of ``dataset`` failed; retries wait about a second, so the fault heals between two attempts."""
+    from sluice.settings import reload_settings
+    from sluice.warehouse import get_engine
+
+    monkeypatch.setenv("SLUICE_RETRY_DELAY_SECONDS", "1")
+    reload_settings()
+    blocker = home / "quarantine" / folder
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder")
+    with healed_after_first_failure(get_engine(), dataset, state, blocker.unlink) as healed:
+        yield
+    assert healed.is_set(), "the quarantine write never failed: the fault did not take"
+
+
+def rejected_after_a_retried_quarantine(flow_run_id: str | None) -> list[Step]:
+    """The run's task runs, which end: validate once, quarantine twice (the retry wrote it), reject (failed)."""
+    runs = steps(flow_run_id, last="reject")
+    assert [(s.name, s.run_count, s.state) for s in runs][-3:] == [
+        ("validate", 1, "COMPLETED"),
+        ("quarantine", 2, "COMPLETED"),
+        ("reject", 1, "FAILED"),
+    ]
+    return runs
+
+
+def retried_as_configured(runs: list[Step], io: set[str]) -> None:
+    """The I/O tasks ran with the configured retries (more than none), every other task with none."""
+    from sluice.settings import get_settings
+
+    retries = get_settings().retries
+    assert retries > 0
+    assert {s.name: s.retries for s in runs} == {s.name: retries if s.name in io else 0 for s in runs}

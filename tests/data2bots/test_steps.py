@@ -12,28 +12,23 @@ import sqlalchemy as sa
 from sluice.cli.runner import run_data2bots
 from sluice.warehouse import get_engine
 from tests.data2bots.test_reference import tiny_staging
-from tests.steps import healed_after_first_failure, steps
+from tests.steps import (
+    quarantine_fails_once,
+    rejected_after_a_retried_quarantine,
+    retried_as_configured,
+    steps,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def test_a_run_is_its_steps_in_order_io_retried_the_rest_pure(sluice_env: Path) -> None:
-    from sluice.settings import get_settings
-
     tiny_staging()
     report = run_data2bots()
     assert report.status == "success", report.error
     runs = steps(report.flow_run_id, last="export")
     assert [s.name for s in runs] == ["extract", "transform", "validate", "load", "export"]
-    retries = get_settings().retries
-    assert retries > 0
-    assert {s.name: s.retries for s in runs} == {
-        "extract": retries,
-        "transform": 0,
-        "validate": 0,
-        "load": retries,
-        "export": retries,
-    }
+    retried_as_configured(runs, io={"extract", "load", "export"})
 
 
 def test_analytics_that_break_their_model_are_quarantined_with_a_retry_then_rejected(
@@ -42,33 +37,19 @@ def test_analytics_that_break_their_model_are_quarantined_with_a_retry_then_reje
     """Reviews of a product -2 put into staging behind Sluice's back make it the best performing product: the
     run fails at validate, its failed checks in quarantine, nothing loaded. The quarantine zone cannot be written
     at first (a file stands where the ``analytics`` folder goes) until the ledger shows the write failed."""
-    from sluice.settings import reload_settings
-
     tiny_staging()
     with get_engine().begin() as conn:
         conn.execute(sa.text("INSERT INTO staging.reviews VALUES (5, -2), (5, -2)"))
-    monkeypatch.setenv("SLUICE_RETRY_DELAY_SECONDS", "1")
-    reload_settings()
-    blocker = sluice_env / "quarantine" / "analytics"
-    blocker.parent.mkdir(parents=True, exist_ok=True)
-    blocker.write_text("not a folder")
-    with healed_after_first_failure(get_engine(), "analytics", "validate", blocker.unlink) as healed:
+    with quarantine_fails_once(sluice_env, "analytics", "analytics", "validate", monkeypatch):
         report = run_data2bots()
-    assert healed.is_set(), "the quarantine write never failed: the fault did not take"
     assert report.status == "failed" and report.state == "validate", report.error
     assert "analytics: " in report.error and "checks failed, nothing loaded" in report.error
     assert report.rows_quarantined and report.quarantine_uri and report.quarantine_uri in report.error
     failures = pd.read_csv(report.quarantine_uri)
     assert "best_performing_product" in set(failures["table"])
     assert "product_id" in set(failures["column"])
-    runs = steps(report.flow_run_id, last="reject")
-    assert [(s.name, s.run_count, s.state) for s in runs] == [
-        ("extract", 1, "COMPLETED"),
-        ("transform", 1, "COMPLETED"),
-        ("validate", 1, "COMPLETED"),
-        ("quarantine", 2, "COMPLETED"),
-        ("reject", 1, "FAILED"),
-    ]
+    runs = rejected_after_a_retried_quarantine(report.flow_run_id)
+    assert [s.name for s in runs] == ["extract", "transform", "validate", "quarantine", "reject"]
     with get_engine().connect() as conn:
         assert (
             conn.execute(sa.text("SELECT to_regclass('analytics.best_performing_product')")).scalar() is None

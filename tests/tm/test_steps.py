@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from sluice.cli.runner import run_ingest
 from sluice.warehouse import get_engine
-from tests.steps import healed_after_first_failure, steps
+from tests.steps import quarantine_fails_once, steps
 from tests.tm.test_ingest import BAD_ROWS, GOOD, land
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -33,17 +33,9 @@ def test_a_quarantine_write_that_fails_once_is_retried_and_the_file_loads_once(
     """Soft mode, three bad rows: the quarantine zone cannot be written (a file stands where the dataset's folder
     goes) until the ledger shows the load failed; the retried pass loads the good rows once and quarantines the
     bad ones."""
-    from sluice.settings import reload_settings
-
-    monkeypatch.setenv("SLUICE_RETRY_DELAY_SECONDS", "1")
-    reload_settings()
     source = land(sluice_env, "dailycheckins.csv", GOOD + BAD_ROWS)
-    blocker = sluice_env / "quarantine" / "dailycheckins"
-    blocker.parent.mkdir(parents=True, exist_ok=True)
-    blocker.write_text("not a folder")
-    with healed_after_first_failure(get_engine(), "dailycheckins", "load", blocker.unlink) as healed:
+    with quarantine_fails_once(sluice_env, "dailycheckins", "dailycheckins", "load", monkeypatch):
         report = run_ingest(source, dataset="dailycheckins", mode="soft")
-    assert healed.is_set(), "the quarantine write never failed: the fault did not take"
     assert report.status == "success", report.error
     assert (report.rows_read, report.rows_loaded, report.rows_quarantined) == (8, 5, 3)
     assert report.quarantine_uri and len(pd.read_csv(report.quarantine_uri)) == 3

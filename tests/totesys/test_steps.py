@@ -9,9 +9,17 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tests.steps import Step, healed_after_first_failure, steps
+from tests.steps import (
+    quarantine_fails_once,
+    rejected_after_a_retried_quarantine,
+    retried_as_configured,
+    steps,
+)
 from tests.totesys.conftest import Env
 from tests.totesys.test_pipeline import cycle
+
+#: A cycle's tasks up to its checks, in order.
+BUILT = ["ensure", "extract", "read_lookups", "transform", "write_processed", "validate"]
 
 #: The tasks that touch the outside (databases, zones): retried with the configured policy.
 IO = {"ensure", "extract", "read_lookups", "write_processed", "quarantine", "load"}
@@ -27,14 +35,6 @@ def bad_batch(env: Env) -> None:
         conn.execute(sa.text("INSERT INTO currency (currency_code) VALUES ('g1p')"))
 
 
-def retried_as_configured(runs: list[Step]) -> None:
-    from sluice.settings import get_settings
-
-    retries = get_settings().retries
-    assert retries > 0
-    assert {s.name: s.retries for s in runs} == {s.name: retries if s.name in IO else 0 for s in runs}
-
-
 def test_a_cycle_is_its_steps_in_order_each_io_retried(totesys_env: Env) -> None:
     from sluice.fakes.totesys import generate, seed
 
@@ -42,16 +42,8 @@ def test_a_cycle_is_its_steps_in_order_each_io_retried(totesys_env: Env) -> None
     report = cycle()
     assert report.status == "success", report.error
     runs = steps(report.flow_run_id, last="load")
-    assert [s.name for s in runs] == [
-        "ensure",
-        "extract",
-        "read_lookups",
-        "transform",
-        "write_processed",
-        "validate",
-        "load",
-    ]
-    retried_as_configured(runs)
+    assert [s.name for s in runs] == [*BUILT, "load"]
+    retried_as_configured(runs, IO)
 
 
 def test_a_bad_batch_is_validated_then_quarantined_then_rejected(totesys_env: Env) -> None:
@@ -59,18 +51,9 @@ def test_a_bad_batch_is_validated_then_quarantined_then_rejected(totesys_env: En
     report = cycle()
     assert report.status == "failed" and report.state == "validate"
     runs = steps(report.flow_run_id, last="reject")
-    assert [s.name for s in runs] == [
-        "ensure",
-        "extract",
-        "read_lookups",
-        "transform",
-        "write_processed",
-        "validate",
-        "quarantine",
-        "reject",
-    ]
+    assert [s.name for s in runs] == [*BUILT, "quarantine", "reject"]
     assert [s.state for s in runs][-3:] == ["COMPLETED", "COMPLETED", "FAILED"]
-    retried_as_configured(runs)
+    retried_as_configured(runs, IO)
 
 
 def test_a_quarantine_write_that_fails_once_is_retried(
@@ -79,23 +62,14 @@ def test_a_quarantine_write_that_fails_once_is_retried(
     """The quarantine zone cannot be written (a file stands where its ``totesys`` folder goes) until the ledger
     shows the first attempt failed; the retry writes the failures, and the cycle fails for its bad rows, not
     for the zone."""
-    from sluice.settings import reload_settings
-
     bad_batch(totesys_env)
-    monkeypatch.setenv("SLUICE_RETRY_DELAY_SECONDS", "1")
-    reload_settings()
-    blocker = sluice_env / "quarantine" / "totesys"
-    blocker.parent.mkdir(parents=True, exist_ok=True)
-    blocker.write_text("not a folder")
-    with healed_after_first_failure(totesys_env.warehouse, "totesys", "validate", blocker.unlink) as healed:
+    with quarantine_fails_once(sluice_env, "totesys", "totesys", "validate", monkeypatch):
         report = cycle()
-    assert healed.is_set(), "the quarantine write never failed: the fault did not take"
     assert report.status == "failed" and report.state == "validate"
     assert "checks failed" in report.error and "currency_code" in report.error
     assert report.quarantine_uri and Path(report.quarantine_uri).is_file()
     assert pd.read_csv(report.quarantine_uri).loc[0, "column"] == "currency_code"
-    runs = {s.name: s for s in steps(report.flow_run_id, last="reject")}
-    assert runs["quarantine"].run_count == 2 and runs["quarantine"].state == "COMPLETED"
+    rejected_after_a_retried_quarantine(report.flow_run_id)
     with totesys_env.warehouse.connect() as conn:
         ledger = conn.execute(
             sa.text(
