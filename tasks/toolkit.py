@@ -32,7 +32,7 @@ from prefect.tasks import exponential_backoff
 
 from sluice import checks
 from sluice.errors import SluiceError
-from sluice.ledger import Ledger, LedgerEntry, close_entry, tracked
+from sluice.ledger import Ledger, LedgerEntry, close_entry
 from sluice.settings import Settings, get_settings
 from sluice.warehouse import get_engine
 
@@ -50,6 +50,7 @@ class RunContext:
     flow_run_id: str | None = None
     counts: dict[str, Any] = field(default_factory=dict)
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    states: dict[str, LedgerEntry] = field(default_factory=dict)  # each state's entry, shared by its tasks
 
     @property
     def engine(self) -> sa.Engine:
@@ -75,22 +76,21 @@ def ledger_state(ctx: RunContext, state: str, *, last: bool = True) -> Iterator[
     """Record ``state`` as running, then as success/skipped (set by the body) or fail with the error.
 
     A state may take several tasks (Totesys' ``transform`` reads the lookups, builds, writes the processed
-    zone); each records the same ledger row (one row per run and state). Every task but the state's last
-    passes ``last=False``: its success leaves the state ``running`` for the next task, unless the body settles
-    it (sets ``entry.status``, e.g. a validation that found nothing to quarantine); its failure closes the
-    state as ``fail``, like any task's.
+    zone); they share the state's one ledger entry (one row per run and state, its ``started_at`` the first
+    task's). Every task but the state's last passes ``last=False``: its success leaves the state ``running``
+    for the next task, unless the body settles it (sets ``entry.status``, e.g. a validation that found nothing
+    to quarantine). A failure closes the state as ``fail``; a retry of the task opens it again.
     """
-    fields = {
-        "ingestion_id": ctx.ingestion_id,
-        "state": state,
-        "flow_run_id": ctx.flow_run_id,
-        **ctx.labels(),
-    }
-    if last:
-        with tracked(ctx.ledger, ctx.counts, **fields) as entry:
-            yield entry
-        return
-    entry = LedgerEntry(**fields, **ctx.counts)
+    entry = ctx.states.get(state)
+    if entry is None:
+        entry = ctx.states[state] = LedgerEntry(
+            ingestion_id=ctx.ingestion_id,
+            state=state,
+            flow_run_id=ctx.flow_run_id,
+            **ctx.labels(),
+            **ctx.counts,
+        )
+    entry.status, entry.error, entry.finished_at = "running", None, None
     ctx.ledger.record(entry)
     try:
         yield entry
@@ -99,12 +99,14 @@ def ledger_state(ctx: RunContext, state: str, *, last: bool = True) -> Iterator[
         entry.error = str(exc) or type(exc).__name__
         close_entry(ctx.ledger, ctx.counts, entry)
         raise
-    if entry.status != "running":
-        close_entry(ctx.ledger, ctx.counts, entry)
+    if entry.status == "running" and not last:
+        for key in COUNTS:  # what the next task of the state (and the next state) starts from
+            if getattr(entry, key) is not None:
+                ctx.counts[key] = getattr(entry, key)
         return
-    for key in COUNTS:
-        if getattr(entry, key) is not None:
-            ctx.counts[key] = getattr(entry, key)
+    if entry.status == "running":
+        entry.status = "success"
+    close_entry(ctx.ledger, ctx.counts, entry)
 
 
 def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
