@@ -3,6 +3,7 @@ checks quarantined by a retried task before the run halts."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 
 from sluice.cli.runner import run_data2bots
 from sluice.warehouse import get_engine
-from tests.data2bots.test_reference import tiny_staging
+from tests.data2bots.test_reference import drop_tiny_staging, tiny_staging
 from tests.steps import (
     quarantine_fails_once,
     rejected_after_a_retried_quarantine,
@@ -20,6 +21,13 @@ from tests.steps import (
 )
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(autouse=True)
+def _no_tiny_staging_after(sluice_env: Path) -> Iterator[None]:
+    """Later tests (and the demo) ingest into the real staging tables."""
+    yield
+    drop_tiny_staging()
 
 
 def test_a_run_is_its_steps_in_order_io_retried_the_rest_pure(sluice_env: Path) -> None:

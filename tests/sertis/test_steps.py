@@ -3,6 +3,7 @@ failed checks quarantined by a retried task before the build halts."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,14 @@ from tests.steps import (
 )
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(autouse=True)
+def _no_edited_silver_after(sluice_env: Path) -> Iterator[None]:
+    """Silver edited by hand must not reach a later gold build (the demo's)."""
+    yield
+    with get_engine().begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS sertis CASCADE"))
 
 
 def test_a_build_is_its_steps_in_order_io_retried_the_rest_pure(sluice_env: Path) -> None:
