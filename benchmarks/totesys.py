@@ -128,7 +128,7 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace, source: sa.Engine) -> None:
-    from sluice.totesys_source import generate, seed
+    from sluice.fakes.totesys import generate, seed
 
     print(f"seeding the OLTP with {args.orders:,} sales orders ...", flush=True)
     seeded = seed(source, generate(args.orders, random.Random(17)))

@@ -9,20 +9,20 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
-from flows.names import analytics_run_name
-from flows.skeleton import held, new_report, pipeline_flow, start_run, step
+from flows.names import data2bots_run_name
+from flows.skeleton import held, new_report, pipeline_flow, quarantined, start_run, step, validated
 from sluice.report import IngestReport, markdown
-from tasks.data2bots import AnalyticsContext, export, extract, load, transform, validate
+from tasks.data2bots import Data2botsContext, export, extract, load, transform, validate
 
 
-class AnalyticsReport(IngestReport):
+class Data2botsReport(IngestReport):
     as_of: dt.date | None = None
     loaded: dict[str, int] = Field(default_factory=dict)
     exports: dict[str, str] = Field(default_factory=dict)
 
 
-@pipeline_flow("analytics", analytics_run_name)
-def analytics(
+@pipeline_flow("analytics", data2bots_run_name)
+def data2bots(
     as_of: Annotated[
         dt.date | None,
         Field(description="Ingestion date to analyse (YYYY-MM-DD); empty = the latest order date."),
@@ -39,7 +39,7 @@ def analytics(
             )
         ),
     ] = False,
-) -> AnalyticsReport:
+) -> Data2botsReport:
     """Build agg_public_holiday, agg_shipments and best_performing_product for one day; export them as CSV.
 
     Args:
@@ -49,9 +49,9 @@ def analytics(
             creating one only when it is absent).
     """
     logger = get_run_logger()
-    ctx = start_run(AnalyticsContext, force=force, as_of=as_of, refresh_reference=refresh_reference)
-    report = new_report(AnalyticsReport, ctx, dataset="analytics", source="staging", table="analytics")
-    with held(ctx, report, _publish):
+    ctx = start_run(Data2botsContext, force=force, as_of=as_of, refresh_reference=refresh_reference)
+    report = new_report(Data2botsReport, ctx, dataset="analytics", source="staging", table="analytics")
+    with held(ctx, report, _publish, on_failure=quarantined):
         staging = step(report, "extract", extract, ctx, as_of)
         report.as_of = ctx.as_of
         report.source = f"staging as of {ctx.as_of}"
@@ -65,7 +65,7 @@ def analytics(
             logger.warning(note)
         report.rows_read = sum(len(f) for f in staging.values())
         tables = step(report, "transform", transform, ctx, staging)
-        step(report, "validate", validate, ctx, tables)
+        validated(report, ctx, validate, tables)
         report.loaded = step(report, "load", load, ctx, tables)
         report.rows_loaded = sum(report.loaded.values())
         report.exports = step(report, "export", export, ctx)
@@ -79,7 +79,7 @@ def analytics(
     return report
 
 
-def _publish(report: AnalyticsReport) -> None:
+def _publish(report: Data2botsReport) -> None:
     """The run's summary (and its notes, e.g. reference tables created) as one Prefect artifact per run."""
     create_markdown_artifact(
         key="analytics",

@@ -17,7 +17,7 @@ from sluice import datasets
 from sluice.errors import BadFile, SluiceError, UnknownDataset, ValidationFailed
 from sluice.ledger import Ledger, LedgerEntry
 from sluice.report import IngestionFailed, IngestReport, markdown
-from tasks.ingest import IngestContext, extract, load, publish
+from tasks.ingest import IngestContext, ensure, extract, load, publish
 
 
 class Unclaimed(Exception):
@@ -114,6 +114,7 @@ def ingest_file(
         IngestReport, ctx, dataset=ctx.dataset.name, source=source, table=ctx.dataset.target or None
     )
     with held(ctx, report, _publish, on_failure=_failed_at):
+        step(report, "extract", ensure, ctx)
         fetched = step(report, "extract", extract, ctx)
         if fetched is None:
             report.status = "skipped"

@@ -50,13 +50,13 @@ def totesys_run_name() -> str:
     return timestamped("totesys")
 
 
-def analytics_run_name() -> str:
+def data2bots_run_name() -> str:
     """``analytics <as_of>`` when a day is asked for, else the scheduled time."""
     as_of = (flow_run.parameters or {}).get("as_of")
     return f"analytics as of {as_of}" if as_of else timestamped("analytics")
 
 
-def customers_run_name() -> str:
+def sertis_run_name() -> str:
     return timestamped("customers")
 
 

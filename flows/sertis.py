@@ -6,29 +6,29 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
-from flows.names import customers_run_name
-from flows.skeleton import held, new_report, pipeline_flow, start_run, step
+from flows.names import sertis_run_name
+from flows.skeleton import held, new_report, pipeline_flow, quarantined, start_run, step, validated
 from sluice.report import IngestReport, markdown
-from tasks.sertis import GoldContext, extract, load, transform, validate
+from tasks.sertis import SertisContext, extract, load, transform, validate
 
 
-class GoldReport(IngestReport):
+class SertisReport(IngestReport):
     customers: int = 0
     gold_uri: str | None = Field(default=None, description="The gold Parquet")
 
 
-@pipeline_flow("customers", customers_run_name)
-def customers() -> GoldReport:
+@pipeline_flow("customers", sertis_run_name)
+def sertis() -> SertisReport:
     """Rebuild the Sertis gold table from all of silver (replaced per run, in one transaction)."""
-    ctx = start_run(GoldContext)
+    ctx = start_run(SertisContext)
     report = new_report(
-        GoldReport, ctx, dataset="customers", source="sertis.transactions", table="sertis.customers"
+        SertisReport, ctx, dataset="customers", source="sertis.transactions", table="sertis.customers"
     )
-    with held(ctx, report, _publish):
+    with held(ctx, report, _publish, on_failure=quarantined):
         silver = step(report, "extract", extract, ctx)
         report.rows_read = len(silver)
         gold = step(report, "transform", transform, ctx, silver)
-        step(report, "validate", validate, ctx, gold)
+        validated(report, ctx, validate, gold)
         report.gold_uri = step(report, "load", load, ctx, gold)
         report.rows_loaded = report.customers = len(gold)
         report.status = "success"

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import pandas as pd
 from prefect import flow
 from prefect.runtime import flow_run
 
@@ -28,7 +29,7 @@ from sluice.ledger import Ledger, get_ledger, hold_run, reap_abandoned, release_
 from sluice.notify import notify_hooks
 from sluice.report import IngestionFailed, IngestReport
 from sluice.settings import Settings, get_settings
-from tasks.toolkit import RunContext
+from tasks.toolkit import RunContext, quarantine, reject
 
 C = TypeVar("C", bound=RunContext)
 R = TypeVar("R", bound=IngestReport)
@@ -92,6 +93,23 @@ def step(report: IngestReport, state: str, task: Callable[..., T], *args: Any) -
     """Run one step (a task) with the report at its state, so that a failure names where it happened."""
     report.state = state
     return task(*args)
+
+
+def validated(
+    report: IngestReport, ctx: RunContext, validate: Callable[..., pd.DataFrame], *args: Any
+) -> None:
+    """The ``validate`` state: the pipeline's pure check returns the failed checks; if there are any, they go to
+    quarantine (a retried I/O task), then the run halts with one error naming the first and where all are."""
+    failures = step(report, "validate", validate, ctx, *args)
+    if not failures.empty:
+        uri = step(report, "validate", quarantine, ctx, failures)
+        step(report, "validate", reject, ctx, failures, uri)
+
+
+def quarantined(report: IngestReport, exc: Exception, ctx: RunContext) -> None:
+    """``on_failure`` for ``held``: a failed run's quarantine figures, from the ledger's counts."""
+    report.rows_quarantined = ctx.counts.get("rows_quarantined") or 0
+    report.quarantine_uri = ctx.counts.get("quarantine_uri")
 
 
 @contextmanager

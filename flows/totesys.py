@@ -10,14 +10,32 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from flows.names import totesys_run_name
-from flows.skeleton import held, new_report, open_ledger, pipeline_flow, start_run, step
+from flows.skeleton import (
+    held,
+    new_report,
+    open_ledger,
+    pipeline_flow,
+    quarantined,
+    start_run,
+    step,
+    validated,
+)
 from sluice import totesys as core
 from sluice.report import IngestReport
 from sluice.totesys_source import source_url
-from tasks.totesys import CycleContext, extract, load, transform, validate
+from tasks.totesys import (
+    TotesysContext,
+    ensure,
+    extract,
+    load,
+    read_lookups,
+    transform,
+    validate,
+    write_processed,
+)
 
 
-class CycleReport(IngestReport):
+class TotesysReport(IngestReport):
     """An ingest report plus the per-table figures of a Totesys cycle."""
 
     extracted: dict[str, int] = Field(default_factory=dict)
@@ -27,18 +45,19 @@ class CycleReport(IngestReport):
 
 
 @pipeline_flow("totesys", totesys_run_name)
-def totesys() -> CycleReport:
+def totesys() -> TotesysReport:
     """Extract what changed in the Totesys OLTP, build the star schema, load it atomically."""
     logger = get_run_logger()
     settings, ledger = open_ledger()
     url = source_url(settings)
     ctx = start_run(
-        CycleContext, settings, ledger, run_at=datetime.now(UTC).replace(tzinfo=None), source_url=url
+        TotesysContext, settings, ledger, run_at=datetime.now(UTC).replace(tzinfo=None), source_url=url
     )
     report = new_report(
-        CycleReport, ctx, dataset="totesys", source=core.describe_source(url), table=core.SCHEMA
+        TotesysReport, ctx, dataset="totesys", source=core.describe_source(url), table=core.SCHEMA
     )
-    with held(ctx, report, _publish, on_failure=_quarantined):
+    with held(ctx, report, _publish, on_failure=quarantined):
+        step(report, "extract", ensure, ctx)
         extracted = step(report, "extract", extract, ctx)
         report.extracted = {t: len(b.frame) for t, b in extracted.batches.items()}
         report.rows_read = extracted.rows
@@ -47,8 +66,10 @@ def totesys() -> CycleReport:
             report.error = "no new data since the watermarks"
             logger.info("totesys: no new data since the watermarks (%d tables checked)", len(extracted.read))
             return report
-        tables = step(report, "transform", transform, ctx, extracted)
-        step(report, "validate", validate, ctx, tables)
+        lookups = step(report, "transform", read_lookups, ctx)
+        tables = step(report, "transform", transform, ctx, extracted, lookups)
+        step(report, "transform", write_processed, ctx, tables)
+        validated(report, ctx, validate, tables)
         report.loaded = step(report, "load", load, ctx, tables, extracted)
         report.rows_loaded = sum(report.loaded.values())
         report.status = "success"
@@ -61,13 +82,7 @@ def totesys() -> CycleReport:
     return report
 
 
-def _quarantined(report: CycleReport, exc: Exception, ctx: CycleContext) -> None:
-    """A failed validation's quarantine, from the ledger's counts."""
-    report.rows_quarantined = ctx.counts.get("rows_quarantined") or 0
-    report.quarantine_uri = ctx.counts.get("quarantine_uri")
-
-
-def _publish(report: CycleReport) -> None:
+def _publish(report: TotesysReport) -> None:
     """The cycle's per-table figures as the run's artifact."""
     report.seconds = round(time.perf_counter() - report.started, 2)
     lines = [

@@ -29,9 +29,8 @@ import sqlalchemy as sa
 from psycopg2 import sql
 
 from schemas.data2bots import AggPublicHoliday, AggShipments, BestPerformingProduct, DimDates, DimProducts
-from sluice import storage, tables
+from sluice import checks, storage, tables
 from sluice.errors import BadFile, SluiceError
-from sluice.ingest import validate_table
 from sluice.settings import Settings
 from sluice.tables import data2bots as declared
 from sluice.tables.data2bots import (
@@ -275,9 +274,10 @@ def _check_days(
         )
 
 
-def validate(tables: Mapping[str, pd.DataFrame]) -> None:
-    for name, frame in tables.items():
-        validate_table({**DIMENSIONS, **ANALYTICS}[name][1], frame, f"analytics table {name}")
+def failure_cases(built: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every built table against its strict model: the failed checks (``sluice.checks``); pure."""
+    models = {name: model for name, (_, model) in {**DIMENSIONS, **ANALYTICS}.items()}
+    return checks.failure_cases({name: (models[name], frame) for name, frame in built.items()})
 
 
 # --- load + export --------------------------------------------------------------------------------------

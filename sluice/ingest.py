@@ -445,16 +445,3 @@ def quarantine_file(path: Path, base: str, error: str) -> str:
     uri = storage.put_file(path, f"{base}.file")
     storage.put_bytes(json.dumps({"error": error}, indent=2).encode(), f"{base}.error.json")
     return uri
-
-
-def validate_table(model: type[pa.DataFrameModel], frame: pd.DataFrame, label: str) -> None:
-    """Validate a whole output table (lazy); any failure is one ``ValidationFailed`` naming the first one."""
-    try:
-        model.validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as exc:
-        first = exc.failure_cases.iloc[0]
-        raise ValidationFailed(
-            f"{label}: {len(exc.failure_cases)} checks failed; first: column {first['column']}, "
-            f"{first['check']} (value {first['failure_case']!r}); nothing loaded",
-            rows_invalid=len(exc.failure_cases),
-        ) from None

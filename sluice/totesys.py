@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pandas as pd
-import pandera.errors as pe
 import sqlalchemy as sa
 from psycopg2 import sql
 
 from schemas.totesys import MODELS
-from sluice import storage
-from sluice.errors import BadFile, ValidationFailed
+from sluice import checks, storage
+from sluice.errors import BadFile
 from sluice.settings import Settings
 from sluice.tables import ensure
 from sluice.tables.totesys import BOOKKEEPING, WAREHOUSE_TABLES, lookups, recent, watermarks
@@ -184,41 +183,9 @@ def write_processed(
     return written
 
 
-def validate(
-    tables: Mapping[str, pd.DataFrame], settings: Settings, run_at: datetime, run_id: uuid.UUID
-) -> None:
-    """Every table against its strict model; any failure quarantines the failures and halts (hard)."""
-    problems: list[pd.DataFrame] = []
-    for name, frame in tables.items():
-        try:
-            MODELS[name].validate(frame, lazy=True)
-        except pe.SchemaErrors as exc:
-            cases = exc.failure_cases
-            problems.append(
-                pd.DataFrame(
-                    {
-                        "table": name,
-                        "row": cases["index"].map(lambda i: None if pd.isna(i) else int(i) + 1),
-                        "column": cases["column"].astype(str),
-                        "check": cases["check"].astype(str),
-                        "value": cases["failure_case"].astype(str),
-                    }
-                )
-            )
-    if not problems:
-        return
-    failures = pd.concat(problems, ignore_index=True)
-    uri = storage.join(
-        settings.zone("quarantine"), f"totesys/{run_at:%Y/%m/%d/%H-%M}/{run_id.hex}.failures.csv"
-    )
-    storage.put_bytes(failures.to_csv(index=False).encode(), uri)
-    first = failures.iloc[0]
-    raise ValidationFailed(
-        f"totesys: {len(failures)} checks failed, nothing loaded; first: {first['table']} row {first['row']}, "
-        f"column {first['column']}: {first['check']} (value {first['value']!r}); all in {uri}",
-        rows_invalid=len(failures),
-        quarantine_uri=uri,
-    )
+def failure_cases(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every star-schema table against its strict model: the failed checks (``sluice.checks``); pure."""
+    return checks.failure_cases({name: (MODELS[name], frame) for name, frame in tables.items()})
 
 
 # --- load -----------------------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""Prefect tasks of the ``analytics`` flow (Data2bots): extract → transform → validate → load → export."""
+"""Prefect tasks of the ``analytics`` flow (Data2bots): extract → transform → validate → load → export.
+
+Extract, load and export read or write the warehouse and the export zone (``io_task``: retried); transform and
+validate are pure over the frames in hand (``step_task``); failed checks go through the toolkit's
+``quarantine`` and ``reject``.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from sluice import data2bots
-from sluice.errors import ValidationFailed
-from tasks.toolkit import RunContext, io_task, ledger_state, step_task
+from tasks.toolkit import RunContext, checked, io_task, ledger_state, step_task
 
 
 @dataclass(kw_only=True)
-class AnalyticsContext(RunContext):
+class Data2botsContext(RunContext):
     """What every task of one Data2bots analytics run needs."""
 
     force: bool
@@ -33,7 +37,7 @@ class AnalyticsContext(RunContext):
 
 
 @io_task
-def extract(ctx: AnalyticsContext, as_of: dt.date | None) -> dict[str, pd.DataFrame] | None:
+def extract(ctx: Data2botsContext, as_of: dt.date | None) -> dict[str, pd.DataFrame] | None:
     """Read staging and the reference tables; decide the day; None when that day already ran (and not forced)."""
     with ledger_state(ctx, "extract") as entry:
         staging = data2bots.read_staging(ctx.engine)
@@ -51,25 +55,25 @@ def extract(ctx: AnalyticsContext, as_of: dt.date | None) -> dict[str, pd.DataFr
 
 
 @step_task
-def transform(ctx: AnalyticsContext, staging: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+def transform(ctx: Data2botsContext, staging: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Staging and the reference tables → the day's analytics tables; pure."""
     assert ctx.as_of is not None and ctx.reference is not None
     with ledger_state(ctx, "transform"):
         return data2bots.build(staging, ctx.reference, ctx.as_of)
 
 
 @step_task
-def validate(ctx: AnalyticsContext, tables: dict[str, pd.DataFrame]) -> None:
-    with ledger_state(ctx, "validate") as entry:
-        try:
-            data2bots.validate(tables)
-        except ValidationFailed as exc:
-            entry.rows_quarantined = exc.rows_invalid or None
-            raise
-        entry.rows_quarantined = 0
+def validate(ctx: Data2botsContext, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every built table against its strict model; returns the failed checks (none: ``validate`` succeeds).
+
+    Pure: failures are written by the toolkit's ``quarantine`` (retried), then ``reject`` halts the run.
+    """
+    return checked(ctx, data2bots.failure_cases, tables)
 
 
 @io_task
-def load(ctx: AnalyticsContext, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
+def load(ctx: Data2botsContext, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """The day's rows replaced, the reference tables asked for written, the run recorded: one transaction."""
     assert ctx.as_of is not None
     with ledger_state(ctx, "load") as entry:
         writes = ctx.reference.writes if ctx.reference else {}
@@ -79,6 +83,7 @@ def load(ctx: AnalyticsContext, tables: dict[str, pd.DataFrame]) -> dict[str, in
 
 
 @io_task
-def export(ctx: AnalyticsContext) -> dict[str, str]:
+def export(ctx: Data2botsContext) -> dict[str, str]:
+    """The analytics tables as CSV in the export zone; returns where each went."""
     with ledger_state(ctx, "export"):
         return data2bots.export(ctx.engine, ctx.settings)

@@ -1,4 +1,5 @@
-"""Prefect tasks of the ingest flow: extract, load (the fused read → transform → validate → COPY pass), publish.
+"""Prefect tasks of the ingest flow: ensure, extract, load (the fused read → transform → validate → COPY pass),
+publish; every one an ``io_task``.
 
 Transform and validate are not tasks of their own: they run chunk by chunk inside ``load``, overlapping the
 COPY of the chunk before (ADR 0004), so a transient failure retries the whole pass and never half a file.
@@ -6,6 +7,10 @@ The ledger still records every state (extract, transform, validate, load); the t
 written by ``load`` as each stage starts and ends (their wall-clock intervals overlap; each stage's busy
 seconds are logged). I/O tasks retry with the configured policy (tasks/toolkit.py); a ``SluiceError`` (bad
 file, bad rows, unknown dataset) is never retried.
+
+The fused pass writes its quarantine itself (the bad rows' CSV when the file is done, a file that cannot be
+read): ``load`` is an ``io_task``, so those writes are retried with it, and their keys carry the ingestion id,
+so a retry overwrites what an earlier attempt wrote and the load stays exactly once (one transaction).
 """
 
 from __future__ import annotations
@@ -58,12 +63,18 @@ class IngestContext(RunContext):
 
 
 @io_task
+def ensure(ctx: IngestContext) -> None:
+    """Create the dataset's table and the exactly-once guard if absent (first part of the ``extract`` state)."""
+    with ledger_state(ctx, "extract", last=False):
+        ensure_target(get_engine(ctx.settings), ctx.dataset)
+
+
+@io_task
 def extract(ctx: IngestContext) -> storage.FetchedFile | None:
     """Fetch the landed file and fingerprint it; None when this content is already loaded."""
     with ledger_state(ctx, "extract") as entry:
         fetched = storage.fetch(ctx.source, ctx.work / "source", ctx.version_id)
         engine = get_engine(ctx.settings)
-        ensure_target(engine, ctx.dataset)
         if (
             not ctx.force
             and ctx.dataset.table is not None

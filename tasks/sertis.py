@@ -7,14 +7,13 @@ from dataclasses import dataclass
 import pandas as pd
 
 from schemas.sertis import Customer
-from sluice import sertis
-from sluice.ingest import validate_table
+from sluice import checks, sertis
 from sluice.transforms.sertis import build_customers
-from tasks.toolkit import RunContext, io_task, ledger_state, step_task
+from tasks.toolkit import RunContext, checked, io_task, ledger_state, step_task
 
 
 @dataclass(kw_only=True)
-class GoldContext(RunContext):
+class SertisContext(RunContext):
     """What every task of one gold build needs (nothing beyond the run's own)."""
 
     def labels(self) -> dict[str, str | None]:
@@ -26,7 +25,7 @@ class GoldContext(RunContext):
 
 
 @io_task
-def extract(ctx: GoldContext) -> pd.DataFrame:
+def extract(ctx: SertisContext) -> pd.DataFrame:
     """All of silver."""
     with ledger_state(ctx, "extract") as entry:
         silver = sertis.read_silver(ctx.engine)
@@ -35,21 +34,23 @@ def extract(ctx: GoldContext) -> pd.DataFrame:
 
 
 @step_task
-def transform(ctx: GoldContext, silver: pd.DataFrame) -> pd.DataFrame:
+def transform(ctx: SertisContext, silver: pd.DataFrame) -> pd.DataFrame:
     """Silver → one row per customer: favourite product and longest streak."""
     with ledger_state(ctx, "transform"):
         return build_customers(silver)
 
 
 @step_task
-def validate(ctx: GoldContext, gold: pd.DataFrame) -> None:
-    """The gold table against its strict model."""
-    with ledger_state(ctx, "validate"):
-        validate_table(Customer, gold, "gold customers")
+def validate(ctx: SertisContext, gold: pd.DataFrame) -> pd.DataFrame:
+    """The gold table against its strict model; returns the failed checks (none: ``validate`` succeeds).
+
+    Pure: failures are written by the toolkit's ``quarantine`` (retried), then ``reject`` halts the build.
+    """
+    return checked(ctx, checks.failure_cases, {"customers": (Customer, gold)})
 
 
 @io_task
-def load(ctx: GoldContext, gold: pd.DataFrame) -> str:
+def load(ctx: SertisContext, gold: pd.DataFrame) -> str:
     """Replace the gold table and its Parquet in one transaction; returns the Parquet's location."""
     with ledger_state(ctx, "load") as entry:
         uri = sertis.load_gold(ctx.engine, gold, ctx.settings)

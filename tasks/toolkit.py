@@ -2,11 +2,16 @@
 
 - ``RunContext``: what every task of one run needs (its ingestion id, settings, ledger, flow run, counts);
   a pipeline subclasses it with its own fields and says what its ledger rows are labelled with.
-- ``ledger_state(ctx, state)``: a step recorded in the run ledger as running, then success/skipped/fail.
+- ``ledger_state(ctx, state)``: a step recorded in the run ledger as running, then success/skipped/fail; a
+  state made of several tasks (fetch, then compute, then write) has each record the same row.
 - ``io_task``: a task that talks to the outside (files, S3, databases). It retries transient faults with the
   configured policy (``SLUICE_RETRIES``, exponential back-off from ``SLUICE_RETRY_DELAY_SECONDS``, jitter),
   read when the task is called, never at import; a ``SluiceError`` (bad file, bad rows) is never retried.
-- ``step_task``: a step over data already in hand (transform, validate): no retries, no result caching.
+- ``step_task``: a pure step over data already in hand (transform, validate): no retries, no result caching,
+  no I/O but the ledger's (a quarantine write is an ``io_task`` of its own).
+- ``quarantine`` and ``reject``: what follows a pipeline's ``validate`` that found failed checks (their CSV in
+  the quarantine zone, retried; then the run halts with one error naming the first); ``flows.skeleton.validated``
+  runs the three.
 """
 
 from __future__ import annotations
@@ -16,17 +21,23 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 import sqlalchemy as sa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from sluice import checks
 from sluice.errors import SluiceError
-from sluice.ledger import Ledger, LedgerEntry, tracked
+from sluice.ledger import Ledger, LedgerEntry, close_entry
 from sluice.settings import Settings, get_settings
 from sluice.warehouse import get_engine
+
+#: The figures a state carries to the next state of the same run (as ``sluice.ledger.close_entry`` does).
+COUNTS = ("rows_read", "rows_loaded", "rows_quarantined", "quarantine_uri")
 
 
 @dataclass(kw_only=True)
@@ -38,6 +49,8 @@ class RunContext:
     ledger: Ledger
     flow_run_id: str | None = None
     counts: dict[str, Any] = field(default_factory=dict)
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    states: dict[str, LedgerEntry] = field(default_factory=dict)  # each state's entry, shared by its tasks
 
     @property
     def engine(self) -> sa.Engine:
@@ -51,19 +64,49 @@ class RunContext:
     def cleanup(self) -> None:
         """Remove what the run kept on local disk (nothing, unless a pipeline says otherwise)."""
 
+    def quarantine_uri(self) -> str:
+        """Where this run's failed checks go (one key per run: a retry writes the same one)."""
+        return checks.quarantine_location(
+            self.settings, self.labels()["dataset"] or "unknown", self.started, self.ingestion_id
+        )
+
 
 @contextmanager
-def ledger_state(ctx: RunContext, state: str) -> Iterator[LedgerEntry]:
-    """Record ``state`` as running, then as success/skipped (set by the body) or fail with the error."""
-    with tracked(
-        ctx.ledger,
-        ctx.counts,
-        ingestion_id=ctx.ingestion_id,
-        state=state,
-        flow_run_id=ctx.flow_run_id,
-        **ctx.labels(),
-    ) as entry:
+def ledger_state(ctx: RunContext, state: str, *, last: bool = True) -> Iterator[LedgerEntry]:
+    """Record ``state`` as running, then as success/skipped (set by the body) or fail with the error.
+
+    A state may take several tasks (Totesys' ``transform`` reads the lookups, builds, writes the processed
+    zone); they share the state's one ledger entry (one row per run and state, its ``started_at`` the first
+    task's). Every task but the state's last passes ``last=False``: its success leaves the state ``running``
+    for the next task, unless the body settles it (sets ``entry.status``, e.g. a validation that found nothing
+    to quarantine). A failure closes the state as ``fail``; a retry of the task opens it again.
+    """
+    entry = ctx.states.get(state)
+    if entry is None:
+        entry = ctx.states[state] = LedgerEntry(
+            ingestion_id=ctx.ingestion_id,
+            state=state,
+            flow_run_id=ctx.flow_run_id,
+            **ctx.labels(),
+            **ctx.counts,
+        )
+    entry.status, entry.error, entry.finished_at = "running", None, None
+    ctx.ledger.record(entry)
+    try:
         yield entry
+    except BaseException as exc:
+        entry.status = "fail"
+        entry.error = str(exc) or type(exc).__name__
+        close_entry(ctx.ledger, ctx.counts, entry)
+        raise
+    if entry.status == "running" and not last:
+        for key in COUNTS:  # what the next task of the state (and the next state) starts from
+            if getattr(entry, key) is not None:
+                ctx.counts[key] = getattr(entry, key)
+        return
+    if entry.status == "running":
+        entry.status = "success"
+    close_entry(ctx.ledger, ctx.counts, entry)
 
 
 def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
@@ -118,3 +161,31 @@ def io_task(fn: Callable[..., Any]) -> IOTask:
 def step_task(fn: Callable[..., Any]) -> Any:
     """Decorate a step over data in hand (transform, validate): no retries, no result caching."""
     return task(fn, name=fn.__name__, cache_policy=NO_CACHE)
+
+
+def checked(ctx: RunContext, check: Callable[..., pd.DataFrame], *args: Any) -> pd.DataFrame:
+    """A pipeline's ``validate``: ``check(*args)`` returns the failed checks (pure); none settles the state as
+    ``success``, else it stays running for ``quarantine`` and ``reject``."""
+    with ledger_state(ctx, "validate", last=False) as entry:
+        failures = check(*args)
+        if failures.empty:
+            entry.rows_quarantined = 0
+            entry.status = "success"
+    return failures
+
+
+@io_task
+def quarantine(ctx: RunContext, failures: pd.DataFrame) -> str:
+    """A run's failed checks as CSV in the quarantine zone; returns where (``validate`` stays running)."""
+    with ledger_state(ctx, "validate", last=False) as entry:
+        entry.quarantine_uri = checks.quarantine(failures, ctx.quarantine_uri())
+    return entry.quarantine_uri
+
+
+@step_task
+def reject(ctx: RunContext, failures: pd.DataFrame, quarantine_uri: str) -> None:
+    """Halt the run: ``validate`` fails with the number of failed checks, the first, and where they all are."""
+    with ledger_state(ctx, "validate") as entry:
+        entry.rows_quarantined = len(failures) or None
+        entry.quarantine_uri = quarantine_uri
+        raise checks.validation_failed(ctx.labels()["dataset"] or "unknown", failures, quarantine_uri)

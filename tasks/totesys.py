@@ -1,7 +1,13 @@
-"""Prefect tasks of the ``totesys`` flow: extract → transform → validate → load, each in the run ledger.
+"""Prefect tasks of the ``totesys`` flow, one step or one side effect each, in the four ledger states.
 
-Extract and load talk to databases and retry transient faults (a ``SluiceError`` is never retried);
-transform and validate are pure over the batch.
+- ``extract``: ``ensure`` (the warehouse's tables), ``extract`` (the changed rows);
+- ``transform``: ``read_lookups`` (the warehouse), ``transform`` (pure), ``write_processed`` (Parquet);
+- ``validate``: ``validate`` (pure: the failed checks); if any, the toolkit's ``quarantine`` (their CSV) and
+  ``reject``;
+- ``load``: ``load`` (dimensions, facts, watermarks in one transaction).
+
+Every ``io_task`` retries transient faults with the configured policy (a ``SluiceError`` is never retried);
+the ``step_task`` ones touch nothing but the ledger.
 """
 
 from __future__ import annotations
@@ -11,18 +17,21 @@ from datetime import datetime
 
 import pandas as pd
 
-from sluice import totesys
-from sluice.errors import ValidationFailed
+from sluice import checks, totesys
 from sluice.totesys_source import source_engine
-from tasks.toolkit import RunContext, io_task, ledger_state, step_task
+from tasks.toolkit import RunContext, checked, io_task, ledger_state, step_task
 
 
 @dataclass(kw_only=True)
-class CycleContext(RunContext):
+class TotesysContext(RunContext):
     """What every task of one Totesys cycle needs."""
 
     run_at: datetime
     source_url: str
+
+    def quarantine_uri(self) -> str:
+        """Failed checks under the cycle's time (``run_at``), as the zones are."""
+        return checks.quarantine_location(self.settings, "totesys", self.run_at, self.ingestion_id)
 
     def labels(self) -> dict[str, str | None]:
         return {
@@ -33,10 +42,16 @@ class CycleContext(RunContext):
 
 
 @io_task
-def extract(ctx: CycleContext) -> totesys.Extracted:
+def ensure(ctx: TotesysContext) -> None:
+    """Create the star schema and Sluice's Totesys tables if absent (part of the ``extract`` state)."""
+    with ledger_state(ctx, "extract", last=False):
+        totesys.ensure_warehouse(ctx.engine)
+
+
+@io_task
+def extract(ctx: TotesysContext) -> totesys.Extracted:
     """Rows changed since each table's watermark → CSV batches in the ingestion zone."""
     with ledger_state(ctx, "extract") as entry:
-        totesys.ensure_warehouse(ctx.engine)
         source = source_engine(ctx.source_url)
         try:
             extracted = totesys.extract(source, ctx.engine, ctx.settings, ctx.run_at, ctx.ingestion_id)
@@ -49,30 +64,43 @@ def extract(ctx: CycleContext) -> totesys.Extracted:
     return extracted
 
 
-@step_task
-def transform(ctx: CycleContext, extracted: totesys.Extracted) -> dict[str, pd.DataFrame]:
-    """The batch → star-schema tables (Parquet in the processed zone)."""
-    with ledger_state(ctx, "transform"):
-        tables = totesys.build(extracted, totesys.read_lookups(ctx.engine))
-        totesys.write_processed(tables, ctx.settings, ctx.run_at)
-    return tables
+@io_task
+def read_lookups(ctx: TotesysContext) -> dict[str, pd.DataFrame]:
+    """The rows earlier cycles loaded that this batch's dimensions join to (first part of ``transform``)."""
+    with ledger_state(ctx, "transform", last=False):
+        return totesys.read_lookups(ctx.engine)
 
 
 @step_task
-def validate(ctx: CycleContext, tables: dict[str, pd.DataFrame]) -> None:
-    """Every output table against its strict model: hard, a broken star schema must not load."""
-    with ledger_state(ctx, "validate") as entry:
-        try:
-            totesys.validate(tables, ctx.settings, ctx.run_at, ctx.ingestion_id)
-        except ValidationFailed as exc:
-            entry.rows_quarantined = exc.rows_invalid or None
-            entry.quarantine_uri = exc.quarantine_uri
-            raise
-        entry.rows_quarantined = 0
+def transform(
+    ctx: TotesysContext, extracted: totesys.Extracted, lookups: dict[str, pd.DataFrame]
+) -> dict[str, pd.DataFrame]:
+    """The batch and the lookups → the star-schema tables; pure (the ledger's row aside)."""
+    with ledger_state(ctx, "transform", last=False):
+        return totesys.build(extracted, lookups)
 
 
 @io_task
-def load(ctx: CycleContext, tables: dict[str, pd.DataFrame], extracted: totesys.Extracted) -> dict[str, int]:
+def write_processed(ctx: TotesysContext, tables: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """Each star-schema table as Parquet in the processed zone (the same keys on a retry); ends ``transform``."""
+    with ledger_state(ctx, "transform"):
+        return totesys.write_processed(tables, ctx.settings, ctx.run_at)
+
+
+@step_task
+def validate(ctx: TotesysContext, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every output table against its strict model; returns the failed checks (none: ``validate`` succeeds).
+
+    Pure: failures are not written here but by ``quarantine`` (tasks/toolkit.py, retried), then ``reject``
+    halts the cycle.
+    """
+    return checked(ctx, totesys.failure_cases, tables)
+
+
+@io_task
+def load(
+    ctx: TotesysContext, tables: dict[str, pd.DataFrame], extracted: totesys.Extracted
+) -> dict[str, int]:
     """Dimensions, then facts, then watermarks: one transaction."""
     with ledger_state(ctx, "load") as entry:
         loaded = totesys.load(ctx.engine, tables, extracted, ctx.settings)

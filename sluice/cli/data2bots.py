@@ -42,9 +42,9 @@ def analytics(
             raise fail(f"--as-of must be a date YYYY-MM-DD, not {as_of!r}", code=2) from None
     prepare(verbose)
     # after prepare: the flows import Prefect, which reads its environment once, at import
-    from sluice.cli.runner import run_analytics
+    from sluice.cli.runner import run_data2bots
 
-    report = run_analytics(day, force, refresh_reference)
+    report = run_data2bots(day, force, refresh_reference)
     if as_json:
         print_json(report.model_dump(exclude={"failures", "flow_run_id"}))
     else:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import date
 
-from flows.data2bots import analytics
+from flows.data2bots import data2bots
 from flows.ingest import ingest_file
-from flows.sertis import customers
+from flows.sertis import sertis
 from flows.totesys import totesys
 from sluice.report import IngestReport, report_of
 from sluice.runtime import in_process_run
@@ -32,17 +32,17 @@ def run_totesys() -> IngestReport:
     return report_of(state, "totesys")
 
 
-def run_analytics(
+def run_data2bots(
     as_of: date | None = None, force: bool = False, refresh_reference: bool = False
 ) -> IngestReport:
     """One Data2bots analytics run in this process; never raises for a failed run."""
     with in_process_run():
-        state = analytics(as_of=as_of, force=force, refresh_reference=refresh_reference, return_state=True)
+        state = data2bots(as_of=as_of, force=force, refresh_reference=refresh_reference, return_state=True)
     return report_of(state, "analytics")
 
 
-def run_customers() -> IngestReport:
+def run_sertis() -> IngestReport:
     """One Sertis gold build in this process; never raises for a failed run."""
     with in_process_run():
-        state = customers(return_state=True)
+        state = sertis(return_state=True)
     return report_of(state, "customers")

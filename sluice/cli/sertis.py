@@ -23,9 +23,9 @@ def customers(
     """Build gold: customers(customer_id, favourite_product, longest_streak), as table and Parquet."""
     prepare(verbose)
     # after prepare: the flows import Prefect, which reads its environment once, at import
-    from sluice.cli.runner import run_customers
+    from sluice.cli.runner import run_sertis
 
-    report = run_customers()
+    report = run_sertis()
     if as_json:
         print_json(report.model_dump(exclude={"failures", "flow_run_id"}))
     elif report.status == "failed":

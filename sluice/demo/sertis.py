@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from sluice.cli.runner import run_customers
+from sluice.cli.runner import run_sertis
 from sluice.cli.sertis import print_customers
 
 
 def demo_step(console: Console) -> bool:
     console.rule("Sertis: bronze → silver → gold")
     with console.status("customers: gold from all of silver..."):
-        report = run_customers()
+        report = run_sertis()
     if report.status == "failed":
         console.print(
             f"[red]customers failed[/] at {report.state}: {report.error}", highlight=False, soft_wrap=True

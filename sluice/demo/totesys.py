@@ -9,7 +9,8 @@ from rich.console import Console
 
 from sluice.cli.runner import run_totesys
 from sluice.cli.totesys import print_cycle
-from sluice.totesys_source import generate, seed, simulate_activity, source_engine, source_url
+from sluice.fakes.totesys import generate, seed, simulate_activity
+from sluice.totesys_source import source_engine, source_url
 
 DEMO_ORDERS = 1500
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from sluice.cli.runner import run_analytics, run_ingest
+from sluice.cli.runner import run_data2bots, run_ingest
 from sluice.warehouse import get_engine
 from tests.conftest import shared_file
 
@@ -123,7 +123,7 @@ def test_sample_analytics_equal_independent_values_and_exports(clean: Path) -> N
 
     want = expected(folder)
     as_of = want["as_of"]["day"]
-    report = run_analytics()
+    report = run_data2bots()
     assert report.status == "success", report.error
     assert report.as_of == as_of
     for name in ("agg_public_holiday", "agg_shipments", "best_performing_product"):
@@ -148,9 +148,9 @@ def test_sample_analytics_equal_independent_values_and_exports(clean: Path) -> N
             for k, v in rows[0].items()
         }
 
-    again = run_analytics()
+    again = run_data2bots()
     assert again.status == "skipped" and "already ran" in again.error
-    forced = run_analytics(force=True)
+    forced = run_data2bots(force=True)
     assert forced.status == "success"
     assert [len(table(n)) for n in ("agg_public_holiday", "agg_shipments", "best_performing_product")] == [
         1,
@@ -158,7 +158,7 @@ def test_sample_analytics_equal_independent_values_and_exports(clean: Path) -> N
         1,
     ]
 
-    earlier = run_analytics(dt.date(2022, 3, 31))
+    earlier = run_data2bots(dt.date(2022, 3, 31))
     assert earlier.status == "success"
     assert [r["ingestion_date"] for r in table("agg_shipments")] == [dt.date(2022, 3, 31), as_of]
     assert len(read(Path(earlier.exports["agg_shipments"]))) == 2
@@ -174,5 +174,5 @@ def test_sample_analytics_equal_independent_values_and_exports(clean: Path) -> N
 
 
 def test_analytics_before_any_orders_is_one_clear_failure(clean: Path) -> None:
-    report = run_analytics()
+    report = run_data2bots()
     assert report.status == "failed" and "no orders in staging yet" in report.error

@@ -14,7 +14,7 @@ import boto3
 import pytest
 import sqlalchemy as sa
 
-from sluice.cli.runner import run_analytics
+from sluice.cli.runner import run_data2bots
 from sluice.warehouse import get_engine
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -127,7 +127,7 @@ def test_absent_reference_tables_are_created_from_the_shipped_examples_and_the_r
     sluice_env: Path,
 ) -> None:
     tiny_staging()
-    report = run_analytics()
+    report = run_data2bots()
     assert report.status == "success", report.error
     assert len(report.notes) == 2
     assert report.notes[0].startswith(
@@ -144,7 +144,7 @@ def test_absent_reference_tables_are_created_from_the_shipped_examples_and_the_r
     assert report.loaded["dim_dates"] == 365 and report.loaded["dim_products"] == 25
 
     # Now they exist: the next run reads them and says nothing.
-    again = run_analytics(force=True)
+    again = run_data2bots(force=True)
     assert again.status == "success" and again.notes == []
     assert "dim_dates" not in again.loaded and "dim_products" not in again.loaded
 
@@ -153,7 +153,7 @@ def test_existing_reference_tables_are_read_never_rewritten_unless_asked(sluice_
     tiny_staging()
     user_reference()
     before = snapshot()
-    report = run_analytics()
+    report = run_data2bots()
     assert report.status == "success", report.error
     assert report.notes == []
     assert snapshot() == before  # not one row rewritten
@@ -169,7 +169,7 @@ def test_existing_reference_tables_are_read_never_rewritten_unless_asked(sluice_
         ).scalar_one()
     assert march == 2
 
-    refreshed = run_analytics(force=True, refresh_reference=True)
+    refreshed = run_data2bots(force=True, refresh_reference=True)
     assert refreshed.status == "success", refreshed.error
     assert [n.split(" from ")[0] for n in refreshed.notes] == [
         "if_common.dim_dates rewritten on request",
@@ -183,7 +183,7 @@ def test_user_dim_dates_without_the_days_needed_is_one_clear_failure(sluice_env:
     tiny_staging()
     user_reference(days=(D(2022, 1, 1), D(2022, 1, 31)))
     before = snapshot()
-    report = run_analytics()
+    report = run_data2bots()
     assert (report.status, report.state) == ("failed", "transform")
     assert report.error.startswith(
         "if_common.dim_dates has no row for 2022-03-01 and 1 more, up to 2022-03-07"
@@ -210,7 +210,7 @@ def test_reference_lists_from_s3_create_empty_tables(
     reload_settings()
     tiny_staging()
     ensure_tables(get_engine())  # present but empty: treated as absent
-    report = run_analytics()
+    report = run_data2bots()
     assert report.status == "success", report.error
     assert report.notes == [
         f"if_common.dim_dates created (it was empty) from s3://{s3_bucket}/ref/holidays.csv",

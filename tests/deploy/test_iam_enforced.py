@@ -217,7 +217,7 @@ def test_a_failed_run_is_alerted_under_the_task_role(as_task_role: MotoStack, al
 
 
 def test_sertis_glue_catalog_under_the_task_role(as_task_role: MotoStack) -> None:
-    from sluice.cli.runner import run_customers, run_ingest
+    from sluice.cli.runner import run_ingest, run_sertis
 
     stack = as_task_role
     landing = stack.outputs["LandingUri"].removeprefix("s3://")
@@ -225,7 +225,7 @@ def test_sertis_glue_catalog_under_the_task_role(as_task_role: MotoStack) -> Non
     stack.client("s3").put_object(Bucket=landing, Key=key, Body=SERTIS.encode())
 
     ingest = run_ingest(f"s3://{landing}/{key}")
-    gold = run_customers()
+    gold = run_sertis()
 
     assert ingest.status == "success", ingest.error
     assert gold.status == "success", gold.error

@@ -24,15 +24,15 @@ EXPECTED_AWS = {
     ("ingest-file", "s3-event"): "flows/ingest.py:ingest_file",
     ("ingest-files", "backfill"): "flows/ingest_files.py:ingest_files",
     ("totesys", "every-20-minutes"): "flows/totesys.py:totesys",
-    ("analytics", "daily"): "flows/data2bots.py:analytics",
-    ("customers", "daily"): "flows/sertis.py:customers",
+    ("analytics", "daily"): "flows/data2bots.py:data2bots",
+    ("customers", "daily"): "flows/sertis.py:sertis",
 }
 EXPECTED_LOCAL = {
     ("ingest-file", "local"): "flows/ingest.py:ingest_file",
     ("ingest-files", "backfill-local"): "flows/ingest_files.py:ingest_files",
     ("totesys", "every-20-minutes-local"): "flows/totesys.py:totesys",
-    ("analytics", "daily-local"): "flows/data2bots.py:analytics",
-    ("customers", "daily-local"): "flows/sertis.py:customers",
+    ("analytics", "daily-local"): "flows/data2bots.py:data2bots",
+    ("customers", "daily-local"): "flows/sertis.py:sertis",
 }
 EXPECTED = {**EXPECTED_AWS, **EXPECTED_LOCAL}
 # What `sluice aws setup` writes from the stack's outputs (values shaped like the real ones).

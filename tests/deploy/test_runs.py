@@ -79,18 +79,18 @@ def test_the_event_s_object_version_is_the_one_loaded(
 
 
 def test_analytics_and_customers_leave_an_artifact_and_a_name_that_says_what_ran(sluice_env: Path) -> None:
-    from flows.data2bots import analytics
-    from flows.sertis import customers
+    from flows.data2bots import data2bots
+    from flows.sertis import sertis
 
     for flow, key, name in (
-        (customers, "customers", "customers 20"),
-        (analytics, "analytics", "analytics 20"),
+        (sertis, "customers", "customers 20"),
+        (data2bots, "analytics", "analytics 20"),
     ):
         before = len(artifacts(key))
         state = flow(return_state=True)
         assert len(artifacts(key)) == before + 1, key  # whether the run succeeded, skipped or failed
         assert flow_run(state.state_details.flow_run_id).name.startswith(name)
-    state = analytics(as_of="2021-09-05", return_state=True)
+    state = data2bots(as_of="2021-09-05", return_state=True)
     assert flow_run(state.state_details.flow_run_id).name == "analytics as of 2021-09-05"
 
 

@@ -121,7 +121,7 @@ def test_totesys_idle_cycle_is_silent_unless_a_block_asks(
     totesys_source: sa.Engine, notify_blocks: tuple[Topic, Inbox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sluice.cli.runner import run_totesys
-    from sluice.totesys_source import generate, seed
+    from sluice.fakes.totesys import generate, seed
 
     seed(totesys_source, generate(15, random.Random(2)))
     totesys_source.dispose()
@@ -147,7 +147,7 @@ def test_totesys_idle_cycle_is_silent_unless_a_block_asks(
 def test_analytics_alerts_when_tables_are_rebuilt_not_when_the_day_already_ran(
     sluice_env: Path, notify_blocks: tuple[Topic, Inbox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sluice.cli.runner import run_analytics, run_ingest
+    from sluice.cli.runner import run_data2bots, run_ingest
     from sluice.warehouse import get_engine
 
     with get_engine().begin() as conn:
@@ -158,15 +158,15 @@ def test_analytics_alerts_when_tables_are_rebuilt_not_when_the_day_already_ran(
         assert run_ingest(str(folder / f"{name}.csv"), mode="hard").status == "success"
     subjects(*notify_blocks)
 
-    assert run_analytics().status == "success"
+    assert run_data2bots().status == "success"
     sns, mail = subjects(*notify_blocks)
     assert len(sns) == len(mail) == 1 and sns[0].startswith("[sluice] OK analytics")
 
-    assert run_analytics().status == "skipped"  # that day already ran
+    assert run_data2bots().status == "skipped"  # that day already ran
     assert subjects(*notify_blocks) == ([], [])
 
     set_env(monkeypatch, SLUICE_NOTIFY_ON="failure")
-    assert run_analytics(force=True).status == "success"
+    assert run_data2bots(force=True).status == "success"
     assert subjects(*notify_blocks) == ([], [])
 
 
@@ -175,12 +175,12 @@ def test_analytics_alerts_when_tables_are_rebuilt_not_when_the_day_already_ran(
 def test_customers_alerts_on_rebuild_and_follows_the_setting(
     sluice_env: Path, notify_blocks: tuple[Topic, Inbox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sluice.cli.runner import run_customers, run_ingest
+    from sluice.cli.runner import run_ingest, run_sertis
     from sluice.warehouse import get_engine
 
     with get_engine().begin() as conn:
         conn.execute(sa.text("DROP SCHEMA IF EXISTS sertis CASCADE"))
-    empty = run_customers()  # no silver yet: nothing rebuilt from nothing
+    empty = run_sertis()  # no silver yet: nothing rebuilt from nothing
     assert empty.status == "success" and empty.rows_loaded == 0
     assert subjects(*notify_blocks) == ([], [])
 
@@ -191,13 +191,13 @@ def test_customers_alerts_on_rebuild_and_follows_the_setting(
     assert run_ingest(str(landed), mode="hard").status == "success"
     subjects(*notify_blocks)
 
-    gold = run_customers()
+    gold = run_sertis()
     assert gold.status == "success" and gold.rows_loaded > 0
     sns, mail = subjects(*notify_blocks)
     assert len(sns) == len(mail) == 1 and sns[0].startswith("[sluice] OK customers")
 
     set_env(monkeypatch, SLUICE_NOTIFY_ON="failure")
-    assert run_customers().status == "success"
+    assert run_sertis().status == "success"
     assert subjects(*notify_blocks) == ([], [])
 
 
@@ -207,13 +207,13 @@ def test_a_run_that_creates_reference_tables_says_so_in_its_alert(
 ) -> None:
     import json
 
-    from sluice.cli.runner import run_analytics
+    from sluice.cli.runner import run_data2bots
     from tests.data2bots.test_reference import drop_tiny_staging, tiny_staging
 
     set_env(monkeypatch, SLUICE_NOTIFY_ON="change")
     tiny_staging()
     try:
-        report = run_analytics()
+        report = run_data2bots()
     finally:
         drop_tiny_staging()
     assert report.status == "success" and len(report.notes) == 2

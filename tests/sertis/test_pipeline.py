@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from sluice.cli.runner import run_customers, run_ingest
+from sluice.cli.runner import run_ingest, run_sertis
 from sluice.warehouse import get_engine
 from tests.conftest import shared_file
 
@@ -68,7 +68,7 @@ def test_sample_through_bronze_silver_gold(clean: Path) -> None:
     silver = pd.read_parquet(silver_files[0])
     assert len(silver) == 300 and silver["customer_id"].str.startswith("00").all()
 
-    gold_report = run_customers()
+    gold_report = run_sertis()
     assert gold_report.status == "success", gold_report.error
     want = independent_gold(sample)
     with get_engine().connect() as conn:
@@ -89,7 +89,7 @@ def test_sample_through_bronze_silver_gold(clean: Path) -> None:
 
     # Same file again: skipped, silver not doubled, gold unchanged; a second run replaces gold, not appends.
     assert run_ingest(str(landed)).status == "skipped"
-    assert run_customers().status == "success"
+    assert run_sertis().status == "success"
     with get_engine().connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM sertis.customers")).scalar_one() == len(want)
         assert conn.execute(sa.text("SELECT count(*) FROM sertis.transactions")).scalar_one() == 300
@@ -110,7 +110,7 @@ def test_glue_catalog_on_moto_server(
         encoding="utf-8",
     )
     assert run_ingest(str(source)).status == "success"
-    assert run_customers().status == "success"
+    assert run_sertis().status == "success"
     glue = boto3.client("glue", endpoint_url=moto_endpoint)
     silver = glue.get_table(DatabaseName="sluice_sertis", Name="silver_transactions")["Table"]
     gold = glue.get_table(DatabaseName="sluice_sertis", Name="gold_customers")["Table"]

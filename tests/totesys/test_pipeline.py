@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -14,32 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import shared_file
-
-
-@dataclass
-class Env:
-    source: sa.Engine
-    warehouse: sa.Engine
-    url: str
-
-
-@pytest.fixture
-def totesys_env(sluice_env, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    from sluice.settings import reload_settings
-    from sluice.totesys_source import source_engine, source_url
-    from sluice.warehouse import get_engine
-
-    monkeypatch.delenv("SLUICE_TOTESYS_SOURCE_URL", raising=False)
-    settings = reload_settings()
-    warehouse = get_engine(settings)
-    with warehouse.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA IF EXISTS warehouse CASCADE"))
-        for table in ("totesys_watermarks", "totesys_recent", "totesys_lookups"):
-            conn.execute(sa.text(f"DROP TABLE IF EXISTS sluice.{table}"))
-    url = source_url(settings)
-    source = source_engine(url)
-    yield Env(source, warehouse, url)
-    source.dispose()
+from tests.totesys.conftest import Env
 
 
 def cycle() -> object:
@@ -90,7 +63,7 @@ def orphans(engine: sa.Engine) -> list[str]:
 
 @pytest.mark.acceptance
 def test_shared_snapshot_first_run_idle_run_and_one_update(totesys_env: Env) -> None:
-    from sluice.totesys_source import seed_from_folder
+    from sluice.fakes.totesys import seed_from_folder
 
     folder = shared_file("totesys", "sales_order.csv").parent
     seed_from_folder(totesys_env.source, folder)
@@ -194,7 +167,7 @@ def _files(root: str) -> list:
 def test_late_commit_inside_the_overlap_is_extracted_and_dimension_changes_propagate(
     totesys_env: Env,
 ) -> None:
-    from sluice.totesys_source import generate, seed
+    from sluice.fakes.totesys import generate, seed
 
     seed(totesys_env.source, generate(60, random.Random(7)))
     assert cycle().status == "success"
@@ -234,7 +207,7 @@ def test_late_commit_inside_the_overlap_is_extracted_and_dimension_changes_propa
 
 
 def test_bad_batch_halts_loads_nothing_and_keeps_the_watermarks(totesys_env: Env) -> None:
-    from sluice.totesys_source import generate, seed
+    from sluice.fakes.totesys import generate, seed
 
     seed(totesys_env.source, generate(30, random.Random(3)))
     assert cycle().status == "success"
@@ -283,8 +256,8 @@ def test_bad_batch_halts_loads_nothing_and_keeps_the_watermarks(totesys_env: Env
 def test_source_unreachable_fails_cleanly_and_moves_no_watermark(
     totesys_env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from sluice.fakes.totesys import generate, seed
     from sluice.settings import reload_settings
-    from sluice.totesys_source import generate, seed
     from tests.conftest import free_port
 
     seed(totesys_env.source, generate(20, random.Random(5)))
@@ -311,8 +284,8 @@ def test_source_unreachable_fails_cleanly_and_moves_no_watermark(
 def test_existing_warehouse_with_the_old_column_name_is_renamed_in_place_with_its_data(
     totesys_env: Env,
 ) -> None:
+    from sluice.fakes.totesys import generate, seed
     from sluice.totesys import ensure_warehouse
-    from sluice.totesys_source import generate, seed
 
     wh = totesys_env.warehouse
     # A warehouse made by an earlier Sluice: dim_counterparty.counterparty_legal_address_line_2, with a row.
@@ -365,8 +338,8 @@ def test_existing_warehouse_with_the_old_column_name_is_renamed_in_place_with_it
 def test_every_star_schema_table_of_a_cycle_goes_as_binary_copy(totesys_env: Env) -> None:
     """Issue 17: Totesys' times and Decimals have binary encoders, so no table of a cycle falls back to CSV."""
     from sluice import pgbinary, totesys
+    from sluice.fakes.totesys import generate, seed
     from sluice.settings import get_settings
-    from sluice.totesys_source import generate, seed
     from sluice.warehouse import qualified, raw_connection
 
     seed(totesys_env.source, generate(40, random.Random(5)))

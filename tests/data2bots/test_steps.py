@@ -1,0 +1,64 @@
+"""A Data2bots run's tasks as Prefect ran them: reads and writes retried, transform and validate pure; failed
+checks quarantined by a retried task before the run halts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from sluice.cli.runner import run_data2bots
+from sluice.warehouse import get_engine
+from tests.data2bots.test_reference import drop_tiny_staging, tiny_staging
+from tests.steps import (
+    quarantine_fails_once,
+    rejected_after_a_retried_quarantine,
+    retried_as_configured,
+    steps,
+)
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(autouse=True)
+def _no_tiny_staging_after(sluice_env: Path) -> Iterator[None]:
+    """Later tests (and the demo) ingest into the real staging tables."""
+    yield
+    drop_tiny_staging()
+
+
+def test_a_run_is_its_steps_in_order_io_retried_the_rest_pure(sluice_env: Path) -> None:
+    tiny_staging()
+    report = run_data2bots()
+    assert report.status == "success", report.error
+    runs = steps(report.flow_run_id, last="export")
+    assert [s.name for s in runs] == ["extract", "transform", "validate", "load", "export"]
+    retried_as_configured(runs, io={"extract", "load", "export"})
+
+
+def test_analytics_that_break_their_model_are_quarantined_with_a_retry_then_rejected(
+    sluice_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reviews of a product -2 put into staging behind Sluice's back make it the best performing product: the
+    run fails at validate, its failed checks in quarantine, nothing loaded. The quarantine zone cannot be written
+    at first (a file stands where the ``analytics`` folder goes) until the ledger shows the write failed."""
+    tiny_staging()
+    with get_engine().begin() as conn:
+        conn.execute(sa.text("INSERT INTO staging.reviews VALUES (5, -2), (5, -2)"))
+    with quarantine_fails_once(sluice_env, "analytics", "analytics", "validate", monkeypatch):
+        report = run_data2bots()
+    assert report.status == "failed" and report.state == "validate", report.error
+    assert "analytics: " in report.error and "checks failed, nothing loaded" in report.error
+    assert report.rows_quarantined and report.quarantine_uri and report.quarantine_uri in report.error
+    failures = pd.read_csv(report.quarantine_uri)
+    assert "best_performing_product" in set(failures["table"])
+    assert "product_id" in set(failures["column"])
+    runs = rejected_after_a_retried_quarantine(report.flow_run_id)
+    assert [s.name for s in runs] == ["extract", "transform", "validate", "quarantine", "reject"]
+    with get_engine().connect() as conn:
+        assert (
+            conn.execute(sa.text("SELECT to_regclass('analytics.best_performing_product')")).scalar() is None
+        )
