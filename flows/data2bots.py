@@ -12,7 +12,7 @@ from pydantic import Field
 from flows.names import data2bots_run_name
 from flows.skeleton import held, new_report, pipeline_flow, quarantined, start_run, step, validated
 from sluice.report import IngestReport, markdown
-from tasks.data2bots import Data2botsContext, export, extract, load, transform, validate
+from tasks.data2bots import Data2botsContext, ensure, export, extract, load, transform, validate
 
 
 class Data2botsReport(IngestReport):
@@ -66,6 +66,7 @@ def data2bots(
         report.rows_read = sum(len(f) for f in staging.values())
         tables = step(report, "transform", transform, ctx, staging)
         validated(report, ctx, validate, tables)
+        step(report, "load", ensure, ctx)
         report.loaded = step(report, "load", load, ctx, tables)
         report.rows_loaded = sum(report.loaded.values())
         report.exports = step(report, "export", export, ctx)

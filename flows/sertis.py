@@ -9,7 +9,7 @@ from pydantic import Field
 from flows.names import sertis_run_name
 from flows.skeleton import held, new_report, pipeline_flow, quarantined, start_run, step, validated
 from sluice.report import IngestReport, markdown
-from tasks.sertis import SertisContext, extract, load, transform, validate
+from tasks.sertis import SertisContext, ensure, extract, load, publish, transform, validate
 
 
 class SertisReport(IngestReport):
@@ -29,8 +29,9 @@ def sertis() -> SertisReport:
         report.rows_read = len(silver)
         gold = step(report, "transform", transform, ctx, silver)
         validated(report, ctx, validate, gold)
-        report.gold_uri = step(report, "load", load, ctx, gold)
-        report.rows_loaded = report.customers = len(gold)
+        step(report, "load", ensure, ctx)
+        report.rows_loaded = report.customers = step(report, "load", load, ctx, gold)
+        report.gold_uri = step(report, "load", publish, ctx, gold)
         report.status = "success"
     get_run_logger().info("customers: %d from %d silver rows", report.customers, report.rows_read)
     return report

@@ -298,8 +298,8 @@ def load(
 ) -> dict[str, int]:
     """That day's analytics rows replaced, the run recorded, and only the reference tables in ``writes`` written
     (``create``: only if still empty, another run may have created it meanwhile; ``refresh``: replaced), in one
-    transaction. Every other reference table is left exactly as it is."""
-    ensure_tables(engine)
+    transaction. Every other reference table is left exactly as it is. The tables exist already: the flow's
+    ``ensure`` task creates them (``ensure_tables``) first."""
     loaded: dict[str, int] = {}
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('sluice.analytics'))"))

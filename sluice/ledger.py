@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,26 +26,6 @@ from sluice.tables.ledger import run_ledger as run_ledger
 from sluice.warehouse import get_engine
 
 logger = logging.getLogger(__name__)
-
-
-@contextmanager
-def tracked(ledger: Ledger, counts: dict[str, Any], **fields: Any) -> Iterator[LedgerEntry]:
-    """Record a state as running, then as success/skipped (the body may set it) or fail with the error.
-
-    ``counts`` carries rows and quarantine figures from one state to the next of the same run.
-    """
-    entry = LedgerEntry(**fields, **counts)
-    ledger.record(entry)
-    try:
-        yield entry
-    except BaseException as exc:
-        entry.status = "fail"
-        entry.error = str(exc) or type(exc).__name__
-        close_entry(ledger, counts, entry)
-        raise
-    if entry.status == "running":
-        entry.status = "success"
-    close_entry(ledger, counts, entry)
 
 
 def close_entry(ledger: Ledger, counts: dict[str, Any], entry: LedgerEntry) -> None:

@@ -94,13 +94,16 @@ def ensure_gold(engine: sa.Engine) -> None:
     tables.ensure(engine, customers)
 
 
-def load_gold(engine: sa.Engine, gold: pd.DataFrame, settings: Settings) -> str:
-    """Replace ``sertis.customers`` (one transaction) and the gold Parquet; returns the Parquet's URI."""
-    ensure_gold(engine)
+def load_gold(engine: sa.Engine, gold: pd.DataFrame) -> int:
+    """Replace ``sertis.customers`` in one transaction (the table exists: ``ensure_gold`` ran first)."""
     with engine.begin() as conn:
         conn.execute(sa.text("LOCK TABLE sertis.customers IN EXCLUSIVE MODE"))
         conn.execute(sa.delete(customers))
-        copy_frames(conn, "sertis.customers", [c for c, _ in GOLD_COLUMNS], [gold])
+        return copy_frames(conn, "sertis.customers", [c for c, _ in GOLD_COLUMNS], [gold])
+
+
+def publish_gold(gold: pd.DataFrame, settings: Settings) -> str:
+    """The gold Parquet (replaced) and, when configured, its Glue catalog entry; returns the Parquet's URI."""
     uri = storage.join(zone(settings, "gold"), "customers.parquet")
     storage.put_bytes(parquet(gold, GOLD_COLUMNS), uri)
     if settings.glue_database:

@@ -256,8 +256,10 @@ def _json_rows(frame: pd.DataFrame) -> list[str]:
 def load(
     engine: sa.Engine, tables: Mapping[str, pd.DataFrame], extracted: Extracted, settings: Settings
 ) -> dict[str, int]:
-    """All of the run's tables, dimensions first, plus the watermarks: one transaction, all or nothing."""
-    ensure_warehouse(engine)
+    """All of the run's tables, dimensions first, plus the watermarks: one transaction, all or nothing.
+
+    The tables exist already: the flow's ``ensure`` task creates them (``ensure_warehouse``) before extract.
+    """
     loaded: dict[str, int] = {}
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": LOCK})

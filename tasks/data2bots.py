@@ -1,6 +1,7 @@
 """Prefect tasks of the ``analytics`` flow (Data2bots): extract → transform → validate → load → export.
 
-Extract, load and export read or write the warehouse and the export zone (``io_task``: retried); transform and
+The ``load`` state is two tasks: ``ensure`` (the tables) then ``load``. Extract, ensure, load and export read or
+write the warehouse and the export zone (``io_task``: retried); transform and
 validate are pure over the frames in hand (``step_task``); failed checks go through the toolkit's
 ``quarantine`` and ``reject``.
 """
@@ -69,6 +70,14 @@ def validate(ctx: Data2botsContext, tables: dict[str, pd.DataFrame]) -> pd.DataF
     Pure: failures are written by the toolkit's ``quarantine`` (retried), then ``reject`` halts the run.
     """
     return checked(ctx, data2bots.failure_cases, tables)
+
+
+@io_task
+def ensure(ctx: Data2botsContext) -> None:
+    """Create the reference, analytics and run tables if absent (part of the ``load`` state: extract has already
+    seen which reference tables were absent, so the run's note still says "created (it was absent)")."""
+    with ledger_state(ctx, "load", last=False):
+        data2bots.ensure_tables(ctx.engine)
 
 
 @io_task

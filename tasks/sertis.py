@@ -1,4 +1,9 @@
-"""Prefect tasks of the Sertis gold flow (``customers``): all of silver → the per-customer gold table."""
+"""Prefect tasks of the Sertis gold flow (``customers``): all of silver → the per-customer gold table.
+
+- ``extract``: ``extract`` (all of silver); ``transform``: ``transform`` (pure); ``validate``: ``validate``
+  (pure: the failed checks), then the toolkit's ``quarantine`` and ``reject`` if any;
+- ``load``: ``ensure`` (the gold table), ``load`` (replaced in one transaction), ``publish`` (its Parquet, Glue).
+"""
 
 from __future__ import annotations
 
@@ -50,9 +55,22 @@ def validate(ctx: SertisContext, gold: pd.DataFrame) -> pd.DataFrame:
 
 
 @io_task
-def load(ctx: SertisContext, gold: pd.DataFrame) -> str:
-    """Replace the gold table and its Parquet in one transaction; returns the Parquet's location."""
-    with ledger_state(ctx, "load") as entry:
-        uri = sertis.load_gold(ctx.engine, gold, ctx.settings)
-        entry.rows_loaded = len(gold)
-    return uri
+def ensure(ctx: SertisContext) -> None:
+    """Create the gold table if absent (part of the ``load`` state)."""
+    with ledger_state(ctx, "load", last=False):
+        sertis.ensure_gold(ctx.engine)
+
+
+@io_task
+def load(ctx: SertisContext, gold: pd.DataFrame) -> int:
+    """Replace the gold table in one transaction; returns its rows."""
+    with ledger_state(ctx, "load", last=False) as entry:
+        entry.rows_loaded = sertis.load_gold(ctx.engine, gold)
+    return entry.rows_loaded
+
+
+@io_task
+def publish(ctx: SertisContext, gold: pd.DataFrame) -> str:
+    """The gold Parquet (and its Glue catalog entry when configured); returns the Parquet's location."""
+    with ledger_state(ctx, "load"):
+        return sertis.publish_gold(gold, ctx.settings)

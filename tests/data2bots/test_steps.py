@@ -35,8 +35,8 @@ def test_a_run_is_its_steps_in_order_io_retried_the_rest_pure(sluice_env: Path) 
     report = run_data2bots()
     assert report.status == "success", report.error
     runs = steps(report.flow_run_id, last="export")
-    assert [s.name for s in runs] == ["extract", "transform", "validate", "load", "export"]
-    retried_as_configured(runs, io={"extract", "load", "export"})
+    assert [s.name for s in runs] == ["extract", "transform", "validate", "ensure", "load", "export"]
+    retried_as_configured(runs, io={"extract", "ensure", "load", "export"})
 
 
 def test_analytics_that_break_their_model_are_quarantined_with_a_retry_then_rejected(

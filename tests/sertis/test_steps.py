@@ -33,9 +33,9 @@ def _no_edited_silver_after(sluice_env: Path) -> Iterator[None]:
 def test_a_build_is_its_steps_in_order_io_retried_the_rest_pure(sluice_env: Path) -> None:
     report = run_sertis()
     assert report.status == "success", report.error
-    runs = steps(report.flow_run_id, last="load")
-    assert [s.name for s in runs] == ["extract", "transform", "validate", "load"]
-    retried_as_configured(runs, io={"extract", "load"})
+    runs = steps(report.flow_run_id, last="publish")
+    assert [s.name for s in runs] == ["extract", "transform", "validate", "ensure", "load", "publish"]
+    retried_as_configured(runs, io={"extract", "ensure", "load", "publish"})
 
 
 def test_a_gold_table_that_breaks_its_model_is_quarantined_with_a_retry_then_rejected(
