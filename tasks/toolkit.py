@@ -6,7 +6,8 @@
   state made of several tasks (fetch, then compute, then write) has each record the same row.
 - ``io_task``: a task that talks to the outside (files, S3, databases). It retries transient faults with the
   configured policy (``SLUICE_RETRIES``, exponential back-off from ``SLUICE_RETRY_DELAY_SECONDS``, jitter),
-  read when the task is called, never at import; a ``SluiceError`` (bad file, bad rows) is never retried.
+  read when the task is called, never at import; a ``SluiceError`` (bad file, bad rows) is never retried, nor
+  a permanent refusal (AWS AccessDenied/NoSuchKey…, a PostgreSQL privilege or login error: ``permanent``).
 - ``step_task``: a pure step over data already in hand (transform, validate): no retries, no result caching,
   no I/O but the ledger's (a quarantine write is an ``io_task`` of its own).
 - ``quarantine`` and ``reject``: what follows a pipeline's ``validate`` that found failed checks (their CSV in
@@ -109,14 +110,45 @@ def ledger_state(ctx: RunContext, state: str, *, last: bool = True) -> Iterator[
     close_entry(ctx.ledger, ctx.counts, entry)
 
 
+#: AWS error codes that no retry can mend: a missing permission, key or bucket, or bad credentials.
+PERMANENT_AWS_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "AuthorizationError",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "NoSuchBucket",
+        "NoSuchKey",
+        "ResourceNotFoundException",
+        "SignatureDoesNotMatch",
+        "UnrecognizedClientException",
+    }
+)
+#: PostgreSQL error classes that no retry can mend: privilege, authentication, a missing database.
+PERMANENT_SQLSTATES = frozenset({"42501", "28000", "28P01", "3D000"})
+
+
+def permanent(exc: BaseException) -> bool:
+    """A fault that retrying cannot fix (AWS said no, PostgreSQL refused the role), whatever library raised it.
+
+    Read off the exception's own fields (botocore's ``response``, psycopg2's ``pgcode`` behind SQLAlchemy's
+    ``orig``), so neither library is imported here.
+    """
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and response.get("Error", {}).get("Code") in PERMANENT_AWS_CODES:
+        return True
+    return getattr(getattr(exc, "orig", exc), "pgcode", None) in PERMANENT_SQLSTATES
+
+
 def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry transient faults (network, database); never a bad file or bad rows."""
+    """Retry transient faults (network, database); never a bad file or bad rows, nor a permanent refusal."""
     try:
         state.result()
     except SluiceError:
         return False
-    except Exception:
-        return True
+    except Exception as exc:
+        return not permanent(exc)
     return False
 
 

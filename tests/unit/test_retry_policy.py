@@ -19,6 +19,42 @@ def test_user_errors_are_not_retried(exc: Exception) -> None:
     assert retry_unless_user_error(None, None, Failed(data=exc)) is False
 
 
+@pytest.mark.parametrize("code", ["AccessDenied", "NoSuchKey", "NoSuchBucket", "InvalidAccessKeyId"])
+def test_aws_refusals_are_not_retried(code: str) -> None:
+    """A missing permission or object stays missing: three retries with back-off only delay the alert."""
+    from botocore.exceptions import ClientError
+
+    exc = ClientError({"Error": {"Code": code, "Message": "no"}}, "GetObject")
+    assert retry_unless_user_error(None, None, Failed(data=exc)) is False
+
+
+@pytest.mark.parametrize("code", ["SlowDown", "InternalError", "RequestTimeout", "ThrottlingException"])
+def test_aws_throttling_and_server_faults_are_retried(code: str) -> None:
+    from botocore.exceptions import ClientError
+
+    exc = ClientError({"Error": {"Code": code, "Message": "later"}}, "PutObject")
+    assert retry_unless_user_error(None, None, Failed(data=exc)) is True
+
+
+def test_a_postgres_privilege_error_is_not_retried(pg_url: str) -> None:
+    """A real refusal from PostgreSQL (a role without rights on the table), as SQLAlchemy raises it."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.connect() as conn:  # one transaction, rolled back: the role and table never persist
+            conn.execute(sa.text("CREATE TEMP TABLE secret (x int)"))
+            conn.execute(sa.text("CREATE ROLE sluice_nobody"))
+            conn.execute(sa.text("SET LOCAL ROLE sluice_nobody"))
+            with pytest.raises(sa.exc.ProgrammingError) as refused:
+                conn.execute(sa.text("SELECT * FROM secret"))
+            conn.rollback()
+    finally:
+        engine.dispose()
+    assert getattr(refused.value.orig, "pgcode", None) == "42501"
+    assert retry_unless_user_error(None, None, Failed(data=refused.value)) is False
+
+
 def test_success_is_not_retried() -> None:
     assert retry_unless_user_error(None, None, Completed(data=1)) is False
 
