@@ -25,11 +25,12 @@ def source_url(settings: Settings | None = None, override: str | None = None) ->
         return settings.totesys_source_url.get_secret_value()
     if settings.totesys_source_secret_arn:
         return secret_value(settings.totesys_source_secret_arn)
-    warehouse = sa.make_url(database_url(settings))
     if settings.database_url is not None or settings.database_secret_arn:
         raise ConfigurationError(
-            "SLUICE_TOTESYS_SOURCE_URL is not set: with an external warehouse, say where the Totesys OLTP is"
+            "SLUICE_TOTESYS_SOURCE_URL is not set: with an external warehouse, say where the Totesys OLTP is "
+            "(SLUICE_TOTESYS_SOURCE_URL or SLUICE_TOTESYS_SOURCE_SECRET_ARN; the stack's TotesysSourceUrl)"
         )
+    warehouse = sa.make_url(database_url(settings))
     _ensure_database(warehouse, SOURCE_DATABASE)
     return warehouse.set(database=SOURCE_DATABASE).render_as_string(hide_password=False)
 

@@ -31,7 +31,13 @@ def _start_embedded(pgdata: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL in ``pgdata``; returns its SQLAlchemy URL."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR notice
-        import pgserver  # the embedded group: only in a checkout, not in the image (Aurora)
+        try:
+            import pgserver  # the embedded group: only in a checkout, not in the image (Aurora)
+        except ModuleNotFoundError:
+            raise ConfigurationError(
+                "no warehouse configured: set SLUICE_DATABASE_URL or SLUICE_DATABASE_SECRET_ARN (the embedded "
+                "PostgreSQL is only installed by ./run in a checkout, not in the image)"
+            ) from None
 
         pgdata.mkdir(parents=True, exist_ok=True)
         # cleanup_mode=None: the server outlives this process and is reused by the next one.

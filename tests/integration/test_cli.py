@@ -97,3 +97,40 @@ def test_demo_twice_loads_nothing_twice(sluice_env: Path) -> None:
     assert 0 < first == second < 300  # a few generated rows are bad and quarantined
     assert "skipped" in out and "Traceback" not in out and "ERROR" not in out
     assert "Prefect UI, with the runs above (Runs page):  http://" in out
+
+
+def test_totesys_on_an_external_warehouse_without_a_source_says_what_to_set(
+    sluice_env: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on ECS with the stack's warehouse but no Totesys source: one readable line, not an import error."""
+    from sluice.settings import reload_settings
+
+    monkeypatch.delenv("SLUICE_TOTESYS_SOURCE_URL", raising=False)
+    monkeypatch.delenv("SLUICE_TOTESYS_SOURCE_SECRET_ARN", raising=False)
+    monkeypatch.setenv("SLUICE_DATABASE_URL", pg_url)
+    reload_settings()
+    try:
+        code, out, err = invoke("totesys", "--json")
+    finally:
+        monkeypatch.undo()
+        reload_settings()
+    assert code == 1
+    assert "SLUICE_TOTESYS_SOURCE_URL is not set" in json.loads(out)["error"]
+    assert "Traceback" not in out + err and "pgserver" not in out + err
+
+
+def test_no_warehouse_and_no_embedded_postgres_says_what_to_set(tmp_path: Path) -> None:
+    """The image has no pgserver (Aurora only): without a configured warehouse a command names the settings."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLUICE_", "PREFECT_"))}
+    env["SLUICE_HOME"] = str(tmp_path / "home")
+    script = "import sys; sys.modules['pgserver'] = None\nfrom sluice.cli import main\nmain()"
+    done = subprocess.run(
+        [sys.executable, "-c", script, "db", "url"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "no warehouse configured: set SLUICE_DATABASE_URL" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
