@@ -95,12 +95,33 @@ def through_runner(args: list[str], prog: str) -> int | None:
     if not child:
         return 128 + received[0] if received else None  # the runner ended before the command started
     with contextlib.suppress(ProcessLookupError):
-        os.kill(child[0], signal.SIGTERM)
+        os.kill(child[0], signal.SIGTERM)  # Prefect ends its run as failed; the ledger records it
+    _wait_gone(child[0], 15.0)
     sys.stderr.write(
         f"error: the warm runner of {home} stopped while running this command (process {child[0]}, now stopped); "
         f"its outcome is in `sluice ledger`, the runner's log in {home / warm.RUNNER_DIR / warm.LOG_FILE}\n"
     )
     return 1
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    """Wait (bounded) for ``pid`` to end, so that its last words come before ours."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                if f.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                    return
+        except OSError:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            except PermissionError:
+                pass
+        time.sleep(0.05)
 
 
 def main() -> None:

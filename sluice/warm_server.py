@@ -57,6 +57,9 @@ def preload() -> None:
     for name in FIRST_RUN_MODULES:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    from sluice.runtime import no_heartbeat_settings
+
+    no_heartbeat_settings()  # a settings object, derived once (no thread, no I/O beyond the environment)
 
 
 FIRST_RUN_MODULES = (
