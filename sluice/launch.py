@@ -32,6 +32,14 @@ def through_runner(args: list[str], prog: str) -> int | None:
     env = dict(os.environ)
     cwd = os.getcwd()
     home = warm.home_of(env)
+    # Everything computed before connecting: the runner reads each request as it accepts it.
+    request = {
+        "argv": [sys.argv[0], *args],
+        "prog": prog,
+        "cwd": cwd,
+        "env": env,
+        "fingerprint": warm.fingerprint(env, cwd),
+    }
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(warm.socket_path(home))
@@ -55,13 +63,6 @@ def through_runner(args: list[str], prog: str) -> int | None:
     previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
     try:
         with sock:
-            request = {
-                "argv": [sys.argv[0], *args],
-                "prog": prog,
-                "cwd": cwd,
-                "env": env,
-                "fingerprint": warm.fingerprint(env, cwd),
-            }
             try:
                 for stream in (sys.stdout, sys.stderr):
                     stream.flush()
