@@ -7,7 +7,10 @@ Everything runs ``sluice`` in fresh processes with a fresh ``SLUICE_HOME`` (unde
 extracted with ``git archive``; same interpreter and packages), in the same run, so that the figures are ratios
 on the same (shared, noisy) machine. Prints one line per figure as it is measured, then a JSON summary.
 The heavy "before" figures (12 concurrent commands, each starting its own server) are taken from the issue
-unless ``--before-heavy``. Not a test: nothing here fails, it reports.
+unless ``--before-heavy``. "after" runs ``python -m sluice`` (the console script's thin client: through the home's
+warm runner) and, in the same run, the same commands with ``SLUICE_WARM=0`` (in-process, the path before the
+runner), and the CPU seconds of one run in every process it uses (client, runner's child, Prefect server,
+PostgreSQL). Not a test: nothing here fails, it reports.
 """
 
 from __future__ import annotations
@@ -53,21 +56,28 @@ def extract(ref: str, into: Path) -> Path:
     return into
 
 
-def env_for(home: Path, src: Path) -> dict[str, str]:
+def env_for(home: Path, src: Path, warm: bool = True) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SLUICE_"))}
     env.update(SLUICE_HOME=str(home), PYTHONPATH=str(src))
+    if not warm:
+        env["SLUICE_WARM"] = "0"  # every command in-process: the path before the warm runner
     return env
 
 
+def command(src: Path) -> list[str]:
+    """The console script's entry (the thin client) where the checkout has one, else the CLI in-process."""
+    return [PY, "-m", "sluice"] if (src / "sluice" / "launch.py").exists() else [PY, "-m", "sluice.cli"]
+
+
 def sluice(
-    home: Path, src: Path, *args: str, timeout: float = 1800
+    home: Path, src: Path, *args: str, timeout: float = 1800, warm: bool = True
 ) -> tuple[float, subprocess.CompletedProcess[str]]:
     # Output through files, not pipes: a server orphaned by the old code keeps inherited pipes open forever.
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         proc = subprocess.run(
-            [PY, "-m", "sluice.cli", *args],
-            env=env_for(home, src),
+            [*command(src), *args],
+            env=env_for(home, src, warm),
             cwd=src,
             stdout=out,
             stderr=err,
@@ -103,8 +113,8 @@ def checkins(folder: Path, n: int, rows: int, tag: str) -> list[Path]:
     return paths
 
 
-def ingest(home: Path, src: Path, path: Path) -> tuple[float, bool]:
-    took, result = sluice(home, src, "ingest", str(path), "--dataset", "dailycheckins", "--json")
+def ingest(home: Path, src: Path, path: Path, warm: bool = True) -> tuple[float, bool]:
+    took, result = sluice(home, src, "ingest", str(path), "--dataset", "dailycheckins", "--json", warm=warm)
     try:
         ok = json.loads(result.stdout.strip().splitlines()[-1])["status"] == "success"
     except (ValueError, IndexError, KeyError):
@@ -148,6 +158,56 @@ def kill_leftovers(home: Path) -> int:
     return killed
 
 
+def _tree_cpu(pid: int | None, children_of_session: bool = False) -> float:
+    """CPU seconds of process ``pid``, its live descendants and its reaped children."""
+    import psutil
+
+    if pid is None:
+        return 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def cpu_snapshot(home: Path) -> dict[str, float]:
+    """CPU seconds so far of the home's runner (with the commands it forked), Prefect server and PostgreSQL."""
+    import resource
+
+    from sluice import services, warm
+
+    state = warm.read_state(home)
+    server = services._read_state(home)
+    pg = services.running_postgres(home / "pg")
+    own = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "client": own.ru_utime + own.ru_stime,  # reaped children of this benchmark: the sluice processes
+        "runner": _tree_cpu(int(state["pid"]) if state else None),
+        "prefect": _tree_cpu(server.pid if server else None),
+        "postgres": _tree_cpu(pg.pid if pg else None),
+    }
+
+
+def one_run_cpu(home: Path, src: Path, path: Path, warm: bool) -> dict[str, float]:
+    before = cpu_snapshot(home)
+    took, ok = ingest(home, src, path, warm=warm)
+    after = cpu_snapshot(home)
+    cpu = {k: round(after[k] - before[k], 2) for k in before}
+    cpu["total"] = round(sum(cpu.values()), 2)
+    cpu["wall"] = round(took, 2)
+    cpu["ok"] = ok
+    return cpu
+
+
 def backfill(home: Path, src: Path, folder: Path, concurrency: int) -> tuple[float, dict[str, Any] | str]:
     took, result = sluice(home, src, "backfill", str(folder), "--dataset", "dailycheckins",
                           "--concurrency", str(concurrency), "--json")  # fmt: skip
@@ -169,10 +229,20 @@ def measure(src: Path, work: Path, label: str, args: argparse.Namespace, heavy: 
         warm = checkins(work / f"warm-{label}", 1, 10, f"w{label}")
         ingest(home, src, warm[0])  # first use: database migrations, table creation
         singles = checkins(work / f"single-{label}", 5, 10, f"s{label}")
-        times, imports = [], []
-        for path in singles:  # interleaved with `import prefect`: the machine's load drifts
+        times, imports, cold = [], [], []
+        colds = checkins(work / f"single-cold-{label}", 5, 10, f"k{label}")
+        for path, cold_path in zip(singles, colds, strict=True):  # interleaved: the machine's load drifts
             imports.append(import_prefect(1))
             times.append(ingest(home, src, path))
+            if new:
+                cold.append(ingest(home, src, cold_path, warm=False))
+        if new:
+            out["in_process_ingest_10_rows_s"] = round(statistics.median(t for t, _ in cold), 2)
+            out["in_process_over_import_prefect"] = round(
+                out["in_process_ingest_10_rows_s"] / statistics.median(imports), 2
+            )
+            log(f"[{label}] 10-row ingest in-process (SLUICE_WARM=0, the path before the runner): "
+                f"{out['in_process_ingest_10_rows_s']} s = {out['in_process_over_import_prefect']}x `import prefect`")  # fmt: skip
         out["ingest_10_rows_s"] = round(statistics.median(t for t, _ in times), 2)
         out["ingest_10_rows_ok"] = all(ok for _, ok in times)
         out["import_prefect_s"] = round(statistics.median(imports), 2)
@@ -183,20 +253,34 @@ def measure(src: Path, work: Path, label: str, args: argparse.Namespace, heavy: 
         if args.only_ingest:
             return out
 
-        # 2. 12 concurrent ingests.
-        if heavy:
-            lone = out["ingest_10_rows_s"]
-            files = checkins(work / f"conc-{label}", 12, 10, f"c{label}")
+        # CPU seconds of one run, every process it uses (client, runner's child, Prefect server, PostgreSQL).
+        if new:
+            for warm, tag in ((True, "warm"), (False, "in_process")):
+                path = checkins(work / f"cpu-{tag}", 1, 10, f"u{tag}")[0]
+                cpu = one_run_cpu(home, src, path, warm)
+                out[f"cpu_one_run_{tag}"] = cpu
+                log(f"[{label}] CPU seconds of one 10-row ingest, {tag}: {cpu} -> 12 on 2 cores take at least "
+                    f"{6 * cpu['total'] / cpu['wall']:.2f}x a lone one")  # fmt: skip
+
+        # 2. 12 concurrent ingests (after: through the runner, and in-process as before it).
+        variants = [(True, "", out["ingest_10_rows_s"])] if heavy else []
+        if new:
+            variants.append((False, "in_process_", out["in_process_ingest_10_rows_s"]))
+        for warm, tag, lone in variants:
+            files = checkins(work / f"conc-{tag}{label}", 12, 10, f"c{tag}{label}")
             with ThreadPoolExecutor(12) as pool:
-                results = list(pool.map(lambda p: ingest(home, src, p), files))
+                results = list(pool.map(lambda p, w=warm: ingest(home, src, p, warm=w), files))
             worst = max(t for t, _ in results)
-            out["concurrent_12_ok"] = sum(ok for _, ok in results)
-            out["concurrent_12_max_s"] = round(worst, 2)
-            out["concurrent_12_max_over_lone"] = round(worst / lone, 2)
-            log(f"[{label}] 12 concurrent ingests: {out['concurrent_12_ok']}/12 ok, slowest {worst:.1f} s = "
-                f"{worst / lone:.2f}x a lone one")  # fmt: skip
+            out[f"{tag}concurrent_12_ok"] = sum(ok for _, ok in results)
+            out[f"{tag}concurrent_12_max_s"] = round(worst, 2)
+            out[f"{tag}concurrent_12_max_over_lone"] = round(worst / lone, 2)
+            log(f"[{label}] 12 concurrent ingests{' in-process' if tag else ''}: "
+                f"{out[f'{tag}concurrent_12_ok']}/12 ok, slowest {worst:.1f} s = {worst / lone:.2f}x a lone one"
+                " (target <= 3x)")  # fmt: skip
 
         # 3. backfill, then the skip pass.
+        if args.skip_backfill:
+            return out
         folder = work / f"backfill-{label}"
         checkins(folder, args.files, args.rows, f"b{label}")
         took, body = backfill(home, src, folder, 4)
@@ -240,6 +324,7 @@ def main() -> None:
     parser.add_argument("--before", default="main", help="git ref of 'today's' code")
     parser.add_argument("--skip-before", action="store_true")
     parser.add_argument("--only-ingest", action="store_true", help="only the 10-row ingest vs import prefect")
+    parser.add_argument("--skip-backfill", action="store_true", help="only the ingest figures (1 and 2)")
     parser.add_argument(
         "--before-heavy", action="store_true", help="also 12 concurrent commands on the old code"
     )

@@ -10,8 +10,6 @@ from datetime import UTC, datetime
 
 from prefect.runtime import flow_run
 
-from sluice import datasets
-
 # A hung run must not hold its concurrency slot (or its ECS task) forever. Generous: a first Totesys cycle loads the
 # whole OLTP (cycles due meanwhile are cancelled by its CANCEL_NEW limit), a 10M-row file takes ~2 minutes here.
 TIMEOUT_SECONDS = {
@@ -30,6 +28,8 @@ def ingest_run_name() -> str:
         source = str(params.get("source") or "")
         dataset = params.get("dataset")
         if not dataset:
+            from sluice import datasets  # pandas and pandera: only when a run has no dataset yet
+
             spec = datasets.resolve(source)
             dataset = spec.name if spec else "unclaimed"
         return f"{dataset} · {source.rstrip('/').rsplit('/', 1)[-1] or source}"

@@ -9,6 +9,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sluice.services import ensure_prefect_server
 
@@ -73,7 +74,27 @@ def in_process_run() -> Iterator[None]:
     (deployments) keep their heartbeats.
     """
     # after prepare(): Prefect reads its environment once, at import
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.context import SettingsContext, get_settings_context
 
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    context = get_settings_context()
+    with SettingsContext(profile=context.profile, settings=no_heartbeat_settings()):
         yield
+
+
+_NO_HEARTBEAT: list[tuple[Any, Any]] = []  # (the settings it was derived from, the derived settings)
+
+
+def no_heartbeat_settings() -> Any:
+    """The current Prefect settings with flow-run heartbeats off, derived once per settings object: building a
+    Settings object re-reads the environment and profile (~0.13 CPU-s here), and the warm runner derives it
+    before forking, so a command's child does not."""
+    from prefect.context import get_settings_context
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+
+    current = get_settings_context().settings
+    for base, derived in list(_NO_HEARTBEAT):
+        if base is current:
+            return derived
+    derived = current.copy_with_update(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+    _NO_HEARTBEAT[:] = [(current, derived)]
+    return derived

@@ -1,4 +1,5 @@
-"""Local services of one ``SLUICE_HOME``: a Prefect server and the embedded PostgreSQL, started on first need.
+"""Local services of one ``SLUICE_HOME``: a Prefect server and the embedded PostgreSQL, started on first need
+(and the warm runner, ``sluice.warm``, shown and stopped with them).
 
 Without ``PREFECT_API_URL`` every Sluice process would start its own ephemeral Prefect server (~12 s each,
 on a random port that concurrent processes can both draw). Instead the first command that needs Prefect
@@ -341,14 +342,20 @@ def stop_postgres(pgdata: Path, timeout: float = 30.0) -> Postgres | None:
 # --- both -------------------------------------------------------------------------------------------
 
 
-def status(home: Path, pgdata: Path | None) -> dict[str, Any]:
-    """What runs for ``home``: the Prefect server (URL, UI, pid) and the embedded PostgreSQL."""
+def status(
+    home: Path, pgdata: Path | None, env: dict[str, str] | None = None, cwd: str | None = None
+) -> dict[str, Any]:
+    """What runs for ``home``: the warm runner (and whether it matches ``env``), the Prefect server (URL, UI,
+    pid) and the embedded PostgreSQL."""
     server = _read_state(home)
     alive = server is not None and _process(server.pid, server.create_time) is not None
     answering = alive and server is not None and healthy(server.api_url)
     pg = running_postgres(pgdata) if pgdata is not None else None
+    from sluice import warm  # a sibling service of the same home (standard library only)
+
     return {
         "home": str(home.resolve()),
+        "runner": warm.status(home.resolve(), env, cwd),
         "prefect": {
             "running": bool(answering),
             "state": "running" if answering else ("not answering" if alive else "stopped"),
@@ -369,7 +376,11 @@ def status(home: Path, pgdata: Path | None) -> dict[str, Any]:
 
 
 def stop(home: Path, pgdata: Path | None) -> dict[str, bool]:
-    """Stop the home's Prefect server and embedded PostgreSQL; says which were running."""
+    """Stop the home's warm runner (and the commands it runs), Prefect server and embedded PostgreSQL; says
+    which were running."""
+    from sluice import warm  # a sibling service of the same home (standard library only)
+
+    stopped_runner = warm.stop(home.resolve())
     stopped_prefect = stop_prefect_server(home) is not None
     stopped_pg = stop_postgres(pgdata) is not None if pgdata is not None else False
-    return {"prefect": stopped_prefect, "postgres": stopped_pg}
+    return {"runner": stopped_runner, "prefect": stopped_prefect, "postgres": stopped_pg}

@@ -159,12 +159,12 @@ def _service_paths() -> tuple[Path, Path | None]:
 @services_app.command("status")
 def services_status(as_json: AsJson = False) -> None:
     """Show the home's Prefect server (UI address) and embedded PostgreSQL, and whether they run."""
-    info = services.status(*_service_paths())
+    info = services.status(*_service_paths(), env=dict(os.environ), cwd=os.getcwd())
     info["prefect_api_url_set"] = os.environ.get("PREFECT_API_URL")
     if as_json:
         print_json(info)
         return
-    prefect, pg = info["prefect"], info["postgres"]
+    prefect, pg, runner = info["prefect"], info["postgres"], info["runner"]
     console.print(f"home      {info['home']}", highlight=False, soft_wrap=True)
     if info["prefect_api_url_set"]:
         console.print(
@@ -180,11 +180,19 @@ def services_status(as_json: AsJson = False) -> None:
     if pg["running"]:
         line += f"  pid {pg['pid']}  {pg['url']}"
     console.print(line, highlight=False, soft_wrap=True)
+    line = f"runner    {runner['state']}"
+    if runner["running"]:
+        stale = "" if runner["current"] else "  (stale for this environment: replaced by the next command)"
+        line += f"  pid {runner['pid']}  {runner['commands']} running{stale}"
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 @services_app.command("start")
 def services_start() -> None:
-    """Start both now (otherwise the first command that needs one starts it)."""
+    """Start them now (otherwise the first command that needs one starts it)."""
+    from sluice import warm
+
+    env, cwd = dict(os.environ), os.getcwd()  # the runner must match the commands' environment, as given
     home, pgdata = _service_paths()
     with err.status("starting the Prefect server..."):
         api_url = services.ensure_prefect_server(home)
@@ -195,11 +203,20 @@ def services_start() -> None:
     console.print(f"prefect   running  UI {api_url.removesuffix('/api')}", highlight=False, soft_wrap=True)
     if pgdata is not None:
         console.print(f"postgres  running  {pgdata}", highlight=False, soft_wrap=True)
+    if not warm.enabled(env):
+        console.print("runner    off (SLUICE_WARM)", highlight=False)
+        return
+    with err.status("starting the warm runner..."):
+        started = warm.start(warm.home_of(env), env, cwd, wait=True)
+    if not started:
+        raise fail(f"the warm runner did not start; see {warm.runner_dir(home) / warm.LOG_FILE}")
+    console.print(f"runner    running  {warm.socket_path(home)}", highlight=False, soft_wrap=True)
 
 
 @services_app.command("stop")
 def services_stop() -> None:
-    """Stop the home's Prefect server and embedded PostgreSQL (the next command that needs them restarts them)."""
+    """Stop the home's warm runner, Prefect server and embedded PostgreSQL (the next command that needs them
+    restarts them)."""
     stopped = services.stop(*_service_paths())
     for name, was_running in stopped.items():
         console.print(f"{name:9} {'stopped' if was_running else 'was not running'}", highlight=False)
@@ -218,10 +235,10 @@ def demo(
     raise typer.Exit(code)
 
 
-def main() -> None:
+def main(prog_name: str | None = None) -> None:
     code: int = 0
     try:
-        app()
+        app(prog_name=prog_name)
     except SluiceError as exc:
         fail(str(exc))
         code = 1

@@ -12,6 +12,14 @@ from rich.console import Console
 console = Console()
 err = Console(stderr=True)
 
+
+def reset_consoles() -> None:
+    """Re-create both consoles in place (every module holds them by reference): rich detects the terminal, colour
+    system and size when a console is created, and a warm runner's child gets the client's terminal after that."""
+    console.__init__()  # type: ignore[misc]
+    err.__init__(stderr=True)  # type: ignore[misc]
+
+
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 

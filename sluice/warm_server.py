@@ -1,0 +1,375 @@
+"""The warm runner's process (``python -m sluice.warm_server [LOCK_FD]``; see ``sluice.warm``).
+
+It sets Prefect's environment exactly as a command would (``runtime.prepare``), imports the CLI, the flows, the
+tasks, Prefect, pandas, pandera and SQLAlchemy, and then only serves: a single-threaded selector loop on its Unix
+socket that forks one child per command and sends each child's exit status back when ``SIGCHLD`` says it ended.
+Nothing before the fork starts a thread, an event loop, a database pool or an HTTP client (checked at each
+fork: ``threading.active_count() == 1``, else the command is refused and runs in-process).
+
+``SIGHUP``: stop accepting, let running commands finish, exit (a replacement took over). ``SIGTERM``
+(``sluice services stop``): the same, and the running commands get ``SIGTERM`` too.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib
+import io
+import os
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from sluice import warm
+
+
+def _log(message: str) -> None:
+    sys.stdout.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [{os.getpid()}] {message}\n")
+    sys.stdout.flush()
+
+
+def preload() -> None:
+    """Import everything the warm commands import, in the order a command would (after ``prepare``)."""
+    import sluice.cli
+    import sluice.cli.backfill
+    import sluice.cli.data2bots
+    import sluice.cli.fanout
+    import sluice.cli.runner
+    import sluice.cli.sertis
+    import sluice.cli.totesys
+    import sluice.demo
+    import sluice.ledger
+    import sluice.settings
+    import sluice.warehouse  # noqa: F401 (imported for its side effect: loaded before the fork)
+
+    with contextlib.suppress(ImportError):  # the image leaves the embedded PostgreSQL out
+        import pgserver  # noqa: F401
+    # What a command's first flow run imports on the way (measured: 248 modules, 0.29 of the first run's 0.56
+    # CPU-s in a child forked without them; Prefect's engines, fastapi's encoder for parameters, pandera's
+    # backends and hypothesis, anyio's asyncio backend, graphviz for Prefect's visualisation).
+    for name in FIRST_RUN_MODULES:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    from sluice.runtime import no_heartbeat_settings
+
+    no_heartbeat_settings()  # a settings object, derived once (no thread, no I/O beyond the environment)
+
+
+FIRST_RUN_MODULES = (
+    "prefect.engine",
+    "prefect.flow_engine",
+    "prefect.task_engine",
+    "prefect.telemetry.run_telemetry",
+    "prefect.utilities.visualization",
+    "prefect._internal.control_listener",
+    "prefect._internal.attempt_control",
+    "prefect.concurrency.v1.context",
+    "fastapi",
+    "fastapi.encoders",
+    "anyio._backends._asyncio",
+    "anyio.streams.memory",
+    "anyio.streams.stapled",
+    "anyio.streams.tls",
+    "http.cookies",
+    "encodings.utf_8_sig",
+    "opentelemetry.metrics",
+    "opentelemetry._logs",
+    "pandas.io.formats.string",
+    "pandera.backends.pandas.register",
+    "pandera.accessors.pandas_accessor",
+    "pandera.typing.dask",
+    "pandera.typing.geopandas",
+    "pandera.typing.modin",
+    "pandera.typing.pyspark",
+    "pandera.strategies.pandas_strategies",
+    "pandera.strategies.pandas_constraints",
+    "pandera.api.geopandas.model",
+    "pandera.backends.pandas.builtin_checks",
+    "pandera.backends.pandas.builtin_hypotheses",
+    "pandera.backends.register_checks",
+    "pyarrow.vendored.version",
+    "psycopg2.extras",
+    "pyarrow.pandas_compat",
+    "pydantic.color",
+    "sluice.pgbinary",
+)
+
+
+class Runner:
+    def __init__(self, home: Path, fp: str, api_url: str | None) -> None:
+        self.home = home
+        self.fingerprint = fp
+        self.api_url = api_url
+        self.children: dict[int, socket.socket] = {}
+        self.draining = False
+        self.terminating = False
+        self.selector = selectors.DefaultSelector()
+        self.listener: socket.socket | None = None
+        self.wake_r, self.wake_w = socket.socketpair()
+
+    # --- the loop ---------------------------------------------------------------------------------------------
+
+    def bind(self) -> None:
+        path = warm.socket_path(self.home)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        os.chmod(path, 0o600)
+        self.listener.listen(128)
+        self.listener.setblocking(False)
+        self.selector.register(self.listener, selectors.EVENT_READ, "accept")
+
+    def serve(self) -> None:
+        for sock in (self.wake_r, self.wake_w):
+            sock.setblocking(False)
+        signal.set_wakeup_fd(self.wake_w.fileno())
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the selector through the wakeup fd
+        signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGTERM, self._on_term)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        while True:
+            if self.draining and self.listener is not None:
+                self.selector.unregister(self.listener)
+                self.listener.close()  # the path may be the replacement's by now: never unlinked here
+                self.listener = None
+            self._reap()
+            if self.draining and not self.children:
+                return
+            for key, _events in self.selector.select(timeout=5.0):
+                if key.data == "accept":
+                    self._accept()
+                elif key.data == "wake":
+                    with contextlib.suppress(BlockingIOError):
+                        while self.wake_r.recv(4096):
+                            pass
+                else:  # a client's connection: readable means it hung up before its command ended
+                    pid = key.data
+                    self.selector.unregister(key.fileobj)
+                    _log(f"client of child {pid} went away: SIGTERM to it")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGTERM)
+
+    def _on_hup(self, *_: Any) -> None:
+        self.draining = True
+
+    def _on_term(self, *_: Any) -> None:
+        self.draining = True
+        self.terminating = True
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = self.children.pop(pid, None)
+            if conn is None:
+                continue  # not a command (the Prefect server this runner started, say)
+            code = os.waitstatus_to_exitcode(status)
+            code = 128 - code if code < 0 else code  # killed by signal n: the shell's 128 + n
+            _log(f"child {pid} exited {code}")
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(conn)
+            with contextlib.suppress(OSError):
+                warm.send_line(conn, {"exit": code})
+            conn.close()
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        try:
+            conn, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        fds: list[int] = []
+        try:
+            conn.setblocking(True)
+            conn.settimeout(10.0)
+            request, fds = warm.recv_message(conn)
+            current = request.get("fingerprint") == self.fingerprint
+            if request.get("ping"):
+                warm.send_line(conn, {"pid": os.getpid(), "current": current, "children": len(self.children)})
+            elif not current:
+                _log("stale for a client (fingerprint differs): it runs in-process and replaces this runner")
+                warm.send_line(conn, {"stale": "the environment or the code changed"})
+            elif self.draining:
+                warm.send_line(conn, {"stale": "this runner is being replaced"})
+            elif threading.active_count() != 1 or len(fds) != 3:
+                _log(f"refused: {threading.active_count()} threads, {len(fds)} descriptors")
+                warm.send_line(conn, {"refused": "not safe to fork"})
+            else:
+                conn.settimeout(None)
+                self._fork(conn, request, fds)
+                return
+        except (OSError, ValueError, ConnectionError) as exc:
+            _log(f"bad request: {exc!r}")
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        conn.close()
+
+    def _fork(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+        pid = os.fork()
+        if pid == 0:
+            self._child(conn, request, fds)  # never returns
+        self.children[pid] = conn
+        self.selector.register(conn, selectors.EVENT_READ, pid)
+        _log(f"child {pid}: {' '.join(request['argv'][1:])[:200]}")
+
+    # --- the child --------------------------------------------------------------------------------------------
+
+    def _child(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            # The runner's descriptors: a child holding another client's connection would hide the runner's death.
+            self.selector.close()
+            for sock in (self.listener, self.wake_r, self.wake_w, *self.children.values()):
+                if sock is not None:
+                    sock.close()
+            for target, fd in zip((0, 1, 2), fds, strict=True):
+                os.dup2(fd, target)
+            for fd in fds:
+                if fd > 2:
+                    os.close(fd)
+            os.chdir(request["cwd"])
+            os.environ.clear()
+            os.environ.update(request["env"])
+            sys.argv = list(request["argv"])
+            _reopen_std_streams()
+            if not self._server_unchanged():
+                warm.send_line(conn, {"stale": "the local Prefect server moved"})
+                os.kill(os.getppid(), signal.SIGHUP)  # replaced by the next command
+                os._exit(0)
+            warm.send_line(conn, {"pid": os.getpid()})
+            conn.close()
+            code = _run_cli(request.get("prog") or "sluice")
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                traceback.print_exc()
+        finally:
+            with contextlib.suppress(BaseException):
+                atexit._run_exitfuncs()  # Prefect flushes its logs and events to the API here
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(code)
+
+    def _server_unchanged(self) -> bool:
+        """Prefect captured the API URL when the runner imported it: the home's server must still be there."""
+        if self.api_url is None or "PREFECT_API_URL" in os.environ:
+            return True  # an explicit PREFECT_API_URL is part of the fingerprint
+        from sluice import services
+
+        return services.ensure_prefect_server(self.home) == self.api_url
+
+
+_RUNNER_STREAMS: list[tuple[Any, ...]] = []
+
+
+def _reopen_std_streams() -> None:
+    """New ``sys.std*`` on descriptors 0/1/2 (now the client's), buffered as Python would for them, and rich's
+    consoles re-created (they detect colour, size and terminal at creation)."""
+    encoding, errors = sys.stdout.encoding, sys.stdout.errors
+    # Kept alive: the old objects own descriptors 0/1/2 (closefd) and would close the client's on collection.
+    _RUNNER_STREAMS.append((sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__))
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding=encoding)
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
+        io.FileIO(1, "w", closefd=False), encoding=encoding, errors=errors, line_buffering=os.isatty(1)
+    )
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), encoding=encoding, errors="backslashreplace", line_buffering=True
+    )
+    from sluice.cli import output
+
+    output.reset_consoles()
+
+
+def _run_cli(prog: str) -> int:
+    from sluice.cli import main
+    from sluice.settings import get_settings
+
+    get_settings.cache_clear()  # read from the client's environment and folder, never the runner's
+    main(prog_name=prog)
+    return 0
+
+
+def main() -> None:
+    lock_fd = int(sys.argv[1]) if len(sys.argv) > 1 else None
+    env = dict(os.environ)
+    cwd = os.getcwd()
+    fp = warm.fingerprint(
+        env, cwd
+    )  # before importing: a file edited meanwhile makes this runner stale, not wrong
+    home = warm.home_of(env)
+    _log(f"starting in {cwd}")
+    try:
+        from sluice.runtime import prepare
+
+        prepare(verbose=False, server=True)
+        preload()
+        _log("imported")
+        threads = threading.active_count()
+        if threads != 1:
+            _log(f"not starting: {threads} threads after the imports (forking would be unsafe)")
+            sys.exit(1)
+        from prefect.settings import get_current_settings
+
+        runner = Runner(home, fp, get_current_settings().api.url)
+        import psutil
+
+        with warm.state_lock(home):
+            old = warm.read_state(home)
+            old_proc = warm._alive(old)
+            if old is not None and old_proc is not None and old_proc.pid != os.getpid():
+                if old["fingerprint"] == fp and (warm.ping(home, fp) or {}).get("current"):
+                    _log(f"runner {old['pid']} already serves this environment")
+                    return
+                _log(f"replacing runner {old['pid']}")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(old["pid"]), signal.SIGHUP)
+            runner.bind()
+            warm.write_state(
+                home,
+                {
+                    "pid": os.getpid(),
+                    "create_time": psutil.Process().create_time(),
+                    "fingerprint": fp,
+                    "socket": warm.socket_path(home),
+                    "cwd": cwd,
+                    "prefect_api_url": runner.api_url,
+                },
+            )
+    finally:
+        if lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(lock_fd)
+    _log(f"serving {warm.socket_path(home)}")
+    try:
+        runner.serve()
+    finally:
+        with warm.state_lock(home):
+            warm.forget(home, os.getpid())
+        _log("stopped")
+
+
+if __name__ == "__main__":
+    main()
