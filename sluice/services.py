@@ -11,6 +11,8 @@ another process, or that stops answering its health check is replaced. Starts ar
 lock in the home, so concurrent first commands start one server, not several.
 
 This module is imported before Prefect by every command: it uses the standard library and psutil only.
+Over 350 lines: two services' whole life cycle (start on first need under a lock, health, stale detection,
+stop, status), which share the state-file and process helpers.
 """
 
 from __future__ import annotations

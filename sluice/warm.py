@@ -17,7 +17,8 @@ the interpreter and ``sys.path``, and the size and mtime of every file of Sluice
 slower) and starts a replacement in the background: the user never gets a result from old code or settings.
 
 This module is imported by the thin client: standard library only (psutil is imported inside the functions that
-inspect processes, which the client's fast path never calls).
+inspect processes, which the client's fast path never calls). Over 350 lines: the state file, the start lock
+hand-over, the fingerprint, the wire messages and start/status/stop are one protocol shared by client and runner.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ fork: ``threading.active_count() == 1``, else the command is refused and runs in
 
 ``SIGHUP``: stop accepting, let running commands finish, exit (a replacement took over). ``SIGTERM``
 (``sluice services stop``): the same, and the running commands get ``SIGTERM`` too.
+
+Over 350 lines: the preload list, the serve loop and the child's set-up (descriptors, environment, consoles,
+exit) are one mechanism, each part only safe with the others (fork safety, exit status, signals).
 """
 
 from __future__ import annotations
