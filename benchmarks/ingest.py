@@ -20,6 +20,9 @@ One run measures, on the same rows and the same PostgreSQL (issue 17):
 
 It prints the ratios the issue sets targets for: sluice whole process vs dlt whole process (target >= 2.0x) and
 vs the floor (target >= 0.6x). Uses its own ``SLUICE_HOME`` (``.sluice-bench``) unless set.
+
+Over 350 lines: six measurements that must share one run, one data set and one PostgreSQL to be comparable (the
+floor, dlt, Sluice three ways, three encoders), each with its own set-up; not imported by Sluice.
 """
 
 from __future__ import annotations

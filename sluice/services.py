@@ -18,7 +18,6 @@ stop, status), which share the state-file and process helpers.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -33,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sluice import warm  # the home's third service (standard library only; it imports this module lazily)
 from sluice.errors import SluiceError
 
 STATE_FILE = "server.json"
@@ -135,17 +135,9 @@ def _any_free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextlib.contextmanager
-def _locked(home: Path) -> Iterator[None]:
+def _locked(home: Path) -> contextlib.AbstractContextManager[None]:
     """Hold the home's service lock (blocking): one process at a time starts or stops its services."""
-    folder = prefect_dir(home)
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / LOCK_FILE).open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return warm.held_lock(prefect_dir(home) / LOCK_FILE)
 
 
 def running_prefect_server(home: Path, timeout: float = 5.0) -> PrefectServer | None:
@@ -353,7 +345,6 @@ def status(
     alive = server is not None and _process(server.pid, server.create_time) is not None
     answering = alive and server is not None and healthy(server.api_url)
     pg = running_postgres(pgdata) if pgdata is not None else None
-    from sluice import warm  # a sibling service of the same home (standard library only)
 
     return {
         "home": str(home.resolve()),
@@ -380,7 +371,6 @@ def status(
 def stop(home: Path, pgdata: Path | None) -> dict[str, bool]:
     """Stop the home's warm runner (and the commands it runs), Prefect server and embedded PostgreSQL; says
     which were running."""
-    from sluice import warm  # a sibling service of the same home (standard library only)
 
     stopped_runner = warm.stop(home.resolve())
     stopped_prefect = stop_prefect_server(home) is not None

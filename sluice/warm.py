@@ -242,16 +242,20 @@ def forget(home: Path, pid: int) -> None:
 
 
 @contextlib.contextmanager
-def state_lock(home: Path) -> Iterator[None]:
-    """One process at a time records, replaces or stops the home's runner (held briefly)."""
-    folder = runner_dir(home)
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / LOCK_FILE).open("a") as handle:
+def held_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created, with its folder, if absent) until the block ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def state_lock(home: Path) -> contextlib.AbstractContextManager[None]:
+    """One process at a time records, replaces or stops the home's runner (held briefly)."""
+    return held_lock(runner_dir(home) / LOCK_FILE)
 
 
 def _alive(state: dict[str, Any] | None) -> Any:
