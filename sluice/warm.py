@@ -185,7 +185,8 @@ def send_message(sock: socket.socket, message: dict[str, Any], fds: list[int] | 
     data = _HEADER.pack(len(body)) + body
     if fds:
         sent = socket.send_fds(sock, [data], fds)
-        sock.sendall(data[sent:])
+        if sent < len(data):  # never an empty send: once the peer has read it all and closed, that is EPIPE
+            sock.sendall(data[sent:])
     else:
         sock.sendall(data)
 
