@@ -60,6 +60,7 @@ def preload() -> None:
     for name in FIRST_RUN_MODULES:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    # after the preload, as a command derives it after its imports
     from sluice.runtime import no_heartbeat_settings
 
     no_heartbeat_settings()  # a settings object, derived once (no thread, no I/O beyond the environment)
@@ -301,12 +302,14 @@ def _reopen_std_streams() -> None:
     sys.stderr = sys.__stderr__ = io.TextIOWrapper(
         io.FileIO(2, "w", closefd=False), encoding=encoding, errors="backslashreplace", line_buffering=True
     )
+    # already imported by the preload: binding them here costs nothing and keeps the fork's set-up local
     from sluice.cli import output
 
     output.reset_consoles()
 
 
 def _run_cli(prog: str) -> int:
+    # already imported by the preload (the runner is an entry point below the CLI in the layers: no cycle)
     from sluice.cli import main
     from sluice.settings import get_settings
 
@@ -325,6 +328,7 @@ def main() -> None:
     home = warm.home_of(env)
     _log(f"starting in {cwd}")
     try:
+        # after the fingerprint and the first log line: prepare() sets Prefect's environment before Prefect loads
         from sluice.runtime import prepare
 
         prepare(verbose=False, server=True)
@@ -334,10 +338,11 @@ def main() -> None:
         if threads != 1:
             _log(f"not starting: {threads} threads after the imports (forking would be unsafe)")
             sys.exit(1)
+        # only after prepare(): Prefect reads its settings once, at import
         from prefect.settings import get_current_settings
 
         runner = Runner(home, fp, get_current_settings().api.url)
-        import psutil
+        import psutil  # process start times for the state file; not needed before the imports succeeded
 
         with warm.state_lock(home):
             old = warm.read_state(home)
