@@ -25,10 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def load(rows: int) -> None:
     import pandas as pd
 
+    from sluice.adapters.warehouse import get_engine
     from sluice.datasets.tm import DAILY_CHECKINS
     from sluice.ledger import ensure_bookkeeping
     from sluice.loading import ensure_target, load_file
-    from sluice.warehouse import get_engine
 
     engine = get_engine()
     ensure_bookkeeping(engine)

@@ -73,7 +73,7 @@ def tree_cpu(root: int) -> float:
 
 def pg_cpu() -> float | None:
     """CPU seconds used so far by the embedded PostgreSQL (postmaster, backends, parallel workers, WAL)."""
-    from sluice.warehouse import embedded_pgdata
+    from sluice.adapters.warehouse import embedded_pgdata
 
     pgdata = embedded_pgdata()
     if pgdata is None or not (pgdata / "postmaster.pid").exists():
@@ -223,8 +223,8 @@ def encoders(engine, url: str, normalised: Path) -> dict[str, dict]:
     import pyarrow.compute as pc
     import sqlalchemy as sa
 
+    from sluice.adapters.warehouse import copy_frames
     from sluice.loading import rebuild_indexes
-    from sluice.warehouse import copy_frames
 
     table = read_normalised(normalised)
     chunks = [table.slice(i, 200_000) for i in range(0, table.num_rows, 200_000)]
@@ -402,7 +402,7 @@ def states(run_id: str | None) -> dict[str, float]:
     """Seconds of each ledger state of one run (transform/validate/load overlap in the fused pass)."""
     import sqlalchemy as sa
 
-    from sluice.warehouse import get_engine
+    from sluice.adapters.warehouse import get_engine
 
     with get_engine().connect() as conn:
         rows = conn.execute(
@@ -510,7 +510,7 @@ def main() -> None:
         dlt_child(args.dlt_child, args.url, os.environ["BENCH_DLT_PIPELINES"])
         return
 
-    from sluice.warehouse import database_url, get_engine
+    from sluice.adapters.warehouse import database_url, get_engine
 
     url = database_url()
     engine = get_engine()

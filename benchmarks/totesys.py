@@ -39,9 +39,9 @@ def child() -> None:
     import sqlalchemy as sa
 
     from sluice import pgbinary, totesys
+    from sluice.adapters.totesys_source import source_engine, source_url
+    from sluice.adapters.warehouse import get_engine
     from sluice.settings import get_settings
-    from sluice.totesys_source import source_engine, source_url
-    from sluice.warehouse import get_engine
 
     settings = get_settings()
     engine = get_engine(settings)
@@ -114,9 +114,9 @@ def main() -> None:
         return
 
     from sluice import services
+    from sluice.adapters.totesys_source import source_engine, source_url
+    from sluice.adapters.warehouse import embedded_pgdata
     from sluice.settings import get_settings
-    from sluice.totesys_source import source_engine, source_url
-    from sluice.warehouse import embedded_pgdata
 
     pgdata = embedded_pgdata()
     ours = pgdata is not None and services.running_postgres(pgdata) is None

@@ -24,9 +24,9 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.names import TIMEOUT_SECONDS
+from sluice.adapters.notify import notify_hooks
 from sluice.errors import SluiceError
 from sluice.ledger import Ledger, get_ledger, hold_run, reap_abandoned, release_run
-from sluice.notify import notify_hooks
 from sluice.report import IngestionFailed, IngestReport
 from sluice.settings import Settings, get_settings
 from tasks.toolkit import RunContext, quarantine, reject

@@ -21,8 +21,8 @@ from flows.skeleton import (
     validated,
 )
 from sluice import totesys as core
+from sluice.adapters.totesys_source import source_url
 from sluice.report import IngestReport
-from sluice.totesys_source import source_url
 from tasks.totesys import (
     TotesysContext,
     ensure,

@@ -18,9 +18,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from sluice.adapters.warehouse import get_engine
 from sluice.settings import Settings, get_settings
 from sluice.tables.tm import daily_checkins as t
-from sluice.warehouse import get_engine
 
 logger = logging.getLogger(__name__)
 

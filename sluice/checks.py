@@ -16,7 +16,7 @@ import pandas as pd
 import pandera.errors as pe
 import pandera.pandas as pa
 
-from sluice import storage
+from sluice.adapters import storage
 from sluice.errors import ValidationFailed
 from sluice.settings import Settings
 

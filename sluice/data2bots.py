@@ -29,7 +29,9 @@ import sqlalchemy as sa
 from psycopg2 import sql
 
 from schemas.data2bots import AggPublicHoliday, AggShipments, BestPerformingProduct, DimDates, DimProducts
-from sluice import checks, storage, tables
+from sluice import checks, tables
+from sluice.adapters import storage
+from sluice.adapters.warehouse import copy_frames, qualified, raw_connection
 from sluice.errors import BadFile, SluiceError
 from sluice.settings import Settings
 from sluice.tables import data2bots as declared
@@ -43,7 +45,6 @@ from sluice.tables.data2bots import (
     runs,
 )
 from sluice.transforms import data2bots as rules
-from sluice.warehouse import copy_frames, qualified, raw_connection
 
 ANALYTICS: dict[str, tuple[sa.Table, type]] = {
     "agg_public_holiday": (agg_public_holiday, AggPublicHoliday),

@@ -148,7 +148,9 @@ def registry_login(image_repo: str, region: str | None = None) -> dict[str, str]
 
 @lru_cache(maxsize=1)
 def _register() -> None:
-    from sluice.notify import register_blocks  # Prefect only for prefect.yaml's block step, not the check
+    from sluice.adapters.notify import (
+        register_blocks,  # Prefect only for prefect.yaml's block step, not the check
+    )
 
     register_blocks()
 

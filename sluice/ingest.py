@@ -32,7 +32,7 @@ import pyarrow as pa_arrow
 import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 
-from sluice import storage
+from sluice.adapters import storage
 from sluice.errors import BadFile, ValidationFailed
 from sluice.registry import Dataset
 

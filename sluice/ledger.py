@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from sluice import tables
+from sluice.adapters.warehouse import get_engine
 from sluice.ledger_entry import STATES as STATES
 from sluice.ledger_entry import Ledger as Ledger
 from sluice.ledger_entry import LedgerEntry as LedgerEntry
@@ -23,7 +24,6 @@ from sluice.settings import Settings, get_settings
 from sluice.tables.ledger import BOOKKEEPING
 from sluice.tables.ledger import file_loads as file_loads
 from sluice.tables.ledger import run_ledger as run_ledger
-from sluice.warehouse import get_engine
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,9 @@ def get_ledger(settings: Settings | None = None) -> Ledger:
     """The configured ledger backend."""
     settings = settings or get_settings()
     if settings.ledger == "dynamodb":
-        from sluice.ledger_dynamodb import DynamoDBLedger  # boto3 only when the DynamoDB ledger is configured
+        from sluice.adapters.ledger_dynamodb import (
+            DynamoDBLedger,  # boto3 only when the DynamoDB ledger is configured
+        )
 
         return DynamoDBLedger(settings.ledger_table)
     return PostgresLedger(get_engine(settings))

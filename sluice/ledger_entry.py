@@ -1,7 +1,7 @@
 """A ledger's record (one state of one run) and the interface every ledger backend implements.
 
 Apart from ``sluice.ledger`` (the PostgreSQL backend and the choice of backend) so that a backend such as
-``sluice.ledger_dynamodb`` depends on it without a cycle.
+``sluice.adapters.ledger_dynamodb`` depends on it without a cycle.
 """
 
 from __future__ import annotations

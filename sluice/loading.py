@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from psycopg2 import sql
 
 from sluice import tables
+from sluice.adapters.warehouse import copy_frames, qualified, raw_connection, upsert
 from sluice.registry import Dataset
 from sluice.tables.ledger import file_loads  # the exactly-once registry
-from sluice.warehouse import copy_frames, qualified, raw_connection, upsert
 
 logger = logging.getLogger(__name__)
 

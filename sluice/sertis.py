@@ -16,12 +16,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from sluice import storage, tables
+from sluice import tables
+from sluice.adapters import storage
+from sluice.adapters.warehouse import copy_frames
 from sluice.registry import AfterLoad
 from sluice.settings import Settings, get_settings
 from sluice.tables.sertis import customers as customers
 from sluice.tables.sertis import transactions
-from sluice.warehouse import copy_frames
 
 logger = logging.getLogger(__name__)
 

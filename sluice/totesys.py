@@ -7,7 +7,7 @@ remembered (``sluice.totesys_recent``) and dropped, so an idle run extracts noth
 same transaction as the load: it never passes rows that did not load.
 
 The star schema and the bookkeeping tables are declared in ``sluice.tables.totesys``; rows go in through
-``sluice.warehouse.upsert`` (binary COPY into a temp table, one ``INSERT … SELECT``).
+``sluice.adapters.warehouse.upsert`` (binary COPY into a temp table, one ``INSERT … SELECT``).
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ import sqlalchemy as sa
 from psycopg2 import sql
 
 from schemas.totesys import MODELS
-from sluice import checks, storage
+from sluice import checks
+from sluice.adapters import storage
+from sluice.adapters.warehouse import raw_connection, redact, upsert
 from sluice.errors import BadFile
 from sluice.settings import Settings
 from sluice.tables import ensure
 from sluice.tables.totesys import BOOKKEEPING, WAREHOUSE_TABLES, lookups, recent, watermarks
 from sluice.tables.totesys import SCHEMA as SCHEMA
 from sluice.transforms.totesys import DIMENSIONS, FACTS, LOOKUP_TABLES, TABLES, star_schema
-from sluice.warehouse import raw_connection, redact, upsert
 
 logger = logging.getLogger(__name__)
 

@@ -24,12 +24,13 @@ from typing import Any
 
 from prefect.concurrency.sync import concurrency
 
-from sluice import ingest, storage
+from sluice import ingest
+from sluice.adapters import storage
+from sluice.adapters.warehouse import get_engine
 from sluice.errors import BadFile, ValidationFailed
 from sluice.ledger import LedgerEntry, close_entry
 from sluice.loading import LoadOutcome, ensure_target, is_loaded, load_file
 from sluice.registry import AfterLoad, Dataset
-from sluice.warehouse import get_engine
 from tasks.toolkit import RunContext, io_task, ledger_state
 
 logger = logging.getLogger(__name__)

@@ -32,10 +32,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from sluice import checks
+from sluice.adapters.warehouse import get_engine
 from sluice.errors import SluiceError
 from sluice.ledger import Ledger, LedgerEntry, close_entry
 from sluice.settings import Settings, get_settings
-from sluice.warehouse import get_engine
 
 #: The figures a state carries to the next state of the same run (as ``sluice.ledger.close_entry`` does).
 COUNTS = ("rows_read", "rows_loaded", "rows_quarantined", "quarantine_uri")

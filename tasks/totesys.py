@@ -18,7 +18,7 @@ from datetime import datetime
 import pandas as pd
 
 from sluice import checks, totesys
-from sluice.totesys_source import source_engine
+from sluice.adapters.totesys_source import source_engine
 from tasks.toolkit import RunContext, checked, io_task, ledger_state, step_task
 
 

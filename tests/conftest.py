@@ -80,8 +80,8 @@ def _prefect_console_env_restored() -> Iterator[None]:
 def pg_url() -> Iterator[str]:
     """The embedded PostgreSQL of this test session (started once, in the session's folder; stopped after)."""
     from sluice import services
+    from sluice.adapters.warehouse import database_url, dispose_engines
     from sluice.settings import reload_settings
-    from sluice.warehouse import database_url, dispose_engines
 
     settings = reload_settings()
     yield database_url(settings)
@@ -103,8 +103,8 @@ def sluice_env(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> 
     """Fresh zones for one test on the session's warehouse; Sluice's tables emptied first."""
     import sqlalchemy as sa
 
+    from sluice.adapters.warehouse import get_engine
     from sluice.settings import reload_settings
-    from sluice.warehouse import get_engine
 
     for zone in ("landing", "staging", "quarantine"):
         monkeypatch.setenv(f"SLUICE_{zone.upper()}_URI", str(tmp_path / zone))
@@ -139,7 +139,7 @@ def moto_endpoint() -> Iterator[str]:
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION="us-east-1",
     )
-    from sluice.storage import reset_clients
+    from sluice.adapters.storage import reset_clients
 
     reset_clients()
     yield endpoint

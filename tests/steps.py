@@ -104,8 +104,8 @@ def quarantine_fails_once(
 ) -> Iterator[None]:
     """The quarantine zone's ``folder`` cannot be written (a file stands where it goes) until the ledger shows
     ``state`` of ``dataset`` failed; retries wait about a second, so the fault heals between two attempts."""
+    from sluice.adapters.warehouse import get_engine
     from sluice.settings import reload_settings
-    from sluice.warehouse import get_engine
 
     monkeypatch.setenv("SLUICE_RETRY_DELAY_SECONDS", "1")
     reload_settings()

@@ -140,7 +140,7 @@ def db_url(
     show_password: Annotated[bool, typer.Option(help="Print the password too.")] = False,
 ) -> None:
     """Print the warehouse's SQLAlchemy URL (starting the embedded PostgreSQL if needed)."""
-    from sluice.warehouse import database_url, redact  # kept off `sluice --help` (SQLAlchemy)
+    from sluice.adapters.warehouse import database_url, redact  # kept off `sluice --help` (SQLAlchemy)
 
     url = database_url()
     print(url if show_password else redact(url))
@@ -197,7 +197,7 @@ def services_start() -> None:
     with err.status("starting the Prefect server..."):
         api_url = services.ensure_prefect_server(home)
     if pgdata is not None:
-        from sluice.warehouse import database_url  # kept off `sluice --help` (SQLAlchemy)
+        from sluice.adapters.warehouse import database_url  # kept off `sluice --help` (SQLAlchemy)
 
         database_url()
     console.print(f"prefect   running  UI {api_url.removesuffix('/api')}", highlight=False, soft_wrap=True)
@@ -260,8 +260,8 @@ def _exit(code: int) -> None:
     others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
     if "prefect" not in sys.modules or others:
         sys.exit(code)
-    if "sluice.warehouse" in sys.modules:
-        sys.modules["sluice.warehouse"].dispose_engines()
+    if "sluice.adapters.warehouse" in sys.modules:
+        sys.modules["sluice.adapters.warehouse"].dispose_engines()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe (`sluice ... | head`)

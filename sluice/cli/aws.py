@@ -89,7 +89,7 @@ async def configure_prefect(env: dict[str, str], pool: str, pool_type: str, regi
     from prefect_aws import AwsCredentials
 
     # Prefect's block machinery only for this command (kept off `sluice --help`)
-    from sluice.notify import SnsNotification, register_blocks
+    from sluice.adapters.notify import SnsNotification, register_blocks
 
     register_blocks()
     secret = boto3.client("secretsmanager", region_name=region).get_secret_value(

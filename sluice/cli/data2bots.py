@@ -55,8 +55,8 @@ def analytics(
 
 def print_analytics(report: Any, console: Any) -> None:
     # kept off `sluice --help` (pandas)
+    from sluice.adapters.warehouse import get_engine
     from sluice.data2bots import ANALYTICS, read_table
-    from sluice.warehouse import get_engine
 
     if report.status == "failed":
         err.print(f"[bold red]error[/] at {report.state}: {report.error}", highlight=False, soft_wrap=True)

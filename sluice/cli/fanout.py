@@ -26,12 +26,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sluice import datasets, storage
+from sluice import datasets
+from sluice.adapters import storage
+from sluice.adapters.warehouse import get_engine
 from sluice.ledger import LedgerEntry, PostgresLedger, ensure_bookkeeping, get_ledger, run_ledger
 from sluice.loading import file_loads
 from sluice.report import IngestReport
 from sluice.runtime import use_local_server
-from sluice.warehouse import get_engine
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ def add_sns(
     from prefect_aws import AwsCredentials
 
     # Prefect's block machinery only for this command (kept off `sluice --help`)
-    from sluice.notify import SnsNotification, register_blocks
+    from sluice.adapters.notify import SnsNotification, register_blocks
 
     register_blocks()
     block = SnsNotification(
@@ -79,7 +79,7 @@ def add_email(
     from prefect_email import EmailServerCredentials, SMTPType
 
     # Prefect's block machinery only for this command (kept off `sluice --help`)
-    from sluice.notify import EmailNotification, register_blocks
+    from sluice.adapters.notify import EmailNotification, register_blocks
 
     smtp_type = SMTPType.STARTTLS if starttls else SMTPType.INSECURE if plain else SMTPType.SSL
     credentials = EmailServerCredentials(
@@ -101,7 +101,7 @@ def test(name: Annotated[str, typer.Argument(help="Block name or slug/name.")]) 
 
     _start()
     # after prepare (_start): Prefect reads its environment once, at import
-    from sluice.notify import SUBJECT_PREFIX, load_block, send
+    from sluice.adapters.notify import SUBJECT_PREFIX, load_block, send
 
     try:
         block = load_block(name)

@@ -41,7 +41,7 @@ def print_customers(report: Any, console: Any, limit: int = 15) -> None:
     import sqlalchemy as sa
 
     # SQLAlchemy only when the command runs (kept off `sluice --help`)
-    from sluice.warehouse import get_engine
+    from sluice.adapters.warehouse import get_engine
 
     with get_engine().connect() as conn:
         rows = conn.execute(

@@ -113,10 +113,10 @@ def seed_source(
 ) -> None:
     """(Re)create the Totesys OLTP source: its real DDL, seeded from CSVs or the generator. Replaces its rows."""
     # kept off `sluice --help` (pandas, SQLAlchemy)
+    from sluice.adapters.totesys_source import source_engine, source_url
+    from sluice.adapters.warehouse import redact
     from sluice.fakes.totesys import generate, seed_from_folder
     from sluice.fakes.totesys import seed as seed_tables
-    from sluice.totesys_source import source_engine, source_url
-    from sluice.warehouse import redact
 
     try:
         url = source_url()

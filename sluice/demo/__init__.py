@@ -9,12 +9,13 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from sluice import datasets, registry, storage
+from sluice import datasets, registry
+from sluice.adapters import storage
+from sluice.adapters.warehouse import database_url, get_engine, redact
 from sluice.cli.runner import run_ingest
 from sluice.demo import data2bots, sertis, totesys
 from sluice.report import IngestReport
 from sluice.settings import get_settings
-from sluice.warehouse import database_url, get_engine, redact
 
 #: The other pipelines' demo steps, run after the ingests, in this order (each ``step(console) -> bool``).
 EXTRA_STEPS: tuple[Callable[[Console], bool], ...] = (

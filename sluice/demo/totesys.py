@@ -7,10 +7,10 @@ import random
 import sqlalchemy as sa
 from rich.console import Console
 
+from sluice.adapters.totesys_source import source_engine, source_url
 from sluice.cli.runner import run_totesys
 from sluice.cli.totesys import print_cycle
 from sluice.fakes.totesys import generate, seed, simulate_activity
-from sluice.totesys_source import source_engine, source_url
 
 DEMO_ORDERS = 1500
 

@@ -1,7 +1,7 @@
 """A fake Totesys OLTP for the demo, the tests and the benchmarks: its DDL, seeding, a generator, activity.
 
 Nothing in flows, tasks or the engine imports this (the layers contract in pyproject.toml says so): production
-reads a real OLTP through ``sluice.totesys_source``. Seeding goes through ``COPY``.
+reads a real OLTP through ``sluice.adapters.totesys_source``. Seeding goes through ``COPY``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pandas as pd
 import sqlalchemy as sa
 from psycopg2 import sql
 
+from sluice.adapters.warehouse import raw_connection
 from sluice.errors import ConfigurationError
 from sluice.transforms.totesys import TABLES
-from sluice.warehouse import raw_connection
 
 # The OLTP's DDL as the source system has it: agreed dates and payment_date are text, a transaction points at
 # exactly one of a sales or a purchase order.

@@ -19,12 +19,12 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from sluice.adapters.warehouse import get_engine
 from sluice.api import create_app
 from sluice.datasets.tm import DAILY_CHECKINS
 from sluice.ledger import ensure_bookkeeping
 from sluice.loading import ensure_target, load_file
 from sluice.settings import get_settings
-from sluice.warehouse import get_engine
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from sluice.adapters.warehouse import get_engine
 from sluice.cli.runner import run_data2bots, run_ingest
-from sluice.warehouse import get_engine
 from tests.conftest import shared_file
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.acceptance]

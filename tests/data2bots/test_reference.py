@@ -14,8 +14,8 @@ import boto3
 import pytest
 import sqlalchemy as sa
 
+from sluice.adapters.warehouse import get_engine
 from sluice.cli.runner import run_data2bots
-from sluice.warehouse import get_engine
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 D = dt.date

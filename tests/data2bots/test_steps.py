@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from sluice.adapters.warehouse import get_engine
 from sluice.cli.runner import run_data2bots
-from sluice.warehouse import get_engine
 from tests.data2bots.test_reference import drop_tiny_staging, tiny_staging
 from tests.steps import (
     quarantine_fails_once,

@@ -58,7 +58,7 @@ def moto_view(document: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def fresh_warehouse(pg_url: str) -> Iterator[str]:
     """A new, empty database on the session's PostgreSQL: the warehouse as a first deploy finds it."""
-    from sluice.warehouse import dispose_engines
+    from sluice.adapters.warehouse import dispose_engines
 
     name = f"sluice_iam_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
@@ -111,10 +111,10 @@ def as_task_role(
     """The environment an ECS task of the stack gets: its zones, ledger, secret, topic block, credentials."""
     from prefect_aws import AwsCredentials
 
-    from sluice.notify import SnsNotification
+    from sluice.adapters.notify import SnsNotification
+    from sluice.adapters.storage import reset_clients
+    from sluice.adapters.warehouse import secret_value
     from sluice.settings import reload_settings
-    from sluice.storage import reset_clients
-    from sluice.warehouse import secret_value
 
     out = stack.outputs
     block = f"alerts-{uuid.uuid4().hex[:8]}"
@@ -165,8 +165,8 @@ def drain(stack: MotoStack, queue_url: str) -> list[dict[str, Any]]:
 def test_ingest_from_s3_with_dynamodb_ledger_secret_and_sns_under_the_task_role(
     as_task_role: MotoStack, alerts_queue: str
 ) -> None:
+    from sluice.adapters.warehouse import get_engine, secret_value
     from sluice.cli.runner import run_ingest
-    from sluice.warehouse import get_engine, secret_value
 
     stack = as_task_role
     landing = stack.outputs["LandingUri"].removeprefix("s3://")

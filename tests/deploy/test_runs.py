@@ -49,7 +49,7 @@ def test_the_event_s_object_version_is_the_one_loaded(
     sluice_env: Path, moto_endpoint: str, pg_url: str
 ) -> None:
     from flows.ingest import ingest_file
-    from sluice import storage
+    from sluice.adapters import storage
 
     bucket = f"sluice-landing-{uuid.uuid4().hex[:8]}"
     s3 = boto3.client("s3", endpoint_url=moto_endpoint)
@@ -101,8 +101,8 @@ def test_a_run_registers_no_block_types(
     from prefect.client.orchestration import PrefectClient, SyncPrefectClient
     from prefect_aws import AwsCredentials
 
+    from sluice.adapters.notify import SnsNotification, deliver
     from sluice.cli.runner import run_ingest
-    from sluice.notify import SnsNotification, deliver
     from sluice.report import IngestReport
     from sluice.settings import reload_settings
 

@@ -84,7 +84,7 @@ def test_db_url_hides_the_password(pg_url: str) -> None:
 def test_demo_twice_loads_nothing_twice(sluice_env: Path) -> None:
     import sqlalchemy as sa
 
-    from sluice.warehouse import get_engine
+    from sluice.adapters.warehouse import get_engine
 
     code, out, _ = invoke("demo", "--rows", "300")
     assert code == 0, out

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from sluice import pgbinary
-from sluice.warehouse import copy_frames, get_engine, qualified, raw_connection
+from sluice.adapters.warehouse import copy_frames, get_engine, qualified, raw_connection
 
 DDL = """
     k bigint, t text, v varchar(20), i2 smallint, i4 integer, i8 bigint, f4 real, f8 double precision,

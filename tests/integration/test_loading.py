@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from sluice.adapters.warehouse import get_engine
 from sluice.datasets.tm import DAILY_CHECKINS
 from sluice.loading import ensure_target, load_file
-from sluice.warehouse import get_engine
 
 
 def frames(n_chunks: int, rows: int, fail_after: int | None = None) -> Iterator[pd.DataFrame]:

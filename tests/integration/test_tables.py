@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from sluice import pgbinary, tables
+from sluice.adapters.warehouse import Upserted, qualified, raw_connection, upsert
 from sluice.tables.tm import daily_checkins
-from sluice.warehouse import Upserted, qualified, raw_connection, upsert
 
 
 @pytest.fixture

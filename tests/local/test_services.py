@@ -189,7 +189,7 @@ def test_help_and_ledger_import_neither_pandas_nor_prefect(home: Path, args: tup
 
 
 def test_notify_without_sns_configured_does_not_import_prefect_aws() -> None:
-    probe = "import sys, flows.ingest, sluice.notify; print('prefect_aws' in sys.modules, 'SnsNotification' in dir(sluice.notify))"
+    probe = "import sys, flows.ingest, sluice.adapters.notify; print('prefect_aws' in sys.modules, 'SnsNotification' in dir(sluice.adapters.notify))"
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True
     ).stdout

@@ -85,7 +85,7 @@ def notify_blocks(
     from prefect_aws import AwsCredentials
     from prefect_email import EmailServerCredentials, SMTPType
 
-    from sluice.notify import EmailNotification, SnsNotification
+    from sluice.adapters.notify import EmailNotification, SnsNotification
     from sluice.settings import reload_settings
 
     port, inbox = smtp_server

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from sluice.notify import changed, split_ref, wanted
+from sluice.adapters.notify import changed, split_ref, wanted
 from sluice.report import IngestReport
 from tests.conftest import shared_file
 from tests.notify.conftest import Inbox, Topic
@@ -104,9 +104,9 @@ def test_ingest_file_alerts_on_load_not_on_the_skipped_repeat(
 
 @pytest.fixture
 def totesys_source(sluice_env: Path, prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> sa.Engine:
+    from sluice.adapters.totesys_source import source_engine, source_url
+    from sluice.adapters.warehouse import get_engine
     from sluice.settings import reload_settings
-    from sluice.totesys_source import source_engine, source_url
-    from sluice.warehouse import get_engine
 
     monkeypatch.delenv("SLUICE_TOTESYS_SOURCE_URL", raising=False)
     settings = reload_settings()
@@ -147,8 +147,8 @@ def test_totesys_idle_cycle_is_silent_unless_a_block_asks(
 def test_analytics_alerts_when_tables_are_rebuilt_not_when_the_day_already_ran(
     sluice_env: Path, notify_blocks: tuple[Topic, Inbox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from sluice.adapters.warehouse import get_engine
     from sluice.cli.runner import run_data2bots, run_ingest
-    from sluice.warehouse import get_engine
 
     with get_engine().begin() as conn:
         for schema in ("staging", "analytics", "if_common"):
@@ -175,8 +175,8 @@ def test_analytics_alerts_when_tables_are_rebuilt_not_when_the_day_already_ran(
 def test_customers_alerts_on_rebuild_and_follows_the_setting(
     sluice_env: Path, notify_blocks: tuple[Topic, Inbox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from sluice.adapters.warehouse import get_engine
     from sluice.cli.runner import run_ingest, run_sertis
-    from sluice.warehouse import get_engine
 
     with get_engine().begin() as conn:
         conn.execute(sa.text("DROP SCHEMA IF EXISTS sertis CASCADE"))

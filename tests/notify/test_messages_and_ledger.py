@@ -10,8 +10,8 @@ import boto3
 import pytest
 import yaml
 
+from sluice.adapters.notify import build_message, build_subject
 from sluice.ledger import LedgerEntry, summarize
-from sluice.notify import build_message, build_subject
 from sluice.report import IngestReport
 
 
@@ -58,7 +58,7 @@ def test_message_is_compatible_with_the_replaced_systems() -> None:
 
 
 def test_dynamodb_ledger_keeps_one_item_per_run_with_state_history(moto_endpoint: str) -> None:
-    from sluice.ledger_dynamodb import DynamoDBLedger
+    from sluice.adapters.ledger_dynamodb import DynamoDBLedger
 
     table = f"ledger-{uuid.uuid4().hex[:8]}"
     ledger = DynamoDBLedger(table)

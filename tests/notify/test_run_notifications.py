@@ -125,7 +125,7 @@ def test_sns_and_smtp_outages_do_not_fail_the_run(
     from prefect_aws import AwsCredentials
     from prefect_email import EmailServerCredentials, SMTPType
 
-    from sluice.notify import EmailNotification, SnsNotification
+    from sluice.adapters.notify import EmailNotification, SnsNotification
     from sluice.settings import reload_settings
     from tests.conftest import free_port
 
@@ -145,10 +145,10 @@ def test_sns_and_smtp_outages_do_not_fail_the_run(
     )
     reload_settings()
 
-    with caplog.at_level(logging.WARNING, logger="sluice.notify"):
+    with caplog.at_level(logging.WARNING, logger="sluice.adapters.notify"):
         report = run_ingest(land(sluice_env, GOOD), dataset="dailycheckins")
     assert (report.status, report.rows_loaded) == ("success", 2)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "sluice.notify"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "sluice.adapters.notify"]
     assert len(warnings) == 2, warnings
     assert all("not delivered" in w for w in warnings)
     history = get_ledger().history(uuid.UUID(report.run_id))

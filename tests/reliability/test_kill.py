@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from sluice.adapters.warehouse import get_engine
 from sluice.cli.runner import run_ingest
-from sluice.warehouse import get_engine
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 ROOT = Path(__file__).resolve().parents[2]

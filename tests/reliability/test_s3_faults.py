@@ -16,8 +16,8 @@ from urllib.parse import urlparse
 import boto3
 import pytest
 
+from sluice.adapters.storage import reset_clients
 from sluice.cli.runner import run_ingest
-from sluice.storage import reset_clients
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -27,8 +27,8 @@ def test_sentinel_secrets_never_leak(
 ) -> None:
     from prefect.client.orchestration import get_client
 
+    from sluice.adapters.warehouse import get_engine
     from sluice.settings import reload_settings
-    from sluice.warehouse import get_engine
 
     # The embedded server trusts local connections, so any password works and is a pure marker.
     url = sa.make_url(pg_url).set(password=DB_PASSWORD).render_as_string(hide_password=False)

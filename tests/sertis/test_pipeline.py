@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from sluice.adapters.warehouse import get_engine
 from sluice.cli.runner import run_ingest, run_sertis
-from sluice.warehouse import get_engine
 from tests.conftest import shared_file
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

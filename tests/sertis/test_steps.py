@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from sluice.adapters.warehouse import get_engine
 from sluice.cli.runner import run_ingest, run_sertis
-from sluice.warehouse import get_engine
 from tests.steps import (
     quarantine_fails_once,
     rejected_after_a_retried_quarantine,

@@ -18,9 +18,9 @@ class Env:
 
 @pytest.fixture
 def totesys_env(sluice_env, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    from sluice.adapters.totesys_source import source_engine, source_url
+    from sluice.adapters.warehouse import get_engine
     from sluice.settings import reload_settings
-    from sluice.totesys_source import source_engine, source_url
-    from sluice.warehouse import get_engine
 
     monkeypatch.delenv("SLUICE_TOTESYS_SOURCE_URL", raising=False)
     settings = reload_settings()

@@ -338,9 +338,9 @@ def test_existing_warehouse_with_the_old_column_name_is_renamed_in_place_with_it
 def test_every_star_schema_table_of_a_cycle_goes_as_binary_copy(totesys_env: Env) -> None:
     """Issue 17: Totesys' times and Decimals have binary encoders, so no table of a cycle falls back to CSV."""
     from sluice import pgbinary, totesys
+    from sluice.adapters.warehouse import qualified, raw_connection
     from sluice.fakes.totesys import generate, seed
     from sluice.settings import get_settings
-    from sluice.warehouse import qualified, raw_connection
 
     seed(totesys_env.source, generate(40, random.Random(5)))
     settings = get_settings()

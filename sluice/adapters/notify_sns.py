@@ -1,5 +1,5 @@
-"""The SNS notification block, apart from ``sluice.notify`` so that prefect_aws (~1 s of imports) loads only
-when an SNS block is used (``sluice.notify.SnsNotification`` still names it)."""
+"""The SNS notification block, apart from ``sluice.adapters.notify`` so that prefect_aws (~1 s of imports) loads only
+when an SNS block is used (``sluice.adapters.notify.SnsNotification`` still names it)."""
 
 from __future__ import annotations
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from sluice.adapters.warehouse import database_url, secret_value
 from sluice.errors import ConfigurationError
 from sluice.settings import Settings, get_settings
-from sluice.warehouse import database_url, secret_value
 
 SOURCE_DATABASE = "totesys"
 

@@ -1,7 +1,7 @@
 """Run notifications: SNS and email blocks, the message every run sends, and the flow state hooks.
 
 Neither Prefect nor prefect-aws ships an SNS notification block, so ``SnsNotification`` is one (registered
-with Prefect so it shows in the UI's block catalogue: ``prefect block register -m sluice.notify``).
+with Prefect so it shows in the UI's block catalogue: ``prefect block register -m sluice.adapters.notify``).
 ``EmailNotification`` wraps prefect-email's ``EmailServerCredentials`` so both are used the same way:
 ``notify(body, subject)``. The hooks run client-side in the flow's process; a notification that cannot be
 delivered is logged as a warning and never changes the run's outcome.
@@ -33,15 +33,15 @@ SUBJECT_PREFIX = "[sluice]"
 
 
 def __getattr__(name: str) -> Any:
-    # prefect_aws costs ~1 s of imports: the SNS block class (sluice.notify_sns) loads on first use only.
+    # prefect_aws costs ~1 s of imports: the SNS block class (sluice.adapters.notify_sns) loads on first use only.
     if name == "SnsNotification":
-        from sluice.notify_sns import SnsNotification  # see above: prefect_aws on first use
+        from sluice.adapters.notify_sns import SnsNotification  # see above: prefect_aws on first use
 
         return SnsNotification
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__() -> list[str]:  # so `prefect block register -m sluice.notify` finds the SNS block too
+def __dir__() -> list[str]:  # so `prefect block register -m sluice.adapters.notify` finds the SNS block too
     return [*globals(), "SnsNotification"]
 
 
@@ -78,7 +78,9 @@ def register_blocks() -> None:
     Works from sync and async callers alike: Prefect's sync-compatible ``register_type_and_schema`` returns an
     un-awaited coroutine inside a running event loop (``sluice aws setup`` is one), registering nothing.
     """
-    from sluice.notify_sns import SnsNotification  # prefect_aws (~1 s) only when blocks are registered
+    from sluice.adapters.notify_sns import (
+        SnsNotification,  # prefect_aws (~1 s) only when blocks are registered
+    )
 
     for block in (SnsNotification, EmailNotification):
         run_coro_as_sync(block.aregister_type_and_schema())
