@@ -22,7 +22,6 @@ def api(
     # kept off `sluice --help` (uvicorn, FastAPI, SQLAlchemy, pydantic-settings)
     import uvicorn
 
-    # the API's modules (fastapi, SQLAlchemy) only when it is served, never on `sluice --help`
     from sluice.api import create_app
     from sluice.settings import get_settings
 

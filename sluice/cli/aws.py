@@ -88,7 +88,6 @@ async def configure_prefect(env: dict[str, str], pool: str, pool_type: str, regi
     from prefect.exceptions import ObjectAlreadyExists
     from prefect_aws import AwsCredentials
 
-    # Prefect's block machinery only for this command (kept off `sluice --help`)
     from sluice.adapters.notify import SnsNotification, register_blocks
 
     register_blocks()

@@ -36,7 +36,6 @@ def add_sns(
     # after prepare (_start): Prefect reads its environment once, at import
     from prefect_aws import AwsCredentials
 
-    # Prefect's block machinery only for this command (kept off `sluice --help`)
     from sluice.adapters.notify import SnsNotification, register_blocks
 
     register_blocks()
@@ -78,7 +77,6 @@ def add_email(
     # after prepare (_start): Prefect reads its environment once, at import
     from prefect_email import EmailServerCredentials, SMTPType
 
-    # Prefect's block machinery only for this command (kept off `sluice --help`)
     from sluice.adapters.notify import EmailNotification, register_blocks
 
     smtp_type = SMTPType.STARTTLS if starttls else SMTPType.INSECURE if plain else SMTPType.SSL

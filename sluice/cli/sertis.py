@@ -40,7 +40,6 @@ def print_customers(report: Any, console: Any, limit: int = 15) -> None:
     # kept off `sluice --help` (SQLAlchemy)
     import sqlalchemy as sa
 
-    # SQLAlchemy only when the command runs (kept off `sluice --help`)
     from sluice.adapters.warehouse import get_engine
 
     with get_engine().connect() as conn:
