@@ -291,7 +291,7 @@ def ensure_tables(engine: sa.Engine) -> None:
 
 def load(
     engine: sa.Engine,
-    tables: Mapping[str, pd.DataFrame],
+    built: Mapping[str, pd.DataFrame],
     as_of: dt.date,
     ingestion_id: uuid.UUID,
     force: bool,
@@ -309,14 +309,14 @@ def load(
             if mode == "create" and _rows(conn, table):
                 continue
             with raw_connection(conn) as cursor:
-                cursor.execute(sql.SQL("DELETE FROM {}").format(qualified(f"{table.schema}.{table.name}")))
+                cursor.execute(sql.SQL("DELETE FROM {}").format(qualified(tables.name_of(table))))
             loaded[name] = copy_frames(
-                conn, f"{table.schema}.{table.name}", [c.name for c in table.columns], [tables[name]]
+                conn, tables.name_of(table), [c.name for c in table.columns], [built[name]]
             )
         for name, (table, _) in ANALYTICS.items():
             conn.execute(sa.delete(table).where(table.c.ingestion_date == as_of))
             loaded[name] = copy_frames(
-                conn, f"{table.schema}.{table.name}", [c.name for c in table.columns], [tables[name]]
+                conn, tables.name_of(table), [c.name for c in table.columns], [built[name]]
             )
         conn.execute(sa.delete(runs).where(runs.c.ingestion_date == as_of))
         conn.execute(runs.insert().values(ingestion_date=as_of, ingestion_id=ingestion_id, forced=force))
@@ -333,7 +333,7 @@ def export(engine: sa.Engine, settings: Settings) -> dict[str, str]:
                 sql.SQL(
                     "COPY (SELECT {} FROM {} ORDER BY ingestion_date) TO STDOUT WITH (FORMAT csv, HEADER)"
                 )
-                .format(_export_columns(table), qualified(f"{table.schema}.{table.name}"))
+                .format(_export_columns(table), qualified(tables.name_of(table)))
                 .as_string(cursor.connection),
                 buffer,
             )

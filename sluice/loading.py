@@ -80,7 +80,7 @@ def load_file(
     """
     table = dataset.table
     assert table is not None, f"dataset {dataset.name} has no target table"
-    target = f"{table.schema}.{table.name}"
+    target = tables.name_of(table)
     copy_columns = [*dataset.output_columns, "_source_row", "_ingestion_id"]
 
     with engine.begin() as conn:

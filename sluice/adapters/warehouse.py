@@ -20,6 +20,7 @@ from psycopg2 import sql
 
 from sluice.errors import ConfigurationError
 from sluice.settings import Settings, get_settings
+from sluice.tables import name_of
 
 if TYPE_CHECKING:  # imported where used: `sluice ledger`, `db url` and `services` run without pandas
     import pandas as pd
@@ -251,7 +252,7 @@ def upsert(
     names = list(
         columns or [c.name for c in table.columns if c.identity is None and c.server_default is None]
     )
-    target = qualified(f"{table.schema or 'public'}.{table.name}")
+    target = qualified(name_of(table))
     alias = sql.Identifier(table.name)
     staging_name = f"_sluice_staging_{uuid.uuid4().hex[:12]}"
     staging = sql.Identifier(staging_name)
