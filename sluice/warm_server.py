@@ -298,7 +298,7 @@ def _reopen_std_streams() -> None:
 
 
 def _run_cli(prog: str) -> int:
-    # already imported by the preload (the runner is an entry point below the CLI in the layers: no cycle)
+    # already imported by the preload; the runner sits above the CLI in the layers, so no cycle either
     from sluice.cli import main
     from sluice.settings import get_settings
 
