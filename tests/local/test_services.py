@@ -167,25 +167,36 @@ def test_one_server_for_concurrent_first_starts_and_a_dead_one_is_replaced(home:
     assert processes_of(home) == []
 
 
-@pytest.mark.parametrize("args", [("--help",), ("ledger", "--json")])
-def test_help_and_ledger_import_neither_pandas_nor_prefect(home: Path, args: tuple[str, ...]) -> None:
+def loaded_modules(
+    home: Path, entry: str, watched: tuple[str, ...], *args: str, cwd: Path | None = None
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run ``entry``'s ``main`` as the ``sluice`` command with ``args``; which of ``watched`` it had imported at exit."""
     probe = (
         "import sys, atexit\n"
-        "atexit.register(lambda: sys.stderr.write('MODULES ' + ' '.join(m for m in ('pandas', 'prefect', 'prefect_aws') if m in sys.modules)))\n"
+        f"atexit.register(lambda: sys.stderr.write('\\nMODULES ' + ' '.join(m for m in {watched!r} if m in sys.modules)))\n"
         "sys.argv = ['sluice', *sys.argv[1:]]\n"
-        "from sluice.cli import main\n"
+        f"from {entry} import main\n"
         "main()\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe, *args],
         env=_env(home),
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("MODULES"), result.stderr
+    return result, last.split()[1:]
+
+
+@pytest.mark.parametrize("args", [("--help",), ("ledger", "--json")])
+def test_help_and_ledger_import_neither_pandas_nor_prefect(home: Path, args: tuple[str, ...]) -> None:
+    result, loaded = loaded_modules(home, "sluice.cli", ("pandas", "prefect", "prefect_aws"), *args)
     assert result.returncode == 0, result.stderr
-    assert result.stderr.strip().splitlines()[-1].strip() == "MODULES"
+    assert loaded == []
 
 
 def test_notify_without_sns_configured_does_not_import_prefect_aws() -> None:

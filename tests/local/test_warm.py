@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from sluice import services, warm
-from tests.local.test_services import _env, processes_of
+from tests.local.test_services import _env, loaded_modules, processes_of
 
 pytestmark = pytest.mark.slow
 
@@ -157,25 +157,13 @@ def test_ingest_through_the_runner_is_the_in_process_ingest(home: Path, warm_run
 
 def test_the_client_is_thin_and_never_runs_stale_code_or_settings(home: Path, warm_runner: int) -> None:
     files = home / "files"
-    probe = (
-        "import sys, atexit\n"
-        "atexit.register(lambda: sys.stderr.write('MODULES ' + ' '.join(m for m in ('typer', 'prefect', 'pandas', 'sqlalchemy') if m in sys.modules)))\n"
-        "sys.argv = ['sluice', *sys.argv[1:]]\n"
-        "from sluice.launch import main\n"
-        "main()\n"
-    )
     thin = checkins(files, "thin")
-    result = subprocess.run(
-        [sys.executable, "-c", probe, "ingest", str(thin), "--dataset", "dailycheckins"],
-        env=_env(home),
-        cwd=home,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result, loaded = loaded_modules(
+        home, "sluice.launch", ("typer", "prefect", "pandas", "sqlalchemy"), "ingest", str(thin),
+        "--dataset", "dailycheckins", cwd=home,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stderr.strip().splitlines()[-1].strip() == "MODULES"
+    assert loaded == []
     assert served(home, thin.name) and "success" in result.stdout
 
     # Another environment: Prefect and Sluice read theirs at import, so the runner must not serve it.
