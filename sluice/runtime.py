@@ -81,20 +81,18 @@ def in_process_run() -> Iterator[None]:
         yield
 
 
-_NO_HEARTBEAT: list[tuple[Any, Any]] = []  # (the settings it was derived from, the derived settings)
+_NO_HEARTBEAT: tuple[Any, Any] | None = None  # (the settings it was derived from, the derived settings)
 
 
 def no_heartbeat_settings() -> Any:
     """The current Prefect settings with flow-run heartbeats off, derived once per settings object: building a
     Settings object re-reads the environment and profile (~0.13 CPU-s here), and the warm runner derives it
     before forking, so a command's child does not."""
+    global _NO_HEARTBEAT
     from prefect.context import get_settings_context
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
 
     current = get_settings_context().settings
-    for base, derived in list(_NO_HEARTBEAT):
-        if base is current:
-            return derived
-    derived = current.copy_with_update(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
-    _NO_HEARTBEAT[:] = [(current, derived)]
-    return derived
+    if _NO_HEARTBEAT is None or _NO_HEARTBEAT[0] is not current:
+        _NO_HEARTBEAT = (current, current.copy_with_update(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
+    return _NO_HEARTBEAT[1]
