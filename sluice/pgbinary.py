@@ -139,13 +139,21 @@ def _in_range(values: np.ndarray, dtype: str) -> bool:
 # --- encoders per PostgreSQL type ---------------------------------------------------------------------
 
 
-def _text(series: pd.Series, column: PgColumn) -> list[pa.Array]:
+def _string_values(series: pd.Series, kind: str) -> pa.Array:
     if not (pd.api.types.is_string_dtype(series.dtype) or series.dtype == object):
         raise Unsupported(str(series.dtype))
-    values = _arrow(series, "text", pa.string())
-    sizes, _ = _ints(pc.binary_length(values), NULL)
+    return _arrow(series, kind, pa.string()).cast(pa.binary())
+
+
+def _length_prefixed(body: pa.Array) -> list[pa.Array]:
+    """Variable-length fields: each one's int32 byte length (-1 for NULL), then its bytes."""
+    sizes, _ = _ints(pc.binary_length(body), NULL)
     prefix = _fixed(sizes.astype(">i4").view(np.uint8).reshape(-1, 4))
-    return [prefix, values.cast(pa.binary()).fill_null(b"")]
+    return [prefix, body.fill_null(b"")]
+
+
+def _text(series: pd.Series, column: PgColumn) -> list[pa.Array]:
+    return _length_prefixed(_string_values(series, "text"))
 
 
 def _integer(width: int) -> Callable[[pd.Series, PgColumn], list[pa.Array]]:
@@ -313,13 +321,8 @@ def _time(series: pd.Series, column: PgColumn) -> list[pa.Array]:
 
 def _jsonb(series: pd.Series, column: PgColumn) -> list[pa.Array]:
     """JSON text: jsonb_recv takes a version byte (1) and the text, which the server parses as CSV's would be."""
-    if not (pd.api.types.is_string_dtype(series.dtype) or series.dtype == object):
-        raise Unsupported(str(series.dtype))
-    text = _arrow(series, "jsonb", pa.string()).cast(pa.binary())
-    body = pc.binary_join_element_wise(pa.scalar(b"\x01"), text, b"")  # null stays null
-    sizes, _ = _ints(pc.binary_length(body), NULL)
-    prefix = _fixed(sizes.astype(">i4").view(np.uint8).reshape(-1, 4))
-    return [prefix, body.fill_null(b"")]
+    text = _string_values(series, "jsonb")
+    return _length_prefixed(pc.binary_join_element_wise(pa.scalar(b"\x01"), text, b""))  # null stays null
 
 
 _ENCODERS: dict[str, Callable[[pd.Series, PgColumn], list[pa.Array]]] = {
