@@ -40,6 +40,17 @@ def _log(message: str) -> None:
 
 def preload() -> None:
     """Import everything the warm commands import, in the order a command would (after ``prepare``)."""
+    import sluice.adapters.warehouse
+    import sluice.cli
+    import sluice.cli.backfill
+    import sluice.cli.data2bots
+    import sluice.cli.fanout
+    import sluice.cli.runner
+    import sluice.cli.sertis
+    import sluice.cli.totesys
+    import sluice.demo
+    import sluice.ledger
+    import sluice.settings  # noqa: F401 (imported for its side effect: loaded before the fork)
 
     with contextlib.suppress(ImportError):  # the image leaves the embedded PostgreSQL out
         import pgserver  # noqa: F401

@@ -155,6 +155,41 @@ def test_ingest_through_the_runner_is_the_in_process_ingest(home: Path, warm_run
     assert runner_pid(home) == warm_runner
 
 
+def test_a_served_command_imports_nothing_the_runner_could_have_preloaded(home: Path, warm_runner: int) -> None:
+    """A child pays only its run: every Sluice module and heavy library an ingest needs is in the runner already.
+
+    (An edit once dropped the CLI and the flows from the preload: each served command re-imported them, 0.4 CPU-s.)
+    """
+    path = checkins(home / "files", "preloaded")
+    probe = (
+        "import sys, atexit, json\n"
+        "from sluice.runtime import prepare\n"
+        "prepare(verbose=False, server=True)\n"
+        "from sluice import warm_server\n"
+        "warm_server.preload()\n"
+        "before = set(sys.modules)\n"
+        "atexit.register(lambda: sys.stderr.write('\\nNEW ' + json.dumps(sorted(set(sys.modules) - before))))\n"
+        "sys.argv = ['sluice', *sys.argv[1:]]\n"
+        "warm_server._run_cli('sluice')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, "ingest", str(path), "--dataset", "dailycheckins", "--json"],
+        env=in_process(home),
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout)["rows_loaded"] == 10
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("NEW "), result.stderr[-3000:]
+    heavy = ("sluice", "flows", "tasks", "schemas", "prefect", "pandas", "pandera", "pyarrow", "sqlalchemy")
+    late = [m for m in json.loads(last[4:]) if m.split(".")[0] in heavy]
+    assert late == []
+
+
 def test_the_client_is_thin_and_never_runs_stale_code_or_settings(home: Path, warm_runner: int) -> None:
     files = home / "files"
     thin = checkins(files, "thin")
