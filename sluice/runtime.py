@@ -52,6 +52,11 @@ def use_local_server() -> None:
         return
     home = Path(os.environ.get("SLUICE_HOME", ".sluice")).resolve()
     os.environ["PREFECT_API_URL"] = ensure_prefect_server(home)
+    # The home's server is this installation's Prefect: no version handshake, and no CSRF token to fetch unless
+    # the environment turned its CSRF protection on (two requests each per command, client and server CPU).
+    os.environ.setdefault("PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED", "false")
+    if os.environ.get("PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED", "").strip().lower() not in ("1", "true"):
+        os.environ.setdefault("PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", "false")
 
 
 def _prefect_configured() -> bool:

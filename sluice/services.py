@@ -193,6 +193,10 @@ def _server_env(home: Path) -> dict[str, str]:
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
     env.setdefault("PREFECT_SERVER_DATABASE_TIMEOUT", "60")  # SQLite under many concurrent runs
+    # Task-run events written in batches (Prefect's default is one SQLite transaction per event, ~9 per ingest);
+    # the UI shows a task run at most a second later. Server CPU per 10-row ingest: 0.10 -> 0.07 s.
+    env.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "100")
+    env.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL", "1")
     return env
 
 
