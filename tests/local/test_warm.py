@@ -155,7 +155,9 @@ def test_ingest_through_the_runner_is_the_in_process_ingest(home: Path, warm_run
     assert runner_pid(home) == warm_runner
 
 
-def test_a_served_command_imports_nothing_the_runner_could_have_preloaded(home: Path, warm_runner: int) -> None:
+def test_a_served_command_imports_nothing_the_runner_could_have_preloaded(
+    home: Path, warm_runner: int
+) -> None:
     """A child pays only its run: every Sluice module and heavy library an ingest needs is in the runner already.
 
     (An edit once dropped the CLI and the flows from the preload: each served command re-imported them, 0.4 CPU-s.)
