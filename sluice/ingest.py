@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pa_arrow
@@ -127,8 +128,8 @@ def read_header(path: Path, dataset: Dataset, source: str) -> list[str]:
 
 class ArrowReaderGaveUp(Exception):
     """Arrow's CSV reader refused the file (a row wider than its block, a short row, bad UTF-8, broken
-    quoting): the pass starts again with pandas' parser, whose error messages and short-row handling are the
-    reference. Never a user-facing error."""
+    quoting): the pass starts again with pandas' parser, whose error messages are the reference, and records with
+    the wrong number of fields are found by ``FieldCounts``. Never a user-facing error."""
 
 
 def read_chunks(
@@ -219,6 +220,47 @@ def _arrow_chunks(path: Path, dataset: Dataset, header: list[str], chunk_rows: i
         stream.close()
 
 
+class FieldCounts:
+    """Records whose field count is not the header's, found by the ``csv`` module in step with pandas' chunks.
+
+    Given ``usecols``, pandas' C parser silently drops the fields past the header's and fills a short record's
+    missing fields with empty strings: an unquoted delimiter inside a value (``bizdev, marketing``) would load
+    a shifted or cut row. Arrow's reader refuses such a file, so only the pandas pass scans; one record at a
+    time, as far as the chunk in hand, so memory stays bounded. Extra fields that are all empty (a trailing
+    delimiter) lose nothing and pass; blank and whitespace-only lines are skipped, as pandas skips them.
+    """
+
+    def __init__(self, path: Path, delimiter: str, width: int) -> None:
+        self.width = width
+        self.record = 0
+        self._handle = _open_text(path)
+        self._delimiter = delimiter
+        self._records = csv.reader(self._handle, delimiter=delimiter)
+        next(self._records, None)  # the header
+
+    def upto(self, last: int) -> dict[int, tuple[str, str]]:
+        """``{record: (the check that failed, the record's text)}`` for the records after the previous call, up to
+        record ``last``."""
+        found: dict[int, tuple[str, str]] = {}
+        while self.record < last:
+            fields = next(self._records, None)
+            if fields is None:
+                break
+            if not fields or (len(fields) == 1 and not fields[0].strip(" \t")):
+                continue
+            self.record += 1
+            if len(fields) < self.width or any(fields[self.width :]):
+                text = self._delimiter.join(fields)
+                found[self.record] = (
+                    f"field count: {len(fields)} fields, the header has {self.width}",
+                    text if len(text) <= 500 else text[:500] + "...",
+                )
+        return found
+
+    def close(self) -> None:
+        self._handle.close()
+
+
 def _is_gzip(path: Path) -> bool:
     with path.open("rb") as handle:
         return handle.read(2) == b"\x1f\x8b"
@@ -286,6 +328,25 @@ def validate_chunk(frame: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame,
     bad = sorted({f["position"] for f in failures})
     valid = frame.drop(index=frame.index[bad])
     return valid[[*out_columns, ROW]], failures
+
+
+def _ragged(
+    frame: pd.DataFrame,
+    good: pd.DataFrame,
+    failures: list[dict[str, Any]],
+    ragged: dict[int, tuple[str, str]],
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """A record with the wrong number of fields fails as a whole: its values may be shifted or cut, so its other
+    failures give way to the field count (the value is the whole record), and it never loads."""
+    rows = frame[ROW].to_numpy()
+    hit = np.flatnonzero(np.isin(rows, np.fromiter(ragged, dtype=rows.dtype, count=len(ragged))))
+    positions = {int(p): int(rows[p]) for p in hit}
+    kept = [f for f in failures if f["position"] not in positions]
+    for position, row in positions.items():
+        check, text = ragged[row]
+        kept.append({"row": row, "column": "*", "check": check, "value": text, "position": position})
+    kept.sort(key=lambda f: (f["row"], f["column"]))
+    return good[~good[ROW].isin(list(positions.values()))], kept
 
 
 def _quarantine_frame(frame: pd.DataFrame, failures: list[dict[str, Any]], dataset: Dataset) -> pd.DataFrame:
@@ -363,6 +424,26 @@ class FilePass:
 
         stage("transform")
         chunks = read_chunks(self.path, self.dataset, self.source, self.chunk_rows, self.reader)
+        counts = (
+            FieldCounts(
+                self.path, self.dataset.delimiter, len(read_header(self.path, self.dataset, self.source))
+            )
+            if self.reader == "pandas"
+            else None
+        )
+        try:
+            yield from self._frames(chunks, counts, rejects, stage)
+        finally:
+            if counts is not None:
+                counts.close()
+
+    def _frames(
+        self,
+        chunks: Iterator[pd.DataFrame],
+        counts: FieldCounts | None,
+        rejects: Path,
+        stage: Callable[[str], None],
+    ) -> Iterator[pd.DataFrame]:
         while True:
             clock = time.perf_counter()
             raw = next(chunks, None)
@@ -381,6 +462,10 @@ class FilePass:
             clock = now
             stage("validate")
             good, failures = validate_chunk(combined, self.dataset)
+            if counts is not None and len(raw):
+                ragged = counts.upto(int(raw.index[-1]))
+                if ragged:
+                    good, failures = _ragged(combined, good, failures, ragged)
             if failures:
                 self.rows_invalid += len({f["position"] for f in failures})
                 _quarantine_frame(combined, failures, self.dataset).to_csv(

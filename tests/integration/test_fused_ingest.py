@@ -114,6 +114,41 @@ def test_a_file_arrow_refuses_loads_as_pandas_reads_it(sluice_env: Path, small_c
     assert rows("SELECT count(*) FROM sluice.file_loads") == [(1,)]
 
 
+def test_a_record_with_the_wrong_number_of_fields_never_loads(sluice_env: Path, small_chunks: None) -> None:
+    # Record 2,500: an unquoted comma inside the project (pandas, given the header's columns, used to drop the
+    # extra field and load the cut row); 4,100: a short record whose missing field is optional-looking text;
+    # 4,101: a trailing delimiter with nothing after it loses nothing and loads.
+    bad = {
+        2_500: "ned,2019-01-01 10:00:00 UTC,4.0,bizdev, marketing\n",
+        4_100: "ned,2019-01-01 10:00:00 UTC,4.0\n",
+        4_101: "ned,2019-01-01 10:00:00 UTC,2.0,ops,\n",
+    }
+    report = run_ingest(land(sluice_env, checkins(5_000, bad)), dataset="dailycheckins", mode="soft")
+    assert (report.status, report.rows_read, report.rows_loaded, report.rows_quarantined) == (
+        "success",
+        5_000,
+        4_998,
+        2,
+    )
+    quarantined = pd.read_csv(report.quarantine_uri, keep_default_na=False)
+    assert quarantined[["row", "column", "check"]].values.tolist() == [
+        [2_500, "*", "field count: 5 fields, the header has 4"],
+        [4_100, "*", "field count: 3 fields, the header has 4"],
+    ]
+    assert quarantined["value"].tolist()[0] == "ned,2019-01-01 10:00:00 UTC,4.0,bizdev, marketing"
+    loaded = {r for (r,) in rows("SELECT _source_row FROM tm.daily_checkins")}
+    assert loaded == set(range(1, 5_001)) - {2_500, 4_100}
+    assert rows("SELECT project FROM tm.daily_checkins WHERE _source_row = 4101") == [("ops",)]
+
+    hard = run_ingest(
+        land(sluice_env, checkins(300, {7: bad[2_500]}), "dailycheckins-hard.csv"),
+        dataset="dailycheckins",
+        mode="hard",
+    )
+    assert (hard.status, hard.rows_loaded) == ("failed", 0)
+    assert "row 7 column *: field count: 5 fields, the header has 4" in str(hard.error)
+
+
 def test_the_same_file_twice_at_once_loads_once_and_both_runs_complete(sluice_env: Path) -> None:
     """S3 delivers at least once: two runs of one file both pass extract, one loads, the other waits on the load
     lock, finds the file loaded and completes as skipped (it used to fail formatting its report's rows)."""
