@@ -46,7 +46,9 @@ def test_records_with_the_wrong_field_count_are_numbered_as_pandas_numbers_them(
     found = scan(path)
     assert found == {row: f"field count: {n} fields, the header has 4" for row, n in expected.items()}
     # pandas' records (what the pass loads) carry the same numbers: record 2's user is the second record's
-    frame = pd.concat(list(ingest.read_chunks(path, get_dataset("dailycheckins"), path.name, 2, reader="pandas")))
+    frame = pd.concat(
+        list(ingest.read_chunks(path, get_dataset("dailycheckins"), path.name, 2, reader="pandas"))
+    )
     users = [line.split(",")[0] for line in text.lstrip("\ufeff").splitlines()[1:] if line.strip()]
     users = [u for u in users if u in {"a", "b", "c", "d"}]
     assert frame["user"].tolist()[: len(users)] == users
