@@ -235,6 +235,10 @@ def load_block(ref: str) -> NotificationBlock:
     (``sluice.deploycheck.register_block_types``, ``sluice aws setup``) and by ``sluice notify add-*``.
     """
     ref = split_ref(ref)[0]
+    if "/" not in ref or ref.startswith("sns-notification/"):
+        # Block.load finds a block's class by its slug among the classes imported: the SNS one loads lazily
+        # (prefect_aws, ~1 s), so a fresh process (a user's shell, an ECS task) must import it first.
+        import sluice.adapters.notify_sns  # noqa: F401  (see above)
     if "/" in ref:
         block = Block.load(ref)
     else:
