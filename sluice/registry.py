@@ -73,9 +73,20 @@ class Dataset:
         return self.column_sources.get(output_column, output_column)
 
     def claims(self, key: str) -> bool:
-        """True when ``key`` (a path or S3 key) matches one of the dataset's patterns."""
+        """True when ``key`` (an S3 key or URI, a path) matches one of the dataset's patterns.
+
+        A pattern with a folder (``data2bots/orders/*``) matches the key from any of its folders on, so it claims
+        ``s3://bucket/data2bots/orders/x.csv`` and ``<landing folder>/data2bots/orders/x.csv`` alike.
+        """
         name = key.rsplit("/", 1)[-1]
-        return any(fnmatch.fnmatchcase(key, p) or fnmatch.fnmatchcase(name, p) for p in self.patterns)
+        parts = key.split("/")
+        tails = ["/".join(parts[i:]) for i in range(1, len(parts))]
+        return any(
+            fnmatch.fnmatchcase(key, p)
+            or fnmatch.fnmatchcase(name, p)
+            or ("/" in p and any(fnmatch.fnmatchcase(tail, p) for tail in tails))
+            for p in self.patterns
+        )
 
 
 _REGISTRY: dict[str, Dataset] = {}

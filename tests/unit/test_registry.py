@@ -45,3 +45,20 @@ def test_each_key_is_claimed_by_the_right_dataset_or_none(key: str, dataset: str
 
     found = resolve(key)
     assert (found.name if found else None) == dataset
+
+
+@pytest.mark.parametrize(
+    ("source", "dataset"),
+    [
+        # resolve() gets the whole source (flows/ingest.py, backfill): a folder pattern claims it under any root
+        ("s3://landing/data2bots/orders/2024-03-01.csv", "orders"),
+        ("/home/me/sluice/.sluice/landing/data2bots/reviews/day.csv", "reviews"),
+        ("s3://landing/sertis/transactions/anything.csv", "transactions"),
+        ("s3://landing/tm/dailycheckins/2024/03/01/export.csv", "dailycheckins"),
+        ("s3://landing/exports/report.csv", None),
+        ("/srv/staging/totesys/ingestion/transaction/2024/03/01/10-20/transaction-2024.csv", None),
+    ],
+)
+def test_folder_patterns_claim_full_uris_and_local_paths(source: str, dataset: str | None) -> None:
+    found = datasets.resolve(source)
+    assert (found.name if found else None) == dataset
