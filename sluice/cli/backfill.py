@@ -8,6 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sluice.cli.output import console, fail, print_json
+from sluice.errors import ConfigurationError
 from sluice.runtime import prepare
 
 
@@ -47,6 +48,11 @@ def backfill(
     files = fanout.plan(prefix, dataset)
     if not files:
         raise fail(f"{prefix}: no files that {dataset or 'any dataset'} claims")
+    if deployment:
+        try:
+            fanout.check_deployment(deployment)
+        except ConfigurationError as exc:
+            raise fail(str(exc)) from None
     results: list[Any] = []
     with Progress(
         TextColumn("backfill"),
@@ -54,7 +60,7 @@ def backfill(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
-        disable=as_json,
+        disable=as_json or not console.is_terminal,  # off a terminal it would leave a blank line
         transient=True,
     ) as progress:
         bar = progress.add_task("files", total=len(files))

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sluice import datasets
 from sluice.adapters import storage
 from sluice.adapters.warehouse import get_engine
+from sluice.errors import ConfigurationError
 from sluice.ledger import LedgerEntry, PostgresLedger, ensure_bookkeeping, get_ledger, run_ledger
 from sluice.loading import file_loads
 from sluice.report import IngestReport
@@ -212,6 +213,21 @@ def shards(files: list[tuple[str, str]], size: int) -> list[list[tuple[str, str]
         else:
             out.append([item])
     return out
+
+
+def check_deployment(deployment: str) -> None:
+    """Fail with one message when ``deployment`` (``flow/name``) is not on the Prefect server runs would go to."""
+    from prefect import get_client  # after prepare: Prefect reads its env once, at import
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(deployment)
+        except ObjectNotFound:
+            raise ConfigurationError(
+                f"deployment {deployment!r} not found on {str(client.api_url).rstrip('/')}: deploy it first (`prefect deploy`, "
+                "README 'Deploy to AWS'; self-hosted: deployments/local.yaml), or set PREFECT_API_URL to its server"
+            ) from None
 
 
 def run_deployments(

@@ -127,3 +127,26 @@ def test_ingest_files_runs_each_file_of_a_shard_as_its_own_run(sluice_env: Path)
     assert [results[f"dailycheckins-{i}.csv"]["status"] for i in range(3)] == ["success"] * 3
     assert results["missing.csv"]["status"] == "failed"
     assert len({r["flow_run_id"] for r in results.values()}) == 4  # one ingest-file run per file
+
+
+def test_a_deployment_that_does_not_exist_is_one_readable_error(sluice_env: Path) -> None:
+    folder = sluice_env / "landing" / "tm" / "dailycheckins"
+    folder.mkdir(parents=True)
+    (folder / "dailycheckins-0.csv").write_text("user,timestamp,hours,project\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["backfill", str(folder), "--deployment", "ingest-files/nope", "--json"])
+    assert result.exit_code == 1
+    assert result.stdout == ""  # no per-file results: nothing was started
+    assert "deployment 'ingest-files/nope' not found" in result.stderr, result.stderr
+
+
+def test_human_output_starts_with_the_results(sluice_env: Path) -> None:
+    folder = sluice_env / "landing" / "tm" / "dailycheckins"
+    folder.mkdir(parents=True)
+    (folder / "dailycheckins-0.csv").write_text(
+        "user,timestamp,hours,project\nu,2019-01-01 00:00:00 UTC,1,p\n", encoding="utf-8"
+    )
+    result = CliRunner().invoke(app, ["backfill", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("success  "), repr(
+        result.stdout
+    )  # no blank line left by the progress bar
