@@ -28,3 +28,16 @@ def test_every_sluice_module_is_in_a_layer() -> None:
 
 def test_the_top_level_packages_are_layers() -> None:
     assert {"flows", "tasks", "schemas"} <= _layered()
+
+
+def test_docs_architecture_places_every_layered_module() -> None:
+    """docs/architecture.md's table names each module of the contract (as a path, or by file name in its row)."""
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    missing = []
+    for name in sorted(_layered()):
+        parts = name.split(".")
+        path, last = "/".join(parts), parts[-1]
+        forms = (f"{path}.py", f"{path}/", f"`{last}.py`", f"`{last}/`", f"`{last}*.py`", f"({last}.py")
+        if not any(form in doc for form in forms):
+            missing.append(name)
+    assert missing == [], "say where these are in docs/architecture.md's table"
