@@ -370,18 +370,20 @@ def stop(home: Path, timeout: float = 20.0) -> bool:
         proc = _alive(state)
         if state is not None:
             forget(home, int(state["pid"]))
-        if proc is None:
-            return False
-        # Its forked commands share its session; the Prefect server it may have started has a session of its own.
-        members = [proc, *(c for c in proc.children(recursive=True) if _session(c.pid) == proc.pid)]
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(signal.SIGTERM)  # the runner forwards it to its children, reaps them, exits
-        _gone, alive = psutil.wait_procs(members, timeout=timeout)
-        if alive:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)  # start_new_session: the runner leads its group
-            for member in alive:
-                with contextlib.suppress(psutil.Error):
-                    member.kill()
-            psutil.wait_procs(alive, timeout=5)
-        return True
+    if proc is None:
+        return False
+    # Waited for outside the lock: the runner takes it on its way out (warm_server.main), so holding it here kept
+    # every stop waiting the whole timeout and then SIGKILLed a runner that was exiting cleanly.
+    # Its forked commands share its session; the Prefect server it may have started has a session of its own.
+    members = [proc, *(c for c in proc.children(recursive=True) if _session(c.pid) == proc.pid)]
+    with contextlib.suppress(psutil.Error):
+        proc.send_signal(signal.SIGTERM)  # the runner forwards it to its children, reaps them, exits
+    _gone, alive = psutil.wait_procs(members, timeout=timeout)
+    if alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # start_new_session: the runner leads its group
+        for member in alive:
+            with contextlib.suppress(psutil.Error):
+                member.kill()
+        psutil.wait_procs(alive, timeout=5)
+    return True

@@ -316,3 +316,14 @@ def test_services_stop_leaves_no_runner_and_no_child(home: Path, warm_runner: in
     time.sleep(1)
     assert processes_of(home) == []
     assert not warm.status(home)["running"]
+
+
+def test_services_stop_lets_an_idle_runner_exit_by_itself(home: Path, warm_runner: int) -> None:
+    """SIGTERM drains the runner, which exits on its own and says so; no SIGKILL after a 20-second wait."""
+    started = time.monotonic()
+    stopped = sluice(home, "services", "stop")
+    took = time.monotonic() - started
+    assert stopped.returncode == 0 and "runner    stopped" in stopped.stdout, stopped.stderr
+    assert not psutil.pid_exists(warm_runner)
+    assert f"[{warm_runner}] stopped" in runner_log(home), runner_log(home)[-2000:]
+    assert took < 15, f"services stop took {took:.1f} s"
