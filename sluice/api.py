@@ -27,6 +27,7 @@ from sluice.tables.tm import daily_checkins as t
 logger = logging.getLogger(__name__)
 
 MAX_LIMIT = 1000
+MAX_OFFSET = 2**62  # PostgreSQL's OFFSET is a bigint: beyond it is a bad request, not a database error
 BAD_REQUEST = {"message": "error bad request"}
 UNAVAILABLE = {"message": "service unavailable"}
 RETRY_AFTER_SECONDS = 5
@@ -58,6 +59,14 @@ def _as_utc(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _out_of_range(moment: datetime | None) -> bool:
+    try:
+        _as_utc(moment)
+    except OverflowError:
+        return True
+    return False
 
 
 def resolve_api_key(settings: Settings) -> str | None:
@@ -129,7 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response: Response,
         user: Annotated[str | None, Query(description="The user's name (exact match).")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 1,000).")] = 100,
-        offset: Annotated[int, Query(ge=0, description="Rows to skip.")] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip.")] = 0,
         since: Annotated[
             datetime | None, Query(alias="from", description="Only check-ins at or after this (ISO 8601).")
         ] = None,
@@ -143,10 +152,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if "\x00" in user:  # PostgreSQL text cannot hold NUL: no such user can exist
             return {"response": []}
         query = sa.select(t.c.username, t.c.project, t.c.hours, t.c.timestamp).where(t.c.username == user)
+        try:
+            since, until = _as_utc(since), _as_utc(until)
+        except (
+            OverflowError
+        ):  # a valid ISO time whose UTC falls outside year 1..9999 (0001-01-01T00:00+14:00)
+            bad = [name for name, moment in (("from", since), ("to", until)) if _out_of_range(moment)]
+            return JSONResponse(status_code=400, content={**BAD_REQUEST, "fields": bad})
         if since is not None:
-            query = query.where(t.c.timestamp >= _as_utc(since))
+            query = query.where(t.c.timestamp >= since)
         if until is not None:
-            query = query.where(t.c.timestamp < _as_utc(until))
+            query = query.where(t.c.timestamp < until)
         # one row more than the page: whether a next page exists, without a count(*)
         query = query.order_by(t.c.timestamp, t.c.id).limit(limit + 1).offset(offset)
         try:

@@ -164,3 +164,19 @@ def test_twenty_parallel_clients_get_their_own_answers(base: str) -> None:
     expected = {"ned": 5, "jaime": 250, "ned stark": 1, "nobody": 0, "Дейенерис": 1}
     for name, status, seen, n in answers:
         assert status == 200 and n == expected[name] and seen <= {name}
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"offset": str(2**64)}, "offset"),  # past PostgreSQL's bigint OFFSET
+        ({"from": "0001-01-01T00:00:00+14:00"}, "from"),  # valid ISO 8601, before year 1 in UTC
+        ({"to": "9999-12-31T23:00:00-05:00"}, "to"),  # after year 9999 in UTC
+    ],
+)
+def test_out_of_range_parameters_are_400_not_500(
+    base: str, params: dict[str, str], field: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = httpx.get(f"{base}/Prod/get", params={"user": "ned", **params})
+    assert (r.status_code, r.json()) == (400, {"message": "error bad request", "fields": [field]})
+    assert all(record.exc_info is None for record in caplog.records), "a traceback was logged"
