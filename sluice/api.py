@@ -217,8 +217,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse(status_code=503, content={"status": "unavailable", "database": "down"})
         return JSONResponse(content={"status": "ok", "database": "up"})
 
-    app.add_api_route("/health", health, methods=["GET"], summary="Liveness and database check")
-    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+    for path in ("/health", "/health/"):
+        app.add_api_route(
+            path,
+            health,
+            methods=["GET"],
+            summary="Liveness and database check",
+            include_in_schema=path == "/health",
+        )
+        app.add_api_route(path, health, methods=["HEAD"], include_in_schema=False)
 
     return app
 

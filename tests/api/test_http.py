@@ -109,6 +109,7 @@ def test_paths_with_a_trailing_slash_are_served_not_redirected(base: str) -> Non
         r = httpx.get(f"{base}{path}", params={"user": "ned"})
         assert r.status_code == 200, (path, r.status_code, r.headers.get("location"))
         assert r.json() == plain.json()
+    assert httpx.get(f"{base}/health/").json() == {"status": "ok", "database": "up"}
 
 
 def test_head_answers_like_get_without_a_body(base: str) -> None:
