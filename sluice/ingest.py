@@ -155,7 +155,9 @@ def read_chunks(
             na_filter=False,
             encoding="utf-8-sig",
             compression="infer" if not _is_gzip(path) else "gzip",
-            usecols=list(dataset.source_columns),
+            # by stripped name, as read_header checks them: a " user " header is the user column
+            usecols=lambda name: name.strip() in dataset.source_columns,
+            index_col=False,  # a first record wider than the header must not become the index
             chunksize=chunk_rows,
             engine="c",
         )
@@ -167,6 +169,8 @@ def read_chunks(
                 yield chunk
     except UnicodeDecodeError as exc:
         raise BadFile(f"{source}: not UTF-8 text near record {offset + 1} ({exc.reason})") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # a truncated or corrupt .gz
+        raise BadFile(f"{source}: the gzip stream is broken near record {offset + 1} ({exc})") from None
     except pd.errors.ParserError as exc:
         raise BadFile(f"{source}: malformed delimited text near record {offset + 1}: {exc}") from None
     except pd.errors.EmptyDataError:
@@ -274,16 +278,44 @@ def _describe(check: Any) -> str:
     return {"not_nullable": "required (missing or unparseable)"}.get(text, text)
 
 
+UNPARSED = "a value that does not parse (only an empty value means none)"
+
+
+def _unparsed(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
+    """Failure cases (pandera's shape) for a nullable column whose value was there but did not parse.
+
+    A transform turns what it cannot parse into null, so that a required column reports it; a nullable column
+    would take that null as "no value" and silently load ``2019-02-30`` as an empty date.
+    """
+    cases = []
+    for name, column in dataset.model.to_schema().columns.items():
+        raw_key = RAW_PREFIX + dataset.source_column(str(name))
+        if not column.nullable or raw_key not in frame:
+            continue
+        lost = (
+            frame[str(name)].isna().to_numpy() & (frame[raw_key].astype("str").str.strip() != "").to_numpy()
+        )
+        for position in np.flatnonzero(lost):
+            cases.append(
+                {"schema_context": "Column", "column": str(name), "check": UNPARSED, "index": int(position)}
+            )
+    return pd.DataFrame(cases, columns=["schema_context", "column", "check", "index"])
+
+
 def validate_chunk(frame: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Split one spooled chunk into valid output rows and failure records (row, column, check, value)."""
     out_columns = dataset.output_columns
     out = frame[out_columns]
+    unparsed = _unparsed(frame, dataset)
     try:
         dataset.model.validate(out, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
     else:
-        return frame[[*out_columns, ROW]], []
+        if unparsed.empty:
+            return frame[[*out_columns, ROW]], []
+        cases = unparsed.iloc[:0]
+    cases = pd.concat([cases, unparsed], ignore_index=True) if not unparsed.empty else cases
 
     row_cases = cases[cases["index"].notna()]
     schema_cases = cases[cases["index"].isna()]
@@ -486,6 +518,17 @@ class FilePass:
                 yield good
         if self.rows_read == 0:
             raise BadFile(f"{self.source}: header only, no data rows")
+        if self.dataset.load_mode == "replace" and self.rows_valid == 0 and not self.hard:
+            # The file would replace the whole table with nothing: every earlier row gone, none of its own loaded.
+            self.quarantine_uri = storage.put_file(rejects, f"{self.quarantine_base}.rows.csv")
+            self.finished = True
+            raise ValidationFailed(
+                f"{self.source}: all {self.rows_invalid} rows failed checks; {self.dataset.name} replaces its whole "
+                f"table with each file, so nothing was loaded and the table keeps its rows; all failures in "
+                f"{self.quarantine_uri}",
+                rows_invalid=self.rows_invalid,
+                quarantine_uri=self.quarantine_uri,
+            )
         if self.rows_invalid:
             self.quarantine_uri = storage.put_file(rejects, f"{self.quarantine_base}.rows.csv")
         self.finished = True
