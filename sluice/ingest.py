@@ -16,6 +16,7 @@ import gzip
 import io
 import json
 import logging
+import sys
 import time
 import uuid
 import zlib
@@ -239,6 +240,9 @@ class FieldCounts:
         self.record = 0
         self._handle = _open_text(path)
         self._delimiter = delimiter
+        # The csv module refuses a field over 128 KiB (csv.Error, a failed load); pandas has no limit, and a huge
+        # field is the models' to quarantine (a length check). The limit is process-wide; nothing else needs it lower.
+        csv.field_size_limit(sys.maxsize)
         self._records = csv.reader(self._handle, delimiter=delimiter)
         next(self._records, None)  # the header
 

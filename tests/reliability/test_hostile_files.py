@@ -50,6 +50,7 @@ FAILS = {
         HEADER.encode() + ROW.encode() + "zoë,2018-12-20 00:00:00 UTC,1,p\n".encode("latin-1"),
         "not UTF-8",
     ),
+    "truncated_gzip": (gzip.compress((HEADER + ROW * 2000).encode())[:-10], "the gzip stream is broken"),
     "json": (json.dumps([{"user": "ned"}]).encode(), "looks like JSON"),
     "parquet": (parquet_bytes(), "looks like JSON or Parquet"),
 }
