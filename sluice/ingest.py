@@ -385,6 +385,42 @@ def _ragged(
     return good[~good[ROW].isin(list(positions.values()))], kept
 
 
+REPEATED = "unique: the key occurs more than once in the file"
+UNIQUE = "field_uniqueness"  # pandera's name for the same rule within one chunk
+
+
+def _repeated(
+    frame: pd.DataFrame,
+    good: pd.DataFrame,
+    failures: list[dict[str, Any]],
+    dataset: Dataset,
+    repeated: pd.MultiIndex,
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Every record whose key occurs more than once in the file fails, wherever the chunks fall: which of
+    them is right is unknown, so none loads (one failure per record, under one check name)."""
+    keys = list(dataset.keys)
+    kept = [f for f in failures if f["check"] != UNIQUE]
+    if len(repeated):
+        hit = np.flatnonzero(pd.MultiIndex.from_frame(frame[keys]).isin(repeated))
+        source = dataset.source_column(keys[0])
+        for position in hit:
+            raw_key = RAW_PREFIX + source
+            value = frame[raw_key].iat[position] if raw_key in frame else frame[keys[0]].iat[position]
+            kept.append(
+                {
+                    "row": int(frame[ROW].iat[position]),
+                    "column": source,
+                    "check": REPEATED,
+                    "value": None if pd.isna(value) else str(value),
+                    "position": int(position),
+                }
+            )
+        rows = frame[ROW].to_numpy()[hit]
+        good = good[~good[ROW].isin(rows)]
+    kept.sort(key=lambda f: (f["row"], f["column"]))
+    return good, kept
+
+
 def _quarantine_frame(frame: pd.DataFrame, failures: list[dict[str, Any]], dataset: Dataset) -> pd.DataFrame:
     rows = []
     for failure in failures:
@@ -459,6 +495,7 @@ class FilePass:
                 self.on_stage(name)
 
         stage("transform")
+        repeated = self._repeated_keys() if self.dataset.keys else None
         chunks = read_chunks(self.path, self.dataset, self.source, self.chunk_rows, self.reader)
         counts = (
             FieldCounts(
@@ -468,10 +505,25 @@ class FilePass:
             else None
         )
         try:
-            yield from self._frames(chunks, counts, rejects, stage)
+            yield from self._frames(chunks, counts, rejects, stage, repeated)
         finally:
             if counts is not None:
                 counts.close()
+
+    def _repeated_keys(self) -> pd.MultiIndex:
+        """The dataset's keys that occur more than once in the whole file (a first, light pass: keys only).
+
+        A chunk's model sees only its own rows: a key repeated across a chunk boundary would pass and the
+        upsert would silently keep the file's last row. Scanning first makes the rule the same for any chunking.
+        """
+        keys = list(self.dataset.keys)
+        seen: list[pd.DataFrame] = []
+        for raw in read_chunks(self.path, self.dataset, self.source, self.chunk_rows, self.reader):
+            seen.append(self.dataset.transform(raw)[keys].dropna())
+        if not seen:
+            return pd.MultiIndex.from_arrays([[] for _ in keys], names=keys)
+        every = pd.concat(seen, ignore_index=True)
+        return pd.MultiIndex.from_frame(every[every.duplicated(keep=False)].drop_duplicates())
 
     def _frames(
         self,
@@ -479,6 +531,7 @@ class FilePass:
         counts: FieldCounts | None,
         rejects: Path,
         stage: Callable[[str], None],
+        repeated: pd.MultiIndex | None = None,
     ) -> Iterator[pd.DataFrame]:
         while True:
             clock = time.perf_counter()
@@ -502,6 +555,8 @@ class FilePass:
                 ragged = counts.upto(int(raw.index[-1]))
                 if ragged:
                     good, failures = _ragged(combined, good, failures, ragged)
+            if repeated is not None:
+                good, failures = _repeated(combined, good, failures, self.dataset, repeated)
             if failures:
                 self.rows_invalid += len({f["position"] for f in failures})
                 _quarantine_frame(combined, failures, self.dataset).to_csv(

@@ -98,3 +98,22 @@ def test_a_reviews_file_whose_every_row_fails_does_not_empty_the_table(empty_sta
     assert report.status == "failed" and report.rows_quarantined == 2, report
     assert "nothing was loaded and the table keeps its rows" in report.error and "\n" not in report.error
     assert sorted(rows("SELECT review, product_id FROM staging.reviews")) == [(4, 2), (5, 1)]
+
+
+@pytest.mark.parametrize("chunk_rows", [2, 10_000])
+def test_a_key_repeated_in_one_file_fails_every_occurrence_wherever_the_chunks_fall(
+    empty_staging: Path, chunk_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sluice.settings import reload_settings
+
+    monkeypatch.setenv("SLUICE_CHUNK_ROWS", str(chunk_rows))
+    reload_settings()
+    header = "order_id,customer_id,order_date,product_id,unit_price,quantity,total_price\n"
+    text = header + "11,5,2022-07-13,24,1,1,1\n12,5,2022-07-13,24,1,1,1\n11,6,2022-07-13,24,2,1,2\n"
+    report = run_ingest(str(land(empty_staging, "orders.csv", text)), dataset="orders", mode="soft")
+    assert (report.status, report.rows_loaded, report.rows_quarantined) == ("success", 1, 2), report
+    assert quarantined(report.quarantine_uri) == {
+        (1, "order_id", "unique: the key occurs more than once in the file"),
+        (3, "order_id", "unique: the key occurs more than once in the file"),
+    }
+    assert rows("SELECT order_id, customer_id FROM staging.orders") == [(12, 5)]
