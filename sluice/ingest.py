@@ -116,9 +116,11 @@ def read_header(path: Path, dataset: Dataset, source: str) -> list[str]:
         )
     extra = [c for c in header if c not in dataset.source_columns]
     if extra and dataset.extra_columns == "reject":
+        named = ", ".join(
+            c or "'' (a column without a name: a trailing delimiter in the header?)" for c in extra
+        )
         raise BadFile(
-            f"{source}: unexpected column(s) {', '.join(extra)} "
-            f"(schema drift policy of {dataset.name} is 'reject')"
+            f"{source}: unexpected column(s) {named} (schema drift policy of {dataset.name} is 'reject')"
         )
     if extra:
         logger.warning(

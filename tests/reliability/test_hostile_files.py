@@ -42,6 +42,10 @@ FAILS = {
         b"user,timestamp,hours,project,mood\n" + ROW.strip().encode() + b",ok\n",
         "unexpected column(s) mood",
     ),
+    "trailing_delimiter_header": (
+        HEADER.replace("\n", ",\n").encode() + ROW.replace("\n", ",\n").encode(),
+        "a column without a name: a trailing delimiter in the header?",
+    ),
     "duplicate_header": (
         b"user,timestamp,hours,project,user\n" + ROW.strip().encode() + b",x\n",
         "duplicate column names",
