@@ -25,7 +25,6 @@ RUSSIAN_MONTHS = {
 
 _RU = r"^(?P<day>\d{1,2}) (?P<month>[а-яё]+) (?P<year>\d{4}) (?P<hour>\d{2}):(?P<minute>\d{2})$"
 _NAIVE = "datetime64[us]"
-_ISO = r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
 
 
 def _strict(text: pd.Series, *formats: str) -> pd.Series:
@@ -60,9 +59,6 @@ def parse_checkin_timestamps(values: pd.Series) -> pd.Series:
     iso = ((text.str.slice(4, 5) == "-") & text.str.endswith(" UTC")).to_numpy(dtype=bool)
     if iso.any():
         bare = text[iso].str.slice(0, -4)  # the " UTC" suffix, checked above
-        # Two-digit fields and at most 6 decimals (what timestamptz keeps): strptime would take "2018-1-2 1:2:3" and
-        # silently cut ".123456789" to microseconds.
-        bare = bare.where(bare.str.fullmatch(_ISO).fillna(False).astype(bool))
         result[iso] = _naive(_strict(bare, "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"))
 
     us = (text.str.slice(2, 3) == "/").to_numpy(dtype=bool) & ~iso

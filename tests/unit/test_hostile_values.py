@@ -127,18 +127,3 @@ def test_shipments_none_delivered_validate_and_a_bad_date_is_not_an_empty_one() 
         (3, "shipment_date", ingest.UNPARSED),
         (4, "delivery_date", ingest.UNPARSED),
     }
-
-
-def test_iso_checkin_timestamps_are_the_documented_shape_and_never_cut() -> None:
-    from sluice.transforms.tm import parse_checkin_timestamps
-
-    values = [
-        "2018-11-26 14:47:36.0429 UTC",
-        "2018-11-26 14:47:36.123456 UTC",
-        "2018-11-26 14:47:36.123456789 UTC",  # timestamptz keeps microseconds: the rest would be cut
-        "2018-11-26 1:2:3 UTC",
-        "2018-1-2 01:02:03 UTC",
-    ]
-    parsed = parse_checkin_timestamps(pd.Series(values, dtype="str"))
-    assert parsed.notna().tolist() == [True, True, False, False, False]
-    assert str(parsed.iloc[1]) == "2018-11-26 14:47:36.123456+00:00"
