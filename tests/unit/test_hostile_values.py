@@ -44,12 +44,20 @@ def test_ids_past_2_53_keep_every_digit_beside_a_bad_value() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["99999999999999999999", "1e19", "9223372036854775808", "1.0", "1e3", "+1", "١٢"]
+    "value", ["99999999999999999999", "1e19", "9223372036854775808", "1.5", "1.01", "1e3", "++1", "١٢"]
 )
 def test_an_id_that_is_not_plain_digits_fails_its_row_and_never_crashes(value: str) -> None:
     good, failures = checked(get_dataset("orders"), [order(order_id=value), order(order_id="8")])
     assert good["order_id"].tolist() == [8]
     assert failed(failures) == {(1, "order_id")}
+
+
+@pytest.mark.parametrize(("value", "expected"), [("+7", 7), ("007", 7), ("7.0", 7), (" 7.00 ", 7)])
+def test_a_whole_number_written_with_a_sign_or_a_zero_fraction_loads_as_written(
+    value: str, expected: int
+) -> None:
+    good, failures = checked(get_dataset("orders"), [order(order_id=value)])
+    assert failures == [] and good["order_id"].tolist() == [expected]
 
 
 @pytest.mark.parametrize(
@@ -69,21 +77,20 @@ def test_order_values_the_warehouse_cannot_hold_as_written_fail_their_row(
     assert (1, column, check) in {(f["row"], f["column"], f["check"]) for f in failures}
 
 
-def test_checkin_hours_with_a_third_decimal_and_nul_bytes_fail_their_row() -> None:
+def test_checkin_text_with_nul_bytes_fails_its_row_and_hours_keep_their_decimals_for_the_column() -> None:
     dataset = get_dataset("dailycheckins")
     stamp = "2018-12-20 00:00:00 UTC"
     good, failures = checked(
         dataset,
         [
-            ["ned", stamp, "1.005", "p"],
+            ["ned", stamp, "0.333", "p"],  # numeric(5, 2) stores 0.33, as the Glue job it replaces rounded
             ["ned\x00x", stamp, "1", "p"],
             ["ned", stamp, "1.25", "p\x00"],
             ["a", stamp, "0.1", "p"],
         ],
     )
-    assert good["hours"].tolist() == [0.1]
+    assert good["hours"].tolist() == [0.333, 0.1]
     assert {(f["row"], f["column"], f["check"]) for f in failures} == {
-        (1, "hours", "at most 2 decimals"),
         (2, "user", "no NUL character"),
         (3, "project", "no NUL character"),
     }
@@ -94,7 +101,7 @@ def test_transactions_integers_digits_and_text_as_the_warehouse_keeps_them() -> 
     row = ["20110111-0023586", "0023586", "2011-01-11", "DETA800", "3"]
     rows = [
         row,
-        [*row[:4], "3.0"],  # a whole number written as a float: not loaded as 3
+        [*row[:4], "3.5"],  # not a whole number
         [*row[:4], "5000000000"],  # past a PostgreSQL integer
         [row[0], "١٢٣", *row[2:]],  # Arabic-Indic digits are not the zero-padded id
         ["A\x00", *row[1:]],
