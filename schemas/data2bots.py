@@ -7,6 +7,8 @@ import pandera.pandas as pa
 from pandera.engines import pandas_engine
 from pandera.typing import Series
 
+from schemas.checks import INT4_MAX, two_decimals
+
 ORDERS_COLUMNS = (
     "order_id",
     "customer_id",
@@ -34,9 +36,13 @@ class Order(_Strict):
     customer_id: Id = pa.Field(gt=0)
     order_date: Day = pa.Field()
     product_id: Id = pa.Field(gt=0)
-    unit_price: Series[float] = pa.Field(ge=0)
-    quantity: Id = pa.Field(gt=0)
-    total_price: Series[float] = pa.Field(ge=0)
+    unit_price: Series[float] = pa.Field(ge=0, lt=1e12)  # numeric(14, 2)
+    quantity: Id = pa.Field(gt=0, le=INT4_MAX)
+    total_price: Series[float] = pa.Field(ge=0, lt=1e14)  # numeric(16, 2)
+
+    @pa.check("unit_price", "total_price", name="at most 2 decimals (to the cent)")
+    def _cents(cls, values: pd.Series) -> pd.Series:
+        return two_decimals(values)
 
     @pa.dataframe_check(name="total_price = unit_price × quantity")
     def _total(cls, df: pd.DataFrame) -> pd.Series:
@@ -59,7 +65,8 @@ class ShipmentDelivery(_Strict):
         shipped, delivered = df["shipment_date"], df["delivery_date"]
         both = shipped.notna() & delivered.notna()
         ok = pd.Series(True, index=df.index)
-        ok[both] = [d >= s for s, d in zip(shipped[both], delivered[both], strict=True)]
+        if both.any():  # an empty list assigned through an all-False mask is a TypeError in pandas 3
+            ok[both] = [d >= s for s, d in zip(shipped[both], delivered[both], strict=True)]
         ok[delivered.notna() & shipped.isna()] = False
         return ok
 

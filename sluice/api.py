@@ -11,12 +11,14 @@ import logging
 import secrets
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sluice.adapters.warehouse import get_engine
 from sluice.settings import Settings, get_settings
@@ -25,7 +27,12 @@ from sluice.tables.tm import daily_checkins as t
 logger = logging.getLogger(__name__)
 
 MAX_LIMIT = 1000
+MAX_OFFSET = 2**62  # PostgreSQL's OFFSET is a bigint: beyond it is a bad request, not a database error
 BAD_REQUEST = {"message": "error bad request"}
+UNAVAILABLE = {"message": "service unavailable"}
+RETRY_AFTER_SECONDS = 5
+# Failures of the warehouse itself (unreachable, connection lost, pool exhausted): 503, not a 500 with a traceback.
+DATABASE_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 
 
 class Checkin(BaseModel):
@@ -54,6 +61,14 @@ def _as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _out_of_range(moment: datetime | None) -> bool:
+    try:
+        _as_utc(moment)
+    except OverflowError:
+        return True
+    return False
+
+
 def resolve_api_key(settings: Settings) -> str | None:
     """The key requests must carry: the setting, else the named Prefect Secret block, else none (open API)."""
     if settings.api_key is not None and settings.api_key.get_secret_value():
@@ -71,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     expected_key = resolve_api_key(settings)
     app = FastAPI(
+        # `/get/` is served, not redirected: a redirect's absolute `http://` Location is wrong behind a TLS proxy
+        redirect_slashes=False,
         title="Sluice query API",
         version="1",
         description="Check-ins loaded by Sluice into `tm.daily_checkins`. "
@@ -93,14 +110,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if x_api_key is None or not secrets.compare_digest(x_api_key.encode(), expected_key.encode()):
             raise _UnauthorizedError
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Every error body has API Gateway's shape, {"message": ...} (unknown path, method not allowed).
+        return JSONResponse(
+            status_code=exc.status_code, content={"message": str(exc.detail).lower()}, headers=exc.headers
+        )
+
+    for error in DATABASE_DOWN:
+
+        @app.exception_handler(error)
+        async def database_down(request: Request, exc: Exception) -> JSONResponse:
+            # one line, no traceback, no URL (it may carry a password): the error's type is enough to act on
+            logger.warning(
+                "%s %s: database unavailable (%s)", request.method, request.url.path, type(exc).__name__
+            )
+            return JSONResponse(
+                status_code=503, content=UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+            )
+
     @app.exception_handler(_UnauthorizedError)
     async def unauthorized(request: Request, exc: _UnauthorizedError) -> JSONResponse:
         return JSONResponse(status_code=401, content={"message": "unauthorized"})
 
     def get_checkins(
+        request: Request,
+        response: Response,
         user: Annotated[str | None, Query(description="The user's name (exact match).")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 1,000).")] = 100,
-        offset: Annotated[int, Query(ge=0, description="Rows to skip.")] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip.")] = 0,
         since: Annotated[
             datetime | None, Query(alias="from", description="Only check-ins at or after this (ISO 8601).")
         ] = None,
@@ -114,11 +152,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if "\x00" in user:  # PostgreSQL text cannot hold NUL: no such user can exist
             return {"response": []}
         query = sa.select(t.c.username, t.c.project, t.c.hours, t.c.timestamp).where(t.c.username == user)
+        try:
+            since, until = _as_utc(since), _as_utc(until)
+        except (
+            OverflowError
+        ):  # a valid ISO time whose UTC falls outside year 1..9999 (0001-01-01T00:00+14:00)
+            bad = [name for name, moment in (("from", since), ("to", until)) if _out_of_range(moment)]
+            return JSONResponse(status_code=400, content={**BAD_REQUEST, "fields": bad})
         if since is not None:
-            query = query.where(t.c.timestamp >= _as_utc(since))
+            query = query.where(t.c.timestamp >= since)
         if until is not None:
-            query = query.where(t.c.timestamp < _as_utc(until))
-        query = query.order_by(t.c.timestamp, t.c.id).limit(limit).offset(offset)
+            query = query.where(t.c.timestamp < until)
+        # one row more than the page: whether a next page exists, without a count(*)
+        query = query.order_by(t.c.timestamp, t.c.id).limit(limit + 1).offset(offset)
         try:
             with engine().connect() as conn:
                 rows = conn.execute(query).all()
@@ -126,6 +172,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if "does not exist" in str(exc.orig):  # nothing loaded yet: no table, no check-ins
                 return {"response": []}
             raise
+        if len(rows) > limit:
+            # A client of the original API got every row in one response: a cut page says where the rest is
+            # (RFC 8288, a reference relative to this request's path, right behind a proxy too).
+            rows = rows[:limit]
+            following = request.query_params.multi_items()
+            following = [(k, v) for k, v in following if k not in ("limit", "offset")]
+            following += [("limit", str(limit)), ("offset", str(offset + limit))]
+            response.headers["Link"] = f'<{request.url.path}?{urlencode(following)}>; rel="next"'
         return {
             "response": [
                 {
@@ -142,18 +196,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         400: {"model": Message, "description": "`user` missing or blank, or a bad parameter"},
         401: {"model": Message, "description": "API key missing or wrong"},
     }
-    for path in ("/get", "/Prod/get"):
-        app.add_api_route(
-            path,
-            get_checkins,
-            methods=["GET"],
-            response_model=CheckinsResponse,
-            responses=responses,
-            summary="One user's check-ins, ordered by timestamp",
-            include_in_schema=path == "/get",
-        )
+    for path in ("/get", "/Prod/get", "/get/", "/Prod/get/"):
+        for method in ("GET", "HEAD"):  # HEAD: what any GET resource answers (RFC 9110), without the body
+            app.add_api_route(
+                path,
+                get_checkins,
+                methods=[method],
+                response_model=CheckinsResponse,
+                responses=responses,
+                summary="One user's check-ins, ordered by timestamp",
+                include_in_schema=path == "/get" and method == "GET",
+            )
 
-    @app.get("/health", summary="Liveness and database check")
     def health() -> JSONResponse:
         try:
             with engine().connect() as conn:
@@ -162,6 +216,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.warning("health check: database unavailable (%s)", type(exc).__name__)
             return JSONResponse(status_code=503, content={"status": "unavailable", "database": "down"})
         return JSONResponse(content={"status": "ok", "database": "up"})
+
+    for path in ("/health", "/health/"):
+        app.add_api_route(
+            path,
+            health,
+            methods=["GET"],
+            summary="Liveness and database check",
+            include_in_schema=path == "/health",
+        )
+        app.add_api_route(path, health, methods=["HEAD"], include_in_schema=False)
 
     return app
 

@@ -16,6 +16,7 @@ import gzip
 import io
 import json
 import logging
+import sys
 import time
 import uuid
 import zlib
@@ -115,9 +116,11 @@ def read_header(path: Path, dataset: Dataset, source: str) -> list[str]:
         )
     extra = [c for c in header if c not in dataset.source_columns]
     if extra and dataset.extra_columns == "reject":
+        named = ", ".join(
+            c or "'' (a column without a name: a trailing delimiter in the header?)" for c in extra
+        )
         raise BadFile(
-            f"{source}: unexpected column(s) {', '.join(extra)} "
-            f"(schema drift policy of {dataset.name} is 'reject')"
+            f"{source}: unexpected column(s) {named} (schema drift policy of {dataset.name} is 'reject')"
         )
     if extra:
         logger.warning(
@@ -155,7 +158,9 @@ def read_chunks(
             na_filter=False,
             encoding="utf-8-sig",
             compression="infer" if not _is_gzip(path) else "gzip",
-            usecols=list(dataset.source_columns),
+            # by stripped name, as read_header checks them: a " user " header is the user column
+            usecols=lambda name: name.strip() in dataset.source_columns,
+            index_col=False,  # a first record wider than the header must not become the index
             chunksize=chunk_rows,
             engine="c",
         )
@@ -167,6 +172,8 @@ def read_chunks(
                 yield chunk
     except UnicodeDecodeError as exc:
         raise BadFile(f"{source}: not UTF-8 text near record {offset + 1} ({exc.reason})") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # a truncated or corrupt .gz
+        raise BadFile(f"{source}: the gzip stream is broken near record {offset + 1} ({exc})") from None
     except pd.errors.ParserError as exc:
         raise BadFile(f"{source}: malformed delimited text near record {offset + 1}: {exc}") from None
     except pd.errors.EmptyDataError:
@@ -235,6 +242,9 @@ class FieldCounts:
         self.record = 0
         self._handle = _open_text(path)
         self._delimiter = delimiter
+        # The csv module refuses a field over 128 KiB (csv.Error, a failed load); pandas has no limit, and a huge
+        # field is the models' to quarantine (a length check). The limit is process-wide; nothing else needs it lower.
+        csv.field_size_limit(sys.maxsize)
         self._records = csv.reader(self._handle, delimiter=delimiter)
         next(self._records, None)  # the header
 
@@ -274,16 +284,44 @@ def _describe(check: Any) -> str:
     return {"not_nullable": "required (missing or unparseable)"}.get(text, text)
 
 
+UNPARSED = "a value that does not parse (only an empty value means none)"
+
+
+def _unparsed(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
+    """Failure cases (pandera's shape) for a nullable column whose value was there but did not parse.
+
+    A transform turns what it cannot parse into null, so that a required column reports it; a nullable column
+    would take that null as "no value" and silently load ``2019-02-30`` as an empty date.
+    """
+    cases = []
+    for name, column in dataset.model.to_schema().columns.items():
+        raw_key = RAW_PREFIX + dataset.source_column(str(name))
+        if not column.nullable or raw_key not in frame:
+            continue
+        lost = (
+            frame[str(name)].isna().to_numpy() & (frame[raw_key].astype("str").str.strip() != "").to_numpy()
+        )
+        for position in np.flatnonzero(lost):
+            cases.append(
+                {"schema_context": "Column", "column": str(name), "check": UNPARSED, "index": int(position)}
+            )
+    return pd.DataFrame(cases, columns=["schema_context", "column", "check", "index"])
+
+
 def validate_chunk(frame: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Split one spooled chunk into valid output rows and failure records (row, column, check, value)."""
     out_columns = dataset.output_columns
     out = frame[out_columns]
+    unparsed = _unparsed(frame, dataset)
     try:
         dataset.model.validate(out, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
     else:
-        return frame[[*out_columns, ROW]], []
+        if unparsed.empty:
+            return frame[[*out_columns, ROW]], []
+        cases = unparsed.iloc[:0]
+    cases = pd.concat([cases, unparsed], ignore_index=True) if not unparsed.empty else cases
 
     row_cases = cases[cases["index"].notna()]
     schema_cases = cases[cases["index"].isna()]
@@ -347,6 +385,42 @@ def _ragged(
         kept.append({"row": row, "column": "*", "check": check, "value": text, "position": position})
     kept.sort(key=lambda f: (f["row"], f["column"]))
     return good[~good[ROW].isin(list(positions.values()))], kept
+
+
+REPEATED = "unique: the key occurs more than once in the file"
+UNIQUE = "field_uniqueness"  # pandera's name for the same rule within one chunk
+
+
+def _repeated(
+    frame: pd.DataFrame,
+    good: pd.DataFrame,
+    failures: list[dict[str, Any]],
+    dataset: Dataset,
+    repeated: pd.MultiIndex,
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Every record whose key occurs more than once in the file fails, wherever the chunks fall: which of
+    them is right is unknown, so none loads (one failure per record, under one check name)."""
+    keys = list(dataset.keys)
+    kept = [f for f in failures if f["check"] != UNIQUE]
+    if len(repeated):
+        hit = np.flatnonzero(pd.MultiIndex.from_frame(frame[keys]).isin(repeated))
+        source = dataset.source_column(keys[0])
+        for position in hit:
+            raw_key = RAW_PREFIX + source
+            value = frame[raw_key].iat[position] if raw_key in frame else frame[keys[0]].iat[position]
+            kept.append(
+                {
+                    "row": int(frame[ROW].iat[position]),
+                    "column": source,
+                    "check": REPEATED,
+                    "value": None if pd.isna(value) else str(value),
+                    "position": int(position),
+                }
+            )
+        rows = frame[ROW].to_numpy()[hit]
+        good = good[~good[ROW].isin(rows)]
+    kept.sort(key=lambda f: (f["row"], f["column"]))
+    return good, kept
 
 
 def _quarantine_frame(frame: pd.DataFrame, failures: list[dict[str, Any]], dataset: Dataset) -> pd.DataFrame:
@@ -423,6 +497,7 @@ class FilePass:
                 self.on_stage(name)
 
         stage("transform")
+        repeated = self._repeated_keys() if self.dataset.keys else None
         chunks = read_chunks(self.path, self.dataset, self.source, self.chunk_rows, self.reader)
         counts = (
             FieldCounts(
@@ -432,10 +507,25 @@ class FilePass:
             else None
         )
         try:
-            yield from self._frames(chunks, counts, rejects, stage)
+            yield from self._frames(chunks, counts, rejects, stage, repeated)
         finally:
             if counts is not None:
                 counts.close()
+
+    def _repeated_keys(self) -> pd.MultiIndex:
+        """The dataset's keys that occur more than once in the whole file (a first, light pass: keys only).
+
+        A chunk's model sees only its own rows: a key repeated across a chunk boundary would pass and the
+        upsert would silently keep the file's last row. Scanning first makes the rule the same for any chunking.
+        """
+        keys = list(self.dataset.keys)
+        seen: list[pd.DataFrame] = []
+        for raw in read_chunks(self.path, self.dataset, self.source, self.chunk_rows, self.reader):
+            seen.append(self.dataset.transform(raw)[keys].dropna())
+        if not seen:
+            return pd.MultiIndex.from_arrays([[] for _ in keys], names=keys)
+        every = pd.concat(seen, ignore_index=True)
+        return pd.MultiIndex.from_frame(every[every.duplicated(keep=False)].drop_duplicates())
 
     def _frames(
         self,
@@ -443,6 +533,7 @@ class FilePass:
         counts: FieldCounts | None,
         rejects: Path,
         stage: Callable[[str], None],
+        repeated: pd.MultiIndex | None = None,
     ) -> Iterator[pd.DataFrame]:
         while True:
             clock = time.perf_counter()
@@ -466,6 +557,8 @@ class FilePass:
                 ragged = counts.upto(int(raw.index[-1]))
                 if ragged:
                     good, failures = _ragged(combined, good, failures, ragged)
+            if repeated is not None:
+                good, failures = _repeated(combined, good, failures, self.dataset, repeated)
             if failures:
                 self.rows_invalid += len({f["position"] for f in failures})
                 _quarantine_frame(combined, failures, self.dataset).to_csv(
@@ -486,6 +579,17 @@ class FilePass:
                 yield good
         if self.rows_read == 0:
             raise BadFile(f"{self.source}: header only, no data rows")
+        if self.dataset.load_mode == "replace" and self.rows_valid == 0 and not self.hard:
+            # The file would replace the whole table with nothing: every earlier row gone, none of its own loaded.
+            self.quarantine_uri = storage.put_file(rejects, f"{self.quarantine_base}.rows.csv")
+            self.finished = True
+            raise ValidationFailed(
+                f"{self.source}: all {self.rows_invalid} rows failed checks; {self.dataset.name} replaces its whole "
+                f"table with each file, so nothing was loaded and the table keeps its rows; all failures in "
+                f"{self.quarantine_uri}",
+                rows_invalid=self.rows_invalid,
+                quarantine_uri=self.quarantine_uri,
+            )
         if self.rows_invalid:
             self.quarantine_uri = storage.put_file(rejects, f"{self.quarantine_base}.rows.csv")
         self.finished = True

@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 
 from sluice import services
-from sluice.cli import api, aws, backfill, data2bots, notify, sertis, totesys
+from sluice.cli import api, aws, backfill, data2bots, notify, output, sertis, totesys
 from sluice.cli.output import AsJson, Verbose, console, err, fail, print_json
 from sluice.errors import SluiceError
 from sluice.runtime import prepare
@@ -237,6 +237,7 @@ def demo(
 
 def main(prog_name: str | None = None) -> None:
     code: int = 0
+    output.begin(sys.argv[1:])
     try:
         app(prog_name=prog_name)
     except SluiceError as exc:
@@ -246,6 +247,16 @@ def main(prog_name: str | None = None) -> None:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if not isinstance(exc.code, int | None):
             err.print(str(exc.code), highlight=False)
+    except Exception as exc:
+        message = output.unreachable(exc)
+        if message is None:
+            if not output.json_requested():
+                raise  # a bug: its traceback, as before
+            err.print_exception()  # a bug under --json: the traceback on stderr, the JSON document on stdout
+            message = f"{type(exc).__name__}: {exc}"
+        fail(message)
+        code = 1
+    output.finish_json(code)
     _exit(code)
 
 

@@ -1,4 +1,10 @@
-"""What every command prints through: the two consoles, one readable error line, one JSON object."""
+"""What every command prints through: the two consoles, one readable error line, one JSON object.
+
+With ``--json``, stdout holds exactly one JSON document on every path: the command's own, or, when a command fails
+before it has one (a usage error, no files, an unreachable warehouse or Prefect API), ``{"status": "failed",
+"error": ..., "exit_code": ...}`` written by ``sluice.cli.main``. Progress, logs and the readable error line go to
+stderr.
+"""
 
 from __future__ import annotations
 
@@ -24,11 +30,61 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's o
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 
 
+class _Run:
+    """This command's output so far (one process runs one command; ``begin`` resets it for in-process callers)."""
+
+    as_json = False
+    printed_json = False
+    error: str | None = None
+
+
+def begin(argv: list[str]) -> None:
+    _Run.as_json = "--json" in argv
+    _Run.printed_json = False
+    _Run.error = None
+
+
+def json_requested() -> bool:
+    return _Run.as_json
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one readable error line and return the Exit to raise."""
+    _Run.error = message
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
 def print_json(data: Any) -> None:
+    _Run.printed_json = True
     sys.stdout.write(json.dumps(data, default=str) + "\n")
+
+
+def finish_json(code: int) -> None:
+    """With ``--json``, a command that failed without printing its document prints the failure as one."""
+    if not _Run.as_json or _Run.printed_json or code == 0:
+        return
+    error = _Run.error or ("usage error (the message is on stderr)" if code == 2 else "failed (see stderr)")
+    print_json({"status": "failed", "error": error, "exit_code": code})
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """One readable line when ``exc`` (or what caused it) is an unreachable service, the user's to fix: the
+    warehouse (SQLAlchemy's operational errors) or the Prefect API (httpx transport errors)."""
+    sqlalchemy = sys.modules.get("sqlalchemy")
+    httpx = sys.modules.get("httpx")
+    seen: BaseException | None = exc
+    while seen is not None:
+        if sqlalchemy is not None and isinstance(
+            seen, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError
+        ):
+            detail = str(getattr(seen, "orig", None) or seen).strip().splitlines()[0]
+            return f"the warehouse is unreachable: {detail}"
+        if httpx is not None and isinstance(seen, httpx.TransportError):
+            top = str(exc).strip().splitlines()[0] if exc is not seen else "the Prefect API"
+            return (
+                f"{top}: {type(seen).__name__}: {seen} "
+                "(is the Prefect server running? `sluice services status`; check PREFECT_API_URL)"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -31,6 +31,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import pandas as pd
 
 from sluice.tables.data2bots import MONTH_COLUMNS, STAR_COLUMNS
+from sluice.transforms.values import iso_dates, whole_numbers
 
 LATE_AFTER = dt.timedelta(days=6)
 UNDELIVERED_AFTER = dt.timedelta(days=15)
@@ -39,17 +40,8 @@ UNDELIVERED_AFTER = dt.timedelta(days=15)
 # --- staging files --------------------------------------------------------------------------------------
 
 
-def _ids(values: pd.Series) -> pd.Series:
-    numbers = pd.to_numeric(values.astype("str").str.strip().replace("", None), errors="coerce")
-    whole = numbers.where(numbers % 1 == 0)
-    return whole.astype("Int64")
-
-
-def _dates(values: pd.Series) -> pd.Series:
-    """``YYYY-MM-DD`` exactly; empty → null (nullable columns); anything else → NaT (fails validation)."""
-    text = values.astype("str").str.strip()
-    parsed = pd.to_datetime(text.where(text != ""), format="%Y-%m-%d", errors="coerce")
-    return parsed.dt.date.astype(object).where(parsed.notna(), None)
+_ids = whole_numbers
+_dates = iso_dates
 
 
 def _numbers(values: pd.Series) -> pd.Series:

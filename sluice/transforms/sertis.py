@@ -12,19 +12,19 @@ import itertools
 
 import pandas as pd
 
+from sluice.transforms.values import iso_dates, whole_numbers
+
 
 def transform_transactions(raw: pd.DataFrame) -> pd.DataFrame:
     """Source columns (all text) → typed silver columns. ``custId`` stays text: ``0023586`` keeps its zeros."""
     text = {c: raw[c].astype("string").str.strip() for c in raw.columns}
-    dates = pd.to_datetime(text["transactionDate"], format="%Y-%m-%d", errors="coerce")
-    units = pd.to_numeric(text["unitsSold"], errors="coerce")
     return pd.DataFrame(
         {
             "transaction_id": text["transactionId"].replace("", pd.NA),
             "customer_id": text["custId"].replace("", pd.NA),
-            "transaction_date": dates.dt.date.astype(object).where(dates.notna(), None),
+            "transaction_date": iso_dates(text["transactionDate"]),
             "product_sold": text["productSold"].replace("", pd.NA),
-            "units_sold": units.where(units % 1 == 0).astype("Int64"),
+            "units_sold": whole_numbers(text["unitsSold"]),
         },
         index=raw.index,
     )

@@ -42,6 +42,10 @@ FAILS = {
         b"user,timestamp,hours,project,mood\n" + ROW.strip().encode() + b",ok\n",
         "unexpected column(s) mood",
     ),
+    "trailing_delimiter_header": (
+        HEADER.replace("\n", ",\n").encode() + ROW.replace("\n", ",\n").encode(),
+        "a column without a name: a trailing delimiter in the header?",
+    ),
     "duplicate_header": (
         b"user,timestamp,hours,project,user\n" + ROW.strip().encode() + b",x\n",
         "duplicate column names",
@@ -50,6 +54,7 @@ FAILS = {
         HEADER.encode() + ROW.encode() + "zoë,2018-12-20 00:00:00 UTC,1,p\n".encode("latin-1"),
         "not UTF-8",
     ),
+    "truncated_gzip": (gzip.compress((HEADER + ROW * 2000).encode())[:-10], "the gzip stream is broken"),
     "json": (json.dumps([{"user": "ned"}]).encode(), "looks like JSON"),
     "parquet": (parquet_bytes(), "looks like JSON or Parquet"),
 }
