@@ -22,12 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefect.concurrency.asyncio import (
+    ConcurrencySlotAcquisitionError,
+)  # the public name (sync raises it too)
 from prefect.concurrency.sync import concurrency
 
 from sluice import ingest
 from sluice.adapters import storage
 from sluice.adapters.warehouse import get_engine
-from sluice.errors import BadFile, ValidationFailed
+from sluice.errors import BadFile, ConfigurationError, ValidationFailed
 from sluice.ledger import LedgerEntry, close_entry
 from sluice.loading import LoadOutcome, ensure_target, is_loaded, load_file
 from sluice.registry import AfterLoad, Dataset
@@ -166,6 +169,13 @@ def _fused(ctx: IngestContext, fetched: storage.FetchedFile, reader: str) -> Loa
             )
     except ingest.ArrowReaderGaveUp:
         raise  # not a failure: the caller reads the file again with pandas
+    except ConcurrencySlotAcquisitionError as exc:
+        if "must be created" not in str(exc):
+            raise  # the Prefect API did not answer: transient, retried
+        raise ConfigurationError(
+            f"SLUICE_WAREHOUSE_CONCURRENCY_LIMIT is {limit!r}, but the Prefect server has no such global "
+            f"concurrency limit: create it (`prefect gcl create {limit} --limit 4`) or unset the setting"
+        ) from None
     except BadFile as exc:
         uri = ingest.quarantine_file(fetched.path, ctx.quarantine_base, str(exc))
         finish("load", "fail", "rolled back: the file could not be read to its end")

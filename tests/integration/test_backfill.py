@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sluice.cli import app
+from tests.steps import steps
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -50,14 +51,19 @@ def test_loads_hold_a_slot_of_the_warehouse_concurrency_limit(
         return str(path)
 
     monkeypatch.setenv("SLUICE_WAREHOUSE_CONCURRENCY_LIMIT", "sluice-test-warehouse")
-    monkeypatch.setenv("SLUICE_RETRIES", "0")
+    monkeypatch.setenv("SLUICE_RETRIES", "2")
+    monkeypatch.setenv("SLUICE_RETRY_DELAY_SECONDS", "5")
     reload_settings()
     missing = run_ingest(landed("dailycheckins-a.csv"), dataset="dailycheckins")
     assert (missing.status, missing.state) == (
         "failed",
         "load",
     )  # configured but not created: no silent bypass
-    assert "sluice-test-warehouse" in (missing.error or "")
+    assert "no such global concurrency limit: create it (`prefect gcl create sluice-test-warehouse" in (
+        missing.error or ""
+    )
+    load = {s.name: s for s in steps(missing.flow_run_id, last="load")}["load"]
+    assert (load.retries, load.run_count) == (2, 1)  # a setting to fix: not retried
 
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(
