@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Annotated
 
 import typer
 
 from sluice.cli.output import console
+from sluice.errors import ConfigurationError
 from sluice.runtime import prepare
 
 
@@ -25,10 +28,34 @@ def api(
     from sluice.api import create_app
     from sluice.settings import get_settings
 
+    listening = _listen(host, port)  # before anything else: a port in use is one readable line
     prepare(server=get_settings().api_key_block is not None)  # Prefect only to read the key's Secret block
     app = create_app()
     console.print(
         f"Sluice query API on http://{host}:{port}  (docs: /docs, health: /health)", highlight=False
     )
     # Access logs carry method, path and query (the user), never headers: the API key is not logged.
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=True)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=True)
+    uvicorn.Server(config).run(sockets=[listening])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The bound socket uvicorn serves on; a host or port it cannot have is a ConfigurationError naming it."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds its own
+        try:
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        hint = (
+            " (another process listens there: stop it or pass --port)"
+            if exc.errno == errno.EADDRINUSE
+            else ""
+        )
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {reason}{hint}") from None
+    return sock

@@ -201,3 +201,28 @@ def test_sluice_api_command_serves_http(loaded: None) -> None:
     assert status == 200, output[-3000:]
     assert body["response"][0]["user"] == "arya"
     assert "Traceback" not in output
+
+
+def test_sluice_api_on_a_port_in_use_is_one_readable_line() -> None:
+    import os
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "sluice.cli", "api", "--port", str(port)],
+            cwd=ROOT,
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stdout == ""  # no banner for a server that never listened
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use (another process listens there: "
+        "stop it or pass --port)"
+    ]
