@@ -178,18 +178,26 @@ def loaded_modules(
         f"from {entry} import main\n"
         "main()\n"
     )
+    result, last = run_probe(probe, "MODULES", *args, env=_env(home), cwd=cwd)
+    return result, last.split()[1:]
+
+
+def run_probe(
+    probe: str, marker: str, *args: str, env: dict[str, str], cwd: Path | None = None
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run the Python ``probe`` with ``args``; the last line of its stderr, which must start with ``marker``."""
     result = subprocess.run(
         [sys.executable, "-c", probe, *args],
-        env=_env(home),
+        env=env,
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("MODULES"), result.stderr
-    return result, last.split()[1:]
+    last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+    assert last.startswith(marker), result.stderr[-3000:]
+    return result, last
 
 
 @pytest.mark.parametrize("args", [("--help",), ("ledger", "--json")])

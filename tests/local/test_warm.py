@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from sluice import services, warm
-from tests.local.test_services import _env, loaded_modules, processes_of
+from tests.local.test_services import _env, loaded_modules, processes_of, run_probe
 
 pytestmark = pytest.mark.slow
 
@@ -174,19 +174,19 @@ def test_a_served_command_imports_nothing_the_runner_could_have_preloaded(
         "sys.argv = ['sluice', *sys.argv[1:]]\n"
         "warm_server._run_cli('sluice')\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe, "ingest", str(path), "--dataset", "dailycheckins", "--json"],
+    result, last = run_probe(
+        probe,
+        "NEW ",
+        "ingest",
+        str(path),
+        "--dataset",
+        "dailycheckins",
+        "--json",
         env=in_process(home),
         cwd=home,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout)["rows_loaded"] == 10
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("NEW "), result.stderr[-3000:]
     heavy = ("sluice", "flows", "tasks", "schemas", "prefect", "pandas", "pandera", "pyarrow", "sqlalchemy")
     late = [m for m in json.loads(last[4:]) if m.split(".")[0] in heavy]
     assert late == []
