@@ -237,8 +237,7 @@ class FieldCounts:
     delimiter) lose nothing and pass; blank and whitespace-only lines are skipped, as pandas skips them.
     """
 
-    def __init__(self, path: Path, delimiter: str, width: int) -> None:
-        self.width = width
+    def __init__(self, path: Path, delimiter: str) -> None:
         self.record = 0
         self._handle = _open_text(path)
         self._delimiter = delimiter
@@ -246,7 +245,7 @@ class FieldCounts:
         # field is the models' to quarantine (a length check). The limit is process-wide; nothing else needs it lower.
         csv.field_size_limit(sys.maxsize)
         self._records = csv.reader(self._handle, delimiter=delimiter)
-        next(self._records, None)  # the header
+        self.width = len(next(self._records, None) or [])  # the header's fields
 
     def upto(self, last: int) -> dict[int, tuple[str, str]]:
         """``{record: (the check that failed, the record's text)}`` for the records after the previous call, up to
@@ -499,13 +498,7 @@ class FilePass:
         stage("transform")
         repeated = self._repeated_keys() if self.dataset.keys else None
         chunks = read_chunks(self.path, self.dataset, self.source, self.chunk_rows, self.reader)
-        counts = (
-            FieldCounts(
-                self.path, self.dataset.delimiter, len(read_header(self.path, self.dataset, self.source))
-            )
-            if self.reader == "pandas"
-            else None
-        )
+        counts = FieldCounts(self.path, self.dataset.delimiter) if self.reader == "pandas" else None
         try:
             yield from self._frames(chunks, counts, rejects, stage, repeated)
         finally:

@@ -17,7 +17,8 @@ HEADER = "user,timestamp,hours,project\n"
 
 
 def scan(path: Path, delimiter: str = ",", width: int = 4, step: int = 2) -> dict[int, str]:
-    counts = ingest.FieldCounts(path, delimiter, width)
+    counts = ingest.FieldCounts(path, delimiter)
+    assert counts.width == width
     found: dict[int, str] = {}
     try:
         for last in range(step, 100, step):  # in steps, as the pass calls it chunk by chunk
@@ -67,7 +68,7 @@ def test_gzip_and_another_delimiter(tmp_path: Path) -> None:
 def test_the_scan_stops_at_the_chunk_it_was_asked_for(tmp_path: Path) -> None:
     path = tmp_path / "dailycheckins.csv"
     path.write_text(HEADER + "a,t,1,p\n" * 3 + "b,t,1\n" + "c,t,1,p\n", encoding="utf-8")
-    counts = ingest.FieldCounts(path, ",", 4)
+    counts = ingest.FieldCounts(path, ",")
     try:
         assert counts.upto(3) == {}
         assert counts.record == 3
