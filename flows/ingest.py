@@ -14,6 +14,7 @@ from pydantic import Field
 from flows.names import ingest_run_name
 from flows.skeleton import held, ingestion_id, new_report, open_ledger, pipeline_flow, start_run, step
 from sluice import datasets
+from sluice.adapters import storage
 from sluice.errors import BadFile, SluiceError, UnknownDataset, ValidationFailed
 from sluice.ledger import Ledger, LedgerEntry
 from sluice.report import IngestionFailed, IngestReport, markdown
@@ -28,8 +29,17 @@ def _start(
     source: str, dataset: str | None, mode: str | None, force: bool, version_id: str | None = None
 ) -> IngestContext:
     settings, ledger = open_ledger()
+    forms = storage.key_forms(source)  # an S3 event's key is URL-encoded: the dataset claims the decoded one
+    if storage.is_s3(source) and any(form.endswith("/") for form in forms):
+        message = f"{source}: a folder marker (the key ends with '/'), not a file; skipped"
+        _record_refusal(ledger, source, dataset, "skipped", message)
+        raise Unclaimed(message)
     try:
-        spec = datasets.get_dataset(dataset) if dataset else datasets.resolve(source)
+        spec = (
+            datasets.get_dataset(dataset)
+            if dataset
+            else next((d for form in forms if (d := datasets.resolve(form)) is not None), None)
+        )
     except UnknownDataset as exc:
         _record_refusal(ledger, source, dataset, "fail", str(exc))
         raise

@@ -13,6 +13,10 @@ class SourceNotFound(SluiceError):
     """The landed file does not exist."""
 
 
+class SourceUnreadable(SluiceError):
+    """The landed file exists but this principal may not read it (permissions, encryption key)."""
+
+
 class BadFile(SluiceError):
     """The file cannot be read as the dataset's format (columns, encoding, delimiter...)."""
 

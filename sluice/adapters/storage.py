@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_plus
 
-from sluice.errors import SourceNotFound
+from sluice.errors import SourceNotFound, SourceUnreadable
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +81,46 @@ class FetchedFile:
     version: str | None = None
 
 
-def _is_missing(exc: Exception) -> bool:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-    return code in {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+def _is_missing(exc: Exception, versioned: bool = False) -> bool:
+    """True for "no such object" (a missing key, a missing version of it, a missing bucket)."""
+    response = getattr(exc, "response", None) or {}
+    code = response.get("Error", {}).get("Code", "")
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in {"404", "NoSuchKey", "NotFound", "NoSuchBucket", "NoSuchVersion"} or status == 404:
+        return True
+    # A version id S3 cannot parse for this key ("Invalid version id specified"): that version is not here either.
+    return versioned and code == "InvalidArgument"
+
+
+def _is_denied(exc: Exception) -> bool:
+    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")
+    return code in {"AccessDenied", "403", "Forbidden", "KMS.AccessDeniedException", "AllAccessDisabled"}
+
+
+def key_forms(uri: str) -> list[str]:
+    """``uri`` as given, then its key URL-decoded (form- and RFC 3986-style), without repeats.
+
+    S3's event notifications carry the key URL-encoded (``red flower.jpg`` arrives as ``red+flower.jpg``, ``a+b``
+    as ``a%2Bb``); so do EventBridge's S3 events as AWS's own Lambda Powertools reads them. Keys typed by hand
+    (CLI, UI, backfill) are raw. A local path has one form.
+    """
+    if not is_s3(uri):
+        return [uri]
+    bucket, key = split_s3(uri)
+    return [f"s3://{bucket}/{k}" for k in dict.fromkeys([key, unquote_plus(key), unquote(key)])]
+
+
+def _local_name(key: str) -> str:
+    """A file name for a fetched object: its base name when the file system takes it, else a short stand-in
+    that keeps the suffix (S3 keys run to 1,024 bytes; a file name to 255)."""
+    name = basename(key)
+    if name in {"", ".", ".."}:
+        return "object"
+    if len(name.encode()) <= 200:
+        return name
+    suffix = "".join(Path(name).suffixes[-2:])
+    suffix = suffix if len(suffix.encode()) <= 20 else ""
+    return f"object-{hashlib.sha256(name.encode()).hexdigest()[:16]}{suffix}"
 
 
 def fetch(uri: str, work_dir: Path, version_id: str | None = None) -> FetchedFile:
@@ -103,23 +140,32 @@ def fetch(uri: str, work_dir: Path, version_id: str | None = None) -> FetchedFil
                 digest.update(block)
         return FetchedFile(uri=uri, path=path, sha256=digest.hexdigest(), size=path.stat().st_size)
 
-    bucket, key = split_s3(uri)
     client = s3_client()
-    body, resolved_key, version = None, key, None
-    for candidate in dict.fromkeys([key, unquote_plus(key)]):
+    versioned = {"VersionId": version_id} if version_id else {}
+    body, resolved_key, version, denied = None, "", None, None
+    for candidate in key_forms(uri):
+        bucket, key = split_s3(candidate)
         try:
-            versioned = {"VersionId": version_id} if version_id else {}
-            response = client.get_object(Bucket=bucket, Key=candidate, **versioned)
+            response = client.get_object(Bucket=bucket, Key=key, **versioned)
         except Exception as exc:
-            if _is_missing(exc):
+            if _is_missing(exc, versioned=bool(version_id)):
+                continue
+            if _is_denied(exc):  # maybe only this form: another may be the object, and readable
+                denied = denied or exc
                 continue
             raise
-        body, resolved_key, version = response["Body"], candidate, response.get("VersionId")
+        body, resolved_key, version = response["Body"], key, response.get("VersionId")
         break
+    if body is None and denied is not None:
+        raise SourceUnreadable(
+            f"{uri}: access denied reading the object ({_code(denied)}). On ECS the task role (stack output "
+            "TaskRoleArn) may read the landing bucket only; an object encrypted with a customer-managed KMS key "
+            "also needs kms:Decrypt on that key for the task role (README 'Deploy to AWS')"
+        )
     if body is None:
         raise SourceNotFound(f"{uri}: object not found" + (f" (version {version_id})" if version_id else ""))
     work_dir.mkdir(parents=True, exist_ok=True)
-    local = work_dir / (basename(resolved_key) or "object")
+    local = work_dir / _local_name(resolved_key)
     digest = hashlib.sha256()
     size = 0
     with local.open("wb") as out:
@@ -130,6 +176,10 @@ def fetch(uri: str, work_dir: Path, version_id: str | None = None) -> FetchedFil
     return FetchedFile(
         uri=f"s3://{bucket}/{resolved_key}", path=local, sha256=digest.hexdigest(), size=size, version=version
     )
+
+
+def _code(exc: Exception) -> str:
+    return (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "") or type(exc).__name__
 
 
 def put_file(local: Path, uri: str) -> str:

@@ -1,0 +1,191 @@
+"""Every real S3 upload through the event path, the first time: the EventBridge body rendered by the webhook template,
+the trigger's parameters rendered from that event, and the ``ingest-file`` run those parameters start, against a
+versioned bucket on moto's server (the stack's landing bucket is versioned, so every real event has a version-id).
+
+S3's event notifications carry the object key URL-encoded (``red flower.jpg`` arrives as ``red+flower.jpg``); AWS's
+own Lambda Powertools decodes EventBridge's ``detail.object.key`` the same way (``unquote_plus``,
+``S3EventBridgeNotificationObject.key``). So each awkward key is sent both raw and encoded, and both must load the
+object and the version the event is about.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+import boto3
+import pytest
+import sqlalchemy as sa
+
+from tests.deploy.test_prefect_yaml import deployments, render, sample_body, webhook_event
+from tests.steps import steps
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+HEADER = "user,timestamp,hours,project\n"
+
+
+def rows(*users: str) -> bytes:
+    return (HEADER + "".join(f"{u},2019-01-02 10:00:00 UTC,2,infra\n" for u in users)).encode()
+
+
+@pytest.fixture
+def landing(moto_endpoint: str) -> tuple[Any, str]:
+    """A versioned landing bucket on moto's server, as the stack makes it."""
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    bucket = f"sluice-landing-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    return s3, bucket
+
+
+def event_parameters(bucket: str, key_in_event: str, version_id: str | None, size: int) -> dict[str, str]:
+    """The ``ingest-file/s3-event`` parameters for an EventBridge body: webhook template → event → trigger."""
+    from prefect.cli.deploy._triggers import _initialize_deployment_triggers
+
+    body = sample_body()
+    body["detail"]["bucket"]["name"] = bucket
+    body["detail"]["object"].update(key=key_in_event, size=size)
+    if version_id is None:
+        body["detail"]["object"].pop("version-id", None)
+    else:
+        body["detail"]["object"]["version-id"] = version_id
+    event = webhook_event(body)
+    spec = deployments()[("ingest-file", "s3-event")]["triggers"]
+    trigger = _initialize_deployment_triggers("s3-event", copy.deepcopy(spec))[0]
+    return {name: render(template, {"event": event}) for name, template in trigger.parameters.items()}
+
+
+def loaded_users(pg_url: str) -> set[str]:
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        return set(conn.execute(sa.text("SELECT username FROM tm.daily_checkins")).scalars())
+
+
+def run(parameters: dict[str, str]) -> Any:
+    from flows.ingest import ingest_file
+    from sluice.report import report_of
+    from sluice.runtime import in_process_run
+
+    with in_process_run():
+        state = ingest_file(**parameters, return_state=True)
+    return report_of(state, None, parameters["source"])
+
+
+KEYS = [
+    "tm/dailycheckins/with space/daily checkins (1).csv",
+    "tm/dailycheckins/a+b/plus+sign.csv",
+    "tm/dailycheckins/dt=2024-03-01/part=1.csv",
+    "tm/dailycheckins/100%/50% done.csv",
+    "tm/dailycheckins/ünïcödé/チェックイン.csv",
+    "tm/dailycheckins//double//slash.csv",
+    "tm/dailycheckins/quotes/it's \"quoted\" & <tagged>.csv",
+    "tm/dailycheckins/long/" + "ü" * 100 + ".csv",  # a 200-byte basename, 255 bytes with a suffix
+]
+ENCODINGS = {
+    "raw": lambda key: key,
+    "url-encoded": lambda key: quote_plus(key, safe="/"),  # as S3's notifications encode keys
+    "every-character-encoded": lambda key: quote_plus(key, safe=""),
+}
+
+
+@pytest.mark.parametrize("encoding", list(ENCODINGS))
+@pytest.mark.parametrize("key", KEYS)
+def test_an_event_for_an_awkward_key_loads_the_object_and_the_version_it_is_about(
+    sluice_env: Path, pg_url: str, landing: tuple[Any, str], key: str, encoding: str
+) -> None:
+    s3, bucket = landing
+    user = f"u{uuid.uuid4().hex[:8]}"
+    body = rows(user)
+    version = s3.put_object(Bucket=bucket, Key=key, Body=body)["VersionId"]
+    s3.put_object(Bucket=bucket, Key=key, Body=rows("overwritten"))  # overwritten before the run starts
+
+    parameters = event_parameters(bucket, ENCODINGS[encoding](key), version, len(body))
+    report = run(parameters)
+
+    assert (report.status, report.rows_loaded) == ("success", 1), report.error
+    assert report.dataset == "dailycheckins"
+    assert loaded_users(pg_url) == {user}  # the event's version, not what the key holds now
+
+
+def test_a_long_key_loads_and_its_bad_rows_are_quarantined(sluice_env: Path, landing: tuple[Any, str]) -> None:
+    s3, bucket = landing
+    key = "tm/dailycheckins/2024/03/01/" + "d" * 300 + "-dailycheckins.csv"  # S3 allows 1,024 bytes
+    body = rows("jon") + b"bran,2019-01-01 00:00:00 UTC,25,infra\n"  # 25 hours: a bad row
+    version = s3.put_object(Bucket=bucket, Key=key, Body=body)["VersionId"]
+
+    report = run({**event_parameters(bucket, key, version, len(body)), "mode": "soft"})
+
+    assert (report.status, report.rows_loaded, report.rows_quarantined) == ("success", 1, 1), report.error
+    assert report.quarantine_uri and Path(report.quarantine_uri).is_file()
+
+
+def test_a_folder_marker_is_skipped_and_recorded_not_failed(sluice_env: Path, landing: tuple[Any, str]) -> None:
+    """The console's "Create folder" (and some sync tools) put a 0-byte ``tm/dailycheckins/``: an Object Created."""
+    from sluice.ledger import get_ledger
+
+    s3, bucket = landing
+    version = s3.put_object(Bucket=bucket, Key="tm/dailycheckins/", Body=b"")["VersionId"]
+
+    report = run(event_parameters(bucket, "tm/dailycheckins/", version, 0))
+
+    assert report.status == "skipped", report.error
+    assert "folder" in (report.error or "")
+    entries = [e for run in get_ledger().recent(10) for e in run if e.source.endswith("tm/dailycheckins/")]
+    assert [(e.status, e.state) for e in entries] == [("skipped", "extract")]
+
+
+def test_a_version_deleted_before_the_run_is_one_readable_failure_not_retried(
+    sluice_env: Path, landing: tuple[Any, str]
+) -> None:
+    s3, bucket = landing
+    key = "tm/dailycheckins/2024/03/01/deleted checkins.csv"
+    version = s3.put_object(Bucket=bucket, Key=key, Body=rows("gone"))["VersionId"]
+    s3.delete_object(Bucket=bucket, Key=key, VersionId=version)  # the version itself, permanently
+
+    report = run(event_parameters(bucket, quote_plus(key, safe="/"), version, 10))
+
+    assert (report.status, report.state) == ("failed", "extract")
+    assert report.error and "not found" in report.error and version in report.error, report.error
+    assert "ClientError" not in report.error and "NoSuchVersion" not in report.error
+    extract = [s for s in steps(report.flow_run_id, last="extract") if s.name == "extract"]
+    assert [s.run_count for s in extract] == [1]  # a missing object is not retried
+
+
+def test_a_key_deleted_before_the_run_still_loads_the_version_the_event_is_about(
+    sluice_env: Path, pg_url: str, landing: tuple[Any, str]
+) -> None:
+    s3, bucket = landing
+    key = "tm/dailycheckins/2024/03/01/soon deleted.csv"
+    version = s3.put_object(Bucket=bucket, Key=key, Body=rows("kept"))["VersionId"]
+    s3.delete_object(Bucket=bucket, Key=key)  # a delete marker: the version is still there
+
+    report = run(event_parameters(bucket, quote_plus(key, safe="/"), version, 10))
+
+    assert (report.status, report.rows_loaded) == ("success", 1), report.error
+    assert loaded_users(pg_url) == {"kept"}
+
+
+def test_the_same_event_delivered_twice_loads_once_and_the_second_is_a_recorded_skip(
+    sluice_env: Path, pg_url: str, landing: tuple[Any, str]
+) -> None:
+    """EventBridge delivers at least once: a duplicate is normal, not an error."""
+    from sluice.ledger import get_ledger
+
+    s3, bucket = landing
+    key = "tm/dailycheckins/2024/03/01/twice checkins.csv"
+    body = rows("once")
+    version = s3.put_object(Bucket=bucket, Key=key, Body=body)["VersionId"]
+    parameters = event_parameters(bucket, quote_plus(key, safe="/"), version, len(body))
+
+    first, second = run(parameters), run(parameters)
+
+    assert (first.status, first.rows_loaded) == ("success", 1), first.error
+    assert (second.status, second.rows_loaded) == ("skipped", 0), second.error
+    assert second.run_id and second.run_id != first.run_id
+    skips = [e for e in get_ledger().history(uuid.UUID(second.run_id)) if e.status == "skipped"]
+    assert len(skips) == 1 and "already loaded" in (skips[0].error or "")
+    assert loaded_users(pg_url) == {"once"}
