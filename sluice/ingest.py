@@ -441,7 +441,9 @@ def quarantine_location(quarantine_zone: str, dataset: Dataset, source: str, ing
     today = datetime.now(UTC)
     name = storage.basename(source)
     if len(name.encode()) > 120:  # a long S3 key's base name: the zone's key, or a file name, must stay short
-        name = f"{name.encode()[:80].decode(errors='ignore')}~{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+        name = (
+            f"{name.encode()[:80].decode(errors='ignore')}~{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+        )
     return storage.join(quarantine_zone, dataset.name, f"{today:%Y/%m/%d}", f"{name}.{ingestion_id.hex[:12]}")
 
 

@@ -82,7 +82,7 @@ KEYS = [
     "tm/dailycheckins/100%/50% done.csv",
     "tm/dailycheckins/ünïcödé/チェックイン.csv",
     "tm/dailycheckins//double//slash.csv",
-    "tm/dailycheckins/quotes/it's \"quoted\" & <tagged>.csv",
+    'tm/dailycheckins/quotes/it\'s "quoted" & <tagged>.csv',
     "tm/dailycheckins/long/" + "ü" * 100 + ".csv",  # a 200-byte basename, 255 bytes with a suffix
 ]
 ENCODINGS = {
@@ -111,7 +111,9 @@ def test_an_event_for_an_awkward_key_loads_the_object_and_the_version_it_is_abou
     assert loaded_users(pg_url) == {user}  # the event's version, not what the key holds now
 
 
-def test_a_long_key_loads_and_its_bad_rows_are_quarantined(sluice_env: Path, landing: tuple[Any, str]) -> None:
+def test_a_long_key_loads_and_its_bad_rows_are_quarantined(
+    sluice_env: Path, landing: tuple[Any, str]
+) -> None:
     s3, bucket = landing
     key = "tm/dailycheckins/2024/03/01/" + "d" * 300 + "-dailycheckins.csv"  # S3 allows 1,024 bytes
     body = rows("jon") + b"bran,2019-01-01 00:00:00 UTC,25,infra\n"  # 25 hours: a bad row
@@ -123,7 +125,9 @@ def test_a_long_key_loads_and_its_bad_rows_are_quarantined(sluice_env: Path, lan
     assert report.quarantine_uri and Path(report.quarantine_uri).is_file()
 
 
-def test_a_folder_marker_is_skipped_and_recorded_not_failed(sluice_env: Path, landing: tuple[Any, str]) -> None:
+def test_a_folder_marker_is_skipped_and_recorded_not_failed(
+    sluice_env: Path, landing: tuple[Any, str]
+) -> None:
     """The console's "Create folder" (and some sync tools) put a 0-byte ``tm/dailycheckins/``: an Object Created."""
     from sluice.ledger import get_ledger
 
