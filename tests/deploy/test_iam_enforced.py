@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus
 
 import boto3
 import pytest
@@ -250,6 +251,48 @@ def test_writes_outside_the_stacks_buckets_are_denied(
     with pytest.raises(ClientError) as denied:
         s3.delete_object(Bucket=data, Key="staging/probe.txt")  # the zones are append-only for runs
     assert denied.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_an_s3_event_for_an_awkward_key_loads_its_version_under_the_task_role(
+    as_task_role: MotoStack,
+) -> None:
+    """The event path as it runs in ECS: the webhook's event (URL-encoded key, version-id) → the trigger's
+    parameters → ingest-file, reading the stack's versioned landing bucket with the task role's grants only."""
+    from tests.deploy.test_s3_events import event_parameters, run
+
+    stack = as_task_role
+    landing = stack.outputs["LandingUri"].removeprefix("s3://")
+    s3 = stack.client("s3")
+    # The template versions the bucket (test_cloudformation.py); moto's CloudFormation does not apply it.
+    s3.put_bucket_versioning(Bucket=landing, VersioningConfiguration={"Status": "Enabled"})
+    key = f"tm/dailycheckins/2024/03/03/daily checkins+{uuid.uuid4().hex[:6]} (ü).csv"
+    body = CHECKINS.encode()
+    version = s3.put_object(Bucket=landing, Key=key, Body=body)["VersionId"]
+    s3.put_object(Bucket=landing, Key=key, Body=b"overwritten since\n")
+
+    report = run(event_parameters(landing, quote_plus(key, safe="/"), version, len(body)))
+
+    assert (report.status, report.rows_loaded) == ("success", 3), report.error
+
+
+def test_an_object_the_task_role_may_not_read_is_one_readable_failure(
+    as_task_role: MotoStack, outside_bucket: str
+) -> None:
+    """AccessDenied (another bucket; an object under a customer-managed KMS key) names the cause, once."""
+    from sluice.cli.runner import run_ingest
+    from tests.steps import steps
+
+    stack = as_task_role
+    key = "tm/dailycheckins/2024/03/04/dailycheckins.csv"
+    stack.client("s3").put_object(Bucket=outside_bucket, Key=key, Body=CHECKINS.encode())
+
+    report = run_ingest(f"s3://{outside_bucket}/{key}")
+
+    assert (report.status, report.state, report.rows_loaded) == ("failed", "extract", 0)
+    assert report.error and "access denied" in report.error and "kms:Decrypt" in report.error, report.error
+    assert "ClientError" not in report.error
+    extract = [s for s in steps(report.flow_run_id, last="extract") if s.name == "extract"]
+    assert [s.run_count for s in extract] == [1]  # a permission to grant, not a fault to retry
 
 
 def test_the_task_roles_other_statements_name_exactly_what_the_flows_used(stack: MotoStack) -> None:
