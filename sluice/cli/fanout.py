@@ -222,12 +222,33 @@ def check_deployment(deployment: str) -> None:
 
     with get_client(sync_client=True) as client:
         try:
-            client.read_deployment_by_name(deployment)
+            found = client.read_deployment_by_name(deployment)
         except ObjectNotFound:
             raise ConfigurationError(
                 f"deployment {deployment!r} not found on {str(client.api_url).rstrip('/')}: deploy it first (`prefect deploy`, "
                 "README 'Deploy to AWS'; self-hosted: deployments/local.yaml), or set PREFECT_API_URL to its server"
             ) from None
+        pool = client.read_work_pool(found.work_pool_name) if found.work_pool_name else None
+    _check_pool(deployment, pool)
+
+
+def _check_pool(deployment: str, pool: Any) -> None:
+    """Refuse a pool whose runs would wait forever (the backfill waits for every run it starts): a paused pool,
+    or a pool served by workers with none online. A push or managed pool has no worker to wait for."""
+    if pool is None:
+        return
+    status = getattr(pool.status, "value", pool.status)
+    if status == "PAUSED" or pool.is_paused:
+        raise ConfigurationError(
+            f"work pool {pool.name!r} of deployment {deployment!r} is paused: its runs would never start "
+            f"(`prefect work-pool resume {pool.name}`)"
+        )
+    served_by_workers = not (pool.type.endswith(":push") or pool.type == "prefect:managed")
+    if served_by_workers and status == "NOT_READY":
+        raise ConfigurationError(
+            f"work pool {pool.name!r} of deployment {deployment!r} has no worker online: its runs would wait "
+            f"forever. Start one (`prefect worker start --pool {pool.name}`), then run the backfill again"
+        )
 
 
 def run_deployments(
