@@ -193,3 +193,44 @@ def test_the_same_event_delivered_twice_loads_once_and_the_second_is_a_recorded_
     skips = [e for e in get_ledger().history(uuid.UUID(second.run_id)) if e.status == "skipped"]
     assert len(skips) == 1 and "already loaded" in (skips[0].error or "")
     assert loaded_users(pg_url) == {"once"}
+
+
+@pytest.mark.parametrize(
+    ("key", "content_encoding"),
+    [
+        ("tm/dailycheckins/2024/03/01/dailycheckins.csv.gz", None),
+        ("tm/dailycheckins/2024/03/01/dailycheckins.csv", "gzip"),  # `aws s3 cp --content-encoding gzip`
+    ],
+)
+def test_a_gzip_object_loads_whatever_its_name_and_content_encoding(
+    sluice_env: Path, pg_url: str, landing: tuple[Any, str], key: str, content_encoding: str | None
+) -> None:
+    import gzip
+
+    s3, bucket = landing
+    body = gzip.compress(rows("zipped"))
+    extra = {"ContentEncoding": content_encoding} if content_encoding else {}
+    version = s3.put_object(Bucket=bucket, Key=key, Body=body, **extra)["VersionId"]
+
+    report = run(event_parameters(bucket, key, version, len(body)))
+
+    assert (report.status, report.rows_loaded) == ("success", 1), report.error
+    assert loaded_users(pg_url) == {"zipped"}
+
+
+@pytest.mark.parametrize("event_version", ["null", None], ids=["version-null", "no-version-id"])
+def test_an_object_of_a_bucket_with_versioning_suspended_loads(
+    sluice_env: Path, pg_url: str, landing: tuple[Any, str], event_version: str | None
+) -> None:
+    s3, bucket = landing
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+    key = "tm/dailycheckins/2024/03/01/suspended checkins.csv"
+    body = rows("suspended")
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+    parameters = event_parameters(bucket, quote_plus(key, safe="/"), event_version, len(body))
+    assert parameters["version_id"] == (event_version or "")
+    report = run(parameters)
+
+    assert (report.status, report.rows_loaded) == ("success", 1), report.error
+    assert loaded_users(pg_url) == {"suspended"}
