@@ -217,7 +217,11 @@ def deploy_stack(
         "SubnetIds": subnets,
         **physical,
     }
-    conditions = {"HasPrefix": bool(values["LandingPrefix"]), "HasTotesysSource": bool(totesys_source)}
+    conditions = {
+        "HasPrefix": bool(values["LandingPrefix"]),
+        "HasTotesysSource": bool(totesys_source),
+        "HasLandingObjectsKey": bool(values["LandingObjectsKeyArn"]),
+    }
     iam = boto3.client("iam", **plain, **bootstrap)
     arn = f"arn:aws:{{}}:{REGION}:{ACCOUNT}:{{}}"
     atts: dict[tuple[str, str], Any] = {

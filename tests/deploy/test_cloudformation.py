@@ -208,7 +208,7 @@ def test_push_pool_key_is_in_a_secret_and_nothing_secret_is_an_output() -> None:
 # --- findings 3, 5, 7, 10, 11: Totesys source, network, alarms, webhook, logs ----------------------------------
 
 
-def resolver(totesys: bool) -> Resolver:
+def resolver(totesys: bool, landing_key: bool = False) -> Resolver:
     names = [*resources(), *template()["Parameters"]]
     refs = {n: f"<{n}>" for n in names} | {
         "AWS::Region": REGION,
@@ -216,7 +216,8 @@ def resolver(totesys: bool) -> Resolver:
         "AWS::Partition": "aws",
     }
     atts: Any = _AnyAtt()
-    return Resolver(refs, atts, {"HasPrefix": False, "HasTotesysSource": totesys})
+    conditions = {"HasPrefix": False, "HasTotesysSource": totesys, "HasLandingObjectsKey": landing_key}
+    return Resolver(refs, atts, conditions)
 
 
 class _AnyAtt(dict):  # type: ignore[type-arg]
@@ -243,6 +244,37 @@ def test_totesys_source_secret_exists_and_is_readable_only_when_configured(confi
                        "Resource": "<TotesysSourceSecret>"}] if configured else [])  # fmt: skip
     output = template()["Outputs"]["TotesysSourceSecretArn"]
     assert output["Condition"] == "HasTotesysSource" and output["Value"] == {"Ref": "TotesysSourceSecret"}
+
+
+@pytest.mark.parametrize("configured", [True, False])
+def test_the_task_role_decrypts_landing_objects_with_the_uploaders_kms_key_only_when_given(
+    configured: bool,
+) -> None:
+    """An object uploaded with SSE-KMS under a customer-managed key cannot be read without kms:Decrypt on that key
+    (AccessDenied at GetObject); the bucket's default (SSE-S3) and the AWS-managed aws/s3 key need no grant."""
+    parameter = template()["Parameters"]["LandingObjectsKeyArn"]
+    assert parameter["Default"] == ""
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert pattern.fullmatch("") and pattern.fullmatch(
+        f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd"
+    )
+    assert not pattern.fullmatch("alias/aws/s3") and not pattern.fullmatch("*")
+    (policy,) = resources()["TaskRole"]["Properties"]["Policies"]
+    statements = resolver(False, landing_key=configured)(policy["PolicyDocument"])["Statement"]
+    kms = [s for s in statements if s.get("Sid") == "LandingObjectsKey"]
+    assert kms == (
+        [
+            {
+                "Sid": "LandingObjectsKey",
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": "<LandingObjectsKeyArn>",
+                "Condition": {"StringEquals": {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}},
+            }
+        ]
+        if configured
+        else []
+    )
 
 
 def test_outputs_feed_prefect_yaml_by_the_first_word_of_their_description() -> None:
