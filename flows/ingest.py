@@ -18,7 +18,7 @@ from sluice.adapters import storage
 from sluice.errors import BadFile, SluiceError, UnknownDataset, ValidationFailed
 from sluice.ledger import Ledger, LedgerEntry
 from sluice.report import IngestionFailed, IngestReport, markdown
-from tasks.ingest import IngestContext, ensure, extract, load, publish
+from tasks.ingest import IngestContext, Superseded, ensure, extract, load, publish
 
 
 class Unclaimed(Exception):
@@ -126,6 +126,10 @@ def ingest_file(
     with held(ctx, report, _publish, on_failure=_failed_at):
         step(report, "extract", ensure, ctx)
         fetched = step(report, "extract", extract, ctx)
+        if isinstance(fetched, Superseded):
+            report.status, report.error = "skipped", fetched.reason
+            logger.info("%s: skipped: %s", source, fetched.reason)
+            return report
         if fetched is None:
             report.status = "skipped"
             logger.info("%s: already loaded, skipped", source)

@@ -73,10 +73,33 @@ def ensure(ctx: IngestContext) -> None:
         ensure_target(get_engine(ctx.settings), ctx.dataset)
 
 
+@dataclass(frozen=True)
+class Superseded:
+    """The event's object version is no longer the key's latest, and the dataset loads only the latest."""
+
+    reason: str
+
+
 @io_task
-def extract(ctx: IngestContext) -> storage.FetchedFile | None:
-    """Fetch the landed file and fingerprint it; None when this content is already loaded."""
+def extract(ctx: IngestContext) -> storage.FetchedFile | Superseded | None:
+    """Fetch the landed file and fingerprint it; None when this content is already loaded; ``Superseded`` when
+    the key was overwritten since the event and the dataset replaces or upserts (an older version loaded after a
+    newer one would put stale rows back: events can be handled out of order)."""
     with ledger_state(ctx, "extract") as entry:
+        if (
+            ctx.version_id
+            and not ctx.force
+            and ctx.dataset.load_mode != "append"
+            and storage.is_s3(ctx.source)
+            and (latest := storage.superseded_by(ctx.source, ctx.version_id))
+        ):
+            entry.status = "skipped"
+            entry.error = (
+                f"version {ctx.version_id} was overwritten by version {latest} of the same key, which its own event "
+                f"loads; {ctx.dataset.name} {ctx.dataset.load_mode}s, so an older version is not loaded after it "
+                "(use force to load this one)"
+            )
+            return Superseded(entry.error)
         fetched = storage.fetch(ctx.source, ctx.work / "source", ctx.version_id)
         engine = get_engine(ctx.settings)
         if (

@@ -182,6 +182,31 @@ def _code(exc: Exception) -> str:
     return (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "") or type(exc).__name__
 
 
+def superseded_by(uri: str, version_id: str) -> str | None:
+    """The key's latest version when it is no longer ``version_id`` (the key was overwritten since), else None.
+
+    The key is the form of ``uri`` (as given or URL-decoded) that holds ``version_id``. A key whose latest
+    version is a delete marker, or that cannot be looked at, counts as not superseded: the version still loads.
+    """
+    client = s3_client()
+    for candidate in key_forms(uri):
+        bucket, key = split_s3(candidate)
+        try:
+            client.head_object(Bucket=bucket, Key=key, VersionId=version_id)
+        except Exception as exc:
+            if _is_missing(exc, versioned=True) or _is_denied(exc):
+                continue
+            raise
+        try:
+            latest = client.head_object(Bucket=bucket, Key=key).get("VersionId")
+        except Exception as exc:
+            if _is_missing(exc) or _is_denied(exc):
+                return None
+            raise
+        return latest if latest and latest not in {version_id, "null"} else None
+    return None
+
+
 def put_file(local: Path, uri: str) -> str:
     """Copy a local file to ``uri`` (folder or S3); returns ``uri``."""
     if is_s3(uri):
