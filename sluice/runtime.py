@@ -14,20 +14,24 @@ from typing import Any
 from sluice.services import ensure_prefect_server
 
 
-def prepare(verbose: bool = False, server: bool = True) -> None:
+def prepare(verbose: bool = False, server: bool = True, remote: bool = False) -> None:
     """Set Prefect's environment before Prefect is imported.
 
     Without ``PREFECT_API_URL``, and when ``server`` says the command runs flows, runs go to the home's
     local Prefect server (``sluice.services``: started on first need, shared by every later command, worker
     and flow run of the same ``SLUICE_HOME``); ``PREFECT_API_URL`` is set to it so that child processes
-    use it too. Prefect's console handlers are quietened (runs are still logged to the API); the CLI
-    prints its own progress and one readable line per error.
+    use it too. ``remote`` is for commands that act on deployments and pools (`sluice aws setup`, `sluice
+    backfill --deployment`): they go where the user's Prefect profile points (what `prefect cloud login` wrote,
+    the server `prefect deploy` deployed to) when it names an API, and to the home's server only otherwise.
+    Prefect's console handlers are quietened (runs are still logged to the API); the CLI prints its own
+    progress and one readable line per error.
     """
     home = Path(os.environ.get("SLUICE_HOME", ".sluice")).resolve()
-    if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
+    profiled = remote and "PREFECT_API_URL" not in os.environ and profile_api_url() is not None
+    if not profiled and "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
         (home / "prefect").mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(home / "prefect")
-    if server:
+    if server and not profiled:
         use_local_server()
     # Only used when Prefect falls back to an ephemeral server (a process that imported Prefect unconfigured).
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
@@ -43,6 +47,23 @@ def prepare(verbose: bool = False, server: bool = True) -> None:
         os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(Path(__file__).with_name("logging.yml")))
     warnings.filterwarnings("ignore", module="platformdirs")
     warnings.filterwarnings("ignore", category=UserWarning, module="prefect")
+
+
+def profile_api_url() -> str | None:
+    """The API of the user's active Prefect profile (``PREFECT_PROFILES_PATH``, else ``profiles.toml`` in
+    ``PREFECT_HOME`` or ``~/.prefect``; ``PREFECT_PROFILE`` picks the profile), read without importing Prefect."""
+    import tomllib
+
+    prefect_home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or prefect_home / "profiles.toml").expanduser()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    name = os.environ.get("PREFECT_PROFILE") or data.get("active")
+    profile = data.get("profiles", {}).get(name) if isinstance(name, str) else None
+    url = profile.get("PREFECT_API_URL") if isinstance(profile, dict) else None
+    return url if isinstance(url, str) and url.strip() else None
 
 
 def use_local_server() -> None:

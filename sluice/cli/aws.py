@@ -139,8 +139,9 @@ def setup(
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    prepare(False)
+    prepare(False, remote=True)  # the pool and blocks go where `prefect cloud login` (the profile) points
     # after prepare: Prefect reads its environment once, at import
+    from prefect.settings import get_current_settings
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     try:
@@ -161,6 +162,7 @@ def setup(
     except (BotoCoreError, ClientError) as exc:
         raise fail(f"stack {stack}: {exc}") from None
     console.print(f"wrote [bold]{path}[/] ({len(env)} variables from stack {stack})")
+    console.print(f"Prefect API: [bold]{get_current_settings().api.url}[/]", highlight=False)
     for what, name in (made or {}).items():
         console.print(f"{what}: [bold]{name}[/]")
     if not env.get("SLUICE_TOTESYS_SOURCE_SECRET_ARN"):

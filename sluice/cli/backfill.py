@@ -42,7 +42,8 @@ def backfill(
     """
     if mode is not None and mode not in ("hard", "soft"):
         raise fail(f"--mode must be hard or soft, not {mode!r}", code=2)
-    prepare(verbose, server=deployment is not None)  # local: the server starts once files need it
+    # local: the server starts once files need it; deployments: where the user's Prefect profile points
+    prepare(verbose, server=deployment is not None, remote=deployment is not None)
     from sluice.cli import fanout  # kept off `sluice --help` (SQLAlchemy, the registry)
 
     files = fanout.plan(prefix, dataset)

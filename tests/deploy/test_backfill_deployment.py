@@ -6,15 +6,19 @@ a paused pool, it used to wait forever, silently.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from sluice.cli import app
+from tests.deploy.test_local_server import cli, server  # noqa: F401 (server: a fixture)
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -76,3 +80,46 @@ def test_a_pool_with_a_worker_online_passes_the_check(sluice_env: Path) -> None:
     with get_client(sync_client=True) as client:
         client.send_worker_heartbeat(work_pool_name=pool, worker_name="a-worker")
     check_deployment(deployment)  # no error: runs will be picked up
+
+
+def test_backfill_to_a_deployment_goes_to_the_prefect_profile_the_user_logged_in_with(
+    server: tuple[str, dict[str, str]],  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """`prefect cloud login` writes the API to the user's Prefect profile, not to the environment: the backfill's
+    deployment runs (and `sluice aws setup`, by the same switch) must go there, not to a local server of the home."""
+    api, env = server
+    pool = f"sluice-remote-{uuid.uuid4().hex[:6]}"
+    cli(env, "work-pool", "create", pool, "--type", "process")
+    flow = httpx.post(f"{api}/flows/", json={"name": "ingest-files"}, timeout=10).json()
+    created = httpx.post(
+        f"{api}/deployments/",
+        json={"name": "backfill", "flow_id": flow["id"], "work_pool_name": pool,
+              "entrypoint": "flows/ingest_files.py:ingest_files"},
+        timeout=10,
+    )  # fmt: skip
+    assert created.status_code in (200, 201), created.text
+    user = tmp_path / "user"
+    (user / ".prefect").mkdir(parents=True)
+    (user / ".prefect" / "profiles.toml").write_text(
+        f'active = "cloud"\n\n[profiles.cloud]\nPREFECT_API_URL = "{api}"\n', encoding="utf-8"
+    )
+    sluice_home = tmp_path / "sluice-home"
+    run_env = {k: v for k, v in env.items() if not k.startswith("PREFECT_")}
+    run_env |= {"HOME": str(user), "SLUICE_HOME": str(sluice_home)}
+    folder = landed(tmp_path / "landing" / "tm" / "dailycheckins")
+    sluice = str(Path(sys.executable).parent / "sluice")
+    try:
+        result = subprocess.run(
+            [sluice, "backfill", str(folder), "--deployment", "ingest-files/backfill", "--json"],
+            env=run_env, capture_output=True, text=True, timeout=240, check=False,
+        )  # fmt: skip
+    finally:
+        subprocess.run(
+            [sluice, "services", "stop"], env=run_env, capture_output=True, timeout=120, check=False
+        )
+
+    # The deployment was found on the profile's server (its pool has no worker: the check stops it there).
+    assert result.returncode == 1
+    assert f"work pool '{pool}'" in result.stderr and "no worker online" in result.stderr, result.stderr
+    assert not (sluice_home / "prefect" / "server.json").exists()  # no local server was started for it
