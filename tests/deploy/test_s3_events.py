@@ -258,3 +258,64 @@ def test_an_older_version_handled_after_a_newer_one_does_not_put_stale_rows_back
     assert reviews == [(5, 10), (5, 11), (5, 12)]  # the newer version's rows, not the older's
     forced = run({**event_parameters(bucket, key, v1, len(old)), "force": True})
     assert (forced.status, forced.rows_loaded) == ("success", 2), forced.error  # on purpose, it still can
+    with engine.begin() as conn:  # hermetic: the Data2bots tests read this table
+        conn.execute(sa.text("TRUNCATE staging.reviews"))
+
+
+@pytest.mark.parametrize("prefix", ["", "landing/"], ids=["whole-bucket", "LandingPrefix"])
+def test_the_rule_forwards_every_object_created_the_registry_claims_and_nothing_else(
+    moto_endpoint: str, prefix: str
+) -> None:
+    """The stack's EventBridge rule, resolved from the template, on moto's EventBridge with a queue as its target:
+    every key a dataset claims (and awkward or folder keys, which the run itself records) is forwarded; other
+    buckets, other S3 events and other sources are not."""
+    import json
+
+    from sluice import datasets
+    from tests.deploy.conftest import Resolver, template
+
+    bucket = f"sluice-landing-{uuid.uuid4().hex[:8]}"
+    rule = template()["Resources"]["ObjectCreatedRule"]["Properties"]
+    conditions = {"HasPrefix": bool(prefix)}
+    pattern = Resolver({"LandingBucket": bucket, "LandingPrefix": prefix}, {}, conditions)(
+        rule["EventPattern"]
+    )
+    region = {"endpoint_url": moto_endpoint, "region_name": "us-east-1"}
+    events, sqs = boto3.client("events", **region), boto3.client("sqs", **region)
+    queue = sqs.create_queue(QueueName=f"forwarded-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    name = f"object-created-{uuid.uuid4().hex[:8]}"
+    events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED")
+    events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": queue_arn}])
+
+    def send(
+        key: str, *, to: str = bucket, detail_type: str = "Object Created", source: str = "aws.s3"
+    ) -> None:
+        detail = sample_body()["detail"]
+        detail["bucket"]["name"], detail["object"]["key"] = to, key
+        entry = {"Source": source, "DetailType": detail_type, "Detail": json.dumps(detail), "Resources": []}
+        assert events.put_events(Entries=[entry])["FailedEntryCount"] == 0
+
+    claimed = [d.demo_key for d in datasets.all_datasets() if d.demo_key]
+    assert len(claimed) >= 5
+    wanted = [
+        prefix + form
+        for key in [*claimed, *KEYS, "tm/dailycheckins/"]
+        for form in (key, quote_plus(key, safe="/"))
+    ]
+    for key in wanted:
+        send(key)
+    send(prefix + claimed[0], detail_type="Object Deleted")
+    send(prefix + claimed[0], source="aws.s3.other")
+    send(prefix + claimed[0], to="someone-elses-bucket")
+    if prefix:
+        send(claimed[0])  # outside the prefix
+
+    forwarded: list[str] = []
+    while batch := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+        for message in batch:
+            forwarded.append(json.loads(message["Body"])["detail"]["object"]["key"])
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+    assert sorted(forwarded) == sorted(wanted)  # each wanted event once; none of the four others
