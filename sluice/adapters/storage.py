@@ -157,11 +157,7 @@ def fetch(uri: str, work_dir: Path, version_id: str | None = None) -> FetchedFil
         body, resolved_key, version = response["Body"], key, response.get("VersionId")
         break
     if body is None and denied is not None:
-        raise SourceUnreadable(
-            f"{uri}: access denied reading the object ({_code(denied)}). On ECS the task role (stack output "
-            "TaskRoleArn) may read the landing bucket only; an object encrypted with a customer-managed KMS key "
-            "also needs kms:Decrypt on that key for the task role (README 'Deploy to AWS')"
-        )
+        raise _unreadable(uri, denied)
     if body is None:
         raise SourceNotFound(f"{uri}: object not found" + (f" (version {version_id})" if version_id else ""))
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -175,6 +171,14 @@ def fetch(uri: str, work_dir: Path, version_id: str | None = None) -> FetchedFil
             size += len(block)
     return FetchedFile(
         uri=f"s3://{bucket}/{resolved_key}", path=local, sha256=digest.hexdigest(), size=size, version=version
+    )
+
+
+def _unreadable(uri: str, exc: Exception) -> SourceUnreadable:
+    return SourceUnreadable(
+        f"{uri}: access denied reading the object ({_code(exc)}). On ECS the task role (stack output TaskRoleArn) "
+        "may read the stack's landing and data buckets only; an object encrypted with a customer-managed KMS key "
+        "also needs kms:Decrypt on that key (the stack's LandingObjectsKeyArn, README 'Deploy to AWS')"
     )
 
 
@@ -243,6 +247,8 @@ def read_bytes(uri: str) -> bytes:
         except Exception as exc:
             if _is_missing(exc):
                 raise SourceNotFound(f"{uri}: object not found") from None
+            if _is_denied(exc):
+                raise _unreadable(uri, exc) from None
             raise
     path = Path(uri)
     if not path.is_file():

@@ -295,6 +295,18 @@ def test_an_object_the_task_role_may_not_read_is_one_readable_failure(
     assert [s.run_count for s in extract] == [1]  # a permission to grant, not a fault to retry
 
 
+def test_a_reference_file_the_task_role_may_not_read_is_one_readable_error(
+    as_task_role: MotoStack, outside_bucket: str
+) -> None:
+    """SLUICE_HOLIDAYS_FILE / SLUICE_PRODUCTS_FILE may be s3:// objects: one the role may not read says why."""
+    from sluice.adapters import storage
+    from sluice.errors import SourceUnreadable
+
+    as_task_role.client("s3").put_object(Bucket=outside_bucket, Key="holidays.csv", Body=b"date\n")
+    with pytest.raises(SourceUnreadable, match=r"access denied .*TaskRoleArn"):
+        storage.read_bytes(f"s3://{outside_bucket}/holidays.csv")
+
+
 def test_the_task_roles_other_statements_name_exactly_what_the_flows_used(stack: MotoStack) -> None:
     """moto checks these services' actions only; their resources are pinned here against the resolved policy."""
     (policy,) = stack.policies("TaskRole")
