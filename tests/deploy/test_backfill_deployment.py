@@ -123,3 +123,26 @@ def test_backfill_to_a_deployment_goes_to_the_prefect_profile_the_user_logged_in
     assert result.returncode == 1
     assert f"work pool '{pool}'" in result.stderr and "no worker online" in result.stderr, result.stderr
     assert not (sluice_home / "prefect" / "server.json").exists()  # no local server was started for it
+
+
+def test_backfill_plans_every_claimed_object_of_a_large_s3_prefix(s3_bucket: str, moto_endpoint: str) -> None:
+    """More than one page of ListObjectsV2 (1,000 keys): every file is planned once; folder markers and keys no
+    dataset claims are not."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+
+    from sluice.cli.fanout import plan, shards
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    keys = [f"landing/tm/dailycheckins/2024/{i:04d} checkins.csv" for i in range(1_005)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket=s3_bucket, Key=k, Body=b"user\n"), keys))
+    s3.put_object(Bucket=s3_bucket, Key="landing/tm/dailycheckins/2024/", Body=b"")  # a folder marker
+    s3.put_object(Bucket=s3_bucket, Key="landing/notes/readme.txt", Body=b"no dataset claims this")
+
+    planned = plan(f"s3://{s3_bucket}/landing/", None)
+
+    assert sorted(uri for uri, _ in planned) == sorted(f"s3://{s3_bucket}/{k}" for k in keys)
+    assert {name for _, name in planned} == {"dailycheckins"}
+    assert [len(s) for s in shards(planned, 400)] == [400, 400, 205]
