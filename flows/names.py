@@ -24,13 +24,18 @@ TIMEOUT_SECONDS = {
 def ingest_run_name() -> str:
     """``<dataset> · <file>``, e.g. ``dailycheckins · dailycheckins.csv``."""
     try:
+        from sluice.adapters import storage
+
         params = flow_run.parameters or {}
         source = str(params.get("source") or "")
+        forms = storage.key_forms(source)  # an S3 event's key may be URL-encoded: the decoded one is claimed
+        if storage.is_s3(source) and any(form.endswith("/") for form in forms):
+            return f"folder marker · {source}"
         dataset = params.get("dataset")
         if not dataset:
             from sluice import datasets  # pandas and pandera: only when a run has no dataset yet
 
-            spec = datasets.resolve(source)
+            spec = next((d for form in forms if (d := datasets.resolve(form)) is not None), None)
             dataset = spec.name if spec else "unclaimed"
         return f"{dataset} · {source.rstrip('/').rsplit('/', 1)[-1] or source}"
     except Exception:

@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.deploy.test_prefect_yaml import deployments, render, sample_body, webhook_event
+from tests.deploy.test_runs import flow_run
 from tests.steps import steps
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -140,6 +141,23 @@ def test_a_folder_marker_is_skipped_and_recorded_not_failed(
     assert "folder" in (report.error or "")
     entries = [e for run in get_ledger().recent(10) for e in run if e.source.endswith("tm/dailycheckins/")]
     assert [(e.status, e.state) for e in entries] == [("skipped", "extract")]
+    assert flow_run(entries[0].flow_run_id).name == f"folder marker · s3://{bucket}/tm/dailycheckins/"
+
+
+def test_the_run_of_an_encoded_key_is_named_after_the_dataset_that_loads_it(
+    sluice_env: Path, pg_url: str, landing: tuple[Any, str]
+) -> None:
+    s3, bucket = landing
+    key = "data2bots/reviews/all reviews.csv"  # claimed by its folder only: data2bots/reviews/*
+    body = b"review,product_id\n4,10\n"
+    version = s3.put_object(Bucket=bucket, Key=key, Body=body)["VersionId"]
+
+    report = run(event_parameters(bucket, quote_plus(key, safe=""), version, len(body)))
+
+    assert (report.status, report.dataset) == ("success", "reviews"), report.error
+    assert flow_run(report.flow_run_id).name.startswith("reviews · ")
+    with sa.create_engine(pg_url, poolclass=sa.pool.NullPool).begin() as conn:  # hermetic: Data2bots reads it
+        conn.execute(sa.text("TRUNCATE staging.reviews"))
 
 
 def test_a_version_deleted_before_the_run_is_one_readable_failure_not_retried(
