@@ -53,7 +53,9 @@ def _start(
         settings,
         ledger,
         dataset=spec,
-        source=source,
+        source=storage.locate(
+            source, version_id or None
+        ),  # the object's real key: ledger, alerts, quarantine
         hard=hard,
         force=force,
         version_id=version_id or None,
@@ -120,6 +122,7 @@ def ingest_file(
         logger.warning(str(exc))
         raise IngestionFailed(report) from None
 
+    source = ctx.source  # an S3 event's URL-encoded key, decoded when that is the object's key
     report = new_report(
         IngestReport, ctx, dataset=ctx.dataset.name, source=source, table=ctx.dataset.target or None
     )

@@ -110,6 +110,28 @@ def key_forms(uri: str) -> list[str]:
     return [f"s3://{bucket}/{k}" for k in dict.fromkeys([key, unquote_plus(key), unquote(key)])]
 
 
+def locate(uri: str, version_id: str | None = None) -> str:
+    """The form of ``uri`` (as given or URL-decoded, ``key_forms``) under which the object, and ``version_id``,
+    exists: what the run records and reports. ``uri`` itself when it has one form, when no form exists, or when
+    S3 cannot be asked now (the fetch then retries and reports it)."""
+    forms = key_forms(uri)
+    if len(forms) == 1:
+        return uri
+    client = s3_client()
+    versioned = {"VersionId": version_id} if version_id else {}
+    for candidate in forms:
+        bucket, key = split_s3(candidate)
+        try:
+            client.head_object(Bucket=bucket, Key=key, **versioned)
+        except Exception as exc:
+            if _is_missing(exc, versioned=bool(version_id)) or _is_denied(exc):
+                continue
+            logger.debug("%s: not located (%s); the fetch will tell", uri, exc)
+            return uri
+        return candidate
+    return uri
+
+
 def _local_name(key: str) -> str:
     """A file name for a fetched object: its base name when the file system takes it, else a short stand-in
     that keeps the suffix (S3 keys run to 1,024 bytes; a file name to 255)."""

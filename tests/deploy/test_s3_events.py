@@ -110,6 +110,11 @@ def test_an_event_for_an_awkward_key_loads_the_object_and_the_version_it_is_abou
     assert (report.status, report.rows_loaded) == ("success", 1), report.error
     assert report.dataset == "dailycheckins"
     assert loaded_users(pg_url) == {user}  # the event's version, not what the key holds now
+    # The run records and reports the object's real key, whatever form the event carried it in.
+    from sluice.ledger import get_ledger
+
+    assert report.source == f"s3://{bucket}/{key}"
+    assert {e.source for e in get_ledger().history(uuid.UUID(report.run_id))} == {f"s3://{bucket}/{key}"}
 
 
 def test_a_long_key_loads_and_its_bad_rows_are_quarantined(
