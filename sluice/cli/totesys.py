@@ -57,7 +57,7 @@ def cycle(
     if as_json:
         print_json(
             report.model_dump(
-                include={"run_id", "status", "state", "extracted", "loaded", "seconds", "error"}
+                include={"run_id", "dataset", "status", "state", "extracted", "loaded", "seconds", "error"}
             )
         )
     else:
