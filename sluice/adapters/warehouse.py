@@ -10,7 +10,7 @@ import logging
 import os
 import queue
 import shlex
-import subprocess  # nosec B404: only to name pg_ctl's failure (pgserver runs it)
+import subprocess
 import tempfile
 import threading
 import uuid
