@@ -224,3 +224,16 @@ def test_past_year_across_leap_days() -> None:
     assert r.past_year(D(2025, 2, 28)) == (D(2024, 3, 1), D(2025, 2, 28))
     assert holiday_counts(days, days, D(2025, 2, 28)) == {"mar": 1}  # 2024-02-29 is thirteen months back
     assert holiday_counts(days, days, D(2024, 3, 1)) == {"feb": 1, "mar": 1}  # Mar 2023 left, Mar 2024 came
+
+
+def test_star_shares_round_half_up_like_the_numeric_columns() -> None:
+    # 32 points: one 1-star (3.125 %), two 3-star (18.75 %), five 5-star (78.125 %). Half-up, as PostgreSQL's
+    # round() and the early/late split round, gives 3.13 and 78.13; float round() gave 3.12 and 78.12.
+    reviews = pd.DataFrame({"review": [1, 3, 3, 5, 5, 5, 5, 5], "product_id": [3] * 8})
+    products = pd.DataFrame({"product_id": [3], "product_category": ["Home"], "product_name": ["Lamp"]})
+    dates = r.dim_dates(D(2022, 1, 1), D(2022, 12, 31), [])
+    out = r.best_performing_product(
+        orders((1, D(2022, 3, 1), 3)), reviews, shipments(), products, dates, D(2022, 6, 30)
+    ).iloc[0]
+    assert out["tt_review_points"] == 32
+    assert [out[c] for c in r.STAR_COLUMNS] == [3.13, 0.0, 18.75, 0.0, 78.13]
