@@ -58,7 +58,7 @@ DIMENSIONS: dict[str, tuple[sa.Table, type]] = {
 
 
 class NotReady(SluiceError):
-    """Staging has no orders yet (nothing to analyse)."""
+    """Staging lacks one of the three datasets (nothing to analyse yet)."""
 
 
 class ReferenceIncomplete(SluiceError):
@@ -180,36 +180,40 @@ def read_products(settings: Settings) -> pd.DataFrame:
 # --- staging --------------------------------------------------------------------------------------------
 
 
+STAGING: dict[str, tuple[sa.Table, str]] = {
+    "orders": (declared.orders, "SELECT order_id, order_date, product_id FROM staging.orders"),
+    "reviews": (declared.reviews, "SELECT review, product_id FROM staging.reviews"),
+    "shipment_deliveries": (
+        declared.shipment_deliveries,
+        "SELECT shipment_id, order_id, shipment_date, delivery_date FROM staging.shipment_deliveries",
+    ),
+}
+
+
 def _read(conn: sa.Connection, query: str) -> pd.DataFrame:
     result = conn.execute(sa.text(query))
     return pd.DataFrame(result.all(), columns=list(result.keys()))
 
 
 def read_staging(engine: sa.Engine) -> dict[str, pd.DataFrame]:
-    """The three staging tables, typed as the transforms expect (dates as ``datetime.date``)."""
+    """The three staging tables, typed as the transforms expect (dates as ``datetime.date``).
+
+    All three must hold rows: without reviews there is no best product, and without shipments every shipment
+    figure would read 0 and the day would count as done (a later run, once the file landed, would skip it).
+    """
     with engine.connect() as conn:
-        if not tables.exists(conn, declared.orders):
-            raise NotReady(
-                "no orders in staging yet: land and ingest orders, reviews and shipment_deliveries first"
-            )
-        orders = _read(conn, "SELECT order_id, order_date, product_id FROM staging.orders")
-        reviews = (
-            _read(conn, "SELECT review, product_id FROM staging.reviews")
-            if tables.exists(conn, declared.reviews)
-            else pd.DataFrame(columns=["review", "product_id"])
-        )
-        shipments = (
-            _read(
-                conn,
-                "SELECT shipment_id, order_id, shipment_date, delivery_date FROM staging.shipment_deliveries",
-            )
-            if tables.exists(conn, declared.shipment_deliveries)
-            else pd.DataFrame(columns=["shipment_id", "order_id", "shipment_date", "delivery_date"])
-        )
-    if orders.empty:
+        frames = {
+            name: _read(conn, query) if tables.exists(conn, table) else pd.DataFrame()
+            for name, (table, query) in STAGING.items()
+        }
+    missing = [name for name, frame in frames.items() if frame.empty]
+    if missing:
+        nor = f" (nor {' nor '.join(missing[1:])})" if len(missing) > 1 else ""
         raise NotReady(
-            "no orders in staging yet: land and ingest orders, reviews and shipment_deliveries first"
+            f"no {missing[0]} in staging yet{nor}: the analytics need orders, reviews and shipment_deliveries; "
+            "land and ingest the missing file(s) first (nothing was written)"
         )
+    orders, reviews, shipments = frames["orders"], frames["reviews"], frames["shipment_deliveries"]
     for frame, columns in ((orders, ("order_id", "product_id")), (reviews, ("review", "product_id"))):
         for column in columns:
             frame[column] = frame[column].astype("int64")

@@ -182,3 +182,24 @@ def test_sample_analytics_equal_independent_values_and_exports(clean: Path) -> N
 def test_analytics_before_any_orders_is_one_clear_failure(clean: Path) -> None:
     report = run_data2bots()
     assert report.status == "failed" and "no orders in staging yet" in report.error
+
+
+@pytest.mark.parametrize("landed", [("orders",), ("orders", "reviews"), ("orders", "shipment_deliveries")])
+def test_analytics_before_all_three_files_loaded_is_one_clear_failure_and_the_day_stays_open(
+    clean: Path, landed: tuple[str, ...]
+) -> None:
+    folder = shared_file("data2bots", "orders.csv").parent
+    for name in landed:
+        assert run_ingest(str(folder / f"{name}.csv"), mode="hard").status == "success"
+    missing = [n for n in ("reviews", "shipment_deliveries") if n not in landed]
+    report = run_data2bots()
+    assert report.status == "failed" and report.state == "extract", report.error
+    assert f"no {missing[0]} in staging yet" in report.error and all(m in report.error for m in missing)
+    assert "Traceback" not in report.error and "column_in_dataframe" not in report.error
+    with get_engine().connect() as conn:  # nothing written: not a run of zeros that marks the day done
+        assert not conn.execute(sa.text("SELECT to_regclass('analytics.runs')")).scalar()
+    for name in missing:
+        assert run_ingest(str(folder / f"{name}.csv"), mode="hard").status == "success"
+    late = run_data2bots()
+    assert late.status == "success", late.error
+    assert table("agg_shipments")[0]["tt_late_shipments"] == 175
