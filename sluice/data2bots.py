@@ -1,8 +1,9 @@
 """Data2bots analytics I/O: read staging and the ``if_common`` reference tables, load the ``analytics`` tables, export.
 
 Each analytics table is keyed by ``ingestion_date``: a re-run for the same day replaces that day's row, in the
-same transaction as the run record (``analytics.runs``: at most one run per day unless forced). The rules
-themselves are in ``sluice.transforms.data2bots``.
+same transaction as the run record (``analytics.runs``: at most one run per day and version of staging unless
+forced; the version is set once the export is written, see ``previous_run``). The rules themselves are in
+``sluice.transforms.data2bots``.
 
 The reference tables ``if_common.dim_dates`` and ``if_common.dim_products`` belong to the user: a run reads them
 and never rewrites them. Only when one is absent (or empty) does a run create it, from ``SLUICE_HOLIDAYS_FILE`` /
@@ -44,6 +45,7 @@ from sluice.tables.data2bots import (
     dim_products,
     runs,
 )
+from sluice.tables.ledger import file_loads
 from sluice.transforms import data2bots as rules
 
 ANALYTICS: dict[str, tuple[sa.Table, type]] = {
@@ -230,14 +232,37 @@ def latest_order_date(staging: Mapping[str, pd.DataFrame]) -> dt.date:
     return max(staging["orders"]["order_date"])
 
 
-def already_ran(engine: sa.Engine, as_of: dt.date) -> bool:
+def staging_version(engine: sa.Engine) -> str:
+    """Which staging files there are: their count and latest load (``sluice.file_loads``). Read before staging
+    itself, so that a file committed in between makes the next run see a newer version, never an older one."""
+    with engine.connect() as conn:
+        if not tables.exists(conn, file_loads):
+            return "0|"
+        count, latest = conn.execute(
+            sa.select(sa.func.count(), sa.func.max(file_loads.c.loaded_at)).where(
+                file_loads.c.dataset.in_(STAGING)
+            )
+        ).one()
+    return f"{count}|{latest.isoformat() if latest else ''}"
+
+
+def previous_run(engine: sa.Engine, as_of: dt.date, version: str) -> str | None:
+    """``None``: the day never ran; ``"current"``: it ran on this very staging and its export was written;
+    ``"stale"``: it ran, but a staging file loaded since (a corrected or a late file), or its export never
+    completed."""
     with engine.connect() as conn:
         if not tables.exists(conn, runs):
-            return False
-        return (
-            conn.execute(sa.select(runs.c.ingestion_date).where(runs.c.ingestion_date == as_of)).first()
-            is not None
-        )
+            return None
+        # to_jsonb: a run record from before the staging_version column reads as null (stale: built once more)
+        row = conn.execute(
+            sa.text(
+                "SELECT to_jsonb(r) ->> 'staging_version' FROM analytics.runs r WHERE r.ingestion_date = :day"
+            ),
+            {"day": as_of},
+        ).first()
+    if row is None:
+        return None
+    return "current" if row[0] == version else "stale"
 
 
 # --- build + validate -----------------------------------------------------------------------------------
@@ -289,8 +314,11 @@ def failure_cases(built: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def ensure_tables(engine: sa.Engine) -> None:
-    """Create the reference tables, the analytics tables and the run record if they do not exist."""
+    """Create the reference tables, the analytics tables and the run record if they do not exist; a run record
+    from before ``staging_version`` gains the column (its days then count as stale: they are built once more)."""
     tables.ensure(engine, *BUILD)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE analytics.runs ADD COLUMN IF NOT EXISTS staging_version text"))
 
 
 def load(
@@ -325,6 +353,12 @@ def load(
         conn.execute(sa.delete(runs).where(runs.c.ingestion_date == as_of))
         conn.execute(runs.insert().values(ingestion_date=as_of, ingestion_id=ingestion_id, forced=force))
     return loaded
+
+
+def mark_exported(engine: sa.Engine, as_of: dt.date, version: str) -> None:
+    """The day's export is written: a later run on the same staging version skips (``previous_run``)."""
+    with engine.begin() as conn:
+        conn.execute(sa.update(runs).where(runs.c.ingestion_date == as_of).values(staging_version=version))
 
 
 def export(engine: sa.Engine, settings: Settings) -> dict[str, str]:

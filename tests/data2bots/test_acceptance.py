@@ -203,3 +203,64 @@ def test_analytics_before_all_three_files_loaded_is_one_clear_failure_and_the_da
     late = run_data2bots()
     assert late.status == "success", late.error
     assert table("agg_shipments")[0]["tt_late_shipments"] == 175
+
+
+def test_a_corrected_file_landed_after_the_run_updates_that_day_and_its_exports(
+    clean: Path, tmp_path: Path
+) -> None:
+    """The once-a-day guard is per version of staging: a file loaded after the day's run (a correction, or the
+    day's late third file) builds that day again without --force; the same staging twice is still one run."""
+    folder = shared_file("data2bots", "orders.csv").parent
+    for name in ("orders", "reviews", "shipment_deliveries"):
+        assert run_ingest(str(folder / f"{name}.csv"), mode="hard").status == "success"
+    first = run_data2bots()
+    assert first.status == "success", first.error
+    assert table("agg_shipments")[0]["tt_undelivered_items"] == 6586
+    assert run_data2bots().status == "skipped"
+
+    # The correction: shipment 2 (order 2, 2021-04-06, never shipped) was shipped and delivered after all.
+    rows = read(folder / "shipment_deliveries.csv")
+    assert rows[1] == {"shipment_id": "2", "order_id": "2", "shipment_date": "", "delivery_date": ""}
+    rows[1].update(shipment_date="2021-04-07", delivery_date="2021-04-09")
+    corrected = tmp_path / "shipment_deliveries_corrected.csv"
+    with corrected.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    assert run_ingest(str(corrected), mode="hard").status == "success"
+
+    again = run_data2bots()
+    assert again.status == "success", again.error
+    assert any("built again" in note for note in again.notes), again.notes
+    assert [(r["ingestion_date"], r["tt_undelivered_items"]) for r in table("agg_shipments")] == [
+        (first.as_of, 6585)
+    ]
+    assert read(Path(again.exports["agg_shipments"]))[0]["tt_undelivered_items"] == "6585"
+    assert run_data2bots().status == "skipped"
+
+
+def test_a_day_whose_export_failed_is_built_again_by_the_next_run(clean: Path) -> None:
+    folder = shared_file("data2bots", "orders.csv").parent
+    for name in ("orders", "reviews", "shipment_deliveries"):
+        assert run_ingest(str(folder / f"{name}.csv"), mode="hard").status == "success"
+    blocker = clean / "staging" / "analytics_export"  # a file where the export folder goes
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder")
+    failed = run_data2bots()
+    assert (failed.status, failed.state) == ("failed", "export"), failed.error
+    blocker.unlink()
+    retried = run_data2bots()  # not "already ran": its export never completed
+    assert retried.status == "success", retried.error
+    assert {Path(uri).name for uri in retried.exports.values()} == {
+        "agg_public_holiday.csv",
+        "agg_shipments.csv",
+        "best_performing_product.csv",
+    }
+    assert all(Path(uri).exists() for uri in retried.exports.values())
+    assert run_data2bots().status == "skipped"
+
+    # A warehouse from before the staging version: its run record lacks the column; the day is built once more.
+    with get_engine().begin() as conn:
+        conn.execute(sa.text("ALTER TABLE analytics.runs DROP COLUMN staging_version"))
+    assert run_data2bots().status == "success"
+    assert run_data2bots().status == "skipped"
