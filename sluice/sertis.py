@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -77,17 +78,39 @@ def parquet(frame: pd.DataFrame, columns: list[tuple[str, str]]) -> bytes:
 # --- gold -----------------------------------------------------------------------------------------------
 
 
-def read_silver(engine: sa.Engine) -> pd.DataFrame:
-    """All of silver, from ``sertis.transactions`` (the exactly-once copy: a forced reload replaces, never doubles)."""
+# A transaction (``transactionId``) counts as its latest delivery has it: when a later file (a corrected file
+# landed again, or one repeating lines already sent) carries a transaction, that file's lines replace the earlier
+# ones instead of adding to them. Within one file every line counts as the file says.
+_LATEST_DELIVERY = """
+    SELECT customer_id, transaction_date, product_sold, units_sold, latest
+    FROM (
+        SELECT customer_id, transaction_date, product_sold, units_sold,
+               rank() OVER (PARTITION BY transaction_id ORDER BY _loaded_at DESC, _ingestion_id DESC) = 1 AS latest
+        FROM sertis.transactions
+    ) delivered
+"""
+
+
+@dataclass(frozen=True)
+class Silver:
+    """What gold is built from: each transaction's lines from its latest delivery, and how many earlier lines that
+    set aside."""
+
+    lines: pd.DataFrame
+    superseded: int = 0
+
+
+def read_silver(engine: sa.Engine) -> Silver:
+    """All of silver from ``sertis.transactions`` (the exactly-once copy), each transaction as delivered last."""
     with engine.connect() as conn:
         if not tables.exists(conn, transactions):
-            return pd.DataFrame(columns=[c for c, _ in SILVER_COLUMNS])
-        result = conn.execute(
-            sa.text("SELECT customer_id, transaction_date, product_sold, units_sold FROM sertis.transactions")
-        )
+            return Silver(pd.DataFrame(columns=[c for c, _ in SILVER_COLUMNS]))
+        result = conn.execute(sa.text(_LATEST_DELIVERY))
         frame = pd.DataFrame(result.all(), columns=list(result.keys()))
-    frame["units_sold"] = frame["units_sold"].astype("int64")
-    return frame
+    latest = frame.pop("latest").astype(bool)
+    lines = frame[latest].reset_index(drop=True)
+    lines["units_sold"] = lines["units_sold"].astype("int64")
+    return Silver(lines, superseded=int((~latest).sum()))
 
 
 def ensure_gold(engine: sa.Engine) -> None:
