@@ -65,6 +65,11 @@ def data2bots(
             logger.warning(note)
         report.rows_read = sum(len(f) for f in staging.values())
         tables = step(report, "transform", transform, ctx, staging)
+        for note in (
+            ctx.reference.notes[len(report.notes) :] if ctx.reference else []
+        ):  # what transform noticed
+            logger.warning(note)
+            report.notes.append(note)
         validated(report, ctx, validate, tables)
         step(report, "load", ensure, ctx)
         report.loaded = step(report, "load", load, ctx, tables)

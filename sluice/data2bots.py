@@ -282,6 +282,12 @@ def build(
         ),
     }
     _check_days(orders, tables["best_performing_product"], dates, as_of, reference)
+    best = tables["best_performing_product"]
+    if not best.empty and pd.isna(best["product_name"].iloc[0]):
+        reference.notes.append(
+            f"best performing product {best['product_id'].iloc[0]} is not in if_common.dim_products: "
+            "its product_name is empty"
+        )
     written = {"dim_dates": dates, "dim_products": products}
     return {**{name: written[name] for name in reference.writes}, **tables}
 

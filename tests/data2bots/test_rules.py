@@ -237,3 +237,21 @@ def test_star_shares_round_half_up_like_the_numeric_columns() -> None:
     ).iloc[0]
     assert out["tt_review_points"] == 32
     assert [out[c] for c in r.STAR_COLUMNS] == [3.13, 0.0, 18.75, 0.0, 78.13]
+
+
+def test_a_best_product_missing_from_dim_products_is_said_not_silently_nameless() -> None:
+    from sluice.data2bots import Reference, build
+
+    staging = {
+        "orders": orders((1, D(2022, 3, 1), 3)),
+        "reviews": pd.DataFrame({"review": [5], "product_id": [3]}),
+        "shipments": shipments((1, 1, D(2022, 3, 2), None)),
+    }
+    products = pd.DataFrame({"product_id": [4], "product_category": ["Home"], "product_name": ["Lamp"]})
+    reference = Reference(dates=r.dim_dates(D(2022, 1, 1), D(2022, 12, 31), []), products=products)
+    built = build(staging, reference, D(2022, 3, 31))
+    best = built["best_performing_product"].iloc[0]
+    assert best["product_id"] == 3 and pd.isna(best["product_name"])
+    assert reference.notes == [
+        "best performing product 3 is not in if_common.dim_products: its product_name is empty"
+    ]
