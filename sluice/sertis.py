@@ -51,7 +51,7 @@ def publish_file(event: AfterLoad) -> None:
     settings = get_settings()
     day = dt.datetime.now(dt.UTC).date()
     name = storage.basename(event.source)
-    storage.put_file(event.local_path, storage.join(zone(settings, "bronze"), partition(day), name))
+    storage.put_file(event.local_path, bronze_uri(settings, day, name, event))
     frames = [f.drop(columns=[c for c in f.columns if c.startswith("_")]) for f in event.frames()]
     silver = (
         pd.concat(frames, ignore_index=True)
@@ -64,6 +64,18 @@ def publish_file(event: AfterLoad) -> None:
     storage.put_bytes(parquet(silver, SILVER_COLUMNS), uri)
     if settings.glue_database:
         catalog_silver(settings, day)
+
+
+def bronze_uri(settings: Settings, day: dt.date, name: str, event: AfterLoad) -> str:
+    """Where the file goes in bronze: its own name, unless another file of that name (a corrected one landed again)
+    is already there that day; then the run's id goes before the extension, so bronze keeps both as they came."""
+    uri = storage.join(zone(settings, "bronze"), partition(day), name)
+    if not storage.exists(uri) or storage.read_bytes(uri) == event.local_path.read_bytes():
+        return uri  # free, or this very file (a retried publish, or a forced reload of the same content)
+    stem, dot, extension = name.partition(".")
+    return storage.join(
+        zone(settings, "bronze"), partition(day), f"{stem}.{event.ingestion_id.hex[:12]}{dot}{extension}"
+    )
 
 
 def parquet(frame: pd.DataFrame, columns: list[tuple[str, str]]) -> bytes:

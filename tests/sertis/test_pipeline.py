@@ -221,3 +221,8 @@ def test_incremental_and_corrected_files_gold_counts_each_transaction_from_its_l
         [*latest_delivery_wins(first, day2), *latest_delivery_wins(corrected, overlap)]
     )  # the naive sum of every delivered line differs: the test can fail
     assert any("later file" in note for note in report.notes), report.notes
+
+    # Bronze keeps both deliveries of transactions_2011-04-09.csv (landed the same day) exactly as they came.
+    bronze = sorted((clean / "staging" / "sertis" / "bronze").rglob("transactions_2011-04-09*.csv"))
+    assert sorted(p.read_bytes() for p in bronze) == sorted([day2.read_bytes(), corrected.read_bytes()])
+    assert bronze[0].name == "transactions_2011-04-09.csv"
