@@ -282,6 +282,15 @@ def build(
         ),
     }
     _check_days(orders, tables["best_performing_product"], dates, as_of, reference)
+    start, end = rules.past_year(as_of)
+    with_holidays = {d.year for d in rules.public_holidays(dates)}
+    ordered = {d.year for d in orders["order_date"] if d is not None and start <= d <= end}
+    without = [str(y) for y in sorted(ordered - with_holidays)]
+    if without:
+        reference.notes.append(
+            f"if_common.dim_dates has no public holiday in {' or '.join(without)}: agg_public_holiday counts none "
+            "there (is the holiday list up to date?)"
+        )
     best = tables["best_performing_product"]
     if not best.empty and pd.isna(best["product_name"].iloc[0]):
         reference.notes.append(

@@ -252,6 +252,29 @@ def test_a_best_product_missing_from_dim_products_is_said_not_silently_nameless(
     built = build(staging, reference, D(2022, 3, 31))
     best = built["best_performing_product"].iloc[0]
     assert best["product_id"] == 3 and pd.isna(best["product_name"])
-    assert reference.notes == [
+    assert (
         "best performing product 3 is not in if_common.dim_products: its product_name is empty"
+        in reference.notes
+    )
+
+
+def test_a_past_year_without_any_public_holiday_in_dim_dates_is_said() -> None:
+    from sluice.data2bots import Reference, build
+
+    staging = {
+        "orders": orders((1, D(2024, 3, 1), 3)),
+        "reviews": pd.DataFrame({"review": [5], "product_id": [3]}),
+        "shipments": shipments((1, 1, D(2024, 3, 2), None)),
+    }
+    products = pd.DataFrame({"product_id": [3], "product_category": ["Home"], "product_name": ["Lamp"]})
+    # A holiday list that stops at 2023: the past year of 2024-03-31 (April 2023 - March 2024) has 2023's.
+    dates = r.dim_dates(D(2023, 1, 1), D(2024, 12, 31), [D(2023, 12, 25)])
+    reference = Reference(dates=dates, products=products)
+    build(staging, reference, D(2024, 3, 31))
+    assert reference.notes == [
+        "if_common.dim_dates has no public holiday in 2024: agg_public_holiday counts none there "
+        "(is the holiday list up to date?)"
     ]
+    reference = Reference(dates=dates, products=products)
+    build(staging, reference, D(2023, 12, 31))
+    assert reference.notes == []
