@@ -65,9 +65,8 @@ def data2bots(
             logger.warning(note)
         report.rows_read = sum(len(f) for f in staging.values())
         tables = step(report, "transform", transform, ctx, staging)
-        for note in (
-            ctx.reference.notes[len(report.notes) :] if ctx.reference else []
-        ):  # what transform noticed
+        # what transform noticed (a best product without a name, a year without holidays) joins extract's notes
+        for note in ctx.reference.notes[len(report.notes) :] if ctx.reference else []:
             logger.warning(note)
             report.notes.append(note)
         validated(report, ctx, validate, tables)

@@ -282,23 +282,29 @@ def build(
         ),
     }
     _check_days(orders, tables["best_performing_product"], dates, as_of, reference)
+    reference.notes.extend(_doubts(orders, tables["best_performing_product"], dates, as_of))
+    written = {"dim_dates": dates, "dim_products": products}
+    return {**{name: written[name] for name in reference.writes}, **tables}
+
+
+def _doubts(orders: pd.DataFrame, best: pd.DataFrame, dates: pd.DataFrame, as_of: dt.date) -> list[str]:
+    """What the run should say about figures that are right by the rules but may not be what the user meant."""
+    notes = []
     start, end = rules.past_year(as_of)
     with_holidays = {d.year for d in rules.public_holidays(dates)}
     ordered = {d.year for d in orders["order_date"] if d is not None and start <= d <= end}
     without = [str(y) for y in sorted(ordered - with_holidays)]
     if without:
-        reference.notes.append(
+        notes.append(
             f"if_common.dim_dates has no public holiday in {' or '.join(without)}: agg_public_holiday counts none "
             "there (is the holiday list up to date?)"
         )
-    best = tables["best_performing_product"]
     if not best.empty and pd.isna(best["product_name"].iloc[0]):
-        reference.notes.append(
+        notes.append(
             f"best performing product {best['product_id'].iloc[0]} is not in if_common.dim_products: "
             "its product_name is empty"
         )
-    written = {"dim_dates": dates, "dim_products": products}
-    return {**{name: written[name] for name in reference.writes}, **tables}
+    return notes
 
 
 def _check_days(
