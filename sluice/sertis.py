@@ -94,10 +94,14 @@ def parquet(frame: pd.DataFrame, columns: list[tuple[str, str]]) -> bytes:
 # landed again, or one repeating lines already sent) carries a transaction, that file's lines replace the earlier
 # ones instead of adding to them. Within one file every line counts as the file says.
 _LATEST_DELIVERY = """
-    SELECT customer_id, transaction_date, product_sold, units_sold, latest
+    SELECT customer_id, transaction_date, product_sold, units_sold, latest, repeated
     FROM (
         SELECT customer_id, transaction_date, product_sold, units_sold,
-               rank() OVER (PARTITION BY transaction_id ORDER BY _loaded_at DESC, _ingestion_id DESC) = 1 AS latest
+               rank() OVER (PARTITION BY transaction_id ORDER BY _loaded_at DESC, _ingestion_id DESC) = 1 AS latest,
+               row_number() OVER (
+                   PARTITION BY _ingestion_id, transaction_id, customer_id, transaction_date, product_sold, units_sold
+                   ORDER BY _source_row
+               ) > 1 AS repeated
         FROM sertis.transactions
     ) delivered
 """
@@ -110,6 +114,7 @@ class Silver:
 
     lines: pd.DataFrame
     superseded: int = 0
+    repeated: int = 0  # counted lines that repeat an earlier line of their file exactly
 
 
 def read_silver(engine: sa.Engine) -> Silver:
@@ -120,9 +125,10 @@ def read_silver(engine: sa.Engine) -> Silver:
         result = conn.execute(sa.text(_LATEST_DELIVERY))
         frame = pd.DataFrame(result.all(), columns=list(result.keys()))
     latest = frame.pop("latest").astype(bool)
+    repeated = frame.pop("repeated").astype(bool)
     lines = frame[latest].reset_index(drop=True)
     lines["units_sold"] = lines["units_sold"].astype("int64")
-    return Silver(lines, superseded=int((~latest).sum()))
+    return Silver(lines, superseded=int((~latest).sum()), repeated=int((latest & repeated).sum()))
 
 
 def ensure_gold(engine: sa.Engine) -> None:

@@ -37,6 +37,11 @@ def extract(ctx: SertisContext) -> pd.DataFrame:
     with ledger_state(ctx, "extract") as entry:
         silver = sertis.read_silver(ctx.engine)
         entry.rows_read = len(silver.lines) + silver.superseded
+        if silver.repeated:
+            ctx.notes.append(
+                f"{silver.repeated} transaction lines repeat an earlier line of their file exactly (transaction, "
+                "customer, day, product, units): each counts, as the file has it"
+            )
         if silver.superseded:
             ctx.notes.append(
                 f"{silver.superseded} transaction lines were delivered again by a later file: each transaction "
