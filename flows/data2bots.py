@@ -35,7 +35,7 @@ def data2bots(
         Field(
             description=(
                 "Rewrite if_common.dim_dates and dim_products from SLUICE_HOLIDAYS_FILE / SLUICE_PRODUCTS_FILE "
-                "(otherwise existing reference tables are only read)."
+                "and build the day again (otherwise existing reference tables are only read)."
             )
         ),
     ] = False,

@@ -48,14 +48,14 @@ def extract(ctx: Data2botsContext, as_of: dt.date | None) -> dict[str, pd.DataFr
         entry.source = f"staging as of {ctx.as_of}"
         entry.rows_read = sum(len(f) for f in staging.values())
         previous = data2bots.previous_run(ctx.engine, ctx.as_of, ctx.staging_version)
-        if previous == "current" and not ctx.force:
+        if previous == "current" and not (ctx.force or ctx.refresh_reference):  # new reference, new figures
             entry.status = "skipped"
             entry.error = f"analytics for {ctx.as_of} already ran; use force to run again"
             return None
         ctx.reference = data2bots.read_reference(
             ctx.engine, ctx.settings, staging, ctx.as_of, ctx.refresh_reference
         )
-        if previous == "stale" and not ctx.force:
+        if previous == "stale" and not (ctx.force or ctx.refresh_reference):
             ctx.reference.notes.append(
                 f"analytics for {ctx.as_of} ran before, but staging files loaded since (or its export did not "
                 "complete): that day is built again"

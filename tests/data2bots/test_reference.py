@@ -179,6 +179,19 @@ def test_existing_reference_tables_are_read_never_rewritten_unless_asked(sluice_
     assert len(snapshot()[1]) == 25
 
 
+def test_refresh_reference_rebuilds_a_day_that_already_ran_without_force(sluice_env: Path) -> None:
+    """Asking for the reference tables to be rewritten is asking for figures from them: not 'already ran'."""
+    tiny_staging()
+    user_reference()
+    assert run_data2bots().status == "success"
+    assert best()["product_name"] == "User Lamp"
+    assert run_data2bots().status == "skipped"
+    refreshed = run_data2bots(refresh_reference=True)
+    assert refreshed.status == "success", refreshed.error
+    assert best()["product_name"] == "Headphones"  # the day's row rebuilt from the rewritten dim_products
+    assert run_data2bots().status == "skipped"
+
+
 def test_user_dim_dates_without_the_days_needed_is_one_clear_failure(sluice_env: Path) -> None:
     tiny_staging()
     user_reference(days=(D(2022, 1, 1), D(2022, 1, 31)))
