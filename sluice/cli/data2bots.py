@@ -21,13 +21,15 @@ def analytics(
         str | None,
         typer.Option("--as-of", help="Ingestion date YYYY-MM-DD (default: the latest order date)."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Run again for a day that already ran.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Run again for a day that already ran on the same staging files.")
+    ] = False,
     refresh_reference: Annotated[
         bool,
         typer.Option(
             "--refresh-reference",
             help="Rewrite if_common.dim_dates and dim_products from SLUICE_HOLIDAYS_FILE / SLUICE_PRODUCTS_FILE "
-            "(default: existing reference tables are only read; an absent one is created).",
+            "and build the day again (default: existing reference tables are only read; an absent one is created).",
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,

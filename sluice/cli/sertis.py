@@ -58,5 +58,7 @@ def print_customers(report: Any, console: Any, limit: int = 15) -> None:
     for row in rows:
         table.add_row(str(row[0]), str(row[1]), str(row[2]))
     console.print(table)
+    for note in getattr(report, "notes", None) or []:
+        console.print(f"[yellow]note[/]: {note}", highlight=False, soft_wrap=True)
     if getattr(report, "gold_uri", None):
         console.print(f"gold Parquet: {report.gold_uri}", highlight=False, soft_wrap=True)
