@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -26,13 +27,21 @@ from psycopg2 import sql
 from schemas.totesys import MODELS
 from sluice import checks
 from sluice.adapters import storage
+from sluice.adapters.totesys_source import readable_errors
 from sluice.adapters.warehouse import raw_connection, redact, upsert
-from sluice.errors import BadFile
+from sluice.errors import BadFile, SluiceError
 from sluice.settings import Settings
 from sluice.tables import ensure
 from sluice.tables.totesys import BOOKKEEPING, WAREHOUSE_TABLES, lookups, recent, watermarks
 from sluice.tables.totesys import SCHEMA as SCHEMA
-from sluice.transforms.totesys import DIMENSIONS, FACTS, LOOKUP_TABLES, TABLES, star_schema
+from sluice.transforms.totesys import (
+    DIMENSIONS,
+    FACTS,
+    LOOKUP_TABLES,
+    TABLES,
+    required_columns,
+    star_schema,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,24 +96,53 @@ class Extracted:
     run_id: uuid.UUID
     batches: dict[str, Batch] = field(default_factory=dict)
     read: dict[str, int] = field(default_factory=dict)
+    #: The watermarks this run read from (``load`` refuses to apply the run if another cycle moved them since).
+    marks: dict[str, datetime] = field(default_factory=dict)
+    #: The source's clock when its snapshot was taken: no watermark moves past it.
+    source_now: datetime | None = None
 
     @property
     def rows(self) -> int:
         return sum(len(b.frame) for b in self.batches.values())
 
 
-def _read_since(source: sa.Engine, table: str, since: datetime | None) -> pd.DataFrame:
+def _check_shape(cursor: Any) -> None:
+    """Every source table there with every column the star schema needs, else one error naming what is missing."""
+    cursor.execute(
+        "SELECT t.name, a.attname FROM unnest(%s::text[]) AS t(name) "
+        "LEFT JOIN pg_attribute a ON a.attrelid = to_regclass(quote_ident(t.name)) "
+        "AND a.attnum > 0 AND NOT a.attisdropped",
+        (list(TABLES),),
+    )
+    present: dict[str, set[str]] = {table: set() for table in TABLES}
+    for table, column in cursor.fetchall():
+        if column is not None:
+            present[table].add(column)
+    problems = []
+    for table in TABLES:
+        if not present[table]:
+            problems.append(f"table {table} does not exist")
+            continue
+        missing = [c for c in required_columns(table) if c not in present[table]]
+        if missing:
+            problems.append(f"table {table} has no column {', '.join(missing)}")
+    if problems:
+        raise BadFile(
+            f"the Totesys source has changed shape: {'; '.join(problems)}. Nothing was extracted or loaded; "
+            "the next cycle extracts from the same watermarks once the source has these again"
+        )
+
+
+def _read_since(cursor: Any, table: str, since: datetime | None) -> pd.DataFrame:
     """The table's rows with ``last_updated > since`` (all when None), every value as text, via COPY."""
     where = sql.SQL("WHERE last_updated > {}").format(sql.Literal(since)) if since else sql.SQL("")
     query = sql.SQL(
         "COPY (SELECT * FROM {} {} ORDER BY last_updated, {}) TO STDOUT WITH (FORMAT csv, HEADER)"
     ).format(sql.Identifier(table), where, sql.Identifier(f"{table}_id"))
     buffer = io.BytesIO()
-    with source.begin() as conn, raw_connection(conn) as cursor:
-        cursor.execute("SET TRANSACTION READ ONLY")
-        cursor.copy_expert(query, buffer)
+    cursor.copy_expert(query, buffer)
     buffer.seek(0)
-    return pd.read_csv(buffer, dtype=str, keep_default_na=False)
+    return pd.read_csv(buffer, dtype=str, keep_default_na=False, encoding="utf-8")
 
 
 def _seen(engine: sa.Engine, table: str, since: datetime) -> set[tuple[int, datetime]]:
@@ -118,15 +156,29 @@ def _seen(engine: sa.Engine, table: str, since: datetime) -> set[tuple[int, date
 def extract(
     source: sa.Engine, warehouse: sa.Engine, settings: Settings, run_at: datetime, run_id: uuid.UUID
 ) -> Extracted:
-    """Each table's rows changed since its watermark (minus the overlap), new versions only, to the ingestion zone."""
+    """Each table's rows changed since its watermark (minus the overlap), new versions only, to the ingestion zone.
+
+    All tables are read in one ``REPEATABLE READ`` snapshot: rows committed together (a new staff member and
+    their first sales order) are extracted together or not at all, so a batch never references a row that a
+    later table's read saw but an earlier one's did not.
+    """
     marks = read_watermarks(warehouse)
     overlap = timedelta(seconds=settings.totesys_overlap_seconds)
-    result = Extracted(run_at=run_at, run_id=run_id)
+    result = Extracted(run_at=run_at, run_id=run_id, marks=dict(marks))
+    frames: dict[str, tuple[pd.DataFrame, datetime | None]] = {}
+    with readable_errors(source.url), source.begin() as conn, raw_connection(conn) as cursor:
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        cursor.execute("SELECT clock_timestamp()::timestamp")  # the first query takes the snapshot
+        source_now: datetime = cursor.fetchone()[0]
+        result.source_now = source_now
+        _check_shape(cursor)
+        for table in TABLES:
+            mark = marks.get(table)
+            # A watermark ahead of the source's clock (written before it was capped) reads from the clock.
+            since = min(mark, source_now) - overlap if mark else None
+            frames[table] = (_read_since(cursor, table, since), since)
     zone = ingestion_zone(settings)
-    for table in TABLES:
-        mark = marks.get(table)
-        since = mark - overlap if mark else None
-        frame = _read_since(source, table, since)
+    for table, (frame, since) in frames.items():
         result.read[table] = len(frame)
         if frame.empty:
             continue
@@ -144,7 +196,11 @@ def extract(
         out = io.StringIO()
         frame.to_csv(out, index=False)
         storage.put_bytes(out.getvalue().encode(), uri)
-        result.batches[table] = Batch(table, frame.reset_index(drop=True), uri, stamps.max().to_pydatetime())
+        # A row stamped ahead of the source's clock (a clock that was fast) loads now, but the watermark stops at
+        # the clock: rows stamped correctly afterwards are still above it. The stamped-ahead row is re-read (and
+        # dropped as already loaded, ``sluice.totesys_recent``) until the clock passes it.
+        newest = min(stamps.max().to_pydatetime(), source_now)
+        result.batches[table] = Batch(table, frame.reset_index(drop=True), uri, newest)
     return result
 
 
@@ -200,10 +256,15 @@ def _remember(conn: sa.Connection, extracted: Extracted, overlap: timedelta) -> 
             sa.text(
                 "INSERT INTO sluice.totesys_watermarks (table_name, last_updated, ingestion_id) "
                 "VALUES (:t, :lu, :run) ON CONFLICT (table_name) DO UPDATE SET "
-                "last_updated = GREATEST(totesys_watermarks.last_updated, EXCLUDED.last_updated), "
-                "ingestion_id = EXCLUDED.ingestion_id, moved_at = now()"
+                "last_updated = LEAST(GREATEST(totesys_watermarks.last_updated, EXCLUDED.last_updated), "
+                "CAST(:now AS timestamp)), ingestion_id = EXCLUDED.ingestion_id, moved_at = now()"
             ),
-            {"t": table, "lu": batch.max_last_updated, "run": extracted.run_id},
+            {
+                "t": table,
+                "lu": batch.max_last_updated,
+                "run": extracted.run_id,
+                "now": extracted.source_now or batch.max_last_updated,
+            },
         )
         mark = conn.execute(
             sa.select(watermarks.c.last_updated).where(watermarks.c.table_name == table)
@@ -264,6 +325,7 @@ def load(
     loaded: dict[str, int] = {}
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": LOCK})
+        _refuse_if_superseded(conn, extracted)
         for name in [*DIMENSIONS, *FACTS]:
             if name in tables and not tables[name].empty:
                 table = WAREHOUSE_TABLES[name]
@@ -274,6 +336,22 @@ def load(
                 loaded[name] = upsert(conn, table, [tables[name]], keys=keys, on_conflict=conflict).written
         _remember(conn, extracted, timedelta(seconds=settings.totesys_overlap_seconds))
     return loaded
+
+
+def _refuse_if_superseded(conn: sa.Connection, extracted: Extracted) -> None:
+    """Another cycle loaded since this one read the watermarks: applying this older read would put back what
+    that cycle replaced (a dimension row's previous values), so nothing of this run loads; the next cycle starts
+    from the new watermarks. A retry of this run's own committed load is not another cycle."""
+    moved = [
+        r.table_name
+        for r in conn.execute(sa.select(watermarks))
+        if r.last_updated != extracted.marks.get(r.table_name) and r.ingestion_id != extracted.run_id
+    ]
+    if moved:
+        raise SluiceError(
+            f"another totesys cycle loaded {', '.join(sorted(moved))} while this one ran: nothing of this cycle "
+            "was loaded; the next cycle extracts from the new watermarks"
+        )
 
 
 def counts(engine: sa.Engine) -> dict[str, int]:

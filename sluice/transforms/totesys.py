@@ -32,6 +32,60 @@ TABLES: tuple[str, ...] = (
     "payment",
 )
 
+# The columns each source table must have, beyond its ``{table}_id`` and ``last_updated``: what the star schema is
+# built from. A source missing one has changed shape (schema drift): the cycle stops before extracting anything.
+# Columns the source has beyond these are extracted (the ingestion zone keeps whole rows) and otherwise ignored.
+SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "address": ("address_line_1", "address_line_2", "district", "city", "postal_code", "country", "phone"),
+    "counterparty": ("counterparty_legal_name", "legal_address_id"),
+    "currency": ("currency_code",),
+    "department": ("department_name", "location"),
+    "design": ("design_name", "file_location", "file_name"),
+    "staff": ("first_name", "last_name", "department_id", "email_address"),
+    "sales_order": (
+        "created_at",
+        "staff_id",
+        "counterparty_id",
+        "units_sold",
+        "unit_price",
+        "currency_id",
+        "design_id",
+        "agreed_payment_date",
+        "agreed_delivery_date",
+        "agreed_delivery_location_id",
+    ),
+    "purchase_order": (
+        "created_at",
+        "staff_id",
+        "counterparty_id",
+        "item_code",
+        "item_quantity",
+        "item_unit_price",
+        "currency_id",
+        "agreed_delivery_date",
+        "agreed_payment_date",
+        "agreed_delivery_location_id",
+    ),
+    "payment_type": ("payment_type_name",),
+    "transaction": ("transaction_type", "sales_order_id", "purchase_order_id"),
+    "payment": (
+        "created_at",
+        "transaction_id",
+        "counterparty_id",
+        "payment_amount",
+        "currency_id",
+        "payment_type_id",
+        "paid",
+        "payment_date",
+    ),
+}
+
+
+def required_columns(table: str) -> tuple[str, ...]:
+    """Every column of source ``table`` the star schema needs: its id, ``last_updated`` and ``SOURCE_COLUMNS``."""
+    return (f"{table}_id", "last_updated", *SOURCE_COLUMNS[table])
+
+
 # ISO 4217 names of the currencies a UK tote-bag business trades in; an unknown code keeps its code as name.
 CURRENCY_NAMES: dict[str, str] = {
     "GBP": "British Pound",

@@ -31,5 +31,8 @@ def totesys_env(sluice_env, prefect_harness, monkeypatch: pytest.MonkeyPatch) ->
             conn.execute(sa.text(f"DROP TABLE IF EXISTS sluice.{table}"))
     url = source_url(settings)
     source = source_engine(url)
+    with source.begin() as conn:  # an OLTP as its DDL makes it: no table or column an earlier test changed
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
     yield Env(source, warehouse, url)
     source.dispose()
