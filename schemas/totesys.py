@@ -19,11 +19,14 @@ def _all(series: pd.Series, kind: type, nullable: bool = False) -> pd.Series:
     return series.map(lambda v: isinstance(v, kind) or (nullable and (v is None or v is pd.NA)))
 
 
-def _money(series: pd.Series, nullable: bool = False) -> pd.Series:
+def _money(series: pd.Series, nullable: bool = False, precision: int = 10) -> pd.Series:
+    """Decimals that fit ``numeric(precision, 2)``."""
+    limit = Decimal(10) ** (precision - 2)
+
     def ok(v: object) -> bool:
         if v is None or v is pd.NA:
             return nullable
-        return isinstance(v, Decimal) and v.is_finite() and abs(v) < Decimal("1e8")
+        return isinstance(v, Decimal) and v.is_finite() and abs(v) < limit
 
     return series.map(ok)
 
@@ -183,9 +186,9 @@ class FactPayment(_Versioned):
     paid: Series[pd.BooleanDtype] = pa.Field()
     payment_date: Series[pandas_engine.Date] = pa.Field()
 
-    @pa.check("payment_amount", name="is money (numeric(10,2))")
+    @pa.check("payment_amount", name="is money (numeric(12,2))")
     def _amount(cls, series: pd.Series) -> pd.Series:
-        return _money(series)
+        return _money(series, precision=12)
 
     class Config:
         unique = ["payment_id", "last_updated_date", "last_updated_time"]  # noqa: RUF012

@@ -39,6 +39,7 @@ from sluice.transforms.totesys import (
     FACTS,
     LOOKUP_TABLES,
     TABLES,
+    BadRow,
     required_columns,
     star_schema,
 )
@@ -221,6 +222,9 @@ def build(extracted: Extracted, before: Mapping[str, pd.DataFrame]) -> dict[str,
     batch = {name: b.frame for name, b in extracted.batches.items()}
     try:
         return star_schema(batch, before)
+    except BadRow as exc:
+        where = extracted.batches[exc.table].uri if exc.table in extracted.batches else "no batch"
+        raise BadFile(f"totesys batch of {extracted.run_at:%Y-%m-%d %H:%M:%S}: {exc} (in {where})") from None
     except (ValueError, KeyError) as exc:
         raise BadFile(f"totesys batch of {extracted.run_at:%Y-%m-%d %H:%M:%S}: {exc}") from None
 

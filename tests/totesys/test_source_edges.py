@@ -252,3 +252,21 @@ def test_a_retried_load_of_a_committed_cycle_is_not_refused(totesys_env: Env) ->
     assert totesys.load(totesys_env.warehouse, tables, run, settings)["fact_sales_order"] == 1
     assert totesys.load(totesys_env.warehouse, tables, run, settings)["fact_sales_order"] == 0
     assert units(totesys_env, 2)[-1] == 9 and len(units(totesys_env, 2)) == 2
+
+
+def test_a_date_in_another_format_fails_the_cycle_naming_row_column_value_and_batch(totesys_env: Env) -> None:
+    seeded(totesys_env)
+    wh = totesys_env.warehouse
+    before, facts = marks(wh), count(wh, "warehouse.fact_sales_order")
+    with totesys_env.source.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE sales_order SET agreed_payment_date = '03/11/2024', last_updated = now() "
+                "WHERE sales_order_id = 5"
+            )
+        )
+    report = cycle()
+    assert report.status == "failed" and report.state == "transform"
+    assert "sales_order 5: column agreed_payment_date: '03/11/2024' is not a YYYY-MM-DD date" in report.error
+    assert "\n" not in report.error and "/sales_order-" in report.error  # the batch it came in
+    assert marks(wh) == before and count(wh, "warehouse.fact_sales_order") == facts
