@@ -32,7 +32,7 @@ from sluice.adapters.warehouse import raw_connection, redact, upsert
 from sluice.errors import BadFile, SluiceError
 from sluice.settings import Settings
 from sluice.tables import ensure
-from sluice.tables.totesys import BOOKKEEPING, WAREHOUSE_TABLES, lookups, recent, watermarks
+from sluice.tables.totesys import BOOKKEEPING, WAREHOUSE_TABLES, lookups, max_ids, recent, watermarks
 from sluice.tables.totesys import SCHEMA as SCHEMA
 from sluice.transforms.totesys import (
     DIMENSIONS,
@@ -134,9 +134,19 @@ def _check_shape(cursor: Any) -> None:
         )
 
 
-def _read_since(cursor: Any, table: str, since: datetime | None) -> pd.DataFrame:
-    """The table's rows with ``last_updated > since`` (all when None), every value as text, via COPY."""
-    where = sql.SQL("WHERE last_updated > {}").format(sql.Literal(since)) if since else sql.SQL("")
+def read_max_ids(engine: sa.Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {r.table_name: r.max_id for r in conn.execute(sa.select(max_ids))}
+
+
+def _read_since(cursor: Any, table: str, since: datetime | None, above: int | None = None) -> pd.DataFrame:
+    """The table's rows with ``last_updated > since`` or an id above ``above`` (all when ``since`` is None),
+    every value as text, via COPY."""
+    where = sql.SQL("")
+    if since is not None:
+        where = sql.SQL("WHERE last_updated > {}").format(sql.Literal(since))
+        if above is not None:
+            where = sql.SQL("{} OR {} > {}").format(where, sql.Identifier(f"{table}_id"), sql.Literal(above))
     query = sql.SQL(
         "COPY (SELECT * FROM {} {} ORDER BY last_updated, {}) TO STDOUT WITH (FORMAT csv, HEADER)"
     ).format(sql.Identifier(table), where, sql.Identifier(f"{table}_id"))
@@ -164,6 +174,7 @@ def extract(
     later table's read saw but an earlier one's did not.
     """
     marks = read_watermarks(warehouse)
+    highest = read_max_ids(warehouse)
     overlap = timedelta(seconds=settings.totesys_overlap_seconds)
     result = Extracted(run_at=run_at, run_id=run_id, marks=dict(marks))
     frames: dict[str, tuple[pd.DataFrame, datetime | None]] = {}
@@ -177,7 +188,9 @@ def extract(
             mark = marks.get(table)
             # A watermark ahead of the source's clock (written before it was capped) reads from the clock.
             since = min(mark, source_now) - overlap if mark else None
-            frames[table] = (_read_since(cursor, table, since), since)
+            # New rows are also found by id: one inserted with a stamp behind the window (a slow application
+            # clock, a transaction open longer than the overlap) is still read.
+            frames[table] = (_read_since(cursor, table, since, highest.get(table)), since)
     zone = ingestion_zone(settings)
     for table, (frame, since) in frames.items():
         result.read[table] = len(frame)
@@ -285,6 +298,13 @@ def _remember(conn: sa.Connection, extracted: Extracted, overlap: timedelta) -> 
         upsert(conn, recent, [seen], keys=_keys(recent), on_conflict="new_versions")
         conn.execute(
             sa.delete(recent).where(recent.c.table_name == table, recent.c.last_updated <= mark - overlap)
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO sluice.totesys_max_ids (table_name, max_id) VALUES (:t, :m) ON CONFLICT (table_name) "
+                "DO UPDATE SET max_id = GREATEST(totesys_max_ids.max_id, EXCLUDED.max_id)"
+            ),
+            {"t": table, "m": int(_ids(batch.frame[key]).max())},
         )
         if table in LOOKUP_TABLES:
             rows = pd.DataFrame(

@@ -217,4 +217,12 @@ lookups = sa.Table(
     schema="sluice",
     comment="Totesys: latest source rows that dimensions join to (departments, addresses, staff, counterparties)",
 )
-BOOKKEEPING = (watermarks, recent, lookups)
+max_ids = sa.Table(
+    "totesys_max_ids",
+    metadata,
+    sa.Column("table_name", sa.Text, primary_key=True),
+    sa.Column("max_id", sa.BigInteger, nullable=False, comment="Greatest source id loaded"),
+    schema="sluice",
+    comment="Totesys: per source table, its greatest id loaded (a new row stamped behind the watermark is read)",
+)
+BOOKKEEPING = (watermarks, recent, lookups, max_ids)

@@ -27,7 +27,7 @@ def totesys_env(sluice_env, prefect_harness, monkeypatch: pytest.MonkeyPatch) ->
     warehouse = get_engine(settings)
     with warehouse.begin() as conn:
         conn.execute(sa.text("DROP SCHEMA IF EXISTS warehouse CASCADE"))
-        for table in ("totesys_watermarks", "totesys_recent", "totesys_lookups"):
+        for table in ("totesys_watermarks", "totesys_recent", "totesys_lookups", "totesys_max_ids"):
             conn.execute(sa.text(f"DROP TABLE IF EXISTS sluice.{table}"))
     url = source_url(settings)
     source = source_engine(url)

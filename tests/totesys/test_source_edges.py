@@ -10,7 +10,7 @@ import json
 import random
 import threading
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -270,3 +270,26 @@ def test_a_date_in_another_format_fails_the_cycle_naming_row_column_value_and_ba
     assert "sales_order 5: column agreed_payment_date: '03/11/2024' is not a YYYY-MM-DD date" in report.error
     assert "\n" not in report.error and "/sales_order-" in report.error  # the batch it came in
     assert marks(wh) == before and count(wh, "warehouse.fact_sales_order") == facts
+
+
+def test_a_new_row_stamped_far_behind_the_watermark_is_still_extracted(totesys_env: Env) -> None:
+    """An application whose clock is an hour slow (or a transaction open longer than the overlap) inserts an
+    order stamped an hour before the watermark: it is new (its id was never loaded), so it is extracted."""
+    seeded(totesys_env)
+    wh = totesys_env.warehouse
+    facts = count(wh, "warehouse.fact_sales_order")
+    with totesys_env.source.begin() as conn:
+        order = conn.execute(
+            sa.text(
+                "INSERT INTO sales_order (created_at, last_updated, design_id, staff_id, counterparty_id, "
+                "units_sold, unit_price, currency_id, agreed_delivery_date, agreed_payment_date, "
+                "agreed_delivery_location_id) VALUES (:t, :t, 1, 1, 1, 10, 2.50, 1, '2024-01-02', '2024-01-03', 1) "
+                "RETURNING sales_order_id"
+            ),
+            {"t": marks(wh)["sales_order"] - timedelta(hours=1)},
+        ).scalar_one()
+    report = cycle()
+    assert report.status == "success", report.error
+    assert report.extracted == {"sales_order": 1}
+    assert count(wh, "warehouse.fact_sales_order") == facts + 1 and units(totesys_env, order) == [10]
+    assert cycle().status == "skipped"
