@@ -47,6 +47,9 @@ from sluice.transforms.totesys import (
 logger = logging.getLogger(__name__)
 
 LOCK = "sluice.totesys"
+#: Held (session-level, on its own connection) from a cycle's extract to its end: at most one cycle at a time.
+CYCLE_LOCK = "sluice.totesys.cycle"
+BUSY = "another totesys cycle is running: this one extracted nothing (the next one picks up)"
 
 
 # --- zones ----------------------------------------------------------------------------------------------
@@ -78,6 +81,40 @@ def read_watermarks(engine: sa.Engine) -> dict[str, datetime]:
         return {r.table_name: r.last_updated for r in conn.execute(sa.select(watermarks))}
 
 
+# --- one cycle at a time --------------------------------------------------------------------------------
+
+
+def claim_cycle(engine: sa.Engine) -> sa.Connection | None:
+    """The cycle lock, held by the returned connection until ``release_cycle``; None if another cycle holds it.
+
+    A cycle that dies loses its connection and with it the lock: a killed cycle never blocks the next one.
+    """
+    conn = engine.connect()
+    try:
+        got = conn.execute(
+            sa.text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": CYCLE_LOCK}
+        ).scalar_one()
+        conn.commit()
+    except Exception:
+        conn.invalidate()
+        conn.close()
+        raise
+    if not got:
+        conn.close()
+        return None
+    return conn
+
+
+def release_cycle(conn: sa.Connection) -> None:
+    try:
+        conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": CYCLE_LOCK})
+        conn.commit()
+    except Exception:
+        conn.invalidate()  # never back to the pool still holding the lock
+    finally:
+        conn.close()
+
+
 # --- extract --------------------------------------------------------------------------------------------
 
 
@@ -101,6 +138,8 @@ class Extracted:
     marks: dict[str, datetime] = field(default_factory=dict)
     #: The source's clock when its snapshot was taken: no watermark moves past it.
     source_now: datetime | None = None
+    #: Why nothing was extracted, when it is not "no new data" (another cycle is running).
+    note: str | None = None
 
     @property
     def rows(self) -> int:

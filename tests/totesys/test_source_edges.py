@@ -11,6 +11,7 @@ import random
 import threading
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -293,3 +294,35 @@ def test_a_new_row_stamped_far_behind_the_watermark_is_still_extracted(totesys_e
     assert report.extracted == {"sales_order": 1}
     assert count(wh, "warehouse.fact_sales_order") == facts + 1 and units(totesys_env, order) == [10]
     assert cycle().status == "skipped"
+
+
+def test_a_cycle_started_while_another_runs_extracts_nothing_and_says_so(totesys_env: Env) -> None:
+    """At most one cycle at a time (a hand-started run beside the schedule's): the second one is skipped before
+    it reads the source; once the first is gone (even killed: its session's lock goes with it), cycles run."""
+    from sluice.settings import get_settings
+    from sluice.totesys import CYCLE_LOCK, ingestion_zone
+
+    seeded(totesys_env)
+    with totesys_env.source.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE sales_order SET units_sold = 3, last_updated = now() WHERE sales_order_id = 2")
+        )
+    zone = ingestion_zone(get_settings())
+    batches = len(list(Path(zone).rglob("*.csv")))
+    other = totesys_env.warehouse.connect()  # the running cycle
+    other.execute(sa.text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": CYCLE_LOCK})
+    other.commit()
+    try:
+        busy = cycle()
+    finally:
+        other.invalidate()  # killed: its session ends, and the lock with it
+        other.close()
+    assert busy.status == "skipped", busy.error
+    assert "another totesys cycle is running" in (busy.error or "")
+    assert busy.extracted == {} and len(list(Path(zone).rglob("*.csv"))) == batches
+    after = cycle()
+    assert after.status == "success", after.error
+    assert after.extracted == {"sales_order": 1} and units(totesys_env, 2)[-1] == 3
+    with totesys_env.warehouse.connect() as conn:  # released, not left with a pooled connection
+        held = conn.execute(sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")).scalar_one()
+    assert held == 0
