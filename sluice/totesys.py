@@ -71,9 +71,39 @@ def batch_key(table: str, at: datetime, suffix: str = "csv") -> str:
 # --- warehouse set-up -----------------------------------------------------------------------------------
 
 
+#: Where the warehouse keeps each source table's ids (``sluice.totesys_max_ids`` starts from them).
+LOADED_IDS: dict[str, tuple[str, str]] = {
+    "address": ("warehouse.dim_location", "location_id"),
+    "counterparty": ("warehouse.dim_counterparty", "counterparty_id"),
+    "currency": ("warehouse.dim_currency", "currency_id"),
+    "department": ("sluice.totesys_lookups", "row_id"),
+    "design": ("warehouse.dim_design", "design_id"),
+    "staff": ("warehouse.dim_staff", "staff_id"),
+    "sales_order": ("warehouse.fact_sales_order", "sales_order_id"),
+    "purchase_order": ("warehouse.fact_purchase_order", "purchase_order_id"),
+    "payment_type": ("warehouse.dim_payment_type", "payment_type_id"),
+    "transaction": ("warehouse.dim_transaction", "transaction_id"),
+    "payment": ("warehouse.fact_payment", "payment_id"),
+}
+
+
 def ensure_warehouse(engine: sa.Engine) -> None:
-    """Create the star schema and the cycle's bookkeeping where missing, old column names renamed in place."""
+    """Create the star schema and the cycle's bookkeeping where missing, old column names renamed in place.
+
+    A warehouse loaded before ``sluice.totesys_max_ids`` existed gets each table's greatest id from what it holds
+    (else the first cycle would re-read every row above the first batch's ids)."""
     ensure(engine, *WAREHOUSE_TABLES.values(), *BOOKKEEPING)
+    with engine.begin() as conn:
+        for table, (where, column) in LOADED_IDS.items():
+            only = "WHERE table_name = 'department'" if table == "department" else ""
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO sluice.totesys_max_ids (table_name, max_id) SELECT :t, max({column}) "
+                    f"FROM {where} {only} HAVING max({column}) IS NOT NULL AND NOT EXISTS "
+                    "(SELECT 1 FROM sluice.totesys_max_ids WHERE table_name = :t) ON CONFLICT DO NOTHING"
+                ),
+                {"t": table},
+            )
 
 
 def read_watermarks(engine: sa.Engine) -> dict[str, datetime]:
@@ -178,6 +208,13 @@ def read_max_ids(engine: sa.Engine) -> dict[str, int]:
         return {r.table_name: r.max_id for r in conn.execute(sa.select(max_ids))}
 
 
+#: The source's version stamps. A ``timestamptz`` column comes out of COPY in the session's time zone with its
+#: offset (``…10:00:00.5+01``): the offset is dropped, so every stamp is the session's wall time, as ``timestamp``
+#: columns and the source's clock (``clock_timestamp()::timestamp``) are.
+STAMPS = ("created_at", "last_updated")
+_OFFSET = r"^(.*\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)[+-]\d{2}(?::?\d{2}){0,2}$"
+
+
 def _read_since(cursor: Any, table: str, since: datetime | None, above: int | None = None) -> pd.DataFrame:
     """The table's rows with ``last_updated > since`` or an id above ``above`` (all when ``since`` is None),
     every value as text, via COPY."""
@@ -192,7 +229,11 @@ def _read_since(cursor: Any, table: str, since: datetime | None, above: int | No
     buffer = io.BytesIO()
     cursor.copy_expert(query, buffer)
     buffer.seek(0)
-    return pd.read_csv(buffer, dtype=str, keep_default_na=False, encoding="utf-8")
+    frame = pd.read_csv(buffer, dtype=str, keep_default_na=False, encoding="utf-8")
+    for column in STAMPS:
+        if column in frame.columns:
+            frame[column] = frame[column].str.replace(_OFFSET, r"\1", regex=True)
+    return frame
 
 
 def _seen(engine: sa.Engine, table: str, since: datetime) -> set[tuple[int, datetime]]:

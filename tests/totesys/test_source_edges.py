@@ -326,3 +326,41 @@ def test_a_cycle_started_while_another_runs_extracts_nothing_and_says_so(totesys
     with totesys_env.warehouse.connect() as conn:  # released, not left with a pooled connection
         held = conn.execute(sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")).scalar_one()
     assert held == 0
+
+
+def test_timestamptz_stamps_load_and_an_idle_cycle_stays_idle(totesys_env: Env) -> None:
+    """An OLTP whose stamps are ``timestamptz``: versions load with the session's wall time, and a cycle with
+    nothing new extracts nothing (the offsets do not make every row look new)."""
+    with totesys_env.source.begin() as conn:
+        from sluice.fakes.totesys import create_schema
+
+        create_schema(totesys_env.source)
+        conn.execute(
+            sa.text(
+                "ALTER TABLE design ALTER COLUMN last_updated TYPE timestamptz, "
+                "ALTER COLUMN created_at TYPE timestamptz"
+            )
+        )
+    seeded(totesys_env)
+    with totesys_env.source.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE design SET design_name = 'Tz', last_updated = now() WHERE design_id = 2")
+        )
+    changed = cycle()
+    assert changed.status == "success", changed.error
+    assert changed.extracted == {"design": 1}
+    assert cycle().status == "skipped"
+
+
+def test_a_warehouse_loaded_before_max_ids_existed_does_not_reread_everything(totesys_env: Env) -> None:
+    seeded(totesys_env, orders=30)
+    with totesys_env.warehouse.begin() as conn:
+        conn.execute(sa.text("DROP TABLE sluice.totesys_max_ids"))  # as an earlier Sluice left it
+    with totesys_env.source.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE sales_order SET units_sold = 4, last_updated = now() WHERE sales_order_id = 1")
+        )
+    report = cycle()
+    assert report.status == "success", report.error
+    assert report.extracted == {"sales_order": 1}
+    assert cycle().status == "skipped"
