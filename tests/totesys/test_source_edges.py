@@ -364,3 +364,45 @@ def test_a_warehouse_loaded_before_max_ids_existed_does_not_reread_everything(to
     assert report.status == "success", report.error
     assert report.extracted == {"sales_order": 1}
     assert cycle().status == "skipped"
+
+
+def test_a_latin1_source_database_gives_the_same_non_ascii_names(
+    totesys_env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OLTP created with ``ENCODING 'LATIN1'``: names with accents arrive as they are (the extract asks the
+    server for UTF-8 rather than decoding the database's own bytes as UTF-8)."""
+    from sluice.adapters.totesys_source import source_engine
+    from sluice.fakes.totesys import generate, seed
+    from sluice.settings import reload_settings
+
+    server = totesys_env.source.url
+    admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text("DROP DATABASE IF EXISTS totesys_latin1"))
+        conn.execute(
+            sa.text(
+                "CREATE DATABASE totesys_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+            )
+        )
+    admin.dispose()
+    url = server.set(database="totesys_latin1").render_as_string(hide_password=False)
+    latin1 = source_engine(url)
+    try:
+        seed(latin1, generate(10, random.Random(4)))
+        with latin1.begin() as conn:
+            conn.execute(sa.text("UPDATE design SET design_name = 'Café Crème' WHERE design_id = 1"))
+            conn.execute(sa.text("UPDATE staff SET last_name = 'Müller-Øst' WHERE staff_id = 1"))
+        monkeypatch.setenv("SLUICE_TOTESYS_SOURCE_URL", url)
+        reload_settings()
+        report = cycle()
+        assert report.status == "success", report.error
+        with totesys_env.warehouse.connect() as conn:
+            design = conn.execute(
+                sa.text("SELECT design_name FROM warehouse.dim_design WHERE design_id = 1")
+            ).scalar_one()
+            staff = conn.execute(
+                sa.text("SELECT last_name FROM warehouse.dim_staff WHERE staff_id = 1")
+            ).scalar_one()
+        assert (design, staff) == ("Café Crème", "Müller-Øst")
+    finally:
+        latin1.dispose()
