@@ -63,16 +63,27 @@ _PERMANENT = (
 
 
 def source_engine(url: str) -> sa.Engine:
-    """An engine on the OLTP; a plain ``postgresql://`` URL (what clients are given) uses psycopg2 like the rest;
-    rows arrive as UTF-8 whatever the source database's encoding."""
+    """An engine on the OLTP through psycopg2, whatever PostgreSQL URL it is given (``postgresql://``, what clients
+    are given, or with another driver); rows arrive as UTF-8 whatever the source database's encoding."""
     try:
+        parsed = sa.make_url(sqlalchemy_url(url))
+        if parsed.get_backend_name() != "postgresql":
+            raise ConfigurationError(
+                f"the Totesys source must be PostgreSQL (postgresql://user:password@host/db), not "
+                f"{parsed.get_backend_name()}"
+            )
+        # the extract COPYs through psycopg2's cursor, whichever PostgreSQL driver the URL names
         return sa.create_engine(
-            sqlalchemy_url(url),
+            parsed.set(drivername="postgresql+psycopg2"),
             poolclass=sa.pool.NullPool,
             connect_args={"connect_timeout": 10, "client_encoding": "utf8"},
         )
     except (sa.exc.ArgumentError, ValueError) as exc:
         raise ConfigurationError(f"the Totesys source URL is not a valid database URL: {exc}") from None
+    except (ModuleNotFoundError, sa.exc.NoSuchModuleError) as exc:
+        raise ConfigurationError(
+            f"the Totesys source URL names a driver that is not installed ({exc}); use postgresql://…"
+        ) from None
 
 
 @contextmanager

@@ -406,3 +406,32 @@ def test_a_latin1_source_database_gives_the_same_non_ascii_names(
         assert (design, staff) == ("Café Crème", "Müller-Øst")
     finally:
         latin1.dispose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:pw@db.example.com/totesys",
+        "postgres://u:pw@db.example.com/totesys",
+        "postgresql+psycopg://u:pw@db.example.com/totesys",
+        "postgresql+asyncpg://u:pw@db.example.com/totesys",
+    ],
+)
+def test_any_postgresql_url_reads_through_psycopg2(url: str) -> None:
+    from sluice.adapters.totesys_source import source_engine
+
+    engine = source_engine(url)
+    assert engine.url.drivername == "postgresql+psycopg2" and engine.url.host == "db.example.com"
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [("mysql://u:pw@h/db", "must be PostgreSQL"), ("not a url", "not a valid database URL")],
+)
+def test_a_source_url_that_cannot_be_the_oltp_is_a_configuration_error(url: str, says: str) -> None:
+    from sluice.adapters.totesys_source import source_engine
+    from sluice.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=says):
+        source_engine(url)
