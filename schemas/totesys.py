@@ -146,7 +146,7 @@ class FactSalesOrder(_Versioned):
     design_id: Id = pa.Field(gt=0)
     agreed_payment_date: Series[pandas_engine.Date] = pa.Field()
     agreed_delivery_date: Series[pandas_engine.Date] = pa.Field()
-    agreed_delivery_location_id: Id = pa.Field(gt=0)
+    agreed_delivery_location_id: Id = pa.Field(gt=0, nullable=True)  # an order without an agreed location
 
     @pa.check("unit_price", name="is money (numeric(10,2))")
     def _price(cls, series: pd.Series) -> pd.Series:
@@ -166,7 +166,7 @@ class FactPurchaseOrder(_Versioned):
     currency_id: Id = pa.Field(gt=0)
     agreed_delivery_date: Series[pandas_engine.Date] = pa.Field()
     agreed_payment_date: Series[pandas_engine.Date] = pa.Field()
-    agreed_delivery_location_id: Id = pa.Field(gt=0)
+    agreed_delivery_location_id: Id = pa.Field(gt=0, nullable=True)  # an order without an agreed location
 
     @pa.check("item_unit_price", name="is money (numeric(10,2))")
     def _price(cls, series: pd.Series) -> pd.Series:

@@ -91,9 +91,24 @@ def ensure_warehouse(engine: sa.Engine) -> None:
     """Create the star schema and the cycle's bookkeeping where missing, old column names renamed in place.
 
     A warehouse loaded before ``sluice.totesys_max_ids`` existed gets each table's greatest id from what it holds
-    (else the first cycle would re-read every row above the first batch's ids)."""
+    (else the first cycle would re-read every row above the first batch's ids); one made when the facts'
+    ``agreed_delivery_location_id`` was required stops requiring it."""
     ensure(engine, *WAREHOUSE_TABLES.values(), *BOOKKEEPING)
     with engine.begin() as conn:
+        for table in ("fact_sales_order", "fact_purchase_order"):  # NOT NULL in warehouses made before
+            required = conn.execute(
+                sa.text(
+                    "SELECT is_nullable = 'NO' FROM information_schema.columns WHERE table_schema = :s "
+                    "AND table_name = :t AND column_name = 'agreed_delivery_location_id'"
+                ),
+                {"s": SCHEMA, "t": table},
+            ).scalar()
+            if required:
+                conn.execute(
+                    sa.text(
+                        f"ALTER TABLE {SCHEMA}.{table} ALTER COLUMN agreed_delivery_location_id DROP NOT NULL"
+                    )
+                )
         for table, (where, column) in LOADED_IDS.items():
             only = "WHERE table_name = 'department'" if table == "department" else ""
             conn.execute(

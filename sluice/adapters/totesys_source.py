@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg2
 import sqlalchemy as sa
 
 from sluice.adapters.warehouse import database_url, redact, secret_value, sqlalchemy_url
@@ -92,7 +93,12 @@ def readable_errors(url: str | sa.URL) -> Iterator[None]:
     missing database is a ``ConfigurationError`` (not retried); anything else ``SourceUnreachable`` (retried)."""
     try:
         yield
-    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+    except (
+        sa.exc.OperationalError,
+        sa.exc.InterfaceError,
+        psycopg2.OperationalError,
+        psycopg2.InterfaceError,
+    ) as exc:
         lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         detail = lines[0] if lines else type(exc).__name__
         where = url.render_as_string(hide_password=True) if isinstance(url, sa.URL) else redact(url)

@@ -125,7 +125,7 @@ fact_sales_order = sa.Table(
     sa.Column("design_id", sa.Integer, _fk("dim_design"), nullable=False),
     sa.Column("agreed_payment_date", sa.Date, _fk("dim_date", "date_id"), nullable=False),
     sa.Column("agreed_delivery_date", sa.Date, _fk("dim_date", "date_id"), nullable=False),
-    sa.Column("agreed_delivery_location_id", sa.Integer, _fk("dim_location"), nullable=False),
+    sa.Column("agreed_delivery_location_id", sa.Integer, _fk("dim_location")),  # optional in the OLTP
     sa.UniqueConstraint(
         "sales_order_id", "last_updated_date", "last_updated_time", name="uq_sales_order_version"
     ),
@@ -146,7 +146,7 @@ fact_purchase_order = sa.Table(
     sa.Column("currency_id", sa.Integer, _fk("dim_currency"), nullable=False),
     sa.Column("agreed_delivery_date", sa.Date, _fk("dim_date", "date_id"), nullable=False),
     sa.Column("agreed_payment_date", sa.Date, _fk("dim_date", "date_id"), nullable=False),
-    sa.Column("agreed_delivery_location_id", sa.Integer, _fk("dim_location"), nullable=False),
+    sa.Column("agreed_delivery_location_id", sa.Integer, _fk("dim_location")),  # optional in the OLTP
     sa.UniqueConstraint(
         "purchase_order_id", "last_updated_date", "last_updated_time", name="uq_purchase_order_version"
     ),

@@ -435,3 +435,41 @@ def test_a_source_url_that_cannot_be_the_oltp_is_a_configuration_error(url: str,
 
     with pytest.raises(ConfigurationError, match=says):
         source_engine(url)
+
+
+def test_an_order_without_an_agreed_delivery_location_loads_with_none(totesys_env: Env) -> None:
+    """An OLTP where the agreed delivery location is optional: the sale is a fact with no location (analysts
+    count it), not a cycle stuck on validation; a warehouse made when the column was required is relaxed."""
+    from sluice.totesys import ensure_warehouse
+
+    wh = totesys_env.warehouse
+    ensure_warehouse(wh)
+    with wh.begin() as conn:  # as an earlier Sluice made it
+        conn.execute(
+            sa.text(
+                "ALTER TABLE warehouse.fact_sales_order ALTER COLUMN agreed_delivery_location_id SET NOT NULL"
+            )
+        )
+    seeded(totesys_env)
+    with totesys_env.source.begin() as conn:
+        conn.execute(
+            sa.text("ALTER TABLE sales_order ALTER COLUMN agreed_delivery_location_id DROP NOT NULL")
+        )
+        order = conn.execute(
+            sa.text(
+                "INSERT INTO sales_order (design_id, staff_id, counterparty_id, units_sold, unit_price, currency_id, "
+                "agreed_delivery_date, agreed_payment_date, agreed_delivery_location_id) "
+                "VALUES (1, 1, 1, 10, 2.50, 1, '2024-01-02', '2024-01-03', NULL) RETURNING sales_order_id"
+            )
+        ).scalar_one()
+    report = cycle()
+    assert report.status == "success", report.error
+    with wh.connect() as conn:
+        location = conn.execute(
+            sa.text(
+                "SELECT agreed_delivery_location_id FROM warehouse.fact_sales_order WHERE sales_order_id = :o"
+            ),
+            {"o": order},
+        ).one()
+    assert location == (None,)
+    assert orphans(wh) == []
