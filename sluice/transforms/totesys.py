@@ -137,6 +137,7 @@ FACTS: dict[str, str] = {
 # no department change (or a counterparty without its address) still builds complete rows.
 LOOKUP_TABLES: tuple[str, ...] = ("address", "counterparty", "department", "staff")
 
+_OPTIONAL = {"counterparty_legal_address_line2", "counterparty_legal_district"}
 _LEGAL_ADDRESS = {
     "address_line_1": "counterparty_legal_address_line_1",
     "address_line_2": "counterparty_legal_address_line2",
@@ -237,6 +238,12 @@ def booleans(series: pd.Series) -> pd.Series:
 
 
 def text(series: pd.Series) -> pd.Series:
+    """A text column the OLTP requires (NOT NULL): an empty value is the empty string it holds, kept."""
+    return series.astype("string")
+
+
+def optional(series: pd.Series) -> pd.Series:
+    """A text column the OLTP may leave NULL: empty is NULL (its CSV export writes both alike)."""
     return series.astype("string").replace("", pd.NA)
 
 
@@ -268,8 +275,8 @@ def dim_location(address: pd.DataFrame) -> pd.DataFrame:
         {
             "location_id": ids(address["address_id"]),
             "address_line_1": text(address["address_line_1"]),
-            "address_line_2": text(address["address_line_2"]),
-            "district": text(address["district"]),
+            "address_line_2": optional(address["address_line_2"]),
+            "district": optional(address["district"]),
             "city": text(address["city"]),
             "postal_code": text(address["postal_code"]),
             "country": text(address["country"]),
@@ -303,7 +310,7 @@ def dim_counterparty(counterparty: pd.DataFrame, address: pd.DataFrame) -> pd.Da
         }
     )
     for source, target in _LEGAL_ADDRESS.items():
-        out[target] = text(joined[source])
+        out[target] = (optional if target in _OPTIONAL else text)(joined[source])
     return out.reset_index(drop=True)
 
 
@@ -327,7 +334,7 @@ def dim_staff(staff: pd.DataFrame, department: pd.DataFrame) -> pd.DataFrame:
             "first_name": text(joined["first_name"]),
             "last_name": text(joined["last_name"]),
             "department_name": text(joined["department_name"]),
-            "location": text(joined["location"]),
+            "location": optional(joined["location"]),
             "email_address": text(joined["email_address"]),
         }
     ).reset_index(drop=True)

@@ -473,3 +473,24 @@ def test_an_order_without_an_agreed_delivery_location_loads_with_none(totesys_en
         ).one()
     assert location == (None,)
     assert orphans(wh) == []
+
+
+def test_an_empty_string_in_a_required_column_loads_as_itself(totesys_env: Env) -> None:
+    """``design.file_name`` is NOT NULL in the OLTP and holds ''. That is a value, not a NULL: it loads as ''
+    (was: the cycle stuck on 'not_nullable (value nan)'); an optional column left NULL stays NULL."""
+    seeded(totesys_env)
+    with totesys_env.source.begin() as conn:
+        conn.execute(sa.text("UPDATE design SET file_name = '', last_updated = now() WHERE design_id = 3"))
+        conn.execute(
+            sa.text("UPDATE address SET address_line_2 = NULL, last_updated = now() WHERE address_id = 4")
+        )
+    report = cycle()
+    assert report.status == "success", report.error
+    with totesys_env.warehouse.connect() as conn:
+        name = conn.execute(
+            sa.text("SELECT file_name FROM warehouse.dim_design WHERE design_id = 3")
+        ).scalar_one()
+        line2 = conn.execute(
+            sa.text("SELECT address_line_2 FROM warehouse.dim_location WHERE location_id = 4")
+        ).scalar_one()
+    assert name == "" and line2 is None
