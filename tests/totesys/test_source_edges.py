@@ -494,3 +494,30 @@ def test_an_empty_string_in_a_required_column_loads_as_itself(totesys_env: Env) 
             sa.text("SELECT address_line_2 FROM warehouse.dim_location WHERE location_id = 4")
         ).scalar_one()
     assert name == "" and line2 is None
+
+
+def test_a_version_stamped_before_its_creation_loads_as_stamped(totesys_env: Env) -> None:
+    """The OLTP's clock went back two minutes between an order's insert and its update: ``last_updated`` is before
+    ``created_at``. The version is a fact as stamped (was: every cycle failed validation until the source was
+    edited)."""
+    seeded(totesys_env)
+    with totesys_env.source.begin() as conn:
+        order = conn.execute(
+            sa.text(
+                "INSERT INTO sales_order (design_id, staff_id, counterparty_id, units_sold, unit_price, currency_id, "
+                "agreed_delivery_date, agreed_payment_date, agreed_delivery_location_id) "
+                "VALUES (1, 1, 1, 10, 2.50, 1, '2024-01-02', '2024-01-03', 1) RETURNING sales_order_id"
+            )
+        ).scalar_one()
+    with totesys_env.source.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE sales_order SET units_sold = 11, last_updated = created_at - interval '2 minutes' "
+                "WHERE sales_order_id = :o"
+            ),
+            {"o": order},
+        )
+    report = cycle()
+    assert report.status == "success", report.error
+    assert units(totesys_env, order) == [11]
+    assert cycle().status == "skipped"
