@@ -521,3 +521,35 @@ def test_a_version_stamped_before_its_creation_loads_as_stamped(totesys_env: Env
     assert report.status == "success", report.error
     assert units(totesys_env, order) == [11]
     assert cycle().status == "skipped"
+
+
+def test_seed_source_takes_float_ids_and_names_a_refused_value_in_one_line(
+    totesys_env: Env, tmp_path: Path
+) -> None:
+    """An export that wrote integer ids as floats (``2.0``, pandas' way with nullable ids) seeds; a value the
+    OLTP refuses is one line naming table, column and value, exit 1, no traceback."""
+    import shutil
+
+    from sluice.cli import app
+    from tests.conftest import shared_file
+
+    folder = tmp_path / "export"
+    shutil.copytree(shared_file("totesys", "sales_order.csv").parent, folder)
+    orders = (folder / "sales_order.csv").read_text().splitlines()
+    first = orders[1].split(",")
+    first[0], first[-1] = first[0] + ".0", first[-1] + ".0"
+    orders[1] = ",".join(first)
+    (folder / "sales_order.csv").write_text("\n".join(orders) + "\n")
+    result = CliRunner().invoke(app, ["totesys", "seed-source", "--from", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert count(totesys_env.source, "sales_order") == 9845
+
+    orders[2] = "x" + orders[2]
+    (folder / "sales_order.csv").write_text("\n".join(orders) + "\n")
+    result = CliRunner().invoke(app, ["totesys", "seed-source", "--from", str(folder)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    message = result.stderr.strip()
+    assert "sales_order" in message and "sales_order_id" in message and '"x' in message, message
+    assert len(message.splitlines()) == 1, message
+    assert count(totesys_env.source, "sales_order") == 9845  # the refused seed changed nothing
