@@ -111,7 +111,7 @@ def secret_value(arn: str) -> str:
     return str(value)
 
 
-def _sqlalchemy_url(url: str) -> str:
+def sqlalchemy_url(url: str) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg2://" + url.split("://", 1)[1]
     return url
@@ -121,9 +121,9 @@ def database_url(settings: Settings | None = None) -> str:
     """The warehouse URL: ``SLUICE_DATABASE_URL``, else the Secrets Manager secret, else the embedded server."""
     settings = settings or get_settings()
     if settings.database_url is not None:
-        return _sqlalchemy_url(settings.database_url.get_secret_value())
+        return sqlalchemy_url(settings.database_url.get_secret_value())
     if settings.database_secret_arn:
-        return _sqlalchemy_url(secret_value(settings.database_secret_arn))
+        return sqlalchemy_url(secret_value(settings.database_secret_arn))
     return _start_embedded((settings.home / "pg").resolve())
 
 
