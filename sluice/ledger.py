@@ -17,7 +17,9 @@ from sqlalchemy.dialects import postgresql
 
 from sluice import tables
 from sluice.adapters.warehouse import get_engine
+from sluice.errors import clipped
 from sluice.ledger_entry import STATES as STATES
+from sluice.ledger_entry import TERMINATED
 from sluice.ledger_entry import Ledger as Ledger
 from sluice.ledger_entry import LedgerEntry as LedgerEntry
 from sluice.settings import Settings, get_settings
@@ -65,6 +67,19 @@ def release_run(ledger: Ledger) -> None:
 def reap_abandoned(ledger: Ledger) -> int:
     """Close the states of runs that died without saying so (``crashed``)."""
     return ledger.reap() if hasattr(ledger, "reap") else 0
+
+
+def close_cancelled(ledger: Ledger, ingestion_id: uuid.UUID, why: str) -> int:
+    """Mark what a cancelled run left open (states ``running``, or failed by the SIGTERM that stopped it) as
+    ``cancelled``, with ``why``; returns how many states."""
+    closed = 0
+    for entry in ledger.history(ingestion_id):
+        if entry.status == "running" or (entry.status == "fail" and TERMINATED in (entry.error or "")):
+            entry.status, entry.error = "cancelled", why
+            entry.finished_at = entry.finished_at or datetime.now(UTC)
+            ledger.record(entry)
+            closed += 1
+    return closed
 
 
 def _run_lock_key(ingestion_id: uuid.UUID) -> str:
@@ -128,6 +143,8 @@ class PostgresLedger:
 
     def record(self, entry: LedgerEntry) -> None:
         values = {c.name: getattr(entry, c.name) for c in run_ledger.columns if c.name != "seq"}
+        if values["error"]:
+            values["error"] = clipped(values["error"])
         for key in ("error", "source", "quarantine_uri"):
             if isinstance(
                 values[key], str
@@ -195,10 +212,12 @@ def get_ledger(settings: Settings | None = None) -> Ledger:
 
 
 def summarize(entries: list[LedgerEntry]) -> dict[str, Any]:
-    """A run's overall status from its states: failed if any failed, skipped if skipped, else success."""
+    """A run's overall status from its states: failed if any failed, cancelled, skipped, else success."""
     statuses = [e.status for e in entries]
     if "fail" in statuses or "crashed" in statuses:
         status = "failed"
+    elif "cancelled" in statuses:
+        status = "cancelled"
     elif "skipped" in statuses:
         status = "skipped"
     elif "running" in statuses:

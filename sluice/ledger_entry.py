@@ -13,6 +13,10 @@ from typing import Any, Protocol
 
 STATES = ("extract", "transform", "validate", "load")
 
+#: The reason a state records when its process got SIGTERM (Prefect's ``TerminationSignal``): the run was cancelled
+#: (its cancellation hook then marks the state ``cancelled``), or its process or container was stopped.
+TERMINATED = "stopped by SIGTERM: the run was cancelled, or its process or container was stopped"
+
 
 @dataclass
 class LedgerEntry:

@@ -8,6 +8,7 @@ transition in order. Numbers are written as DynamoDB numbers; entries are JSON s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from datetime import datetime
@@ -16,6 +17,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from sluice.errors import clipped
 from sluice.ledger_entry import LedgerEntry
 
 _COUNTS = ("rows_read", "rows_loaded", "rows_quarantined")
@@ -57,6 +59,8 @@ class DynamoDBLedger:
         self.client.get_waiter("table_exists").wait(TableName=self.table_name)
 
     def record(self, entry: LedgerEntry) -> None:
+        if entry.error:  # an item holds at most 400 KB, and keeps every state's entry
+            entry = dataclasses.replace(entry, error=clipped(entry.error))
         now = (entry.finished_at or entry.started_at).isoformat()
         names = {"#state": "state", "#status": "status", "#entry": f"entry_{entry.state}"}
         values: dict[str, Any] = {

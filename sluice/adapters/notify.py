@@ -2,17 +2,20 @@
 
 Neither Prefect nor prefect-aws ships an SNS notification block, so ``SnsNotification`` is one (registered
 with Prefect so it shows in the UI's block catalogue: ``prefect block register -m sluice.adapters.notify``).
-``EmailNotification`` wraps prefect-email's ``EmailServerCredentials`` so both are used the same way:
+``EmailNotification`` sends through prefect-email's ``EmailServerCredentials`` so both are used the same way:
 ``notify(body, subject)``. The hooks run client-side in the flow's process; a notification that cannot be
 delivered is logged as a warning and never changes the run's outcome.
 """
 
 from __future__ import annotations
 
+import asyncio
+import email.policy
 import html
 import json
 import logging
 import uuid
+from email.message import EmailMessage
 from typing import Any, Literal, cast, get_args
 
 from prefect.blocks.abstract import NotificationBlock
@@ -20,10 +23,10 @@ from prefect.blocks.core import Block
 from prefect.utilities.asyncutils import run_coro_as_sync
 from prefect.utilities.urls import url_for
 from prefect_email import EmailServerCredentials
-from prefect_email.message import email_send_message
 from pydantic import Field
 
-from sluice.ledger import get_ledger, summarize
+from sluice.errors import clipped
+from sluice.ledger import close_cancelled, get_ledger, summarize
 from sluice.report import IngestionFailed, IngestReport
 from sluice.settings import Settings, get_settings
 
@@ -45,6 +48,11 @@ def __dir__() -> list[str]:  # so `prefect block register -m sluice.adapters.not
     return [*globals(), "SnsNotification"]
 
 
+#: SMTP's line limit (998), not the 78 of the default policy: a 90-character subject is folded by it into an empty
+#: first line, which mail readers show with a leading space.
+_EMAIL_POLICY = email.policy.default.clone(max_line_length=998)
+
+
 class EmailNotification(NotificationBlock):
     """Email a run's message through prefect-email's ``EmailServerCredentials`` (SSL, STARTTLS or plain)."""
 
@@ -57,15 +65,20 @@ class EmailNotification(NotificationBlock):
     credentials: EmailServerCredentials = Field(..., description="SMTP server and login.")
 
     async def notify(self, body: str, subject: str | None = None) -> None:
-        # prefect-email's task body (not the task) so a hook can send without opening a task run.
-        await email_send_message.fn(
-            subject=subject or f"{SUBJECT_PREFIX} notification",
-            msg=f"<pre>{_html_escape(body)}</pre>",
-            msg_plain=body,
-            email_server_credentials=self.credentials,
-            email_from=self.email_from or self.credentials.username or "sluice@localhost",
-            email_to=self.to,
-        )
+        # Built here, sent through prefect-email's server connection: prefect-email's ``email_send_message`` sends
+        # an ASCII body as 7bit with its lines as they are, and SMTP refuses a line over 998 characters (a long
+        # error in the JSON body); ``EmailMessage`` encodes such a body (quoted-printable) and non-ASCII headers.
+        message = EmailMessage(policy=_EMAIL_POLICY)
+        message["Subject"] = subject or f"{SUBJECT_PREFIX} notification"
+        message["From"] = self.email_from or self.credentials.username or "sluice@localhost"
+        message["To"] = self.to
+        message.set_content(body)
+        message.add_alternative(f"<pre>{_html_escape(body)}</pre>", subtype="html")
+        await asyncio.to_thread(self._send, message)
+
+    def _send(self, message: EmailMessage) -> None:
+        with self.credentials.get_server() as server:
+            server.send_message(message)
 
 
 def _html_escape(text: str) -> str:
@@ -91,7 +104,7 @@ def register_blocks() -> None:
 
 def build_message(report: IngestReport, url: str | None = None) -> dict[str, Any]:
     """The machine-readable message, compatible with the systems Sluice replaces."""
-    failed = report.status == "failed"
+    failed = report.status in ("failed", "cancelled")
     return {
         "status": "Ingestion Fail" if failed else "Ingestion Success",
         "latestState": report.state,
@@ -104,7 +117,7 @@ def build_message(report: IngestReport, url: str | None = None) -> dict[str, Any
         "rowsLoaded": report.rows_loaded,
         "rowsQuarantined": report.rows_quarantined,
         "quarantineUri": report.quarantine_uri,
-        "error": report.error,
+        "error": clipped(report.error) if report.error else report.error,  # SNS takes 256 KB at most
         "notes": report.notes,
         "url": url,
     }
@@ -118,6 +131,8 @@ def build_subject(report: IngestReport) -> str:
         # Errors name the file first; the body carries it, the subject's 100 characters are for the reason.
         reason = reason.removeprefix(f"{report.source}: ")
         return _fit(f"{SUBJECT_PREFIX} FAILED {name} at {report.state}: {reason}")
+    if report.status == "cancelled":
+        return _fit(f"{SUBJECT_PREFIX} CANCELLED {name} at {report.state}: {report.error or 'cancelled'}")
     if report.status == "skipped":
         return f"{SUBJECT_PREFIX} SKIPPED {name}: already loaded"
     subject = f"{SUBJECT_PREFIX} OK {name}: {report.rows_loaded:,} rows loaded"
@@ -182,6 +197,31 @@ def report_from_state(flow_run: Any, state: Any) -> IngestReport:
     )
 
 
+def report_of_cancelled(flow_run: Any, state: Any) -> IngestReport:
+    """A cancelled run's report: its ledger's open states closed as ``cancelled`` (the run's process was stopped
+    before it could say so), then rebuilt from the ledger."""
+    why = f"cancelled: {state.message or 'the run was cancelled'}"
+    run_id = uuid.UUID(str(flow_run.id))
+    try:
+        close_cancelled(get_ledger(), run_id, why)
+        report = report_from_ledger(run_id, "?", why)
+    except Exception as exc:
+        logger.warning("the ledger of cancelled run %s could not be closed: %s", run_id, exc)
+        report = None
+    if report is None:
+        parameters = getattr(flow_run, "parameters", None) or {}
+        report = IngestReport(
+            run_id=str(run_id),
+            dataset=parameters.get("dataset") or getattr(flow_run, "name", None),
+            source=str(parameters.get("source", "?")),
+            status="cancelled",
+            state=None,
+            error=why,
+        )
+    report.status, report.error = "cancelled", why
+    return report
+
+
 def _run_url(flow_run: Any) -> str | None:
     try:
         return url_for(flow_run)
@@ -223,7 +263,7 @@ def changed(report: IngestReport) -> bool:
 
 def wanted(report: IngestReport, policy: NotifyOn) -> bool:
     """Failures always alert; ``change``: runs that changed something too; ``always``: every run."""
-    if report.status == "failed" or policy == "always":
+    if report.status in ("failed", "cancelled") or policy == "always":
         return True
     return policy == "change" and changed(report)
 
@@ -296,6 +336,9 @@ def deliver(
 
 def _hook(flow: Any, flow_run: Any, state: Any) -> None:
     try:
+        if state.is_cancelling() or state.is_cancelled():
+            deliver(report_of_cancelled(flow_run, state), _run_url(flow_run))
+            return
         report = report_from_state(flow_run, state)
         if state.is_crashed() and report.status != "failed":
             report.status = "failed"
@@ -305,5 +348,13 @@ def _hook(flow: Any, flow_run: Any, state: Any) -> None:
 
 
 def notify_hooks() -> dict[str, list[Any]]:
-    """``on_completion``, ``on_failure`` and ``on_crashed`` hooks for a flow: one message per run."""
-    return {"on_completion": [_hook], "on_failure": [_hook], "on_crashed": [_hook]}
+    """``on_completion``, ``on_failure``, ``on_crashed`` and ``on_cancellation`` hooks for a flow: one message per run.
+
+    A cancellation's hook runs where the run was cancelled from: the worker (runner) that stopped the run's
+    process, or the run's own process."""
+    return {
+        "on_completion": [_hook],
+        "on_failure": [_hook],
+        "on_crashed": [_hook],
+        "on_cancellation": [_hook],
+    }
