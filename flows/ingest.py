@@ -50,6 +50,16 @@ def _start(
     )
 
 
+def _claimed_by(source: str) -> str | None:
+    """The dataset that claims ``source``'s key, for a run that failed before it could resolve it (the ledger
+    could not be opened); None if none does."""
+    try:
+        spec = datasets.resolve(source)
+    except Exception:
+        return None
+    return spec.name if spec else None
+
+
 def _record_refusal(ledger: Ledger, source: str, dataset: str | None, status: str, message: str) -> None:
     entry = LedgerEntry(
         ingestion_id=ingestion_id(),
@@ -105,7 +115,12 @@ def ingest_file(
         )
     except SluiceError as exc:
         report = IngestReport(
-            run_id=None, dataset=dataset, source=source, status="failed", state="extract", error=str(exc)
+            run_id=str(ingestion_id()),
+            dataset=dataset or _claimed_by(source),
+            source=source,
+            status="failed",
+            state="extract",
+            error=clipped(str(exc)),
         )
         logger.warning(str(exc))
         raise IngestionFailed(report) from None

@@ -18,8 +18,8 @@ from sqlalchemy.dialects import postgresql
 from sluice import tables
 from sluice.adapters.warehouse import get_engine
 from sluice.errors import clipped
+from sluice.ledger_entry import INTERRUPTED, TERMINATED
 from sluice.ledger_entry import STATES as STATES
-from sluice.ledger_entry import TERMINATED
 from sluice.ledger_entry import Ledger as Ledger
 from sluice.ledger_entry import LedgerEntry as LedgerEntry
 from sluice.settings import Settings, get_settings
@@ -69,13 +69,15 @@ def reap_abandoned(ledger: Ledger) -> int:
     return ledger.reap() if hasattr(ledger, "reap") else 0
 
 
-def close_cancelled(ledger: Ledger, ingestion_id: uuid.UUID, why: str) -> int:
-    """Mark what a cancelled run left open (states ``running``, or failed by the SIGTERM that stopped it) as
-    ``cancelled``, with ``why``; returns how many states."""
+def close_stopped(ledger: Ledger, ingestion_id: uuid.UUID, status: str, why: str) -> int:
+    """Close what a run stopped from outside left open (states ``running``, or failed by the SIGTERM or the
+    interruption that stopped it) as ``status`` (``cancelled``, or ``fail`` for a timeout) with ``why``, the
+    reason only the run's hook knows; returns how many states."""
     closed = 0
     for entry in ledger.history(ingestion_id):
-        if entry.status == "running" or (entry.status == "fail" and TERMINATED in (entry.error or "")):
-            entry.status, entry.error = "cancelled", why
+        stopped = entry.status == "fail" and any(s in (entry.error or "") for s in (TERMINATED, INTERRUPTED))
+        if entry.status == "running" or stopped:
+            entry.status, entry.error = status, why
             entry.finished_at = entry.finished_at or datetime.now(UTC)
             ledger.record(entry)
             closed += 1

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,7 +37,7 @@ from sluice import checks
 from sluice.adapters.warehouse import get_engine
 from sluice.errors import SluiceError, clipped
 from sluice.ledger import Ledger, LedgerEntry, close_entry
-from sluice.ledger_entry import TERMINATED
+from sluice.ledger_entry import INTERRUPTED, TERMINATED
 from sluice.settings import Settings, get_settings
 
 #: The figures a state carries to the next state of the same run (as ``sluice.ledger.close_entry`` does).
@@ -78,6 +79,8 @@ def reason(exc: BaseException) -> str:
     """What a state records as its failure: the error's text (bounded), or what a SIGTERM means."""
     if isinstance(exc, TerminationSignal):  # its text is empty: say what stopped the run
         return TERMINATED
+    if isinstance(exc, asyncio.CancelledError):  # Prefect's timeout interrupts the run's thread with one
+        return INTERRUPTED
     return clipped(str(exc) or type(exc).__name__)
 
 

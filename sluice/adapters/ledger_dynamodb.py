@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from sluice.errors import clipped
+from sluice.errors import ConfigurationError, clipped
 from sluice.ledger_entry import LedgerEntry
 
 _COUNTS = ("rows_read", "rows_loaded", "rows_quarantined")
@@ -37,6 +38,12 @@ class DynamoDBLedger:
             self.client.describe_table(TableName=self.table_name)
             return
         except ClientError as exc:
+            if _denied(exc):
+                raise ConfigurationError(
+                    f"the DynamoDB ledger table {self.table_name!r} cannot be read with these credentials "
+                    f"({_said(exc)}): grant dynamodb:DescribeTable, UpdateItem and Query on it, or set "
+                    "SLUICE_LEDGER_TABLE to a table they may use"
+                ) from None
             if exc.response["Error"]["Code"] != "ResourceNotFoundException":
                 raise
         try:
@@ -53,6 +60,12 @@ class DynamoDBLedger:
                 BillingMode="PAY_PER_REQUEST",
             )
         except ClientError as exc:
+            if _denied(exc):
+                raise ConfigurationError(
+                    f"the DynamoDB ledger table {self.table_name!r} does not exist, and these credentials may not "
+                    f"create it ({_said(exc)}): set SLUICE_LEDGER_TABLE to the stack's table (output "
+                    "LedgerTableName), or create it (HASH ingestedID, RANGE ingestedTable, both strings)"
+                ) from None
             # Another process created it between our describe and create.
             if exc.response["Error"]["Code"] != "ResourceInUseException":
                 raise
@@ -142,6 +155,20 @@ class DynamoDBLedger:
         runs = [run for run in runs if run]
         runs.sort(key=lambda run: run[0].started_at, reverse=True)
         return runs[:limit]
+
+
+def _denied(exc: ClientError) -> bool:
+    # moto answers a denied JSON-protocol call with a 403 and an XML body botocore cannot parse (code "403").
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = exc.response.get("Error", {}).get("Code")
+    return status == 403 or code in ("AccessDeniedException", "AccessDenied", "UnrecognizedClientException")
+
+
+def _said(exc: ClientError) -> str:
+    """``access denied: <AWS's message>``, the message taken out of an XML body when that is what came back."""
+    message = str(exc.response.get("Error", {}).get("Message") or exc)
+    inner = re.search(r"<Message>(.*?)</Message>", message, re.S)
+    return f"access denied: {(inner.group(1) if inner else message).strip()}"
 
 
 def _camel(name: str) -> str:

@@ -26,8 +26,8 @@ from prefect_email import EmailServerCredentials
 from pydantic import Field
 
 from sluice.errors import clipped
-from sluice.ledger import close_cancelled, get_ledger, summarize
-from sluice.report import IngestionFailed, IngestReport
+from sluice.ledger import close_stopped, get_ledger
+from sluice.report import IngestionFailed, IngestReport, report_from_ledger, stop_of
 from sluice.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -130,9 +130,11 @@ def build_subject(report: IngestReport) -> str:
         reason = report.error.splitlines()[0] if report.error else "unknown error"
         # Errors name the file first; the body carries it, the subject's 100 characters are for the reason.
         reason = reason.removeprefix(f"{report.source}: ")
-        return _fit(f"{SUBJECT_PREFIX} FAILED {name} at {report.state}: {reason}")
+        return _fit(f"{SUBJECT_PREFIX} FAILED {name} at {report.state or 'start'}: {reason}")
     if report.status == "cancelled":
-        return _fit(f"{SUBJECT_PREFIX} CANCELLED {name} at {report.state}: {report.error or 'cancelled'}")
+        return _fit(
+            f"{SUBJECT_PREFIX} CANCELLED {name} at {report.state or 'start'}: {report.error or 'cancelled'}"
+        )
     if report.status == "skipped":
         return f"{SUBJECT_PREFIX} SKIPPED {name}: already loaded"
     subject = f"{SUBJECT_PREFIX} OK {name}: {report.rows_loaded:,} rows loaded"
@@ -147,27 +149,6 @@ def _fit(subject: str) -> str:
     """One line of at most 100 characters (SNS's limit), so every channel shows the same subject."""
     subject = " ".join(subject.split())
     return subject if len(subject) <= 100 else subject[:97] + "..."
-
-
-def report_from_ledger(ingestion_id: uuid.UUID, source: str, error: str | None) -> IngestReport | None:
-    """Rebuild a run's report from its ledger entries (crashes leave no report behind)."""
-    entries = get_ledger().history(ingestion_id)
-    if not entries:
-        return None
-    summary = summarize(entries)
-    return IngestReport(
-        run_id=summary["run_id"],
-        dataset=summary["dataset"],
-        source=summary["source"] or source,
-        status="failed",
-        state=summary["state"],
-        rows_read=summary["rows_read"],
-        rows_loaded=summary["rows_loaded"],
-        rows_quarantined=summary["rows_quarantined"],
-        quarantine_uri=summary["quarantine_uri"],
-        table=summary["table"],
-        error=error or summary["error"],
-    )
 
 
 def report_from_state(flow_run: Any, state: Any) -> IngestReport:
@@ -197,16 +178,15 @@ def report_from_state(flow_run: Any, state: Any) -> IngestReport:
     )
 
 
-def report_of_cancelled(flow_run: Any, state: Any) -> IngestReport:
-    """A cancelled run's report: its ledger's open states closed as ``cancelled`` (the run's process was stopped
-    before it could say so), then rebuilt from the ledger."""
-    why = f"cancelled: {state.message or 'the run was cancelled'}"
+def report_of_stopped(flow_run: Any, status: str, why: str) -> IngestReport:
+    """The report of a run stopped from outside (cancelled, timed out): its ledger's open states closed with the
+    reason only the hook knows (the run's own code was interrupted before it could say it), then rebuilt."""
     run_id = uuid.UUID(str(flow_run.id))
     try:
-        close_cancelled(get_ledger(), run_id, why)
+        close_stopped(get_ledger(), run_id, "cancelled" if status == "cancelled" else "fail", why)
         report = report_from_ledger(run_id, "?", why)
     except Exception as exc:
-        logger.warning("the ledger of cancelled run %s could not be closed: %s", run_id, exc)
+        logger.warning("the ledger of stopped run %s could not be closed: %s", run_id, exc)
         report = None
     if report is None:
         parameters = getattr(flow_run, "parameters", None) or {}
@@ -214,11 +194,11 @@ def report_of_cancelled(flow_run: Any, state: Any) -> IngestReport:
             run_id=str(run_id),
             dataset=parameters.get("dataset") or getattr(flow_run, "name", None),
             source=str(parameters.get("source", "?")),
-            status="cancelled",
+            status=status,
             state=None,
             error=why,
         )
-    report.status, report.error = "cancelled", why
+    report.status, report.error = status, why
     return report
 
 
@@ -336,8 +316,9 @@ def deliver(
 
 def _hook(flow: Any, flow_run: Any, state: Any) -> None:
     try:
-        if state.is_cancelling() or state.is_cancelled():
-            deliver(report_of_cancelled(flow_run, state), _run_url(flow_run))
+        stop = stop_of(state)
+        if stop is not None:
+            deliver(report_of_stopped(flow_run, *stop), _run_url(flow_run))
             return
         report = report_from_state(flow_run, state)
         if state.is_crashed() and report.status != "failed":
