@@ -78,8 +78,7 @@ def close_stopped(ledger: Ledger, ingestion_id: uuid.UUID, status: str, why: str
         stopped = entry.status == "fail" and any(s in (entry.error or "") for s in (TERMINATED, INTERRUPTED))
         if entry.status == "running" or stopped:
             entry.status, entry.error = status, why
-            entry.finished_at = entry.finished_at or datetime.now(UTC)
-            ledger.record(entry)
+            close_entry(ledger, {}, entry)  # recorded and logged (JSON logs) like any state's end
             closed += 1
     return closed
 
