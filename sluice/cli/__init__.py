@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from sluice import services
 from sluice.cli import api, aws, backfill, data2bots, notify, output, sertis, totesys
@@ -115,27 +116,23 @@ def ledger(
     if as_json:
         print_json([{**summarize(r), "states": [e.as_dict() for e in r]} for r in runs])
         return
-    # One line of facts per run, its error indented below it in full (wrapped by the terminal): a table of nine
-    # columns squeezed into 80 characters cut or folded every one of them.
-    colours = {
-        "success": "green",
-        "skipped": "yellow",
-        "failed": "red",
-        "cancelled": "red",
-        "running": "cyan",
-    }
-    console.print(f"[bold]Recent runs[/] ({len(runs)})", highlight=False)
+    table = Table(title="Recent runs")
+    for column in ("started", "run", "dataset", "status", "state", "read", "loaded", "quarantined", "error"):
+        table.add_column(column, overflow="fold")
     for run in runs:
         s = summarize(run)
-        console.print(
-            f"{run[0].started_at:%Y-%m-%d %H:%M:%S}  {s['run_id'][:8]}  {s['dataset']}  "
-            f"[{colours.get(s['status'], 'white')}]{s['status']}[/] at {s['state']}  "
-            f"read {s['rows_read']:,}, loaded {s['rows_loaded']:,}, quarantined {s['rows_quarantined']:,}",
-            highlight=False,
-            soft_wrap=True,
+        table.add_row(
+            run[0].started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            s["run_id"][:8],
+            s["dataset"],
+            s["status"],
+            s["state"],
+            str(s["rows_read"]),
+            str(s["rows_loaded"]),
+            str(s["rows_quarantined"]),
+            (s["error"] or "")[:120],
         )
-        if s["error"]:
-            console.print(f"    {s['error']}", highlight=False, soft_wrap=True, markup=False)
+    console.print(table)
 
 
 @db_app.command("url")
