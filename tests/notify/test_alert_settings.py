@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -59,6 +60,7 @@ def test_an_alert_block_that_does_not_exist_is_a_warning_and_the_run_succeeds(
     from typer.testing import CliRunner
 
     from sluice.cli import app
+    from sluice.ledger import get_ledger
     from sluice.settings import reload_settings
 
     missing = f"sns-notification/nobody-{uuid.uuid4().hex[:6]}"
@@ -75,3 +77,26 @@ def test_an_alert_block_that_does_not_exist_is_a_warning_and_the_run_succeeds(
     assert len(warnings) == 1, result.stderr
     assert f"notification via {missing} not delivered" in warnings[0]
     assert "Traceback" not in result.stdout + result.stderr
+
+    # ... and in the run's own logs on the Prefect server (the UI), where a deployment run's user looks.
+    [run] = get_ledger().recent(1)
+    flow_run_id = run[0].flow_run_id
+    deadline = time.monotonic() + 20
+    while not any("not delivered" in m for m in run_logs(flow_run_id)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert any(f"notification via {missing} not delivered" in m for m in run_logs(flow_run_id))
+
+
+def run_logs(flow_run_id: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def read() -> list[str]:
+        async with get_client() as client:
+            logs = await client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(flow_run_id)]))
+            )
+            return [log.message for log in logs]
+
+    return run_coro_as_sync(read())
