@@ -39,6 +39,16 @@ def test_a_bad_setting_is_one_readable_line_before_anything_runs(
     env.update({"SLUICE_HOME": str(tmp_path / "home"), "SLUICE_WARM": "0", variable: value})
     landed = tmp_path / "dailycheckins.csv"
     landed.write_text("user,timestamp,hours,project\nned,2019-09-26 00:00:00 UTC,4.0,bizdev\n")
+    try:
+        _ingest_twice_refused(env, landed, said)
+        assert not (tmp_path / "home" / "prefect").exists()  # refused before a server or a run started
+    finally:  # a regression would start the home's services: leave nothing behind
+        from sluice import services
+
+        services.stop(tmp_path / "home", tmp_path / "home" / "pg")
+
+
+def _ingest_twice_refused(env: dict[str, str], landed: Path, said: str) -> None:
     for as_json in (False, True):
         done = subprocess.run(
             [SLUICE, "ingest", str(landed), "--dataset", "dailycheckins", *(["--json"] if as_json else [])],
@@ -50,7 +60,6 @@ def test_a_bad_setting_is_one_readable_line_before_anything_runs(
         assert said in done.stderr
         if as_json:
             assert said in json.loads(done.stdout)["error"]
-    assert not (tmp_path / "home" / "prefect").exists()  # refused before a server or a run started
 
 
 @pytest.mark.usefixtures("prefect_harness")
