@@ -23,3 +23,13 @@ def test_shown_and_listed() -> None:
     assert long.startswith("'yyy") and long.endswith("… (5,000 characters)") and len(long) < 150
     assert listed(["a", "b"]) == "a, b"
     assert listed([f"c{i}" for i in range(25)]) == ", ".join(f"c{i}" for i in range(20)) + " … (5 more)"
+
+
+def test_sns_subjects_are_one_ascii_line_of_100_characters_at_most() -> None:
+    from sluice.adapters.notify_sns import sns_subject
+
+    assert sns_subject("[sluice] FAILED dailycheckins at extract: café été.csv: file\nnot found") == (
+        "[sluice] FAILED dailycheckins at extract: cafe ete.csv: file not found"
+    )
+    assert sns_subject("[sluice] FAILED x: 26 сентября") == "[sluice] FAILED x: 26 ????????"
+    assert len(sns_subject("é" * 300)) == 100
