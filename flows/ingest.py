@@ -14,7 +14,7 @@ from pydantic import Field
 from flows.names import ingest_run_name
 from flows.skeleton import held, ingestion_id, new_report, open_ledger, pipeline_flow, start_run, step
 from sluice import datasets
-from sluice.errors import BadFile, SluiceError, UnknownDataset, ValidationFailed
+from sluice.errors import BadFile, SluiceError, UnknownDataset, ValidationFailed, clipped
 from sluice.ledger import Ledger, LedgerEntry
 from sluice.report import IngestionFailed, IngestReport, markdown
 from tasks.ingest import IngestContext, ensure, extract, load, publish
@@ -48,6 +48,16 @@ def _start(
         force=force,
         version_id=version_id or None,
     )
+
+
+def _claimed_by(source: str) -> str | None:
+    """The dataset that claims ``source``'s key, for a run that failed before it could resolve it (the ledger
+    could not be opened); None if none does."""
+    try:
+        spec = datasets.resolve(source)
+    except Exception:
+        return None
+    return spec.name if spec else None
 
 
 def _record_refusal(ledger: Ledger, source: str, dataset: str | None, status: str, message: str) -> None:
@@ -105,7 +115,12 @@ def ingest_file(
         )
     except SluiceError as exc:
         report = IngestReport(
-            run_id=None, dataset=dataset, source=source, status="failed", state="extract", error=str(exc)
+            run_id=str(ingestion_id()),
+            dataset=dataset or _claimed_by(source),
+            source=source,
+            status="failed",
+            state="extract",
+            error=clipped(str(exc)),
         )
         logger.warning(str(exc))
         raise IngestionFailed(report) from None
@@ -149,7 +164,7 @@ def _failed_at(report: IngestReport, exc: Exception, ctx: IngestContext) -> None
         report.state = "transform"
     elif report.state == "load" and isinstance(exc, ValidationFailed):
         report.state = "validate"
-    report.error = str(exc) or type(exc).__name__
+    report.error = clipped(str(exc) or type(exc).__name__)
     report.rows_read = ctx.counts.get("rows_read", report.rows_read)
     report.rows_quarantined = ctx.counts.get("rows_quarantined", report.rows_quarantined)
     report.quarantine_uri = ctx.counts.get("quarantine_uri", report.quarantine_uri)

@@ -83,7 +83,8 @@ class FetchedFile:
 
 def _is_missing(exc: Exception) -> bool:
     code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-    return code in {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+    # NoSuchVersion: the event's version of the object is gone (deleted, expired): no retry brings it back.
+    return code in {"404", "NoSuchKey", "NotFound", "NoSuchBucket", "NoSuchVersion"}
 
 
 def fetch(uri: str, work_dir: Path, version_id: str | None = None) -> FetchedFile:

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from sluice import services
 from sluice.cli import api, aws, backfill, data2bots, notify, output, sertis, totesys
-from sluice.cli.output import AsJson, Verbose, console, err, fail, print_json
+from sluice.cli.output import AsJson, Verbose, console, err, fail, print_json, where
 from sluice.errors import SluiceError
 from sluice.runtime import prepare
 
@@ -88,7 +88,7 @@ def _print_report(report: Any) -> None:
     colour = {"success": "green", "skipped": "yellow", "failed": "red"}.get(report.status, "white")
     console.print(
         f"[{colour}]{report.status}[/] {report.dataset} ← {report.source}: "
-        f"{report.rows_read:,} read, {report.rows_loaded:,} loaded into {report.table}, "
+        f"{report.rows_read:,} read, {report.rows_loaded:,} loaded into {report.table or '-'}, "
         f"{report.rows_quarantined:,} quarantined",
         highlight=False,
         soft_wrap=True,
@@ -96,7 +96,7 @@ def _print_report(report: Any) -> None:
     if report.quarantine_uri:
         console.print(f"  quarantine: {report.quarantine_uri}", highlight=False, soft_wrap=True)
     if report.error and report.status == "failed":
-        err.print(f"[bold red]error[/] at {report.state}: {report.error}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error[/]{where(report)}: {report.error}", highlight=False, soft_wrap=True)
     elif report.error:
         console.print(f"  {report.error}", highlight=False, soft_wrap=True)
 

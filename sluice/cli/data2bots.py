@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sluice.cli.output import console, err, fail, print_json
+from sluice.cli.output import console, err, fail, print_json, where
 from sluice.runtime import prepare
 
 
@@ -61,7 +61,7 @@ def print_analytics(report: Any, console: Any) -> None:
     from sluice.data2bots import ANALYTICS, read_table
 
     if report.status == "failed":
-        err.print(f"[bold red]error[/] at {report.state}: {report.error}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error[/]{where(report)}: {report.error}", highlight=False, soft_wrap=True)
         return
     if report.status == "skipped":
         console.print(f"[yellow]analytics[/]: {report.error}", highlight=False)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sluice.cli.output import console, err, print_json
+from sluice.cli.output import console, err, print_json, where
 from sluice.runtime import prepare
 
 
@@ -29,7 +29,7 @@ def customers(
     if as_json:
         print_json(report.model_dump(exclude={"failures", "flow_run_id"}))
     elif report.status == "failed":
-        err.print(f"[bold red]error[/] at {report.state}: {report.error}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error[/]{where(report)}: {report.error}", highlight=False, soft_wrap=True)
     else:
         print_customers(report, console, limit)
     if report.status == "failed":
