@@ -7,6 +7,7 @@ is removed, so nothing survives ``./run test``.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -28,6 +29,13 @@ os.environ.pop("PREFECT_API_URL", None)
 os.environ["SLUICE_HOME"] = str(_SESSION_DIR / "home")
 os.environ.pop("SLUICE_DATABASE_URL", None)
 os.environ["SLUICE_RETRY_DELAY_SECONDS"] = "0.05"
+# Temp files of this process and every process it starts (Prefect workers keep /tmp/runner_storage/<uuid> folders;
+# another user's /tmp/runner_storage is not writable) go in the session folder, and go with it.
+(_SESSION_DIR / "tmpdir").mkdir()
+os.environ["TMPDIR"] = tempfile.tempdir = str(_SESSION_DIR / "tmpdir")
+# Registered first, so it runs last at exit: after pgserver's exit handler, which takes its lock file again in the
+# runtime folder (for a user without /run/user/<uid>, a folder in TMPDIR) once pytest_unconfigure has removed it.
+atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

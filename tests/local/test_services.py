@@ -97,7 +97,9 @@ def test_backfill_with_concurrency_on_the_default_setup(home: Path) -> None:
     assert all(r["rows_loaded"] == 20 for n, r in by_name.items() if n != "dailycheckins-bad.csv")
 
     # One server for the home, recorded; every run went to it (none started its own).
-    server = services.running_prefect_server(home)
+    server = services.running_prefect_server(
+        home, timeout=30
+    )  # busy recording 13 runs' events on a loaded machine
     assert server is not None
     assert [p for p in processes_of(home) if "uvicorn" in p] == []
 
