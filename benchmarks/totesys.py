@@ -47,7 +47,7 @@ def child() -> None:
     engine = get_engine(settings)
     with engine.begin() as conn:
         conn.execute(sa.text("DROP SCHEMA IF EXISTS warehouse CASCADE"))
-        for table in ("totesys_watermarks", "totesys_recent", "totesys_lookups"):
+        for table in ("totesys_watermarks", "totesys_recent", "totesys_lookups", "totesys_max_ids"):
             conn.execute(sa.text(f"DROP TABLE IF EXISTS sluice.{table}"))
     totesys.ensure_warehouse(engine)
     source = source_engine(source_url(settings))

@@ -35,7 +35,7 @@ def data2bots(
         Field(
             description=(
                 "Rewrite if_common.dim_dates and dim_products from SLUICE_HOLIDAYS_FILE / SLUICE_PRODUCTS_FILE "
-                "(otherwise existing reference tables are only read)."
+                "and build the day again (otherwise existing reference tables are only read)."
             )
         ),
     ] = False,
@@ -65,6 +65,10 @@ def data2bots(
             logger.warning(note)
         report.rows_read = sum(len(f) for f in staging.values())
         tables = step(report, "transform", transform, ctx, staging)
+        # what transform noticed (a best product without a name, a year without holidays) joins extract's notes
+        for note in ctx.reference.notes[len(report.notes) :] if ctx.reference else []:
+            logger.warning(note)
+            report.notes.append(note)
         validated(report, ctx, validate, tables)
         step(report, "load", ensure, ctx)
         report.loaded = step(report, "load", load, ctx, tables)

@@ -15,7 +15,7 @@ from flows.names import ingest_run_name
 from flows.skeleton import held, ingestion_id, new_report, open_ledger, pipeline_flow, start_run, step
 from sluice import datasets
 from sluice.adapters import storage
-from sluice.errors import BadFile, SluiceError, UnknownDataset, ValidationFailed
+from sluice.errors import BadFile, SluiceError, UnknownDataset, ValidationFailed, clipped
 from sluice.ledger import Ledger, LedgerEntry
 from sluice.report import IngestionFailed, IngestReport, markdown
 from tasks.ingest import IngestContext, Superseded, ensure, extract, load, publish
@@ -60,6 +60,18 @@ def _start(
         force=force,
         version_id=version_id or None,
     )
+
+
+def _claimed_by(source: str) -> str | None:
+    """The dataset that claims ``source``'s key, for a run that failed before it could resolve it (the ledger
+    could not be opened); None if none does."""
+    try:
+        spec = next(
+            (d for form in storage.key_forms(source) if (d := datasets.resolve(form)) is not None), None
+        )
+    except Exception:
+        return None
+    return spec.name if spec else None
 
 
 def _record_refusal(ledger: Ledger, source: str, dataset: str | None, status: str, message: str) -> None:
@@ -117,7 +129,12 @@ def ingest_file(
         )
     except SluiceError as exc:
         report = IngestReport(
-            run_id=None, dataset=dataset, source=source, status="failed", state="extract", error=str(exc)
+            run_id=str(ingestion_id()),
+            dataset=dataset or _claimed_by(source),
+            source=source,
+            status="failed",
+            state="extract",
+            error=clipped(str(exc)),
         )
         logger.warning(str(exc))
         raise IngestionFailed(report) from None
@@ -166,7 +183,7 @@ def _failed_at(report: IngestReport, exc: Exception, ctx: IngestContext) -> None
         report.state = "transform"
     elif report.state == "load" and isinstance(exc, ValidationFailed):
         report.state = "validate"
-    report.error = str(exc) or type(exc).__name__
+    report.error = clipped(str(exc) or type(exc).__name__)
     report.rows_read = ctx.counts.get("rows_read", report.rows_read)
     report.rows_quarantined = ctx.counts.get("rows_quarantined", report.rows_quarantined)
     report.quarantine_uri = ctx.counts.get("quarantine_uri", report.quarantine_uri)

@@ -63,8 +63,8 @@ def totesys() -> TotesysReport:
         report.rows_read = extracted.rows
         if not extracted.batches:
             report.status = "skipped"
-            report.error = "no new data since the watermarks"
-            logger.info("totesys: no new data since the watermarks (%d tables checked)", len(extracted.read))
+            report.error = extracted.note or "no new data since the watermarks"
+            logger.info("totesys: %s (%d tables checked)", report.error, len(extracted.read))
             return report
         lookups = step(report, "transform", read_lookups, ctx)
         tables = step(report, "transform", transform, ctx, extracted, lookups)

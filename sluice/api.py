@@ -113,8 +113,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Every error body has API Gateway's shape, {"message": ...} (unknown path, method not allowed).
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # every resource answers GET and HEAD; Starlette names only the first route's method (one per route here)
+            headers["Allow"] = "GET, HEAD"
         return JSONResponse(
-            status_code=exc.status_code, content={"message": str(exc.detail).lower()}, headers=exc.headers
+            status_code=exc.status_code, content={"message": str(exc.detail).lower()}, headers=headers
         )
 
     for error in DATABASE_DOWN:

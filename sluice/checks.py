@@ -17,7 +17,7 @@ import pandera.errors as pe
 import pandera.pandas as pa
 
 from sluice.adapters import storage
-from sluice.errors import ValidationFailed
+from sluice.errors import ValidationFailed, shown
 from sluice.settings import Settings
 
 COLUMNS = ["table", "row", "column", "check", "value"]
@@ -64,7 +64,7 @@ def validation_failed(pipeline: str, failures: pd.DataFrame, quarantine_uri: str
     first = failures.iloc[0]
     return ValidationFailed(
         f"{pipeline}: {len(failures)} checks failed, nothing loaded; first: {first['table']} row {first['row']}, "
-        f"column {first['column']}: {first['check']} (value {first['value']!r}); all in {quarantine_uri}",
+        f"column {first['column']}: {first['check']} (value {shown(first['value'])}); all in {quarantine_uri}",
         rows_invalid=len(failures),
         quarantine_uri=quarantine_uri,
     )

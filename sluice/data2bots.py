@@ -1,8 +1,9 @@
 """Data2bots analytics I/O: read staging and the ``if_common`` reference tables, load the ``analytics`` tables, export.
 
 Each analytics table is keyed by ``ingestion_date``: a re-run for the same day replaces that day's row, in the
-same transaction as the run record (``analytics.runs``: at most one run per day unless forced). The rules
-themselves are in ``sluice.transforms.data2bots``.
+same transaction as the run record (``analytics.runs``: at most one run per day and version of staging unless
+forced; the version is set once the export is written, see ``previous_run``). The rules themselves are in
+``sluice.transforms.data2bots``.
 
 The reference tables ``if_common.dim_dates`` and ``if_common.dim_products`` belong to the user: a run reads them
 and never rewrites them. Only when one is absent (or empty) does a run create it, from ``SLUICE_HOLIDAYS_FILE`` /
@@ -44,6 +45,7 @@ from sluice.tables.data2bots import (
     dim_products,
     runs,
 )
+from sluice.tables.ledger import file_loads
 from sluice.transforms import data2bots as rules
 
 ANALYTICS: dict[str, tuple[sa.Table, type]] = {
@@ -58,7 +60,7 @@ DIMENSIONS: dict[str, tuple[sa.Table, type]] = {
 
 
 class NotReady(SluiceError):
-    """Staging has no orders yet (nothing to analyse)."""
+    """Staging lacks one of the three datasets (nothing to analyse yet)."""
 
 
 class ReferenceIncomplete(SluiceError):
@@ -180,36 +182,40 @@ def read_products(settings: Settings) -> pd.DataFrame:
 # --- staging --------------------------------------------------------------------------------------------
 
 
+STAGING: dict[str, tuple[sa.Table, str]] = {
+    "orders": (declared.orders, "SELECT order_id, order_date, product_id FROM staging.orders"),
+    "reviews": (declared.reviews, "SELECT review, product_id FROM staging.reviews"),
+    "shipment_deliveries": (
+        declared.shipment_deliveries,
+        "SELECT shipment_id, order_id, shipment_date, delivery_date FROM staging.shipment_deliveries",
+    ),
+}
+
+
 def _read(conn: sa.Connection, query: str) -> pd.DataFrame:
     result = conn.execute(sa.text(query))
     return pd.DataFrame(result.all(), columns=list(result.keys()))
 
 
 def read_staging(engine: sa.Engine) -> dict[str, pd.DataFrame]:
-    """The three staging tables, typed as the transforms expect (dates as ``datetime.date``)."""
+    """The three staging tables, typed as the transforms expect (dates as ``datetime.date``).
+
+    All three must hold rows: without reviews there is no best product, and without shipments every shipment
+    figure would read 0 and the day would count as done (a later run, once the file landed, would skip it).
+    """
     with engine.connect() as conn:
-        if not tables.exists(conn, declared.orders):
-            raise NotReady(
-                "no orders in staging yet: land and ingest orders, reviews and shipment_deliveries first"
-            )
-        orders = _read(conn, "SELECT order_id, order_date, product_id FROM staging.orders")
-        reviews = (
-            _read(conn, "SELECT review, product_id FROM staging.reviews")
-            if tables.exists(conn, declared.reviews)
-            else pd.DataFrame(columns=["review", "product_id"])
-        )
-        shipments = (
-            _read(
-                conn,
-                "SELECT shipment_id, order_id, shipment_date, delivery_date FROM staging.shipment_deliveries",
-            )
-            if tables.exists(conn, declared.shipment_deliveries)
-            else pd.DataFrame(columns=["shipment_id", "order_id", "shipment_date", "delivery_date"])
-        )
-    if orders.empty:
+        frames = {
+            name: _read(conn, query) if tables.exists(conn, table) else pd.DataFrame()
+            for name, (table, query) in STAGING.items()
+        }
+    missing = [name for name, frame in frames.items() if frame.empty]
+    if missing:
+        nor = f" (nor {' nor '.join(missing[1:])})" if len(missing) > 1 else ""
         raise NotReady(
-            "no orders in staging yet: land and ingest orders, reviews and shipment_deliveries first"
+            f"no {missing[0]} in staging yet{nor}: the analytics need orders, reviews and shipment_deliveries; "
+            "land and ingest the missing file(s) first (nothing was written)"
         )
+    orders, reviews, shipments = frames["orders"], frames["reviews"], frames["shipment_deliveries"]
     for frame, columns in ((orders, ("order_id", "product_id")), (reviews, ("review", "product_id"))):
         for column in columns:
             frame[column] = frame[column].astype("int64")
@@ -226,14 +232,37 @@ def latest_order_date(staging: Mapping[str, pd.DataFrame]) -> dt.date:
     return max(staging["orders"]["order_date"])
 
 
-def already_ran(engine: sa.Engine, as_of: dt.date) -> bool:
+def staging_version(engine: sa.Engine) -> str:
+    """Which staging files there are: their count and latest load (``sluice.file_loads``). Read before staging
+    itself, so that a file committed in between makes the next run see a newer version, never an older one."""
+    with engine.connect() as conn:
+        if not tables.exists(conn, file_loads):
+            return "0|"
+        count, latest = conn.execute(
+            sa.select(sa.func.count(), sa.func.max(file_loads.c.loaded_at)).where(
+                file_loads.c.dataset.in_(STAGING)
+            )
+        ).one()
+    return f"{count}|{latest.isoformat() if latest else ''}"
+
+
+def previous_run(engine: sa.Engine, as_of: dt.date, version: str) -> str | None:
+    """``None``: the day never ran; ``"current"``: it ran on this very staging and its export was written;
+    ``"stale"``: it ran, but a staging file loaded since (a corrected or a late file), or its export never
+    completed."""
     with engine.connect() as conn:
         if not tables.exists(conn, runs):
-            return False
-        return (
-            conn.execute(sa.select(runs.c.ingestion_date).where(runs.c.ingestion_date == as_of)).first()
-            is not None
-        )
+            return None
+        # to_jsonb: a run record from before the staging_version column reads as null (stale: built once more)
+        row = conn.execute(
+            sa.text(
+                "SELECT to_jsonb(r) ->> 'staging_version' FROM analytics.runs r WHERE r.ingestion_date = :day"
+            ),
+            {"day": as_of},
+        ).first()
+    if row is None:
+        return None
+    return "current" if row[0] == version else "stale"
 
 
 # --- build + validate -----------------------------------------------------------------------------------
@@ -253,8 +282,29 @@ def build(
         ),
     }
     _check_days(orders, tables["best_performing_product"], dates, as_of, reference)
+    reference.notes.extend(_doubts(orders, tables["best_performing_product"], dates, as_of))
     written = {"dim_dates": dates, "dim_products": products}
     return {**{name: written[name] for name in reference.writes}, **tables}
+
+
+def _doubts(orders: pd.DataFrame, best: pd.DataFrame, dates: pd.DataFrame, as_of: dt.date) -> list[str]:
+    """What the run should say about figures that are right by the rules but may not be what the user meant."""
+    notes = []
+    start, end = rules.past_year(as_of)
+    with_holidays = {d.year for d in rules.public_holidays(dates)}
+    ordered = {d.year for d in orders["order_date"] if d is not None and start <= d <= end}
+    without = [str(y) for y in sorted(ordered - with_holidays)]
+    if without:
+        notes.append(
+            f"if_common.dim_dates has no public holiday in {' or '.join(without)}: agg_public_holiday counts none "
+            "there (is the holiday list up to date?)"
+        )
+    if not best.empty and pd.isna(best["product_name"].iloc[0]):
+        notes.append(
+            f"best performing product {best['product_id'].iloc[0]} is not in if_common.dim_products: "
+            "its product_name is empty"
+        )
+    return notes
 
 
 def _check_days(
@@ -285,8 +335,11 @@ def failure_cases(built: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def ensure_tables(engine: sa.Engine) -> None:
-    """Create the reference tables, the analytics tables and the run record if they do not exist."""
+    """Create the reference tables, the analytics tables and the run record if they do not exist; a run record
+    from before ``staging_version`` gains the column (its days then count as stale: they are built once more)."""
     tables.ensure(engine, *BUILD)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE analytics.runs ADD COLUMN IF NOT EXISTS staging_version text"))
 
 
 def load(
@@ -321,6 +374,12 @@ def load(
         conn.execute(sa.delete(runs).where(runs.c.ingestion_date == as_of))
         conn.execute(runs.insert().values(ingestion_date=as_of, ingestion_id=ingestion_id, forced=force))
     return loaded
+
+
+def mark_exported(engine: sa.Engine, as_of: dt.date, version: str) -> None:
+    """The day's export is written: a later run on the same staging version skips (``previous_run``)."""
+    with engine.begin() as conn:
+        conn.execute(sa.update(runs).where(runs.c.ingestion_date == as_of).values(staging_version=version))
 
 
 def export(engine: sa.Engine, settings: Settings) -> dict[str, str]:

@@ -36,3 +36,35 @@ class ValidationFailed(SluiceError):
 
 class ConfigurationError(SluiceError):
     """A setting is missing or wrong."""
+
+
+#: The longest reason a ledger row, an alert or a report carries. An SNS message takes 256 KB, a DynamoDB item
+#: 400 KB; a reason that quotes a 2 MB field or a 20,000-column header must still be recorded and sent. The
+#: whole story stays where the reason points (the quarantine's rows or ``.error.json``).
+MAX_ERROR_CHARS = 2000
+
+
+def clipped(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` within ``limit`` characters: its start and its end (where the quarantine is named), and how much
+    was cut between them."""
+    if len(text) <= limit:
+        return text
+    tail = min(400, limit // 4)
+    head = limit - tail - 40  # 40: room for the marker
+    return f"{text[:head]} … [{len(text) - head - tail:,} characters cut] … {text[len(text) - tail :]}"
+
+
+def shown(value: object, limit: int = 120) -> str:
+    """A value quoted in a message (``repr``), at most ``limit`` characters, saying how long it was when cut."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value):,} characters)" if isinstance(value, str) else ""
+    return f"{text[:limit]}…{size}"
+
+
+def listed(names: list[str], limit: int = 20) -> str:
+    """Names joined by commas, the first ``limit`` of them and how many more."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit])} … ({len(names) - limit:,} more)"

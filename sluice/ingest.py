@@ -36,7 +36,7 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 
 from sluice.adapters import storage
-from sluice.errors import BadFile, ValidationFailed
+from sluice.errors import BadFile, ValidationFailed, listed, shown
 from sluice.registry import Dataset
 
 logger = logging.getLogger(__name__)
@@ -112,9 +112,8 @@ def read_header(path: Path, dataset: Dataset, source: str) -> list[str]:
             if other != dataset.delimiter and len(first.split(other)) >= len(dataset.source_columns):
                 hint = f" (the file looks {other!r}-delimited; {dataset.name} expects {dataset.delimiter!r})"
                 break
-        raise BadFile(
-            f"{source}: missing required column(s) {', '.join(missing)}; found {', '.join(header)}{hint}"
-        )
+        found = listed([shown(h, 60) if len(h) > 60 else h for h in header])  # a header can be a 1 MB line
+        raise BadFile(f"{source}: missing required column(s) {', '.join(missing)}; found {found}{hint}")
     extra = [c for c in header if c not in dataset.source_columns]
     if extra and dataset.extra_columns == "reject":
         named = ", ".join(
@@ -593,7 +592,7 @@ class FilePass:
         self.finished = True
         if self.hard and self.rows_invalid:
             first = "; ".join(
-                f"row {f['row']} column {f['column']}: {f['check']} (value {f['value']!r})"
+                f"row {f['row']} column {f['column']}: {f['check']} (value {shown(f['value'])})"
                 for f in self.failures[:3]
             )
             raise ValidationFailed(

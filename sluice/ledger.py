@@ -17,6 +17,8 @@ from sqlalchemy.dialects import postgresql
 
 from sluice import tables
 from sluice.adapters.warehouse import get_engine
+from sluice.errors import clipped
+from sluice.ledger_entry import INTERRUPTED, TERMINATED
 from sluice.ledger_entry import STATES as STATES
 from sluice.ledger_entry import Ledger as Ledger
 from sluice.ledger_entry import LedgerEntry as LedgerEntry
@@ -65,6 +67,20 @@ def release_run(ledger: Ledger) -> None:
 def reap_abandoned(ledger: Ledger) -> int:
     """Close the states of runs that died without saying so (``crashed``)."""
     return ledger.reap() if hasattr(ledger, "reap") else 0
+
+
+def close_stopped(ledger: Ledger, ingestion_id: uuid.UUID, status: str, why: str) -> int:
+    """Close what a run stopped from outside left open (states ``running``, or failed by the SIGTERM or the
+    interruption that stopped it) as ``status`` (``cancelled``, or ``fail`` for a timeout) with ``why``, the
+    reason only the run's hook knows; returns how many states."""
+    closed = 0
+    for entry in ledger.history(ingestion_id):
+        stopped = entry.status == "fail" and any(s in (entry.error or "") for s in (TERMINATED, INTERRUPTED))
+        if entry.status == "running" or stopped:
+            entry.status, entry.error = status, why
+            close_entry(ledger, {}, entry)  # recorded and logged (JSON logs) like any state's end
+            closed += 1
+    return closed
 
 
 def _run_lock_key(ingestion_id: uuid.UUID) -> str:
@@ -128,6 +144,8 @@ class PostgresLedger:
 
     def record(self, entry: LedgerEntry) -> None:
         values = {c.name: getattr(entry, c.name) for c in run_ledger.columns if c.name != "seq"}
+        if values["error"]:
+            values["error"] = clipped(values["error"])
         for key in ("error", "source", "quarantine_uri"):
             if isinstance(
                 values[key], str
@@ -195,10 +213,12 @@ def get_ledger(settings: Settings | None = None) -> Ledger:
 
 
 def summarize(entries: list[LedgerEntry]) -> dict[str, Any]:
-    """A run's overall status from its states: failed if any failed, skipped if skipped, else success."""
+    """A run's overall status from its states: failed if any failed, cancelled, skipped, else success."""
     statuses = [e.status for e in entries]
     if "fail" in statuses or "crashed" in statuses:
         status = "failed"
+    elif "cancelled" in statuses:
+        status = "cancelled"
     elif "skipped" in statuses:
         status = "skipped"
     elif "running" in statuses:

@@ -13,6 +13,13 @@ from typing import Any, Protocol
 
 STATES = ("extract", "transform", "validate", "load")
 
+#: The reason a state records when its process got SIGTERM (Prefect's ``TerminationSignal``): the run was cancelled
+#: (its cancellation hook then marks the state ``cancelled``), or its process or container was stopped.
+TERMINATED = "stopped by SIGTERM: the run was cancelled, or its process or container was stopped"
+#: The reason a state records when Prefect interrupted it in its thread (the flow's timeout); the flow's hook then
+#: replaces it with the timeout's own words.
+INTERRUPTED = "interrupted by Prefect (the flow run's timeout)"
+
 
 @dataclass
 class LedgerEntry:

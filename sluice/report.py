@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from pydantic import BaseModel
+
+from sluice.ledger import get_ledger, summarize
 
 
 class IngestReport(BaseModel):
@@ -66,14 +69,57 @@ def markdown(report: IngestReport) -> str:
     return "\n".join(lines)
 
 
+def stop_of(state: Any) -> tuple[str, str] | None:
+    """(status, reason) of a flow run stopped from outside: ``cancelled``, or ``failed`` by its timeout; else None."""
+    if state.is_cancelling() or state.is_cancelled():
+        return "cancelled", f"cancelled: {state.message or 'the run was cancelled'}"
+    if state.name == "TimedOut":
+        return "failed", f"timed out: {state.message or 'the flow run exceeded its timeout'}"
+    return None
+
+
+def report_from_ledger(ingestion_id: uuid.UUID, source: str, error: str | None) -> IngestReport | None:
+    """Rebuild a run's report from its ledger entries (crashes leave no report behind)."""
+    entries = get_ledger().history(ingestion_id)
+    if not entries:
+        return None
+    summary = summarize(entries)
+    return IngestReport(
+        run_id=summary["run_id"],
+        dataset=summary["dataset"],
+        source=summary["source"] or source,
+        status="failed",
+        state=summary["state"],
+        rows_read=summary["rows_read"],
+        rows_loaded=summary["rows_loaded"],
+        rows_quarantined=summary["rows_quarantined"],
+        quarantine_uri=summary["quarantine_uri"],
+        table=summary["table"],
+        error=error or summary["error"],
+    )
+
+
 def report_of(state: Any, dataset: str | None, source: str = "?") -> IngestReport:
-    """The report of a finished flow run's state: its own, or a failed one built from what went wrong."""
+    """The report of a finished flow run's state: its own, or a failed one built from what went wrong (for a run
+    stopped from outside, from its ledger: the state it reached, its counts, and why it stopped)."""
     result = state.result(raise_on_failure=False)
     if isinstance(result, IngestReport):
         return result
     if isinstance(result, IngestionFailed):
         return result.report
+    stop = stop_of(state)
     message = str(result) if isinstance(result, BaseException) else (state.message or state.name)
+    if stop is not None:
+        run_id = state.state_details.flow_run_id
+        try:
+            rebuilt = report_from_ledger(uuid.UUID(str(run_id)), source, stop[1]) if run_id else None
+        except Exception:
+            rebuilt = None
+        report = rebuilt or IngestReport(
+            run_id=None, dataset=dataset, source=source, status=stop[0], state=None, error=stop[1]
+        )
+        report.status = stop[0]
+        return report
     return IngestReport(
         run_id=None, dataset=dataset, source=source, status="failed", state=None, error=message
     )

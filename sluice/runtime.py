@@ -26,6 +26,9 @@ def prepare(verbose: bool = False, server: bool = True, remote: bool = False) ->
     Prefect's console handlers are quietened (runs are still logged to the API); the CLI prints its own
     progress and one readable line per error.
     """
+    from sluice.settings import get_settings  # pydantic-settings: not on `sluice --help`'s path
+
+    get_settings()  # a bad SLUICE_* value: one readable ConfigurationError now, before any server or run starts
     home = Path(os.environ.get("SLUICE_HOME", ".sluice")).resolve()
     profiled = remote and "PREFECT_API_URL" not in os.environ and profile_api_url() is not None
     if not profiled and "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
@@ -42,6 +45,7 @@ def prepare(verbose: bool = False, server: bool = True, remote: bool = False) ->
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", level)
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", level)
         logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
+        _show_undelivered_alerts()
     if os.environ.get("SLUICE_JSON_LOGS", "").strip().lower() in ("1", "true", "yes", "on"):
         # One JSON object per log line (CloudWatch); the image sets this too.
         os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(Path(__file__).with_name("logging.yml")))
@@ -64,6 +68,24 @@ def profile_api_url() -> str | None:
     profile = data.get("profiles", {}).get(name) if isinstance(name, str) else None
     url = profile.get("PREFECT_API_URL") if isinstance(profile, dict) else None
     return url if isinstance(url, str) and url.strip() else None
+
+
+class _StderrWarning(logging.Handler):
+    """``warning: <message>`` on the stderr of the moment (the warm runner's child gets its client's)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(f"warning: {record.getMessage()}\n")
+        except Exception:
+            self.handleError(record)
+
+
+def _show_undelivered_alerts() -> None:
+    """Quiet consoles still say when a run's alert was not delivered: a lost alert must not be silent."""
+    notify = logging.getLogger("sluice.adapters.notify")
+    if not any(isinstance(h, _StderrWarning) for h in notify.handlers):
+        handler = _StderrWarning(logging.WARNING)
+        notify.addHandler(handler)
 
 
 def use_local_server() -> None:

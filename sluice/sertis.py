@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -50,7 +51,7 @@ def publish_file(event: AfterLoad) -> None:
     settings = get_settings()
     day = dt.datetime.now(dt.UTC).date()
     name = storage.basename(event.source)
-    storage.put_file(event.local_path, storage.join(zone(settings, "bronze"), partition(day), name))
+    storage.put_file(event.local_path, bronze_uri(settings, day, name, event))
     frames = [f.drop(columns=[c for c in f.columns if c.startswith("_")]) for f in event.frames()]
     silver = (
         pd.concat(frames, ignore_index=True)
@@ -65,6 +66,18 @@ def publish_file(event: AfterLoad) -> None:
         catalog_silver(settings, day)
 
 
+def bronze_uri(settings: Settings, day: dt.date, name: str, event: AfterLoad) -> str:
+    """Where the file goes in bronze: its own name, unless another file of that name (a corrected one landed again)
+    is already there that day; then the run's id goes before the extension, so bronze keeps both as they came."""
+    uri = storage.join(zone(settings, "bronze"), partition(day), name)
+    if not storage.exists(uri) or storage.read_bytes(uri) == event.local_path.read_bytes():
+        return uri  # free, or this very file (a retried publish, or a forced reload of the same content)
+    stem, dot, extension = name.partition(".")
+    return storage.join(
+        zone(settings, "bronze"), partition(day), f"{stem}.{event.ingestion_id.hex[:12]}{dot}{extension}"
+    )
+
+
 def parquet(frame: pd.DataFrame, columns: list[tuple[str, str]]) -> bytes:
     types = {"string": pa.string(), "date": pa.date32(), "bigint": pa.int64(), "int": pa.int32()}
     schema = pa.schema([(c, types[t]) for c, t in columns])
@@ -77,17 +90,45 @@ def parquet(frame: pd.DataFrame, columns: list[tuple[str, str]]) -> bytes:
 # --- gold -----------------------------------------------------------------------------------------------
 
 
-def read_silver(engine: sa.Engine) -> pd.DataFrame:
-    """All of silver, from ``sertis.transactions`` (the exactly-once copy: a forced reload replaces, never doubles)."""
+# A transaction (``transactionId``) counts as its latest delivery has it: when a later file (a corrected file
+# landed again, or one repeating lines already sent) carries a transaction, that file's lines replace the earlier
+# ones instead of adding to them. Within one file every line counts as the file says.
+_LATEST_DELIVERY = """
+    SELECT customer_id, transaction_date, product_sold, units_sold, latest, repeated
+    FROM (
+        SELECT customer_id, transaction_date, product_sold, units_sold,
+               rank() OVER (PARTITION BY transaction_id ORDER BY _loaded_at DESC, _ingestion_id DESC) = 1 AS latest,
+               row_number() OVER (
+                   PARTITION BY _ingestion_id, transaction_id, customer_id, transaction_date, product_sold, units_sold
+                   ORDER BY _source_row
+               ) > 1 AS repeated
+        FROM sertis.transactions
+    ) delivered
+"""
+
+
+@dataclass(frozen=True)
+class Silver:
+    """What gold is built from: each transaction's lines from its latest delivery, and how many earlier lines that
+    set aside."""
+
+    lines: pd.DataFrame
+    superseded: int = 0
+    repeated: int = 0  # counted lines that repeat an earlier line of their file exactly
+
+
+def read_silver(engine: sa.Engine) -> Silver:
+    """All of silver from ``sertis.transactions`` (the exactly-once copy), each transaction as delivered last."""
     with engine.connect() as conn:
         if not tables.exists(conn, transactions):
-            return pd.DataFrame(columns=[c for c, _ in SILVER_COLUMNS])
-        result = conn.execute(
-            sa.text("SELECT customer_id, transaction_date, product_sold, units_sold FROM sertis.transactions")
-        )
+            return Silver(pd.DataFrame(columns=[c for c, _ in SILVER_COLUMNS]))
+        result = conn.execute(sa.text(_LATEST_DELIVERY))
         frame = pd.DataFrame(result.all(), columns=list(result.keys()))
-    frame["units_sold"] = frame["units_sold"].astype("int64")
-    return frame
+    latest = frame.pop("latest").astype(bool)
+    repeated = frame.pop("repeated").astype(bool)
+    lines = frame[latest].reset_index(drop=True)
+    lines["units_sold"] = lines["units_sold"].astype("int64")
+    return Silver(lines, superseded=int((~latest).sum()), repeated=int((latest & repeated).sum()))
 
 
 def ensure_gold(engine: sa.Engine) -> None:

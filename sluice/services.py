@@ -334,7 +334,17 @@ def stop_postgres(pgdata: Path, timeout: float = 30.0) -> Postgres | None:
     if _process(running.pid) is not None:
         with contextlib.suppress(psutil.Error):
             proc.kill()
+    _remove_alias(Path(running.socket_dir), pgdata)
     return running
+
+
+def _remove_alias(socket_dir: Path, pgdata: Path) -> None:
+    """Remove the plain alias a data folder with a space in its path was started through (``sluice-pg-<hash>`` in
+    the temp folder, made by ``sluice.adapters.warehouse``), once its server has stopped."""
+    if socket_dir.name.startswith("sluice-pg-") and socket_dir.is_symlink():
+        with contextlib.suppress(OSError):
+            if Path(os.readlink(socket_dir)).resolve() == pgdata.resolve():
+                socket_dir.unlink()
 
 
 # --- both -------------------------------------------------------------------------------------------

@@ -6,8 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sluice.errors import ConfigurationError
 
 
 class Settings(BaseSettings):
@@ -78,6 +80,18 @@ class Settings(BaseSettings):
         ),
     )
     json_logs: bool = Field(False, description="Log one JSON object per line (CloudWatch).")
+
+    @field_validator("notify_blocks")
+    @classmethod
+    def _policies_known(cls, value: str) -> str:
+        """A block's ``@policy`` suffix is one of the policies: a typo would silently change who is alerted."""
+        policies = ("failure", "change", "always")
+        for ref in (part.strip() for part in value.split(",")):
+            _, at, policy = ref.partition("@")
+            if at and policy not in policies:
+                raise ValueError(f"{ref!r}: the part after @ must be one of {', '.join(policies)}")
+        return value
+
     api_key: SecretStr | None = Field(None, description="API key the query API requires in X-API-Key.")
     api_key_block: str | None = Field(
         None,
@@ -132,8 +146,22 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read from the environment on first use."""
-    return Settings()
+    """The process's settings, read from the environment on first use; a bad value is one ``ConfigurationError``
+    naming the variable and the value (not pydantic's multi-line report)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(_described(exc)) from None
+
+
+def _described(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        name = "SLUICE_" + "_".join(str(part) for part in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        shown = "(value hidden)" if name.endswith(("_URL", "_KEY")) else repr(error.get("input"))
+        problems.append(f"{name} is {shown}: {message[:1].lower()}{message[1:]}")
+    return "; ".join(problems)
 
 
 def reload_settings() -> Settings:

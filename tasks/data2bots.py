@@ -25,6 +25,7 @@ class Data2botsContext(RunContext):
     as_of: dt.date | None = None
     refresh_reference: bool = False
     reference: data2bots.Reference | None = None
+    staging_version: str = ""
 
     def __post_init__(self) -> None:
         self.refresh_reference = self.refresh_reference or self.settings.refresh_reference
@@ -41,17 +42,24 @@ class Data2botsContext(RunContext):
 def extract(ctx: Data2botsContext, as_of: dt.date | None) -> dict[str, pd.DataFrame] | None:
     """Read staging and the reference tables; decide the day; None when that day already ran (and not forced)."""
     with ledger_state(ctx, "extract") as entry:
+        ctx.staging_version = data2bots.staging_version(ctx.engine)
         staging = data2bots.read_staging(ctx.engine)
         ctx.as_of = as_of or data2bots.latest_order_date(staging)
         entry.source = f"staging as of {ctx.as_of}"
         entry.rows_read = sum(len(f) for f in staging.values())
-        if not ctx.force and data2bots.already_ran(ctx.engine, ctx.as_of):
+        previous = data2bots.previous_run(ctx.engine, ctx.as_of, ctx.staging_version)
+        if previous == "current" and not (ctx.force or ctx.refresh_reference):  # new reference, new figures
             entry.status = "skipped"
             entry.error = f"analytics for {ctx.as_of} already ran; use force to run again"
             return None
         ctx.reference = data2bots.read_reference(
             ctx.engine, ctx.settings, staging, ctx.as_of, ctx.refresh_reference
         )
+        if previous == "stale" and not (ctx.force or ctx.refresh_reference):
+            ctx.reference.notes.append(
+                f"analytics for {ctx.as_of} ran before, but staging files loaded since (or its export did not "
+                "complete): that day is built again"
+            )
     return staging
 
 
@@ -94,5 +102,8 @@ def load(ctx: Data2botsContext, tables: dict[str, pd.DataFrame]) -> dict[str, in
 @io_task
 def export(ctx: Data2botsContext) -> dict[str, str]:
     """The analytics tables as CSV in the export zone; returns where each went."""
+    assert ctx.as_of is not None
     with ledger_state(ctx, "export"):
-        return data2bots.export(ctx.engine, ctx.settings)
+        written = data2bots.export(ctx.engine, ctx.settings)
+        data2bots.mark_exported(ctx.engine, ctx.as_of, ctx.staging_version)
+        return written

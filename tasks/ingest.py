@@ -34,7 +34,7 @@ from sluice.errors import BadFile, ConfigurationError, ValidationFailed
 from sluice.ledger import LedgerEntry, close_entry
 from sluice.loading import LoadOutcome, ensure_target, is_loaded, load_file
 from sluice.registry import AfterLoad, Dataset
-from tasks.toolkit import RunContext, io_task, ledger_state
+from tasks.toolkit import RunContext, io_task, ledger_state, reason
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def _fused(ctx: IngestContext, fetched: storage.FetchedFile, reader: str) -> Loa
         )
         raise
     except BaseException as exc:
-        error = str(exc) or type(exc).__name__
+        error = reason(exc)
         if passed.finished:
             finish("transform", "success", rows_read=passed.rows_read)
             finish(

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -19,7 +19,9 @@ from tasks.toolkit import RunContext, checked, io_task, ledger_state, step_task
 
 @dataclass(kw_only=True)
 class SertisContext(RunContext):
-    """What every task of one gold build needs (nothing beyond the run's own)."""
+    """What every task of one gold build needs: the run's own, and what extract noticed."""
+
+    notes: list[str] = field(default_factory=list)
 
     def labels(self) -> dict[str, str | None]:
         return {
@@ -34,8 +36,18 @@ def extract(ctx: SertisContext) -> pd.DataFrame:
     """All of silver."""
     with ledger_state(ctx, "extract") as entry:
         silver = sertis.read_silver(ctx.engine)
-        entry.rows_read = len(silver)
-    return silver
+        entry.rows_read = len(silver.lines) + silver.superseded
+        if silver.repeated:
+            ctx.notes.append(
+                f"{silver.repeated} transaction lines repeat an earlier line of their file exactly (transaction, "
+                "customer, day, product, units): each counts, as the file has it"
+            )
+        if silver.superseded:
+            ctx.notes.append(
+                f"{silver.superseded} transaction lines were delivered again by a later file: each transaction "
+                "counts as its latest file has it"
+            )
+    return silver.lines
 
 
 @step_task

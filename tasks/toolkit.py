@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,12 +30,14 @@ import pandas as pd
 import sqlalchemy as sa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import TerminationSignal
 from prefect.tasks import exponential_backoff
 
 from sluice import checks
 from sluice.adapters.warehouse import get_engine
-from sluice.errors import SluiceError
+from sluice.errors import SluiceError, clipped
 from sluice.ledger import Ledger, LedgerEntry, close_entry
+from sluice.ledger_entry import INTERRUPTED, TERMINATED
 from sluice.settings import Settings, get_settings
 
 #: The figures a state carries to the next state of the same run (as ``sluice.ledger.close_entry`` does).
@@ -72,6 +75,15 @@ class RunContext:
         )
 
 
+def reason(exc: BaseException) -> str:
+    """What a state records as its failure: the error's text (bounded), or what a SIGTERM means."""
+    if isinstance(exc, TerminationSignal):  # its text is empty: say what stopped the run
+        return TERMINATED
+    if isinstance(exc, asyncio.CancelledError):  # Prefect's timeout interrupts the run's thread with one
+        return INTERRUPTED
+    return clipped(str(exc) or type(exc).__name__)
+
+
 @contextmanager
 def ledger_state(ctx: RunContext, state: str, *, last: bool = True) -> Iterator[LedgerEntry]:
     """Record ``state`` as running, then as success/skipped (set by the body) or fail with the error.
@@ -97,7 +109,7 @@ def ledger_state(ctx: RunContext, state: str, *, last: bool = True) -> Iterator[
         yield entry
     except BaseException as exc:
         entry.status = "fail"
-        entry.error = str(exc) or type(exc).__name__
+        entry.error = reason(exc)
         close_entry(ctx.ledger, ctx.counts, entry)
         raise
     if entry.status == "running" and not last:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 
@@ -28,6 +29,15 @@ class TotesysContext(RunContext):
 
     run_at: datetime
     source_url: str
+    cycle: Any = (
+        None  # the connection holding the cycle lock (``totesys.claim_cycle``), from extract to the end
+    )
+
+    def cleanup(self) -> None:
+        """Release the cycle lock."""
+        if self.cycle is not None:
+            totesys.release_cycle(self.cycle)
+            self.cycle = None
 
     def quarantine_uri(self) -> str:
         """Failed checks under the cycle's time (``run_at``), as the zones are."""
@@ -52,6 +62,12 @@ def ensure(ctx: TotesysContext) -> None:
 def extract(ctx: TotesysContext) -> totesys.Extracted:
     """Rows changed since each table's watermark → CSV batches in the ingestion zone."""
     with ledger_state(ctx, "extract") as entry:
+        if ctx.cycle is None:
+            ctx.cycle = totesys.claim_cycle(ctx.engine)
+            if ctx.cycle is None:
+                entry.status = "skipped"
+                entry.error = totesys.BUSY
+                return totesys.Extracted(run_at=ctx.run_at, run_id=ctx.ingestion_id, note=totesys.BUSY)
         source = source_engine(ctx.source_url)
         try:
             extracted = totesys.extract(source, ctx.engine, ctx.settings, ctx.run_at, ctx.ingestion_id)

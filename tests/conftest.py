@@ -7,6 +7,7 @@ is removed, so nothing survives ``./run test``.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -28,6 +29,14 @@ os.environ.pop("PREFECT_API_URL", None)
 os.environ["SLUICE_HOME"] = str(_SESSION_DIR / "home")
 os.environ.pop("SLUICE_DATABASE_URL", None)
 os.environ["SLUICE_RETRY_DELAY_SECONDS"] = "0.05"
+# Temp files of this process and every process it starts (Prefect workers keep /tmp/runner_storage/<uuid> folders;
+# another user's /tmp/runner_storage is not writable) go in the session folder, and go with it.
+(_SESSION_DIR / "tmpdir").mkdir()
+os.environ["TMPDIR"] = tempfile.tempdir = str(_SESSION_DIR / "tmpdir")
+# Registered first, so it runs last at exit: after the exit handlers that use the folder (Prefect's test harness
+# removes its own temp folder; pgserver takes its lock file in the runtime folder, for a user without
+# /run/user/<uid> a folder in TMPDIR).
+atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -40,14 +49,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Stop what the session started under its folder (the Prefect server a CLI subprocess may have
-    started, the embedded PostgreSQL), then remove the folder."""
+    started, the embedded PostgreSQL); the folder is removed at exit."""
     from sluice import services
 
     home = Path(os.environ.get("SLUICE_HOME", _SESSION_DIR / "home"))
     services.stop(_SESSION_DIR / "home", _SESSION_DIR / "home" / "pg")
     if home != _SESSION_DIR / "home":
         services.stop(home, home / "pg")
-    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+    # the folder itself is removed at exit (registered above), after the exit handlers that still use it
 
 
 def shared_file(*parts: str) -> Path:

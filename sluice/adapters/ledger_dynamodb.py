@@ -8,7 +8,9 @@ transition in order. Numbers are written as DynamoDB numbers; entries are JSON s
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from sluice.errors import ConfigurationError, clipped
 from sluice.ledger_entry import LedgerEntry
 
 _COUNTS = ("rows_read", "rows_loaded", "rows_quarantined")
@@ -35,6 +38,12 @@ class DynamoDBLedger:
             self.client.describe_table(TableName=self.table_name)
             return
         except ClientError as exc:
+            if _denied(exc):
+                raise ConfigurationError(
+                    f"the DynamoDB ledger table {self.table_name!r} cannot be read with these credentials "
+                    f"({_said(exc)}): grant dynamodb:DescribeTable, UpdateItem and Query on it, or set "
+                    "SLUICE_LEDGER_TABLE to a table they may use"
+                ) from None
             if exc.response["Error"]["Code"] != "ResourceNotFoundException":
                 raise
         try:
@@ -51,12 +60,20 @@ class DynamoDBLedger:
                 BillingMode="PAY_PER_REQUEST",
             )
         except ClientError as exc:
+            if _denied(exc):
+                raise ConfigurationError(
+                    f"the DynamoDB ledger table {self.table_name!r} does not exist, and these credentials may not "
+                    f"create it ({_said(exc)}): set SLUICE_LEDGER_TABLE to the stack's table (output "
+                    "LedgerTableName), or create it (HASH ingestedID, RANGE ingestedTable, both strings)"
+                ) from None
             # Another process created it between our describe and create.
             if exc.response["Error"]["Code"] != "ResourceInUseException":
                 raise
         self.client.get_waiter("table_exists").wait(TableName=self.table_name)
 
     def record(self, entry: LedgerEntry) -> None:
+        if entry.error:  # an item holds at most 400 KB, and keeps every state's entry
+            entry = dataclasses.replace(entry, error=clipped(entry.error))
         now = (entry.finished_at or entry.started_at).isoformat()
         names = {"#state": "state", "#status": "status", "#entry": f"entry_{entry.state}"}
         values: dict[str, Any] = {
@@ -138,6 +155,20 @@ class DynamoDBLedger:
         runs = [run for run in runs if run]
         runs.sort(key=lambda run: run[0].started_at, reverse=True)
         return runs[:limit]
+
+
+def _denied(exc: ClientError) -> bool:
+    # moto answers a denied JSON-protocol call with a 403 and an XML body botocore cannot parse (code "403").
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = exc.response.get("Error", {}).get("Code")
+    return status == 403 or code in ("AccessDeniedException", "AccessDenied", "UnrecognizedClientException")
+
+
+def _said(exc: ClientError) -> str:
+    """``access denied: <AWS's message>``, the message taken out of an XML body when that is what came back."""
+    message = str(exc.response.get("Error", {}).get("Message") or exc)
+    inner = re.search(r"<Message>(.*?)</Message>", message, re.S)
+    return f"access denied: {(inner.group(1) if inner else message).strip()}"
 
 
 def _camel(name: str) -> str:

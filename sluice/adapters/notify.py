@@ -2,29 +2,33 @@
 
 Neither Prefect nor prefect-aws ships an SNS notification block, so ``SnsNotification`` is one (registered
 with Prefect so it shows in the UI's block catalogue: ``prefect block register -m sluice.adapters.notify``).
-``EmailNotification`` wraps prefect-email's ``EmailServerCredentials`` so both are used the same way:
+``EmailNotification`` sends through prefect-email's ``EmailServerCredentials`` so both are used the same way:
 ``notify(body, subject)``. The hooks run client-side in the flow's process; a notification that cannot be
 delivered is logged as a warning and never changes the run's outcome.
 """
 
 from __future__ import annotations
 
+import asyncio
+import email.policy
 import html
 import json
 import logging
 import uuid
+from email.message import EmailMessage
 from typing import Any, Literal, cast, get_args
 
 from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
+from prefect.logging.loggers import flow_run_logger
 from prefect.utilities.asyncutils import run_coro_as_sync
 from prefect.utilities.urls import url_for
 from prefect_email import EmailServerCredentials
-from prefect_email.message import email_send_message
 from pydantic import Field
 
-from sluice.ledger import get_ledger, summarize
-from sluice.report import IngestionFailed, IngestReport
+from sluice.errors import clipped
+from sluice.ledger import close_stopped, get_ledger
+from sluice.report import IngestionFailed, IngestReport, report_from_ledger, stop_of
 from sluice.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -45,6 +49,11 @@ def __dir__() -> list[str]:  # so `prefect block register -m sluice.adapters.not
     return [*globals(), "SnsNotification"]
 
 
+#: SMTP's line limit (998), not the 78 of the default policy: a 90-character subject is folded by it into an empty
+#: first line, which mail readers show with a leading space.
+_EMAIL_POLICY = email.policy.default.clone(max_line_length=998)
+
+
 class EmailNotification(NotificationBlock):
     """Email a run's message through prefect-email's ``EmailServerCredentials`` (SSL, STARTTLS or plain)."""
 
@@ -57,15 +66,20 @@ class EmailNotification(NotificationBlock):
     credentials: EmailServerCredentials = Field(..., description="SMTP server and login.")
 
     async def notify(self, body: str, subject: str | None = None) -> None:
-        # prefect-email's task body (not the task) so a hook can send without opening a task run.
-        await email_send_message.fn(
-            subject=subject or f"{SUBJECT_PREFIX} notification",
-            msg=f"<pre>{_html_escape(body)}</pre>",
-            msg_plain=body,
-            email_server_credentials=self.credentials,
-            email_from=self.email_from or self.credentials.username or "sluice@localhost",
-            email_to=self.to,
-        )
+        # Built here, sent through prefect-email's server connection: prefect-email's ``email_send_message`` sends
+        # an ASCII body as 7bit with its lines as they are, and SMTP refuses a line over 998 characters (a long
+        # error in the JSON body); ``EmailMessage`` encodes such a body (quoted-printable) and non-ASCII headers.
+        message = EmailMessage(policy=_EMAIL_POLICY)
+        message["Subject"] = subject or f"{SUBJECT_PREFIX} notification"
+        message["From"] = self.email_from or self.credentials.username or "sluice@localhost"
+        message["To"] = self.to
+        message.set_content(body)
+        message.add_alternative(f"<pre>{_html_escape(body)}</pre>", subtype="html")
+        await asyncio.to_thread(self._send, message)
+
+    def _send(self, message: EmailMessage) -> None:
+        with self.credentials.get_server() as server:
+            server.send_message(message)
 
 
 def _html_escape(text: str) -> str:
@@ -91,7 +105,7 @@ def register_blocks() -> None:
 
 def build_message(report: IngestReport, url: str | None = None) -> dict[str, Any]:
     """The machine-readable message, compatible with the systems Sluice replaces."""
-    failed = report.status == "failed"
+    failed = report.status in ("failed", "cancelled")
     return {
         "status": "Ingestion Fail" if failed else "Ingestion Success",
         "latestState": report.state,
@@ -104,7 +118,7 @@ def build_message(report: IngestReport, url: str | None = None) -> dict[str, Any
         "rowsLoaded": report.rows_loaded,
         "rowsQuarantined": report.rows_quarantined,
         "quarantineUri": report.quarantine_uri,
-        "error": report.error,
+        "error": clipped(report.error) if report.error else report.error,  # SNS takes 256 KB at most
         "notes": report.notes,
         "url": url,
     }
@@ -117,7 +131,11 @@ def build_subject(report: IngestReport) -> str:
         reason = report.error.splitlines()[0] if report.error else "unknown error"
         # Errors name the file first; the body carries it, the subject's 100 characters are for the reason.
         reason = reason.removeprefix(f"{report.source}: ")
-        return _fit(f"{SUBJECT_PREFIX} FAILED {name} at {report.state}: {reason}")
+        return _fit(f"{SUBJECT_PREFIX} FAILED {name} at {report.state or 'start'}: {reason}")
+    if report.status == "cancelled":
+        return _fit(
+            f"{SUBJECT_PREFIX} CANCELLED {name} at {report.state or 'start'}: {report.error or 'cancelled'}"
+        )
     if report.status == "skipped":
         return f"{SUBJECT_PREFIX} SKIPPED {name}: already loaded"
     subject = f"{SUBJECT_PREFIX} OK {name}: {report.rows_loaded:,} rows loaded"
@@ -132,27 +150,6 @@ def _fit(subject: str) -> str:
     """One line of at most 100 characters (SNS's limit), so every channel shows the same subject."""
     subject = " ".join(subject.split())
     return subject if len(subject) <= 100 else subject[:97] + "..."
-
-
-def report_from_ledger(ingestion_id: uuid.UUID, source: str, error: str | None) -> IngestReport | None:
-    """Rebuild a run's report from its ledger entries (crashes leave no report behind)."""
-    entries = get_ledger().history(ingestion_id)
-    if not entries:
-        return None
-    summary = summarize(entries)
-    return IngestReport(
-        run_id=summary["run_id"],
-        dataset=summary["dataset"],
-        source=summary["source"] or source,
-        status="failed",
-        state=summary["state"],
-        rows_read=summary["rows_read"],
-        rows_loaded=summary["rows_loaded"],
-        rows_quarantined=summary["rows_quarantined"],
-        quarantine_uri=summary["quarantine_uri"],
-        table=summary["table"],
-        error=error or summary["error"],
-    )
 
 
 def report_from_state(flow_run: Any, state: Any) -> IngestReport:
@@ -180,6 +177,30 @@ def report_from_state(flow_run: Any, state: Any) -> IngestReport:
         state=None,
         error=error,
     )
+
+
+def report_of_stopped(flow_run: Any, status: str, why: str) -> IngestReport:
+    """The report of a run stopped from outside (cancelled, timed out): its ledger's open states closed with the
+    reason only the hook knows (the run's own code was interrupted before it could say it), then rebuilt."""
+    run_id = uuid.UUID(str(flow_run.id))
+    try:
+        close_stopped(get_ledger(), run_id, "cancelled" if status == "cancelled" else "fail", why)
+        report = report_from_ledger(run_id, "?", why)
+    except Exception as exc:
+        logger.warning("the ledger of stopped run %s could not be closed: %s", run_id, exc)
+        report = None
+    if report is None:
+        parameters = getattr(flow_run, "parameters", None) or {}
+        report = IngestReport(
+            run_id=str(run_id),
+            dataset=parameters.get("dataset") or getattr(flow_run, "name", None),
+            source=str(parameters.get("source", "?")),
+            status=status,
+            state=None,
+            error=why,
+        )
+    report.status, report.error = status, why
+    return report
 
 
 def _run_url(flow_run: Any) -> str | None:
@@ -223,7 +244,7 @@ def changed(report: IngestReport) -> bool:
 
 def wanted(report: IngestReport, policy: NotifyOn) -> bool:
     """Failures always alert; ``change``: runs that changed something too; ``always``: every run."""
-    if report.status == "failed" or policy == "always":
+    if report.status in ("failed", "cancelled") or policy == "always":
         return True
     return policy == "change" and changed(report)
 
@@ -269,10 +290,12 @@ def deliver(
     url: str | None = None,
     blocks: list[str] | None = None,
     notify_on: NotifyOn | None = None,
+    run_logger: Any = None,
 ) -> int:
     """Send one message to every configured block whose policy wants this run; how many were delivered; never raises.
 
-    A block's policy is its ``@<policy>`` suffix, else ``notify_on``, else ``SLUICE_NOTIFY_ON``.
+    A block's policy is its ``@<policy>`` suffix, else ``notify_on``, else ``SLUICE_NOTIFY_ON``. An undelivered
+    message is a warning of this module (a command's stderr) and, given the run's logger, in the run's logs (the UI).
     """
     refs = configured_blocks() if blocks is None else blocks
     if not refs:
@@ -291,19 +314,44 @@ def deliver(
             delivered += 1
         except Exception as exc:
             logger.warning("notification via %s not delivered: %s", ref, exc)
+            if run_logger is not None:
+                run_logger.warning("notification via %s not delivered: %s", ref, exc)
     return delivered
 
 
 def _hook(flow: Any, flow_run: Any, state: Any) -> None:
+    run_logger = _logger_of(flow_run)
     try:
+        stop = stop_of(state)
+        if stop is not None:
+            deliver(report_of_stopped(flow_run, *stop), _run_url(flow_run), run_logger=run_logger)
+            return
         report = report_from_state(flow_run, state)
         if state.is_crashed() and report.status != "failed":
             report.status = "failed"
-        deliver(report, _run_url(flow_run))
+        deliver(report, _run_url(flow_run), run_logger=run_logger)
     except Exception as exc:
         logger.warning("run notification skipped: %s", exc)
+        if run_logger is not None:
+            run_logger.warning("run notification skipped: %s", exc)
+
+
+def _logger_of(flow_run: Any) -> Any:
+    """The run's own logger (its records go to the Prefect API: the run's logs in the UI), or None."""
+    try:
+        return flow_run_logger(flow_run=flow_run)
+    except Exception:
+        return None
 
 
 def notify_hooks() -> dict[str, list[Any]]:
-    """``on_completion``, ``on_failure`` and ``on_crashed`` hooks for a flow: one message per run."""
-    return {"on_completion": [_hook], "on_failure": [_hook], "on_crashed": [_hook]}
+    """``on_completion``, ``on_failure``, ``on_crashed`` and ``on_cancellation`` hooks for a flow: one message per run.
+
+    A cancellation's hook runs where the run was cancelled from: the worker (runner) that stopped the run's
+    process, or the run's own process."""
+    return {
+        "on_completion": [_hook],
+        "on_failure": [_hook],
+        "on_crashed": [_hook],
+        "on_cancellation": [_hook],
+    }

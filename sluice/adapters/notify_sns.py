@@ -3,6 +3,7 @@ when an SNS block is used (``sluice.adapters.notify.SnsNotification`` still name
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from prefect.blocks.abstract import NotificationBlock
@@ -35,6 +36,8 @@ class SnsNotification(NotificationBlock):
 
 
 def sns_subject(subject: str) -> str:
-    """SNS subjects: ASCII printable, no newlines, at most 100 characters."""
-    clean = "".join(c if 32 <= ord(c) < 127 else "?" for c in subject.replace("\n", " "))
-    return clean[:100]
+    """SNS subjects: ASCII printable, no newlines, at most 100 characters. Accented letters lose their accents
+    (``été`` → ``ete``, not ``?t?``); what has no ASCII form becomes ``?``."""
+    plain = unicodedata.normalize("NFKD", " ".join(subject.split()))
+    plain = "".join(c for c in plain if not unicodedata.combining(c))
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in plain)[:100]

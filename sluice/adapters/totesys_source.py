@@ -7,9 +7,13 @@ and the tests seed it with ``sluice.fakes.totesys``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg2
 import sqlalchemy as sa
 
-from sluice.adapters.warehouse import database_url, secret_value
+from sluice.adapters.warehouse import database_url, redact, secret_value, sqlalchemy_url
 from sluice.errors import ConfigurationError
 from sluice.settings import Settings, get_settings
 
@@ -44,5 +48,60 @@ def _ensure_database(server: sa.URL, name: str) -> None:
     engine.dispose()
 
 
+class SourceUnreachable(ConnectionError):
+    """The OLTP cannot be reached (refused, timed out, dropped): transient, so the extract task retries it."""
+
+
+# libpq's messages for a refusal that no retry changes: the login or the database is wrong.
+_PERMANENT = (
+    "password authentication failed",
+    "authentication failed",
+    "no pg_hba.conf entry",
+    "does not exist",
+    "permission denied",
+    "no password supplied",
+)
+
+
 def source_engine(url: str) -> sa.Engine:
-    return sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 10})
+    """An engine on the OLTP through psycopg2, whatever PostgreSQL URL it is given (``postgresql://``, what clients
+    are given, or with another driver); rows arrive as UTF-8 whatever the source database's encoding."""
+    try:
+        parsed = sa.make_url(sqlalchemy_url(url))
+        if parsed.get_backend_name() != "postgresql":
+            raise ConfigurationError(
+                f"the Totesys source must be PostgreSQL (postgresql://user:password@host/db), not "
+                f"{parsed.get_backend_name()}"
+            )
+        # the extract COPYs through psycopg2's cursor, whichever PostgreSQL driver the URL names
+        return sa.create_engine(
+            parsed.set(drivername="postgresql+psycopg2"),
+            poolclass=sa.pool.NullPool,
+            connect_args={"connect_timeout": 10, "client_encoding": "utf8"},
+        )
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise ConfigurationError(f"the Totesys source URL is not a valid database URL: {exc}") from None
+    except (ModuleNotFoundError, sa.exc.NoSuchModuleError) as exc:
+        raise ConfigurationError(
+            f"the Totesys source URL names a driver that is not installed ({exc}); use postgresql://…"
+        ) from None
+
+
+@contextmanager
+def readable_errors(url: str | sa.URL) -> Iterator[None]:
+    """The OLTP's connection failures as one line naming the source (never its password): a refused login or a
+    missing database is a ``ConfigurationError`` (not retried); anything else ``SourceUnreachable`` (retried)."""
+    try:
+        yield
+    except (
+        sa.exc.OperationalError,
+        sa.exc.InterfaceError,
+        psycopg2.OperationalError,
+        psycopg2.InterfaceError,
+    ) as exc:
+        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        detail = lines[0] if lines else type(exc).__name__
+        where = url.render_as_string(hide_password=True) if isinstance(url, sa.URL) else redact(url)
+        if any(marker in detail for marker in _PERMANENT):
+            raise ConfigurationError(f"the Totesys source {where} refused the connection: {detail}") from None
+        raise SourceUnreachable(f"the Totesys source {where} is unreachable: {detail}") from None

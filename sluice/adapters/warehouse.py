@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import logging
+import os
 import queue
+import shlex
+import subprocess
+import tempfile
 import threading
 import uuid
 import warnings
@@ -41,10 +46,55 @@ def _start_embedded(pgdata: Path) -> str:
             ) from None
 
         pgdata.mkdir(parents=True, exist_ok=True)
-        # cleanup_mode=None: the server outlives this process and is reused by the next one.
-        server = pgserver.get_server(pgdata, cleanup_mode=None)
+        try:
+            # cleanup_mode=None: the server outlives this process and is reused by the next one.
+            plain = _plain_path(pgdata)
+            if plain == pgdata:
+                server = pgserver.get_server(pgdata, cleanup_mode=None)
+            else:  # get_server would resolve the alias back to the real path
+                known = pgserver.PostgresServer._instances.get(plain)
+                server = known or pgserver.PostgresServer(plain, cleanup_mode=None)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            raise ConfigurationError(_start_failure(pgdata)) from None
         uri = server.get_uri()
     return uri.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+def _plain_path(pgdata: Path) -> Path:
+    """``pgdata``, or a plain alias of it when its path has a space or another character a shell would split.
+
+    pgserver 0.1.4 hands the socket folder (the data folder) to ``pg_ctl -o "-k <folder>"`` unquoted, and pg_ctl
+    starts postgres through a shell, so a checkout in "~/My Projects" could not start its warehouse. The alias is a
+    symbolic link in the temp folder named after a hash of the real path; it is made again by every start (a temp
+    cleaner may remove it), and the data stays in ``pgdata``.
+    """
+    if shlex.quote(str(pgdata)) == str(pgdata):
+        return pgdata
+    alias = Path(tempfile.gettempdir()) / f"sluice-pg-{hashlib.sha256(str(pgdata).encode()).hexdigest()[:12]}"
+    if not (alias.is_symlink() and os.readlink(alias) == str(pgdata)):
+        fresh = alias.with_name(f"{alias.name}.{os.getpid()}")
+        fresh.unlink(missing_ok=True)
+        fresh.symlink_to(pgdata, target_is_directory=True)
+        fresh.replace(alias)  # atomic: a concurrent start sees the old link or the new one
+    if os.name == "posix" and os.geteuid() == 0:
+        # as root, pgserver runs postgres as its own user and opens the path's folders to it; here the real ones
+        from pgserver.utils import ensure_prefix_permissions
+
+        ensure_prefix_permissions(pgdata)
+    return alias
+
+
+def _start_failure(pgdata: Path) -> str:
+    """One line on why the embedded PostgreSQL did not start: the last line of its log, and where the log is."""
+    log = pgdata / "log"
+    try:
+        lines = [
+            line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()
+        ]
+    except OSError:
+        lines = []
+    reason = lines[-1].strip() if lines else "no log written"
+    return f"the embedded PostgreSQL in {pgdata} did not start: {reason} (log: {log})"
 
 
 @functools.lru_cache(maxsize=8)
@@ -61,7 +111,7 @@ def secret_value(arn: str) -> str:
     return str(value)
 
 
-def _sqlalchemy_url(url: str) -> str:
+def sqlalchemy_url(url: str) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg2://" + url.split("://", 1)[1]
     return url
@@ -71,9 +121,9 @@ def database_url(settings: Settings | None = None) -> str:
     """The warehouse URL: ``SLUICE_DATABASE_URL``, else the Secrets Manager secret, else the embedded server."""
     settings = settings or get_settings()
     if settings.database_url is not None:
-        return _sqlalchemy_url(settings.database_url.get_secret_value())
+        return sqlalchemy_url(settings.database_url.get_secret_value())
     if settings.database_secret_arn:
-        return _sqlalchemy_url(secret_value(settings.database_secret_arn))
+        return sqlalchemy_url(secret_value(settings.database_secret_arn))
     return _start_embedded((settings.home / "pg").resolve())
 
 

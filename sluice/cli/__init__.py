@@ -20,7 +20,7 @@ from rich.table import Table
 
 from sluice import services
 from sluice.cli import api, aws, backfill, data2bots, notify, output, sertis, totesys
-from sluice.cli.output import AsJson, Verbose, console, err, fail, print_json
+from sluice.cli.output import AsJson, Verbose, console, err, fail, print_json, where
 from sluice.errors import SluiceError
 from sluice.runtime import prepare
 
@@ -88,7 +88,7 @@ def _print_report(report: Any) -> None:
     colour = {"success": "green", "skipped": "yellow", "failed": "red"}.get(report.status, "white")
     console.print(
         f"[{colour}]{report.status}[/] {report.dataset} ← {report.source}: "
-        f"{report.rows_read:,} read, {report.rows_loaded:,} loaded into {report.table}, "
+        f"{report.rows_read:,} read, {report.rows_loaded:,} loaded into {report.table or '-'}, "
         f"{report.rows_quarantined:,} quarantined",
         highlight=False,
         soft_wrap=True,
@@ -96,7 +96,7 @@ def _print_report(report: Any) -> None:
     if report.quarantine_uri:
         console.print(f"  quarantine: {report.quarantine_uri}", highlight=False, soft_wrap=True)
     if report.error and report.status == "failed":
-        err.print(f"[bold red]error[/] at {report.state}: {report.error}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error[/]{where(report)}: {report.error}", highlight=False, soft_wrap=True)
     elif report.error:
         console.print(f"  {report.error}", highlight=False, soft_wrap=True)
 
@@ -116,22 +116,32 @@ def ledger(
     if as_json:
         print_json([{**summarize(r), "states": [e.as_dict() for e in r]} for r in runs])
         return
-    table = Table(title="Recent runs")
-    for column in ("started", "run", "dataset", "status", "state", "read", "loaded", "quarantined", "error"):
-        table.add_column(column, overflow="fold")
-    for run in runs:
-        s = summarize(run)
-        table.add_row(
+    columns = ("started", "run", "dataset", "status", "state", "read", "loaded", "quarantined", "error")
+    rows = [
+        (
             run[0].started_at.strftime("%Y-%m-%d %H:%M:%S"),
-            s["run_id"][:8],
+            s["run_id"],
             s["dataset"],
             s["status"],
             s["state"],
             str(s["rows_read"]),
             str(s["rows_loaded"]),
             str(s["rows_quarantined"]),
-            (s["error"] or "")[:120],
+            " ".join((s["error"] or "").split()),
         )
+        for run in runs
+        for s in [summarize(run)]
+    ]
+    if not console.is_terminal:
+        # piped or redirected: one tab-separated line per run, whole values, for grep/cut/awk (no box drawing to wrap)
+        for line in (columns, *rows):
+            print("\t".join(line))
+        return
+    table = Table(title="Recent runs")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row[:1], row[1][:8], *row[2:8], row[8][:120])
     console.print(table)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sluice.cli.output import console, err, fail, print_json
+from sluice.cli.output import console, err, fail, print_json, where
 from sluice.runtime import prepare
 
 
@@ -21,13 +21,15 @@ def analytics(
         str | None,
         typer.Option("--as-of", help="Ingestion date YYYY-MM-DD (default: the latest order date)."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Run again for a day that already ran.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Run again for a day that already ran on the same staging files.")
+    ] = False,
     refresh_reference: Annotated[
         bool,
         typer.Option(
             "--refresh-reference",
             help="Rewrite if_common.dim_dates and dim_products from SLUICE_HOLIDAYS_FILE / SLUICE_PRODUCTS_FILE "
-            "(default: existing reference tables are only read; an absent one is created).",
+            "and build the day again (default: existing reference tables are only read; an absent one is created).",
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -59,7 +61,7 @@ def print_analytics(report: Any, console: Any) -> None:
     from sluice.data2bots import ANALYTICS, read_table
 
     if report.status == "failed":
-        err.print(f"[bold red]error[/] at {report.state}: {report.error}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error[/]{where(report)}: {report.error}", highlight=False, soft_wrap=True)
         return
     if report.status == "skipped":
         console.print(f"[yellow]analytics[/]: {report.error}", highlight=False)

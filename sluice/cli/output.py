@@ -55,6 +55,11 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def where(report: Any) -> str:
+    """`` at <state>`` for an error line, or nothing when the run failed before its first state."""
+    return f" at {report.state}" if getattr(report, "state", None) else ""
+
+
 def print_json(data: Any) -> None:
     _Run.printed_json = True
     sys.stdout.write(json.dumps(data, default=str) + "\n")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sluice.cli.output import console, err, print_json
+from sluice.cli.output import console, err, print_json, where
 from sluice.runtime import prepare
 
 
@@ -29,7 +29,7 @@ def customers(
     if as_json:
         print_json(report.model_dump(exclude={"failures", "flow_run_id"}))
     elif report.status == "failed":
-        err.print(f"[bold red]error[/] at {report.state}: {report.error}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error[/]{where(report)}: {report.error}", highlight=False, soft_wrap=True)
     else:
         print_customers(report, console, limit)
     if report.status == "failed":
@@ -58,5 +58,7 @@ def print_customers(report: Any, console: Any, limit: int = 15) -> None:
     for row in rows:
         table.add_row(str(row[0]), str(row[1]), str(row[2]))
     console.print(table)
+    for note in getattr(report, "notes", None) or []:
+        console.print(f"[yellow]note[/]: {note}", highlight=False, soft_wrap=True)
     if getattr(report, "gold_uri", None):
         console.print(f"gold Parquet: {report.gold_uri}", highlight=False, soft_wrap=True)

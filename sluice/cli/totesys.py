@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sluice.cli.output import console, err, fail, print_json
+from sluice.cli.output import console, err, fail, print_json, where
 from sluice.errors import SluiceError
 from sluice.runtime import prepare
 
@@ -57,7 +57,7 @@ def cycle(
     if as_json:
         print_json(
             report.model_dump(
-                include={"run_id", "status", "state", "extracted", "loaded", "seconds", "error"}
+                include={"run_id", "dataset", "status", "state", "extracted", "loaded", "seconds", "error"}
             )
         )
     else:
@@ -95,7 +95,7 @@ def print_cycle(report: Any) -> None:
             table.add_row(a[0], f"{a[1]:,}" if a[1] != "" else "", b[0], f"{b[1]:,}" if b[1] != "" else "")
         console.print(table)
     if report.status == "failed":
-        err.print(f"[bold red]error[/] at {report.state}: {report.error}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error[/]{where(report)}: {report.error}", highlight=False, soft_wrap=True)
         if report.quarantine_uri:
             err.print(f"  failures: {report.quarantine_uri}", highlight=False, soft_wrap=True)
 

@@ -13,11 +13,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import psycopg2
 import sqlalchemy as sa
 from psycopg2 import sql
 
 from sluice.adapters.warehouse import raw_connection
-from sluice.errors import ConfigurationError
+from sluice.errors import BadFile, ConfigurationError
 from sluice.transforms.totesys import TABLES
 
 # The OLTP's DDL as the source system has it: agreed dates and payment_date are text, a transaction points at
@@ -116,12 +117,19 @@ def seed(engine: sa.Engine, tables: dict[str, pd.DataFrame], *, replace: bool = 
             buffer = io.StringIO()
             frame.to_csv(buffer, index=False, header=False)
             buffer.seek(0)
-            cursor.copy_expert(
-                sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-                    sql.Identifier(name), sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns)
-                ),
-                buffer,
-            )
+            try:
+                cursor.copy_expert(
+                    sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+                        sql.Identifier(name), sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns)
+                    ),
+                    buffer,
+                )
+            except (
+                psycopg2.Error
+            ) as exc:  # a value or column the OLTP refuses: one line, the table's rows named
+                lines = str(exc).strip().splitlines()
+                where = next((line for line in lines if line.startswith("CONTEXT:")), "")
+                raise BadFile(f"{name}: {lines[0]} ({where.removeprefix('CONTEXT:').strip()})") from None
             counts[name] = len(frame)
             cursor.execute(
                 sql.SQL("SELECT setval(pg_get_serial_sequence({}, {}), GREATEST(MAX({}), 1)) FROM {}").format(
@@ -134,12 +142,16 @@ def seed(engine: sa.Engine, tables: dict[str, pd.DataFrame], *, replace: bool = 
     return counts
 
 
+# Integer columns besides the ids (``…_id``).
+_INTEGERS = {"units_sold", "item_quantity", "company_ac_number", "counterparty_ac_number"}
+
+
 def _normalise(name: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """The export writes nullable integer ids as floats (``2.0``); the OLTP wants integers."""
-    if name == "transaction":
-        frame = frame.copy()
-        for column in ("sales_order_id", "purchase_order_id"):
-            frame[column] = frame[column].astype("string").str.replace(r"\.0$", "", regex=True)
+    """Exports write integers as floats (``2.0``: nullable ids through pandas); the OLTP wants integers."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if column.endswith("_id") or column in _INTEGERS:
+            frame[column] = frame[column].astype("string").str.replace(r"\.0+$", "", regex=True)
     return frame
 
 

@@ -107,8 +107,13 @@ runs = sa.Table(
     sa.Column("ingestion_id", sa.Uuid, nullable=False),
     sa.Column("forced", sa.Boolean, nullable=False),
     sa.Column("ran_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column(
+        "staging_version",
+        sa.Text,
+        comment="The staging files the day was built from (count|latest load); null until its export is written",
+    ),
     schema="analytics",
-    comment="One row per ingestion_date analysed: the at-most-once-a-day guard",
+    comment="One row per ingestion_date analysed: the at-most-once-a-day guard (per version of staging)",
 )
 
 #: What an analytics run creates: the reference tables, the analytics tables and the run record.

@@ -125,7 +125,7 @@ fact_sales_order = sa.Table(
     sa.Column("design_id", sa.Integer, _fk("dim_design"), nullable=False),
     sa.Column("agreed_payment_date", sa.Date, _fk("dim_date", "date_id"), nullable=False),
     sa.Column("agreed_delivery_date", sa.Date, _fk("dim_date", "date_id"), nullable=False),
-    sa.Column("agreed_delivery_location_id", sa.Integer, _fk("dim_location"), nullable=False),
+    sa.Column("agreed_delivery_location_id", sa.Integer, _fk("dim_location")),  # optional in the OLTP
     sa.UniqueConstraint(
         "sales_order_id", "last_updated_date", "last_updated_time", name="uq_sales_order_version"
     ),
@@ -146,7 +146,7 @@ fact_purchase_order = sa.Table(
     sa.Column("currency_id", sa.Integer, _fk("dim_currency"), nullable=False),
     sa.Column("agreed_delivery_date", sa.Date, _fk("dim_date", "date_id"), nullable=False),
     sa.Column("agreed_payment_date", sa.Date, _fk("dim_date", "date_id"), nullable=False),
-    sa.Column("agreed_delivery_location_id", sa.Integer, _fk("dim_location"), nullable=False),
+    sa.Column("agreed_delivery_location_id", sa.Integer, _fk("dim_location")),  # optional in the OLTP
     sa.UniqueConstraint(
         "purchase_order_id", "last_updated_date", "last_updated_time", name="uq_purchase_order_version"
     ),
@@ -217,4 +217,12 @@ lookups = sa.Table(
     schema="sluice",
     comment="Totesys: latest source rows that dimensions join to (departments, addresses, staff, counterparties)",
 )
-BOOKKEEPING = (watermarks, recent, lookups)
+max_ids = sa.Table(
+    "totesys_max_ids",
+    metadata,
+    sa.Column("table_name", sa.Text, primary_key=True),
+    sa.Column("max_id", sa.BigInteger, nullable=False, comment="Greatest source id loaded"),
+    schema="sluice",
+    comment="Totesys: per source table, its greatest id loaded (a new row stamped behind the watermark is read)",
+)
+BOOKKEEPING = (watermarks, recent, lookups, max_ids)

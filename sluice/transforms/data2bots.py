@@ -15,7 +15,8 @@ table repeats them with the reason for each reading):
 - Neither early nor late: not shipped yet; or shipped six or more days after the order and already delivered.
 - **undelivered item**: ``shipment_date`` and ``delivery_date`` both null and ``order_date + 15 days <= as_of``.
 - **best performing product**: the most review points (tie: lowest id); ``pct_<n>_star_review`` = n × (its n-star
-  reviews) / its points × 100; ``most_ordered_day``: its day with the most orders (tie: earliest).
+  reviews) / its points × 100, two decimals rounded half-up (``percent``); ``most_ordered_day``: its day with the
+  most orders (tie: earliest).
 - ``pct_early_shipments`` / ``pct_late_shipments``: the split of that product's early-or-late shipments
   (early / (early + late) and late / (early + late), × 100, two decimals, adding up to exactly 100). Shipments that
   are neither are in neither numerator nor denominator. No early and no late shipment: both 0 (the columns are
@@ -214,9 +215,6 @@ def best_performing_product(
         most_ordered = min(d for d, n in per_day.items() if n == per_day.max())
     my_shipments = _shipments_of(my_orders, shipments)
 
-    def pct(count: int, of: int) -> float:
-        return round(100.0 * count / of, 2) if of else 0.0
-
     names = products.set_index("product_id")["product_name"] if not products.empty else pd.Series(dtype="str")
     row: dict[str, object] = {
         "ingestion_date": as_of,
@@ -227,7 +225,7 @@ def best_performing_product(
         "tt_review_points": total,
     }
     for n, column in enumerate(STAR_COLUMNS, start=1):
-        row[column] = pct(stars[n], total)
+        row[column] = percent(stars[n], total)
     row["pct_early_shipments"], row["pct_late_shipments"] = early_late_split(
         int(is_early(my_shipments).sum()), int(is_late(my_shipments).sum())
     )
@@ -247,8 +245,18 @@ def early_late_split(early: int, late: int) -> tuple[float, float]:
     """
     if early + late == 0:
         return 0.0, 0.0
-    late_pct = (Decimal(100 * late) / Decimal(early + late)).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    late_pct = _percent(late, early + late)
     return float(Decimal(100) - late_pct), float(late_pct)
+
+
+def percent(count: int, of: int) -> float:
+    """``count`` / ``of`` × 100 to two decimals, half-up (as PostgreSQL's ``round`` and ``numeric(5, 2)``: 1 of 32 is
+    3.13, where float ``round`` gives 3.12); 0 when ``of`` is 0."""
+    return float(_percent(count, of)) if of else 0.0
+
+
+def _percent(count: int, of: int) -> Decimal:
+    return (Decimal(100 * count) / Decimal(of)).quantize(Decimal("0.01"), ROUND_HALF_UP)
 
 
 def _typed(frame: pd.DataFrame, ints: Iterable[str]) -> pd.DataFrame:

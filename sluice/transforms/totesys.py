@@ -13,7 +13,7 @@ splitting them would scatter the rules of one schema.
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 import pandas as pd
@@ -31,6 +31,60 @@ TABLES: tuple[str, ...] = (
     "transaction",
     "payment",
 )
+
+# The columns each source table must have, beyond its ``{table}_id`` and ``last_updated``: what the star schema is
+# built from. A source missing one has changed shape (schema drift): the cycle stops before extracting anything.
+# Columns the source has beyond these are extracted (the ingestion zone keeps whole rows) and otherwise ignored.
+SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "address": ("address_line_1", "address_line_2", "district", "city", "postal_code", "country", "phone"),
+    "counterparty": ("counterparty_legal_name", "legal_address_id"),
+    "currency": ("currency_code",),
+    "department": ("department_name", "location"),
+    "design": ("design_name", "file_location", "file_name"),
+    "staff": ("first_name", "last_name", "department_id", "email_address"),
+    "sales_order": (
+        "created_at",
+        "staff_id",
+        "counterparty_id",
+        "units_sold",
+        "unit_price",
+        "currency_id",
+        "design_id",
+        "agreed_payment_date",
+        "agreed_delivery_date",
+        "agreed_delivery_location_id",
+    ),
+    "purchase_order": (
+        "created_at",
+        "staff_id",
+        "counterparty_id",
+        "item_code",
+        "item_quantity",
+        "item_unit_price",
+        "currency_id",
+        "agreed_delivery_date",
+        "agreed_payment_date",
+        "agreed_delivery_location_id",
+    ),
+    "payment_type": ("payment_type_name",),
+    "transaction": ("transaction_type", "sales_order_id", "purchase_order_id"),
+    "payment": (
+        "created_at",
+        "transaction_id",
+        "counterparty_id",
+        "payment_amount",
+        "currency_id",
+        "payment_type_id",
+        "paid",
+        "payment_date",
+    ),
+}
+
+
+def required_columns(table: str) -> tuple[str, ...]:
+    """Every column of source ``table`` the star schema needs: its id, ``last_updated`` and ``SOURCE_COLUMNS``."""
+    return (f"{table}_id", "last_updated", *SOURCE_COLUMNS[table])
+
 
 # ISO 4217 names of the currencies a UK tote-bag business trades in; an unknown code keeps its code as name.
 CURRENCY_NAMES: dict[str, str] = {
@@ -83,6 +137,7 @@ FACTS: dict[str, str] = {
 # no department change (or a counterparty without its address) still builds complete rows.
 LOOKUP_TABLES: tuple[str, ...] = ("address", "counterparty", "department", "staff")
 
+_OPTIONAL = {"counterparty_legal_address_line2", "counterparty_legal_district"}
 _LEGAL_ADDRESS = {
     "address_line_1": "counterparty_legal_address_line_1",
     "address_line_2": "counterparty_legal_address_line2",
@@ -97,12 +152,35 @@ _LEGAL_ADDRESS = {
 # --- typing helpers -------------------------------------------------------------------------------------
 
 
+class BadValue(ValueError):
+    """A source value that is not what its column holds; ``star_schema`` adds the table and the row's id."""
+
+    def __init__(self, series: pd.Series, bad: pd.Series, what: str) -> None:
+        self.column = str(series.name)
+        self.label = bad.index[0]
+        self.value = series.loc[self.label]
+        super().__init__(f"column {self.column}: {self.value!r} is not {what}")
+
+
+class BadRow(ValueError):
+    """A source row the star schema cannot be built from (the message names its table, id, column, value)."""
+
+    def __init__(self, table: str, message: str) -> None:
+        self.table = table
+        super().__init__(message)
+
+
+def _present(series: pd.Series) -> pd.Series:
+    """Where a value is given (not NULL, not empty text)."""
+    return series.notna() & (series.astype("string").str.strip() != "")
+
+
 def ids(series: pd.Series) -> pd.Series:
     """Integer ids that may arrive as ``"2"``, ``"2.0"`` or empty (nullable ``Int64``)."""
-    numbers = pd.to_numeric(series.replace("", pd.NA), errors="raise")
-    if (numbers.dropna() % 1 != 0).any():
-        bad = series[numbers.notna() & (numbers % 1 != 0)].iloc[0]
-        raise ValueError(f"{series.name}: {bad!r} is not an integer id")
+    numbers = pd.to_numeric(series.replace("", pd.NA), errors="coerce")
+    bad = numbers.isna() & _present(series) | numbers.notna() & (numbers % 1 != 0)
+    if bad.any():
+        raise BadValue(series, series[bad], "an integer")
     return numbers.astype("Int64")
 
 
@@ -114,16 +192,25 @@ def decimals(series: pd.Series, places: int = 2) -> pd.Series:
         if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)) or value == "":
             return None
         try:
-            return Decimal(str(value)).quantize(quantum, rounding=ROUND_HALF_UP)
+            number = Decimal(str(value))
         except InvalidOperation:
-            raise ValueError(f"{series.name}: {value!r} is not a number") from None
+            return Decimal("NaN")
+        return number.quantize(quantum, rounding=ROUND_HALF_UP) if number.is_finite() else Decimal("NaN")
 
-    return series.map(convert).astype(object)
+    converted = series.map(convert).astype(object)
+    bad = converted.map(lambda v: isinstance(v, Decimal) and not v.is_finite())
+    if bad.any():
+        raise BadValue(series, series[bad], "a number")
+    return converted
 
 
 def timestamps(series: pd.Series) -> pd.Series:
     """OLTP ``timestamp`` text (``2022-11-03 14:20:49.962``, any ISO precision) → ``datetime64``."""
-    return pd.to_datetime(series, format="ISO8601")
+    parsed = pd.to_datetime(series.replace("", pd.NA), format="ISO8601", errors="coerce")
+    bad = parsed.isna()
+    if bad.any():
+        raise BadValue(series, series[bad], "a timestamp")
+    return parsed
 
 
 def split_timestamp(series: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -134,20 +221,29 @@ def split_timestamp(series: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def dates(series: pd.Series) -> pd.Series:
     """``YYYY-MM-DD`` text (the OLTP keeps agreed and payment dates as text) → ``datetime.date``; empty → None."""
-    parsed = pd.to_datetime(series.replace("", pd.NA), format="%Y-%m-%d")
+    parsed = pd.to_datetime(series.replace("", pd.NA), format="%Y-%m-%d", errors="coerce")
+    bad = parsed.isna() & _present(series)
+    if bad.any():
+        raise BadValue(series, series[bad], "a YYYY-MM-DD date")
     return parsed.dt.date.astype(object).where(parsed.notna(), None)
 
 
 def booleans(series: pd.Series) -> pd.Series:
     truth = {"true": True, "t": True, "1": True, "false": False, "f": False, "0": False}
     lowered = series.astype("string").str.strip().str.lower()
-    unknown = lowered[lowered.notna() & ~lowered.isin(truth)]
-    if not unknown.empty:
-        raise ValueError(f"{series.name}: {unknown.iloc[0]!r} is not a boolean")
+    unknown = lowered.notna() & ~lowered.isin(truth)
+    if unknown.any():
+        raise BadValue(series, series[unknown], "a boolean")
     return lowered.map(truth).astype("boolean")
 
 
 def text(series: pd.Series) -> pd.Series:
+    """A text column the OLTP requires (NOT NULL): an empty value is the empty string it holds, kept."""
+    return series.astype("string")
+
+
+def optional(series: pd.Series) -> pd.Series:
+    """A text column the OLTP may leave NULL: empty is NULL (its CSV export writes both alike)."""
     return series.astype("string").replace("", pd.NA)
 
 
@@ -179,8 +275,8 @@ def dim_location(address: pd.DataFrame) -> pd.DataFrame:
         {
             "location_id": ids(address["address_id"]),
             "address_line_1": text(address["address_line_1"]),
-            "address_line_2": text(address["address_line_2"]),
-            "district": text(address["district"]),
+            "address_line_2": optional(address["address_line_2"]),
+            "district": optional(address["district"]),
             "city": text(address["city"]),
             "postal_code": text(address["postal_code"]),
             "country": text(address["country"]),
@@ -214,7 +310,7 @@ def dim_counterparty(counterparty: pd.DataFrame, address: pd.DataFrame) -> pd.Da
         }
     )
     for source, target in _LEGAL_ADDRESS.items():
-        out[target] = text(joined[source])
+        out[target] = (optional if target in _OPTIONAL else text)(joined[source])
     return out.reset_index(drop=True)
 
 
@@ -238,7 +334,7 @@ def dim_staff(staff: pd.DataFrame, department: pd.DataFrame) -> pd.DataFrame:
             "first_name": text(joined["first_name"]),
             "last_name": text(joined["last_name"]),
             "department_name": text(joined["department_name"]),
-            "location": text(joined["location"]),
+            "location": optional(joined["location"]),
             "email_address": text(joined["email_address"]),
         }
     ).reset_index(drop=True)
@@ -391,6 +487,20 @@ def _ids_of(frame: pd.DataFrame | None, column: str) -> set[int]:
     return {int(v) for v in ids(frame[column]).dropna()}
 
 
+def _built(
+    table: str, build: Callable[..., pd.DataFrame], frame: pd.DataFrame, *more: pd.DataFrame
+) -> pd.DataFrame:
+    """``build(frame, *more)``; a bad value names its source table and row: ``sales_order 10: column …``."""
+    try:
+        return build(frame, *more)
+    except BadValue as exc:
+        key = f"{table}_id"
+        mine = exc.label in frame.index and exc.column in frame.columns
+        if mine and key in frame.columns and str(frame.loc[exc.label, exc.column]) == str(exc.value):
+            raise BadRow(table, f"{table} {frame.loc[exc.label, key]}: {exc}") from None
+        raise BadRow(table, f"{table}: {exc}") from None
+
+
 def star_schema(
     batch: Mapping[str, pd.DataFrame], before: Mapping[str, pd.DataFrame]
 ) -> dict[str, pd.DataFrame]:
@@ -411,7 +521,7 @@ def star_schema(
 
     out: dict[str, pd.DataFrame] = {}
     if not rows("address").empty:
-        out["dim_location"] = dim_location(latest([rows("address")], "address_id"))
+        out["dim_location"] = _built("address", dim_location, latest([rows("address")], "address_id"))
 
     changed_addresses = _ids_of(rows("address"), "address_id")
     if not rows("counterparty").empty or changed_addresses:
@@ -421,7 +531,7 @@ def star_schema(
             legal = ids(parties["legal_address_id"])
             selected = parties[ids(parties["counterparty_id"]).isin(touched) | legal.isin(changed_addresses)]
             if not selected.empty:
-                out["dim_counterparty"] = dim_counterparty(selected, known("address"))
+                out["dim_counterparty"] = _built("counterparty", dim_counterparty, selected, known("address"))
 
     changed_departments = _ids_of(rows("department"), "department_id")
     if not rows("staff").empty or changed_departments:
@@ -431,7 +541,7 @@ def star_schema(
             dept = ids(people["department_id"])
             selected = people[ids(people["staff_id"]).isin(touched) | dept.isin(changed_departments)]
             if not selected.empty:
-                out["dim_staff"] = dim_staff(selected, known("department"))
+                out["dim_staff"] = _built("staff", dim_staff, selected, known("department"))
 
     simple = {
         "currency": ("dim_currency", dim_currency),
@@ -441,7 +551,7 @@ def star_schema(
     }
     for source, (target, build) in simple.items():
         if not rows(source).empty:
-            out[target] = build(latest([rows(source)], f"{source}_id"))
+            out[target] = _built(source, build, latest([rows(source)], f"{source}_id"))
 
     facts = {
         "sales_order": ("fact_sales_order", fact_sales_order),
@@ -452,7 +562,7 @@ def star_schema(
         if not rows(source).empty:
             # Every version of a row is a fact row; the same version twice (overlap) once.
             frame = rows(source).drop_duplicates(subset=[f"{source}_id", "last_updated"])
-            out[target] = build(frame)
+            out[target] = _built(source, build, frame)
 
     referenced: list[object] = []
     for target, columns in FACT_DATE_COLUMNS.items():

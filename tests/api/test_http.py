@@ -125,7 +125,9 @@ def test_other_errors_have_the_message_shape_of_the_original(base: str) -> None:
     assert (r.status_code, r.json()) == (404, {"message": "not found"})
     r = httpx.post(f"{base}/Prod/get", params={"user": "ned"})
     assert (r.status_code, r.json()) == (405, {"message": "method not allowed"})
-    assert "GET" in r.headers["allow"]
+    assert r.headers["allow"] == "GET, HEAD"
+    r = httpx.delete(f"{base}/health")
+    assert (r.status_code, r.headers["allow"]) == (405, "GET, HEAD")
 
 
 def test_query_string_decoding_as_api_gateway_does_it(base: str) -> None:

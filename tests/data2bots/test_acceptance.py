@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from collections import Counter, defaultdict
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,11 @@ PRODUCTS = Path(__file__).resolve().parents[2] / "sluice" / "data" / "products.c
 def read(path: Path) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def half_up(numerator: int, denominator: int) -> float:
+    """Two decimals, half-up, as PostgreSQL's round() (Python's round() on a float can go either way)."""
+    return float((Decimal(numerator) / Decimal(denominator)).quantize(Decimal("0.01"), ROUND_HALF_UP))
 
 
 def day(text: str) -> dt.date | None:
@@ -84,12 +90,12 @@ def expected(folder: Path) -> dict[str, dict[str, object]]:
         "is_public_holiday": public_holiday(most),
         "tt_review_points": top,
         **{
-            f"pct_{w}_star_review": round(100 * star_points[n] / top, 2)
+            f"pct_{w}_star_review": half_up(100 * star_points[n], top)
             for n, w in enumerate(["one", "two", "three", "four", "five"], start=1)
         },
         # The split of its shipments that are early or late (118 : 6 → 95.16 / 4.84 on the sample).
-        "pct_early_shipments": round(100 * n_early / (n_early + n_late), 2),
-        "pct_late_shipments": round(100 * n_late / (n_early + n_late), 2),
+        "pct_early_shipments": half_up(100 * n_early, n_early + n_late),
+        "pct_late_shipments": half_up(100 * n_late, n_early + n_late),
     }
     return {
         "as_of": {"day": as_of},
@@ -176,3 +182,85 @@ def test_sample_analytics_equal_independent_values_and_exports(clean: Path) -> N
 def test_analytics_before_any_orders_is_one_clear_failure(clean: Path) -> None:
     report = run_data2bots()
     assert report.status == "failed" and "no orders in staging yet" in report.error
+
+
+@pytest.mark.parametrize("landed", [("orders",), ("orders", "reviews"), ("orders", "shipment_deliveries")])
+def test_analytics_before_all_three_files_loaded_is_one_clear_failure_and_the_day_stays_open(
+    clean: Path, landed: tuple[str, ...]
+) -> None:
+    folder = shared_file("data2bots", "orders.csv").parent
+    for name in landed:
+        assert run_ingest(str(folder / f"{name}.csv"), mode="hard").status == "success"
+    missing = [n for n in ("reviews", "shipment_deliveries") if n not in landed]
+    report = run_data2bots()
+    assert report.status == "failed" and report.state == "extract", report.error
+    assert f"no {missing[0]} in staging yet" in report.error and all(m in report.error for m in missing)
+    assert "Traceback" not in report.error and "column_in_dataframe" not in report.error
+    with get_engine().connect() as conn:  # nothing written: not a run of zeros that marks the day done
+        assert not conn.execute(sa.text("SELECT to_regclass('analytics.runs')")).scalar()
+    for name in missing:
+        assert run_ingest(str(folder / f"{name}.csv"), mode="hard").status == "success"
+    late = run_data2bots()
+    assert late.status == "success", late.error
+    assert table("agg_shipments")[0]["tt_late_shipments"] == 175
+
+
+def test_a_corrected_file_landed_after_the_run_updates_that_day_and_its_exports(
+    clean: Path, tmp_path: Path
+) -> None:
+    """The once-a-day guard is per version of staging: a file loaded after the day's run (a correction, or the
+    day's late third file) builds that day again without --force; the same staging twice is still one run."""
+    folder = shared_file("data2bots", "orders.csv").parent
+    for name in ("orders", "reviews", "shipment_deliveries"):
+        assert run_ingest(str(folder / f"{name}.csv"), mode="hard").status == "success"
+    first = run_data2bots()
+    assert first.status == "success", first.error
+    assert table("agg_shipments")[0]["tt_undelivered_items"] == 6586
+    assert run_data2bots().status == "skipped"
+
+    # The correction: shipment 2 (order 2, 2021-04-06, never shipped) was shipped and delivered after all.
+    rows = read(folder / "shipment_deliveries.csv")
+    assert rows[1] == {"shipment_id": "2", "order_id": "2", "shipment_date": "", "delivery_date": ""}
+    rows[1].update(shipment_date="2021-04-07", delivery_date="2021-04-09")
+    corrected = tmp_path / "shipment_deliveries_corrected.csv"
+    with corrected.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    assert run_ingest(str(corrected), mode="hard").status == "success"
+
+    again = run_data2bots()
+    assert again.status == "success", again.error
+    assert any("built again" in note for note in again.notes), again.notes
+    assert [(r["ingestion_date"], r["tt_undelivered_items"]) for r in table("agg_shipments")] == [
+        (first.as_of, 6585)
+    ]
+    assert read(Path(again.exports["agg_shipments"]))[0]["tt_undelivered_items"] == "6585"
+    assert run_data2bots().status == "skipped"
+
+
+def test_a_day_whose_export_failed_is_built_again_by_the_next_run(clean: Path) -> None:
+    folder = shared_file("data2bots", "orders.csv").parent
+    for name in ("orders", "reviews", "shipment_deliveries"):
+        assert run_ingest(str(folder / f"{name}.csv"), mode="hard").status == "success"
+    blocker = clean / "staging" / "analytics_export"  # a file where the export folder goes
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder")
+    failed = run_data2bots()
+    assert (failed.status, failed.state) == ("failed", "export"), failed.error
+    blocker.unlink()
+    retried = run_data2bots()  # not "already ran": its export never completed
+    assert retried.status == "success", retried.error
+    assert {Path(uri).name for uri in retried.exports.values()} == {
+        "agg_public_holiday.csv",
+        "agg_shipments.csv",
+        "best_performing_product.csv",
+    }
+    assert all(Path(uri).exists() for uri in retried.exports.values())
+    assert run_data2bots().status == "skipped"
+
+    # A warehouse from before the staging version: its run record lacks the column; the day is built once more.
+    with get_engine().begin() as conn:
+        conn.execute(sa.text("ALTER TABLE analytics.runs DROP COLUMN staging_version"))
+    assert run_data2bots().status == "success"
+    assert run_data2bots().status == "skipped"

@@ -179,6 +179,19 @@ def test_existing_reference_tables_are_read_never_rewritten_unless_asked(sluice_
     assert len(snapshot()[1]) == 25
 
 
+def test_refresh_reference_rebuilds_a_day_that_already_ran_without_force(sluice_env: Path) -> None:
+    """Asking for the reference tables to be rewritten is asking for figures from them: not 'already ran'."""
+    tiny_staging()
+    user_reference()
+    assert run_data2bots().status == "success"
+    assert best()["product_name"] == "User Lamp"
+    assert run_data2bots().status == "skipped"
+    refreshed = run_data2bots(refresh_reference=True)
+    assert refreshed.status == "success", refreshed.error
+    assert best()["product_name"] == "Headphones"  # the day's row rebuilt from the rewritten dim_products
+    assert run_data2bots().status == "skipped"
+
+
 def test_user_dim_dates_without_the_days_needed_is_one_clear_failure(sluice_env: Path) -> None:
     tiny_staging()
     user_reference(days=(D(2022, 1, 1), D(2022, 1, 31)))
@@ -218,3 +231,34 @@ def test_reference_lists_from_s3_create_empty_tables(
     ]
     assert snapshot()[1] == [(3, "Home", "S3 Lamp"), (4, "Home", "S3 Rug")]
     assert (best()["product_name"], best()["is_public_holiday"]) == ("S3 Lamp", True)
+
+
+def test_exports_to_an_s3_staging_zone_equal_the_tables(
+    sluice_env: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import csv
+    import io
+
+    from sluice.data2bots import ANALYTICS, read_table
+    from sluice.settings import reload_settings
+
+    monkeypatch.setenv("SLUICE_STAGING_URI", f"s3://{s3_bucket}/processed")
+    reload_settings()
+    tiny_staging()
+    report = run_data2bots()
+    assert report.status == "success", report.error
+    s3 = boto3.client("s3")
+    for name in ANALYTICS:
+        assert report.exports[name] == f"s3://{s3_bucket}/processed/analytics_export/{name}.csv"
+        body = s3.get_object(Bucket=s3_bucket, Key=f"processed/analytics_export/{name}.csv")["Body"].read()
+        exported = list(csv.DictReader(io.StringIO(body.decode("utf-8"))))
+        frame = read_table(get_engine(), name)
+        assert len(exported) == len(frame) == 1 and list(exported[0]) == list(frame.columns)
+        assert exported == [
+            {
+                k: "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in row.items()
+            }
+            for row in frame.to_dict("records")
+        ]
+    reload_settings()

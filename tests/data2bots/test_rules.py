@@ -224,3 +224,57 @@ def test_past_year_across_leap_days() -> None:
     assert r.past_year(D(2025, 2, 28)) == (D(2024, 3, 1), D(2025, 2, 28))
     assert holiday_counts(days, days, D(2025, 2, 28)) == {"mar": 1}  # 2024-02-29 is thirteen months back
     assert holiday_counts(days, days, D(2024, 3, 1)) == {"feb": 1, "mar": 1}  # Mar 2023 left, Mar 2024 came
+
+
+def test_star_shares_round_half_up_like_the_numeric_columns() -> None:
+    # 32 points: one 1-star (3.125 %), two 3-star (18.75 %), five 5-star (78.125 %). Half-up, as PostgreSQL's
+    # round() and the early/late split round, gives 3.13 and 78.13; float round() gave 3.12 and 78.12.
+    reviews = pd.DataFrame({"review": [1, 3, 3, 5, 5, 5, 5, 5], "product_id": [3] * 8})
+    products = pd.DataFrame({"product_id": [3], "product_category": ["Home"], "product_name": ["Lamp"]})
+    dates = r.dim_dates(D(2022, 1, 1), D(2022, 12, 31), [])
+    out = r.best_performing_product(
+        orders((1, D(2022, 3, 1), 3)), reviews, shipments(), products, dates, D(2022, 6, 30)
+    ).iloc[0]
+    assert out["tt_review_points"] == 32
+    assert [out[c] for c in r.STAR_COLUMNS] == [3.13, 0.0, 18.75, 0.0, 78.13]
+
+
+def test_a_best_product_missing_from_dim_products_is_said_not_silently_nameless() -> None:
+    from sluice.data2bots import Reference, build
+
+    staging = {
+        "orders": orders((1, D(2022, 3, 1), 3)),
+        "reviews": pd.DataFrame({"review": [5], "product_id": [3]}),
+        "shipments": shipments((1, 1, D(2022, 3, 2), None)),
+    }
+    products = pd.DataFrame({"product_id": [4], "product_category": ["Home"], "product_name": ["Lamp"]})
+    reference = Reference(dates=r.dim_dates(D(2022, 1, 1), D(2022, 12, 31), []), products=products)
+    built = build(staging, reference, D(2022, 3, 31))
+    best = built["best_performing_product"].iloc[0]
+    assert best["product_id"] == 3 and pd.isna(best["product_name"])
+    assert (
+        "best performing product 3 is not in if_common.dim_products: its product_name is empty"
+        in reference.notes
+    )
+
+
+def test_a_past_year_without_any_public_holiday_in_dim_dates_is_said() -> None:
+    from sluice.data2bots import Reference, build
+
+    staging = {
+        "orders": orders((1, D(2024, 3, 1), 3)),
+        "reviews": pd.DataFrame({"review": [5], "product_id": [3]}),
+        "shipments": shipments((1, 1, D(2024, 3, 2), None)),
+    }
+    products = pd.DataFrame({"product_id": [3], "product_category": ["Home"], "product_name": ["Lamp"]})
+    # A holiday list that stops at 2023: the past year of 2024-03-31 (April 2023 - March 2024) has 2023's.
+    dates = r.dim_dates(D(2023, 1, 1), D(2024, 12, 31), [D(2023, 12, 25)])
+    reference = Reference(dates=dates, products=products)
+    build(staging, reference, D(2024, 3, 31))
+    assert reference.notes == [
+        "if_common.dim_dates has no public holiday in 2024: agg_public_holiday counts none there "
+        "(is the holiday list up to date?)"
+    ]
+    reference = Reference(dates=dates, products=products)
+    build(staging, reference, D(2023, 12, 31))
+    assert reference.notes == []

@@ -217,6 +217,38 @@ def test_a_failed_run_is_alerted_under_the_task_role(as_task_role: MotoStack, al
     assert json.loads(messages[0]["Message"])["status"] == "Ingestion Fail"
 
 
+def test_a_ledger_table_that_is_missing_and_may_not_be_created_is_one_readable_failure_and_alerted(
+    as_task_role: MotoStack, alerts_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task role has no dynamodb:CreateTable: a wrong SLUICE_LEDGER_TABLE fails the run at extract with what to
+    set (was botocore's AccessDeniedException for CreateTable), and the alert still goes out."""
+    from sluice.cli.runner import run_ingest
+    from sluice.settings import reload_settings
+
+    stack = as_task_role
+    monkeypatch.setenv("SLUICE_LEDGER_TABLE", "sluice-ledger-typo")
+    reload_settings()
+    landing = stack.outputs["LandingUri"].removeprefix("s3://")
+    key = f"tm/dailycheckins/2024/03/03/{uuid.uuid4().hex[:6]}.csv"
+    stack.client("s3").put_object(Bucket=landing, Key=key, Body=CHECKINS.encode())
+    drain(stack, alerts_queue)
+
+    report = run_ingest(f"s3://{landing}/{key}")
+
+    assert (report.status, report.state) == ("failed", "extract")
+    assert report.error and report.error.startswith(
+        "the DynamoDB ledger table 'sluice-ledger-typo' does not exist, and these credentials may not create it "
+        "(access denied: User: arn:aws:iam::123456789012:user/sluice-task is not authorized to perform: "
+        "dynamodb:CreateTable)"
+    )
+    assert "set SLUICE_LEDGER_TABLE to the stack's table (output LedgerTableName)" in report.error
+    [message] = drain(stack, alerts_queue)
+    assert message["Subject"].startswith(
+        "[sluice] FAILED dailycheckins at extract: the DynamoDB ledger table"
+    )
+    assert json.loads(message["Message"])["error"] == report.error
+
+
 def test_sertis_glue_catalog_under_the_task_role(as_task_role: MotoStack) -> None:
     from sluice.cli.runner import run_ingest, run_sertis
 

@@ -63,6 +63,14 @@ def test_ingest_json_exit_codes(sluice_env: Path) -> None:
     assert code == 0 and [r["status"] for r in runs] == ["failed", "skipped", "success"]
     assert [s["state"] for s in runs[2]["states"]] == ["extract", "transform", "validate", "load"]
 
+    # off a terminal (piped): a header and one tab-separated line per run, whole run ids and errors, no box drawing
+    code, out, _ = invoke("ledger")
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert code == 0 and lines[0][:2] == ["started", "run"] and len(lines) == 4
+    assert all(len(line) == 9 for line in lines)
+    assert [(line[1], line[3]) for line in lines[1:]] == [(r["run_id"], r["status"]) for r in runs]
+    assert lines[1][8] == " ".join(runs[0]["error"].split()) and "nope.csv" in lines[1][8]
+
 
 def test_failed_run_prints_one_readable_line(sluice_env: Path) -> None:
     code, out, err = invoke("ingest", str(sluice_env / "missing.csv"), "--dataset", "dailycheckins")
@@ -114,8 +122,9 @@ def test_totesys_on_an_external_warehouse_without_a_source_says_what_to_set(
     finally:
         monkeypatch.undo()
         reload_settings()
-    assert code == 1
-    assert "SLUICE_TOTESYS_SOURCE_URL is not set" in json.loads(out)["error"]
+    doc = json.loads(out)
+    assert code == 1 and (doc["dataset"], doc["status"]) == ("totesys", "failed")
+    assert "SLUICE_TOTESYS_SOURCE_URL is not set" in doc["error"]
     assert "Traceback" not in out + err and "pgserver" not in out + err
 
 

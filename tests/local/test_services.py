@@ -97,7 +97,9 @@ def test_backfill_with_concurrency_on_the_default_setup(home: Path) -> None:
     assert all(r["rows_loaded"] == 20 for n, r in by_name.items() if n != "dailycheckins-bad.csv")
 
     # One server for the home, recorded; every run went to it (none started its own).
-    server = services.running_prefect_server(home)
+    server = services.running_prefect_server(
+        home, timeout=30
+    )  # busy recording 13 runs' events on a loaded machine
     assert server is not None
     assert [p for p in processes_of(home) if "uvicorn" in p] == []
 
@@ -165,6 +167,33 @@ def test_one_server_for_concurrent_first_starts_and_a_dead_one_is_replaced(home:
         impostor.server_close()
     assert services.stop_prefect_server(home) is not None
     assert processes_of(home) == []
+
+
+def test_a_home_whose_path_has_spaces(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A checkout in "~/My Projects/sluice" (the default home is ``.sluice`` in it): ingest works on the default
+    set-up, and ``services stop`` stops what it started. pgserver 0.1.4 passes the socket folder to pg_ctl unquoted."""
+    home = tmp_path_factory.mktemp("spaces") / "My Projects" / "sluice home"
+    landed = home.parent / "landed file.csv"
+    home.mkdir(parents=True)
+    landed.write_text(
+        "user,timestamp,hours,project\nned,2019-09-26 10:00:00 UTC,4.0,bizdev\n", encoding="utf-8"
+    )
+    pg = None
+    try:
+        done = sluice(home, "ingest", str(landed), "--dataset", "dailycheckins", "--json")
+        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+        doc = json.loads(done.stdout)
+        assert (doc["status"], doc["rows_loaded"]) == ("success", 1), json.dumps(doc)
+        assert "Traceback" not in done.stderr
+        pg = services.running_postgres(home / "pg")
+        assert pg is not None
+    finally:
+        stopped = sluice(home, "services", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not psutil.pid_exists(pg.pid) and processes_of(home) == []
+    assert (
+        " " not in pg.socket_dir and not Path(pg.socket_dir).exists()
+    )  # the plain alias went with the server
 
 
 def loaded_modules(

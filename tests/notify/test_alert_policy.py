@@ -112,7 +112,7 @@ def totesys_source(sluice_env: Path, prefect_harness: None, monkeypatch: pytest.
     settings = reload_settings()
     with get_engine(settings).begin() as conn:
         conn.execute(sa.text("DROP SCHEMA IF EXISTS warehouse CASCADE"))
-        for table in ("totesys_watermarks", "totesys_recent", "totesys_lookups"):
+        for table in ("totesys_watermarks", "totesys_recent", "totesys_lookups", "totesys_max_ids"):
             conn.execute(sa.text(f"DROP TABLE IF EXISTS sluice.{table}"))
     return source_engine(source_url(settings))
 

@@ -166,3 +166,16 @@ def test_cli_adds_blocks_and_sends_a_test(sns_topic, smtp_server, monkeypatch: p
     assert result.exit_code == 1 and "no notification block" in result.output
     result = runner.invoke(app, ["notify", "add-sns", "x", "--topic-arn", "not-an-arn"])
     assert result.exit_code == 2
+
+
+def test_subjects_of_runs_stopped_before_a_state_or_from_outside() -> None:
+    early = report(status="failed", state=None, rows_loaded=0, error="SLUICE_LEDGER_TABLE: no such table")
+    assert (
+        build_subject(early) == "[sluice] FAILED dailycheckins at start: SLUICE_LEDGER_TABLE: no such table"
+    )
+    cancelled = report(status="cancelled", state="load", rows_loaded=0, error="cancelled: by a user")
+    assert build_subject(cancelled) == "[sluice] CANCELLED dailycheckins at load: cancelled: by a user"
+    assert (build_message(cancelled)["status"], build_message(cancelled)["runStatus"]) == (
+        "Ingestion Fail",
+        "cancelled",
+    )

@@ -27,9 +27,12 @@ def totesys_env(sluice_env, prefect_harness, monkeypatch: pytest.MonkeyPatch) ->
     warehouse = get_engine(settings)
     with warehouse.begin() as conn:
         conn.execute(sa.text("DROP SCHEMA IF EXISTS warehouse CASCADE"))
-        for table in ("totesys_watermarks", "totesys_recent", "totesys_lookups"):
+        for table in ("totesys_watermarks", "totesys_recent", "totesys_lookups", "totesys_max_ids"):
             conn.execute(sa.text(f"DROP TABLE IF EXISTS sluice.{table}"))
     url = source_url(settings)
     source = source_engine(url)
+    with source.begin() as conn:  # an OLTP as its DDL makes it: no table or column an earlier test changed
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
     yield Env(source, warehouse, url)
     source.dispose()

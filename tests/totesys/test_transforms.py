@@ -297,3 +297,34 @@ def test_warehouse_columns_are_named_exactly_as_the_totesys_warehouse_schema() -
     for name, model in MODELS.items():
         surrogate = [c for c in SEED_WAREHOUSE_COLUMNS[name] if c.endswith("_record_id")]
         assert set(model.to_schema().columns) == set(SEED_WAREHOUSE_COLUMNS[name]) - set(surrogate), name
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "what"),
+    [
+        ("agreed_payment_date", "03/11/2024", "a YYYY-MM-DD date"),
+        ("units_sold", "12 units", "an integer"),
+        ("unit_price", "£3.50", "a number"),
+        ("last_updated", "yesterday", "a timestamp"),
+    ],
+)
+def test_a_bad_source_value_names_its_table_row_column_and_value(column: str, value: str, what: str) -> None:
+    rows = [sales_order(1), sales_order(10)]
+    rows[1][column] = value
+    with pytest.raises(ValueError) as raised:
+        t.star_schema({"sales_order": frame(rows)}, {})
+    message = str(raised.value)
+    assert message == f"sales_order 10: column {column}: {value!r} is not {what}", message
+    assert "\n" not in message
+
+
+def test_payment_amounts_may_use_the_whole_numeric_12_2_and_prices_only_numeric_10_2() -> None:
+    payment = {
+        "payment_id": "2", "created_at": TS, "last_updated": TS, "transaction_id": "2", "counterparty_id": "15",
+        "payment_amount": "123456789.12", "currency_id": "2", "payment_type_id": "3", "paid": "true",
+        "payment_date": "2022-11-04", "company_ac_number": "1", "counterparty_ac_number": "2",
+    }  # fmt: skip
+    MODELS["fact_payment"].validate(t.fact_payment(frame([payment])))
+    too_dear = t.fact_sales_order(frame([sales_order(1) | {"unit_price": "100000000.00"}]))
+    with pytest.raises(pe.SchemaErrors, match="numeric"):
+        MODELS["fact_sales_order"].validate(too_dear, lazy=True)
