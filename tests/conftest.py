@@ -14,6 +14,7 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,3 +172,17 @@ def s3_bucket(moto_endpoint: str) -> str:
     name = f"sluice-test-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def landing(moto_endpoint: str) -> tuple[Any, str]:
+    """A versioned landing bucket on moto's server, as the stack makes it: its client and its name."""
+    import uuid
+
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    bucket = f"sluice-landing-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    return s3, bucket

@@ -46,15 +46,12 @@ def artifacts(key: str) -> list[Any]:
 
 
 def test_the_event_s_object_version_is_the_one_loaded(
-    sluice_env: Path, moto_endpoint: str, pg_url: str
+    sluice_env: Path, landing: tuple[Any, str], pg_url: str
 ) -> None:
     from flows.ingest import ingest_file
     from sluice.adapters import storage
 
-    bucket = f"sluice-landing-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
-    s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3, bucket = landing
     key = "tm/dailycheckins/2024/03/01/dailycheckins.csv"
     v1 = s3.put_object(Bucket=bucket, Key=key, Body=V1.encode())["VersionId"]
     s3.put_object(Bucket=bucket, Key=key, Body=V2.encode())  # overwritten before the run reads it

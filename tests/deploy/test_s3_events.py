@@ -33,16 +33,6 @@ def rows(*users: str) -> bytes:
     return (HEADER + "".join(f"{u},2019-01-02 10:00:00 UTC,2,infra\n" for u in users)).encode()
 
 
-@pytest.fixture
-def landing(moto_endpoint: str) -> tuple[Any, str]:
-    """A versioned landing bucket on moto's server, as the stack makes it."""
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
-    bucket = f"sluice-landing-{uuid.uuid4().hex[:8]}"
-    s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    return s3, bucket
-
-
 def event_parameters(bucket: str, key_in_event: str, version_id: str | None, size: int) -> dict[str, str]:
     """The ``ingest-file/s3-event`` parameters for an EventBridge body: webhook template → event → trigger."""
     from prefect.cli.deploy._triggers import _initialize_deployment_triggers

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
-import boto3
 import pytest
 
 from sluice.ledger import get_ledger
@@ -17,15 +17,12 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def test_a_version_that_no_longer_exists_is_object_not_found(
-    sluice_env: Path, moto_endpoint: str, notify_blocks: tuple[Topic, Inbox]
+    sluice_env: Path, landing: tuple[Any, str], notify_blocks: tuple[Topic, Inbox]
 ) -> None:
     from flows.ingest import ingest_file
     from sluice.report import report_of
 
-    bucket = f"sluice-landing-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
-    s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3, bucket = landing
     key = "tm/dailycheckins/2024/03/01/dailycheckins.csv"
     version = s3.put_object(Bucket=bucket, Key=key, Body=GOOD.encode())["VersionId"]
     s3.delete_object(
