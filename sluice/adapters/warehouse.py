@@ -171,7 +171,10 @@ def dispose_engines() -> None:
 def redact(url: str) -> str:
     """The URL with its password hidden, for messages and logs."""
     try:
-        return sa.make_url(url).render_as_string(hide_password=True)
+        parsed = sa.make_url(url)
+        if parsed.host and "@" in parsed.host:  # the rest of a password with a raw '@' (see sqlalchemy_url)
+            parsed = parsed.set(host="…")
+        return parsed.render_as_string(hide_password=True)
     except Exception:
         return "<unparseable url>"
 
