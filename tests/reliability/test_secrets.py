@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import email
+import email.policy
 import json
 import logging
 import os
@@ -10,8 +12,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -102,6 +107,63 @@ def password_postgres() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+SMTP_PASSWORD = "Sluice-S3cr3t-Canary-smtp"
+
+
+@dataclass
+class _Mailbox:
+    """A local SMTP server's handler and authenticator: it takes only the login ``alerts`` / ``SMTP_PASSWORD``."""
+
+    messages: list[str] = field(default_factory=list)
+    logins: int = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        # decoded (quoted-printable would split a password across soft line breaks): headers and text parts
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        parts = [part.get_content() for part in message.walk() if part.get_content_maintype() == "text"]
+        self.messages.append("\n".join([str(message["Subject"]), *parts]))
+        return "250 Message accepted"
+
+    def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
+            b"alerts",
+            SMTP_PASSWORD.encode(),
+        )
+        self.logins += ok
+        return AuthResult(success=ok)
+
+
+@pytest.fixture
+def email_alerts() -> Iterator[tuple[str, _Mailbox]]:
+    """A saved email block on a local SMTP server that requires a password; yields its reference."""
+    from aiosmtpd.controller import Controller
+    from prefect_email import EmailServerCredentials, SMTPType
+
+    from sluice.adapters.notify import EmailNotification, register_blocks
+    from tests.conftest import free_port
+
+    mailbox = _Mailbox()
+    port = free_port()
+    controller = Controller(
+        mailbox, hostname="127.0.0.1", port=port, authenticator=mailbox, auth_require_tls=False
+    )
+    controller.start()
+    register_blocks()
+    credentials = EmailServerCredentials(
+        smtp_server="127.0.0.1",
+        smtp_port=port,
+        smtp_type=SMTPType.INSECURE,
+        username="alerts",
+        password=SMTP_PASSWORD,
+    )
+    name = f"canary-{uuid.uuid4().hex[:8]}"
+    EmailNotification(to="ops@example.com", credentials=credentials).save(name)
+    yield f"email-notification/{name}", mailbox
+    controller.stop()
+
+
 def _sluice(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The real CLI in its own process (its exit path, its stderr, its logs to the Prefect API)."""
     return subprocess.run(
@@ -116,12 +178,16 @@ def _sluice(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 
 @pytest.mark.slow
 def test_a_real_password_appears_nowhere_whatever_fails(
-    sluice_env: Path, password_postgres: Path, caplog: pytest.LogCaptureFixture
+    sluice_env: Path,
+    password_postgres: Path,
+    email_alerts: tuple[str, _Mailbox],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Warehouse and Totesys URLs with a password PostgreSQL checks: a good run with a quarantined row, the ledger,
     ``db url``, then a wrong password, a missing database, a refused port and a password with a raw ``@``, plain,
     ``--json``, ``--verbose`` (tracebacks) and JSON logs. The password is in none of stdout, stderr, the ledger,
-    the quarantine, the logs sent to Prefect or its artifacts; every failure still says what is wrong."""
+    the quarantine, the email alerts (sent with an SMTP password, which is in none of them either), the logs sent
+    to Prefect or its artifacts; every failure still says what is wrong."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
@@ -142,6 +208,7 @@ def test_a_real_password_appears_nowhere_whatever_fails(
         "SLUICE_WARM": "0",
         "SLUICE_RETRIES": "0",
         "SLUICE_TOTESYS_SOURCE_URL": "",
+        "SLUICE_NOTIFY_BLOCKS": f"{email_alerts[0]}@always",
     }
     ingest = ["ingest", str(landed), "--dataset", "dailycheckins", "--mode", "soft"]
     totesys = ["totesys", "--json", "--source-url"]
@@ -179,6 +246,11 @@ def test_a_real_password_appears_nowhere_whatever_fails(
         haystack += [str(a.data) for a in client.read_artifacts()]
         haystack += [log.message for log in client.read_logs()]
     haystack.append(caplog.text)
+    mailbox = email_alerts[1]
+    # every ingest and totesys run alerted, with the password's login (db url and ledger run no flow)
+    assert len(mailbox.messages) == mailbox.logins >= 8, (len(mailbox.messages), mailbox.logins)
+    assert any("password authentication failed" in m for m in mailbox.messages)
+    haystack += mailbox.messages
     text = "\n".join(haystack)
     assert "Traceback" in text  # --verbose printed one: its frames were scanned too
-    assert FRAGMENT not in text
+    assert FRAGMENT not in text and SMTP_PASSWORD not in text
