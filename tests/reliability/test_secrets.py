@@ -251,6 +251,13 @@ def test_a_real_password_appears_nowhere_whatever_fails(
     assert len(mailbox.messages) == mailbox.logins >= 8, (len(mailbox.messages), mailbox.logins)
     assert any("password authentication failed" in m for m in mailbox.messages)
     haystack += mailbox.messages
+    # Prefect's own database (runs, task runs, parameters, events, logs; block documents are encrypted at rest)
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+    database = Path(str(PREFECT_SERVER_DATABASE_CONNECTION_URL.value()).split(":///", 1)[1])
+    stored = b"".join(f.read_bytes() for f in database.parent.glob(database.name + "*"))
+    assert b"dailycheckins" in stored  # the runs are in it
+    haystack.append(stored.decode("latin-1"))
     text = "\n".join(haystack)
     assert "Traceback" in text  # --verbose printed one: its frames were scanned too
     assert FRAGMENT not in text and SMTP_PASSWORD not in text
