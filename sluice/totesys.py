@@ -390,8 +390,9 @@ def failure_cases(built: Built, extracted: Extracted) -> pd.DataFrame:
     every star-schema table against its strict model (``sluice.checks``). Each failure names the source row
     (``SOURCE_COLUMNS``) so that the quarantine file holds what was rejected, not only where."""
     records: list[dict[str, object]] = []
+    index: dict[str, dict[str, list[Any]]] = {}
     for rejection in built.rejected:
-        source = _source(extracted, rejection.table, rejection.row_id, rejection.last_updated)
+        source = _source(extracted, rejection.table, rejection.row_id, rejection.last_updated, index)
         where = f" (row {source['batch_row']} of {source['batch']})" if "batch_row" in source else ""
         records.append(
             {
@@ -413,7 +414,7 @@ def failure_cases(built: Built, extracted: Extracted) -> pd.DataFrame:
         if origin is not None and frame is not None and has_row:
             key = frame[origin[1]].iloc[int(case["row"]) - 1]
             stamp = _version(frame.iloc[int(case["row"]) - 1]) if str(case["table"]) in FACTS else None
-            source = _source(extracted, origin[0], str(key), stamp)
+            source = _source(extracted, origin[0], str(key), stamp, index)
         where = f"{case['table']} row {int(case['row'])}" if has_row else str(case["table"])
         came = f"; from {source['source_table']} {source['source_id']}" if source else ""
         if "batch_row" in source:
@@ -434,14 +435,25 @@ def _version(row: pd.Series) -> str | None:
         return None
 
 
-def _source(extracted: Extracted, table: str, row_id: str, last_updated: str | None) -> dict[str, object]:
-    """The batch row of ``table`` with that id (and version, when given; else its latest): where and what it is."""
+def _source(
+    extracted: Extracted,
+    table: str,
+    row_id: str,
+    last_updated: str | None,
+    index: dict[str, dict[str, list[Any]]],
+) -> dict[str, object]:
+    """The batch row of ``table`` with that id (and version, when given; else its latest): where and what it is.
+
+    ``index``: each table's batch rows by id, made on first need (a cycle with many failures looks each up once)."""
     batch = extracted.batches.get(table)
     found: dict[str, object] = {"source_table": table, "source_id": row_id}
     if batch is None:
         return found
     frame = batch.frame
-    matches = frame[frame[f"{table}_id"].astype(str) == row_id]
+    if table not in index:
+        ids = frame[f"{table}_id"].map(_id_text)
+        index[table] = {k: list(v) for k, v in frame.groupby(ids.to_numpy(), sort=False).groups.items()}
+    matches = frame.loc[index[table].get(_id_text(row_id), [])]
     if last_updated is not None and not matches.empty:
         stamps = pd.to_datetime(matches["last_updated"], format="ISO8601", errors="coerce")
         wanted = pd.to_datetime(last_updated, format="ISO8601", errors="coerce")
@@ -460,6 +472,15 @@ def _source(extracted: Extracted, table: str, row_id: str, last_updated: str | N
             {k: (None if pd.isna(v) else str(v)) for k, v in row.items()}, ensure_ascii=False
         ),
     }
+
+
+def _id_text(value: object) -> str:
+    """An id as text, one spelling per number (``"2"``, ``"2.0"`` and ``2`` alike)."""
+    try:
+        number = float(str(value))
+    except ValueError:
+        return str(value)
+    return str(int(number)) if number.is_integer() else str(value)
 
 
 # --- load -----------------------------------------------------------------------------------------------
