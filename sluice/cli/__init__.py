@@ -51,8 +51,8 @@ for _commands in (notify, totesys, data2bots, sertis, api, backfill, aws):
 def command() -> Any:
     """The click command typer builds from ``app``: once per process, and before the fork in the warm runner.
 
-    Typer builds it on every call from the commands' signatures (``typing.get_type_hints`` on 34 functions:
-    a tenth of a warm 10-row ingest's own CPU-s here). Nothing in it depends on the environment
+    Typer builds it on every call from the commands' signatures (``typing.get_type_hints`` on 34 functions,
+    in every command). Nothing in it depends on the environment
     (``add_completion=False``); the context, terminal width and colours are per invocation, as before.
     """
     return typer.main.get_command(app)
