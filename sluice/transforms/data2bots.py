@@ -4,11 +4,7 @@ Every rule of the analytics tables, written down once (``as_of`` is the ingestio
 table repeats them with the reason for each reading):
 
 - **scope**: only orders placed on or before ``as_of`` count, and only the shipments of those orders; a re-run for an
-  earlier day sees what that day could have seen: for an ``as_of`` before the latest order date in staging, a
-  ``shipment_date`` or ``delivery_date`` after ``as_of`` had not happened yet and counts as null (``known_on``).
-  The latest order date (the default ``as_of``) is the day the staging snapshot stands for: as in the seed
-  system, every date staging holds counts on it, later shipment and delivery dates included. Reviews carry no
-  date: every run counts the review set staging holds.
+  earlier day sees what that day could have seen.
 - **working day**: ``day_of_the_week_num`` 1..5 (1 = Monday … 7 = Sunday) and not a listed public holiday.
 - **public holiday** (for orders): a weekday (1..5) that is not a working day; a holiday on a weekend counts not.
 - **past year** (``agg_public_holiday``, "every month, for the past year"): the twelve calendar months ending with
@@ -143,23 +139,6 @@ def _shipments_of(orders: pd.DataFrame, shipments: pd.DataFrame) -> pd.DataFrame
     return shipments.merge(orders[["order_id", "order_date", "product_id"]], on="order_id", how="inner")
 
 
-def known_on(shipments: pd.DataFrame, orders: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
-    """The shipments as they stood on ``as_of``: for a day before the latest order date, a shipment or delivery
-    dated after ``as_of`` is null (not shipped / not delivered yet); on or after it, as staging holds them."""
-    latest = max((d for d in orders["order_date"] if d is not None and not pd.isna(d)), default=None)
-    if latest is None or as_of >= latest:
-        return shipments
-
-    def seen(days: pd.Series) -> pd.Series:
-        return days.map(lambda d: d if d is not None and not pd.isna(d) and d <= as_of else None).astype(
-            object
-        )
-
-    return shipments.assign(
-        shipment_date=seen(shipments["shipment_date"]), delivery_date=seen(shipments["delivery_date"])
-    )
-
-
 def is_late(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(
         [
@@ -198,7 +177,7 @@ def is_undelivered(frame: pd.DataFrame, as_of: dt.date) -> pd.Series:
 
 
 def agg_shipments(orders: pd.DataFrame, shipments: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
-    joined = _shipments_of(orders_until(orders, as_of), known_on(shipments, orders, as_of))
+    joined = _shipments_of(orders_until(orders, as_of), shipments)
     row = {
         "ingestion_date": as_of,
         "tt_late_shipments": int(is_late(joined).sum()),
@@ -234,7 +213,7 @@ def best_performing_product(
     if not my_orders.empty:
         per_day = my_orders.groupby("order_date").size()
         most_ordered = min(d for d, n in per_day.items() if n == per_day.max())
-    my_shipments = _shipments_of(my_orders, known_on(shipments, orders, as_of))
+    my_shipments = _shipments_of(my_orders, shipments)
 
     names = products.set_index("product_id")["product_name"] if not products.empty else pd.Series(dtype="str")
     row: dict[str, object] = {
