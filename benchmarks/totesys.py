@@ -52,7 +52,7 @@ def child() -> None:
     totesys.ensure_warehouse(engine)
     source = source_engine(source_url(settings))
     extracted = totesys.extract(source, engine, settings, datetime.now(UTC), uuid.uuid4())
-    star = totesys.build(extracted, totesys.read_lookups(engine))
+    star = totesys.build(extracted, totesys.read_lookups(engine)).tables
     with engine.begin() as conn:
         conn.execute(sa.text("CHECKPOINT"))  # no checkpoint left over from the drop lands in the timed load
 

@@ -67,10 +67,10 @@ def totesys() -> TotesysReport:
             logger.info("totesys: %s (%d tables checked)", report.error, len(extracted.read))
             return report
         lookups = step(report, "transform", read_lookups, ctx)
-        tables = step(report, "transform", transform, ctx, extracted, lookups)
-        step(report, "transform", write_processed, ctx, tables)
-        validated(report, ctx, validate, tables)
-        report.loaded = step(report, "load", load, ctx, tables, extracted)
+        built = step(report, "transform", transform, ctx, extracted, lookups)
+        step(report, "transform", write_processed, ctx, built.tables)
+        validated(report, ctx, validate, built, extracted)
+        report.loaded = step(report, "load", load, ctx, built.tables, extracted)
         report.rows_loaded = sum(report.loaded.values())
         report.status = "success"
     logger.info(

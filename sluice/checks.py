@@ -62,9 +62,15 @@ def quarantine(failures: pd.DataFrame, uri: str) -> str:
 def validation_failed(pipeline: str, failures: pd.DataFrame, quarantine_uri: str) -> ValidationFailed:
     """The error a run with failed checks halts with: how many, the first, and where they all are."""
     first = failures.iloc[0]
+    said = first.get("reason")  # a pipeline that says why in its own words (Totesys: the source row)
+    what = (
+        said
+        if isinstance(said, str) and said
+        else f"{first['table']} row {first['row']}, column {first['column']}: {first['check']} "
+        f"(value {shown(first['value'])})"
+    )
     return ValidationFailed(
-        f"{pipeline}: {len(failures)} checks failed, nothing loaded; first: {first['table']} row {first['row']}, "
-        f"column {first['column']}: {first['check']} (value {shown(first['value'])}); all in {quarantine_uri}",
+        f"{pipeline}: {len(failures)} checks failed, nothing loaded; first: {what}; all in {quarantine_uri}",
         rows_invalid=len(failures),
         quarantine_uri=quarantine_uri,
     )

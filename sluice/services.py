@@ -18,12 +18,14 @@ stop, status), which share the state-file and process helpers.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -42,6 +44,17 @@ LOG_FILE = "server.log"
 PREFERRED_PORT = 4200
 #: First start migrates the SQLite database: slow on 2 cores.
 START_TIMEOUT_SECONDS = 180.0
+#: The name of the plain alias (a symbolic link in the temp folder) of a data folder whose path a shell would
+#: split: ``sluice.adapters.warehouse`` starts the embedded PostgreSQL through it, ``stop_postgres`` removes it.
+PG_ALIAS_PREFIX = "sluice-pg-"
+
+
+def pg_alias(pgdata: Path) -> Path:
+    """Where the plain alias of ``pgdata`` goes: ``<temp>/sluice-pg-<hash of the real path>``."""
+    return (
+        Path(tempfile.gettempdir())
+        / f"{PG_ALIAS_PREFIX}{hashlib.sha256(str(pgdata).encode()).hexdigest()[:12]}"
+    )
 
 
 class ServiceError(SluiceError):
@@ -339,9 +352,9 @@ def stop_postgres(pgdata: Path, timeout: float = 30.0) -> Postgres | None:
 
 
 def _remove_alias(socket_dir: Path, pgdata: Path) -> None:
-    """Remove the plain alias a data folder with a space in its path was started through (``sluice-pg-<hash>`` in
-    the temp folder, made by ``sluice.adapters.warehouse``), once its server has stopped."""
-    if socket_dir.name.startswith("sluice-pg-") and socket_dir.is_symlink():
+    """Remove the plain alias a data folder with a space in its path was started through (``pg_alias``, made by
+    ``sluice.adapters.warehouse``), once its server has stopped."""
+    if socket_dir.name.startswith(PG_ALIAS_PREFIX) and socket_dir.is_symlink():
         with contextlib.suppress(OSError):
             if Path(os.readlink(socket_dir)).resolve() == pgdata.resolve():
                 socket_dir.unlink()

@@ -13,6 +13,7 @@ The star schema and the bookkeeping tables are declared in ``sluice.tables.totes
 from __future__ import annotations
 
 import io
+import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -40,6 +41,7 @@ from sluice.transforms.totesys import (
     LOOKUP_TABLES,
     TABLES,
     BadRow,
+    Rejection,
     required_columns,
     star_schema,
 )
@@ -326,10 +328,21 @@ def read_lookups(engine: sa.Engine) -> dict[str, pd.DataFrame]:
     return frames
 
 
-def build(extracted: Extracted, before: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+@dataclass
+class Built:
+    """A cycle's star-schema tables, and the source rows set aside because they could not be typed."""
+
+    tables: dict[str, pd.DataFrame]
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def build(extracted: Extracted, before: Mapping[str, pd.DataFrame]) -> Built:
+    """The star schema of the batch; rows with a value that cannot be typed are set aside (``Built.rejected``)
+    for ``validate``, which reports them with the failed checks: one cycle names every bad row."""
     batch = {name: b.frame for name, b in extracted.batches.items()}
+    rejected: list[Rejection] = []
     try:
-        return star_schema(batch, before)
+        return Built(star_schema(batch, before, rejected), rejected)
     except BadRow as exc:
         where = extracted.batches[exc.table].uri if exc.table in extracted.batches else "no batch"
         raise BadFile(f"totesys batch of {extracted.run_at:%Y-%m-%d %H:%M:%S}: {exc} (in {where})") from None
@@ -352,9 +365,122 @@ def write_processed(
     return written
 
 
-def failure_cases(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Every star-schema table against its strict model: the failed checks (``sluice.checks``); pure."""
-    return checks.failure_cases({name: (MODELS[name], frame) for name, frame in tables.items()})
+#: Star-schema table → the source table its rows come from and the column holding that table's id.
+SOURCES: dict[str, tuple[str, str]] = {
+    "dim_location": ("address", "location_id"),
+    "dim_counterparty": ("counterparty", "counterparty_id"),
+    "dim_staff": ("staff", "staff_id"),
+    "dim_currency": ("currency", "currency_id"),
+    "dim_design": ("design", "design_id"),
+    "dim_payment_type": ("payment_type", "payment_type_id"),
+    "dim_transaction": ("transaction", "transaction_id"),
+    "fact_sales_order": ("sales_order", "sales_order_id"),
+    "fact_purchase_order": ("purchase_order", "purchase_order_id"),
+    "fact_payment": ("payment", "payment_id"),
+}
+#: What the quarantine file adds to ``checks.COLUMNS`` for each failure: why, in one line, and the source row it
+#: concerns (its table, id, version, the batch file it came in, its row there, and the row itself as JSON).
+SOURCE_COLUMNS = ["reason", "source_table", "source_id", "last_updated", "batch", "batch_row", "source_row"]
+
+
+def failure_cases(built: Built, extracted: Extracted) -> pd.DataFrame:
+    """Every row the cycle cannot load, with why and the source row it came from; pure.
+
+    The rows the transform set aside (a value that cannot be typed, a reference to a row that is nowhere), then
+    every star-schema table against its strict model (``sluice.checks``). Each failure names the source row
+    (``SOURCE_COLUMNS``) so that the quarantine file holds what was rejected, not only where."""
+    records: list[dict[str, object]] = []
+    index: dict[str, dict[str, list[Any]]] = {}
+    for rejection in built.rejected:
+        source = _source(extracted, rejection.table, rejection.row_id, rejection.last_updated, index)
+        where = f" (row {source['batch_row']} of {source['batch']})" if "batch_row" in source else ""
+        records.append(
+            {
+                "table": rejection.table,
+                "row": source.get("batch_row"),
+                "column": rejection.column,
+                "check": f"is {rejection.what}",
+                "value": rejection.value,
+                **source,
+                "reason": rejection.reason + where,
+            }
+        )
+    failed = checks.failure_cases({name: (MODELS[name], frame) for name, frame in built.tables.items()})
+    for case in failed.to_dict("records"):
+        source: dict[str, object] = {}
+        origin = SOURCES.get(str(case["table"]))
+        frame = built.tables.get(str(case["table"]))
+        has_row = case["row"] is not None and not pd.isna(case["row"])
+        if origin is not None and frame is not None and has_row:
+            key = frame[origin[1]].iloc[int(case["row"]) - 1]
+            stamp = _version(frame.iloc[int(case["row"]) - 1]) if str(case["table"]) in FACTS else None
+            source = _source(extracted, origin[0], str(key), stamp, index)
+        where = f"{case['table']} row {int(case['row'])}" if has_row else str(case["table"])
+        came = f"; from {source['source_table']} {source['source_id']}" if source else ""
+        if "batch_row" in source:
+            came += f" (row {source['batch_row']} of {source['batch']})"
+        reason = f"{where}, column {case['column']}: {case['check']} (value {case['value']!r}){came}"
+        records.append({**case, **source, "reason": reason})
+    if not records:
+        return pd.DataFrame(columns=[*checks.COLUMNS, *SOURCE_COLUMNS])
+    frame = pd.DataFrame(records)
+    return frame.reindex(columns=[*checks.COLUMNS, *SOURCE_COLUMNS])
+
+
+def _version(row: pd.Series) -> str | None:
+    """A fact row's source version (``last_updated``) as the source wrote it, to the microsecond."""
+    try:
+        return datetime.combine(row["last_updated_date"], row["last_updated_time"]).isoformat(sep=" ")
+    except (TypeError, KeyError):
+        return None
+
+
+def _source(
+    extracted: Extracted,
+    table: str,
+    row_id: str,
+    last_updated: str | None,
+    index: dict[str, dict[str, list[Any]]],
+) -> dict[str, object]:
+    """The batch row of ``table`` with that id (and version, when given; else its latest): where and what it is.
+
+    ``index``: each table's batch rows by id, made on first need (a cycle with many failures looks each up once)."""
+    batch = extracted.batches.get(table)
+    found: dict[str, object] = {"source_table": table, "source_id": row_id}
+    if batch is None:
+        return found
+    frame = batch.frame
+    if table not in index:
+        ids = frame[f"{table}_id"].map(_id_text)
+        index[table] = {k: list(v) for k, v in frame.groupby(ids.to_numpy(), sort=False).groups.items()}
+    matches = frame.loc[index[table].get(_id_text(row_id), [])]
+    if last_updated is not None and not matches.empty:
+        stamps = pd.to_datetime(matches["last_updated"], format="ISO8601", errors="coerce")
+        wanted = pd.to_datetime(last_updated, format="ISO8601", errors="coerce")
+        same = matches[stamps == wanted] if not pd.isna(wanted) else matches
+        matches = same if not same.empty else matches[matches["last_updated"].astype(str) == last_updated]
+    if matches.empty:
+        return {**found, "batch": batch.uri}
+    label = matches.index[-1]
+    row = frame.loc[label]
+    return {
+        **found,
+        "last_updated": str(row["last_updated"]),
+        "batch": batch.uri,
+        "batch_row": int(frame.index.get_loc(label)) + 1,
+        "source_row": json.dumps(
+            {k: (None if pd.isna(v) else str(v)) for k, v in row.items()}, ensure_ascii=False
+        ),
+    }
+
+
+def _id_text(value: object) -> str:
+    """An id as text, one spelling per number (``"2"``, ``"2.0"`` and ``2`` alike)."""
+    try:
+        number = float(str(value))
+    except ValueError:
+        return str(value)
+    return str(int(number)) if number.is_integer() else str(value)
 
 
 # --- load -----------------------------------------------------------------------------------------------

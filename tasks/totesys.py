@@ -1,9 +1,10 @@
 """Prefect tasks of the ``totesys`` flow, one step or one side effect each, in the four ledger states.
 
 - ``extract``: ``ensure`` (the warehouse's tables), ``extract`` (the changed rows);
-- ``transform``: ``read_lookups`` (the warehouse), ``transform`` (pure), ``write_processed`` (Parquet);
-- ``validate``: ``validate`` (pure: the failed checks); if any, the toolkit's ``quarantine`` (their CSV) and
-  ``reject``;
+- ``transform``: ``read_lookups`` (the warehouse), ``transform`` (pure; rows that cannot be typed set aside),
+  ``write_processed`` (Parquet);
+- ``validate``: ``validate`` (pure: the rows set aside and the failed checks, each with its source row); if any,
+  the toolkit's ``quarantine`` (their CSV) and ``reject``;
 - ``load``: ``load`` (dimensions, facts, watermarks in one transaction).
 
 Every ``io_task`` retries transient faults with the configured policy (a ``SluiceError`` is never retried);
@@ -90,8 +91,9 @@ def read_lookups(ctx: TotesysContext) -> dict[str, pd.DataFrame]:
 @step_task
 def transform(
     ctx: TotesysContext, extracted: totesys.Extracted, lookups: dict[str, pd.DataFrame]
-) -> dict[str, pd.DataFrame]:
-    """The batch and the lookups → the star-schema tables; pure (the ledger's row aside)."""
+) -> totesys.Built:
+    """The batch and the lookups → the star-schema tables, rows that cannot be typed set aside for ``validate``;
+    pure (the ledger's row aside)."""
     with ledger_state(ctx, "transform", last=False):
         return totesys.build(extracted, lookups)
 
@@ -104,13 +106,14 @@ def write_processed(ctx: TotesysContext, tables: dict[str, pd.DataFrame]) -> dic
 
 
 @step_task
-def validate(ctx: TotesysContext, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Every output table against its strict model; returns the failed checks (none: ``validate`` succeeds).
+def validate(ctx: TotesysContext, built: totesys.Built, extracted: totesys.Extracted) -> pd.DataFrame:
+    """The rows the transform set aside, and every output table against its strict model; returns the failures,
+    each with its source row (none: ``validate`` succeeds).
 
     Pure: failures are not written here but by ``quarantine`` (tasks/toolkit.py, retried), then ``reject``
     halts the cycle.
     """
-    return checked(ctx, totesys.failure_cases, tables)
+    return checked(ctx, totesys.failure_cases, built, extracted)
 
 
 @io_task

@@ -130,6 +130,46 @@ def sluice_env(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> 
     reload_settings()
 
 
+#: The tables Totesys keeps in schema ``sluice`` beside its star schema (schema ``warehouse``).
+TOTESYS_BOOKKEEPING = ("totesys_watermarks", "totesys_recent", "totesys_lookups", "totesys_max_ids")
+
+
+def drop_schemas(*schemas: str) -> None:
+    """Drop what a pipeline made in the session's warehouse: the next test (the demo's too) starts as on a fresh one."""
+    import sqlalchemy as sa
+
+    from sluice.adapters.warehouse import get_engine
+
+    with get_engine().begin() as conn:
+        for schema in schemas:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+def reset_totesys(settings: Any = None) -> None:
+    """A warehouse without Totesys' tables and an empty OLTP source as its DDL makes it (the session's embedded
+    ``totesys`` database, shared by every test and the demo): called before a Totesys test and after it, so that
+    no source row a test made (a bad currency, a renamed column) reaches a later test. ``settings``: those the
+    test started with (at teardown the test's own environment, a source URL it set, is still in place)."""
+    import sqlalchemy as sa
+
+    from sluice.adapters.totesys_source import source_engine, source_url
+    from sluice.adapters.warehouse import get_engine
+    from sluice.settings import get_settings
+
+    settings = settings or get_settings()
+    with get_engine(settings).begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS warehouse CASCADE"))
+        for table in TOTESYS_BOOKKEEPING:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS sluice.{table}"))
+    source = source_engine(source_url(settings))
+    try:
+        with source.begin() as conn:
+            conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+            conn.execute(sa.text("CREATE SCHEMA public"))
+    finally:
+        source.dispose()
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto in server mode on a loopback port; boto3 reaches it over HTTP via AWS_ENDPOINT_URL."""

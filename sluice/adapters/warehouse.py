@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import json
 import logging
@@ -11,7 +10,6 @@ import os
 import queue
 import shlex
 import subprocess
-import tempfile
 import threading
 import uuid
 import warnings
@@ -24,6 +22,7 @@ import sqlalchemy as sa
 from psycopg2 import sql
 
 from sluice.errors import ConfigurationError
+from sluice.services import pg_alias  # stop_postgres removes what this names
 from sluice.settings import Settings, get_settings
 from sluice.tables import name_of
 
@@ -70,7 +69,7 @@ def _plain_path(pgdata: Path) -> Path:
     """
     if shlex.quote(str(pgdata)) == str(pgdata):
         return pgdata
-    alias = Path(tempfile.gettempdir()) / f"sluice-pg-{hashlib.sha256(str(pgdata).encode()).hexdigest()[:12]}"
+    alias = pg_alias(pgdata)
     if not (alias.is_symlink() and os.readlink(alias) == str(pgdata)):
         fresh = alias.with_name(f"{alias.name}.{os.getpid()}")
         fresh.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -44,6 +45,17 @@ __all__ = ["app", "console", "err", "fail", "main", "print_json"]
 # The other pipelines' commands, each in its own module: listed here, so a renamed module fails loudly.
 for _commands in (notify, totesys, data2bots, sertis, api, backfill, aws):
     _commands.register(app)
+
+
+@functools.cache
+def command() -> Any:
+    """The click command typer builds from ``app``: once per process, and before the fork in the warm runner.
+
+    Typer builds it on every call from the commands' signatures (``typing.get_type_hints`` on 34 functions,
+    in every command). Nothing in it depends on the environment
+    (``add_completion=False``); the context, terminal width and colours are per invocation, as before.
+    """
+    return typer.main.get_command(app)
 
 
 def _prepare(verbose: bool = False, server: bool = True) -> None:
@@ -249,7 +261,7 @@ def main(prog_name: str | None = None) -> None:
     code: int = 0
     output.begin(sys.argv[1:])
     try:
-        app(prog_name=prog_name)
+        command()(prog_name=prog_name)
     except SluiceError as exc:
         fail(str(exc))
         code = 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 import pandas as pd
@@ -153,13 +154,33 @@ _LEGAL_ADDRESS = {
 
 
 class BadValue(ValueError):
-    """A source value that is not what its column holds; ``star_schema`` adds the table and the row's id."""
+    """Source values that are not what their column holds; ``star_schema`` adds the table and the row's id.
+
+    The message names the first; ``labels`` are every bad row's (so a lenient build can set them all aside)."""
 
     def __init__(self, series: pd.Series, bad: pd.Series, what: str) -> None:
         self.column = str(series.name)
-        self.label = bad.index[0]
+        self.labels = list(bad.index)
+        self.label = self.labels[0]
         self.value = series.loc[self.label]
+        self.what = what
         super().__init__(f"column {self.column}: {self.value!r} is not {what}")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A source row a lenient ``star_schema`` set aside: the row (its table, id and version) and why."""
+
+    table: str
+    row_id: str
+    last_updated: str
+    column: str
+    value: str
+    what: str
+
+    @property
+    def reason(self) -> str:
+        return f"{self.table} {self.row_id}: column {self.column}: {self.value!r} is not {self.what}"
 
 
 class BadRow(ValueError):
@@ -293,16 +314,13 @@ def dim_counterparty(counterparty: pd.DataFrame, address: pd.DataFrame) -> pd.Da
         counterparty_id=ids(counterparty["counterparty_id"]),
         legal_address_id=ids(counterparty["legal_address_id"]),
     )
+    missing = ~parties["legal_address_id"].isin(legal["address_id"].dropna())
+    if missing.any():
+        column = counterparty["legal_address_id"]
+        raise BadValue(column, column[missing], "an address in this batch or loaded before")
     joined = parties.merge(
         legal, how="left", left_on="legal_address_id", right_on="address_id", validate="many_to_one"
     )
-    missing = joined[joined["address_id"].isna()]
-    if not missing.empty:
-        row = missing.iloc[0]
-        raise ValueError(
-            f"counterparty {row['counterparty_id']}: legal address {row['legal_address_id']} is neither "
-            "in this batch nor loaded before"
-        )
     out = pd.DataFrame(
         {
             "counterparty_id": joined["counterparty_id"],
@@ -321,13 +339,11 @@ def dim_staff(staff: pd.DataFrame, department: pd.DataFrame) -> pd.DataFrame:
         department_id=ids(department["department_id"])
     )
     people = staff.assign(staff_id=ids(staff["staff_id"]), department_id=ids(staff["department_id"]))
-    joined = people.merge(depts, how="left", on="department_id", validate="many_to_one", indicator=True)
-    missing = joined[joined["_merge"] != "both"]
-    if not missing.empty:
-        row = missing.iloc[0]
-        raise ValueError(
-            f"staff {row['staff_id']}: department {row['department_id']} is neither in this batch nor loaded before"
-        )
+    missing = ~people["department_id"].isin(depts["department_id"].dropna())
+    if missing.any():
+        column = staff["department_id"]
+        raise BadValue(column, column[missing], "a department in this batch or loaded before")
+    joined = people.merge(depts, how="left", on="department_id", validate="many_to_one")
     return pd.DataFrame(
         {
             "staff_id": joined["staff_id"],
@@ -488,21 +504,49 @@ def _ids_of(frame: pd.DataFrame | None, column: str) -> set[int]:
 
 
 def _built(
-    table: str, build: Callable[..., pd.DataFrame], frame: pd.DataFrame, *more: pd.DataFrame
-) -> pd.DataFrame:
-    """``build(frame, *more)``; a bad value names its source table and row: ``sales_order 10: column …``."""
-    try:
-        return build(frame, *more)
-    except BadValue as exc:
-        key = f"{table}_id"
-        mine = exc.label in frame.index and exc.column in frame.columns
-        if mine and key in frame.columns and str(frame.loc[exc.label, exc.column]) == str(exc.value):
-            raise BadRow(table, f"{table} {frame.loc[exc.label, key]}: {exc}") from None
-        raise BadRow(table, f"{table}: {exc}") from None
+    table: str,
+    build: Callable[..., pd.DataFrame],
+    frame: pd.DataFrame,
+    *more: pd.DataFrame,
+    rejected: list[Rejection] | None = None,
+) -> pd.DataFrame | None:
+    """``build(frame, *more)``; a bad value names its source table and row: ``sales_order 10: column …``.
+
+    With ``rejected`` (a lenient build), every row of ``frame`` with a bad value is set aside there, with why,
+    and the rest is built (None if no row is left); a bad value in a row of ``more`` (rows loaded before) still
+    raises, as it is no row of this batch."""
+    key = f"{table}_id"
+    while True:
+        try:
+            return build(frame, *more)
+        except BadValue as exc:
+            mine = exc.label in frame.index and exc.column in frame.columns and key in frame.columns
+            if mine and str(frame.loc[exc.label, exc.column]) == str(exc.value):
+                if rejected is None:
+                    raise BadRow(table, f"{table} {frame.loc[exc.label, key]}: {exc}") from None
+                labels = [label for label in exc.labels if label in frame.index]
+                rejected.extend(
+                    Rejection(
+                        table=table,
+                        row_id=str(frame.loc[label, key]),
+                        last_updated=str(frame.loc[label, "last_updated"]),
+                        column=exc.column,
+                        value=str(frame.loc[label, exc.column]),
+                        what=exc.what,
+                    )
+                    for label in labels
+                )
+                frame = frame.drop(index=labels)
+                if frame.empty:
+                    return None
+                continue
+            raise BadRow(table, f"{table}: {exc}") from None
 
 
 def star_schema(
-    batch: Mapping[str, pd.DataFrame], before: Mapping[str, pd.DataFrame]
+    batch: Mapping[str, pd.DataFrame],
+    before: Mapping[str, pd.DataFrame],
+    rejected: list[Rejection] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The batch's rows as star-schema tables (only non-empty ones).
 
@@ -510,6 +554,10 @@ def star_schema(
     runs (``LOOKUP_TABLES``). A dimension row is rebuilt when its own row changed or a row it is joined to
     did (a department moving rebuilds its staff; an address changing rebuilds the counterparties it is the
     legal address of).
+
+    A row with a value that cannot be typed (or a reference to a row that is nowhere) raises ``BadRow`` naming
+    the first; with ``rejected`` given, every such row is set aside there instead and the rest is built, so
+    that one run reports them all.
     """
 
     def rows(name: str) -> pd.DataFrame:
@@ -521,7 +569,9 @@ def star_schema(
 
     out: dict[str, pd.DataFrame] = {}
     if not rows("address").empty:
-        out["dim_location"] = _built("address", dim_location, latest([rows("address")], "address_id"))
+        built = _built("address", dim_location, latest([rows("address")], "address_id"), rejected=rejected)
+        if built is not None:
+            out["dim_location"] = built
 
     changed_addresses = _ids_of(rows("address"), "address_id")
     if not rows("counterparty").empty or changed_addresses:
@@ -531,7 +581,11 @@ def star_schema(
             legal = ids(parties["legal_address_id"])
             selected = parties[ids(parties["counterparty_id"]).isin(touched) | legal.isin(changed_addresses)]
             if not selected.empty:
-                out["dim_counterparty"] = _built("counterparty", dim_counterparty, selected, known("address"))
+                built = _built(
+                    "counterparty", dim_counterparty, selected, known("address"), rejected=rejected
+                )
+                if built is not None:
+                    out["dim_counterparty"] = built
 
     changed_departments = _ids_of(rows("department"), "department_id")
     if not rows("staff").empty or changed_departments:
@@ -541,7 +595,9 @@ def star_schema(
             dept = ids(people["department_id"])
             selected = people[ids(people["staff_id"]).isin(touched) | dept.isin(changed_departments)]
             if not selected.empty:
-                out["dim_staff"] = _built("staff", dim_staff, selected, known("department"))
+                built = _built("staff", dim_staff, selected, known("department"), rejected=rejected)
+                if built is not None:
+                    out["dim_staff"] = built
 
     simple = {
         "currency": ("dim_currency", dim_currency),
@@ -551,7 +607,9 @@ def star_schema(
     }
     for source, (target, build) in simple.items():
         if not rows(source).empty:
-            out[target] = _built(source, build, latest([rows(source)], f"{source}_id"))
+            built = _built(source, build, latest([rows(source)], f"{source}_id"), rejected=rejected)
+            if built is not None:
+                out[target] = built
 
     facts = {
         "sales_order": ("fact_sales_order", fact_sales_order),
@@ -562,7 +620,9 @@ def star_schema(
         if not rows(source).empty:
             # Every version of a row is a fact row; the same version twice (overlap) once.
             frame = rows(source).drop_duplicates(subset=[f"{source}_id", "last_updated"])
-            out[target] = _built(source, build, frame)
+            built = _built(source, build, frame, rejected=rejected)
+            if built is not None:
+                out[target] = built
 
     referenced: list[object] = []
     for target, columns in FACT_DATE_COLUMNS.items():

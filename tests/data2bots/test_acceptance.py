@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 
 from sluice.adapters.warehouse import get_engine
 from sluice.cli.runner import run_data2bots, run_ingest
-from tests.conftest import shared_file
+from tests.conftest import drop_schemas, shared_file
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.acceptance]
 HOLIDAYS = Path(__file__).resolve().parents[2] / "sluice" / "data" / "public_holidays.csv"
@@ -114,11 +115,11 @@ def table(name: str) -> list[dict[str, object]]:
 
 
 @pytest.fixture
-def clean(sluice_env: Path) -> Path:
-    with get_engine().begin() as conn:
-        for schema in ("staging", "analytics", "if_common"):
-            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-    return sluice_env
+def clean(sluice_env: Path) -> Iterator[Path]:
+    """No Data2bots tables before the test, none left after it (the demo's staging is its own)."""
+    drop_schemas("staging", "analytics", "if_common")
+    yield sluice_env
+    drop_schemas("staging", "analytics", "if_common")
 
 
 def test_sample_analytics_equal_independent_values_and_exports(clean: Path) -> None:

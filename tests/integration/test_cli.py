@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from sluice.cli import app
+from tests.conftest import drop_schemas, reset_totesys
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -89,7 +91,15 @@ def test_db_url_hides_the_password(pg_url: str) -> None:
     assert code == 0 and out.strip().startswith("postgresql+psycopg2://")
 
 
-def test_demo_twice_loads_nothing_twice(sluice_env: Path) -> None:
+@pytest.fixture
+def demo_state_dropped(sluice_env: Path) -> Iterator[Path]:
+    """The demo seeds the shared Totesys source and fills every pipeline's schemas: none of it is left after."""
+    yield sluice_env
+    reset_totesys()
+    drop_schemas("staging", "analytics", "if_common", "sertis")
+
+
+def test_demo_twice_loads_nothing_twice(demo_state_dropped: Path) -> None:
     import sqlalchemy as sa
 
     from sluice.adapters.warehouse import get_engine

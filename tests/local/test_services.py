@@ -242,3 +242,24 @@ def test_notify_without_sns_configured_does_not_import_prefect_aws() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True
     ).stdout
     assert out.split() == ["False", "True"]
+
+
+def test_the_plain_alias_the_warehouse_makes_is_the_one_services_removes(tmp_path: Path) -> None:
+    """One name for the alias of a data folder with a space (``services.pg_alias``): made by the warehouse's
+    start, recognised and removed by ``services`` after the server stops; another folder's alias is kept."""
+    from sluice.adapters.warehouse import _plain_path
+
+    pgdata, other = tmp_path / "my data" / "pg", tmp_path / "other data" / "pg"
+    pgdata.mkdir(parents=True)
+    other.mkdir(parents=True)
+    alias, kept = _plain_path(pgdata), _plain_path(other)
+    try:
+        assert alias == services.pg_alias(pgdata) and alias.name.startswith(services.PG_ALIAS_PREFIX)
+        assert alias.is_symlink() and alias.resolve() == pgdata.resolve()
+        services._remove_alias(alias, other)  # not this folder's alias: kept
+        assert alias.is_symlink()
+        services._remove_alias(alias, pgdata)
+        assert not alias.exists() and not alias.is_symlink() and kept.is_symlink()
+    finally:
+        alias.unlink(missing_ok=True)
+        kept.unlink(missing_ok=True)

@@ -207,6 +207,56 @@ def test_a_served_command_imports_nothing_the_runner_could_have_preloaded(
     assert late == []
 
 
+def test_a_served_command_builds_no_model_or_command_the_runner_could_have_built(
+    home: Path, warm_runner: int
+) -> None:
+    """Prefect's API schemas defer their validators to first use and typer derives the click command from the
+    commands' signatures on every call: both are built in the runner, before the fork, not in every child."""
+    path = checkins(home / "files", "built")
+    probe = (
+        "import sys, atexit, json\n"
+        "from sluice.runtime import prepare\n"
+        "prepare(verbose=False, server=True)\n"
+        "from sluice import warm_server\n"
+        "warm_server.preload()\n"
+        "from pydantic import BaseModel\n"
+        "from pydantic._internal._mock_val_ser import MockValSer\n"
+        "import sluice.cli\n"
+        "def models():\n"
+        "    seen, stack = set(), list(BaseModel.__subclasses__())\n"
+        "    while stack:\n"
+        "        model = stack.pop()\n"
+        "        if model not in seen:\n"
+        "            seen.add(model)\n"
+        "            stack.extend(model.__subclasses__())\n"
+        "    return seen\n"
+        "deferred = {m for m in models() if isinstance(m.__dict__.get('__pydantic_validator__'), MockValSer)}\n"
+        "builds = sluice.cli.command.cache_info().misses\n"
+        "def report():\n"
+        "    built = [m.__qualname__ for m in deferred\n"
+        "             if not isinstance(m.__dict__.get('__pydantic_validator__'), MockValSer)]\n"
+        "    late = sluice.cli.command.cache_info().misses - builds\n"
+        "    sys.stderr.write('\\nBUILT ' + json.dumps({'models': sorted(built), 'commands': late}))\n"
+        "atexit.register(report)\n"
+        "sys.argv = ['sluice', *sys.argv[1:]]\n"
+        "warm_server._run_cli('sluice')\n"
+    )
+    result, last = run_probe(
+        probe,
+        "BUILT ",
+        "ingest",
+        str(path),
+        "--dataset",
+        "dailycheckins",
+        "--json",
+        env=in_process(home),
+        cwd=home,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout)["rows_loaded"] == 10
+    assert json.loads(last[6:]) == {"models": [], "commands": 0}
+
+
 def test_the_client_is_thin_and_never_runs_stale_code_or_settings(home: Path, warm_runner: int) -> None:
     files = home / "files"
     thin = checkins(files, "thin")

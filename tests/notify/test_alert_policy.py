@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 
 from sluice.adapters.notify import changed, split_ref, wanted
 from sluice.report import IngestReport
-from tests.conftest import shared_file
+from tests.conftest import drop_schemas, reset_totesys, shared_file
 from tests.notify.conftest import Inbox, Topic
 
 GOOD = "user,timestamp,hours,project\nned,2019-09-26 00:00:00 UTC,4.0,bizdev\n"
@@ -103,18 +104,22 @@ def test_ingest_file_alerts_on_load_not_on_the_skipped_repeat(
 
 
 @pytest.fixture
-def totesys_source(sluice_env: Path, prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> sa.Engine:
+def totesys_source(
+    sluice_env: Path, prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[sa.Engine]:
+    """An empty OLTP and a warehouse without Totesys' tables, before the test and after it."""
     from sluice.adapters.totesys_source import source_engine, source_url
-    from sluice.adapters.warehouse import get_engine
     from sluice.settings import reload_settings
 
     monkeypatch.delenv("SLUICE_TOTESYS_SOURCE_URL", raising=False)
     settings = reload_settings()
-    with get_engine(settings).begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA IF EXISTS warehouse CASCADE"))
-        for table in ("totesys_watermarks", "totesys_recent", "totesys_lookups", "totesys_max_ids"):
-            conn.execute(sa.text(f"DROP TABLE IF EXISTS sluice.{table}"))
-    return source_engine(source_url(settings))
+    reset_totesys(settings)
+    source = source_engine(source_url(settings))
+    try:
+        yield source
+    finally:
+        source.dispose()
+        reset_totesys(settings)
 
 
 def test_totesys_idle_cycle_is_silent_unless_a_block_asks(
@@ -145,14 +150,15 @@ def test_totesys_idle_cycle_is_silent_unless_a_block_asks(
 @pytest.mark.usefixtures("prefect_harness")
 @pytest.mark.acceptance
 def test_analytics_alerts_when_tables_are_rebuilt_not_when_the_day_already_ran(
-    sluice_env: Path, notify_blocks: tuple[Topic, Inbox], monkeypatch: pytest.MonkeyPatch
+    sluice_env: Path,
+    notify_blocks: tuple[Topic, Inbox],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
-    from sluice.adapters.warehouse import get_engine
     from sluice.cli.runner import run_data2bots, run_ingest
 
-    with get_engine().begin() as conn:
-        for schema in ("staging", "analytics", "if_common"):
-            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    drop_schemas("staging", "analytics", "if_common")
+    request.addfinalizer(lambda: drop_schemas("staging", "analytics", "if_common"))
     folder = shared_file("data2bots", "orders.csv").parent
     for name in ("orders", "reviews", "shipment_deliveries"):
         assert run_ingest(str(folder / f"{name}.csv"), mode="hard").status == "success"
@@ -173,13 +179,15 @@ def test_analytics_alerts_when_tables_are_rebuilt_not_when_the_day_already_ran(
 @pytest.mark.usefixtures("prefect_harness")
 @pytest.mark.acceptance
 def test_customers_alerts_on_rebuild_and_follows_the_setting(
-    sluice_env: Path, notify_blocks: tuple[Topic, Inbox], monkeypatch: pytest.MonkeyPatch
+    sluice_env: Path,
+    notify_blocks: tuple[Topic, Inbox],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
-    from sluice.adapters.warehouse import get_engine
     from sluice.cli.runner import run_ingest, run_sertis
 
-    with get_engine().begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA IF EXISTS sertis CASCADE"))
+    drop_schemas("sertis")
+    request.addfinalizer(lambda: drop_schemas("sertis"))
     empty = run_sertis()  # no silver yet: nothing rebuilt from nothing
     assert empty.status == "success" and empty.rows_loaded == 0
     assert subjects(*notify_blocks) == ([], [])

@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import itertools
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -16,16 +17,17 @@ import sqlalchemy as sa
 
 from sluice.adapters.warehouse import get_engine
 from sluice.cli.runner import run_ingest, run_sertis
-from tests.conftest import shared_file
+from tests.conftest import drop_schemas, shared_file
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.fixture
-def clean(sluice_env: Path) -> Path:
-    with get_engine().begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA IF EXISTS sertis CASCADE"))
-    return sluice_env
+def clean(sluice_env: Path) -> Iterator[Path]:
+    """No Sertis tables before the test, none left after it."""
+    drop_schemas("sertis")
+    yield sluice_env
+    drop_schemas("sertis")
 
 
 def independent_gold(path: Path) -> dict[str, tuple[str, int]]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import pytest
 import sqlalchemy as sa
 
+from tests.conftest import reset_totesys
+
 
 @dataclass
 class Env:
@@ -18,21 +20,18 @@ class Env:
 
 @pytest.fixture
 def totesys_env(sluice_env, prefect_harness, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    """The warehouse without Totesys' tables and an empty OLTP, before the test and again after it."""
     from sluice.adapters.totesys_source import source_engine, source_url
     from sluice.adapters.warehouse import get_engine
     from sluice.settings import reload_settings
 
     monkeypatch.delenv("SLUICE_TOTESYS_SOURCE_URL", raising=False)
     settings = reload_settings()
-    warehouse = get_engine(settings)
-    with warehouse.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA IF EXISTS warehouse CASCADE"))
-        for table in ("totesys_watermarks", "totesys_recent", "totesys_lookups", "totesys_max_ids"):
-            conn.execute(sa.text(f"DROP TABLE IF EXISTS sluice.{table}"))
+    reset_totesys(settings)
     url = source_url(settings)
     source = source_engine(url)
-    with source.begin() as conn:  # an OLTP as its DDL makes it: no table or column an earlier test changed
-        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA public"))
-    yield Env(source, warehouse, url)
-    source.dispose()
+    try:
+        yield Env(source, get_engine(settings), url)
+    finally:
+        source.dispose()
+        reset_totesys(settings)  # the session's source, whatever URL the test itself set

@@ -253,6 +253,101 @@ def test_bad_batch_halts_loads_nothing_and_keeps_the_watermarks(totesys_env: Env
     assert count(wh, "warehouse.fact_sales_order") == before_facts + 1
 
 
+def test_every_rejected_source_row_lands_in_quarantine_with_its_reason_and_blocks_loudly(
+    totesys_env: Env,
+) -> None:
+    """Rows that cannot be typed (two sales orders, a payment) and a row whose built dimension breaks its model
+    (a currency code): one cycle names them all, each with its source row and why, in the quarantine file the
+    error and the ledger name; nothing loads and no watermark moves. The next cycle meets them again and fails
+    again, loudly (a new quarantine file); once the source is fixed, everything loads."""
+    from sluice.fakes.totesys import generate, seed
+
+    seed(totesys_env.source, generate(30, random.Random(3)))
+    assert cycle().status == "success"
+    wh = totesys_env.warehouse
+    before_marks, before_facts = marks(wh), count(wh, "warehouse.fact_sales_order")
+    with totesys_env.source.begin() as conn:
+        payment = conn.execute(sa.text("SELECT min(payment_id) FROM payment")).scalar_one()
+        conn.execute(sa.text("INSERT INTO currency (currency_code) VALUES ('g1p')"))
+        conn.execute(
+            sa.text(
+                "UPDATE sales_order SET agreed_payment_date = 'soon', last_updated = now() "
+                "WHERE sales_order_id IN (3, 4)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "UPDATE payment SET payment_date = '2024/01/02', last_updated = now() WHERE payment_id = :p"
+            ),
+            {"p": payment},
+        )
+    report = cycle()
+    assert report.status == "failed" and report.state == "validate"
+    assert report.quarantine_uri and report.quarantine_uri in report.error
+    assert report.rows_quarantined == 4
+    quarantined = pd.read_csv(report.quarantine_uri, dtype=str, keep_default_na=False)
+    found = sorted(
+        zip(quarantined["source_table"], quarantined["source_id"], quarantined["column"], strict=True)
+    )
+    currency = quarantined.loc[quarantined["source_table"] == "currency", "source_id"].iloc[0]
+    assert found == sorted(
+        [
+            ("currency", currency, "currency_code"),
+            ("payment", str(payment), "payment_date"),
+            ("sales_order", "3", "agreed_payment_date"),
+            ("sales_order", "4", "agreed_payment_date"),
+        ]
+    )
+    for row in quarantined.to_dict(
+        "records"
+    ):  # each: why, in one line, and the whole source row as extracted
+        source = json.loads(row["source_row"])
+        assert source[f"{row['source_table']}_id"] == row["source_id"]
+        assert row["reason"] and "\n" not in row["reason"] and row["batch"].endswith(".csv")
+        assert row["source_table"] in row["reason"] and row["column"] in row["reason"]
+    orders = quarantined[quarantined["source_table"] == "sales_order"]
+    assert {json.loads(r)["agreed_payment_date"] for r in orders["source_row"]} == {"soon"}
+    assert "'soon' is not a YYYY-MM-DD date" in orders["reason"].iloc[0]
+    with wh.connect() as conn:
+        ledger = conn.execute(
+            sa.text(
+                "SELECT rows_quarantined, quarantine_uri FROM sluice.run_ledger "
+                "WHERE ingestion_id = :id AND state = 'validate'"
+            ),
+            {"id": report.run_id},
+        ).one()
+    assert tuple(ledger) == (4, report.quarantine_uri)
+    assert marks(wh) == before_marks and count(wh, "warehouse.fact_sales_order") == before_facts
+
+    again = cycle()  # nothing fixed: the same rows, the same refusal, a quarantine file of its own
+    assert again.status == "failed" and again.rows_quarantined == 4
+    assert again.quarantine_uri != report.quarantine_uri
+    assert len(pd.read_csv(again.quarantine_uri)) == 4 and marks(wh) == before_marks
+
+    with totesys_env.source.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE currency SET currency_code = 'JPY', last_updated = now() WHERE currency_code = 'g1p'"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "UPDATE sales_order SET agreed_payment_date = '2024-01-05', last_updated = now() "
+                "WHERE sales_order_id IN (3, 4)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "UPDATE payment SET payment_date = '2024-01-02', last_updated = now() WHERE payment_id = :p"
+            ),
+            {"p": payment},
+        )
+    fixed = cycle()
+    assert fixed.status == "success", fixed.error
+    assert count(wh, "warehouse.fact_sales_order") == before_facts + 2
+    assert count(wh, "warehouse.dim_currency") == 4 and orphans(wh) == []
+
+
 def test_source_unreachable_fails_cleanly_and_moves_no_watermark(
     totesys_env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -348,7 +443,7 @@ def test_every_star_schema_table_of_a_cycle_goes_as_binary_copy(totesys_env: Env
     extracted = totesys.extract(
         totesys_env.source, totesys_env.warehouse, settings, datetime(2024, 1, 1), uuid.uuid4()
     )
-    star = totesys.build(extracted, totesys.read_lookups(totesys_env.warehouse))
+    star = totesys.build(extracted, totesys.read_lookups(totesys_env.warehouse)).tables
     assert set(star) == set(totesys.WAREHOUSE_TABLES)
     with totesys_env.warehouse.begin() as conn, raw_connection(conn) as cursor:
         for name, frame in star.items():

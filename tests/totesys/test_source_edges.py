@@ -13,6 +13,7 @@ import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
@@ -217,7 +218,7 @@ def test_a_cycle_that_extracted_before_another_cycle_loaded_loads_nothing(totesy
     slow = totesys.extract(
         totesys_env.source, totesys_env.warehouse, settings, datetime(2024, 1, 1), uuid.uuid4()
     )
-    slow_tables = totesys.build(slow, totesys.read_lookups(totesys_env.warehouse))
+    slow_tables = totesys.build(slow, totesys.read_lookups(totesys_env.warehouse)).tables
     with totesys_env.source.begin() as conn:
         conn.execute(
             sa.text("UPDATE design SET design_name = 'Newer', last_updated = now() WHERE design_id = 1")
@@ -249,7 +250,7 @@ def test_a_retried_load_of_a_committed_cycle_is_not_refused(totesys_env: Env) ->
     run = totesys.extract(
         totesys_env.source, totesys_env.warehouse, settings, datetime(2024, 1, 1), uuid.uuid4()
     )
-    tables = totesys.build(run, totesys.read_lookups(totesys_env.warehouse))
+    tables = totesys.build(run, totesys.read_lookups(totesys_env.warehouse)).tables
     assert totesys.load(totesys_env.warehouse, tables, run, settings)["fact_sales_order"] == 1
     assert totesys.load(totesys_env.warehouse, tables, run, settings)["fact_sales_order"] == 0
     assert units(totesys_env, 2)[-1] == 9 and len(units(totesys_env, 2)) == 2
@@ -267,10 +268,17 @@ def test_a_date_in_another_format_fails_the_cycle_naming_row_column_value_and_ba
             )
         )
     report = cycle()
-    assert report.status == "failed" and report.state == "transform"
+    assert report.status == "failed" and report.state == "validate"
     assert "sales_order 5: column agreed_payment_date: '03/11/2024' is not a YYYY-MM-DD date" in report.error
     assert "\n" not in report.error and "/sales_order-" in report.error  # the batch it came in
     assert marks(wh) == before and count(wh, "warehouse.fact_sales_order") == facts
+    rejected = pd.read_csv(report.quarantine_uri, dtype=str).iloc[0]  # the source row, in quarantine
+    assert (rejected["source_table"], rejected["source_id"], rejected["column"]) == (
+        "sales_order",
+        "5",
+        "agreed_payment_date",
+    )
+    assert json.loads(rejected["source_row"])["agreed_payment_date"] == "03/11/2024"
 
 
 def test_a_new_row_stamped_far_behind_the_watermark_is_still_extracted(totesys_env: Env) -> None:

@@ -149,7 +149,9 @@ def test_staff_change_without_its_department_takes_the_department_loaded_before(
 
 
 def test_missing_department_anywhere_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="staff 1: department 9"):
+    with pytest.raises(
+        ValueError, match="staff 1: column department_id: '9' is not a department in this batch"
+    ):
         t.star_schema({"staff": frame([staff(1, 9)])}, {})
 
 
@@ -328,3 +330,22 @@ def test_payment_amounts_may_use_the_whole_numeric_12_2_and_prices_only_numeric_
     too_dear = t.fact_sales_order(frame([sales_order(1) | {"unit_price": "100000000.00"}]))
     with pytest.raises(pe.SchemaErrors, match="numeric"):
         MODELS["fact_sales_order"].validate(too_dear, lazy=True)
+
+
+def test_a_lenient_build_sets_every_bad_row_aside_with_why_and_builds_the_rest() -> None:
+    rows = [sales_order(1), sales_order(2), sales_order(3)]
+    rows[0]["agreed_payment_date"] = "soon"
+    rows[2]["units_sold"] = "many"
+    rejected: list[t.Rejection] = []
+    out = t.star_schema({"sales_order": frame(rows), "staff": frame([staff(7, 9)])}, {}, rejected)
+    assert out["fact_sales_order"]["sales_order_id"].tolist() == [2]
+    assert "dim_staff" not in out  # its only row refers to a department that is nowhere
+    assert sorted((r.table, r.row_id, r.column, r.value) for r in rejected) == [
+        ("sales_order", "1", "agreed_payment_date", "soon"),
+        ("sales_order", "3", "units_sold", "many"),
+        ("staff", "7", "department_id", "9"),
+    ]
+    reasons = {r.reason for r in rejected}
+    assert "sales_order 1: column agreed_payment_date: 'soon' is not a YYYY-MM-DD date" in reasons
+    with pytest.raises(ValueError, match="sales_order 3: column units_sold"):
+        t.star_schema({"sales_order": frame(rows)}, {})  # strict (the default): the first bad row raises
