@@ -29,6 +29,10 @@ PLACEHOLDER = re.compile(r"\{\{\s*\$([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 # May be empty, and what follows when they are.
 OPTIONAL = {
     "SLUICE_TOTESYS_SOURCE_SECRET_ARN": "no Totesys source in the stack: totesys is deployed without an active schedule",
+    "SLUICE_PREFECT_API_KEY_SECRET_ARN": (
+        "no PrefectApiKey in the stack: flow-run containers get the deploying profile's API key in their RunTask "
+        "request's plain environment"
+    ),
 }
 # What a value must look like, by the variable's suffix: a typo fails here, not in the first ECS task.
 SHAPES = {"_ARN": "arn:", "_URI": "s3://"}

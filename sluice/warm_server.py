@@ -20,6 +20,7 @@ import contextlib
 import importlib
 import io
 import os
+import re
 import selectors
 import signal
 import socket
@@ -31,6 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from sluice import warm
+
+# The password of a URL in a command line (`totesys --source-url postgresql://user:pw@host/db`): up to the last '@'
+# of the word, so a password holding a raw '@' is hidden whole too.
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s:/@]*:)[^\s]*@")
+
+
+def _shown(argv: list[str]) -> str:
+    """A command line for the runner's log (a file other users may read): at most 200 characters, URL passwords
+    hidden."""
+    return _URL_PASSWORD.sub(r"\1***@", " ".join(argv))[:200]
 
 
 def _log(message: str) -> None:
@@ -259,7 +270,7 @@ class Runner:
             self._child(conn, request, fds)  # never returns
         self.children[pid] = conn
         self.selector.register(conn, selectors.EVENT_READ, pid)
-        _log(f"child {pid}: {' '.join(request['argv'][1:])[:200]}")
+        _log(f"child {pid}: {_shown(request['argv'][1:])}")
 
     # --- the child --------------------------------------------------------------------------------------------
 

@@ -111,9 +111,25 @@ def secret_value(arn: str) -> str:
 
 
 def sqlalchemy_url(url: str) -> str:
+    """``url`` with psycopg2 as its driver when it names none; a password holding a raw ``@`` is refused."""
+    _password_encoded(url)
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg2://" + url.split("://", 1)[1]
     return url
+
+
+def _password_encoded(url: str) -> None:
+    """A raw ``@`` in the password ends it there: the rest becomes the host, which every connection error, the
+    ledger, the alerts and ``redact`` would then show. One message instead, that shows neither."""
+    try:
+        host = sa.make_url(url).host
+    except (sa.exc.ArgumentError, ValueError):
+        return  # not parseable: the caller's own message (which never quotes the URL)
+    if host and "@" in host:
+        raise ConfigurationError(
+            "the database URL's password holds an '@' that is not percent-encoded: write it as %40 "
+            "(postgresql://user:pa%40ss@host/db); its host is not shown, it would show part of the password"
+        )
 
 
 def database_url(settings: Settings | None = None) -> str:
@@ -154,7 +170,10 @@ def dispose_engines() -> None:
 def redact(url: str) -> str:
     """The URL with its password hidden, for messages and logs."""
     try:
-        return sa.make_url(url).render_as_string(hide_password=True)
+        parsed = sa.make_url(url)
+        if parsed.host and "@" in parsed.host:  # the rest of a password with a raw '@' (see sqlalchemy_url)
+            parsed = parsed.set(host="…")
+        return parsed.render_as_string(hide_password=True)
     except Exception:
         return "<unparseable url>"
 

@@ -25,7 +25,7 @@ aws_app = typer.Typer(help="AWS: configure Prefect from the deployed stack (see 
 
 VARIABLE = re.compile(r"^(AWS|SLUICE)_[A-Z0-9_]+$")
 # Written even when the stack has no such output, so the deploy sees a decided (empty) value.
-OPTIONAL = ("SLUICE_TOTESYS_SOURCE_SECRET_ARN",)
+OPTIONAL = ("SLUICE_TOTESYS_SOURCE_SECRET_ARN", "SLUICE_PREFECT_API_KEY_SECRET_ARN")
 CREDENTIALS_BLOCK = "sluice-push-pool"
 ALERTS_BLOCK = "sluice-alerts"
 

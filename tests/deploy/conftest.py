@@ -221,6 +221,7 @@ def deploy_stack(
         "HasPrefix": bool(values["LandingPrefix"]),
         "HasTotesysSource": bool(totesys_source),
         "HasLandingObjectsKey": bool(values["LandingObjectsKeyArn"]),
+        "HasPrefectApiKey": bool(values["PrefectApiKey"]),
     }
     iam = boto3.client("iam", **plain, **bootstrap)
     arn = f"arn:aws:{{}}:{REGION}:{ACCOUNT}:{{}}"

@@ -150,6 +150,12 @@ def test_setup_makes_the_pool_its_credentials_and_the_alerts_block(
         "assignPublicIp": "DISABLED",
     }
     assert config.aws_credentials.aws_access_key_id == keys["aws_access_key_id"]
+    # The secret key is in the credentials block's secret field only: never in the pool's template (which every
+    # workspace member reads; it holds a reference to the block), nor in the env file `./run deploy` sources.
+    secret_key = keys["aws_secret_access_key"]
+    assert credentials.aws_secret_access_key.get_secret_value() == secret_key
+    assert secret_key not in json.dumps(work_pool.base_job_template) + path.read_text()
+    assert "$ref" in json.dumps(work_pool.base_job_template["variables"]["properties"]["aws_credentials"])
     # The pool's principal can reach the stack's ECS with those credentials.
     ecs = config.aws_credentials.get_client("ecs")
     assert (

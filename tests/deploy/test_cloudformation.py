@@ -63,6 +63,7 @@ EXPECTED_OUTPUTS = {
     "GlueDatabase": "SLUICE_GLUE_DATABASE",
     "TotesysSourceSecretArn": "SLUICE_TOTESYS_SOURCE_SECRET_ARN",
     "PushPoolCredentialsSecretArn": "SLUICE_PUSH_POOL_CREDENTIALS_SECRET_ARN",
+    "PrefectApiKeySecretArn": "SLUICE_PREFECT_API_KEY_SECRET_ARN",
 }
 
 
@@ -199,7 +200,7 @@ def test_push_pool_key_is_in_a_secret_and_nothing_secret_is_an_output() -> None:
         "aws_secret_access_key": "k",
     }
     no_echo = {k for k, v in template()["Parameters"].items() if v.get("NoEcho")}
-    assert {"WarehouseUrl", "WebhookApiKey", "TotesysSourceUrl"} <= no_echo
+    assert {"WarehouseUrl", "WebhookApiKey", "TotesysSourceUrl", "PrefectApiKey"} <= no_echo
     outputs = json.dumps(template()["Outputs"])
     assert "SecretAccessKey" not in outputs
     assert not any(f'"Ref": "{p}"' in outputs for p in no_echo)
@@ -208,7 +209,7 @@ def test_push_pool_key_is_in_a_secret_and_nothing_secret_is_an_output() -> None:
 # --- findings 3, 5, 7, 10, 11: Totesys source, network, alarms, webhook, logs ----------------------------------
 
 
-def resolver(totesys: bool, landing_key: bool = False) -> Resolver:
+def resolver(totesys: bool, landing_key: bool = False, prefect_api_key: bool = False) -> Resolver:
     names = [*resources(), *template()["Parameters"]]
     refs = {n: f"<{n}>" for n in names} | {
         "AWS::Region": REGION,
@@ -216,7 +217,12 @@ def resolver(totesys: bool, landing_key: bool = False) -> Resolver:
         "AWS::Partition": "aws",
     }
     atts: Any = _AnyAtt()
-    conditions = {"HasPrefix": False, "HasTotesysSource": totesys, "HasLandingObjectsKey": landing_key}
+    conditions = {
+        "HasPrefix": False,
+        "HasTotesysSource": totesys,
+        "HasLandingObjectsKey": landing_key,
+        "HasPrefectApiKey": prefect_api_key,
+    }
     return Resolver(refs, atts, conditions)
 
 
@@ -380,14 +386,15 @@ def test_webhook_connection_sends_the_prefect_api_key_as_a_bearer_token() -> Non
 
 def test_execution_role_writes_logs_only_to_the_stacks_own_log_group() -> None:
     """awslogs-create-group "false": the stack creates the group, the execution role only writes streams to it."""
-    role = resources()["ExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    document = resources()["ExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    role = resolver(totesys=True, prefect_api_key=True)(document)["Statement"]
     logs = [s for s in role if any(a.startswith("logs:") for a in as_list(s["Action"]))]
     assert logs == [
         {
             "Sid": "Logs",
             "Effect": "Allow",
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": {"Fn::Sub": "${FlowRunLogs.Arn}"},
+            "Resource": "<FlowRunLogs.Arn>",
         }
     ]
     assert template()["Outputs"]["LogGroupName"]["Value"] == {"Ref": "FlowRunLogs"}
@@ -403,7 +410,9 @@ OOM_EVENT = json.loads((TEMPLATE.parent / "samples" / "ecs-task-stopped-oom.json
 def test_stack_deploys_into_moto_server(moto_server: str) -> None:
     stack = deploy_stack(moto_server)
     out = stack.outputs
-    assert set(EXPECTED_OUTPUTS) - {"TotesysSourceSecretArn", "PushPoolCredentialsSecretArn"} <= set(out)
+    optional = {"TotesysSourceSecretArn", "PrefectApiKeySecretArn", "PushPoolCredentialsSecretArn"}
+    assert set(EXPECTED_OUTPUTS) - optional <= set(out)
+    assert "PrefectApiKeySecretArn" not in out  # no PrefectApiKey given
     assert "TotesysSourceSecretArn" not in out  # no Totesys source given
     s3 = stack.client("s3")
     buckets = {b["Name"] for b in s3.list_buckets()["Buckets"]}

@@ -74,3 +74,33 @@ def test_the_locked_runtime_set_is_the_one_the_tests_run_minus_dev_tools() -> No
     assert {"prefect-aws", "pandera", "sqlalchemy", "psycopg2-binary", "boto3", "uvicorn"} <= set(pins)
     # Not in the ECS image: dev tools, the benchmark peer, deploy tooling, the embedded PostgreSQL.
     assert not {"pytest", "moto", "ruff", "dlt", "bandit", "prefect-docker", "pgserver"} & set(pins)
+
+
+def test_the_build_context_leaves_out_every_secret_bearing_file_wherever_it_is(tmp_path: Path) -> None:
+    """The Dockerfile copies whole folders (sluice, flows, tasks, schemas): a home made by a command run inside one
+    (``.sluice``: deploy.env, the embedded warehouse), a ``.env`` or a key there would be baked into the image.
+    Checked with docker-py's own .dockerignore matching (what prefect-docker's build step sends as context)."""
+    from docker.utils.build import exclude_paths
+
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    secret = [
+        ".sluice/deploy.env",
+        ".env",
+        "sluice/.sluice/deploy.env",
+        "sluice/.sluice/pg/base/1/1259",
+        "flows/.env",
+        "tasks/.env.production",
+        "schemas/prod.env",
+        "sluice/deploy-key.pem",
+        "flows/id_rsa",
+        ".git/config",
+        ".venv/bin/python",
+    ]
+    kept = ["sluice/__init__.py", "flows/ingest.py", "tasks/toolkit.py", "schemas/tm.py", "pyproject.toml"]
+    for name in (*secret, *kept):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    sent = exclude_paths(str(tmp_path), patterns)
+    assert set(kept) <= sent  # the scan sees the real context
+    assert sorted(sent & set(secret)) == []

@@ -53,6 +53,7 @@ STACK_ENV = {
     "SLUICE_LEDGER_TABLE": "sluice-run-ledger",
     "SLUICE_GLUE_DATABASE": "sluice_sertis",
     "SLUICE_TOTESYS_SOURCE_SECRET_ARN": "",
+    "SLUICE_PREFECT_API_KEY_SECRET_ARN": "",
 }
 
 

@@ -155,6 +155,21 @@ def test_ingest_through_the_runner_is_the_in_process_ingest(home: Path, warm_run
     assert runner_pid(home) == warm_runner
 
 
+def test_the_runner_log_keeps_no_password_of_a_served_command_line(home: Path, warm_runner: int) -> None:
+    """The runner logs every command it serves to a file in the home (mode 0644): a ``--source-url`` password must
+    not be in it, nor in what the command prints."""
+    password = (
+        "Sluice-S3cr3t-Canary"  # the embedded server trusts its socket: the login itself is refused below
+    )
+    url = f"postgresql://postgres:{password}@/no_such_db?host={home / 'pg'}"
+    result = sluice(home, "totesys", "--source-url", url, "--json")
+    assert result.returncode == 1 and "no_such_db" in result.stdout, result.stdout + result.stderr
+    log = runner_log(home)
+    assert "totesys --source-url postgresql://postgres:***@/no_such_db" in log  # served, and logged
+    assert password not in log + result.stdout + result.stderr
+    assert runner_pid(home) == warm_runner
+
+
 def test_a_served_command_imports_nothing_the_runner_could_have_preloaded(
     home: Path, warm_runner: int
 ) -> None:
