@@ -12,13 +12,12 @@ The star schema and the bookkeeping tables are declared in ``sluice.tables.totes
 
 from __future__ import annotations
 
+import io
 import logging
-import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -231,11 +230,9 @@ STAMPS = ("created_at", "last_updated")
 _OFFSET = r"^(.*\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)[+-]\d{2}(?::?\d{2}){0,2}$"
 
 
-def _read_since(
-    cursor: Any, table: str, since: datetime | None, above: int | None = None, scratch: Path | None = None
-) -> pd.DataFrame:
+def _read_since(cursor: Any, table: str, since: datetime | None, above: int | None = None) -> pd.DataFrame:
     """The table's rows with ``last_updated > since`` or an id above ``above`` (all when ``since`` is None),
-    every value as text, via COPY (spilled to a file in ``scratch``, not held in memory beside the frame)."""
+    every value as text, via COPY."""
     where = sql.SQL("")
     if since is not None:
         where = sql.SQL("WHERE last_updated > {}").format(sql.Literal(since))
@@ -244,10 +241,10 @@ def _read_since(
     query = sql.SQL(
         "COPY (SELECT * FROM {} {} ORDER BY last_updated, {}) TO STDOUT WITH (FORMAT csv, HEADER)"
     ).format(sql.Identifier(table), where, sql.Identifier(f"{table}_id"))
-    with tempfile.TemporaryFile(dir=scratch) as spill:
-        cursor.copy_expert(query, spill)
-        spill.seek(0)
-        frame = pd.read_csv(spill, dtype=str, keep_default_na=False, encoding="utf-8")
+    buffer = io.BytesIO()
+    cursor.copy_expert(query, buffer)
+    buffer.seek(0)
+    frame = pd.read_csv(buffer, dtype=str, keep_default_na=False, encoding="utf-8")
     for column in STAMPS:
         if column in frame.columns:
             frame[column] = frame[column].str.replace(_OFFSET, r"\1", regex=True)
@@ -276,7 +273,6 @@ def extract(
     overlap = timedelta(seconds=settings.totesys_overlap_seconds)
     result = Extracted(run_at=run_at, run_id=run_id, marks=dict(marks))
     frames: dict[str, tuple[pd.DataFrame, datetime | None]] = {}
-    settings.work_dir.mkdir(parents=True, exist_ok=True)
     with readable_errors(source.url), source.begin() as conn, raw_connection(conn) as cursor:
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         cursor.execute("SELECT clock_timestamp()::timestamp")  # the first query takes the snapshot
@@ -289,7 +285,7 @@ def extract(
             since = min(mark, source_now) - overlap if mark else None
             # New rows are also found by id: one inserted with a stamp behind the window (a slow application
             # clock, a transaction open longer than the overlap) is still read.
-            frames[table] = (_read_since(cursor, table, since, highest.get(table), settings.work_dir), since)
+            frames[table] = (_read_since(cursor, table, since, highest.get(table)), since)
     zone = ingestion_zone(settings)
     for table, (frame, since) in frames.items():
         result.read[table] = len(frame)
@@ -306,10 +302,9 @@ def extract(
         if frame.empty:
             continue
         uri = storage.join(zone, batch_key(table, run_at))
-        with tempfile.TemporaryDirectory(dir=settings.work_dir, prefix="totesys-") as scratch:
-            local = Path(scratch) / "batch.csv"  # written and uploaded from disk: no second copy in memory
-            frame.to_csv(local, index=False)
-            storage.put_file(local, uri)
+        out = io.StringIO()
+        frame.to_csv(out, index=False)
+        storage.put_bytes(out.getvalue().encode(), uri)
         # A row stamped ahead of the source's clock (a clock that was fast) loads now, but the watermark stops at
         # the clock: rows stamped correctly afterwards are still above it. The stamped-ahead row is re-read (and
         # dropped as already loaded, ``sluice.totesys_recent``) until the clock passes it.
@@ -348,13 +343,11 @@ def write_processed(
     """Each star-schema table of the run as Parquet in the processed zone."""
     zone = processed_zone(settings)
     written: dict[str, str] = {}
-    settings.work_dir.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
         uri = storage.join(zone, batch_key(name, run_at, "parquet"))
-        with tempfile.TemporaryDirectory(dir=settings.work_dir, prefix="totesys-") as scratch:
-            local = Path(scratch) / f"{name}.parquet"
-            frame.to_parquet(local, index=False)
-            storage.put_file(local, uri)
+        storage.put_bytes(buffer.getvalue(), uri)
         written[name] = uri
     return written
 
