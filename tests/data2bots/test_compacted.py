@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -23,13 +24,17 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 ROWS = 40_000
 
 
-@pytest.fixture
-def staged(sluice_env: Path) -> sa.Engine:
-    """Generated orders, reviews and shipments (a few bad rows quarantined), ingested as a user would, plus a
-    shipment whose order is not in staging."""
+def drop_data2bots() -> None:
     with get_engine().begin() as conn:
         for schema in ("staging", "analytics", "if_common"):
             conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+
+
+@pytest.fixture
+def staged(sluice_env: Path) -> Iterator[sa.Engine]:
+    """Generated orders, reviews and shipments (a few bad rows quarantined), ingested as a user would, plus a
+    shipment whose order is not in staging; no Data2bots tables before the test, none left after it."""
+    drop_data2bots()
     reload_settings()
     rng = random.Random(8)
     shipments = generate_shipments(ROWS, rng) + f"{ROWS + 1},{ROWS + 99},2021-03-01,\n".encode()
@@ -42,7 +47,8 @@ def staged(sluice_env: Path) -> sa.Engine:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         assert run_ingest(str(path)).status == "success"
-    return get_engine()
+    yield get_engine()
+    drop_data2bots()
 
 
 def every_row(engine: sa.Engine) -> dict[str, pd.DataFrame]:

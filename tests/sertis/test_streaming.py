@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -21,13 +22,19 @@ from tests.conftest import shared_file
 from tests.sertis.test_pipeline import gold_from_lines, gold_table, latest_delivery_wins, write_lines
 
 
-@pytest.fixture
-def small_chunks(sluice_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def drop_sertis() -> None:
     with get_engine().begin() as conn:
         conn.execute(sa.text("DROP SCHEMA IF EXISTS sertis CASCADE"))
+
+
+@pytest.fixture
+def small_chunks(sluice_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No Sertis tables before the test, none left after it; chunks of 100 rows."""
+    drop_sertis()
     monkeypatch.setenv("SLUICE_CHUNK_ROWS", "100")
     reload_settings()
-    return sluice_env
+    yield sluice_env
+    drop_sertis()
 
 
 def land(home: Path, source: Path, name: str | None = None) -> Path:
