@@ -63,7 +63,7 @@ def data2bots(
         report.notes = list(ctx.reference.notes) if ctx.reference else []
         for note in report.notes:
             logger.warning(note)
-        report.rows_read = sum(len(f) for f in staging.values())
+        report.rows_read = ctx.counts["rows_read"]
         tables = step(report, "transform", transform, ctx, staging)
         # what transform noticed (a best product without a name, a year without holidays) joins extract's notes
         for note in ctx.reference.notes[len(report.notes) :] if ctx.reference else []:

@@ -26,7 +26,7 @@ def sertis() -> SertisReport:
     )
     with held(ctx, report, _publish, on_failure=quarantined):
         silver = step(report, "extract", extract, ctx)
-        report.rows_read = len(silver)
+        report.rows_read = silver.lines
         report.notes = list(ctx.notes)
         gold = step(report, "transform", transform, ctx, silver)
         validated(report, ctx, validate, gold)

@@ -182,12 +182,23 @@ def read_products(settings: Settings) -> pd.DataFrame:
 # --- staging --------------------------------------------------------------------------------------------
 
 
+# Staging compacted in PostgreSQL to what the rules read (``sluice.transforms.data2bots``: ``COUNT``): one row per
+# distinct combination with how many rows it stands for, so memory grows with days × products, not with rows. A
+# shipment comes joined to its order (LEFT: one without an order still counts as read, and matches no order).
 STAGING: dict[str, tuple[sa.Table, str]] = {
-    "orders": (declared.orders, "SELECT order_id, order_date, product_id FROM staging.orders"),
-    "reviews": (declared.reviews, "SELECT review, product_id FROM staging.reviews"),
+    "orders": (
+        declared.orders,
+        "SELECT order_date, product_id, count(*) AS n FROM staging.orders GROUP BY order_date, product_id",
+    ),
+    "reviews": (
+        declared.reviews,
+        "SELECT review, product_id, count(*) AS n FROM staging.reviews GROUP BY review, product_id",
+    ),
     "shipment_deliveries": (
         declared.shipment_deliveries,
-        "SELECT shipment_id, order_id, shipment_date, delivery_date FROM staging.shipment_deliveries",
+        "SELECT o.order_date, o.product_id, s.shipment_date, s.delivery_date IS NOT NULL AS delivered, "
+        "count(*) AS n FROM staging.shipment_deliveries s LEFT JOIN staging.orders o ON o.order_id = s.order_id "
+        "GROUP BY o.order_date, o.product_id, s.shipment_date, delivered",
     ),
 }
 
@@ -197,34 +208,38 @@ def _read(conn: sa.Connection, query: str) -> pd.DataFrame:
     return pd.DataFrame(result.all(), columns=list(result.keys()))
 
 
+def _has_rows(conn: sa.Connection, table: sa.Table) -> bool:
+    if not tables.exists(conn, table):
+        return False
+    return bool(conn.execute(sa.select(sa.exists(sa.select(sa.literal(1)).select_from(table)))).scalar())
+
+
 def read_staging(engine: sa.Engine) -> dict[str, pd.DataFrame]:
-    """The three staging tables, typed as the transforms expect (dates as ``datetime.date``).
+    """The three staging tables, compacted (``STAGING``) and typed as the transforms expect (dates as
+    ``datetime.date``); ``rules.rows`` of each is its row count.
 
     All three must hold rows: without reviews there is no best product, and without shipments every shipment
     figure would read 0 and the day would count as done (a later run, once the file landed, would skip it).
     """
     with engine.connect() as conn:
-        frames = {
-            name: _read(conn, query) if tables.exists(conn, table) else pd.DataFrame()
-            for name, (table, query) in STAGING.items()
-        }
-    missing = [name for name, frame in frames.items() if frame.empty]
-    if missing:
-        nor = f" (nor {' nor '.join(missing[1:])})" if len(missing) > 1 else ""
-        raise NotReady(
-            f"no {missing[0]} in staging yet{nor}: the analytics need orders, reviews and shipment_deliveries; "
-            "land and ingest the missing file(s) first (nothing was written)"
-        )
+        present = {name: _has_rows(conn, table) for name, (table, _) in STAGING.items()}
+        missing = [name for name, has in present.items() if not has]
+        if missing:
+            nor = f" (nor {' nor '.join(missing[1:])})" if len(missing) > 1 else ""
+            raise NotReady(
+                f"no {missing[0]} in staging yet{nor}: the analytics need orders, reviews and shipment_deliveries; "
+                "land and ingest the missing file(s) first (nothing was written)"
+            )
+        frames = {name: _read(conn, query) for name, (_, query) in STAGING.items()}
     orders, reviews, shipments = frames["orders"], frames["reviews"], frames["shipment_deliveries"]
-    for frame, columns in ((orders, ("order_id", "product_id")), (reviews, ("review", "product_id"))):
+    for frame, columns in ((orders, ("product_id", "n")), (reviews, ("review", "product_id", "n"))):
         for column in columns:
             frame[column] = frame[column].astype("int64")
-    shipments["shipment_date"] = (
-        shipments["shipment_date"].astype(object).where(shipments["shipment_date"].notna(), None)
-    )
-    shipments["delivery_date"] = (
-        shipments["delivery_date"].astype(object).where(shipments["delivery_date"].notna(), None)
-    )
+    shipments["product_id"] = shipments["product_id"].astype("Int64")  # null: a shipment without its order
+    shipments["n"] = shipments["n"].astype("int64")
+    shipments["delivered"] = shipments["delivered"].astype(bool)
+    for column in ("order_date", "shipment_date"):
+        shipments[column] = shipments[column].astype(object).where(shipments[column].notna(), None)
     return {"orders": orders, "reviews": reviews, "shipments": shipments}
 
 

@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import logging
+import shutil
 import sys
 import time
 import uuid
@@ -45,6 +46,7 @@ ROW = "_source_row"
 RAW_PREFIX = "raw:"
 QUARANTINE_COLUMNS = ["row", "column", "check", "value", "reason"]
 PREVIEW_LIMIT = 20
+KEY_BUCKETS_MAX = 256  # open files of the key pass; past 256 chunks a bucket holds more than a chunk's keys
 
 
 @dataclass
@@ -514,15 +516,45 @@ class FilePass:
 
         A chunk's model sees only its own rows: a key repeated across a chunk boundary would pass and the
         upsert would silently keep the file's last row. Scanning first makes the rule the same for any chunking.
+        A file of more than one chunk has its keys spilled to local disk in buckets by hash (equal keys share a
+        bucket), about a chunk's worth each, then each bucket is searched on its own: memory is one bucket, not
+        every key of the file.
         """
         keys = list(self.dataset.keys)
-        seen: list[pd.DataFrame] = []
-        for raw in read_chunks(self.path, self.dataset, self.source, self.chunk_rows, self.reader):
-            seen.append(self.dataset.transform(raw)[keys].dropna())
-        if not seen:
+        buckets = min(KEY_BUCKETS_MAX, max(1, -(-estimate_rows(self.path) // self.chunk_rows)))
+        folder = self.work / "keys"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        writers: dict[int, ipc.RecordBatchStreamWriter] = {}
+        dtypes: pd.Series | None = None
+        schema: pa_arrow.Schema | None = None
+        try:
+            for raw in read_chunks(self.path, self.dataset, self.source, self.chunk_rows, self.reader):
+                frame = self.dataset.transform(raw)[keys].dropna().reset_index(drop=True)
+                if frame.empty:
+                    continue
+                dtypes = frame.dtypes if dtypes is None else dtypes
+                bucket = pd.util.hash_pandas_object(frame, index=False).to_numpy() % buckets
+                table = pa_arrow.Table.from_pandas(frame, preserve_index=False)
+                schema = table.schema if schema is None else schema  # every chunk's keys as the first's
+                table = table.cast(schema)
+                for number in np.unique(bucket).tolist():
+                    writer = writers.get(number)
+                    if writer is None:
+                        writer = writers[number] = ipc.new_stream(str(folder / f"{number}.arrow"), schema)
+                    writer.write_table(table.filter(pa_arrow.array(bucket == number)))
+        finally:
+            for writer in writers.values():
+                writer.close()
+        found: list[pd.DataFrame] = []
+        for number in sorted(writers):
+            with ipc.open_stream(str(folder / f"{number}.arrow")) as reader:
+                every = reader.read_all().to_pandas()
+            found.append(every[every.duplicated(keep=False)].drop_duplicates())
+        shutil.rmtree(folder, ignore_errors=True)
+        if dtypes is None:
             return pd.MultiIndex.from_arrays([[] for _ in keys], names=keys)
-        every = pd.concat(seen, ignore_index=True)
-        return pd.MultiIndex.from_frame(every[every.duplicated(keep=False)].drop_duplicates())
+        return pd.MultiIndex.from_frame(pd.concat(found, ignore_index=True).astype(dtypes.to_dict()))
 
     def _frames(
         self,

@@ -9,11 +9,15 @@ import datetime as dt
 import io
 import logging
 import os
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
@@ -52,16 +56,15 @@ def publish_file(event: AfterLoad) -> None:
     day = dt.datetime.now(dt.UTC).date()
     name = storage.basename(event.source)
     storage.put_file(event.local_path, bronze_uri(settings, day, name, event))
-    frames = [f.drop(columns=[c for c in f.columns if c.startswith("_")]) for f in event.frames()]
-    silver = (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else pd.DataFrame(columns=[c for c, _ in SILVER_COLUMNS])
-    )
     uri = storage.join(
         zone(settings, "silver"), partition(day), f"{name}.{event.ingestion_id.hex[:12]}.parquet"
     )
-    storage.put_bytes(parquet(silver, SILVER_COLUMNS), uri)
+    # One row group per spooled chunk, written to local disk and uploaded: memory is one chunk, not the file.
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=settings.work_dir, prefix="silver-") as scratch:
+        local = Path(scratch) / "silver.parquet"
+        write_parquet(event.frames(), SILVER_COLUMNS, local)
+        storage.put_file(local, uri)
     if settings.glue_database:
         catalog_silver(settings, day)
 
@@ -70,7 +73,7 @@ def bronze_uri(settings: Settings, day: dt.date, name: str, event: AfterLoad) ->
     """Where the file goes in bronze: its own name, unless another file of that name (a corrected one landed again)
     is already there that day; then the run's id goes before the extension, so bronze keeps both as they came."""
     uri = storage.join(zone(settings, "bronze"), partition(day), name)
-    if not storage.exists(uri) or storage.read_bytes(uri) == event.local_path.read_bytes():
+    if not storage.exists(uri) or storage.same_content(uri, event.local_path):
         return uri  # free, or this very file (a retried publish, or a forced reload of the same content)
     stem, dot, extension = name.partition(".")
     return storage.join(
@@ -78,9 +81,27 @@ def bronze_uri(settings: Settings, day: dt.date, name: str, event: AfterLoad) ->
     )
 
 
-def parquet(frame: pd.DataFrame, columns: list[tuple[str, str]]) -> bytes:
+def _schema(columns: list[tuple[str, str]]) -> pa.Schema:
     types = {"string": pa.string(), "date": pa.date32(), "bigint": pa.int64(), "int": pa.int32()}
-    schema = pa.schema([(c, types[t]) for c, t in columns])
+    return pa.schema([(c, types[t]) for c, t in columns])
+
+
+def write_parquet(frames: Iterable[pd.DataFrame], columns: list[tuple[str, str]], path: Path) -> int:
+    """``frames`` (their ``columns``; others, such as ``_source_row``, left out) as one Parquet file at ``path``,
+    one row group per frame; returns the rows written. No frame: a file of the schema and no rows."""
+    schema = _schema(columns)
+    rows = 0
+    with pq.ParquetWriter(str(path), schema) as writer:
+        for frame in frames:
+            if len(frame):
+                names = [c for c, _ in columns]
+                writer.write_table(pa.Table.from_pandas(frame[names], schema=schema, preserve_index=False))
+                rows += len(frame)
+    return rows
+
+
+def parquet(frame: pd.DataFrame, columns: list[tuple[str, str]]) -> bytes:
+    schema = _schema(columns)
     table = pa.Table.from_pandas(frame[[c for c, _ in columns]], schema=schema, preserve_index=False)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
@@ -107,28 +128,67 @@ _LATEST_DELIVERY = """
 """
 
 
-@dataclass(frozen=True)
+@dataclass
 class Silver:
-    """What gold is built from: each transaction's lines from its latest delivery, and how many earlier lines that
-    set aside."""
+    """What gold is built from: each transaction's lines from its latest delivery, spooled to local disk in parts
+    that each hold whole customers (``frames``), and how many earlier lines that set aside."""
 
-    lines: pd.DataFrame
+    folder: Path
+    parts: list[Path] = field(default_factory=list)
+    lines: int = 0
     superseded: int = 0
     repeated: int = 0  # counted lines that repeat an earlier line of their file exactly
 
+    def frames(self) -> Iterator[pd.DataFrame]:
+        """The spooled parts in customer order, one at a time; no part at all when silver is empty."""
+        for path in self.parts:
+            with ipc.open_file(str(path)) as reader:
+                frame = reader.read_all().to_pandas()
+            frame["units_sold"] = frame["units_sold"].astype("int64")
+            yield frame
 
-def read_silver(engine: sa.Engine) -> Silver:
-    """All of silver from ``sertis.transactions`` (the exactly-once copy), each transaction as delivered last."""
+    def _write(self, frame: pd.DataFrame) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"silver-{len(self.parts):05d}.arrow"
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        with ipc.new_file(str(path), table.schema) as writer:
+            writer.write_table(table)
+        self.parts.append(path)
+        self.lines += len(frame)
+
+
+def read_silver(engine: sa.Engine, folder: Path, chunk_rows: int) -> Silver:
+    """All of silver from ``sertis.transactions`` (the exactly-once copy), each transaction as delivered last,
+    streamed from a server-side cursor ``chunk_rows`` at a time in customer order and spooled to ``folder``: a
+    customer is never split across two parts, so gold is built part by part (memory: one chunk plus the
+    largest customer, not the table)."""
+    silver = Silver(folder)
+    columns = ["customer_id", "transaction_date", "product_sold", "units_sold", "latest", "repeated"]
+    carry = pd.DataFrame(columns=columns[:4])
     with engine.connect() as conn:
         if not tables.exists(conn, transactions):
-            return Silver(pd.DataFrame(columns=[c for c, _ in SILVER_COLUMNS]))
-        result = conn.execute(sa.text(_LATEST_DELIVERY))
-        frame = pd.DataFrame(result.all(), columns=list(result.keys()))
-    latest = frame.pop("latest").astype(bool)
-    repeated = frame.pop("repeated").astype(bool)
-    lines = frame[latest].reset_index(drop=True)
-    lines["units_sold"] = lines["units_sold"].astype("int64")
-    return Silver(lines, superseded=int((~latest).sum()), repeated=int((latest & repeated).sum()))
+            return silver
+        result = conn.execution_options(stream_results=True, max_row_buffer=chunk_rows).execute(
+            sa.text(_LATEST_DELIVERY + " ORDER BY customer_id")
+        )
+        while rows := result.fetchmany(chunk_rows):
+            frame = pd.DataFrame(rows, columns=columns)
+            latest = frame.pop("latest").astype(bool)
+            repeated = frame.pop("repeated").astype(bool)
+            silver.superseded += int((~latest).sum())
+            silver.repeated += int((latest & repeated).sum())
+            lines = pd.concat([carry, frame[latest]], ignore_index=True) if len(carry) else frame[latest]
+            if lines.empty:
+                continue
+            # the last customer of the chunk may go on in the next one: keep it back
+            last = lines["customer_id"].iat[-1]
+            whole = (lines["customer_id"] != last).to_numpy()
+            if whole.any():
+                silver._write(lines[whole].reset_index(drop=True))
+            carry = lines[~whole].reset_index(drop=True)
+    if len(carry):
+        silver._write(carry)
+    return silver
 
 
 def ensure_gold(engine: sa.Engine) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from sluice import data2bots
+from sluice.transforms import data2bots as rules
 from tasks.toolkit import RunContext, checked, io_task, ledger_state, step_task
 
 
@@ -46,7 +47,8 @@ def extract(ctx: Data2botsContext, as_of: dt.date | None) -> dict[str, pd.DataFr
         staging = data2bots.read_staging(ctx.engine)
         ctx.as_of = as_of or data2bots.latest_order_date(staging)
         entry.source = f"staging as of {ctx.as_of}"
-        entry.rows_read = sum(len(f) for f in staging.values())
+        entry.rows_read = sum(rules.rows(f) for f in staging.values())
+        ctx.counts["rows_read"] = entry.rows_read  # staging comes compacted: rows, not frame lengths
         previous = data2bots.previous_run(ctx.engine, ctx.as_of, ctx.staging_version)
         if previous == "current" and not (ctx.force or ctx.refresh_reference):  # new reference, new figures
             entry.status = "skipped"

@@ -7,13 +7,15 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
 from schemas.sertis import Customer
 from sluice import checks, sertis
-from sluice.transforms.sertis import build_customers
+from sluice.transforms.sertis import build_customers_by_part
 from tasks.toolkit import RunContext, checked, io_task, ledger_state, step_task
 
 
@@ -22,6 +24,15 @@ class SertisContext(RunContext):
     """What every task of one gold build needs: the run's own, and what extract noticed."""
 
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def work(self) -> Path:
+        """Local scratch space of this run (silver spooled in parts)."""
+        return self.settings.work_dir / f"customers-{self.ingestion_id.hex}"
+
+    def cleanup(self) -> None:
+        """Remove the spooled silver."""
+        shutil.rmtree(self.work, ignore_errors=True)
 
     def labels(self) -> dict[str, str | None]:
         return {
@@ -32,11 +43,12 @@ class SertisContext(RunContext):
 
 
 @io_task
-def extract(ctx: SertisContext) -> pd.DataFrame:
-    """All of silver."""
+def extract(ctx: SertisContext) -> sertis.Silver:
+    """All of silver, spooled to local disk in parts of whole customers."""
     with ledger_state(ctx, "extract") as entry:
-        silver = sertis.read_silver(ctx.engine)
-        entry.rows_read = len(silver.lines) + silver.superseded
+        shutil.rmtree(ctx.work, ignore_errors=True)  # a retried extract starts again
+        silver = sertis.read_silver(ctx.engine, ctx.work, ctx.settings.chunk_rows)
+        entry.rows_read = silver.lines + silver.superseded
         if silver.repeated:
             ctx.notes.append(
                 f"{silver.repeated} transaction lines repeat an earlier line of their file exactly (transaction, "
@@ -47,14 +59,14 @@ def extract(ctx: SertisContext) -> pd.DataFrame:
                 f"{silver.superseded} transaction lines were delivered again by a later file: each transaction "
                 "counts as its latest file has it"
             )
-    return silver.lines
+    return silver
 
 
 @step_task
-def transform(ctx: SertisContext, silver: pd.DataFrame) -> pd.DataFrame:
-    """Silver → one row per customer: favourite product and longest streak."""
+def transform(ctx: SertisContext, silver: sertis.Silver) -> pd.DataFrame:
+    """Silver → one row per customer: favourite product and longest streak (one spooled part at a time)."""
     with ledger_state(ctx, "transform"):
-        return build_customers(silver)
+        return build_customers_by_part(silver.frames())
 
 
 @step_task

@@ -278,6 +278,41 @@ def read_bytes(uri: str) -> bytes:
     return path.read_bytes()
 
 
+def same_content(uri: str, local: Path, block: int = 1 << 20) -> bool:
+    """True when the file at ``uri`` holds exactly the bytes of ``local``; False when it differs or is absent.
+
+    Compared block by block (sizes first), so memory stays at one block whatever the files' size.
+    """
+    size = local.stat().st_size
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            head = s3_client().head_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            if _is_missing(exc):
+                return False
+            raise
+        if head["ContentLength"] != size:
+            return False
+        body = s3_client().get_object(Bucket=bucket, Key=key)["Body"]
+        with local.open("rb") as mine:
+            for piece in body.iter_chunks(chunk_size=block):
+                if mine.read(len(piece)) != piece:
+                    body.close()
+                    return False
+            return mine.read(1) == b""
+    path = Path(uri)
+    if not path.is_file() or path.stat().st_size != size:
+        return False
+    with path.open("rb") as theirs, local.open("rb") as mine:
+        while True:
+            a, b = theirs.read(block), mine.read(block)
+            if a != b:
+                return False
+            if not a:
+                return True
+
+
 def exists(uri: str) -> bool:
     if is_s3(uri):
         bucket, key = split_s3(uri)

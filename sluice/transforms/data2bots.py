@@ -113,6 +113,35 @@ def public_holidays(dates: pd.DataFrame) -> set[dt.date]:
 # --- analytics ------------------------------------------------------------------------------------------
 
 
+# Staging may come compacted (``sluice.data2bots.read_staging``): one row per distinct combination of the columns the
+# rules read, with ``n``, how many staging rows it stands for; shipments then come joined to their order (its
+# ``order_date`` and ``product_id``, no ``order_id``) and say whether they were ``delivered`` instead of when. Every
+# rule counts rows through ``weights``, so a compacted frame gives the same figures as the rows it stands for.
+COUNT = "n"
+
+
+def weights(frame: pd.DataFrame) -> pd.Series:
+    """How many staging rows each row stands for: its ``n``, or one each."""
+    if COUNT in frame:
+        return frame[COUNT].astype("int64")
+    return pd.Series(1, index=frame.index, dtype="int64")
+
+
+def rows(frame: pd.DataFrame) -> int:
+    """How many staging rows ``frame`` stands for."""
+    return int(weights(frame).sum())
+
+
+def _counted(frame: pd.DataFrame, mask: pd.Series) -> int:
+    return int(weights(frame)[mask].sum())
+
+
+def _undelivered(frame: pd.DataFrame) -> list[bool]:
+    if "delivered" in frame:
+        return [not bool(d) for d in frame["delivered"]]
+    return [d is None or pd.isna(d) for d in frame["delivery_date"]]
+
+
 def orders_until(orders: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
     return orders[orders["order_date"].map(lambda d: d <= as_of)]
 
@@ -128,7 +157,10 @@ def agg_public_holiday(orders: pd.DataFrame, dates: pd.DataFrame, as_of: dt.date
     holidays = public_holidays(dates)
     start, end = past_year(as_of)
     in_window = orders[orders["order_date"].map(lambda d: start <= d <= end and d in holidays)]
-    per_month = in_window["order_date"].map(lambda d: d.month).value_counts()
+    months = in_window["order_date"].map(lambda d: d.month)
+    per_month = (
+        weights(in_window).groupby(months.to_numpy()).sum() if len(in_window) else pd.Series(dtype="int64")
+    )
     row: dict[str, object] = {"ingestion_date": as_of}
     for month, column in enumerate(MONTH_COLUMNS, start=1):
         row[column] = int(per_month.get(month, 0))
@@ -136,15 +168,23 @@ def agg_public_holiday(orders: pd.DataFrame, dates: pd.DataFrame, as_of: dt.date
 
 
 def _shipments_of(orders: pd.DataFrame, shipments: pd.DataFrame) -> pd.DataFrame:
+    """The shipments of ``orders``; compacted shipments (already joined to their order) are kept when their order's
+    day and product are among ``orders``' (which are only ever narrowed by day and product)."""
+    if "order_id" not in shipments:
+        return shipments.merge(
+            orders[["order_date", "product_id"]].drop_duplicates(),
+            on=["order_date", "product_id"],
+            how="inner",
+        )
     return shipments.merge(orders[["order_id", "order_date", "product_id"]], on="order_id", how="inner")
 
 
 def is_late(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(
         [
-            s is not None and not pd.isna(s) and s >= o + LATE_AFTER and (d is None or pd.isna(d))
-            for o, s, d in zip(
-                frame["order_date"], frame["shipment_date"], frame["delivery_date"], strict=True
+            s is not None and not pd.isna(s) and s >= o + LATE_AFTER and undelivered
+            for o, s, undelivered in zip(
+                frame["order_date"], frame["shipment_date"], _undelivered(frame), strict=True
             )
         ],
         index=frame.index,
@@ -166,9 +206,9 @@ def is_early(frame: pd.DataFrame) -> pd.Series:
 def is_undelivered(frame: pd.DataFrame, as_of: dt.date) -> pd.Series:
     return pd.Series(
         [
-            (s is None or pd.isna(s)) and (d is None or pd.isna(d)) and o + UNDELIVERED_AFTER <= as_of
-            for o, s, d in zip(
-                frame["order_date"], frame["shipment_date"], frame["delivery_date"], strict=True
+            (s is None or pd.isna(s)) and undelivered and o + UNDELIVERED_AFTER <= as_of
+            for o, s, undelivered in zip(
+                frame["order_date"], frame["shipment_date"], _undelivered(frame), strict=True
             )
         ],
         index=frame.index,
@@ -180,8 +220,8 @@ def agg_shipments(orders: pd.DataFrame, shipments: pd.DataFrame, as_of: dt.date)
     joined = _shipments_of(orders_until(orders, as_of), shipments)
     row = {
         "ingestion_date": as_of,
-        "tt_late_shipments": int(is_late(joined).sum()),
-        "tt_undelivered_items": int(is_undelivered(joined, as_of).sum()),
+        "tt_late_shipments": _counted(joined, is_late(joined)),
+        "tt_undelivered_items": _counted(joined, is_undelivered(joined, as_of)),
     }
     return _typed(pd.DataFrame([row]), ints=("tt_late_shipments", "tt_undelivered_items"))
 
@@ -201,17 +241,17 @@ def best_performing_product(
     """
     if reviews.empty:
         return _typed(pd.DataFrame(columns=["ingestion_date"]), ints=())
-    points = reviews.groupby("product_id")["review"].sum()
+    points = (reviews["review"] * weights(reviews)).groupby(reviews["product_id"]).sum()
     best = int(points.sort_index().idxmax())  # idxmax takes the first maximum: the lowest id on a tie
     total = int(points[best])
-    mine = reviews[reviews["product_id"] == best]["review"]
-    stars = {n: int(n * (mine == n).sum()) for n in range(1, 6)}
+    mine = reviews[reviews["product_id"] == best]
+    stars = {n: n * _counted(mine, mine["review"] == n) for n in range(1, 6)}
 
     scoped = orders_until(orders, as_of)
     my_orders = scoped[scoped["product_id"] == best]
     most_ordered: dt.date | None = None
     if not my_orders.empty:
-        per_day = my_orders.groupby("order_date").size()
+        per_day = weights(my_orders).groupby(my_orders["order_date"].to_numpy()).sum()
         most_ordered = min(d for d, n in per_day.items() if n == per_day.max())
     my_shipments = _shipments_of(my_orders, shipments)
 
@@ -227,7 +267,7 @@ def best_performing_product(
     for n, column in enumerate(STAR_COLUMNS, start=1):
         row[column] = percent(stars[n], total)
     row["pct_early_shipments"], row["pct_late_shipments"] = early_late_split(
-        int(is_early(my_shipments).sum()), int(is_late(my_shipments).sum())
+        _counted(my_shipments, is_early(my_shipments)), _counted(my_shipments, is_late(my_shipments))
     )
     frame = _typed(pd.DataFrame([row]), ints=("product_id", "tt_review_points"))
     frame["product_name"] = frame["product_name"].astype("string")
