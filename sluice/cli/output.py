@@ -44,6 +44,11 @@ def begin(argv: list[str]) -> None:
     _Run.error = None
 
 
+def error() -> str | None:
+    """The error line this command printed with ``fail``, if any."""
+    return _Run.error
+
+
 def json_requested() -> bool:
     return _Run.as_json
 
