@@ -49,6 +49,7 @@ def _start_embedded(pgdata: Path) -> str:
         try:
             # cleanup_mode=None: the server outlives this process and is reused by the next one.
             plain = _plain_path(pgdata)
+            _forget_if_dead(pgdata, plain)
             if plain == pgdata:
                 server = pgserver.get_server(pgdata, cleanup_mode=None)
             else:  # get_server would resolve the alias back to the real path
@@ -58,6 +59,19 @@ def _start_embedded(pgdata: Path) -> str:
             raise ConfigurationError(_start_failure(pgdata)) from None
         uri = server.get_uri()
     return uri.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+def _forget_if_dead(pgdata: Path, key: Path) -> None:
+    """Drop pgserver's handle on a server that has died since this process started it (killed, crashed, stopped by
+    `sluice services stop`): pgserver hands back its handle without looking, so every retry of a load in this
+    process failed with "connection refused" instead of starting the server again."""
+    import pgserver
+
+    from sluice.services import running_postgres  # psutil only; its check treats a zombie postmaster as dead
+
+    if key in pgserver.PostgresServer._instances and running_postgres(pgdata) is None:
+        logger.info("the embedded PostgreSQL in %s stopped; starting it again", pgdata)
+        del pgserver.PostgresServer._instances[key]
 
 
 def _plain_path(pgdata: Path) -> Path:

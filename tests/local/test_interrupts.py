@@ -206,3 +206,35 @@ def test_another_terminal_tab_uses_the_same_runner(home: Path, warm_runner: int)
         ]
         assert served(home, path.name), tab
     assert runner_pid(home) == warm_runner
+
+
+def test_the_embedded_postgresql_killed_during_a_load_is_restarted_by_the_retry(home: Path) -> None:  # noqa: F811
+    """``kill -9`` of the home's PostgreSQL while a file loads: the load's retry starts it again and the file loads
+    once. It used to fail every retry with "connection refused": pgserver hands back its handle on a dead server."""
+    path = big(home, "pg-killed", 300_000)
+    env = {**_env(home), "SLUICE_WARM": "0", "SLUICE_RETRY_DELAY_SECONDS": "1"}
+    proc = client(home, "ingest", str(path), "--dataset", "dailycheckins", "--json", env=env)
+    pg = services.running_postgres(home / "pg")
+    assert pg is not None
+    engine = sa.create_engine(pg.url)
+    query = sa.text(
+        "select count(*) from sluice.run_ledger where source = :s and state = 'load' and status = 'running'"
+    )
+
+    def loading() -> bool:
+        with engine.connect() as conn:
+            if conn.execute(sa.text("select to_regclass('sluice.run_ledger')")).scalar() is None:
+                return proc.poll() is not None
+            return bool(conn.execute(query, {"s": str(path)}).scalar_one()) or proc.poll() is not None
+
+    try:
+        wait_for(loading, timeout=120)
+    finally:
+        engine.dispose()
+    psutil.Process(pg.pid).kill()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert json.loads(out)["rows_loaded"] == 300_000
+    restarted = services.running_postgres(home / "pg")
+    assert restarted is not None and restarted.pid != pg.pid
+    assert rows(home, "pg-killed") == 300_000
