@@ -62,16 +62,23 @@ def _start_embedded(pgdata: Path) -> str:
 
 
 def _forget_if_dead(pgdata: Path, key: Path) -> None:
-    """Drop pgserver's handle on a server that has died since this process started it (killed, crashed, stopped by
-    `sluice services stop`): pgserver hands back its handle without looking, so every retry of a load in this
-    process failed with "connection refused" instead of starting the server again."""
+    """Drop pgserver's handle on a server that has died since this process started it (killed, crashed), so that
+    it is started again: pgserver hands back its handle without looking, and every retry of a load in this process
+    failed with "connection refused". Stopped by `sluice services stop` meanwhile: one readable error instead."""
     import pgserver
+    import psutil
 
-    from sluice.services import running_postgres  # psutil only; its check treats a zombie postmaster as dead
+    # psutil only; its check treats a zombie postmaster as dead
+    from sluice.services import postgres_stopped_since, running_postgres
 
-    if key in pgserver.PostgresServer._instances and running_postgres(pgdata) is None:
-        logger.info("the embedded PostgreSQL in %s stopped; starting it again", pgdata)
-        del pgserver.PostgresServer._instances[key]
+    if key not in pgserver.PostgresServer._instances or running_postgres(pgdata) is not None:
+        return
+    if postgres_stopped_since(pgdata, psutil.Process().create_time()):
+        raise ConfigurationError(
+            f"the embedded PostgreSQL in {pgdata} was stopped (`sluice services stop`) while this command ran"
+        )
+    logger.info("the embedded PostgreSQL in %s stopped; starting it again", pgdata)
+    del pgserver.PostgresServer._instances[key]
 
 
 def _plain_path(pgdata: Path) -> Path:

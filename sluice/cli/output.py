@@ -94,7 +94,8 @@ def unreachable(exc: BaseException) -> str | None:
             top = str(exc).strip().splitlines()[0] if exc is not seen else "the Prefect API"
             return (
                 f"{top}: {type(seen).__name__}: {seen} "
-                "(is the Prefect server running? `sluice services status`; check PREFECT_API_URL)"
+                "(is the Prefect server running? `sluice services status`; check PREFECT_API_URL; "
+                "`sluice ledger` shows how far a run got)"
             )
         seen = seen.__cause__ or seen.__context__
     return None

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from sluice import services
-from tests.local.test_services import _env
+from tests.local.test_services import _env, processes_of
 from tests.local.test_warm import (  # noqa: F401 (`home` and `warm_runner` are fixtures)
     _child_of,
     _gone,
@@ -208,12 +208,8 @@ def test_another_terminal_tab_uses_the_same_runner(home: Path, warm_runner: int)
     assert runner_pid(home) == warm_runner
 
 
-def test_the_embedded_postgresql_killed_during_a_load_is_restarted_by_the_retry(home: Path) -> None:  # noqa: F811
-    """``kill -9`` of the home's PostgreSQL while a file loads: the load's retry starts it again and the file loads
-    once. It used to fail every retry with "connection refused": pgserver hands back its handle on a dead server."""
-    path = big(home, "pg-killed", 300_000)
-    env = {**_env(home), "SLUICE_WARM": "0", "SLUICE_RETRY_DELAY_SECONDS": "1"}
-    proc = client(home, "ingest", str(path), "--dataset", "dailycheckins", "--json", env=env)
+def wait_loading(home: Path, path: Path, proc: subprocess.Popen[str]) -> None:  # noqa: F811 (the fixture)
+    """Until the run of ``path`` is in its load state (per the ledger), or the command has ended."""
     pg = services.running_postgres(home / "pg")
     assert pg is not None
     engine = sa.create_engine(pg.url)
@@ -231,6 +227,20 @@ def test_the_embedded_postgresql_killed_during_a_load_is_restarted_by_the_retry(
         wait_for(loading, timeout=120)
     finally:
         engine.dispose()
+
+
+def test_the_embedded_postgresql_killed_during_a_load_is_restarted_by_the_retry(
+    home: Path,  # noqa: F811
+    warm_runner: int,  # noqa: F811
+) -> None:
+    """``kill -9`` of the home's PostgreSQL while a file loads: the load's retry starts it again and the file loads
+    once. It used to fail every retry with "connection refused": pgserver hands back its handle on a dead server."""
+    path = big(home, "pg-killed", 300_000)
+    env = {**_env(home), "SLUICE_WARM": "0", "SLUICE_RETRY_DELAY_SECONDS": "1"}
+    proc = client(home, "ingest", str(path), "--dataset", "dailycheckins", "--json", env=env)
+    pg = services.running_postgres(home / "pg")
+    assert pg is not None
+    wait_loading(home, path, proc)
     psutil.Process(pg.pid).kill()
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
@@ -238,3 +248,54 @@ def test_the_embedded_postgresql_killed_during_a_load_is_restarted_by_the_retry(
     restarted = services.running_postgres(home / "pg")
     assert restarted is not None and restarted.pid != pg.pid
     assert rows(home, "pg-killed") == 300_000
+
+
+def test_the_prefect_server_killed_during_an_ingest_is_one_readable_line(
+    home: Path,  # noqa: F811
+    warm_runner: int,  # noqa: F811
+) -> None:
+    """Used to flood stderr with Prefect's internal ERROR lines (its events worker) and "--- Error logging to API
+    ---" around the one readable error. The next command replaces the server; the file is loaded exactly once."""
+    path = big(home, "prefect-killed", 300_000)
+    proc = client(home, "ingest", str(path), "--dataset", "dailycheckins", "--json")
+    server = services.running_prefect_server(home, timeout=30)
+    assert server is not None
+    wait_loading(home, path, proc)
+    psutil.Process(server.pid).kill()
+    out, err = proc.communicate(timeout=300)
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) <= 1 and "Error logging to API" not in err and "ERROR" not in err, err[-3000:]
+    if proc.returncode:
+        assert lines[0].startswith("error: ") and "sluice services status" in lines[0], lines
+    json.loads(out)  # one document either way
+
+    again = sluice(home, "ingest", str(path), "--dataset", "dailycheckins", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["status"] in ("success", "skipped"), (
+        again.stderr
+    )
+    replaced = services.running_prefect_server(home, timeout=30)
+    assert replaced is not None and replaced.pid != server.pid
+    assert rows(home, "prefect-killed") == 300_000
+
+
+def test_services_stop_during_an_in_process_ingest_stops_everything_and_says_so(
+    home: Path,  # noqa: F811
+    warm_runner: int,  # noqa: F811
+) -> None:
+    """`sluice services stop` while a command runs in-process (``SLUICE_WARM=0``, or a stale runner's fallback): one
+    readable line, and the stopped PostgreSQL is not started again behind the user's back by the load's retry."""
+    path = big(home, "stopped-meanwhile", 300_000)
+    env = {**_env(home), "SLUICE_WARM": "0", "SLUICE_RETRY_DELAY_SECONDS": "1"}
+    proc = client(home, "ingest", str(path), "--dataset", "dailycheckins", "--json", env=env)
+    wait_loading(home, path, proc)
+    stopped = sluice(home, "services", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    out, err = proc.communicate(timeout=300)
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) <= 1 and "Traceback" not in err and "ERROR" not in err, err[-3000:]
+    if proc.returncode:
+        assert lines[0].startswith("error: "), lines
+    json.loads(out)
+    time.sleep(1)
+    assert services.running_postgres(home / "pg") is None
+    assert processes_of(home) == []
