@@ -380,10 +380,34 @@ def status(home: Path, env: Mapping[str, str] | None = None, cwd: str | None = N
     }
 
 
+def _wait_for_start(home: Path, timeout: float = START_TIMEOUT_SECONDS) -> None:
+    """Wait (bounded) while a runner is starting: its starter holds ``spawn.lock`` and hands it to the runner, which
+    keeps it until it serves. Without this, ``services stop`` right after a command had started one in the
+    background found no runner yet, and the runner then registered and outlived the stop (seen after the tests)."""
+    path = runner_dir(home) / SPAWN_LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return  # no start ever happened here
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.1)
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def stop(home: Path, timeout: float = 20.0) -> bool:
     """Stop the home's runner and the commands it is running (SIGTERM, then SIGKILL to its process group)."""
     import psutil  # process inspection only when stopping
 
+    _wait_for_start(home)
     with state_lock(home):
         state = read_state(home)
         proc = _alive(state)
