@@ -84,6 +84,9 @@ def through_runner(args: list[str], prog: str) -> int | None:
                     code = int(reply["exit"])
                     if received and code != 0:
                         return 128 + received[0]  # interrupted: the shell's usual status
+                    # killed by someone else: the shell would have said so, it cannot now
+                    if reply.get("signal"):
+                        _say_killed(child[0] if child else None, int(reply["signal"]))
                     return code
                 else:  # stale or refused: nothing ran; in-process is correct, the runner is replaced meanwhile
                     if reply.get("stale") and "PREFECT_API_URL" not in env:
@@ -103,6 +106,20 @@ def through_runner(args: list[str], prog: str) -> int | None:
         f"its outcome is in `sluice ledger`, the runner's log in {home / warm.RUNNER_DIR / warm.LOG_FILE}\n"
     )
     return 1
+
+
+def _say_killed(pid: int | None, signum: int) -> None:
+    """One line for a command whose process was killed by a signal it did not get from this client (the OOM
+    killer, ``kill -9``): run in-process, the shell would print "Killed"; served, the shell only sees a status."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    sys.stderr.write(
+        f"error: the command's process{f' ({pid})' if pid else ''} was killed by {name} before it finished; "
+        f"what its run had not committed was rolled back (`sluice ledger` shows where it stopped). "
+        f"Run the same command again: nothing is loaded twice\n"
+    )
 
 
 def _wait_gone(pid: int, timeout: float) -> None:
@@ -132,8 +149,11 @@ def main() -> None:
         code = through_runner(args, prog)
         if code is not None:
             sys.exit(code)
-    from sluice.cli import main as cli_main  # in-process, exactly as before the runner existed
-
+    try:
+        from sluice.cli import main as cli_main  # in-process, exactly as before the runner existed
+    except KeyboardInterrupt:  # Ctrl-C while importing (a second or two): one line, not an import traceback
+        sys.stderr.write("error: interrupted before the command started; nothing ran\n")
+        sys.exit(130)
     cli_main(prog_name=prog)
 
 

@@ -44,6 +44,11 @@ def prepare(verbose: bool = False, server: bool = True, remote: bool = False) ->
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", level)
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", level)
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", level)
+        # Prefect's internal machinery logs to its own `debug` handler, and its API log handler writes "--- Error
+        # logging to API ---" straight to stderr when logging.raiseExceptions is set: a Prefect server killed or
+        # stopped during a run flooded the terminal with both around the one readable error line.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL", level)
+        logging.raiseExceptions = False
         logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
         _show_undelivered_alerts()
     if os.environ.get("SLUICE_JSON_LOGS", "").strip().lower() in ("1", "true", "yes", "on"):

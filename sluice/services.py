@@ -305,6 +305,19 @@ def stop_prefect_server(home: Path) -> PrefectServer | None:
 # --- the embedded PostgreSQL (pgserver) -------------------------------------------------------------
 
 
+#: Written in the data folder by `services stop`: a command that saw the server die after this stops, it does not
+#: start it again behind the user's back (``sluice.adapters.warehouse``).
+POSTGRES_STOPPED = "sluice-stopped"
+
+
+def postgres_stopped_since(pgdata: Path, since: float) -> bool:
+    """Whether `services stop` stopped the embedded PostgreSQL of ``pgdata`` after ``since`` (a Unix time)."""
+    try:
+        return (pgdata / POSTGRES_STOPPED).stat().st_mtime >= since
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class Postgres:
     """A running embedded PostgreSQL: its postmaster, data folder and Unix-socket folder."""
@@ -341,6 +354,8 @@ def stop_postgres(pgdata: Path, timeout: float = 30.0) -> Postgres | None:
     proc = _process(running.pid)
     if proc is None:
         return None
+    with contextlib.suppress(OSError):  # read by a command running meanwhile: stopped on purpose, not crashed
+        (pgdata / POSTGRES_STOPPED).write_text(str(time.time()), encoding="utf-8")
     with contextlib.suppress(psutil.Error):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout)

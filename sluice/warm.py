@@ -11,7 +11,7 @@ Like the home's Prefect server (``sluice.services``) it is started on first need
 services status|stop``, and replaced when stale. Stale means the fingerprint differs: Prefect reads its settings
 once, at import (``prefect.context.GLOBAL_SETTINGS_CONTEXT = root_settings_context()``: environment, profile,
 ``.env``/``prefect.toml`` of the working folder), and the runner holds the code it imported. So the fingerprint
-covers the environment (minus ``VOLATILE_ENV``), the working folder and its Prefect files, the Prefect profile,
+covers the environment (minus per-terminal variables, ``volatile``), the working folder and its Prefect files, the Prefect profile,
 the interpreter and ``sys.path``, and the size and mtime of every file of Sluice's packages, ``uv.lock``,
 ``pyproject.toml`` and the site-packages folders. A client whose fingerprint differs runs in-process (correct,
 slower) and starts a replacement in the background: the user never gets a result from old code or settings.
@@ -82,8 +82,27 @@ VOLATILE_ENV = frozenset(
         "DISPLAY",
         "XDG_SESSION_ID",
         "PYTEST_CURRENT_TEST",
+        # One value per terminal window or tab (Windows Terminal/WSL, macOS Terminal, GNOME Terminal, Konsole):
+        # fingerprinted, two tabs of one user replaced each other's runner at every command, and ran in-process.
+        "WT_SESSION",
+        "WT_PROFILE_ID",
+        "TERM_SESSION_ID",
+        "GNOME_TERMINAL_SCREEN",
+        "GNOME_TERMINAL_SERVICE",
+        "KONSOLE_DBUS_SESSION",
+        "KONSOLE_DBUS_WINDOW",
+        "SHELL_SESSION_ID",
     }
 )
+#: Prefixes of the same kind (iTerm2, kitty, WezTerm, Alacritty, VS Code's integrated terminal per window).
+VOLATILE_PREFIXES = ("ITERM_", "KITTY_", "WEZTERM_", "ALACRITTY_", "VSCODE_", "LC_TERMINAL")
+
+
+def volatile(name: str) -> bool:
+    """Whether ``name`` is a per-shell/terminal variable that the fingerprint leaves out."""
+    return name in VOLATILE_ENV or name.startswith(VOLATILE_PREFIXES)
+
+
 #: What the project's code is: these packages' files (any type: schemas, datasets and SQL are read at import too).
 PACKAGES = ("sluice", "flows", "tasks", "schemas")
 START_TIMEOUT_SECONDS = 180.0
@@ -162,7 +181,7 @@ def fingerprint(env: Mapping[str, str], cwd: str) -> str:
                 "path": sys.path if sys.flags.safe_path else sys.path[1:],
                 "cwd": cwd,
                 "home": str(home),
-                "env": sorted((k, v) for k, v in env.items() if k not in VOLATILE_ENV),
+                "env": sorted((k, v) for k, v in env.items() if not volatile(k)),
             }
         ).encode()
     )
@@ -361,10 +380,34 @@ def status(home: Path, env: Mapping[str, str] | None = None, cwd: str | None = N
     }
 
 
+def _wait_for_start(home: Path, timeout: float = START_TIMEOUT_SECONDS) -> None:
+    """Wait (bounded) while a runner is starting: its starter holds ``spawn.lock`` and hands it to the runner, which
+    keeps it until it serves. Without this, ``services stop`` right after a command had started one in the
+    background found no runner yet, and the runner then registered and outlived the stop (seen after the tests)."""
+    path = runner_dir(home) / SPAWN_LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return  # no start ever happened here
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.1)
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def stop(home: Path, timeout: float = 20.0) -> bool:
     """Stop the home's runner and the commands it is running (SIGTERM, then SIGKILL to its process group)."""
     import psutil  # process inspection only when stopping
 
+    _wait_for_start(home)
     with state_lock(home):
         state = read_state(home)
         proc = _alive(state)

@@ -222,12 +222,13 @@ class Runner:
             if conn is None:
                 continue  # not a command (the Prefect server this runner started, say)
             code = os.waitstatus_to_exitcode(status)
+            killed = -code if code < 0 else None
             code = 128 - code if code < 0 else code  # killed by signal n: the shell's 128 + n
             _log(f"child {pid} exited {code}")
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(conn)
             with contextlib.suppress(OSError):
-                warm.send_line(conn, {"exit": code})
+                warm.send_line(conn, {"exit": code, "signal": killed})
             conn.close()
 
     def _accept(self) -> None:

@@ -48,6 +48,7 @@ def _start_embedded(pgdata: Path) -> str:
         try:
             # cleanup_mode=None: the server outlives this process and is reused by the next one.
             plain = _plain_path(pgdata)
+            _forget_if_dead(pgdata, plain)
             if plain == pgdata:
                 server = pgserver.get_server(pgdata, cleanup_mode=None)
             else:  # get_server would resolve the alias back to the real path
@@ -57,6 +58,26 @@ def _start_embedded(pgdata: Path) -> str:
             raise ConfigurationError(_start_failure(pgdata)) from None
         uri = server.get_uri()
     return uri.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+def _forget_if_dead(pgdata: Path, key: Path) -> None:
+    """Drop pgserver's handle on a server that has died since this process started it (killed, crashed), so that
+    it is started again: pgserver hands back its handle without looking, and every retry of a load in this process
+    failed with "connection refused". Stopped by `sluice services stop` meanwhile: one readable error instead."""
+    import pgserver
+    import psutil
+
+    # psutil only; its check treats a zombie postmaster as dead
+    from sluice.services import postgres_stopped_since, running_postgres
+
+    if key not in pgserver.PostgresServer._instances or running_postgres(pgdata) is not None:
+        return
+    if postgres_stopped_since(pgdata, psutil.Process().create_time()):
+        raise ConfigurationError(
+            f"the embedded PostgreSQL in {pgdata} was stopped (`sluice services stop`) while this command ran"
+        )
+    logger.info("the embedded PostgreSQL in %s stopped; starting it again", pgdata)
+    del pgserver.PostgresServer._instances[key]
 
 
 def _plain_path(pgdata: Path) -> Path:

@@ -257,6 +257,14 @@ def demo(
     raise typer.Exit(code)
 
 
+#: The shell's status for a command stopped by Ctrl-C (128 + SIGINT); typer exits with it on KeyboardInterrupt.
+INTERRUPTED = 130
+INTERRUPTED_MESSAGE = (
+    "interrupted: the run stopped before it finished; what it had not committed was rolled back "
+    "(`sluice ledger` shows where it stopped). Run the same command again: nothing is loaded twice"
+)
+
+
 def main(prog_name: str | None = None) -> None:
     code: int = 0
     output.begin(sys.argv[1:])
@@ -269,6 +277,11 @@ def main(prog_name: str | None = None) -> None:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if not isinstance(exc.code, int | None):
             err.print(str(exc.code), highlight=False)
+        if code == INTERRUPTED and output.error() is None:  # typer's silent Exit(130) for a KeyboardInterrupt
+            fail(INTERRUPTED_MESSAGE)
+    except KeyboardInterrupt:  # raised outside typer's own handling (after the command returned)
+        code = INTERRUPTED
+        fail(INTERRUPTED_MESSAGE)
     except Exception as exc:
         message = output.unreachable(exc)
         if message is None:

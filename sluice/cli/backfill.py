@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sluice.cli.output import console, fail, print_json
+from sluice.cli.output import console, err, fail, print_json
 from sluice.errors import ConfigurationError
 from sluice.runtime import prepare
 
@@ -54,7 +55,6 @@ def backfill(
             fanout.check_deployment(deployment)
         except ConfigurationError as exc:
             raise fail(str(exc)) from None
-    results: list[Any] = []
     with Progress(
         TextColumn("backfill"),
         BarColumn(),
@@ -69,23 +69,26 @@ def backfill(
         def done(_: Any) -> None:
             progress.advance(bar)
 
-        if deployment:
-            from sluice.settings import get_settings  # kept off `sluice --help` (pydantic-settings)
-
-            results = fanout.run_deployments(
-                files,
-                deployment,
-                concurrency=concurrency,
-                shard_size=shard_size or get_settings().backfill_shard_size,
-                mode=mode,
-                on_done=done,
+        def interrupted(in_flight: int) -> None:  # said at once: the runs in flight may take a while
+            progress.stop()
+            err.print(
+                f"interrupted: starting no more files; waiting for the {in_flight} in flight to finish",
+                highlight=False,
             )
+
+        try:
+            results = _run(files, deployment, concurrency, shard_size, mode, done, interrupted)
+        except fanout.Interrupted as stop:
+            results = stop.results
+            stopped = True
         else:
-            reports = fanout.run_local(files, concurrency=concurrency, mode=mode, on_done=done)
-            results = [r.model_dump(exclude={"failures", "flow_run_id"}) for r in reports]
+            stopped = False
     counts = {s: sum(1 for r in results if r["status"] == s) for s in ("success", "skipped", "failed")}
+    not_started = sum(1 for r in results if r.get("error") == fanout.NOT_STARTED)
     if as_json:
-        print_json({"prefix": prefix, "files": len(results), **counts, "results": results})
+        print_json(
+            {"prefix": prefix, "files": len(results), **counts, "interrupted": stopped, "results": results}
+        )
     else:
         for r in results:
             console.print(
@@ -97,5 +100,48 @@ def backfill(
             f"{len(results)} files: {counts['success']} loaded, {counts['skipped']} skipped, "
             f"{counts['failed']} failed"
         )
+    if stopped:
+        raise fail(
+            f"interrupted: {not_started} of {len(results)} files were not started; run the same backfill again "
+            "to load them (loaded files are skipped)",
+            code=130,
+        )
     if counts["failed"]:
         raise typer.Exit(1)
+
+
+def _run(
+    files: list[tuple[str, str]],
+    deployment: str | None,
+    concurrency: int,
+    shard_size: int | None,
+    mode: str | None,
+    done: Callable[[Any], None],
+    interrupted: Callable[[int], None],
+) -> list[dict[str, Any]]:
+    """Every file's result, as deployment runs or in this process (``fanout.Interrupted`` on Ctrl-C)."""
+    from sluice.cli import fanout  # kept off `sluice --help` (SQLAlchemy, the registry)
+
+    if deployment:
+        from sluice.settings import get_settings  # kept off `sluice --help` (pydantic-settings)
+
+        return fanout.run_deployments(
+            files,
+            deployment,
+            concurrency=concurrency,
+            shard_size=shard_size or get_settings().backfill_shard_size,
+            mode=mode,
+            on_done=done,
+            on_interrupt=interrupted,
+        )
+    try:
+        reports = fanout.run_local(
+            files, concurrency=concurrency, mode=mode, on_done=done, on_interrupt=interrupted
+        )
+    except fanout.Interrupted as stop:
+        raise fanout.Interrupted([_dump(r) for r in stop.results]) from None
+    return [_dump(r) for r in reports]
+
+
+def _dump(report: Any) -> dict[str, Any]:
+    return dict(report.model_dump(exclude={"failures", "flow_run_id"}))

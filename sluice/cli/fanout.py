@@ -19,10 +19,10 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -40,6 +40,19 @@ logger = logging.getLogger(__name__)
 _HASH_BLOCK = 1 << 20
 #: Flow whose deployments take a list of files (flows/ingest_files.py).
 SHARD_FLOW = "ingest-files"
+#: The error of a file a Ctrl-C kept from starting.
+NOT_STARTED = "not started: the backfill was interrupted first; run it again to load this file"
+
+R = TypeVar("R")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a fan-out: no file was started after it, the runs in flight finished (each load commits
+    whole or not at all), and ``results`` still has one result per file: the files never started among them."""
+
+    def __init__(self, results: list[Any]) -> None:
+        super().__init__("interrupted")
+        self.results = results
 
 
 def plan(prefix: str, dataset: str | None) -> list[tuple[str, str]]:
@@ -170,8 +183,10 @@ def run_local(
     concurrency: int,
     mode: str | None = None,
     on_done: Callable[[IngestReport], None] | None = None,
+    on_interrupt: Callable[[int], None] | None = None,
 ) -> list[IngestReport]:
-    """Skip the loaded files in bulk, then ingest the rest in this process, at most ``concurrency`` at once."""
+    """Skip the loaded files in bulk, then ingest the rest in this process, at most ``concurrency`` at once.
+    Ctrl-C starts no further file and raises ``Interrupted`` once the runs in flight ended (see ``_collect``)."""
     try:
         loaded = find_loaded(files, concurrency=concurrency)
     except Exception as exc:  # registry unreachable: every file still goes through its own run
@@ -194,14 +209,58 @@ def run_local(
                 if on_done:
                     on_done(report)
             return sorted(reports, key=lambda r: r.source)
+
+    def not_started(uri: str, name: str) -> IngestReport:
+        return IngestReport(
+            run_id=None, dataset=name, source=uri, status="failed", state=None, error=NOT_STARTED
+        )
+
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="sluice-backfill") as pool:
-        futures = [pool.submit(_run_one, uri, name, mode) for uri, name in todo]
-        for future in as_completed(futures):
-            report = future.result()
-            reports.append(report)
-            if on_done:
-                on_done(report)
+        futures = {pool.submit(lambda f: [_run_one(*f, mode)], f): [f] for f in todo}
+        try:
+            reports += _collect(pool, futures, not_started, on_done, on_interrupt)
+        except Interrupted as stop:
+            raise Interrupted(sorted([*reports, *stop.results], key=lambda r: r.source)) from None
     return sorted(reports, key=lambda r: r.source)
+
+
+def _collect(
+    pool: ThreadPoolExecutor,
+    futures: dict[Future[list[R]], list[tuple[str, str]]],
+    not_started: Callable[[str, str], R],
+    on_done: Callable[[R], None] | None,
+    on_interrupt: Callable[[int], None] | None,
+) -> list[R]:
+    """The results of ``futures`` (each the runs of its files) as they complete.
+
+    On Ctrl-C no further file starts: the files not started get ``not_started`` results, ``on_interrupt`` is told
+    how many runs are in flight (at most the pool's size), those are waited for (a thread cannot be stopped safely;
+    each run's load commits whole or not at all), and ``Interrupted`` carries every result. Before, the pool went
+    on starting every remaining file and the command then exited 130 without a word.
+    """
+    results: list[R] = []
+    collected: set[Future[list[R]]] = set()
+    try:
+        for future in as_completed(futures):
+            for result in future.result():
+                results.append(result)
+                if on_done:
+                    on_done(result)
+            collected.add(future)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        pending = [f for f in futures if f not in collected]
+        in_flight = [f for f in pending if not f.cancelled()]
+        if on_interrupt:
+            on_interrupt(len(in_flight))
+        for future in pending:
+            found = [not_started(*f) for f in futures[future]] if future.cancelled() else future.result()
+            for result in found:
+                results.append(result)
+                if on_done:
+                    on_done(result)
+        raise Interrupted(results) from None
+    return results
 
 
 def shards(files: list[tuple[str, str]], size: int) -> list[list[tuple[str, str]]]:
@@ -259,6 +318,7 @@ def run_deployments(
     shard_size: int = 100,
     mode: str | None = None,
     on_done: Callable[[dict[str, Any]], None] | None = None,
+    on_interrupt: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Deployment runs (e.g. on an ECS pool), at most ``concurrency`` in flight: one per shard of
     ``shard_size`` files for an ``ingest-files`` deployment, one per file for an ``ingest-file`` one.
@@ -277,14 +337,15 @@ def run_deployments(
             error = f"deployment run not started or lost: {type(exc).__name__}: {exc}"
             return [_result(uri, name, None, "failed", None, error) for uri, name in group]
 
-    results: list[dict[str, Any]] = []
+    def not_started(uri: str, name: str) -> dict[str, Any]:
+        return _result(uri, name, None, "failed", None, NOT_STARTED)
+
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="sluice-deploy") as pool:
-        futures = [pool.submit(one, group) for group in groups]
-        for future in as_completed(futures):
-            for result in future.result():
-                results.append(result)
-                if on_done:
-                    on_done(result)
+        futures = {pool.submit(one, group): group for group in groups}
+        try:
+            results = _collect(pool, futures, not_started, on_done, on_interrupt)
+        except Interrupted as stop:
+            raise Interrupted(sorted(stop.results, key=lambda r: r["source"])) from None
     return sorted(results, key=lambda r: r["source"])
 
 

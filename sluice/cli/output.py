@@ -44,6 +44,11 @@ def begin(argv: list[str]) -> None:
     _Run.error = None
 
 
+def error() -> str | None:
+    """The error line this command printed with ``fail``, if any."""
+    return _Run.error
+
+
 def json_requested() -> bool:
     return _Run.as_json
 
@@ -89,7 +94,8 @@ def unreachable(exc: BaseException) -> str | None:
             top = str(exc).strip().splitlines()[0] if exc is not seen else "the Prefect API"
             return (
                 f"{top}: {type(seen).__name__}: {seen} "
-                "(is the Prefect server running? `sluice services status`; check PREFECT_API_URL)"
+                "(is the Prefect server running? `sluice services status`; check PREFECT_API_URL; "
+                "`sluice ledger` shows how far a run got)"
             )
         seen = seen.__cause__ or seen.__context__
     return None

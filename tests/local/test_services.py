@@ -263,3 +263,19 @@ def test_the_plain_alias_the_warehouse_makes_is_the_one_services_removes(tmp_pat
     finally:
         alias.unlink(missing_ok=True)
         kept.unlink(missing_ok=True)
+
+
+def test_services_stop_while_a_runner_is_starting_leaves_nothing(home: Path) -> None:
+    """A command with no runner runs in-process and starts one in the background; `services stop` right after it
+    found no runner yet, and the runner registered a moment later and outlived the stop (left behind by the tests)."""
+    import fcntl
+
+    from sluice import warm
+
+    assert warm.start(home.resolve(), _env(home), str(home), wait=False)
+    stopped = sluice(home, "services", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    with (warm.runner_dir(home.resolve()) / warm.SPAWN_LOCK_FILE).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the start is over, one way or the other
+    time.sleep(1)
+    assert processes_of(home) == []
