@@ -15,7 +15,7 @@ from flows.names import ingest_run_name
 from flows.skeleton import held, ingestion_id, new_report, open_ledger, pipeline_flow, start_run, step
 from sluice import datasets
 from sluice.adapters import storage
-from sluice.errors import BadFile, SluiceError, UnknownDataset, ValidationFailed, clipped
+from sluice.errors import BadFile, SluiceError, UnknownDataset, ValidationFailed, clipped, described
 from sluice.ledger import Ledger, LedgerEntry
 from sluice.report import IngestionFailed, IngestReport, markdown
 from tasks.ingest import IngestContext, Superseded, ensure, extract, load, publish
@@ -183,7 +183,7 @@ def _failed_at(report: IngestReport, exc: Exception, ctx: IngestContext) -> None
         report.state = "transform"
     elif report.state == "load" and isinstance(exc, ValidationFailed):
         report.state = "validate"
-    report.error = clipped(str(exc) or type(exc).__name__)
+    report.error = described(exc)
     report.rows_read = ctx.counts.get("rows_read", report.rows_read)
     report.rows_quarantined = ctx.counts.get("rows_quarantined", report.rows_quarantined)
     report.quarantine_uri = ctx.counts.get("quarantine_uri", report.quarantine_uri)

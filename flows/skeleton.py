@@ -25,7 +25,7 @@ from prefect.runtime import flow_run
 
 from flows.names import TIMEOUT_SECONDS
 from sluice.adapters.notify import notify_hooks
-from sluice.errors import SluiceError, clipped
+from sluice.errors import SluiceError, clipped, database_error
 from sluice.ledger import Ledger, get_ledger, hold_run, reap_abandoned, release_run
 from sluice.report import IngestionFailed, IngestReport
 from sluice.settings import Settings, get_settings
@@ -87,7 +87,9 @@ def new_report(report: type[R], ctx: RunContext, **fields: Any) -> R:
 def error_text(exc: BaseException) -> str:
     """A user's error as it is; anything else with its type, so that a bare ``KeyError: 'x'`` still says what;
     at most ``MAX_ERROR_CHARS`` (an alert and a ledger item have size limits)."""
-    return clipped(str(exc) if isinstance(exc, SluiceError) else f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, SluiceError):
+        return clipped(str(exc))
+    return database_error(exc) or clipped(f"{type(exc).__name__}: {exc}")
 
 
 def step(report: IngestReport, state: str, task: Callable[..., T], *args: Any) -> T:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import sys
+
 
 class SluiceError(Exception):
     """A failure with a clear, user-facing message (bad input, bad configuration)."""
@@ -52,6 +55,44 @@ def clipped(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     tail = min(400, limit // 4)
     head = limit - tail - 40  # 40: room for the marker
     return f"{text[:head]} … [{len(text) - head - tail:,} characters cut] … {text[len(text) - tail :]}"
+
+
+#: psycopg2's words for a connection that could not be made or was lost (its error classes do not tell them apart
+#: from a deadlock or a cancelled statement: all are OperationalError).
+_CONNECTING = re.compile(
+    r"connection to server|could not connect|could not translate host name|server closed the connection|"
+    r"terminating connection|connection refused|password authentication failed|no password supplied|"
+    r"database \"[^\"]*\" does not exist|role \"[^\"]*\" does not exist|SSL|timeout expired",
+    re.IGNORECASE,
+)
+
+
+def database_error(exc: BaseException) -> str | None:
+    """A database driver's error in ``exc``'s chain as one line, or None when there is none.
+
+    As SQLAlchemy wraps it, it printed five lines: the wrapper's class, the driver's message and hint, the SQL and
+    a documentation link. It is now the driver's message and hint on one line, after what failed: ``cannot connect
+    to the warehouse: …`` for a connection, else the driver's error class (``DeadlockDetected: …``).
+    """
+    sqlalchemy = sys.modules.get("sqlalchemy")  # loaded by whoever raised one; never imported for this
+    seen: BaseException | None = exc
+    while sqlalchemy is not None and seen is not None:
+        orig = getattr(seen, "orig", None)
+        if isinstance(seen, sqlalchemy.exc.DBAPIError) and orig is not None:
+            text = " ".join(line.strip() for line in str(orig).splitlines() if line.strip())
+            if isinstance(seen, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError) and (
+                seen.connection_invalidated or _CONNECTING.search(text)
+            ):
+                return clipped(f"cannot connect to the warehouse: {text}")
+            return clipped(f"{type(orig).__name__}: {text}")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def described(exc: BaseException) -> str:
+    """``exc`` as one line for a ledger row, an alert or a report: a database error as ``database_error`` says
+    it, anything else its text (its type when it has none), at most ``MAX_ERROR_CHARS``."""
+    return database_error(exc) or clipped(str(exc) or type(exc).__name__)
 
 
 def shown(value: object, limit: int = 120) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from sluice.errors import described
 from sluice.ledger import get_ledger, summarize
 
 
@@ -108,7 +109,7 @@ def report_of(state: Any, dataset: str | None, source: str = "?") -> IngestRepor
     if isinstance(result, IngestionFailed):
         return result.report
     stop = stop_of(state)
-    message = str(result) if isinstance(result, BaseException) else (state.message or state.name)
+    message = described(result) if isinstance(result, BaseException) else (state.message or state.name)
     if stop is not None:
         run_id = state.state_details.flow_run_id
         try:

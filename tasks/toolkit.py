@@ -35,7 +35,7 @@ from prefect.tasks import exponential_backoff
 
 from sluice import checks
 from sluice.adapters.warehouse import get_engine
-from sluice.errors import SluiceError, clipped
+from sluice.errors import SluiceError, described
 from sluice.ledger import Ledger, LedgerEntry, close_entry
 from sluice.ledger_entry import INTERRUPTED, TERMINATED
 from sluice.settings import Settings, get_settings
@@ -81,7 +81,7 @@ def reason(exc: BaseException) -> str:
         return TERMINATED
     if isinstance(exc, asyncio.CancelledError):  # Prefect's timeout interrupts the run's thread with one
         return INTERRUPTED
-    return clipped(str(exc) or type(exc).__name__)
+    return described(exc)
 
 
 @contextmanager

@@ -99,7 +99,7 @@ def ingest(
 def _print_report(report: Any) -> None:
     colour = {"success": "green", "skipped": "yellow", "failed": "red"}.get(report.status, "white")
     console.print(
-        f"[{colour}]{report.status}[/] {report.dataset} ← {report.source}: "
+        f"[{colour}]{report.status}[/] {report.dataset or '-'} ← {report.source}: "
         f"{report.rows_read:,} read, {report.rows_loaded:,} loaded into {report.table or '-'}, "
         f"{report.rows_quarantined:,} quarantined",
         highlight=False,

@@ -80,6 +80,41 @@ def test_failed_run_prints_one_readable_line(sluice_env: Path) -> None:
     assert "missing.csv: file not found" in err and "Traceback" not in out + err
 
 
+def test_a_warehouse_that_refuses_connections_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was five lines: SQLAlchemy's wrapper class, psycopg2's message and hint, a documentation link; and the
+    report line read ``failed None ← …``."""
+    import socket
+
+    from sluice.settings import reload_settings
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("SLUICE_DATABASE_URL", f"postgresql://sluice:pw@127.0.0.1:{port}/warehouse")
+    reload_settings()
+    landed = tmp_path / "dailycheckins.csv"
+    landed.write_text(GOOD, encoding="utf-8")
+    try:
+        code, out, err = invoke("ingest", str(landed))
+        assert code == 1
+        assert out.startswith("failed - ← "), out
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        assert (
+            lines[0].startswith("error") and "cannot connect to the warehouse: connection to server at" in err
+        )
+        assert "Connection refused" in err and "sqlalche.me" not in err and "psycopg2" not in err
+
+        code, out, _ = invoke("ingest", str(landed), "--json")
+        assert code == 1
+        assert json.loads(out)["error"].startswith("cannot connect to the warehouse: connection to server at")
+    finally:
+        monkeypatch.delenv("SLUICE_DATABASE_URL")
+        reload_settings()
+
+
 @pytest.mark.parametrize("args", [("ingest",), ("ingest", "x.csv", "--mode", "medium"), ("nosuchcommand",)])
 def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
     code, _, _ = invoke(*args)
