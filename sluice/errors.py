@@ -85,7 +85,9 @@ def database_error(exc: BaseException) -> str | None:
             ):
                 return clipped(f"cannot connect to the warehouse: {text}")
             return clipped(f"{type(orig).__name__}: {text}")
-        seen = seen.__cause__ or seen.__context__
+        # as a traceback follows the chain: an error raised ``from None`` (e.g. the Totesys source's own one line
+        # about its connection) has said what matters, so its context is not read
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return None
 
 
