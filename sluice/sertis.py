@@ -11,19 +11,19 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from sluice import tables
 from sluice.adapters import storage
 from sluice.adapters.warehouse import copy_frames
+from sluice.ingest import Spool
 from sluice.registry import AfterLoad
 from sluice.settings import Settings, get_settings
 from sluice.tables.sertis import customers as customers
@@ -133,28 +133,19 @@ class Silver:
     """What gold is built from: each transaction's lines from its latest delivery, spooled to local disk in parts
     that each hold whole customers (``frames``), and how many earlier lines that set aside."""
 
-    folder: Path
-    parts: list[Path] = field(default_factory=list)
-    lines: int = 0
+    spool: Spool
     superseded: int = 0
     repeated: int = 0  # counted lines that repeat an earlier line of their file exactly
 
+    @property
+    def lines(self) -> int:
+        return self.spool.rows
+
     def frames(self) -> Iterator[pd.DataFrame]:
         """The spooled parts in customer order, one at a time; no part at all when silver is empty."""
-        for path in self.parts:
-            with ipc.open_file(str(path)) as reader:
-                frame = reader.read_all().to_pandas()
+        for frame in self.spool.frames():
             frame["units_sold"] = frame["units_sold"].astype("int64")
             yield frame
-
-    def _write(self, frame: pd.DataFrame) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"silver-{len(self.parts):05d}.arrow"
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        with ipc.new_file(str(path), table.schema) as writer:
-            writer.write_table(table)
-        self.parts.append(path)
-        self.lines += len(frame)
 
 
 def read_silver(engine: sa.Engine, folder: Path, chunk_rows: int) -> Silver:
@@ -162,7 +153,7 @@ def read_silver(engine: sa.Engine, folder: Path, chunk_rows: int) -> Silver:
     streamed from a server-side cursor ``chunk_rows`` at a time in customer order and spooled to ``folder``: a
     customer is never split across two parts, so gold is built part by part (memory: one chunk plus the
     largest customer, not the table)."""
-    silver = Silver(folder)
+    silver = Silver(Spool(folder))
     columns = ["customer_id", "transaction_date", "product_sold", "units_sold", "latest", "repeated"]
     carry = pd.DataFrame(columns=columns[:4])
     with engine.connect() as conn:
@@ -184,10 +175,10 @@ def read_silver(engine: sa.Engine, folder: Path, chunk_rows: int) -> Silver:
             last = lines["customer_id"].iat[-1]
             whole = (lines["customer_id"] != last).to_numpy()
             if whole.any():
-                silver._write(lines[whole].reset_index(drop=True))
+                silver.spool.write(lines[whole].reset_index(drop=True))
             carry = lines[~whole].reset_index(drop=True)
     if len(carry):
-        silver._write(carry)
+        silver.spool.write(carry)
     return silver
 
 
