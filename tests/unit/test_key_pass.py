@@ -13,7 +13,7 @@ from sluice.ingest import FilePass
 HEADER = "order_id,customer_id,order_date,product_id,unit_price,quantity,total_price\n"
 
 
-def repeated(path: Path, work: Path, chunk_rows: int) -> set[int]:
+def repeated(path: Path, work: Path, chunk_rows: int, reader: str = "arrow") -> set[int]:
     passed = FilePass(
         path=path,
         dataset=get_dataset("orders"),
@@ -22,6 +22,7 @@ def repeated(path: Path, work: Path, chunk_rows: int) -> set[int]:
         chunk_rows=chunk_rows,
         hard=False,
         quarantine_base=str(work / "q"),
+        reader=reader,
     )
     found = passed._repeated_keys()
     assert not (work / "keys").exists()  # the spilled buckets are gone
@@ -41,17 +42,5 @@ def test_keys_repeated_across_chunks_and_buckets_are_found(tmp_path: Path, reade
     path.write_text(HEADER + "\n".join(lines) + "\n")
     want = {1, 2500, 299}
     for chunk_rows in (137, 1_000_000):  # 37 buckets, and the whole file in one chunk
-        work = tmp_path / f"work-{chunk_rows}"
-        passed = FilePass(
-            path=path,
-            dataset=get_dataset("orders"),
-            source=str(path),
-            work=work,
-            chunk_rows=chunk_rows,
-            hard=False,
-            quarantine_base=str(work / "q"),
-            reader=reader,
-        )
-        assert {int(key[0]) for key in passed._repeated_keys()} == want, chunk_rows
-        assert not (work / "keys").exists()
+        assert repeated(path, tmp_path / f"work-{chunk_rows}", chunk_rows, reader) == want, chunk_rows
     assert repeated(path, tmp_path / "again", 500) == want
