@@ -170,28 +170,23 @@ def test_the_runner_log_keeps_no_password_of_a_served_command_line(home: Path, w
     assert runner_pid(home) == warm_runner
 
 
-def test_a_served_command_imports_nothing_the_runner_could_have_preloaded(
-    home: Path, warm_runner: int
-) -> None:
-    """A child pays only its run: every Sluice module and heavy library an ingest needs is in the runner already.
-
-    (An edit once dropped the CLI and the flows from the preload: each served command re-imported them, 0.4 CPU-s.)
-    """
-    path = checkins(home / "files", "preloaded")
+def served_ingest_probe(home: Path, name: str, marker: str, body: str) -> str:
+    """A 10-row ingest in a process set up as the runner sets up a child (``prepare``, ``preload``), with ``body``
+    run between the preload and the command (it reports at exit, after ``marker``); returns that report."""
+    path = checkins(home / "files", name)
     probe = (
         "import sys, atexit, json\n"
         "from sluice.runtime import prepare\n"
         "prepare(verbose=False, server=True)\n"
         "from sluice import warm_server\n"
         "warm_server.preload()\n"
-        "before = set(sys.modules)\n"
-        "atexit.register(lambda: sys.stderr.write('\\nNEW ' + json.dumps(sorted(set(sys.modules) - before))))\n"
+        f"{body}"
         "sys.argv = ['sluice', *sys.argv[1:]]\n"
         "warm_server._run_cli('sluice')\n"
     )
     result, last = run_probe(
         probe,
-        "NEW ",
+        marker,
         "ingest",
         str(path),
         "--dataset",
@@ -202,8 +197,23 @@ def test_a_served_command_imports_nothing_the_runner_could_have_preloaded(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout)["rows_loaded"] == 10
+    return last.removeprefix(marker)
+
+
+def test_a_served_command_imports_nothing_the_runner_could_have_preloaded(
+    home: Path, warm_runner: int
+) -> None:
+    """A child pays only its run: every Sluice module and heavy library an ingest needs is in the runner already.
+
+    (An edit once dropped the CLI and the flows from the preload: each served command re-imported them, 0.4 CPU-s.)
+    """
+    body = (
+        "before = set(sys.modules)\n"
+        "atexit.register(lambda: sys.stderr.write('\\nNEW ' + json.dumps(sorted(set(sys.modules) - before))))\n"
+    )
+    new = json.loads(served_ingest_probe(home, "preloaded", "NEW ", body))
     heavy = ("sluice", "flows", "tasks", "schemas", "prefect", "pandas", "pandera", "pyarrow", "sqlalchemy")
-    late = [m for m in json.loads(last[4:]) if m.split(".")[0] in heavy]
+    late = [m for m in new if m.split(".")[0] in heavy]
     assert late == []
 
 
@@ -212,13 +222,7 @@ def test_a_served_command_builds_no_model_or_command_the_runner_could_have_built
 ) -> None:
     """Prefect's API schemas defer their validators to first use and typer derives the click command from the
     commands' signatures on every call: both are built in the runner, before the fork, not in every child."""
-    path = checkins(home / "files", "built")
-    probe = (
-        "import sys, atexit, json\n"
-        "from sluice.runtime import prepare\n"
-        "prepare(verbose=False, server=True)\n"
-        "from sluice import warm_server\n"
-        "warm_server.preload()\n"
+    body = (
         "from pydantic import BaseModel\n"
         "from pydantic._internal._mock_val_ser import MockValSer\n"
         "import sluice.cli\n"
@@ -238,23 +242,8 @@ def test_a_served_command_builds_no_model_or_command_the_runner_could_have_built
         "    late = sluice.cli.command.cache_info().misses - builds\n"
         "    sys.stderr.write('\\nBUILT ' + json.dumps({'models': sorted(built), 'commands': late}))\n"
         "atexit.register(report)\n"
-        "sys.argv = ['sluice', *sys.argv[1:]]\n"
-        "warm_server._run_cli('sluice')\n"
     )
-    result, last = run_probe(
-        probe,
-        "BUILT ",
-        "ingest",
-        str(path),
-        "--dataset",
-        "dailycheckins",
-        "--json",
-        env=in_process(home),
-        cwd=home,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout)["rows_loaded"] == 10
-    assert json.loads(last[6:]) == {"models": [], "commands": 0}
+    assert json.loads(served_ingest_probe(home, "built", "BUILT ", body)) == {"models": [], "commands": 0}
 
 
 def test_the_client_is_thin_and_never_runs_stale_code_or_settings(home: Path, warm_runner: int) -> None:
