@@ -109,22 +109,6 @@ def test_ctrl_c_during_a_backfill_starts_no_more_files_and_a_rerun_loads_the_res
     assert rows(home, project) == 200 * 40
 
 
-def _copying(home: Path) -> bool:  # noqa: F811 (the fixture)
-    """Whether a COPY into the check-ins table is running in the home's warehouse."""
-    pg = services.running_postgres(home / "pg")
-    if pg is None:
-        return False
-    engine = sa.create_engine(pg.url)
-    try:
-        with engine.connect() as conn:
-            query = sa.text(
-                "select count(*) from pg_stat_activity where state = 'active' and query ilike 'copy %daily_checkins%'"
-            )
-            return int(conn.execute(query).scalar_one()) > 0
-    finally:
-        engine.dispose()
-
-
 def big(home: Path, project: str, n: int = 1_000_000) -> Path:  # noqa: F811 (the fixture)
     """A file of ``n`` check-ins of ``project`` that takes several seconds to ingest."""
     path = home / "big" / f"dailycheckins-{project}.csv"
@@ -149,9 +133,9 @@ def _ingest_then(
     proc = client(home, "ingest", str(path), "--dataset", "dailycheckins", "--json", env=env)
     if warm == "default":
         child = _child_of(home, path)
-    # Stopped while its COPY runs, not after a fixed sleep: on an idle machine the in-process run had finished
+    # Stopped in its load state, not after a fixed sleep: on an idle machine the in-process run had finished
     # within 6 s and the Ctrl-C found nothing to stop.
-    wait_for(lambda: _copying(home), timeout=120)
+    wait_loading(home, path, proc)
     if stop == "int":
         proc.send_signal(signal.SIGINT)
     else:
