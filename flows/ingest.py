@@ -18,7 +18,7 @@ from sluice.adapters import storage
 from sluice.errors import BadFile, SluiceError, UnknownDataset, ValidationFailed, clipped, described
 from sluice.ledger import Ledger, LedgerEntry
 from sluice.report import IngestionFailed, IngestReport, markdown
-from tasks.ingest import IngestContext, Superseded, ensure, extract, load, publish
+from tasks.ingest import ALREADY_LOADED, IngestContext, Superseded, ensure, extract, load, publish
 
 
 class Unclaimed(Exception):
@@ -151,7 +151,7 @@ def ingest_file(
             logger.info("%s: skipped: %s", source, fetched.reason)
             return report
         if fetched is None:
-            report.status = "skipped"
+            report.status, report.error = "skipped", ALREADY_LOADED
             logger.info("%s: already loaded, skipped", source)
             return report
         # One fused pass: transform and validate run chunk by chunk inside the load, overlapping the COPY.
@@ -162,7 +162,9 @@ def ingest_file(
         report.failures = loaded.failures
         report.rows_loaded = loaded.outcome.rows_loaded
         report.status = "skipped" if loaded.outcome.skipped else "success"
-        if not loaded.outcome.skipped:
+        if loaded.outcome.skipped:
+            report.error = "already loaded by a concurrent run (nothing loads twice)"
+        else:
             if ctx.dataset.after_load is not None:
                 step(report, "publish", publish, ctx, fetched, loaded)
             _announce(report, fetched.sha256)
