@@ -276,3 +276,14 @@ def test_aws_setup_deploy_check_and_upload_run_as_written(moto_server: str, tmp_
     prefect_yaml = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     match = prefect_yaml["definitions"]["triggers"]["s3_object_created"]["match"]["prefect.resource.id"]
     assert f"s3.bucket.{landing}".startswith(match.rstrip("*")), (landing, match)
+
+
+def test_every_variable_and_secret_the_workflow_reads_is_named_in_the_readme() -> None:
+    """A user setting up CI/CD learns from the README which GitHub variables and secrets to create."""
+    workflow = (ROOT / ".github" / "workflows" / "sluice.yml").read_text(encoding="utf-8")
+    names = set(re.findall(r"\$\{\{\s*(?:vars|secrets)\.([A-Z0-9_]+)", workflow))
+    environments = set(re.findall(r"^\s+environment:\s*(\S+)", workflow, re.M))
+    assert names >= {"AWS_DEPLOY_ROLE_ARN", "PREFECT_API_KEY"} and environments
+    text = section("Deploy to AWS")
+    assert {n for n in names if f"`{n}`" not in text} == set()
+    assert {e for e in environments if f"`{e}`" not in text} == set()
