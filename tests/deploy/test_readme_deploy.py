@@ -166,17 +166,22 @@ def test_the_webhook_step_says_what_prefect_prints_and_where_its_url_is() -> Non
     assert "WebhookUrl=https://api.prefect.cloud/hooks/" in deploy
 
 
+def upload_source_and_key() -> tuple[str, str]:
+    """The local file and the landing key of the README's `aws s3 cp` line."""
+    upload = next(c for c in commands() if "aws s3 cp" in c)
+    found = re.search(r'aws s3 cp (\S+) "\$SLUICE_LANDING_URI/([^"]+)"', upload)
+    assert found, upload
+    return found.group(1), found.group(2)
+
+
 def test_the_upload_is_a_file_the_demo_lands_under_a_key_its_dataset_claims() -> None:
     """The `aws s3 cp` source exists after `./run demo` (the README's prerequisite); the key it lands under is
     claimed by the same dataset, so the trigger's run loads it (no `dailycheckins.csv` the user does not have)."""
     from sluice import datasets
 
-    upload = shlex.split(next(c for c in commands() if "aws s3 cp" in c).split("&&", 1)[1])
-    source, target = upload[upload.index("cp") + 1 :][:2]
+    source, key = upload_source_and_key()
     demo = {f".sluice/landing/{d.demo_key}": d.name for d in datasets.all_datasets() if d.demo_key}
     assert source in demo, (source, sorted(demo))
-    assert target.startswith("$SLUICE_LANDING_URI/")
-    key = target.removeprefix("$SLUICE_LANDING_URI/")
     assert datasets.resolve(key).name == demo[source]
     assert "after `./run demo`" in section("Deploy to AWS")
 
@@ -254,22 +259,22 @@ def test_aws_setup_deploy_check_and_upload_run_as_written(moto_server: str, tmp_
     assert f"AWS_REGION={REGION}" in env_file.read_text()
 
     upload = next(c for c in commands() if "aws s3 cp" in c)
-    source = shlex.split(upload.split("&&", 1)[1])[3]
+    source, key = upload_source_and_key()
     (tmp_path / source).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / source).write_text("user,timestamp,hours,project\nned,2019-09-27 00:00:00 UTC,1,p\n")
     landing = real.outputs["LandingBucketName"]
-    if shutil.which("aws"):
-        done = subprocess.run(
-            ["bash", "-c", upload],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        key = shlex.split(upload.split("&&", 1)[1])[4].removeprefix("$SLUICE_LANDING_URI/")
+    # Without the AWS CLI installed, the rest of the line still runs.
+    stub = "" if shutil.which("aws") else "aws() { :; }\n"
+    done = subprocess.run(
+        ["bash", "-c", f"{stub}{upload}\nenv"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The stack's variables stay out of the user's shell: the next local command must not go to the stack.
+    stack_names = re.findall(r"^export (\w+)=", env_file.read_text(), re.M)
+    after = {line.split("=", 1)[0] for line in done.stdout.splitlines() if "=" in line}
+    assert stack_names and not [n for n in stack_names if n in after and n not in env]
+    if not stub:
         s3 = boto3.client("s3", endpoint_url=real.endpoint, region_name=REGION, **real.admin)
         assert s3.head_object(Bucket=landing, Key=key)["ContentLength"] > 0
     # The bucket the upload lands in is the one the S3 trigger of every AWS deployment listens to.
