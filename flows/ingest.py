@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Literal
 
 from prefect import get_run_logger
@@ -15,7 +16,15 @@ from flows.names import ingest_run_name
 from flows.skeleton import held, ingestion_id, new_report, open_ledger, pipeline_flow, start_run, step
 from sluice import datasets
 from sluice.adapters import storage
-from sluice.errors import BadFile, SluiceError, UnknownDataset, ValidationFailed, clipped, described
+from sluice.errors import (
+    BadFile,
+    SluiceError,
+    SourceNotFound,
+    UnknownDataset,
+    ValidationFailed,
+    clipped,
+    described,
+)
 from sluice.ledger import Ledger, LedgerEntry
 from sluice.report import IngestionFailed, IngestReport, markdown
 from tasks.ingest import ALREADY_LOADED, IngestContext, Superseded, ensure, extract, load, publish
@@ -43,8 +52,15 @@ def _start(
     except UnknownDataset as exc:
         _record_refusal(ledger, source, dataset, "fail", str(exc))
         raise
+    if spec is None and not storage.is_s3(source) and not Path(source.removeprefix("file://")).exists():
+        # A mistyped local path is a failure, not "unclaimed" (an unclaimed S3 key is an event for another prefix).
+        message = f"{source}: file not found"
+        _record_refusal(ledger, source, dataset, "fail", message)
+        raise SourceNotFound(message)
     if spec is None:
-        message = f"{source}: no registered dataset claims this key; skipped (pass a dataset to load it)"
+        message = (
+            f"{source}: no registered dataset claims this key; skipped (--dataset NAME loads it as NAME)"
+        )
         _record_refusal(ledger, source, dataset, "skipped", message)
         raise Unclaimed(message)
     hard = mode == "hard" if mode else (spec.hard if spec.hard is not None else settings.hard_testing)
