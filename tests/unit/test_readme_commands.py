@@ -67,3 +67,19 @@ def test_every_sluice_command_line_in_the_readme_parses() -> None:
 def test_the_check_fails_on_an_option_sluice_does_not_take() -> None:
     assert parses(tokens("sluice ingest x.csv [--mode hard|soft] [--forse]"))[0] == 2
     assert parses(tokens("sluice servics status"))[0] == 2
+
+
+def test_every_setting_is_in_the_readme_settings_table() -> None:
+    """ "All settings live in one pydantic-settings object": each of its variables has a row in the README's table."""
+    from sluice.settings import Settings
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("### Settings") : text.index("All settings live in one")]
+    rows = " ".join(line.split("|")[1] for line in table.splitlines() if line.startswith("| `"))
+    named = set(re.findall(r"`(SLUICE_[A-Z0-9_]+)`", rows))
+    # `SLUICE_TOTESYS_SOURCE_URL` / `_SECRET_ARN`: the second is the first with that suffix instead of _URL
+    named |= {f"{n}_SECRET_ARN" for n in re.findall(r"`(SLUICE_[A-Z0-9_]+?)_URL` / `_SECRET_ARN`", rows)}
+    missing = sorted(
+        f"SLUICE_{name.upper()}" for name in Settings.model_fields if f"SLUICE_{name.upper()}" not in named
+    )
+    assert not missing, missing
