@@ -292,3 +292,24 @@ def test_every_variable_and_secret_the_workflow_reads_is_named_in_the_readme() -
     text = section("Deploy to AWS")
     assert {n for n in names if f"`{n}`" not in text} == set()
     assert {e for e in environments if f"`{e}`" not in text} == set()
+
+
+def test_the_secrets_it_names_are_the_stacks_secrets() -> None:
+    """ "Where each secret lives": every Secrets Manager name the README gives is one the stack creates, and each
+    secret of the stack is named or reached through the output the README names."""
+    text = section("Deploy to AWS")
+    named = set(re.findall(r"`(sluice/[a-z0-9-]+)`", text))
+    secrets = {
+        logical: resource["Properties"]["Name"]
+        for logical, resource in template()["Resources"].items()
+        if resource["Type"] == "AWS::SecretsManager::Secret"
+    }
+    assert named and named <= set(secrets.values()), named - set(secrets.values())
+    by_output = {
+        str(output["Value"]["Ref"])
+        for key, output in template()["Outputs"].items()
+        if isinstance(output["Value"], dict) and f"`{key}`" in text and "Ref" in output["Value"]
+    }
+    assert {
+        logical for logical, name in secrets.items() if name not in named and logical not in by_output
+    } == set()
