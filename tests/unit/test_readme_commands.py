@@ -1,85 +1,116 @@
-"""Every `sluice …` command line the README shows (`./run sluice …` in its code blocks, `sluice …` in its text) is
-one Sluice's CLI takes: each command and option exists (values are not checked: `--help` is appended, so nothing
-runs)."""
+"""Every ``sluice …`` command the README quotes exists, with every option it shows.
+
+Command lines of ```bash blocks are parsed as ``sluice`` would parse them (optional ``[…]`` parts dropped,
+``a | b`` alternatives each checked); commands named in the text (`` `sluice analytics [--as-of DATE]` ``) must
+exist with the options they show. Runs nothing: ``tests/integration/test_readme_add_dataset.py`` and the suites of
+each command run them.
+"""
 
 from __future__ import annotations
 
 import re
-import shlex
 from pathlib import Path
+from typing import Any
 
-from typer.testing import CliRunner
+import pytest
+import typer
+
+from sluice.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
-#: README placeholders → a value of the option's type.
-PLACEHOLDERS = {
-    "N": "2",
-    "DATE": "2022-08-23",
-    "URL": "postgresql://u@h/db",
-    "PREFIX": "landing",
-    "DIR": "data",
-}
+README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def readme_sluice_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
-    lines = re.sub(r"\\\n\s*", " ", "\n".join(blocks)).splitlines() + re.findall(r"`([^`\n]+)`", text)
+def _block_lines() -> list[str]:
     found = []
-    for line in lines:
-        for match in re.finditer(
-            r"(?:^|[\s(])(?:\./run |\.venv/bin/)?sluice( [a-z](?:[^|;&#`]|(?<! )\|(?! ))*)", line
-        ):
-            found.append("sluice" + match.group(1).split("  ")[0].rstrip())
+    for block in re.findall(r"^ *```bash\n(.*?)^ *```$", README, flags=re.M | re.S):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            for match in re.finditer(r"(?:^\s*|\./run |\.venv/bin/)sluice (.+)$", line):
+                found.append(match.group(1).split("  #")[0].split(" # ")[0].strip())
     return found
 
 
-def tokens(command: str) -> list[str]:
-    """The command as a user would type it: optional parts in, the first of alternatives, placeholders filled."""
-    plain = command.replace("[", " ").replace("]", " ").replace("…", "x")
-    words = shlex.split(plain)[1:]
-    return [PLACEHOLDERS.get(w, w.split("|")[0] if "|" in w and not w.startswith("-") else w) for w in words]
+def _text_mentions() -> list[str]:
+    spans = re.findall(r"`((?:\./run )?sluice [^`]+)`", README)
+    return [" ".join(span.split()).removeprefix("./run ").removeprefix("sluice ") for span in spans]
 
 
-def parses(words: list[str]) -> tuple[int, str]:
-    from sluice.cli import app
-
-    result = CliRunner().invoke(app, [*words, "--help"])
-    return result.exit_code, result.output
+BLOCK_LINES = _block_lines()
+MENTIONS = sorted(set(_text_mentions()))
 
 
-def test_every_sluice_command_line_in_the_readme_parses() -> None:
-    commands = readme_sluice_commands()
-    assert len(commands) >= 20, commands
-    for expected in (
-        "sluice aws setup --stack sluice",
-        "sluice ledger [--json]",
-        "sluice ingest path/or/s3://bucket/key.csv --dataset dailycheckins [--mode hard|soft]",
-        "sluice db url",
-    ):
-        assert any(c.startswith(expected) for c in commands), expected
-    results = {c: parses(tokens(c)) for c in commands}
-    # A mention in the text (`sluice backfill --deployment`) may leave out an argument or an option's value.
-    mention = re.compile(r"Missing argument|requires an argument")
-    assert not {c: out for c, (code, out) in results.items() if code != 0 and not mention.search(out)}
+def _walk(tokens: list[str]) -> tuple[Any, list[str], list[str]]:
+    """The command the leading words name, the words that named it, and the rest."""
+    command: Any = typer.main.get_command(app)
+    path: list[str] = []
+    while tokens and hasattr(command, "commands") and tokens[0] in command.commands:
+        path.append(tokens[0])
+        command = command.commands[tokens.pop(0)]
+    return command, path, tokens
 
 
-def test_the_check_fails_on_an_option_sluice_does_not_take() -> None:
-    assert parses(tokens("sluice ingest x.csv [--mode hard|soft] [--forse]"))[0] == 2
-    assert parses(tokens("sluice servics status"))[0] == 2
+def _options(command: Any) -> set[str]:
+    names = {"--help"}
+    for param in command.params:
+        names.update(getattr(param, "opts", ()))
+        names.update(getattr(param, "secondary_opts", ()))
+    return names
 
 
-def test_every_setting_is_in_the_readme_settings_table() -> None:
-    """ "All settings live in one pydantic-settings object": each of its variables has a row in the README's table."""
-    from sluice.settings import Settings
+def _alternatives(line: str) -> list[str]:
+    """``services status [--json] | start | stop`` → the three commands (a ``|`` outside brackets, then a word)."""
+    depth, parts, current = 0, [], ""
+    for char in line:
+        depth += char == "["
+        depth -= char == "]"
+        if char == "|" and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    first = parts[0].split()
+    lines = [parts[0].strip()]
+    for part in parts[1:]:
+        _, path, _ = _walk(first.copy())
+        lines.append(" ".join([*path[:-1], part.strip()]))
+    return lines
 
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    table = text[text.index("### Settings") : text.index("All settings live in one")]
-    rows = " ".join(line.split("|")[1] for line in table.splitlines() if line.startswith("| `"))
-    named = set(re.findall(r"`(SLUICE_[A-Z0-9_]+)`", rows))
-    # `SLUICE_TOTESYS_SOURCE_URL` / `_SECRET_ARN`: the second is the first with that suffix instead of _URL
-    named |= {f"{n}_SECRET_ARN" for n in re.findall(r"`(SLUICE_[A-Z0-9_]+?)_URL` / `_SECRET_ARN`", rows)}
-    missing = sorted(
-        f"SLUICE_{name.upper()}" for name in Settings.model_fields if f"SLUICE_{name.upper()}" not in named
-    )
-    assert not missing, missing
+
+def _check_options(command: Any, path: list[str], words: list[str], where: str) -> None:
+    shown = set(re.findall(r"(?<![\w-])--[\w-]+", " ".join(words)))
+    missing = shown - _options(command)
+    assert not missing, f"{where}: `sluice {' '.join(path)}` has no option {sorted(missing)}"
+
+
+def test_the_readme_quotes_commands() -> None:
+    assert len(BLOCK_LINES) >= 15 and len(MENTIONS) >= 10, (BLOCK_LINES, MENTIONS)
+
+
+@pytest.mark.parametrize("line", BLOCK_LINES)
+def test_each_command_line_parses(line: str) -> None:
+    for alternative in _alternatives(line):
+        command, path, rest = _walk(alternative.split())
+        assert path, f"`sluice {alternative}`: no such command"
+        _check_options(command, path, rest, f"`sluice {alternative}`")
+        concrete = alternative
+        while re.search(r"\[[^\[\]]*\]", concrete):  # optional parts dropped, innermost first
+            concrete = re.sub(r"\[[^\[\]]*\]", "", concrete)
+        _, _, args = _walk(concrete.split())
+        if hasattr(command, "commands") and args and not args[0].startswith("-"):
+            pytest.fail(f"`sluice {alternative}`: `sluice {' '.join(path)}` has no command {args[0]!r}")
+        try:
+            command.make_context(f"sluice {' '.join(path)}", args, resilient_parsing=False)
+        except typer.Exit:  # --help
+            pass
+        except Exception as exc:  # a usage error, as the user would get it
+            pytest.fail(f"`sluice {alternative}` does not parse: {exc}")
+
+
+@pytest.mark.parametrize("mention", MENTIONS)
+def test_each_command_named_in_the_text_exists(mention: str) -> None:
+    command, path, rest = _walk(mention.replace("[", " ").replace("]", " ").split())
+    if rest and not rest[0].startswith("-") and hasattr(command, "commands"):  # `services status|start|stop`
+        missing = [word for word in rest[0].split("|") if word not in command.commands]
+        assert not missing, f"`sluice {mention}`: `sluice {' '.join(path)}` has no {missing}"
+    _check_options(command, path, rest, f"`sluice {mention}`")
