@@ -156,3 +156,13 @@ def test_human_output_starts_with_the_results(sluice_env: Path) -> None:
     assert result.stdout.startswith("success  "), repr(
         result.stdout
     )  # no blank line left by the progress bar
+
+
+def test_a_folder_that_is_not_there_is_said_so(sluice_env: Path) -> None:
+    """A mistyped PREFIX said "no files that any dataset claims", as an empty folder does."""
+    missing = sluice_env / "landing" / "no-such-folder"
+    result = CliRunner().invoke(app, ["backfill", str(missing)])
+    assert result.exit_code == 1 and f"{missing}: no such folder" in result.stderr, result.stderr
+    (sluice_env / "landing" / "empty").mkdir(parents=True)
+    result = CliRunner().invoke(app, ["backfill", str(sluice_env / "landing" / "empty")])
+    assert result.exit_code == 1 and "no files that any dataset claims" in result.stderr, result.stderr
