@@ -188,3 +188,36 @@ def test_no_warehouse_and_no_embedded_postgres_says_what_to_set(tmp_path: Path) 
     assert done.returncode == 1, done.stdout + done.stderr
     assert "no warehouse configured: set SLUICE_DATABASE_URL" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_ingest_of_a_relative_path_records_the_absolute_path_and_stays_exactly_once(
+    sluice_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sluice ingest files/x.csv` recorded `files/x.csv` (ledger, registry, report): the same file named from
+    another folder looked like another file. The registry's key is (dataset, content SHA-256), not the path:
+    the file loaded by its relative path is still skipped when named by its absolute path, as a file loaded
+    before this change (a relative source in its row) is."""
+    import sqlalchemy as sa
+
+    from sluice.adapters.warehouse import get_engine
+
+    landed = sluice_env / "landing" / "files" / "dailycheckins.csv"
+    landed.parent.mkdir(parents=True)
+    landed.write_text(GOOD, encoding="utf-8")
+    monkeypatch.chdir(sluice_env / "landing")
+
+    code, out, _ = invoke("ingest", "files/../files/dailycheckins.csv", "--json")
+    report = json.loads(out)
+    assert (code, report["status"], report["source"]) == (0, "success", str(landed))
+    with get_engine().connect() as conn:
+        registered = conn.execute(sa.text("SELECT source FROM sluice.file_loads")).scalars().all()
+        recorded = set(conn.execute(sa.text("SELECT source FROM sluice.run_ledger")).scalars())
+    assert (registered, recorded) == ([str(landed)], {str(landed)})
+
+    with get_engine().begin() as conn:  # as a row written before the change: the relative path
+        conn.execute(sa.text("UPDATE sluice.file_loads SET source = 'files/dailycheckins.csv'"))
+    monkeypatch.chdir(sluice_env)
+    code, out, _ = invoke("ingest", str(landed), "--json")
+    assert (code, json.loads(out)["status"]) == (0, "skipped")
+    code, out, _ = invoke("ingest", "landing/files/dailycheckins.csv", "--json")
+    assert (code, json.loads(out)["status"], json.loads(out)["source"]) == (0, "skipped", str(landed))
