@@ -221,3 +221,66 @@ def test_ingest_of_a_relative_path_records_the_absolute_path_and_stays_exactly_o
     assert (code, json.loads(out)["status"]) == (0, "skipped")
     code, out, _ = invoke("ingest", "landing/files/dailycheckins.csv", "--json")
     assert (code, json.loads(out)["status"], json.loads(out)["source"]) == (0, "skipped", str(landed))
+
+
+NOT_POSTGRESQL = (
+    "must be PostgreSQL: postgresql://user:password@host/db (or postgres://, postgresql+psycopg2://), "
+    "not mysql://u:***@h/db"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "variable"),
+    [
+        (["db", "url"], "SLUICE_DATABASE_URL"),
+        (["ledger"], "SLUICE_DATABASE_URL"),
+        (["ingest", "{landed}", "--json"], "SLUICE_DATABASE_URL"),
+        (["backfill", "{folder}", "--json"], "SLUICE_DATABASE_URL"),
+        (["totesys", "--json"], "SLUICE_DATABASE_URL"),
+        (["api", "--port", "0"], "SLUICE_DATABASE_URL"),
+        (["totesys", "--json", "--source-url", "mysql://u:s3cret@h/db"], None),
+        (["totesys", "--json"], "SLUICE_TOTESYS_SOURCE_URL"),
+    ],
+)
+def test_a_database_url_that_is_not_postgresql_is_one_line_naming_it_without_its_password(
+    sluice_env: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], variable: str | None
+) -> None:
+    """`SLUICE_DATABASE_URL=mysql://…` printed "No module named 'MySQLdb'" (`sluice ledger`: a traceback; `db url`
+    printed the URL and exit 0): now every command says what must be PostgreSQL, the schemes it takes, and the
+    URL it was given with its password hidden."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    landed = sluice_env / "landing" / "dailycheckins.csv"
+    landed.parent.mkdir(parents=True)
+    landed.write_text(GOOD, encoding="utf-8")
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "SLUICE_WARM": "0",
+        "SLUICE_RETRIES": "0",
+    }
+    if variable:
+        env[variable] = "mysql://u:s3cret@h/db"
+    argv = [a.format(landed=landed, folder=landed.parent) for a in args]
+    # its own process: the CLI's own exit path (a configuration error is printed by sluice.cli.main)
+    done = subprocess.run(
+        [sys.executable, "-m", "sluice.cli", *argv],
+        cwd=Path(__file__).parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "s3cret" not in said and "Traceback" not in said and "MySQLdb" not in said
+    what = (
+        "the Totesys source URL"
+        if variable != "SLUICE_DATABASE_URL"
+        else "SLUICE_DATABASE_URL (the warehouse)"
+    )
+    assert f"{what} {NOT_POSTGRESQL}" in said, said
