@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -49,6 +50,10 @@ def backfill(
 
     files, refused = fanout.survey(prefix, dataset)
     if not files and not refused:
+        if (
+            not prefix.startswith("s3://") and not Path(prefix).exists()
+        ):  # a mistyped folder is not an empty one
+            raise fail(f"{prefix}: no such folder")
         raise fail(f"{prefix}: no files that {dataset or 'any dataset'} claims")
     if deployment and files:
         try:

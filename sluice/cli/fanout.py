@@ -156,7 +156,7 @@ def record_skips(
                 source=uri,
                 status="skipped",
                 target=spec.target or None,
-                error=f"already loaded (sha256 {sha[:12]}, run {earlier}); use force to reload",
+                error=f"already loaded (sha256 {sha[:12]}, run {earlier}); sluice ingest --force reloads it",
                 started_at=now,
                 finished_at=now,
             )

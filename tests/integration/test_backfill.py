@@ -283,3 +283,13 @@ def test_an_s3_object_named_as_a_folder_is_reported_and_a_folder_marker_is_not(
         "not ingested: an object of 5 bytes whose key ends in '/' (a folder's name): copy it to a key with a file "
         "name to load it"
     )
+
+
+def test_a_folder_that_is_not_there_is_said_so(sluice_env: Path) -> None:
+    """A mistyped PREFIX said "no files that any dataset claims", as an empty folder does."""
+    missing = sluice_env / "landing" / "no-such-folder"
+    result = CliRunner().invoke(app, ["backfill", str(missing)])
+    assert result.exit_code == 1 and f"{missing}: no such folder" in result.stderr, result.stderr
+    (sluice_env / "landing" / "empty").mkdir(parents=True)
+    result = CliRunner().invoke(app, ["backfill", str(sluice_env / "landing" / "empty")])
+    assert result.exit_code == 1 and "no files that any dataset claims" in result.stderr, result.stderr

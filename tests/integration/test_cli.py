@@ -74,6 +74,24 @@ def test_ingest_json_exit_codes(sluice_env: Path) -> None:
     assert lines[1][8] == " ".join(runs[0]["error"].split()) and "nope.csv" in lines[1][8]
 
 
+def test_a_skipped_ingest_says_why_and_how_to_load_it_again(sluice_env: Path) -> None:
+    """README "Using it": exit 0 on a skip. The second ingest of a file says it is the same content and how to reload
+    it, in the line and in the JSON (a bare "skipped ... 0 read, 0 loaded" left a new user guessing)."""
+    source = sluice_env / "landing" / "dailycheckins-again.csv"
+    source.parent.mkdir(parents=True)
+    source.write_text(GOOD, encoding="utf-8")
+    assert invoke("ingest", str(source), "--dataset", "dailycheckins")[0] == 0
+
+    code, out, err = invoke("ingest", str(source), "--dataset", "dailycheckins")
+    assert code == 0 and out.startswith("skipped dailycheckins"), out + err
+    assert "already loaded" in out and "--force reloads it" in out, out
+    code, out, _ = invoke("ingest", str(source), "--dataset", "dailycheckins", "--json")
+    skipped = json.loads(out)
+    assert (code, skipped["status"]) == (0, "skipped") and "--force reloads it" in skipped["error"]
+    code, out, _ = invoke("ingest", str(source), "--dataset", "dailycheckins", "--force", "--json")
+    assert (code, json.loads(out)["status"], json.loads(out)["rows_loaded"]) == (0, "success", 2)
+
+
 def test_failed_run_prints_one_readable_line(sluice_env: Path) -> None:
     code, out, err = invoke("ingest", str(sluice_env / "missing.csv"), "--dataset", "dailycheckins")
     assert code == 1
