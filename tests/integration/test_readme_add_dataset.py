@@ -127,7 +127,9 @@ def test_adding_a_dataset_as_the_readme_says(sluice_env: Path, tmp_path: Path) -
             ("failed", "validate"),
             ("success", "load"),
         ]
-        assert all(r["source"] == ".sluice/landing/web/pageviews/2026-11-01.csv" for r in runs)
+        # the file as the README names it, relative to the checkout; a run records it absolute (one file, one source)
+        landed = Path(copy).resolve() / ".sluice/landing/web/pageviews/2026-11-01.csv"
+        assert all(r["source"] == str(landed) for r in runs), [r["source"] for r in runs]
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text("DROP SCHEMA IF EXISTS web CASCADE"))
