@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import json
@@ -45,6 +46,10 @@ def _start_embedded(pgdata: Path) -> str:
             ) from None
 
         pgdata.mkdir(parents=True, exist_ok=True)
+        if not os.access(pgdata, os.R_OK | os.W_OK | os.X_OK):
+            # Another user's data folder (a home created by root): pgserver would fail on its first file and then
+            # print a traceback from its exit handler. The CLI says this as one line (sluice.cli.output.filesystem).
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(pgdata))
         try:
             # cleanup_mode=None: the server outlives this process and is reused by the next one.
             plain = _plain_path(pgdata)
