@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import sys
 
@@ -39,6 +40,28 @@ class ValidationFailed(SluiceError):
 
 class ConfigurationError(SluiceError):
     """A setting is missing or wrong."""
+
+
+class NoSpace(SluiceError):
+    """A disk or quota filled up while a run wrote its scratch files or its quarantine (not retried: the user frees
+    space, then runs the same command again)."""
+
+
+#: A write refused because a disk, a quota or the file-size limit is full.
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def no_space(exc: BaseException, folder: object) -> NoSpace | None:
+    """``exc`` as one ``NoSpace`` naming the path that could not be written (the destination of a copy, else the
+    file, else ``folder``: pyarrow's and pandas' writers say no path), or None when it is not a full disk."""
+    if not isinstance(exc, OSError) or exc.errno not in _FULL:
+        return None
+    path = exc.filename2 or exc.filename or folder
+    problem = exc.strerror or "no space left on device"
+    return NoSpace(
+        f"{problem[:1].lower()}{problem[1:]} writing {path}: nothing was loaded and the landed file is untouched; "
+        "free space there and run the same command again"
+    )
 
 
 #: The longest reason a ledger row, an alert or a report carries. An SNS message takes 256 KB, a DynamoDB item

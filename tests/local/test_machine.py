@@ -25,9 +25,9 @@ pytestmark = pytest.mark.slow
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The command's stderr, which must be exactly one ``error:`` line (no traceback, no log lines)."""
+    """The command's stderr, which must be exactly one ``error:`` (or ``error at <state>:``) line, no traceback."""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith(("error: ", "error at ")), result.stderr[-3000:]
     return lines[0]
 
 
@@ -147,4 +147,103 @@ def test_a_home_created_by_root_and_used_by_another_user_is_one_line(shared_home
         assert f"{home.resolve()}/" in line and "Permission denied" in line and "set SLUICE_HOME" in line, (
             line
         )
+    assert processes_of(home) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs, unmounted after; skips where mounting is not allowed (not root, a container without it)."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """Fill ``disk`` to the last byte; returns the file that does it (delete it to free the space)."""
+    filler = disk / "filler"
+    with filler.open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def _rows(home: Path, ingestion_ids: list[str]) -> int:  # noqa: F811 (not the fixture)
+    import sqlalchemy as sa
+
+    pg = services.running_postgres(home / "pg")
+    assert pg is not None
+    engine = sa.create_engine(pg.url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        query = sa.text("SELECT count(*) FROM tm.daily_checkins WHERE _ingestion_id::text = ANY(:ids)")
+        return int(conn.execute(query, {"ids": ingestion_ids}).scalar_one())
+
+
+@pytest.mark.parametrize("full", ["scratch", "quarantine"])
+def test_a_full_disk_is_one_line_naming_the_path_and_a_rerun_loads_the_file_once(
+    home: Path,  # noqa: F811 (the fixture)
+    small_disk: Path,
+    full: str,
+) -> None:
+    """The run's scratch folder (SLUICE_HOME/work: quarantined rows, spooled chunks) or the quarantine zone full:
+    the error was "[Errno 28] No space left on device" with no path, and a full quarantine zone kept a ``.part``
+    file. Now one line naming the path; the ledger says so; nothing loaded; the landed file untouched; once there
+    is room the same command loads it once."""
+    import hashlib
+
+    landed = home.parent / f"{home.name}-checkins.csv"
+    with landed.open("w", encoding="utf-8") as f:
+        f.write("user,timestamp,hours,project\n")  # every 50th row bad: its rows go to the quarantine
+        f.writelines(
+            f"u{j},2019-03-{1 + j % 28:02d} 00:00:00 UTC,{99 if j % 50 == 0 else j % 9},p\n"
+            for j in range(60_000)
+        )
+    digest = hashlib.sha256(landed.read_bytes()).hexdigest()
+    env = {**_env(home), "SLUICE_CHUNK_ROWS": "20000", "SLUICE_WARM": "0"}
+    if full == "scratch":
+        (home / "work").symlink_to(small_disk)
+    else:
+        env["SLUICE_QUARANTINE_URI"] = str(small_disk / "quarantine")
+    assert (
+        sluice(home, "db", "url").returncode == 0
+    )  # the warehouse started first: it is not on the small disk
+    filler = _fill(small_disk)
+
+    def ingest(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sluice.cli", "ingest", str(landed), "--dataset", "dailycheckins", *extra],
+            env=env, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+
+    failed = ingest()
+    assert failed.returncode == 1, failed.stdout
+    line = one_error_line(failed)
+    assert f"no space left on device writing {small_disk}" in line, line
+    ledger = json.loads(sluice(home, "ledger", "--json").stdout)
+    assert ledger[0]["status"] == "failed" and "no space left on device writing" in ledger[0]["error"], (
+        ledger[0]
+    )
+    assert _rows(home, [ledger[0]["run_id"]]) == 0
+    assert list(small_disk.rglob("*.part")) == []
+    assert hashlib.sha256(landed.read_bytes()).hexdigest() == digest
+
+    filler.unlink()
+    loaded = ingest("--json")
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    doc = json.loads(loaded.stdout)
+    assert (doc["status"], doc["rows_loaded"], doc["rows_quarantined"]) == ("success", 58_800, 1_200), doc
+    assert _rows(home, [doc["run_id"], ledger[0]["run_id"]]) == 58_800
+    assert hashlib.sha256(landed.read_bytes()).hexdigest() == digest
+    assert sluice(home, "services", "stop").returncode == 0
     assert processes_of(home) == []
