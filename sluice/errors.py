@@ -97,6 +97,9 @@ def database_error(exc: BaseException) -> str | None:
     a documentation link. It is now the driver's message and hint on one line, after what failed: ``cannot connect
     to the warehouse: …`` for a connection, else the driver's error class (``DeadlockDetected: …``).
     """
+    full = _disk_full(exc)
+    if full is not None:
+        return clipped(f"the warehouse's disk is full: {full}")
     sqlalchemy = sys.modules.get("sqlalchemy")  # loaded by whoever raised one; never imported for this
     seen: BaseException | None = exc
     while sqlalchemy is not None and seen is not None:
@@ -111,6 +114,31 @@ def database_error(exc: BaseException) -> str | None:
         # as a traceback follows the chain: an error raised ``from None`` (e.g. the Totesys source's own one line
         # about its connection) has said what matters, so its context is not read
         seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    return None
+
+
+#: PostgreSQL's SQLSTATE for "disk full" (class 53, insufficient resources).
+DISK_FULL = "53100"
+
+
+def _disk_full(exc: BaseException) -> str | None:
+    """The warehouse's "disk full" error anywhere in ``exc``'s causes and contexts, as one line, or None.
+
+    PostgreSQL stops when it cannot write its WAL: the COPY's DiskFull is followed by a failed rollback ("connection
+    already closed") and by whatever tried to reach the warehouse next ("server closed the connection"), which
+    were said instead of it.
+    """
+    pending, seen = [exc], set()
+    while pending:
+        error = pending.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        for candidate in (error, getattr(error, "orig", None)):
+            if getattr(candidate, "pgcode", None) == DISK_FULL or type(candidate).__name__ == "DiskFull":
+                return " ".join(line.strip() for line in str(candidate).splitlines() if line.strip())
+        context = None if error.__suppress_context__ else error.__context__  # `from None`: as database_error
+        pending.extend(e for e in (error.__cause__, context) if e is not None)
     return None
 
 
