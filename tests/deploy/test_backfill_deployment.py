@@ -178,6 +178,8 @@ def test_a_second_ctrl_c_stops_waiting_and_says_which_deployment_runs_go_on(
         [PREFECT, "worker", "start", "--pool", "sluice-local", "--limit", "1"],
         env=env, cwd=sluice_env, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
+    online = lambda: httpx.get(f"{api}/work_pools/sluice-local", timeout=10).json()["status"] == "READY"  # noqa: E731
+    wait_for(online, 120, "the worker to come online", worker)  # else the backfill refuses the pool, rightly
     args = [
         "backfill",
         str(folder),
