@@ -57,7 +57,7 @@ def data2bots(
         report.source = f"staging as of {ctx.as_of}"
         if staging is None:
             report.status = "skipped"
-            report.error = f"analytics for {ctx.as_of} already ran; use force to run again"
+            report.error = f"analytics for {ctx.as_of} already ran; --force (force=true for a deployment run) runs it again"
             logger.info(report.error)
             return report
         report.notes = list(ctx.reference.notes) if ctx.reference else []

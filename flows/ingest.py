@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Literal
 
 from prefect import get_run_logger
@@ -15,10 +16,18 @@ from flows.names import ingest_run_name
 from flows.skeleton import held, ingestion_id, new_report, open_ledger, pipeline_flow, start_run, step
 from sluice import datasets
 from sluice.adapters import storage
-from sluice.errors import BadFile, SluiceError, UnknownDataset, ValidationFailed, clipped, described
+from sluice.errors import (
+    BadFile,
+    SluiceError,
+    SourceNotFound,
+    UnknownDataset,
+    ValidationFailed,
+    clipped,
+    described,
+)
 from sluice.ledger import Ledger, LedgerEntry
 from sluice.report import IngestionFailed, IngestReport, markdown
-from tasks.ingest import IngestContext, Superseded, ensure, extract, load, publish
+from tasks.ingest import ALREADY_LOADED, IngestContext, Superseded, ensure, extract, load, publish
 
 
 class Unclaimed(Exception):
@@ -43,8 +52,15 @@ def _start(
     except UnknownDataset as exc:
         _record_refusal(ledger, source, dataset, "fail", str(exc))
         raise
+    if spec is None and not storage.is_s3(source) and not Path(source.removeprefix("file://")).exists():
+        # A mistyped local path is a failure, not "unclaimed" (an unclaimed S3 key is an event for another prefix).
+        message = f"{source}: file not found"
+        _record_refusal(ledger, source, dataset, "fail", message)
+        raise SourceNotFound(message)
     if spec is None:
-        message = f"{source}: no registered dataset claims this key; skipped (pass a dataset to load it)"
+        message = (
+            f"{source}: no registered dataset claims this key; skipped (--dataset NAME loads it as NAME)"
+        )
         _record_refusal(ledger, source, dataset, "skipped", message)
         raise Unclaimed(message)
     hard = mode == "hard" if mode else (spec.hard if spec.hard is not None else settings.hard_testing)
@@ -120,6 +136,9 @@ def ingest_file(
         version_id: S3 object version to read (the S3 event's version-id); empty = the latest version.
     """
     logger = get_run_logger()
+    source = storage.absolute(
+        source
+    )  # `sluice ingest files/x.csv`: the ledger and registry get the full path
     try:
         ctx = _start(source, dataset, mode, force, version_id)
     except Unclaimed as exc:
@@ -151,7 +170,7 @@ def ingest_file(
             logger.info("%s: skipped: %s", source, fetched.reason)
             return report
         if fetched is None:
-            report.status = "skipped"
+            report.status, report.error = "skipped", ALREADY_LOADED
             logger.info("%s: already loaded, skipped", source)
             return report
         # One fused pass: transform and validate run chunk by chunk inside the load, overlapping the COPY.
@@ -162,7 +181,9 @@ def ingest_file(
         report.failures = loaded.failures
         report.rows_loaded = loaded.outcome.rows_loaded
         report.status = "skipped" if loaded.outcome.skipped else "success"
-        if not loaded.outcome.skipped:
+        if loaded.outcome.skipped:
+            report.error = "already loaded by a concurrent run (nothing loads twice)"
+        else:
             if ctx.dataset.after_load is not None:
                 step(report, "publish", publish, ctx, fetched, loaded)
             _announce(report, fetched.sha256)

@@ -62,8 +62,15 @@ def placeholders(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def problems(text: str, environ: Mapping[str, str]) -> list[str]:
-    """One line per variable that is missing or malformed; empty when the file can be deployed."""
+API_KEY_VARIABLE = "SLUICE_PREFECT_API_KEY_SECRET_ARN"
+
+
+def problems(text: str, environ: Mapping[str, str], api_key: str | None = None) -> list[str]:
+    """One line per variable that is missing or malformed; empty when the file can be deployed.
+
+    ``api_key``: the deploying Prefect profile's API key, looked up only when the file names the key's secret and
+    it is set (None: looked up in Prefect's settings then).
+    """
     found = []
     for name in placeholders(text):
         value = environ.get(name, "").strip()
@@ -74,7 +81,21 @@ def problems(text: str, environ: Mapping[str, str]) -> list[str]:
         for suffix, prefix in SHAPES.items():
             if name.endswith(suffix) and not value.startswith(prefix):
                 found.append(f"{name}={value!r} does not start with {prefix!r}")
+        if name == API_KEY_VARIABLE and not (api_key if api_key is not None else _prefect_api_key()):
+            found.append(
+                f"{API_KEY_VARIABLE} is set (the stack's PrefectApiKey) but this Prefect profile has no API key "
+                "(a self-hosted server): prefect-aws's ECS worker, which has none either, would fail every flow "
+                "run with KeyError: 'PREFECT_API_KEY'. For a self-hosted server, update the stack with "
+                "PrefectApiKey empty (then `sluice aws setup` again); for Prefect Cloud, `prefect cloud login`"
+            )
     return found
+
+
+def _prefect_api_key() -> str:
+    """The API key of the Prefect profile in use (``PREFECT_API_KEY``, env or profile); "" when it has none."""
+    from prefect.settings import PREFECT_API_KEY  # Prefect only when the stack has the key's secret
+
+    return str(PREFECT_API_KEY.value() or "").strip()
 
 
 def check(prefect_file: str = "prefect.yaml") -> dict[str, Any]:

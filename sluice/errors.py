@@ -157,6 +157,11 @@ def shown(value: object, limit: int = 120) -> str:
     return f"{text[:limit]}…{size}"
 
 
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is one: ``1 row``, ``1,204 rows``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def listed(names: list[str], limit: int = 20) -> str:
     """Names joined by commas, the first ``limit`` of them and how many more."""
     if len(names) <= limit:

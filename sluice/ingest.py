@@ -37,7 +37,7 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 
 from sluice.adapters import storage
-from sluice.errors import BadFile, ValidationFailed, listed, no_space, shown
+from sluice.errors import BadFile, ValidationFailed, counted, listed, no_space, shown
 from sluice.registry import Dataset
 
 logger = logging.getLogger(__name__)
@@ -619,7 +619,7 @@ class FilePass:
             self.quarantine_uri = storage.put_file(rejects, f"{self.quarantine_base}.rows.csv")
             self.finished = True
             raise ValidationFailed(
-                f"{self.source}: all {self.rows_invalid} rows failed checks; {self.dataset.name} replaces its whole "
+                f"{self.source}: all {counted(self.rows_invalid, 'row')} failed checks; {self.dataset.name} replaces its whole "
                 f"table with each file, so nothing was loaded and the table keeps its rows; all failures in "
                 f"{self.quarantine_uri}",
                 rows_invalid=self.rows_invalid,
@@ -634,7 +634,8 @@ class FilePass:
                 for f in self.failures[:3]
             )
             raise ValidationFailed(
-                f"{self.source}: {self.rows_invalid} rows failed checks (hard mode, nothing loaded): {first}"
+                f"{self.source}: {counted(self.rows_invalid, 'row')} failed checks (hard mode, nothing loaded): "
+                f"{first}"
                 f"{' ...' if self.rows_invalid > 3 else ''}; all failures in {self.quarantine_uri}",
                 rows_invalid=self.rows_invalid,
                 quarantine_uri=self.quarantine_uri,

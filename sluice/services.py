@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -177,13 +178,34 @@ def ensure_prefect_server(home: Path) -> str:
 
 
 def _wait_healthy(api_url: str, proc: subprocess.Popen[bytes] | None, timeout: float) -> bool:
+    """Wait until ``api_url`` answers; with ``proc`` (a server being started), until it answers from ``proc``.
+
+    A server that answers on the port is not proof enough: two homes starting at once may both find the preferred
+    port free, and the one that loses the bind would see the other's server answer and take it for its own (its
+    runs then land in the other home's Prefect database)."""
     deadline = time.monotonic() + timeout
+    port = urllib.parse.urlsplit(api_url).port
     while time.monotonic() < deadline:
-        if healthy(api_url, timeout=5.0):
-            return True
         if proc is not None and proc.poll() is not None:
             return False
+        if healthy(api_url, timeout=5.0) and (proc is None or _listens(proc.pid, port)):
+            return True
         time.sleep(0.2)
+    return False
+
+
+def _listens(pid: int, port: int | None) -> bool:
+    """True when process ``pid`` (or one of its children) listens on TCP ``port``."""
+    import psutil  # see _process
+
+    try:
+        root = psutil.Process(pid)
+        for proc in (root, *root.children(recursive=True)):
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                    return True
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
     return False
 
 

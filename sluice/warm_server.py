@@ -79,8 +79,8 @@ def preload() -> None:
     sluice.cli.command()  # the click command typer derives from the commands' signatures
 
 
-def _complete_pydantic_models() -> int:
-    """Build the validators of the pydantic models whose build was deferred; returns how many were built.
+def _complete_pydantic_models() -> None:
+    """Build the validators of the pydantic models whose build was deferred.
 
     Prefect defines its API schemas with ``defer_build``: a model gets its validator on first use, in every
     process. Without this, every forked command built the dozen a flow run uses; built here, before the fork,
@@ -91,7 +91,7 @@ def _complete_pydantic_models() -> int:
     from pydantic import BaseModel
     from pydantic._internal._mock_val_ser import MockValSer
 
-    built, seen, stack = 0, set(), list(BaseModel.__subclasses__())
+    seen, stack = set(), list(BaseModel.__subclasses__())
     while stack:
         model = stack.pop()
         if model in seen:
@@ -101,8 +101,6 @@ def _complete_pydantic_models() -> int:
         if isinstance(model.__dict__.get("__pydantic_validator__"), MockValSer):
             with contextlib.suppress(Exception):
                 model.model_rebuild()
-                built += 1
-    return built
 
 
 FIRST_RUN_MODULES = (

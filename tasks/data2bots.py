@@ -52,7 +52,7 @@ def extract(ctx: Data2botsContext, as_of: dt.date | None) -> dict[str, pd.DataFr
         previous = data2bots.previous_run(ctx.engine, ctx.as_of, ctx.staging_version)
         if previous == "current" and not (ctx.force or ctx.refresh_reference):  # new reference, new figures
             entry.status = "skipped"
-            entry.error = f"analytics for {ctx.as_of} already ran; use force to run again"
+            entry.error = f"analytics for {ctx.as_of} already ran; --force (force=true for a deployment run) runs it again"
             return None
         ctx.reference = data2bots.read_reference(
             ctx.engine, ctx.settings, staging, ctx.as_of, ctx.refresh_reference

@@ -73,6 +73,13 @@ def ensure(ctx: IngestContext) -> None:
         ensure_target(get_engine(ctx.settings), ctx.dataset)
 
 
+#: What a run reports when the file's content is loaded already (the ledger's line names its SHA-256 too).
+ALREADY_LOADED = (
+    "already loaded: the same content was loaded before (nothing loads twice); --force reloads it "
+    "(force=true for a deployment run)"
+)
+
+
 @dataclass(frozen=True)
 class Superseded:
     """The event's object version is no longer the key's latest, and the dataset loads only the latest."""
@@ -97,7 +104,7 @@ def extract(ctx: IngestContext) -> storage.FetchedFile | Superseded | None:
             entry.error = (
                 f"version {ctx.version_id} was overwritten by version {latest} of the same key, which its own event "
                 f"loads; {ctx.dataset.name} {ctx.dataset.load_mode}s, so an older version is not loaded after it "
-                "(use force to load this one)"
+                "(--force, or force=true for a deployment run, loads this one)"
             )
             return Superseded(entry.error)
         fetched = storage.fetch(ctx.source, ctx.work / "source", ctx.version_id)
@@ -108,7 +115,10 @@ def extract(ctx: IngestContext) -> storage.FetchedFile | Superseded | None:
             and is_loaded(engine, ctx.dataset.name, fetched.sha256)
         ):
             entry.status = "skipped"
-            entry.error = f"already loaded (sha256 {fetched.sha256[:12]}); use force to reload"
+            entry.error = (
+                f"already loaded (sha256 {fetched.sha256[:12]}); --force (force=true for a deployment run) "
+                "reloads it"
+            )
             return None
     return fetched
 

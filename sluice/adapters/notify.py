@@ -26,7 +26,7 @@ from prefect.utilities.urls import url_for
 from prefect_email import EmailServerCredentials
 from pydantic import Field
 
-from sluice.errors import clipped
+from sluice.errors import clipped, counted
 from sluice.ledger import close_stopped, get_ledger
 from sluice.report import IngestionFailed, IngestReport, report_from_ledger, stop_of
 from sluice.settings import Settings, get_settings
@@ -138,9 +138,9 @@ def build_subject(report: IngestReport) -> str:
         )
     if report.status == "skipped":
         return f"{SUBJECT_PREFIX} SKIPPED {name}: already loaded"
-    subject = f"{SUBJECT_PREFIX} OK {name}: {report.rows_loaded:,} rows loaded"
+    subject = f"{SUBJECT_PREFIX} OK {name}: {counted(report.rows_loaded, 'row')} loaded"
     if report.rows_quarantined:
-        subject += f", {report.rows_quarantined:,} rows quarantined"
+        subject += f", {counted(report.rows_quarantined, 'row')} quarantined"
     if report.notes:
         subject += f"; note: {report.notes[0]}"
     return _fit(subject)

@@ -30,6 +30,15 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
+def absolute(uri: str) -> str:
+    """``uri`` as a run records it: an S3 URI as given, a local path made absolute (``os.path.abspath``, ``..``
+    folded), so that one file is one source whatever folder it was named from. Links are not resolved: the path
+    stays the one the file landed under, inside the landing zone."""
+    if is_s3(uri) or uri.startswith("file://"):
+        return uri
+    return os.path.abspath(uri)
+
+
 def split_s3(uri: str) -> tuple[str, str]:
     """``s3://bucket/a/b`` → ``("bucket", "a/b")``."""
     bucket, _, key = uri.removeprefix("s3://").partition("/")
@@ -341,23 +350,116 @@ def exists(uri: str) -> bool:
     return Path(uri).exists()
 
 
-def list_files(prefix: str) -> list[str]:
-    """Every file under ``prefix`` (recursively), sorted; hidden and partial files are left out."""
+@dataclass(frozen=True)
+class Unlisted:
+    """An entry under a prefix that is not a loadable file, and why: what a backfill reports instead of a run.
+
+    ``folder``: a folder named like a file (``x.csv/``), reported only when nothing in it was listed (its files
+    otherwise are, each on its own). ``always``: an entry that may hide files whatever its name (a folder that
+    could not be read, a link to a folder).
+    """
+
+    uri: str
+    reason: str
+    folder: bool = False
+    always: bool = False
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What is under a prefix: the files to ingest and the entries that are not loadable files."""
+
+    files: list[str]
+    unlisted: list[Unlisted]
+
+
+def _left_out(name: str) -> bool:
+    """Hidden files and partial uploads (``*.part``, what ``put_file`` writes before its rename) are not landed."""
+    return name.startswith(".") or name.endswith(".part")
+
+
+def list_files(prefix: str) -> Listing:
+    """Every file under ``prefix`` (recursively), sorted, and every entry that is not a loadable file, with why.
+
+    Hidden and partial files are left out, and on S3 a zero-byte key ending in ``/`` (the console's "folder"
+    marker); nothing else is skipped without a reason.
+    """
     if is_s3(prefix):
-        bucket, key = split_s3(prefix)
-        paginator = s3_client().get_paginator("list_objects_v2")
-        uris = [
-            f"s3://{bucket}/{item['Key']}"
-            for page in paginator.paginate(Bucket=bucket, Prefix=key)
-            for item in page.get("Contents", [])
-            if not item["Key"].endswith("/")
-        ]
-        return sorted(uris)
-    root = Path(prefix)
+        return _list_s3(prefix)
+    root = Path(absolute(prefix).removeprefix("file://"))
     if root.is_file():
-        return [str(root)]
-    return sorted(
-        str(p)
-        for p in root.rglob("*")
-        if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".part")
-    )
+        return Listing([str(root)], [])
+    if not root.is_dir():
+        return Listing([], [])
+    files: list[str] = []
+    unlisted: list[Unlisted] = []
+
+    def unreadable_folder(exc: OSError) -> None:
+        where = exc.filename or str(root)
+        unlisted.append(Unlisted(str(where), f"folder not read: {exc.strerror or exc}", always=True))
+
+    for folder, dirs, names in os.walk(root, onerror=unreadable_folder):
+        base = Path(folder)
+        for name in sorted(dirs):
+            path = base / name
+            if path.is_symlink():  # os.walk does not follow it (a link loop would never end)
+                unlisted.append(
+                    Unlisted(
+                        str(path), "a link to a folder, not followed: give the folder itself", always=True
+                    )
+                )
+            else:
+                unlisted.append(Unlisted(str(path), "a folder, not a file", folder=True))
+        for name in names:
+            if _left_out(name):
+                continue
+            path = base / name
+            reason = _not_loadable(path)
+            if reason:
+                unlisted.append(Unlisted(str(path), reason))
+            else:
+                files.append(str(path))
+    listed = set(files)
+    said = {u.uri for u in unlisted if u.always}  # a folder not read is said once, as that
+    unlisted = [u for u in unlisted if not (u.folder and (u.uri in said or _holds_any(u.uri, listed)))]
+    return Listing(sorted(files), sorted(unlisted, key=lambda u: u.uri))
+
+
+def _holds_any(folder: str, files: set[str]) -> bool:
+    inside = folder.rstrip(os.sep) + os.sep
+    return any(f.startswith(inside) for f in files)
+
+
+def _not_loadable(path: Path) -> str | None:
+    """Why the entry at ``path`` (not a folder) cannot be ingested, or None when it is a readable file."""
+    if path.is_symlink() and not path.exists():
+        return f"a broken link (to {os.readlink(path)}): no file there"
+    if not path.is_file():
+        return "not a regular file (a pipe, socket or device)"
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    return None
+
+
+def _list_s3(prefix: str) -> Listing:
+    bucket, key = split_s3(prefix)
+    paginator = s3_client().get_paginator("list_objects_v2")
+    files: list[str] = []
+    unlisted: list[Unlisted] = []
+    for page in paginator.paginate(Bucket=bucket, Prefix=key):
+        for item in page.get("Contents", []):
+            uri = f"s3://{bucket}/{item['Key']}"
+            if not item["Key"].endswith("/"):
+                files.append(uri)
+            elif item.get("Size", 0):  # a real object, not the console's empty folder marker
+                unlisted.append(
+                    Unlisted(
+                        uri,
+                        f"an object of {item['Size']} bytes whose key ends in '/' (a folder's name): "
+                        "copy it to a key with a file name to load it",
+                        always=True,
+                    )
+                )
+    return Listing(sorted(files), sorted(unlisted, key=lambda u: u.uri))

@@ -140,12 +140,32 @@ def secret_value(arn: str) -> str:
     return str(value)
 
 
-def sqlalchemy_url(url: str) -> str:
-    """``url`` with psycopg2 as its driver when it names none; a password holding a raw ``@`` is refused."""
+#: The URL schemes of a warehouse (or Totesys source) URL: PostgreSQL, through psycopg2 (the loads COPY through
+#: its cursor).
+POSTGRESQL_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg2://")
+
+
+def sqlalchemy_url(url: str, what: str = "the database URL") -> str:
+    """``url`` with psycopg2 as its driver when it names none; a password holding a raw ``@`` is refused, and so
+    is a URL of another database (``mysql://``…), in one line that says ``what`` it is and shows it without its
+    password (SQLAlchemy's own error was the driver it could not import: "No module named 'MySQLdb'")."""
     _password_encoded(url)
+    _postgresql(url, what)
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg2://" + url.split("://", 1)[1]
     return url
+
+
+def _postgresql(url: str, what: str) -> None:
+    try:
+        backend = sa.make_url(url).get_backend_name()
+    except (sa.exc.ArgumentError, ValueError):
+        return  # not parseable: the caller's own message (which never quotes the URL)
+    if backend not in {"postgresql", "postgres"}:
+        raise ConfigurationError(
+            f"{what} must be PostgreSQL: postgresql://user:password@host/db (or "
+            f"{', '.join(POSTGRESQL_SCHEMES[1:])}), not {redact(url)}"
+        )
 
 
 def _password_encoded(url: str) -> None:
@@ -166,9 +186,10 @@ def database_url(settings: Settings | None = None) -> str:
     """The warehouse URL: ``SLUICE_DATABASE_URL``, else the Secrets Manager secret, else the embedded server."""
     settings = settings or get_settings()
     if settings.database_url is not None:
-        return sqlalchemy_url(settings.database_url.get_secret_value())
+        return sqlalchemy_url(settings.database_url.get_secret_value(), "SLUICE_DATABASE_URL (the warehouse)")
     if settings.database_secret_arn:
-        return sqlalchemy_url(secret_value(settings.database_secret_arn))
+        where = f"the URL in secret {settings.database_secret_arn.rsplit(':', 1)[-1]} (the warehouse)"
+        return sqlalchemy_url(secret_value(settings.database_secret_arn), where)
     return _start_embedded((settings.home / "pg").resolve())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -47,10 +48,14 @@ def backfill(
     prepare(verbose, server=deployment is not None, remote=deployment is not None)
     from sluice.cli import fanout  # kept off `sluice --help` (SQLAlchemy, the registry)
 
-    files = fanout.plan(prefix, dataset)
-    if not files:
+    files, refused = fanout.survey(prefix, dataset)
+    if not files and not refused:
+        if (
+            not prefix.startswith("s3://") and not Path(prefix).exists()
+        ):  # a mistyped folder is not an empty one
+            raise fail(f"{prefix}: no such folder")
         raise fail(f"{prefix}: no files that {dataset or 'any dataset'} claims")
-    if deployment:
+    if deployment and files:
         try:
             fanout.check_deployment(deployment)
         except ConfigurationError as exc:
@@ -84,12 +89,19 @@ def backfill(
             )
 
         try:
-            results = _run(files, deployment, concurrency, shard_size, mode, done, interrupted)
+            results = (
+                _run(files, deployment, concurrency, shard_size, mode, done, interrupted) if files else []
+            )
         except fanout.Interrupted as stop:
             results = stop.results
             stopped = True
         else:
             stopped = False
+    # an entry that is not a loadable file (a broken link, a pipe, ...) is a failed result of its own, never dropped
+    results = sorted(
+        [*results, *(fanout.refused_result(r, deployment=bool(deployment)) for r in refused)],
+        key=lambda r: str(r["source"]),
+    )
     counts = {s: sum(1 for r in results if r["status"] == s) for s in ("success", "skipped", "failed")}
     not_started = sum(1 for r in results if r.get("error") == fanout.NOT_STARTED)
     running = sorted({r["flow_run_id"] or "?" for r in results if r["status"] == fanout.RUNNING})

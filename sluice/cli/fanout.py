@@ -63,10 +63,39 @@ class Interrupted(KeyboardInterrupt):
 def plan(prefix: str, dataset: str | None) -> list[tuple[str, str]]:
     """(file, dataset) for every file under ``prefix``: all of them for an explicit dataset, else the
     files some dataset claims by key."""
-    if dataset:
-        name = datasets.get_dataset(dataset).name
-        return [(uri, name) for uri in storage.list_files(prefix)]
-    return [(uri, spec.name) for uri in storage.list_files(prefix) if (spec := datasets.resolve(uri))]
+    return survey(prefix, dataset)[0]
+
+
+def survey(
+    prefix: str, dataset: str | None
+) -> tuple[list[tuple[str, str]], list[tuple[str, str | None, str]]]:
+    """``plan``'s files, and (entry, dataset, error) for each entry under ``prefix`` that the user meant
+    to load and that is not a loadable file: a broken link, an unreadable file, a pipe; a folder named as the
+    dataset's files are with nothing listed in it; a folder that could not be read or a link to one (whatever
+    its name: it may hold files). An entry no dataset claims is left out, as a file no dataset claims is."""
+    listing = storage.list_files(prefix)
+    name = datasets.get_dataset(dataset).name if dataset else None
+    if name:
+        files = [(uri, name) for uri in listing.files]
+    else:
+        files = [(uri, spec.name) for uri in listing.files if (spec := datasets.resolve(uri))]
+    refused: list[tuple[str, str | None, str]] = []
+    for entry in listing.unlisted:
+        claimant = datasets.resolve(entry.uri)
+        if entry.always or claimant or (name and not entry.folder):
+            owner = name or (claimant.name if claimant else None)
+            refused.append((entry.uri, owner, f"not ingested: {entry.reason}"))
+    return files, refused
+
+
+def refused_result(entry: tuple[str, str | None, str], *, deployment: bool) -> dict[str, Any]:
+    """The failed result of an entry ``survey`` refused, shaped as the other results of the backfill (a
+    deployment run's, or a local run's report)."""
+    source, name, error = entry
+    if deployment:
+        return _result(source, name, None, "failed", None, error)
+    report = IngestReport(run_id=None, dataset=name, source=source, status="failed", state=None, error=error)
+    return dict(report.model_dump(exclude={"failures", "flow_run_id"}))
 
 
 def fingerprint(uri: str) -> str:
@@ -132,7 +161,7 @@ def record_skips(
                 source=uri,
                 status="skipped",
                 target=spec.target or None,
-                error=f"already loaded (sha256 {sha[:12]}, run {earlier}); use force to reload",
+                error=f"already loaded (sha256 {sha[:12]}, run {earlier}); sluice ingest --force reloads it",
                 started_at=now,
                 finished_at=now,
             )
@@ -372,7 +401,12 @@ def run_deployments(
 
 
 def _result(
-    source: str, dataset: str, flow_run_id: str | None, status: str, state: str | None, error: str | None
+    source: str,
+    dataset: str | None,
+    flow_run_id: str | None,
+    status: str,
+    state: str | None,
+    error: str | None,
 ) -> dict[str, Any]:
     return {
         "source": source,

@@ -18,6 +18,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from sluice import errors
+
 console = Console()
 err = Console(stderr=True)
 
@@ -83,7 +85,8 @@ def finish_json(code: int) -> None:
 
 def unreachable(exc: BaseException) -> str | None:
     """One readable line when ``exc`` (or what caused it) is an unreachable service, the user's to fix: the
-    warehouse (SQLAlchemy's operational errors) or the Prefect API (httpx transport errors)."""
+    warehouse (SQLAlchemy's operational errors, worded as a run's ledger and alert word them:
+    ``errors.database_error``) or the Prefect API (httpx transport errors)."""
     sqlalchemy = sys.modules.get("sqlalchemy")
     httpx = sys.modules.get("httpx")
     seen: BaseException | None = exc
@@ -91,8 +94,7 @@ def unreachable(exc: BaseException) -> str | None:
         if sqlalchemy is not None and isinstance(
             seen, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError
         ):
-            detail = str(getattr(seen, "orig", None) or seen).strip().splitlines()[0]
-            return f"the warehouse is unreachable: {detail}"
+            return errors.database_error(seen) or f"the warehouse failed: {str(seen).strip().splitlines()[0]}"
         if httpx is not None and isinstance(seen, httpx.TransportError):
             top = str(exc).strip().splitlines()[0] if exc is not seen else "the Prefect API"
             return (
@@ -100,7 +102,8 @@ def unreachable(exc: BaseException) -> str | None:
                 "(is the Prefect server running? `sluice services status`; check PREFECT_API_URL; "
                 "`sluice ledger` shows how far a run got)"
             )
-        seen = seen.__cause__ or seen.__context__
+        # as a traceback follows the chain (and as errors.database_error does)
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return None
 
 

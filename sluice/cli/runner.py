@@ -12,6 +12,7 @@ from flows.data2bots import data2bots
 from flows.ingest import ingest_file
 from flows.sertis import sertis
 from flows.totesys import totesys
+from sluice.adapters import storage
 from sluice.report import IngestReport, report_of
 from sluice.runtime import in_process_run
 
@@ -20,6 +21,7 @@ def run_ingest(
     source: str, *, dataset: str | None = None, mode: str | None = None, force: bool = False
 ) -> IngestReport:
     """Run ``ingest-file`` for one file; a failed run returns a report with ``status='failed'``."""
+    source = storage.absolute(source)  # the run's parameter too: one file is one source, whatever the cwd
     with in_process_run():
         state = ingest_file(source=source, dataset=dataset, mode=mode, force=force, return_state=True)
     return report_of(state, dataset, source)

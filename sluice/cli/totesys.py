@@ -24,19 +24,42 @@ def register(app: typer.Typer) -> None:
     app.add_typer(totesys_app, name="totesys")
 
 
+#: Said when ``--source-url`` carries a password: a command line is no place for one.
+ON_COMMAND_LINE_WARNING = (
+    "warning: the password in --source-url can be read by other users in `ps` and stays in your shell's "
+    "history; leave it out of the URL and keep it in ~/.pgpass (or PGPASSWORD), as psql takes it, or set the "
+    "whole URL in SLUICE_TOTESYS_SOURCE_URL"
+)
+
+
 def _use_source(source_url: str | None) -> None:
     if source_url:
+        if _has_password(source_url):
+            err.print(ON_COMMAND_LINE_WARNING, highlight=False, soft_wrap=True, markup=False)
         os.environ["SLUICE_TOTESYS_SOURCE_URL"] = source_url
         from sluice.settings import reload_settings  # kept off `sluice --help` (pydantic-settings)
 
         reload_settings()
 
 
+def _has_password(url: str) -> bool:
+    import sqlalchemy as sa  # kept off `sluice --help`
+
+    try:
+        return bool(sa.make_url(url).password)
+    except (sa.exc.ArgumentError, ValueError):
+        return False  # not a URL: the run says so
+
+
 @totesys_app.callback()
 def cycle(
     ctx: typer.Context,
     source_url: Annotated[
-        str | None, typer.Option(help="OLTP PostgreSQL URL (default: SLUICE_TOTESYS_SOURCE_URL or embedded).")
+        str | None,
+        typer.Option(
+            help="OLTP PostgreSQL URL, best without its password (libpq reads ~/.pgpass or PGPASSWORD). "
+            "Default: SLUICE_TOTESYS_SOURCE_URL or embedded."
+        ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Per-table rows extracted and loaded, as JSON.")

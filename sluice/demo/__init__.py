@@ -17,6 +17,7 @@ from sluice.adapters import storage
 from sluice.adapters.warehouse import database_url, get_engine, redact
 from sluice.cli.runner import run_ingest
 from sluice.demo import data2bots, sertis, totesys
+from sluice.errors import counted
 from sluice.report import IngestReport
 from sluice.settings import get_settings
 
@@ -109,7 +110,9 @@ def _run_demo(console: Console, rows: int) -> int:
                 f"[red]{r.dataset} failed[/] at {r.state}: {r.error}", soft_wrap=True, highlight=False
             )
         if r.failures:
-            console.print(f"{r.dataset}: {r.rows_quarantined} rows quarantined in", highlight=False)
+            console.print(
+                f"{r.dataset}: {counted(r.rows_quarantined, 'row')} quarantined in", highlight=False
+            )
             console.print(f"  {r.quarantine_uri}", soft_wrap=True, highlight=False)
             for f in r.failures[:4]:
                 console.print(

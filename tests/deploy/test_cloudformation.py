@@ -144,6 +144,17 @@ def test_landing_bucket_is_locked_down_and_notifies_eventbridge() -> None:
     assert resources()["Repository"]["Properties"]["ImageTagMutability"] == "IMMUTABLE"
 
 
+def test_delete_stack_keeps_the_data_and_is_not_blocked_by_images() -> None:
+    """``aws cloudformation delete-stack`` (README "Removing the stack"): the landed files, the data zone and the run ledger stay
+    (nothing lost), and the image repository, which holds images after the first ``./run deploy``, does not stop the
+    delete (CloudFormation cannot delete a repository with images unless it may empty it)."""
+    for name in ("LandingBucket", "DataBucket", "LedgerTable"):
+        assert (resources()[name]["DeletionPolicy"], resources()[name]["UpdateReplacePolicy"]) == (
+            "Retain",
+        ) * 2
+    assert resources()["Repository"]["Properties"]["EmptyOnDelete"] is True
+
+
 # --- finding 1: the push pool's principal, PassRole on the stack's roles ---------------------------------------
 
 

@@ -92,3 +92,12 @@ def test_run_deploy_sources_the_env_file_and_stops_at_the_check(tmp_path: Path) 
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert result.stderr.count("is not set") == 1 and "SLUICE_LEDGER_TABLE is not set" in result.stderr
     assert "Deploying" not in result.stdout  # prefect deploy never started
+
+
+def test_the_shell_check_says_a_key_secret_needs_a_profile_with_a_key() -> None:
+    """`./run deploy`'s check: the stack's PrefectApiKey with a keyless profile (a self-hosted server) is one line
+    (prefect-aws's worker would fail every run with KeyError: 'PREFECT_API_KEY'; tests/deploy/test_prefect_api_key.py)."""
+    env = {**STACK_ENV, "SLUICE_PREFECT_API_KEY_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:1:secret:k"}
+    no_key = run_check({**env, "PREFECT_API_KEY": ""}, "prefect.yaml")
+    assert no_key.returncode == 1 and no_key.stderr.count("this Prefect profile has no API key") == 1
+    assert run_check({**env, "PREFECT_API_KEY": "pnu_key"}, "prefect.yaml").returncode == 0

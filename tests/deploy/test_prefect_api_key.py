@@ -26,10 +26,10 @@ KEY_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:sluice/prefect-a
 
 
 def ecs_job(
-    env: dict[str, str], moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    env: dict[str, str], moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, api_key: str | None = API_KEY
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(task definition, RunTask request) for an s3-event run, as prefect-aws's ECS worker prepares them from
-    the pool's default template and prefect.yaml's rendered job variables, in a process holding ``API_KEY``
+    the pool's default template and prefect.yaml's rendered job variables, in a process holding ``api_key``
     (the network configuration is checked against moto's EC2, as the worker checks it against AWS)."""
     from prefect.client.schemas.objects import FlowRun
     from prefect.settings import PREFECT_API_KEY, temporary_settings
@@ -48,7 +48,10 @@ def ecs_job(
     }
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     deployment = next(d for d in spec["deployments"] if d["name"] == "s3-event")
-    variables = rendered(deployment, env, monkeypatch)["work_pool"]["job_variables"]
+    with temporary_settings(
+        {PREFECT_API_KEY: API_KEY}
+    ):  # deployed from a profile with a key (the check needs it)
+        variables = rendered(deployment, env, monkeypatch)["work_pool"]["job_variables"]
     template_ = ECSWorker.get_default_base_job_template()
     configuration = asyncio.run(
         ECSJobConfiguration.from_template_and_values(template_, {**variables, "aws_credentials": None})
@@ -60,7 +63,7 @@ def ecs_job(
         aws_client_parameters=AwsClientParameters(endpoint_url=moto_endpoint),
     )
     flow_run = FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), name="canary-run")
-    with temporary_settings({PREFECT_API_KEY: API_KEY}):
+    with temporary_settings({PREFECT_API_KEY: api_key}):
         configuration.prepare_for_flow_run(flow_run)
     worker = ECSWorker(work_pool_name="sluice-ecs")
     definition = worker._prepare_task_definition(configuration, region="us-east-1", flow_run=flow_run)
@@ -122,3 +125,37 @@ def test_the_stack_keeps_the_key_in_a_secret_only_the_execution_role_reads(confi
     output = template()["Outputs"]["PrefectApiKeySecretArn"]
     assert output["Condition"] == "HasPrefectApiKey" and output["Value"] == {"Ref": "PrefectApiKeySecret"}
     assert output["Description"].split()[0] == "SLUICE_PREFECT_API_KEY_SECRET_ARN"
+
+
+def test_a_key_secret_with_a_profile_without_a_key_fails_the_deploy_check_not_every_run(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stack's PrefectApiKey set, a self-hosted server (no key in the worker's profile): prefect-aws's own
+    preparation of each run fails with a bare ``KeyError: 'PREFECT_API_KEY'``. The deploy check, the first step of
+    ``prefect deploy`` and of ``./run deploy``, says it in one line first; with a key (Prefect Cloud) it passes."""
+    from prefect.settings import PREFECT_API_KEY, temporary_settings
+
+    from sluice.deploycheck import DeployCheckFailed, check, problems
+
+    env = {**STACK_ENV, "SLUICE_PREFECT_API_KEY_SECRET_ARN": KEY_ARN}
+    with pytest.raises(KeyError, match="PREFECT_API_KEY"):  # what the worker did with every run
+        ecs_job(env, moto_endpoint, monkeypatch, api_key=None)
+
+    text = (ROOT / "prefect.yaml").read_text(encoding="utf-8")
+    (line,) = problems(text, env, api_key="")
+    assert line.startswith(
+        "SLUICE_PREFECT_API_KEY_SECRET_ARN is set (the stack's PrefectApiKey) but this Prefect profile has no API key"
+    )
+    assert "KeyError: 'PREFECT_API_KEY'" in line and "PrefectApiKey empty" in line
+    assert problems(text, env, api_key=API_KEY) == []
+    assert (
+        problems(text, {**env, "SLUICE_PREFECT_API_KEY_SECRET_ARN": ""}, api_key="") == []
+    )  # self-hosted, no secret
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(ROOT)
+    with temporary_settings({PREFECT_API_KEY: None}), pytest.raises(DeployCheckFailed, match="no API key"):
+        check("prefect.yaml")  # the build step, reading the profile's settings itself
+    with temporary_settings({PREFECT_API_KEY: API_KEY}):
+        assert check("prefect.yaml")["network_configuration"]

@@ -156,3 +156,140 @@ def test_human_output_starts_with_the_results(sluice_env: Path) -> None:
     assert result.stdout.startswith("success  "), repr(
         result.stdout
     )  # no blank line left by the progress bar
+
+
+def test_entries_that_are_not_loadable_files_are_each_reported_and_fail_the_backfill(
+    sluice_env: Path,
+) -> None:
+    """A broken link, a pipe, a folder named as a file with nothing in it, a link to a folder: each is a failed
+    result with its reason (text and JSON), exit 1. They used to be left out without a word (3 landed, 1 loaded)."""
+    import os
+
+    folder = sluice_env / "landing" / "odd"
+    folder.mkdir(parents=True)
+    (folder / "dailycheckins-ok.csv").write_text(
+        "user,timestamp,hours,project\nok,2019-01-01 00:00:00 UTC,1,p\n", encoding="utf-8"
+    )
+    (folder / "dailycheckins-gone.csv").symlink_to(folder / "moved-away.csv")
+    os.mkfifo(folder / "dailycheckins-pipe.csv")
+    (folder / "dailycheckins-dir.csv").mkdir()
+    elsewhere = sluice_env / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "dailycheckins-linked.csv").write_text("user\n", encoding="utf-8")
+    (folder / "more").symlink_to(elsewhere, target_is_directory=True)
+    spark = folder / "dailycheckins-spark.csv"  # a folder of part files: its files are listed, not the folder
+    spark.mkdir()
+    (spark / "part-0.csv").write_text(
+        "user,timestamp,hours,project\nsp,2019-01-01 00:00:00 UTC,1,p\n", encoding="utf-8"
+    )
+    (folder / "notes").mkdir()  # a plain folder, nothing to say
+    (folder / ".hidden.csv").write_text("x\n", encoding="utf-8")  # left out, as documented
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["backfill", str(folder), "--json"])
+    assert result.exit_code == 1, result.output
+    body = json.loads(result.stdout)
+    by_name = {Path(r["source"]).name: r for r in body["results"]}
+    assert {n: r["status"] for n, r in by_name.items()} == {
+        "dailycheckins-ok.csv": "success",
+        "part-0.csv": "success",
+        "dailycheckins-gone.csv": "failed",
+        "dailycheckins-pipe.csv": "failed",
+        "dailycheckins-dir.csv": "failed",
+        "more": "failed",
+    }
+    assert (body["files"], body["success"], body["failed"]) == (6, 2, 4)
+    assert by_name["dailycheckins-gone.csv"]["error"].startswith("not ingested: a broken link (to ")
+    assert (
+        by_name["dailycheckins-pipe.csv"]["error"]
+        == "not ingested: not a regular file (a pipe, socket or device)"
+    )
+    assert by_name["dailycheckins-dir.csv"]["error"] == "not ingested: a folder, not a file"
+    assert "a link to a folder, not followed" in by_name["more"]["error"]
+    assert by_name["dailycheckins-pipe.csv"]["dataset"] == "dailycheckins"
+
+    text = runner.invoke(app, ["backfill", str(folder)])
+    assert text.exit_code == 1
+    assert f"failed   {folder / 'dailycheckins-gone.csv'}  not ingested: a broken link" in text.stdout
+    assert "6 files: 0 loaded, 2 skipped, 4 failed" in text.stdout
+
+
+def test_a_file_the_listing_cannot_read_is_reported_not_dropped() -> None:
+    """As a user without read permission (root reads everything, so root runs it as nobody): the file and the
+    folder are entries with their reasons. A folder that could not be read was skipped silently with its files."""
+    import os
+    import sys
+    import tempfile
+
+    if os.geteuid() == 0 and not os.access("/usr/bin/setpriv", os.X_OK):
+        pytest.skip("as root, needs setpriv to run the listing as another user")
+    with tempfile.TemporaryDirectory(prefix="sluice-unreadable-", dir="/tmp") as scratch:
+        Path(scratch).chmod(0o755)  # reachable by the other user (the tests' own TMPDIR is private)
+        folder = Path(scratch) / "landing"
+        _list_unreadable(folder, os.geteuid() == 0, sys.executable)
+
+
+def _list_unreadable(folder: Path, as_nobody: bool, python: str) -> None:
+    import subprocess
+
+    folder.mkdir()
+    (folder / "dailycheckins-ok.csv").write_text("user\n", encoding="utf-8")
+    (folder / "dailycheckins-secret.csv").write_text("user\n", encoding="utf-8")
+    (folder / "dailycheckins-secret.csv").chmod(0o000)
+    (folder / "locked").mkdir()
+    (folder / "locked" / "dailycheckins-in.csv").write_text("user\n", encoding="utf-8")
+    (folder / "locked").chmod(0o000)
+    code = (
+        "import sys; from sluice.adapters.storage import list_files; l = list_files(sys.argv[1]); "
+        "print([p.rsplit('/', 1)[-1] for p in l.files]); "
+        "print([(u.uri.rsplit('/', 1)[-1], u.reason, u.always) for u in l.unlisted])"
+    )
+    command = [python, "-c", code, str(folder)]
+    if as_nobody:
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert out.returncode == 0, out.stderr
+    files, unlisted = out.stdout.splitlines()
+    assert files == "['dailycheckins-ok.csv']"
+    assert unlisted == (
+        "[('dailycheckins-secret.csv', 'cannot be read: Permission denied', False), "
+        "('locked', 'folder not read: Permission denied', True)]"
+    )
+
+
+def test_an_s3_object_named_as_a_folder_is_reported_and_a_folder_marker_is_not(
+    sluice_env: Path, moto_endpoint: str, s3_bucket: str
+) -> None:
+    """``foo/`` with no bytes is the console's folder marker, not a file: left out (README). ``foo/`` holding
+    bytes is a real object that cannot load under that key: a failed result with why, never dropped."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    s3.put_object(Bucket=s3_bucket, Key="landing/tm/", Body=b"")
+    s3.put_object(Bucket=s3_bucket, Key="landing/tm/dailycheckins-a.csv/", Body=b"user\n")
+    s3.put_object(
+        Bucket=s3_bucket,
+        Key="landing/tm/dailycheckins-b.csv",
+        Body=b"user,timestamp,hours,project\ns3,2019-01-01 00:00:00 UTC,1,p\n",
+    )
+    result = CliRunner().invoke(app, ["backfill", f"s3://{s3_bucket}/landing/", "--json"])
+    assert result.exit_code == 1, result.output
+    body = json.loads(result.stdout)
+    assert [(r["source"], r["status"]) for r in body["results"]] == [
+        (f"s3://{s3_bucket}/landing/tm/dailycheckins-a.csv/", "failed"),
+        (f"s3://{s3_bucket}/landing/tm/dailycheckins-b.csv", "success"),
+    ]
+    assert body["results"][0]["error"] == (
+        "not ingested: an object of 5 bytes whose key ends in '/' (a folder's name): copy it to a key with a file "
+        "name to load it"
+    )
+
+
+def test_a_folder_that_is_not_there_is_said_so(sluice_env: Path) -> None:
+    """A mistyped PREFIX said "no files that any dataset claims", as an empty folder does."""
+    missing = sluice_env / "landing" / "no-such-folder"
+    result = CliRunner().invoke(app, ["backfill", str(missing)])
+    assert result.exit_code == 1 and f"{missing}: no such folder" in result.stderr, result.stderr
+    (sluice_env / "landing" / "empty").mkdir(parents=True)
+    result = CliRunner().invoke(app, ["backfill", str(sluice_env / "landing" / "empty")])
+    assert result.exit_code == 1 and "no files that any dataset claims" in result.stderr, result.stderr

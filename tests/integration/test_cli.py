@@ -74,6 +74,24 @@ def test_ingest_json_exit_codes(sluice_env: Path) -> None:
     assert lines[1][8] == " ".join(runs[0]["error"].split()) and "nope.csv" in lines[1][8]
 
 
+def test_a_skipped_ingest_says_why_and_how_to_load_it_again(sluice_env: Path) -> None:
+    """README "Using it": exit 0 on a skip. The second ingest of a file says it is the same content and how to reload
+    it, in the line and in the JSON (a bare "skipped ... 0 read, 0 loaded" left a new user guessing)."""
+    source = sluice_env / "landing" / "dailycheckins-again.csv"
+    source.parent.mkdir(parents=True)
+    source.write_text(GOOD, encoding="utf-8")
+    assert invoke("ingest", str(source), "--dataset", "dailycheckins")[0] == 0
+
+    code, out, err = invoke("ingest", str(source), "--dataset", "dailycheckins")
+    assert code == 0 and out.startswith("skipped dailycheckins"), out + err
+    assert "already loaded" in out and "--force reloads it" in out, out
+    code, out, _ = invoke("ingest", str(source), "--dataset", "dailycheckins", "--json")
+    skipped = json.loads(out)
+    assert (code, skipped["status"]) == (0, "skipped") and "--force reloads it" in skipped["error"]
+    code, out, _ = invoke("ingest", str(source), "--dataset", "dailycheckins", "--force", "--json")
+    assert (code, json.loads(out)["status"], json.loads(out)["rows_loaded"]) == (0, "success", 2)
+
+
 def test_failed_run_prints_one_readable_line(sluice_env: Path) -> None:
     code, out, err = invoke("ingest", str(sluice_env / "missing.csv"), "--dataset", "dailycheckins")
     assert code == 1
@@ -188,3 +206,99 @@ def test_no_warehouse_and_no_embedded_postgres_says_what_to_set(tmp_path: Path) 
     assert done.returncode == 1, done.stdout + done.stderr
     assert "no warehouse configured: set SLUICE_DATABASE_URL" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_ingest_of_a_relative_path_records_the_absolute_path_and_stays_exactly_once(
+    sluice_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sluice ingest files/x.csv` recorded `files/x.csv` (ledger, registry, report): the same file named from
+    another folder looked like another file. The registry's key is (dataset, content SHA-256), not the path:
+    the file loaded by its relative path is still skipped when named by its absolute path, as a file loaded
+    before this change (a relative source in its row) is."""
+    import sqlalchemy as sa
+
+    from sluice.adapters.warehouse import get_engine
+
+    landed = sluice_env / "landing" / "files" / "dailycheckins.csv"
+    landed.parent.mkdir(parents=True)
+    landed.write_text(GOOD, encoding="utf-8")
+    monkeypatch.chdir(sluice_env / "landing")
+
+    code, out, _ = invoke("ingest", "files/../files/dailycheckins.csv", "--json")
+    report = json.loads(out)
+    assert (code, report["status"], report["source"]) == (0, "success", str(landed))
+    with get_engine().connect() as conn:
+        registered = conn.execute(sa.text("SELECT source FROM sluice.file_loads")).scalars().all()
+        recorded = set(conn.execute(sa.text("SELECT source FROM sluice.run_ledger")).scalars())
+    assert (registered, recorded) == ([str(landed)], {str(landed)})
+
+    with get_engine().begin() as conn:  # as a row written before the change: the relative path
+        conn.execute(sa.text("UPDATE sluice.file_loads SET source = 'files/dailycheckins.csv'"))
+    monkeypatch.chdir(sluice_env)
+    code, out, _ = invoke("ingest", str(landed), "--json")
+    assert (code, json.loads(out)["status"]) == (0, "skipped")
+    code, out, _ = invoke("ingest", "landing/files/dailycheckins.csv", "--json")
+    assert (code, json.loads(out)["status"], json.loads(out)["source"]) == (0, "skipped", str(landed))
+
+
+NOT_POSTGRESQL = (
+    "must be PostgreSQL: postgresql://user:password@host/db (or postgres://, postgresql+psycopg2://), "
+    "not mysql://u:***@h/db"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "variable"),
+    [
+        (["db", "url"], "SLUICE_DATABASE_URL"),
+        (["ledger"], "SLUICE_DATABASE_URL"),
+        (["ingest", "{landed}", "--json"], "SLUICE_DATABASE_URL"),
+        (["backfill", "{folder}", "--json"], "SLUICE_DATABASE_URL"),
+        (["totesys", "--json"], "SLUICE_DATABASE_URL"),
+        (["api", "--port", "0"], "SLUICE_DATABASE_URL"),
+        (["totesys", "--json", "--source-url", "mysql://u:s3cret@h/db"], None),
+        (["totesys", "--json"], "SLUICE_TOTESYS_SOURCE_URL"),
+    ],
+)
+def test_a_database_url_that_is_not_postgresql_is_one_line_naming_it_without_its_password(
+    sluice_env: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], variable: str | None
+) -> None:
+    """`SLUICE_DATABASE_URL=mysql://…` printed "No module named 'MySQLdb'" (`sluice ledger`: a traceback; `db url`
+    printed the URL and exit 0): now every command says what must be PostgreSQL, the schemes it takes, and the
+    URL it was given with its password hidden."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    landed = sluice_env / "landing" / "dailycheckins.csv"
+    landed.parent.mkdir(parents=True)
+    landed.write_text(GOOD, encoding="utf-8")
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "SLUICE_WARM": "0",
+        "SLUICE_RETRIES": "0",
+    }
+    if variable:
+        env[variable] = "mysql://u:s3cret@h/db"
+    argv = [a.format(landed=landed, folder=landed.parent) for a in args]
+    # its own process: the CLI's own exit path (a configuration error is printed by sluice.cli.main)
+    done = subprocess.run(
+        [sys.executable, "-m", "sluice.cli", *argv],
+        cwd=Path(__file__).parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "s3cret" not in said and "Traceback" not in said and "MySQLdb" not in said
+    what = (
+        "the Totesys source URL"
+        if variable != "SLUICE_DATABASE_URL"
+        else "SLUICE_DATABASE_URL (the warehouse)"
+    )
+    assert f"{what} {NOT_POSTGRESQL}" in said, said

@@ -169,6 +169,44 @@ def test_one_server_for_concurrent_first_starts_and_a_dead_one_is_replaced(home:
     assert processes_of(home) == []
 
 
+def test_two_homes_starting_at_once_on_the_same_port_get_a_server_each(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Two homes whose servers start at the same moment on the same free port (here: each remembers it from a server
+    that is gone; on a fresh machine: the preferred port 4200). One binds it; the other's server fails to. Before,
+    the other home saw the winner's server answer on the port, recorded it as its own, and its runs went to the
+    other home's Prefect database. Now each home gets a server of its own, which is the process on its port."""
+    homes = [tmp_path_factory.mktemp("twin") for _ in range(2)]
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    port = services._any_free_port()
+    for home in homes:
+        services.prefect_dir(home).mkdir(parents=True)
+        stale = services.PrefectServer(pid=gone.pid, port=port, create_time=0.0, home=str(home))
+        services._write_state(home, stale)
+    code = "import sys; from pathlib import Path; from sluice.services import ensure_prefect_server as e; print(e(Path(sys.argv[1])))"
+    try:
+        starters = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, str(home)], env=_env(home), stdout=subprocess.PIPE, text=True
+            )
+            for home in homes
+        ]
+        urls = [p.communicate(timeout=300)[0].strip() for p in starters]
+        assert all(p.returncode == 0 for p in starters)
+        assert len(set(urls)) == 2, urls
+        for home, url in zip(homes, urls, strict=True):
+            server = services.running_prefect_server(home)
+            assert server is not None and server.api_url == url
+            assert services._listens(server.pid, server.port), (
+                f"{home}: pid {server.pid} is not on {server.port}"
+            )
+    finally:
+        for home in homes:
+            services.stop(home, home / "pg")
+    assert [processes_of(home) for home in homes] == [[], []]
+
+
 def test_a_home_whose_path_has_spaces(tmp_path_factory: pytest.TempPathFactory) -> None:
     """A checkout in "~/My Projects/sluice" (the default home is ``.sluice`` in it): ingest works on the default
     set-up, and ``services stop`` stops what it started. pgserver 0.1.4 passes the socket folder to pg_ctl unquoted."""

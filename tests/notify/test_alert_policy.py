@@ -82,7 +82,7 @@ def test_ingest_file_alerts_on_load_not_on_the_skipped_repeat(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(GOOD, encoding="utf-8")
     assert run_ingest(str(path), dataset="dailycheckins").status == "success"
-    assert subjects(*notify_blocks) == (["[sluice] OK dailycheckins: 1 rows loaded"],) * 2
+    assert subjects(*notify_blocks) == (["[sluice] OK dailycheckins: 1 row loaded"],) * 2
 
     assert run_ingest(str(path), dataset="dailycheckins").status == "skipped"
     assert subjects(*notify_blocks) == ([], [])  # idle: silent by default

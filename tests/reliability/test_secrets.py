@@ -261,3 +261,43 @@ def test_a_real_password_appears_nowhere_whatever_fails(
     text = "\n".join(haystack)
     assert "Traceback" in text  # --verbose printed one: its frames were scanned too
     assert FRAGMENT not in text and SMTP_PASSWORD not in text
+
+
+def test_a_password_on_the_command_line_is_warned_of_and_pgpass_or_pgpassword_serve_instead(
+    sluice_env: Path, password_postgres: Path, tmp_path: Path
+) -> None:
+    """`sluice totesys --source-url` with a password in the URL puts it in `ps` and the shell's history: one
+    warning says so and where the password goes instead (the cycle still runs). Without a password in the URL,
+    libpq takes it from ~/.pgpass (PGPASSFILE) or PGPASSWORD, as psql does: no warning, and the login works
+    (the cycle then stops at the empty source, not at the login)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from sluice.cli.totesys import ON_COMMAND_LINE_WARNING
+
+    socket = password_postgres
+    base = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "SLUICE_WARM": "0",
+        "SLUICE_RETRIES": "0",
+        "SLUICE_TOTESYS_SOURCE_URL": "",
+    }
+    for key in ("PGPASSWORD", "PGPASSFILE"):
+        base.pop(key, None)
+    with_password = f"postgresql://canary:{CANARY}@/canarydb?host={socket}"
+    shape = "the Totesys source has changed shape"  # what a cycle on the empty source says
+    without = f"postgresql://canary@/canarydb?host={socket}"
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"*:*:canarydb:canary:{CANARY}\n", encoding="utf-8")
+    pgpass.chmod(0o600)  # libpq ignores a password file others can read
+
+    warned = _sluice(["totesys", "--json", "--source-url", with_password], base)
+    assert warned.stderr.count(ON_COMMAND_LINE_WARNING) == 1 and CANARY not in warned.stderr + warned.stdout
+    assert shape in json.loads(warned.stdout)["error"]  # logged in: the empty source lacks the tables
+
+    no_password = _sluice(["totesys", "--json", "--source-url", without], base)
+    assert "no password supplied" in json.loads(no_password.stdout)["error"]  # nothing else supplies one
+    for extra in ({"PGPASSFILE": str(pgpass)}, {"PGPASSWORD": CANARY}):
+        quiet = _sluice(["totesys", "--json", "--source-url", without], {**base, **extra})
+        error = json.loads(quiet.stdout)["error"]
+        assert "warning" not in quiet.stderr and shape in error, (extra, error)

@@ -138,6 +138,19 @@ def test_a_key_no_dataset_claims_is_recorded_and_skipped_not_failed(sluice_env: 
     assert rows("SELECT count(*) FROM sluice.file_loads") == [(0,)]
 
 
+def test_a_mistyped_local_path_is_not_found_even_when_no_dataset_claims_its_name(sluice_env: Path) -> None:
+    """`sluice ingest data/checkins.csv` with a typo said "no registered dataset claims this key; skipped", exit 0:
+    a local file that is not there fails as not found; an unclaimed one that is there is skipped, saying how to
+    load it."""
+    missing = str(sluice_env / "landing" / "exports" / "no-such-report.csv")
+    report = run_ingest(missing)
+    assert (report.status, report.state) == ("failed", "extract")
+    assert report.error == f"{missing}: file not found"
+    assert rows("SELECT state, status, source FROM sluice.run_ledger") == [("extract", "fail", missing)]
+    unclaimed = run_ingest(land(sluice_env, "exports/unrelated-report.csv", GOOD))
+    assert unclaimed.status == "skipped" and "--dataset NAME loads it" in unclaimed.error
+
+
 def test_reads_the_same_file_from_s3(sluice_env: Path, s3_bucket: str) -> None:
     import boto3
 
