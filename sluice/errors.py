@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import sys
 
@@ -41,6 +42,28 @@ class ConfigurationError(SluiceError):
     """A setting is missing or wrong."""
 
 
+class NoSpace(SluiceError):
+    """A disk or quota filled up while a run wrote its scratch files or its quarantine (not retried: the user frees
+    space, then runs the same command again)."""
+
+
+#: A write refused because a disk, a quota or the file-size limit is full.
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def no_space(exc: BaseException, folder: object) -> NoSpace | None:
+    """``exc`` as one ``NoSpace`` naming the path that could not be written (the destination of a copy, else the
+    file, else ``folder``: pyarrow's and pandas' writers say no path), or None when it is not a full disk."""
+    if not isinstance(exc, OSError) or exc.errno not in _FULL:
+        return None
+    path = exc.filename2 or exc.filename or folder
+    problem = exc.strerror or "no space left on device"
+    return NoSpace(
+        f"{problem[:1].lower()}{problem[1:]} writing {path}: nothing was loaded and the landed file is untouched; "
+        "free space there and run the same command again"
+    )
+
+
 #: The longest reason a ledger row, an alert or a report carries. An SNS message takes 256 KB, a DynamoDB item
 #: 400 KB; a reason that quotes a 2 MB field or a 20,000-column header must still be recorded and sent. The
 #: whole story stays where the reason points (the quarantine's rows or ``.error.json``).
@@ -74,6 +97,9 @@ def database_error(exc: BaseException) -> str | None:
     a documentation link. It is now the driver's message and hint on one line, after what failed: ``cannot connect
     to the warehouse: …`` for a connection, else the driver's error class (``DeadlockDetected: …``).
     """
+    full = _disk_full(exc)
+    if full is not None:
+        return clipped(f"the warehouse's disk is full: {full}")
     sqlalchemy = sys.modules.get("sqlalchemy")  # loaded by whoever raised one; never imported for this
     seen: BaseException | None = exc
     while sqlalchemy is not None and seen is not None:
@@ -88,6 +114,31 @@ def database_error(exc: BaseException) -> str | None:
         # as a traceback follows the chain: an error raised ``from None`` (e.g. the Totesys source's own one line
         # about its connection) has said what matters, so its context is not read
         seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    return None
+
+
+#: PostgreSQL's SQLSTATE for "disk full" (class 53, insufficient resources).
+DISK_FULL = "53100"
+
+
+def _disk_full(exc: BaseException) -> str | None:
+    """The warehouse's "disk full" error anywhere in ``exc``'s causes and contexts, as one line, or None.
+
+    PostgreSQL stops when it cannot write its WAL: the COPY's DiskFull is followed by a failed rollback ("connection
+    already closed") and by whatever tried to reach the warehouse next ("server closed the connection"), which
+    were said instead of it.
+    """
+    pending, seen = [exc], set()
+    while pending:
+        error = pending.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        for candidate in (error, getattr(error, "orig", None)):
+            if getattr(candidate, "pgcode", None) == DISK_FULL or type(candidate).__name__ == "DiskFull":
+                return " ".join(line.strip() for line in str(candidate).splitlines() if line.strip())
+        context = None if error.__suppress_context__ else error.__context__  # `from None`: as database_error
+        pending.extend(e for e in (error.__cause__, context) if e is not None)
     return None
 
 

@@ -37,7 +37,7 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 
 from sluice.adapters import storage
-from sluice.errors import BadFile, ValidationFailed, counted, listed, shown
+from sluice.errors import BadFile, ValidationFailed, counted, listed, no_space, shown
 from sluice.registry import Dataset
 
 logger = logging.getLogger(__name__)
@@ -502,11 +502,17 @@ class FilePass:
                 self.on_stage(name)
 
         stage("transform")
-        repeated = self._repeated_keys() if self.dataset.keys else None
-        chunks = read_chunks(self.path, self.dataset, self.source, self.chunk_rows, self.reader)
-        counts = FieldCounts(self.path, self.dataset.delimiter) if self.reader == "pandas" else None
+        counts = None
         try:
+            repeated = self._repeated_keys() if self.dataset.keys else None
+            chunks = read_chunks(self.path, self.dataset, self.source, self.chunk_rows, self.reader)
+            counts = FieldCounts(self.path, self.dataset.delimiter) if self.reader == "pandas" else None
             yield from self._frames(chunks, counts, rejects, stage, repeated)
+        except OSError as exc:  # the scratch folder or the quarantine full: "[Errno 28] …" named no path
+            full = no_space(exc, self.work)
+            if full is None:
+                raise
+            raise full from exc
         finally:
             if counts is not None:
                 counts.close()

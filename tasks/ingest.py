@@ -30,7 +30,7 @@ from prefect.concurrency.sync import concurrency
 from sluice import ingest
 from sluice.adapters import storage
 from sluice.adapters.warehouse import get_engine
-from sluice.errors import BadFile, ConfigurationError, ValidationFailed
+from sluice.errors import BadFile, ConfigurationError, ValidationFailed, described
 from sluice.ledger import LedgerEntry, close_entry
 from sluice.loading import LoadOutcome, ensure_target, is_loaded, load_file
 from sluice.registry import AfterLoad, Dataset
@@ -224,20 +224,25 @@ def _fused(ctx: IngestContext, fetched: storage.FetchedFile, reader: str) -> Loa
         raise
     except BaseException as exc:
         error = reason(exc)
-        if passed.finished:
-            finish("transform", "success", rows_read=passed.rows_read)
-            finish(
-                "validate",
-                "success",
-                rows_quarantined=passed.rows_invalid,
-                quarantine_uri=passed.quarantine_uri,
+        try:
+            if passed.finished:
+                finish("transform", "success", rows_read=passed.rows_read)
+                finish(
+                    "validate",
+                    "success",
+                    rows_quarantined=passed.rows_invalid,
+                    quarantine_uri=passed.quarantine_uri,
+                )
+            else:
+                finish("transform", "fail", f"stopped: {error}")
+                finish("validate", "fail", f"stopped: {error}")
+            if "load" not in entries:  # it failed before any row was ready (e.g. the warehouse is down)
+                begin("load")
+            finish("load", "fail", error)
+        except Exception as unrecorded:  # the ledger's database went down with the load: say the load's error
+            logger.warning(
+                "the ledger could not record the failed load (%s): %s", error, described(unrecorded)
             )
-        else:
-            finish("transform", "fail", f"stopped: {error}")
-            finish("validate", "fail", f"stopped: {error}")
-        if "load" not in entries:  # it failed before any row was ready (e.g. the warehouse is down)
-            begin("load")
-        finish("load", "fail", error)
         raise
     seconds = {
         "read": passed.seconds.read,

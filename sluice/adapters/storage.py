@@ -6,10 +6,13 @@ connection resets are retried inside the client with adaptive back-off; the Pref
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import secrets
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -248,11 +251,8 @@ def put_file(local: Path, uri: str) -> str:
         bucket, key = split_s3(uri)
         s3_client().upload_file(str(local), bucket, key)
     else:
-        dest = Path(uri)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
-        shutil.copyfile(local, tmp)
-        tmp.replace(dest)
+        with _partial(Path(uri)) as tmp:
+            shutil.copyfile(local, tmp)
     return uri
 
 
@@ -262,12 +262,27 @@ def put_bytes(data: bytes, uri: str) -> str:
         bucket, key = split_s3(uri)
         s3_client().put_object(Bucket=bucket, Key=key, Body=data)
     else:
-        dest = Path(uri)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(dest)
+        with _partial(Path(uri)) as tmp:
+            tmp.write_bytes(data)
     return uri
+
+
+@contextlib.contextmanager
+def _partial(dest: Path) -> Iterator[Path]:
+    """A temporary file beside ``dest``, renamed over it when the block succeeds and removed when it fails.
+
+    Its name is this writer's own: two processes writing the same file at once (two demos landing their samples)
+    shared ``<name>.part``, so one could rename the other's half-written file into place. A failed write (the
+    disk full) left the ``.part`` file in the zone.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+    try:
+        yield tmp
+        tmp.replace(dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_bytes(uri: str) -> bytes:

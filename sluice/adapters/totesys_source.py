@@ -40,11 +40,20 @@ def source_url(settings: Settings | None = None, override: str | None = None) ->
 
 
 def _ensure_database(server: sa.URL, name: str) -> None:
+    """Create database ``name`` unless it exists. Two first commands at once (two demos) both found it missing
+    and the second CREATE failed (a unique violation on pg_database): a session advisory lock serialises them."""
     engine = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    lock = {"key": f"sluice: create database {name}"}
     with engine.connect() as conn:
-        exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
-        if not exists:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        conn.execute(sa.text("SELECT pg_advisory_lock(hashtext(:key))"), lock)
+        try:
+            exists = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).first()
+            if not exists:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:key))"), lock)
     engine.dispose()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import json
@@ -45,6 +46,10 @@ def _start_embedded(pgdata: Path) -> str:
             ) from None
 
         pgdata.mkdir(parents=True, exist_ok=True)
+        if not os.access(pgdata, os.R_OK | os.W_OK | os.X_OK):
+            # Another user's data folder (a home created by root): pgserver would fail on its first file and then
+            # print a traceback from its exit handler. The CLI says this as one line (sluice.cli.output.filesystem).
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(pgdata))
         try:
             # cleanup_mode=None: the server outlives this process and is reused by the next one.
             plain = _plain_path(pgdata)
@@ -105,7 +110,9 @@ def _plain_path(pgdata: Path) -> Path:
 
 
 def _start_failure(pgdata: Path) -> str:
-    """One line on why the embedded PostgreSQL did not start: the last line of its log, and where the log is."""
+    """One line on why the embedded PostgreSQL did not start: the last FATAL or PANIC line of its last attempt (else
+    its last line), and where the log is. The last line alone is "database system is shut down", which says
+    nothing (a full disk: the FATAL line before it says "No space left on device")."""
     log = pgdata / "log"
     try:
         lines = [
@@ -113,7 +120,9 @@ def _start_failure(pgdata: Path) -> str:
         ]
     except OSError:
         lines = []
-    reason = lines[-1].strip() if lines else "no log written"
+    attempt = lines[max((i for i, line in enumerate(lines) if "starting PostgreSQL" in line), default=0) :]
+    serious = [line for line in attempt if " FATAL: " in line or " PANIC: " in line]
+    reason = (serious or attempt)[-1].strip() if attempt else "no log written"
     return f"the embedded PostgreSQL in {pgdata} did not start: {reason} (log: {log})"
 
 

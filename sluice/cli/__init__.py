@@ -283,7 +283,7 @@ def main(prog_name: str | None = None) -> None:
         code = INTERRUPTED
         fail(INTERRUPTED_MESSAGE)
     except Exception as exc:
-        message = output.unreachable(exc)
+        message = output.unreachable(exc) or output.filesystem(exc)
         if message is None:
             if not output.json_requested():
                 raise  # a bug: its traceback, as before

@@ -76,6 +76,13 @@ def backfill(
 
         def interrupted(in_flight: int) -> None:  # said at once: the runs in flight may take a while
             progress.stop()
+            if deployment:  # they run on the pool's workers, not here: a second Ctrl-C leaves them running
+                err.print(
+                    f"interrupted: starting no more deployment runs; waiting for the {in_flight} in flight to "
+                    "finish on the work pool (Ctrl-C again to stop waiting: they go on running there)",
+                    highlight=False,
+                )
+                return
             err.print(
                 f"interrupted: starting no more files; waiting for the {in_flight} in flight to finish",
                 highlight=False,
@@ -97,6 +104,9 @@ def backfill(
     )
     counts = {s: sum(1 for r in results if r["status"] == s) for s in ("success", "skipped", "failed")}
     not_started = sum(1 for r in results if r.get("error") == fanout.NOT_STARTED)
+    running = sorted({r["flow_run_id"] or "?" for r in results if r["status"] == fanout.RUNNING})
+    if running:
+        counts[fanout.RUNNING] = sum(1 for r in results if r["status"] == fanout.RUNNING)
     if as_json:
         print_json(
             {"prefix": prefix, "files": len(results), **counts, "interrupted": stopped, "results": results}
@@ -110,12 +120,19 @@ def backfill(
             )
         console.print(
             f"{len(results)} files: {counts['success']} loaded, {counts['skipped']} skipped, "
-            f"{counts['failed']} failed"
+            f"{counts['failed']} failed" + (f", {counts[fanout.RUNNING]} still running" if running else "")
         )
     if stopped:
+        going_on = (
+            f"; {counts[fanout.RUNNING]} are still loading in {len(running)} deployment run(s) that go on on the "
+            f"work pool ({', '.join(running)}): `prefect flow-run cancel ID` stops one, `prefect flow-run ls` "
+            "lists them"
+            if running
+            else ""
+        )
         raise fail(
             f"interrupted: {not_started} of {len(results)} files were not started; run the same backfill again "
-            "to load them (loaded files are skipped)",
+            f"to load them (loaded files are skipped){going_on}",
             code=130,
         )
     if counts["failed"]:

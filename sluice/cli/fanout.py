@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -42,6 +43,10 @@ _HASH_BLOCK = 1 << 20
 SHARD_FLOW = "ingest-files"
 #: The error of a file a Ctrl-C kept from starting.
 NOT_STARTED = "not started: the backfill was interrupted first; run it again to load this file"
+#: The status of a file whose deployment run goes on after a second Ctrl-C stopped the backfill waiting for it.
+RUNNING = "running"
+#: How often a deployment run in flight is looked at (Prefect's ``run_deployment`` polls every 5 s).
+POLL_SECONDS = 2.0
 
 R = TypeVar("R")
 
@@ -259,13 +264,16 @@ def _collect(
     not_started: Callable[[str, str], R],
     on_done: Callable[[R], None] | None,
     on_interrupt: Callable[[int], None] | None,
+    give_up: Callable[[], None] | None = None,
 ) -> list[R]:
     """The results of ``futures`` (each the runs of its files) as they complete.
 
     On Ctrl-C no further file starts: the files not started get ``not_started`` results, ``on_interrupt`` is told
     how many runs are in flight (at most the pool's size), those are waited for (a thread cannot be stopped safely;
     each run's load commits whole or not at all), and ``Interrupted`` carries every result. Before, the pool went
-    on starting every remaining file and the command then exited 130 without a word.
+    on starting every remaining file and the command then exited 130 without a word. With ``give_up`` (runs that
+    do not run in this process: deployment runs), a second Ctrl-C calls it, and the futures then end at once with
+    what they know of their runs (still running, and where).
     """
     results: list[R] = []
     collected: set[Future[list[R]]] = set()
@@ -282,8 +290,19 @@ def _collect(
         in_flight = [f for f in pending if not f.cancelled()]
         if on_interrupt:
             on_interrupt(len(in_flight))
+        gave_up = False
         for future in pending:
-            found = [not_started(*f) for f in futures[future]] if future.cancelled() else future.result()
+            while True:
+                try:
+                    found = (
+                        [not_started(*f) for f in futures[future]] if future.cancelled() else future.result()
+                    )
+                    break
+                except KeyboardInterrupt:  # a second Ctrl-C while waiting
+                    if give_up is None or gave_up:
+                        raise
+                    gave_up = True
+                    give_up()
             for result in found:
                 results.append(result)
                 if on_done:
@@ -358,10 +377,13 @@ def run_deployments(
     """
     sharded = deployment.split("/", 1)[0] == SHARD_FLOW
     groups = shards(files, shard_size) if sharded else [[f] for f in files]
+    stop_waiting = (
+        threading.Event()
+    )  # a second Ctrl-C: the runs go on on their pool, this command stops waiting
 
     def one(group: list[tuple[str, str]]) -> list[dict[str, Any]]:
         try:
-            return _run_group(deployment, group, sharded=sharded, mode=mode)
+            return _run_group(deployment, group, sharded=sharded, mode=mode, stop_waiting=stop_waiting)
         except Exception as exc:
             error = f"deployment run not started or lost: {type(exc).__name__}: {exc}"
             return [_result(uri, name, None, "failed", None, error) for uri, name in group]
@@ -372,7 +394,7 @@ def run_deployments(
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="sluice-deploy") as pool:
         futures = {pool.submit(one, group): group for group in groups}
         try:
-            results = _collect(pool, futures, not_started, on_done, on_interrupt)
+            results = _collect(pool, futures, not_started, on_done, on_interrupt, give_up=stop_waiting.set)
         except Interrupted as stop:
             raise Interrupted(sorted(stop.results, key=lambda r: r["source"])) from None
     return sorted(results, key=lambda r: r["source"])
@@ -396,8 +418,21 @@ def _result(
     }
 
 
+def still_running(flow_run_id: str) -> str:
+    """What to tell about a deployment run the backfill stopped waiting for: it goes on, and how to stop it."""
+    return (
+        f"still running on the work pool as flow run {flow_run_id} (the backfill stopped waiting for it): "
+        f"`prefect flow-run inspect {flow_run_id}` shows it, `prefect flow-run cancel {flow_run_id}` stops it"
+    )
+
+
 def _run_group(
-    deployment: str, group: list[tuple[str, str]], *, sharded: bool, mode: str | None
+    deployment: str,
+    group: list[tuple[str, str]],
+    *,
+    sharded: bool,
+    mode: str | None,
+    stop_waiting: threading.Event | None = None,
 ) -> list[dict[str, Any]]:
     from prefect.deployments import run_deployment  # after prepare: Prefect reads its env once, at import
 
@@ -409,7 +444,15 @@ def _run_group(
         parameters["source"] = group[0][0]
     if mode:
         parameters["mode"] = mode
-    flow_run = run_deployment(deployment, parameters=parameters, timeout=None)
+    # Created, then waited for here (not by run_deployment): a backfill told to stop waiting knows the run's id.
+    created = run_deployment(deployment, parameters=parameters, timeout=0)
+    flow_run = _final(created, stop_waiting if stop_waiting is not None else threading.Event())
+    if not flow_run.state or not flow_run.state.is_final():
+        run_id = str(flow_run.id)
+        state = _name(flow_run.state)
+        return [
+            _result(uri, dataset, run_id, RUNNING, state, still_running(run_id)) for uri, dataset in group
+        ]
     state = flow_run.state
     if not sharded:
         ok = bool(state and state.is_completed())
@@ -418,6 +461,19 @@ def _run_group(
             _result(group[0][0], name, str(flow_run.id), "success" if ok else "failed", _name(state), error)
         ]
     return _shard_results(flow_run, group)
+
+
+def _final(flow_run: Any, stop_waiting: threading.Event) -> Any:
+    """``flow_run`` read again until its state is final, or as it is when ``stop_waiting`` is set."""
+    # after prepare: Prefect reads its environment once, at import
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        while not (flow_run.state and flow_run.state.is_final()):
+            if stop_waiting.wait(POLL_SECONDS):
+                break
+            flow_run = client.read_flow_run(flow_run.id)
+    return flow_run
 
 
 def _name(state: Any) -> str | None:

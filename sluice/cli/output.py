@@ -8,8 +8,11 @@ stderr.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -101,4 +104,29 @@ def unreachable(exc: BaseException) -> str | None:
             )
         # as a traceback follows the chain (and as errors.database_error does)
         seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    return None
+
+
+#: A file system that refuses a write for a reason the user fixes: permissions, a read-only mount, a path through
+#: a regular file, no space or quota left.
+_FILESYSTEM = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def filesystem(exc: BaseException) -> str | None:
+    """One readable line when ``exc`` (or what caused it) is the file system refusing a path, naming the path;
+    under ``SLUICE_HOME``, what to do about the home. Before, an unwritable home was a traceback."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _FILESYSTEM:
+            paths = [str(p) for p in (seen.filename, seen.filename2) if p is not None]
+            where = f"{' -> '.join(paths)}: " if paths else ""
+            message = f"{where}{seen.strerror or os.strerror(seen.errno or 0)}"
+            home = Path(os.environ.get("SLUICE_HOME", ".sluice")).resolve()
+            if any(Path(p).resolve().is_relative_to(home) for p in paths):
+                message += (
+                    f" (SLUICE_HOME is {home}: set SLUICE_HOME to a folder this user can write"
+                    f"{', or free some space there' if seen.errno in (errno.ENOSPC, errno.EDQUOT) else ''})"
+                )
+            return message
+        seen = seen.__cause__ or seen.__context__
     return None

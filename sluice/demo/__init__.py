@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import sqlalchemy as sa
 from rich.console import Console
@@ -43,8 +46,36 @@ def land_samples(rows: int) -> list[tuple[registry.Dataset, str]]:
     return landed
 
 
+#: Held by the demo running in a home (``one_demo_at_a_time``).
+LOCK_FILE = "demo.lock"
+
+
+@contextlib.contextmanager
+def one_demo_at_a_time(console: Console, home: Path) -> Iterator[None]:
+    """Run one demo at a time per home; a second one says it waits, then runs (finding the files loaded).
+
+    Two demos at once (two terminals, a double-click) seeded the Totesys source twice and raced to create its
+    database: the second died with a traceback.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / LOCK_FILE).open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            console.print(
+                f"another `sluice demo` is running in {home}; waiting for it to finish...", highlight=False
+            )
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # released when the file closes (also if this process dies)
+
+
 def run_demo(console: Console, rows: int = 1000) -> int:
     """Run the whole demo; returns the exit code (0 when every run succeeded or was skipped)."""
+    with one_demo_at_a_time(console, get_settings().home.resolve()):
+        return _run_demo(console, rows)
+
+
+def _run_demo(console: Console, rows: int) -> int:
     settings = get_settings()
     console.print(f"[bold]Sluice demo[/] — home {settings.home.resolve()}")
     with console.status("starting the warehouse..."):

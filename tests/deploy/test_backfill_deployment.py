@@ -146,3 +146,92 @@ def test_backfill_plans_every_claimed_object_of_a_large_s3_prefix(s3_bucket: str
     assert sorted(uri for uri, _ in planned) == sorted(f"s3://{s3_bucket}/{k}" for k in keys)
     assert {name for _, name in planned} == {"dailycheckins"}
     assert [len(s) for s in shards(planned, 400)] == [400, 400, 205]
+
+
+def test_a_second_ctrl_c_stops_waiting_and_says_which_deployment_runs_go_on(
+    server: tuple[str, dict[str, str]],  # noqa: F811 (the fixture imported above)
+    sluice_env: Path,
+) -> None:
+    """Ctrl-C during `backfill --deployment` waits for the runs in flight, which run on the pool's workers and can
+    take long; a second Ctrl-C then exited 130 saying the run 'stopped … rolled back' (it had not: it goes on on the
+    pool), with no result per file and no word of which runs go on or how to stop them."""
+    import json
+    import os
+    import signal
+    import time
+
+    from tests.deploy.test_local_server import PREFECT, ROOT, wait_for
+
+    api, env = server
+    cli(env, "work-pool", "create", "sluice-local", "--type", "process")
+    cli(env, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/local.yaml")
+    folder = sluice_env / "landing" / "tm" / "slow"
+    folder.mkdir(parents=True)
+    for i in range(4):  # two shards of two files, each several seconds of work for the worker
+        with (folder / f"dailycheckins-{i}.csv").open("w", encoding="utf-8") as f:
+            f.write("user,timestamp,hours,project\n")
+            f.writelines(
+                f"s{i}-{j},2019-03-{1 + j % 28:02d} 00:00:00 UTC,{j % 9},slow\n" for j in range(300_000)
+            )
+    worker_log = (sluice_env / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [PREFECT, "worker", "start", "--pool", "sluice-local", "--limit", "1"],
+        env=env, cwd=sluice_env, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    online = lambda: httpx.get(f"{api}/work_pools/sluice-local", timeout=10).json()["status"] == "READY"  # noqa: E731
+    wait_for(online, 120, "the worker to come online", worker)  # else the backfill refuses the pool, rightly
+    args = [
+        "backfill",
+        str(folder),
+        "--dataset",
+        "dailycheckins",
+        "--deployment",
+        "ingest-files/backfill-local",
+    ]
+    backfill = subprocess.Popen(
+        [sys.executable, "-m", "sluice.cli", *args, "--shard-size", "2", "--concurrency", "1", "--json"],
+        env={**env, "SLUICE_WARM": "0"}, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+
+        def running_shard() -> list[dict[str, Any]]:
+            body = {"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}}
+            found = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+            return [r for r in found if r["name"].startswith("shard of")]
+
+        shard = wait_for(running_shard, 240, "the first shard run to start on the worker", backfill)[0]
+        backfill.send_signal(signal.SIGINT)
+        time.sleep(3)  # the first Ctrl-C is being handled: it waits for the shard in flight
+        backfill.send_signal(signal.SIGINT)
+        out, err = backfill.communicate(timeout=60)  # at once, not when the shard ends
+
+        assert backfill.returncode == 130, err[-3000:]
+        assert "Traceback" not in err and "rolled back" not in err, err[-3000:]
+        doc = json.loads(out)
+        by_name = {Path(r["source"]).name: r for r in doc["results"]}
+        assert doc["interrupted"] is True and len(by_name) == 4, doc
+        going_on = [by_name[f"dailycheckins-{i}.csv"] for i in (0, 1)]
+        assert all(r["status"] == "running" and r["flow_run_id"] == shard["id"] for r in going_on), going_on
+        assert all(f"prefect flow-run cancel {shard['id']}" in r["error"] for r in going_on), going_on
+        assert all(by_name[f"dailycheckins-{i}.csv"]["error"].startswith("not started") for i in (2, 3))
+        assert doc["running"] == 2 and doc["failed"] == 2
+        last = [line for line in err.splitlines() if line.strip()][-1]
+        assert last.startswith("error: interrupted: 2 of 4 files were not started") and shard["id"] in last, (
+            err
+        )
+
+        # It did go on: the worker finishes the shard.
+        done = wait_for(
+            lambda: (lambda r: r if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED") else None)(
+                httpx.get(f"{api}/flow_runs/{shard['id']}", timeout=10).json()
+            ),
+            300, "the shard run the backfill left running", worker,
+        )  # fmt: skip
+        assert done["state_type"] == "COMPLETED", done["state"]
+    finally:
+        backfill.kill()
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)

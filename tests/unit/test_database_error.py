@@ -50,3 +50,33 @@ def test_an_error_raised_from_none_is_said_as_it_is() -> None:
 def test_anything_else_is_its_text_or_its_type() -> None:
     assert described(KeyError("x")) == "'x'"
     assert described(RuntimeError()) == "RuntimeError"
+
+
+def test_the_warehouse_disk_full_is_said_whatever_came_after_it() -> None:
+    """PostgreSQL stops when its disk is full: the COPY's DiskFull (which psycopg2 wraps in a SystemError) is
+    followed by a failed rollback and a failed reconnect, and the last of those was said: "cannot connect"."""
+    disk_full = psycopg2.errors.DiskFull(
+        'could not write to file "pg_wal/xlogtemp.1": No space left on device\nCONTEXT:  COPY daily_checkins\n'
+    )
+    with pytest.raises(sa.exc.DBAPIError) as caught:
+        try:
+            try:
+                raise SystemError("<function decode> returned a result with an exception set") from disk_full
+            except SystemError:
+                raise wrapped(psycopg2.InterfaceError("connection already closed")) from None
+        except sa.exc.DBAPIError:
+            raise wrapped(psycopg2.OperationalError("server closed the connection unexpectedly")) from None
+    assert "disk is full" not in described(caught.value)  # `from None` said what matters: as for other errors
+
+    with pytest.raises(sa.exc.DBAPIError) as caught:
+        try:
+            try:
+                raise SystemError("<function decode> returned a result with an exception set") from disk_full
+            except SystemError:
+                raise wrapped(psycopg2.InterfaceError("connection already closed"))  # noqa: B904 (as SQLAlchemy does)
+        except sa.exc.DBAPIError:
+            raise wrapped(psycopg2.OperationalError("server closed the connection unexpectedly"))  # noqa: B904
+    assert described(caught.value) == (
+        'the warehouse\'s disk is full: could not write to file "pg_wal/xlogtemp.1": No space left on device '
+        "CONTEXT:  COPY daily_checkins"
+    )

@@ -3,6 +3,8 @@ short."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sluice.errors import MAX_ERROR_CHARS, clipped, listed, shown
 
 
@@ -33,3 +35,27 @@ def test_sns_subjects_are_one_ascii_line_of_100_characters_at_most() -> None:
     )
     assert sns_subject("[sluice] FAILED x: 26 сентября") == "[sluice] FAILED x: 26 ????????"
     assert len(sns_subject("é" * 300)) == 100
+
+
+def test_an_embedded_postgresql_that_cannot_start_says_its_fatal_line(tmp_path: Path) -> None:
+    """Its data folder's disk full (log as PostgreSQL 16 wrote it here): the reason was the log's last line, "database
+    system is shut down", which says nothing; the FATAL line of the last attempt says what to fix."""
+    from sluice.adapters.warehouse import _start_failure
+
+    attempt = (
+        "2026-11-25 01:17:56.012 UTC [{pid}] LOG:  starting PostgreSQL 16.2 on x86_64-pc-linux-gnu\n"
+        "2026-11-25 01:17:56.019 UTC [{pid}] LOG:  database system was not properly shut down; recovery in progress\n"
+        '2026-11-25 01:17:56.083 UTC [{pid}] FATAL:  could not write to file "pg_wal/xlogtemp.{pid}": {why}\n'
+        "2026-11-25 01:17:56.085 UTC [{pid}] LOG:  shutting down due to startup process failure\n"
+        "2026-11-25 01:17:56.092 UTC [{pid}] LOG:  database system is shut down\n"
+    )
+    (tmp_path / "log").write_text(
+        attempt.format(pid=1, why="an older attempt") + attempt.format(pid=2, why="No space left on device"),
+        encoding="utf-8",
+    )
+    reason = _start_failure(tmp_path)
+    assert 'FATAL:  could not write to file "pg_wal/xlogtemp.2": No space left on device' in reason, reason
+    assert f"(log: {tmp_path / 'log'})" in reason
+
+    (tmp_path / "log").write_text("2026-11-25 LOG:  something else\n", encoding="utf-8")
+    assert "LOG:  something else" in _start_failure(tmp_path)  # no FATAL line: the last line, as before
