@@ -10,6 +10,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 from pydantic import Field
 
 from flows.names import ingest_run_name
@@ -123,7 +124,7 @@ def ingest_file(
         str | None,
         Field(description="S3 object version to read (the event's version-id); empty = the latest."),
     ] = None,
-) -> IngestReport:
+) -> IngestReport | State:
     """Take one landed file through extract → transform → validate → load, exactly once.
 
     Args:
@@ -143,8 +144,10 @@ def ingest_file(
         ctx = _start(source, dataset, mode, force, version_id)
     except Unclaimed as exc:
         logger.info(str(exc))
-        return IngestReport(
-            run_id=None, dataset=None, source=source, status="skipped", state="extract", error=str(exc)
+        return _skipped(
+            IngestReport(
+                run_id=None, dataset=None, source=source, status="skipped", state="extract", error=str(exc)
+            )
         )
     except SluiceError as exc:
         report = IngestReport(
@@ -168,11 +171,11 @@ def ingest_file(
         if isinstance(fetched, Superseded):
             report.status, report.error = "skipped", fetched.reason
             logger.info("%s: skipped: %s", source, fetched.reason)
-            return report
+            return _skipped(report)
         if fetched is None:
             report.status, report.error = "skipped", ALREADY_LOADED
             logger.info("%s: already loaded, skipped", source)
-            return report
+            return _skipped(report)
         # One fused pass: transform and validate run chunk by chunk inside the load, overlapping the COPY.
         loaded = step(report, "load", load, ctx, fetched)
         report.rows_read = loaded.rows_read
@@ -195,7 +198,13 @@ def ingest_file(
         report.table,
         report.rows_quarantined,
     )
-    return report
+    return _skipped(report) if report.status == "skipped" else report
+
+
+def _skipped(report: IngestReport) -> State:
+    """The run's final state when it loaded nothing on purpose: Completed, named ``Skipped`` with the reason as its
+    message, so that the Prefect UI and a deployment's caller (``backfill --deployment``) tell it from a load."""
+    return Completed(data=report, name="Skipped", message=report.error)
 
 
 def _failed_at(report: IngestReport, exc: Exception, ctx: IngestContext) -> None:

@@ -455,12 +455,17 @@ def _run_group(
         ]
     state = flow_run.state
     if not sharded:
-        ok = bool(state and state.is_completed())
-        error = None if ok else (state.message if state else "no final state")
-        return [
-            _result(group[0][0], name, str(flow_run.id), "success" if ok else "failed", _name(state), error)
-        ]
+        status, error = _outcome(state)
+        return [_result(group[0][0], name, str(flow_run.id), status, _name(state), error)]
     return _shard_results(flow_run, group)
+
+
+def _outcome(state: Any) -> tuple[str, str | None]:
+    """(status, error) of an ``ingest-file`` run from its final state: a completed run named ``Skipped`` loaded
+    nothing on purpose (already loaded, superseded, unclaimed: its message says which)."""
+    if state is not None and state.is_completed():
+        return ("skipped", state.message) if state.name == "Skipped" else ("success", None)
+    return "failed", state.message if state is not None else "no final state"
 
 
 def _final(flow_run: Any, stop_waiting: threading.Event) -> Any:
@@ -492,11 +497,8 @@ def _shard_results(flow_run: Any, group: list[tuple[str, str]]) -> list[dict[str
                 _result(uri, name, None, "failed", None, f"shard run {flow_run.id} ended {shard_state} first")
             )
             continue
-        ok = bool(child.state and child.state.is_completed())
-        error = None if ok else (child.state.message if child.state else "no final state")
-        results.append(
-            _result(uri, name, str(child.id), "success" if ok else "failed", _name(child.state), error)
-        )
+        status, error = _outcome(child.state)
+        results.append(_result(uri, name, str(child.id), status, _name(child.state), error))
     return results
 
 

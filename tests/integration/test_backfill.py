@@ -134,6 +134,14 @@ def test_ingest_files_runs_each_file_of_a_shard_as_its_own_run(sluice_env: Path)
     assert results["missing.csv"]["status"] == "failed"
     assert len({r["flow_run_id"] for r in results.values()}) == 4  # one ingest-file run per file
 
+    # The same shard again: every file is already loaded. Each run says so (it said "success", as a load would).
+    again = ingest_files(sources=sources[:3], dataset="dailycheckins", return_state=True)
+    assert again.is_completed()
+    Run.id, Run.state = again.state_details.flow_run_id, again
+    repeated = _shard_results(Run, [(s, "dailycheckins") for s in sources[:3]])
+    assert [(r["status"], r["state"]) for r in repeated] == [("skipped", "Skipped")] * 3, repeated
+    assert all(r["error"].startswith("already loaded") for r in repeated), repeated
+
 
 def test_a_deployment_that_does_not_exist_is_one_readable_error(sluice_env: Path) -> None:
     folder = sluice_env / "landing" / "tm" / "dailycheckins"
