@@ -103,6 +103,10 @@ def use_local_server() -> None:
     # The home's server is this installation's Prefect: no version handshake, and no CSRF token to fetch unless
     # the environment turned its CSRF protection on (two requests each per command, client and server CPU).
     os.environ.setdefault("PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED", "false")
+    # A request the home's server refuses is retried 3 times (2 + 4 + 8 s), not Prefect's 5 (up to 62 s a request):
+    # enough for a busy SQLite (503), while a server that died (killed, `services stop`) is said in ~30 s, not
+    # after 2.5 minutes of retries against a closed port.
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "3")
     if os.environ.get("PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED", "").strip().lower() not in ("1", "true"):
         os.environ.setdefault("PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", "false")
 
