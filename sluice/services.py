@@ -28,7 +28,6 @@ import sys
 import tempfile
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -170,31 +169,30 @@ def ensure_prefect_server(home: Path) -> str:
     with _locked(home):
         server = _read_state(home)  # another process may have started it while we waited for the lock
         if server is not None and _process(server.pid, server.create_time) is not None:
-            if _wait_healthy(server.api_url, None, 30.0):  # alive: maybe only busy
+            if _wait_healthy(server, None, 30.0):  # alive: maybe only busy
                 return server.api_url
             _terminate(server.pid)  # alive but not answering: hung, replace it
         _forget(home)
         return _start(home, previous_port=server.port if server else None).api_url
 
 
-def _wait_healthy(api_url: str, proc: subprocess.Popen[bytes] | None, timeout: float) -> bool:
-    """Wait until ``api_url`` answers; with ``proc`` (a server being started), until it answers from ``proc``.
+def _wait_healthy(server: PrefectServer, proc: subprocess.Popen[bytes] | None, timeout: float) -> bool:
+    """Wait until ``server`` answers; with ``proc`` (the server being started), until it answers from ``proc``.
 
     A server that answers on the port is not proof enough: two homes starting at once may both find the preferred
     port free, and the one that loses the bind would see the other's server answer and take it for its own (its
     runs then land in the other home's Prefect database)."""
     deadline = time.monotonic() + timeout
-    port = urllib.parse.urlsplit(api_url).port
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             return False
-        if healthy(api_url, timeout=5.0) and (proc is None or _listens(proc.pid, port)):
+        if healthy(server.api_url, timeout=5.0) and (proc is None or _listens(proc.pid, server.port)):
             return True
         time.sleep(0.2)
     return False
 
 
-def _listens(pid: int, port: int | None) -> bool:
+def _listens(pid: int, port: int) -> bool:
     """True when process ``pid`` (or one of its children) listens on TCP ``port``."""
     import psutil  # see _process
 
@@ -268,7 +266,7 @@ def _start(home: Path, previous_port: int | None) -> PrefectServer:
             create_time=proc_info.create_time() if proc_info is not None else 0.0,
             home=str(home.resolve()),
         )
-        if _wait_healthy(server.api_url, proc, START_TIMEOUT_SECONDS):
+        if _wait_healthy(server, proc, START_TIMEOUT_SECONDS):
             _write_state(home, server)
             proc.returncode = 0  # detached on purpose: no "still running" warning from this handle
             return server
