@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import re
 import sys
+from collections.abc import Iterator
 
 
 class SluiceError(Exception):
@@ -90,6 +91,16 @@ _CONNECTING = re.compile(
 )
 
 
+def chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what led to it, as a traceback follows them: its ``__cause__``, else its ``__context__`` unless
+    it was raised ``from None`` (an error that says what matters itself: the Totesys source's own line about its
+    connection)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+
+
 def database_error(exc: BaseException) -> str | None:
     """A database driver's error in ``exc``'s chain as one line, or None when there is none.
 
@@ -101,8 +112,9 @@ def database_error(exc: BaseException) -> str | None:
     if full is not None:
         return clipped(f"the warehouse's disk is full: {full}")
     sqlalchemy = sys.modules.get("sqlalchemy")  # loaded by whoever raised one; never imported for this
-    seen: BaseException | None = exc
-    while sqlalchemy is not None and seen is not None:
+    if sqlalchemy is None:
+        return None
+    for seen in chain(exc):
         orig = getattr(seen, "orig", None)
         if isinstance(seen, sqlalchemy.exc.DBAPIError) and orig is not None:
             text = " ".join(line.strip() for line in str(orig).splitlines() if line.strip())
@@ -111,9 +123,6 @@ def database_error(exc: BaseException) -> str | None:
             ):
                 return clipped(f"cannot connect to the warehouse: {text}")
             return clipped(f"{type(orig).__name__}: {text}")
-        # as a traceback follows the chain: an error raised ``from None`` (e.g. the Totesys source's own one line
-        # about its connection) has said what matters, so its context is not read
-        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return None
 
 

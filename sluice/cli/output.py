@@ -89,8 +89,7 @@ def unreachable(exc: BaseException) -> str | None:
     ``errors.database_error``) or the Prefect API (httpx transport errors)."""
     sqlalchemy = sys.modules.get("sqlalchemy")
     httpx = sys.modules.get("httpx")
-    seen: BaseException | None = exc
-    while seen is not None:
+    for seen in errors.chain(exc):
         if sqlalchemy is not None and isinstance(
             seen, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError
         ):
@@ -102,8 +101,6 @@ def unreachable(exc: BaseException) -> str | None:
                 "(is the Prefect server running? `sluice services status`; check PREFECT_API_URL; "
                 "`sluice ledger` shows how far a run got)"
             )
-        # as a traceback follows the chain (and as errors.database_error does)
-        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return None
 
 
