@@ -46,13 +46,12 @@ def backfill(
         raise fail(f"--mode must be hard or soft, not {mode!r}", code=2)
     # local: the server starts once files need it; deployments: where the user's Prefect profile points
     prepare(verbose, server=deployment is not None, remote=deployment is not None)
+    from sluice.adapters import storage
     from sluice.cli import fanout  # kept off `sluice --help` (SQLAlchemy, the registry)
 
     files, refused = fanout.survey(prefix, dataset)
     if not files and not refused:
-        if (
-            not prefix.startswith("s3://") and not Path(prefix).exists()
-        ):  # a mistyped folder is not an empty one
+        if not storage.is_s3(prefix) and not Path(prefix).exists():  # a mistyped folder is not an empty one
             raise fail(f"{prefix}: no such folder")
         raise fail(f"{prefix}: no files that {dataset or 'any dataset'} claims")
     if deployment and files:

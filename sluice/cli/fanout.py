@@ -377,9 +377,8 @@ def run_deployments(
     """
     sharded = deployment.split("/", 1)[0] == SHARD_FLOW
     groups = shards(files, shard_size) if sharded else [[f] for f in files]
-    stop_waiting = (
-        threading.Event()
-    )  # a second Ctrl-C: the runs go on on their pool, this command stops waiting
+    # a second Ctrl-C: the runs go on on their pool, this command stops waiting
+    stop_waiting = threading.Event()
 
     def one(group: list[tuple[str, str]]) -> list[dict[str, Any]]:
         try:
@@ -432,7 +431,7 @@ def _run_group(
     *,
     sharded: bool,
     mode: str | None,
-    stop_waiting: threading.Event | None = None,
+    stop_waiting: threading.Event,
 ) -> list[dict[str, Any]]:
     from prefect.deployments import run_deployment  # after prepare: Prefect reads its env once, at import
 
@@ -446,7 +445,7 @@ def _run_group(
         parameters["mode"] = mode
     # Created, then waited for here (not by run_deployment): a backfill told to stop waiting knows the run's id.
     created = run_deployment(deployment, parameters=parameters, timeout=0)
-    flow_run = _final(created, stop_waiting if stop_waiting is not None else threading.Event())
+    flow_run = _final(created, stop_waiting)
     if not flow_run.state or not flow_run.state.is_final():
         run_id = str(flow_run.id)
         state = _name(flow_run.state)
