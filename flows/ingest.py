@@ -137,9 +137,8 @@ def ingest_file(
         version_id: S3 object version to read (the S3 event's version-id); empty = the latest version.
     """
     logger = get_run_logger()
-    source = storage.absolute(
-        source
-    )  # `sluice ingest files/x.csv`: the ledger and registry get the full path
+    # `sluice ingest files/x.csv`: the ledger and the registry get the full path
+    source = storage.absolute(source)
     try:
         ctx = _start(source, dataset, mode, force, version_id)
     except Unclaimed as exc:
