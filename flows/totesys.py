@@ -59,7 +59,7 @@ def totesys() -> TotesysReport:
     with held(ctx, report, _publish, on_failure=quarantined):
         step(report, "extract", ensure, ctx)
         extracted = step(report, "extract", extract, ctx)
-        report.extracted = {t: len(b.frame) for t, b in extracted.batches.items()}
+        report.extracted = {t: b.rows for t, b in extracted.batches.items()}
         report.rows_read = extracted.rows
         if not extracted.batches:
             report.status = "skipped"

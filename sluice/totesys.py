@@ -12,16 +12,19 @@ The star schema and the bookkeeping tables are declared in ``sluice.tables.totes
 
 from __future__ import annotations
 
-import io
 import json
 import logging
+import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 from psycopg2 import sql
 
@@ -42,6 +45,7 @@ from sluice.transforms.totesys import (
     TABLES,
     BadRow,
     Rejection,
+    dim_date,
     required_columns,
     star_schema,
 )
@@ -167,12 +171,29 @@ def release_cycle(conn: sa.Connection) -> None:
 
 @dataclass
 class Batch:
-    """One source table's new rows of this run."""
+    """One source table's new rows of this run: spooled on local disk as the CSV the ingestion zone holds."""
 
     table: str
-    frame: pd.DataFrame
+    path: Path
     uri: str
+    rows: int
     max_last_updated: datetime
+
+    def chunks(self, size: int) -> Iterator[pd.DataFrame]:
+        """The batch's rows (every value text), ``size`` at a time; each chunk's index is its rows' position in
+        the batch (from 0), so a row is named alike whatever the chunking."""
+        offset = 0
+        with pd.read_csv(
+            self.path, dtype=str, keep_default_na=False, encoding="utf-8", chunksize=size
+        ) as reader:
+            for chunk in reader:
+                chunk.index = pd.RangeIndex(offset, offset + len(chunk))
+                offset += len(chunk)
+                yield chunk
+
+    def frame(self) -> pd.DataFrame:
+        """The whole batch (for the reference tables dimensions join: bounded by the OLTP's reference data)."""
+        return pd.read_csv(self.path, dtype=str, keep_default_na=False, encoding="utf-8")
 
 
 @dataclass
@@ -187,10 +208,24 @@ class Extracted:
     source_now: datetime | None = None
     #: Why nothing was extracted, when it is not "no new data" (another cycle is running).
     note: str | None = None
+    #: The run's spool folder on local disk (``discard`` removes it) and the rows per streamed chunk.
+    work: Path | None = None
+    chunk_rows: int = 200_000
 
     @property
     def rows(self) -> int:
-        return sum(len(b.frame) for b in self.batches.values())
+        return sum(b.rows for b in self.batches.values())
+
+
+def spool_folder(settings: Settings, run_id: uuid.UUID) -> Path:
+    """Where a cycle spools its batches and star-schema chunks: removed at its end, success or failure."""
+    return settings.work_dir / run_id.hex
+
+
+def discard(extracted: Extracted | None) -> None:
+    """Remove the cycle's spool files (the zones and the warehouse keep what it produced)."""
+    if extracted is not None and extracted.work is not None:
+        shutil.rmtree(extracted.work, ignore_errors=True)
 
 
 def _check_shape(cursor: Any) -> None:
@@ -232,9 +267,9 @@ STAMPS = ("created_at", "last_updated")
 _OFFSET = r"^(.*\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)[+-]\d{2}(?::?\d{2}){0,2}$"
 
 
-def _read_since(cursor: Any, table: str, since: datetime | None, above: int | None = None) -> pd.DataFrame:
+def _copy_since(cursor: Any, table: str, since: datetime | None, above: int | None, dest: Path) -> None:
     """The table's rows with ``last_updated > since`` or an id above ``above`` (all when ``since`` is None),
-    every value as text, via COPY."""
+    as CSV with a header, via COPY straight into the file ``dest`` (not memory)."""
     where = sql.SQL("")
     if since is not None:
         where = sql.SQL("WHERE last_updated > {}").format(sql.Literal(since))
@@ -243,14 +278,18 @@ def _read_since(cursor: Any, table: str, since: datetime | None, above: int | No
     query = sql.SQL(
         "COPY (SELECT * FROM {} {} ORDER BY last_updated, {}) TO STDOUT WITH (FORMAT csv, HEADER)"
     ).format(sql.Identifier(table), where, sql.Identifier(f"{table}_id"))
-    buffer = io.BytesIO()
-    cursor.copy_expert(query, buffer)
-    buffer.seek(0)
-    frame = pd.read_csv(buffer, dtype=str, keep_default_na=False, encoding="utf-8")
-    for column in STAMPS:
-        if column in frame.columns:
-            frame[column] = frame[column].str.replace(_OFFSET, r"\1", regex=True)
-    return frame
+    with dest.open("wb") as out:
+        cursor.copy_expert(query, out)
+
+
+def _read_copied(path: Path, size: int) -> Iterator[pd.DataFrame]:
+    """A COPY spool's rows, ``size`` at a time, every value as text, zoned stamps as wall time."""
+    with pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", chunksize=size) as reader:
+        for frame in reader:
+            for column in STAMPS:
+                if column in frame.columns:
+                    frame[column] = frame[column].str.replace(_OFFSET, r"\1", regex=True)
+            yield frame
 
 
 def _seen(engine: sa.Engine, table: str, since: datetime) -> set[tuple[int, datetime]]:
@@ -273,8 +312,14 @@ def extract(
     marks = read_watermarks(warehouse)
     highest = read_max_ids(warehouse)
     overlap = timedelta(seconds=settings.totesys_overlap_seconds)
-    result = Extracted(run_at=run_at, run_id=run_id, marks=dict(marks))
-    frames: dict[str, tuple[pd.DataFrame, datetime | None]] = {}
+    work = spool_folder(settings, run_id)
+    shutil.rmtree(work, ignore_errors=True)  # a retried extract starts its spool afresh
+    (work / "source").mkdir(parents=True)
+    (work / "batch").mkdir()
+    result = Extracted(
+        run_at=run_at, run_id=run_id, marks=dict(marks), work=work, chunk_rows=settings.chunk_rows
+    )
+    since_of: dict[str, datetime | None] = {}
     with readable_errors(source.url), source.begin() as conn, raw_connection(conn) as cursor:
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         cursor.execute("SELECT clock_timestamp()::timestamp")  # the first query takes the snapshot
@@ -287,32 +332,53 @@ def extract(
             since = min(mark, source_now) - overlap if mark else None
             # New rows are also found by id: one inserted with a stamp behind the window (a slow application
             # clock, a transaction open longer than the overlap) is still read.
-            frames[table] = (_read_since(cursor, table, since, highest.get(table)), since)
+            _copy_since(cursor, table, since, highest.get(table), work / "source" / f"{table}.csv")
+            since_of[table] = since
     zone = ingestion_zone(settings)
-    for table, (frame, since) in frames.items():
-        result.read[table] = len(frame)
-        if frame.empty:
+    for table, since in since_of.items():
+        copied = work / "source" / f"{table}.csv"
+        batch = _new_versions(warehouse, table, since, copied, work / "batch" / f"{table}.csv", result)
+        copied.unlink()
+        if batch is None:
             continue
-        stamps = pd.to_datetime(frame["last_updated"], format="ISO8601")
-        if since is not None:
-            seen = _seen(warehouse, table, since)
+        # A row stamped ahead of the source's clock (a clock that was fast) loads now, but the watermark stops at
+        # the clock: rows stamped correctly afterwards are still above it. The stamped-ahead row is re-read (and
+        # dropped as already loaded, ``sluice.totesys_recent``) until the clock passes it.
+        batch.max_last_updated = min(batch.max_last_updated, source_now)
+        batch.uri = storage.join(zone, batch_key(table, run_at))
+        storage.put_file(batch.path, batch.uri)
+        result.batches[table] = batch
+    return result
+
+
+def _new_versions(
+    warehouse: sa.Engine, table: str, since: datetime | None, copied: Path, dest: Path, result: Extracted
+) -> Batch | None:
+    """The copied rows minus the versions already loaded (``sluice.totesys_recent``), chunk by chunk into
+    ``dest``; None when none is left. Counts the rows read in ``result.read``."""
+    seen = _seen(warehouse, table, since) if since is not None else set()
+    read = kept = 0
+    newest: datetime | None = None
+    with dest.open("w", encoding="utf-8", newline="") as out:
+        for frame in _read_copied(copied, result.chunk_rows):
+            read += len(frame)
+            stamps = pd.to_datetime(frame["last_updated"], format="ISO8601")
             if seen:
                 ids = pd.to_numeric(frame[f"{table}_id"]).astype("int64")
                 known = [(i, t.to_pydatetime()) in seen for i, t in zip(ids, stamps, strict=True)]
                 keep = ~pd.Series(known, index=frame.index)
                 frame, stamps = frame[keep], stamps[keep]
-        if frame.empty:
-            continue
-        uri = storage.join(zone, batch_key(table, run_at))
-        out = io.StringIO()
-        frame.to_csv(out, index=False)
-        storage.put_bytes(out.getvalue().encode(), uri)
-        # A row stamped ahead of the source's clock (a clock that was fast) loads now, but the watermark stops at
-        # the clock: rows stamped correctly afterwards are still above it. The stamped-ahead row is re-read (and
-        # dropped as already loaded, ``sluice.totesys_recent``) until the clock passes it.
-        newest = min(stamps.max().to_pydatetime(), source_now)
-        result.batches[table] = Batch(table, frame.reset_index(drop=True), uri, newest)
-    return result
+            if frame.empty:
+                continue
+            frame.to_csv(out, index=False, header=kept == 0)
+            kept += len(frame)
+            top = stamps.max().to_pydatetime()
+            newest = top if newest is None else max(newest, top)
+    result.read[table] = read
+    if not kept or newest is None:
+        dest.unlink()
+        return None
+    return Batch(table, dest, "", kept, newest)
 
 
 # --- transform + validate -------------------------------------------------------------------------------
@@ -328,21 +394,196 @@ def read_lookups(engine: sa.Engine) -> dict[str, pd.DataFrame]:
     return frames
 
 
+#: Source tables whose batches go through transform, checks and load chunk by chunk: the OLTP's traffic. The
+#: others (reference data the dimensions join, ``LOOKUP_TABLES`` and the small code tables) are built whole.
+STREAMED: tuple[str, ...] = ("transaction", "sales_order", "purchase_order", "payment")
+
+
+@dataclass
+class Spooled:
+    """One star-schema table of a cycle on local disk: its chunks (as built, for the load) and its Parquet."""
+
+    name: str
+    folder: Path
+    rows: int = 0
+    chunks: list[Path] = field(default_factory=list)
+
+    @property
+    def parquet(self) -> Path:
+        return self.folder / f"{self.name}.parquet"
+
+    def frames(self) -> Iterator[pd.DataFrame]:
+        """The table's chunks in order, as built (one in memory at a time)."""
+        for path in self.chunks:
+            yield pd.read_pickle(path)  # noqa: S301  written by this cycle, in its own spool folder
+
+
 @dataclass
 class Built:
-    """A cycle's star-schema tables, and the source rows set aside because they could not be typed."""
+    """A cycle's star-schema tables (spooled), and every row it cannot load, with why and its source row."""
 
-    tables: dict[str, pd.DataFrame]
-    rejected: list[Rejection] = field(default_factory=list)
+    tables: dict[str, Spooled] = field(default_factory=dict)
+    failures: pd.DataFrame = field(default_factory=lambda: _no_failures())
+
+
+class _Builder:
+    """Builds, checks and spools the star schema chunk by chunk (see ``build``)."""
+
+    def __init__(self, extracted: Extracted) -> None:
+        assert extracted.work is not None, "an extracted batch has a spool folder"
+        self.extracted = extracted
+        self.folder = extracted.work / "star"
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
+        self.built = Built()
+        self.writers: dict[str, pq.ParquetWriter] = {}
+        self.rejections: list[dict[str, object]] = []
+        self.failed: dict[str, list[dict[str, object]]] = {}
+        self.dates: set[object] = set()
+
+    def add(self, tables: Mapping[str, pd.DataFrame], sources: Mapping[str, pd.DataFrame]) -> None:
+        """Spool and check star-schema chunks built from ``sources`` (source table → its rows in this chunk)."""
+        offsets: dict[str, int] = {}
+        for name, frame in tables.items():
+            if frame.empty:
+                continue
+            spooled = self.built.tables.setdefault(name, Spooled(name, self.folder))
+            offsets[name] = spooled.rows
+            path = self.folder / f"{name}-{len(spooled.chunks):05d}.pkl"
+            frame.to_pickle(path)
+            spooled.chunks.append(path)
+            spooled.rows += len(frame)
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            writer = self.writers.get(name)
+            if writer is None:
+                schema = _arrow_schema(name, table.schema)
+                writer = self.writers[name] = pq.ParquetWriter(spooled.parquet, schema)
+            writer.write_table(table.cast(writer.schema))  # one row group per chunk
+        self._check(tables, sources, offsets)
+
+    def _check(
+        self, tables: Mapping[str, pd.DataFrame], sources: Mapping[str, pd.DataFrame], offsets: dict[str, int]
+    ) -> None:
+        index: dict[str, dict[str, list[Any]]] = {}
+        failed = checks.failure_cases(
+            {name: (MODELS[name], frame) for name, frame in tables.items() if not frame.empty}
+        )
+        for case in failed.to_dict("records"):
+            name = str(case["table"])
+            source: dict[str, object] = {}
+            origin = SOURCES.get(name)
+            frame = tables[name]
+            has_row = case["row"] is not None and not pd.isna(case["row"])
+            if origin is not None and has_row:
+                key = frame[origin[1]].iloc[int(case["row"]) - 1]
+                stamp = _version(frame.iloc[int(case["row"]) - 1]) if name in FACTS else None
+                source = _source(self.extracted, sources, origin[0], str(key), stamp, index)
+            if has_row:
+                case["row"] = int(case["row"]) + offsets.get(name, 0)
+            where = f"{name} row {int(case['row'])}" if has_row else name
+            came = f"; from {source['source_table']} {source['source_id']}" if source else ""
+            if "batch_row" in source:
+                came += f" (row {source['batch_row']} of {source['batch']})"
+            reason = f"{where}, column {case['column']}: {case['check']} (value {case['value']!r}){came}"
+            self.failed.setdefault(name, []).append({**case, **source, "reason": reason})
+
+    def reject(self, rejected: list[Rejection], sources: Mapping[str, pd.DataFrame]) -> None:
+        """Rows the transform set aside (a value that cannot be typed, a reference to a row that is nowhere)."""
+        index: dict[str, dict[str, list[Any]]] = {}
+        for rejection in rejected:
+            source = _source(
+                self.extracted, sources, rejection.table, rejection.row_id, rejection.last_updated, index
+            )
+            where = f" (row {source['batch_row']} of {source['batch']})" if "batch_row" in source else ""
+            self.rejections.append(
+                {
+                    "table": rejection.table,
+                    "row": source.get("batch_row"),
+                    "column": rejection.column,
+                    "check": f"is {rejection.what}",
+                    "value": rejection.value,
+                    **source,
+                    "reason": rejection.reason + where,
+                }
+            )
+
+    def finish(self) -> Built:
+        for writer in self.writers.values():
+            writer.close()
+        order = [*DIMENSIONS, *FACTS]
+        self.built.tables = {name: self.built.tables[name] for name in order if name in self.built.tables}
+        records = [*self.rejections, *(r for name in order for r in self.failed.get(name, []))]
+        if records:
+            self.built.failures = pd.DataFrame(records).reindex(columns=[*checks.COLUMNS, *SOURCE_COLUMNS])
+        return self.built
+
+
+def _arrow_schema(name: str, inferred: pa.Schema) -> pa.Schema:
+    """The Parquet schema of a star-schema table: from its warehouse columns (the same for every chunk, whatever
+    a chunk's values would let pyarrow infer: a column of only NULLs, a price with more digits)."""
+    columns = WAREHOUSE_TABLES[name].c
+    fields = []
+    for item in inferred:
+        kind = columns[item.name].type if item.name in columns else None
+        if isinstance(kind, sa.Boolean):
+            arrow: pa.DataType = pa.bool_()
+        elif isinstance(kind, sa.Integer):
+            arrow = pa.int64()
+        elif isinstance(kind, sa.Numeric):
+            arrow = pa.decimal128(38, kind.scale or 0)
+        elif isinstance(kind, sa.Date):
+            arrow = pa.date32()
+        elif isinstance(kind, sa.Time):
+            arrow = pa.time64("us")
+        elif isinstance(kind, sa.String):
+            arrow = pa.string()
+        else:
+            arrow = item.type
+        fields.append(pa.field(item.name, arrow))
+    return pa.schema(fields)
 
 
 def build(extracted: Extracted, before: Mapping[str, pd.DataFrame]) -> Built:
-    """The star schema of the batch; rows with a value that cannot be typed are set aside (``Built.rejected``)
-    for ``validate``, which reports them with the failed checks: one cycle names every bad row."""
-    batch = {name: b.frame for name, b in extracted.batches.items()}
-    rejected: list[Rejection] = []
+    """The star schema of the batch, checked, spooled on local disk (``Built.tables``), with every row it cannot
+    load (``Built.failures``: set aside by the transform, or failing its table's strict model), so that one
+    cycle names every bad row.
+
+    The reference tables (``STREAMED`` aside) are built whole; ``transaction`` and the facts chunk by chunk
+    (``SLUICE_CHUNK_ROWS``), each chunk checked and spooled before the next is read; ``dim_date`` last, from the
+    set of dates the facts reference. Memory: the reference data, one chunk, and the set of dates."""
+    builder = _Builder(extracted)
     try:
-        return Built(star_schema(batch, before, rejected), rejected)
+        whole = {t: b.frame() for t, b in extracted.batches.items() if t not in STREAMED}
+        rejected: list[Rejection] = []
+        builder.add(_star(extracted, whole, before, rejected), whole)
+        builder.reject(rejected, whole)
+        for table in STREAMED:
+            batch = extracted.batches.get(table)
+            if batch is None:
+                continue
+            for chunk in batch.chunks(extracted.chunk_rows):
+                rejected = []
+                tables = _star(extracted, {table: chunk}, {}, rejected)
+                days = tables.pop("dim_date", None)
+                if days is not None:
+                    builder.dates.update(days["date_id"].tolist())
+                builder.add(tables, {table: chunk})
+                builder.reject(rejected, {table: chunk})
+        if builder.dates:
+            builder.add({"dim_date": dim_date(builder.dates)}, {})
+    finally:
+        built = builder.finish()
+    return built
+
+
+def _star(
+    extracted: Extracted,
+    batch: Mapping[str, pd.DataFrame],
+    before: Mapping[str, pd.DataFrame],
+    rejected: list[Rejection],
+) -> dict[str, pd.DataFrame]:
+    try:
+        return star_schema(batch, before, rejected)
     except BadRow as exc:
         where = extracted.batches[exc.table].uri if exc.table in extracted.batches else "no batch"
         raise BadFile(f"totesys batch of {extracted.run_at:%Y-%m-%d %H:%M:%S}: {exc} (in {where})") from None
@@ -350,17 +591,13 @@ def build(extracted: Extracted, before: Mapping[str, pd.DataFrame]) -> Built:
         raise BadFile(f"totesys batch of {extracted.run_at:%Y-%m-%d %H:%M:%S}: {exc}") from None
 
 
-def write_processed(
-    tables: Mapping[str, pd.DataFrame], settings: Settings, run_at: datetime
-) -> dict[str, str]:
-    """Each star-schema table of the run as Parquet in the processed zone."""
+def write_processed(tables: Mapping[str, Spooled], settings: Settings, run_at: datetime) -> dict[str, str]:
+    """Each star-schema table of the run as Parquet in the processed zone (one row group per chunk)."""
     zone = processed_zone(settings)
     written: dict[str, str] = {}
-    for name, frame in tables.items():
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
+    for name, spooled in tables.items():
         uri = storage.join(zone, batch_key(name, run_at, "parquet"))
-        storage.put_bytes(buffer.getvalue(), uri)
+        storage.put_file(spooled.parquet, uri)
         written[name] = uri
     return written
 
@@ -383,48 +620,17 @@ SOURCES: dict[str, tuple[str, str]] = {
 SOURCE_COLUMNS = ["reason", "source_table", "source_id", "last_updated", "batch", "batch_row", "source_row"]
 
 
+def _no_failures() -> pd.DataFrame:
+    return pd.DataFrame(columns=[*checks.COLUMNS, *SOURCE_COLUMNS])
+
+
 def failure_cases(built: Built, extracted: Extracted) -> pd.DataFrame:
-    """Every row the cycle cannot load, with why and the source row it came from; pure.
+    """Every row the cycle cannot load, with why and the source row it came from (found by ``build``).
 
     The rows the transform set aside (a value that cannot be typed, a reference to a row that is nowhere), then
     every star-schema table against its strict model (``sluice.checks``). Each failure names the source row
     (``SOURCE_COLUMNS``) so that the quarantine file holds what was rejected, not only where."""
-    records: list[dict[str, object]] = []
-    index: dict[str, dict[str, list[Any]]] = {}
-    for rejection in built.rejected:
-        source = _source(extracted, rejection.table, rejection.row_id, rejection.last_updated, index)
-        where = f" (row {source['batch_row']} of {source['batch']})" if "batch_row" in source else ""
-        records.append(
-            {
-                "table": rejection.table,
-                "row": source.get("batch_row"),
-                "column": rejection.column,
-                "check": f"is {rejection.what}",
-                "value": rejection.value,
-                **source,
-                "reason": rejection.reason + where,
-            }
-        )
-    failed = checks.failure_cases({name: (MODELS[name], frame) for name, frame in built.tables.items()})
-    for case in failed.to_dict("records"):
-        source: dict[str, object] = {}
-        origin = SOURCES.get(str(case["table"]))
-        frame = built.tables.get(str(case["table"]))
-        has_row = case["row"] is not None and not pd.isna(case["row"])
-        if origin is not None and frame is not None and has_row:
-            key = frame[origin[1]].iloc[int(case["row"]) - 1]
-            stamp = _version(frame.iloc[int(case["row"]) - 1]) if str(case["table"]) in FACTS else None
-            source = _source(extracted, origin[0], str(key), stamp, index)
-        where = f"{case['table']} row {int(case['row'])}" if has_row else str(case["table"])
-        came = f"; from {source['source_table']} {source['source_id']}" if source else ""
-        if "batch_row" in source:
-            came += f" (row {source['batch_row']} of {source['batch']})"
-        reason = f"{where}, column {case['column']}: {case['check']} (value {case['value']!r}){came}"
-        records.append({**case, **source, "reason": reason})
-    if not records:
-        return pd.DataFrame(columns=[*checks.COLUMNS, *SOURCE_COLUMNS])
-    frame = pd.DataFrame(records)
-    return frame.reindex(columns=[*checks.COLUMNS, *SOURCE_COLUMNS])
+    return built.failures
 
 
 def _version(row: pd.Series) -> str | None:
@@ -437,6 +643,7 @@ def _version(row: pd.Series) -> str | None:
 
 def _source(
     extracted: Extracted,
+    sources: Mapping[str, pd.DataFrame],
     table: str,
     row_id: str,
     last_updated: str | None,
@@ -444,12 +651,15 @@ def _source(
 ) -> dict[str, object]:
     """The batch row of ``table`` with that id (and version, when given; else its latest): where and what it is.
 
-    ``index``: each table's batch rows by id, made on first need (a cycle with many failures looks each up once)."""
+    ``sources``: the batch rows at hand (a whole table, or the chunk the failing row came from), indexed by their
+    position in the batch. ``index``: each table's rows by id, made on first need (many failures, one look-up)."""
     batch = extracted.batches.get(table)
     found: dict[str, object] = {"source_table": table, "source_id": row_id}
     if batch is None:
         return found
-    frame = batch.frame
+    frame = sources.get(table)
+    if frame is None:
+        return {**found, "batch": batch.uri}
     if table not in index:
         ids = frame[f"{table}_id"].map(_id_text)
         index[table] = {k: list(v) for k, v in frame.groupby(ids.to_numpy(), sort=False).groups.items()}
@@ -467,7 +677,7 @@ def _source(
         **found,
         "last_updated": str(row["last_updated"]),
         "batch": batch.uri,
-        "batch_row": int(frame.index.get_loc(label)) + 1,
+        "batch_row": int(label) + 1,
         "source_row": json.dumps(
             {k: (None if pd.isna(v) else str(v)) for k, v in row.items()}, ensure_ascii=False
         ),
@@ -487,7 +697,8 @@ def _id_text(value: object) -> str:
 
 
 def _remember(conn: sa.Connection, extracted: Extracted, overlap: timedelta) -> None:
-    """Move watermarks, remember this window's versions and the latest lookup rows (same transaction as the load)."""
+    """Move watermarks, remember this window's versions and the latest lookup rows (same transaction as the load),
+    each batch read back chunk by chunk."""
     for table, batch in extracted.batches.items():
         key = f"{table}_id"
         conn.execute(
@@ -507,16 +718,9 @@ def _remember(conn: sa.Connection, extracted: Extracted, overlap: timedelta) -> 
         mark = conn.execute(
             sa.select(watermarks.c.last_updated).where(watermarks.c.table_name == table)
         ).scalar_one()
-        stamps = pd.to_datetime(batch.frame["last_updated"], format="ISO8601")
-        window = stamps > mark - overlap
-        seen = pd.DataFrame(
-            {
-                "table_name": table,
-                "row_id": _ids(batch.frame.loc[window, key]),
-                "last_updated": stamps[window],
-            }
-        )
-        upsert(conn, recent, [seen], keys=_keys(recent), on_conflict="new_versions")
+        highest: list[int] = []
+        seen = _window(batch, extracted.chunk_rows, mark - overlap, highest)
+        upsert(conn, recent, seen, keys=_keys(recent), on_conflict="new_versions")
         conn.execute(
             sa.delete(recent).where(recent.c.table_name == table, recent.c.last_updated <= mark - overlap)
         )
@@ -525,20 +729,34 @@ def _remember(conn: sa.Connection, extracted: Extracted, overlap: timedelta) -> 
                 "INSERT INTO sluice.totesys_max_ids (table_name, max_id) VALUES (:t, :m) ON CONFLICT (table_name) "
                 "DO UPDATE SET max_id = GREATEST(totesys_max_ids.max_id, EXCLUDED.max_id)"
             ),
-            {"t": table, "m": int(_ids(batch.frame[key]).max())},
+            {"t": table, "m": max(highest)},
         )
-        if table in LOOKUP_TABLES:
+        if table in LOOKUP_TABLES:  # reference data: whole
+            frame = batch.frame()
             rows = pd.DataFrame(
                 {
                     "table_name": table,
-                    "row_id": _ids(batch.frame[key]),
-                    "last_updated": stamps,
-                    "row": _json_rows(batch.frame),
+                    "row_id": _ids(frame[key]),
+                    "last_updated": pd.to_datetime(frame["last_updated"], format="ISO8601"),
+                    "row": _json_rows(frame),
                 }
             )
             upsert(
                 conn, lookups, [rows], keys=_keys(lookups), on_conflict="update_changed", newer="last_updated"
             )
+
+
+def _window(batch: Batch, size: int, after: datetime, highest: list[int]) -> Iterator[pd.DataFrame]:
+    """The batch's versions stamped after ``after`` (``sluice.totesys_recent`` rows), chunk by chunk; each
+    chunk's greatest id goes into ``highest``."""
+    for frame in batch.chunks(size):
+        stamps = pd.to_datetime(frame["last_updated"], format="ISO8601")
+        within = stamps > after
+        row_ids = _ids(frame[f"{batch.table}_id"])
+        highest.append(int(row_ids.max()))
+        yield pd.DataFrame(
+            {"table_name": batch.table, "row_id": row_ids[within], "last_updated": stamps[within]}
+        )
 
 
 def _ids(text: pd.Series) -> pd.Series:
@@ -561,9 +779,10 @@ def _json_rows(frame: pd.DataFrame) -> list[str]:
 
 
 def load(
-    engine: sa.Engine, tables: Mapping[str, pd.DataFrame], extracted: Extracted, settings: Settings
+    engine: sa.Engine, tables: Mapping[str, Spooled], extracted: Extracted, settings: Settings
 ) -> dict[str, int]:
-    """All of the run's tables, dimensions first, plus the watermarks: one transaction, all or nothing.
+    """All of the run's tables, dimensions first, plus the watermarks: one transaction, all or nothing. Each
+    table's chunks go through one COPY (one chunk in memory at a time).
 
     The tables exist already: the flow's ``ensure`` task creates them (``ensure_warehouse``) before extract.
     """
@@ -572,13 +791,14 @@ def load(
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": LOCK})
         _refuse_if_superseded(conn, extracted)
         for name in [*DIMENSIONS, *FACTS]:
-            if name in tables and not tables[name].empty:
+            spooled = tables.get(name)
+            if spooled is not None and spooled.rows:
                 table = WAREHOUSE_TABLES[name]
                 if name in FACTS:  # a new version appends a row
                     keys, conflict = [FACTS[name], "last_updated_date", "last_updated_time"], "new_versions"
                 else:
                     keys, conflict = [DIMENSIONS[name]], "update_changed"
-                loaded[name] = upsert(conn, table, [tables[name]], keys=keys, on_conflict=conflict).written
+                loaded[name] = upsert(conn, table, spooled.frames(), keys=keys, on_conflict=conflict).written
         _remember(conn, extracted, timedelta(seconds=settings.totesys_overlap_seconds))
     return loaded
 
@@ -614,6 +834,6 @@ describe_source = redact
 
 def json_report(extracted: Extracted | None, loaded: Mapping[str, int]) -> dict[str, object]:
     return {
-        "extracted": {t: len(b.frame) for t, b in extracted.batches.items()} if extracted else {},
+        "extracted": {t: b.rows for t, b in extracted.batches.items()} if extracted else {},
         "loaded": dict(loaded),
     }

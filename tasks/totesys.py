@@ -13,6 +13,7 @@ the ``step_task`` ones touch nothing but the ledger.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,7 +36,8 @@ class TotesysContext(RunContext):
     )
 
     def cleanup(self) -> None:
-        """Release the cycle lock."""
+        """Remove the cycle's spool files and release the cycle lock."""
+        shutil.rmtree(totesys.spool_folder(self.settings, self.ingestion_id), ignore_errors=True)
         if self.cycle is not None:
             totesys.release_cycle(self.cycle)
             self.cycle = None
@@ -61,7 +63,7 @@ def ensure(ctx: TotesysContext) -> None:
 
 @io_task
 def extract(ctx: TotesysContext) -> totesys.Extracted:
-    """Rows changed since each table's watermark → CSV batches in the ingestion zone."""
+    """Rows changed since each table's watermark → CSV batches in the ingestion zone (spooled on local disk)."""
     with ledger_state(ctx, "extract") as entry:
         if ctx.cycle is None:
             ctx.cycle = totesys.claim_cycle(ctx.engine)
@@ -92,14 +94,15 @@ def read_lookups(ctx: TotesysContext) -> dict[str, pd.DataFrame]:
 def transform(
     ctx: TotesysContext, extracted: totesys.Extracted, lookups: dict[str, pd.DataFrame]
 ) -> totesys.Built:
-    """The batch and the lookups → the star-schema tables, rows that cannot be typed set aside for ``validate``;
-    pure (the ledger's row aside)."""
+    """The batch and the lookups → the star-schema tables, chunk by chunk, checked and spooled on local disk
+    (rows that cannot be typed or fail a check kept for ``validate``); touches nothing but that spool and the
+    ledger."""
     with ledger_state(ctx, "transform", last=False):
         return totesys.build(extracted, lookups)
 
 
 @io_task
-def write_processed(ctx: TotesysContext, tables: dict[str, pd.DataFrame]) -> dict[str, str]:
+def write_processed(ctx: TotesysContext, tables: dict[str, totesys.Spooled]) -> dict[str, str]:
     """Each star-schema table as Parquet in the processed zone (the same keys on a retry); ends ``transform``."""
     with ledger_state(ctx, "transform"):
         return totesys.write_processed(tables, ctx.settings, ctx.run_at)
@@ -118,7 +121,7 @@ def validate(ctx: TotesysContext, built: totesys.Built, extracted: totesys.Extra
 
 @io_task
 def load(
-    ctx: TotesysContext, tables: dict[str, pd.DataFrame], extracted: totesys.Extracted
+    ctx: TotesysContext, tables: dict[str, totesys.Spooled], extracted: totesys.Extracted
 ) -> dict[str, int]:
     """Dimensions, then facts, then watermarks: one transaction."""
     with ledger_state(ctx, "load") as entry:

@@ -446,7 +446,8 @@ def test_every_star_schema_table_of_a_cycle_goes_as_binary_copy(totesys_env: Env
     star = totesys.build(extracted, totesys.read_lookups(totesys_env.warehouse)).tables
     assert set(star) == set(totesys.WAREHOUSE_TABLES)
     with totesys_env.warehouse.begin() as conn, raw_connection(conn) as cursor:
-        for name, frame in star.items():
+        for name, spooled in star.items():
+            frame = pd.concat(list(spooled.frames()), ignore_index=True)
             table = totesys.WAREHOUSE_TABLES[name]
             columns = [c.name for c in table.columns if c.identity is None]
             types = pgbinary.column_types(
