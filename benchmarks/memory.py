@@ -131,7 +131,7 @@ def child(name: str, arg: str) -> None:
         totesys.ensure_warehouse(engine)
         source = source_engine(source_url(settings))
         extracted = totesys.extract(source, engine, settings, datetime.now(UTC), uuid.uuid4())
-        star = totesys.build(extracted, totesys.read_lookups(engine))
+        star = totesys.build(extracted, totesys.read_lookups(engine)).tables
         totesys.write_processed(star, settings, extracted.run_at)
         loaded = totesys.load(engine, star, extracted, settings)
         out["rows"] = extracted.rows

@@ -179,12 +179,12 @@ class Batch:
     rows: int
     max_last_updated: datetime
 
-    def chunks(self, size: int) -> Iterator[pd.DataFrame]:
-        """The batch's rows (every value text), ``size`` at a time; each chunk's index is its rows' position in
-        the batch (from 0), so a row is named alike whatever the chunking."""
+    def chunks(self, size: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+        """The batch's rows (every value text; only ``columns``, if given), ``size`` at a time; each chunk's index
+        is its rows' position in the batch (from 0), so a row is named alike whatever the chunking."""
         offset = 0
         with pd.read_csv(
-            self.path, dtype=str, keep_default_na=False, encoding="utf-8", chunksize=size
+            self.path, dtype=str, keep_default_na=False, encoding="utf-8", chunksize=size, usecols=columns
         ) as reader:
             for chunk in reader:
                 chunk.index = pd.RangeIndex(offset, offset + len(chunk))
@@ -413,9 +413,20 @@ class Spooled:
         return self.folder / f"{self.name}.parquet"
 
     def frames(self) -> Iterator[pd.DataFrame]:
-        """The table's chunks in order, as built (one in memory at a time)."""
+        """The table's chunks in order, typed as built (one in memory at a time)."""
         for path in self.chunks:
-            yield pd.read_pickle(path)  # noqa: S301  written by this cycle, in its own spool folder
+            with pa.memory_map(str(path)) as source:
+                table = pa.ipc.open_file(source).read_all()
+            yield table.to_pandas(types_mapper=_AS_BUILT.get)
+
+
+#: Arrow → the pandas types ``sluice.transforms.totesys`` builds (the others come back as it builds them:
+#: decimals as ``Decimal``, dates as ``datetime.date``, times as ``datetime.time``).
+_AS_BUILT: dict[pa.DataType, Any] = {
+    pa.int64(): pd.Int64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+    pa.string(): pd.StringDtype(),
+}
 
 
 @dataclass
@@ -449,16 +460,18 @@ class _Builder:
                 continue
             spooled = self.built.tables.setdefault(name, Spooled(name, self.folder))
             offsets[name] = spooled.rows
-            path = self.folder / f"{name}-{len(spooled.chunks):05d}.pkl"
-            frame.to_pickle(path)
-            spooled.chunks.append(path)
-            spooled.rows += len(frame)
             table = pa.Table.from_pandas(frame, preserve_index=False)
             writer = self.writers.get(name)
             if writer is None:
                 schema = _arrow_schema(name, table.schema)
                 writer = self.writers[name] = pq.ParquetWriter(spooled.parquet, schema)
-            writer.write_table(table.cast(writer.schema))  # one row group per chunk
+            table = table.cast(writer.schema)
+            writer.write_table(table)  # one row group per chunk
+            path = self.folder / f"{name}-{len(spooled.chunks):05d}.arrow"
+            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as chunk:
+                chunk.write_table(table)  # for the load: Arrow IPC, read back without parsing
+            spooled.chunks.append(path)
+            spooled.rows += len(frame)
         self._check(tables, sources, offsets)
 
     def _check(
@@ -749,7 +762,7 @@ def _remember(conn: sa.Connection, extracted: Extracted, overlap: timedelta) -> 
 def _window(batch: Batch, size: int, after: datetime, highest: list[int]) -> Iterator[pd.DataFrame]:
     """The batch's versions stamped after ``after`` (``sluice.totesys_recent`` rows), chunk by chunk; each
     chunk's greatest id goes into ``highest``."""
-    for frame in batch.chunks(size):
+    for frame in batch.chunks(size, [f"{batch.table}_id", "last_updated"]):
         stamps = pd.to_datetime(frame["last_updated"], format="ISO8601")
         within = stamps > after
         row_ids = _ids(frame[f"{batch.table}_id"])
