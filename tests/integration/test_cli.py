@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -302,3 +303,105 @@ def test_a_database_url_that_is_not_postgresql_is_one_line_naming_it_without_its
         else "SLUICE_DATABASE_URL (the warehouse)"
     )
     assert f"{what} {NOT_POSTGRESQL}" in said, said
+
+
+def _sluice(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``sluice`` in its own process: the CLI's own exit path (``sluice.cli.main`` prints a configuration error)."""
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "sluice.cli", *args],
+        cwd=Path(__file__).parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["db", "url"],
+        ["ledger"],
+        ["ingest", "{landed}", "--json"],
+        ["backfill", "{folder}", "--json"],
+        ["totesys", "--json"],
+        ["api", "--port", "0"],
+        ["analytics", "--json"],
+        ["customers", "--json"],
+    ],
+)
+def test_a_warehouse_url_with_another_postgresql_driver_is_refused_in_one_line(
+    sluice_env: Path, args: list[str]
+) -> None:
+    """`SLUICE_DATABASE_URL=postgresql+asyncpg://…` was taken: `db url` printed it (exit 0), `ledger` was
+    SQLAlchemy's "greenlet_spawn has not been called" traceback. The loads COPY through psycopg2: one line naming
+    the driver, the forms taken and the URL without its password."""
+    import os
+
+    from prefect.settings import PREFECT_API_URL
+
+    landed = sluice_env / "landing" / "dailycheckins.csv"
+    landed.parent.mkdir(parents=True)
+    landed.write_text(GOOD, encoding="utf-8")
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "SLUICE_WARM": "0",
+        "SLUICE_RETRIES": "0",
+        "SLUICE_DATABASE_URL": "postgresql+asyncpg://u:s3cret@h/db",
+    }
+    done = _sluice([a.format(landed=landed, folder=landed.parent) for a in args], env)
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "s3cret" not in said and "Traceback" not in said and "greenlet" not in said, said
+    assert (
+        "SLUICE_DATABASE_URL (the warehouse) names the driver asyncpg, but Sluice loads through psycopg2: write "
+        "postgresql://user:password@host/db (or postgres://, postgresql+psycopg2://), "
+        "not postgresql+asyncpg://u:***@h/db"
+    ) in said, said
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "pg8000", "asyncpg"])
+def test_a_warehouse_secret_with_another_postgresql_driver_is_refused(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, driver: str
+) -> None:
+    """The same rule for the URL in Secrets Manager (ECS): the secret is named, never the password."""
+    import boto3
+
+    from sluice.adapters.warehouse import database_url, secret_value
+    from sluice.errors import ConfigurationError
+    from sluice.settings import reload_settings
+
+    arn = boto3.client("secretsmanager", endpoint_url=moto_endpoint).create_secret(
+        Name=f"sluice/warehouse-{driver}",
+        SecretString=json.dumps({"url": f"postgresql+{driver}://u:s3cret@aurora.example.com/warehouse"}),
+    )["ARN"]
+    monkeypatch.delenv("SLUICE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("SLUICE_DATABASE_SECRET_ARN", arn)
+    secret_value.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError) as raised:
+            database_url(reload_settings())
+    finally:
+        monkeypatch.undo()
+        reload_settings()
+        secret_value.cache_clear()
+    said = str(raised.value)
+    assert said.startswith(
+        f"the URL in secret {arn.rsplit(':', 1)[-1]} (the warehouse) names the driver {driver}, "
+        "but Sluice loads through psycopg2"
+    ), said
+    assert "s3cret" not in said
+
+
+def test_the_totesys_source_still_reads_any_postgresql_driver_through_psycopg2() -> None:
+    """The refusal is the warehouse's: the Totesys source's engine puts psycopg2 in itself (its own test,
+    tests/totesys/test_source_edges.py), and a warehouse URL naming psycopg2 is kept as given."""
+    from sluice.adapters.warehouse import sqlalchemy_url
+
+    given = "postgresql+asyncpg://u:pw@h/db"
+    assert sqlalchemy_url(given, "the Totesys source URL", any_driver=True) == given
+    assert sqlalchemy_url("postgresql+psycopg2://u:pw@h/db") == "postgresql+psycopg2://u:pw@h/db"
+    assert sqlalchemy_url("postgres://u:pw@h/db") == "postgresql+psycopg2://u:pw@h/db"
