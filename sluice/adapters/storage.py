@@ -373,16 +373,20 @@ class Listing:
     unlisted: list[Unlisted]
 
 
-def _left_out(name: str) -> bool:
-    """Hidden files and partial uploads (``*.part``, what ``put_file`` writes before its rename) are not landed."""
-    return name.startswith(".") or name.endswith(".part")
+def _left_out(relative: str) -> bool:
+    """A path under the listed prefix (``/``-separated, from the prefix's folder) that is not a landed file: a
+    hidden file or anything in a hidden folder (``.name``: an editor's lock, ``.ipynb_checkpoints/``, a sync tool's
+    ``.tmp/``), or a partial copy (``*.part``: what ``put_file`` and download tools write before their rename).
+    The same rule for a folder and for S3, whose listing had kept them all (a folder's had kept hidden folders)."""
+    parts = relative.split("/")
+    return any(part.startswith(".") for part in parts) or parts[-1].endswith(".part")
 
 
 def list_files(prefix: str) -> Listing:
     """Every file under ``prefix`` (recursively), sorted, and every entry that is not a loadable file, with why.
 
-    Hidden and partial files are left out, and on S3 a zero-byte key ending in ``/`` (the console's "folder"
-    marker); nothing else is skipped without a reason.
+    Hidden and partial files are left out (``_left_out``: the same rule for a folder and S3), and on S3 a zero-byte
+    key ending in ``/`` (the console's "folder" marker); nothing else is skipped without a reason.
     """
     if is_s3(prefix):
         return _list_s3(prefix)
@@ -400,6 +404,7 @@ def list_files(prefix: str) -> Listing:
 
     for folder, dirs, names in os.walk(root, onerror=unreadable_folder):
         base = Path(folder)
+        dirs[:] = [name for name in dirs if not _left_out(name)]  # pruned: a hidden folder is not walked
         for name in sorted(dirs):
             path = base / name
             if path.is_symlink():  # os.walk does not follow it (a link loop would never end)
@@ -448,8 +453,12 @@ def _list_s3(prefix: str) -> Listing:
     paginator = s3_client().get_paginator("list_objects_v2")
     files: list[str] = []
     unlisted: list[Unlisted] = []
+    # a key's path from the prefix's folder: "landing/tm" lists "landing/tm.csv" and "landing/tm/x.csv"
+    folder = key.rpartition("/")[0] + "/" if "/" in key else ""
     for page in paginator.paginate(Bucket=bucket, Prefix=key):
         for item in page.get("Contents", []):
+            if item["Key"] != key and _left_out(item["Key"].removeprefix(folder).rstrip("/")):
+                continue
             uri = f"s3://{bucket}/{item['Key']}"
             if not item["Key"].endswith("/"):
                 files.append(uri)
