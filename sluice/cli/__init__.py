@@ -269,7 +269,19 @@ def main(prog_name: str | None = None) -> None:
     code: int = 0
     output.begin(sys.argv[1:])
     try:
-        command()(prog_name=prog_name)
+        # not standalone: click's usage errors reach this function, which prints them as typer would and keeps
+        # the message for the --json document (standalone, typer printed it and exited: the document only said
+        # "usage error"); a command's Exit comes back as its code
+        result = command().main(prog_name=prog_name, standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+        if code == INTERRUPTED and output.error() is None:  # typer's Exit(130) for a KeyboardInterrupt
+            fail(INTERRUPTED_MESSAGE)
+    except typer.TyperException as exc:  # click's usage errors (typer's own click) derive from it
+        output.usage_error(exc)
+        code = exc.exit_code
+    except typer.Abort:
+        output.usage_error(None)
+        code = 1
     except SluiceError as exc:
         fail(str(exc))
         code = 1

@@ -75,12 +75,24 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, default=str) + "\n")
 
 
+def usage_error(exc: Any) -> None:
+    """Print click's usage error (or, for None, its abort) as typer does, on stderr, and keep its message for the
+    ``--json`` document: ``No such option: --limt (Possible options: --limit)``, ``Missing argument 'SOURCE'``."""
+    from typer import rich_utils  # only on this path: rich's panels are not needed to run a command
+
+    if exc is None:
+        rich_utils.rich_abort_error()
+        _Run.error = "aborted"
+        return
+    rich_utils.rich_format_error(exc)
+    _Run.error = " ".join(exc.format_message().split())
+
+
 def finish_json(code: int) -> None:
     """With ``--json``, a command that failed without printing its document prints the failure as one."""
     if not _Run.as_json or _Run.printed_json or code == 0:
         return
-    error = _Run.error or ("usage error (the message is on stderr)" if code == 2 else "failed (see stderr)")
-    print_json({"status": "failed", "error": error, "exit_code": code})
+    print_json({"status": "failed", "error": _Run.error or "failed (see stderr)", "exit_code": code})
 
 
 def unreachable(exc: BaseException) -> str | None:

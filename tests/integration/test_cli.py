@@ -405,3 +405,33 @@ def test_the_totesys_source_still_reads_any_postgresql_driver_through_psycopg2()
     assert sqlalchemy_url(given, "the Totesys source URL", any_driver=True) == given
     assert sqlalchemy_url("postgresql+psycopg2://u:pw@h/db") == "postgresql+psycopg2://u:pw@h/db"
     assert sqlalchemy_url("postgres://u:pw@h/db") == "postgresql+psycopg2://u:pw@h/db"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["ingest", "x.csv", "--modd", "soft"], "No such option: --modd"),
+        (["ingest"], "Missing argument 'source'."),
+        (["ledger", "--limt", "3"], "No such option: --limt (Possible options: --limit)"),
+        (["ledger", "--limit", "many"], "Invalid value for '--limit'"),
+        (["backfill"], "Missing argument 'prefix'."),
+        (["backfill", "landing", "--concurrency", "x"], "Invalid value for '--concurrency'"),
+        (["services", "status", "--verbose"], "No such option: --verbose"),
+        (["analytics", "--forse"], "No such option: --forse (Possible options: --force"),
+        (["customers", "--bogus"], "No such option: --bogus"),
+        (["totesys", "--bogus"], "No such option: --bogus"),
+    ],
+)
+def test_a_usage_error_under_json_carries_clicks_message(tmp_path: Path, args: list[str], says: str) -> None:
+    """`--json` on a mistyped option, a missing argument or a value of the wrong type: the document said only
+    "usage error (the message is on stderr)"; it carries click's message, still printed on stderr as before."""
+    import os
+
+    env = {**os.environ, "SLUICE_HOME": str(tmp_path / "home"), "SLUICE_WARM": "0"}
+    done = _sluice([*args, "--json"], env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    document = json.loads(done.stdout)  # the whole of stdout: one document
+    assert document["status"] == "failed" and document["exit_code"] == 2
+    assert says in document["error"], document
+    assert says.split(":")[0] in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "home").exists()  # a usage error starts nothing
