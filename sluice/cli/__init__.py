@@ -21,7 +21,7 @@ from rich.table import Table
 
 from sluice import services
 from sluice.cli import api, aws, backfill, data2bots, notify, output, sertis, totesys
-from sluice.cli.output import AsJson, Verbose, console, err, fail, print_json, where
+from sluice.cli.output import AsJson, Verbose, console, err, escape, fail, print_json, where
 from sluice.errors import SluiceError
 from sluice.runtime import prepare
 
@@ -99,23 +99,25 @@ def ingest(
 def _print_report(report: Any) -> None:
     colour = {"success": "green", "skipped": "yellow", "failed": "red"}.get(report.status, "white")
     console.print(
-        f"[{colour}]{report.status}[/] {report.dataset or '-'} ← {report.source}: "
+        f"[{colour}]{report.status}[/] {escape(report.dataset or '-')} ← {escape(report.source)}: "
         f"{report.rows_read:,} read, {report.rows_loaded:,} loaded into {report.table or '-'}, "
         f"{report.rows_quarantined:,} quarantined",
         highlight=False,
         soft_wrap=True,
     )
     if report.quarantine_uri:
-        console.print(f"  quarantine: {report.quarantine_uri}", highlight=False, soft_wrap=True)
+        console.print(f"  quarantine: {report.quarantine_uri}", highlight=False, soft_wrap=True, markup=False)
     if report.error and report.status == "failed":
-        err.print(f"[bold red]error[/]{where(report)}: {report.error}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]error[/]{where(report)}: {escape(report.error)}", highlight=False, soft_wrap=True
+        )
     elif report.error:
-        console.print(f"  {report.error}", highlight=False, soft_wrap=True)
+        console.print(f"  {report.error}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()
 def ledger(
-    limit: Annotated[int, typer.Option(help="How many recent runs.")] = 20,
+    limit: Annotated[int, typer.Option(min=0, help="How many recent runs.")] = 20,
     as_json: AsJson = False,
 ) -> None:
     """Recent runs and their states, from the configured ledger backend."""
@@ -246,7 +248,7 @@ def services_stop() -> None:
 
 @app.command()
 def demo(
-    rows: Annotated[int, typer.Option(help="Rows per generated file.")] = 1000,
+    rows: Annotated[int, typer.Option(min=1, help="Rows per generated file.")] = 1000,
     verbose: Verbose = False,
 ) -> None:
     """The main job: generate sample files for every dataset, land them, ingest them, summarize."""

@@ -116,6 +116,7 @@ def backfill(
                 f"{r['status']:8} {r['source']}" + (f"  {r.get('error')}" if r.get("error") else ""),
                 highlight=False,
                 soft_wrap=True,
+                markup=False,
             )
         console.print(
             f"{len(results)} files: {counts['success']} loaded, {counts['skipped']} skipped, "

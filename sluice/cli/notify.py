@@ -52,7 +52,9 @@ def add_email(
     name: Annotated[str, typer.Argument(help="Block name, e.g. data-team.")],
     to: Annotated[str, typer.Option("--to", help="Recipient address(es), comma-separated.")],
     smtp_host: Annotated[str, typer.Option("--smtp-host", help="SMTP server host.")],
-    smtp_port: Annotated[int | None, typer.Option("--smtp-port", help="Default: by security mode.")] = None,
+    smtp_port: Annotated[
+        int | None, typer.Option("--smtp-port", min=1, max=65535, help="Default: by security mode.")
+    ] = None,
     username: Annotated[str | None, typer.Option("--username", help="SMTP login.")] = None,
     password_env: Annotated[
         str | None, typer.Option("--password-env", help="Environment variable holding the password.")

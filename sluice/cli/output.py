@@ -17,18 +17,23 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sluice import errors
 
-console = Console()
-err = Console(stderr=True)
+# emoji off: a message quoting ":-1:" (getaddrinfo's "127.0.0.1:-1: …") or a file named "x:smile:.csv" is printed
+# as written; what a message quotes goes through ``escape`` (a file named "x[red].csv" kept its brackets)
+console = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
+
+__all__ = ["console", "err", "escape"]
 
 
 def reset_consoles() -> None:
     """Re-create both consoles in place (every module holds them by reference): rich detects the terminal, colour
     system and size when a console is created, and a warm runner's child gets the client's terminal after that."""
-    console.__init__()  # type: ignore[misc]
-    err.__init__(stderr=True)  # type: ignore[misc]
+    console.__init__(emoji=False)  # type: ignore[misc]
+    err.__init__(stderr=True, emoji=False)  # type: ignore[misc]
 
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")]
@@ -61,7 +66,7 @@ def json_requested() -> bool:
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one readable error line and return the Exit to raise."""
     _Run.error = message
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

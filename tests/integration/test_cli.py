@@ -435,3 +435,42 @@ def test_a_usage_error_under_json_carries_clicks_message(tmp_path: Path, args: l
     assert says in document["error"], document
     assert says.split(":")[0] in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "home").exists()  # a usage error starts nothing
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ledger", "--limit", "-1"],  # was SQLAlchemy's DataError traceback (LIMIT must not be negative)
+        ["customers", "--limit", "-1"],  # the same, after the whole run
+        ["demo", "--rows", "0"],  # ran the whole demo on empty files, then exit 1
+        ["api", "--port", "70000"],  # listened on another port than it said (70000 mod 65536)
+        ["api", "--port", "-1"],  # "cannot listen on 127.0.0.1👎 Servname not supported"
+        [
+            "notify",
+            "add-email",
+            "x",
+            "--to",
+            "a@b.c",
+            "--smtp-host",
+            "h",
+            "--smtp-port",
+            "99999",
+        ],  # was saved
+        ["totesys", "seed-source", "--orders", "-1"],  # seeded an empty source
+    ],
+)
+def test_a_number_out_of_its_range_is_a_usage_error(args: list[str]) -> None:
+    code, out, err = invoke(*args)
+    option = next(a for a in args if a.startswith("--") and a not in ("--to", "--smtp-host"))
+    assert code == 2, out + err
+    assert f"Invalid value for '{option}'" in err and "Traceback" not in out + err, err
+
+
+def test_a_message_quoting_brackets_or_colons_is_printed_as_written(sluice_env: Path) -> None:
+    """rich read the message as markup: a file named ``[red]…`` lost its brackets, and ``:-1:`` became 👎
+    (`sluice api --port -1` said "cannot listen on 127.0.0.1👎 …")."""
+    missing = sluice_env / "dailycheckins-[red]x:-1:.csv"
+    code, out, err = invoke("ingest", str(missing), "--dataset", "dailycheckins")
+    assert code == 1
+    assert f"{missing}: file not found" in " ".join(err.split()), err
+    assert str(missing) in out, out
