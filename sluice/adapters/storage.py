@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
-from sluice.errors import SourceNotFound, SourceUnreadable
+from sluice.errors import ConfigurationError, SourceNotFound, SourceUnreadable
 
 logger = logging.getLogger(__name__)
 
@@ -448,27 +448,61 @@ def _not_loadable(path: Path) -> str | None:
     return None
 
 
+def _listing_failed(prefix: str, bucket: str, exc: Exception) -> Exception:
+    """Why ``prefix`` could not be listed, as one line the user can act on (was botocore's traceback), or ``exc``
+    itself when it is none of these."""
+    from botocore import exceptions  # AWS modules only when S3 is used
+
+    if isinstance(exc, exceptions.NoCredentialsError):
+        return ConfigurationError(
+            f"{prefix}: no AWS credentials to list it (AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; "
+            "on ECS, the task role)"
+        )
+    if isinstance(exc, exceptions.ParamValidationError):
+        return ConfigurationError(f"{prefix}: not an S3 location: {str(exc).strip().splitlines()[-1]}")
+    if isinstance(exc, exceptions.EndpointConnectionError):
+        return ConfigurationError(f"{prefix}: cannot reach S3: {exc}")
+    if _code(exc) == "NoSuchBucket":
+        return SourceNotFound(f"{prefix}: no such bucket {bucket!r}")
+    if _is_denied(exc):
+        return SourceUnreadable(
+            f"{prefix}: access denied listing it ({_code(exc)}): this principal needs s3:ListBucket on "
+            f"arn:aws:s3:::{bucket}"
+        )
+    return exc
+
+
+def _listed(prefix: str, bucket: str, key: str) -> Iterator[dict[str, Any]]:
+    """The objects under ``key``, page by page; a listing that fails is ``_listing_failed``'s one line."""
+    try:
+        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            yield from page.get("Contents", [])
+    except Exception as exc:
+        said = _listing_failed(prefix, bucket, exc)
+        if said is exc:
+            raise
+        raise said from exc
+
+
 def _list_s3(prefix: str) -> Listing:
     bucket, key = split_s3(prefix)
-    paginator = s3_client().get_paginator("list_objects_v2")
     files: list[str] = []
     unlisted: list[Unlisted] = []
     # a key's path from the prefix's folder: "landing/tm" lists "landing/tm.csv" and "landing/tm/x.csv"
     folder = key.rpartition("/")[0] + "/" if "/" in key else ""
-    for page in paginator.paginate(Bucket=bucket, Prefix=key):
-        for item in page.get("Contents", []):
-            if item["Key"] != key and _left_out(item["Key"].removeprefix(folder).rstrip("/")):
-                continue
-            uri = f"s3://{bucket}/{item['Key']}"
-            if not item["Key"].endswith("/"):
-                files.append(uri)
-            elif item.get("Size", 0):  # a real object, not the console's empty folder marker
-                unlisted.append(
-                    Unlisted(
-                        uri,
-                        f"an object of {item['Size']} bytes whose key ends in '/' (a folder's name): "
-                        "copy it to a key with a file name to load it",
-                        always=True,
-                    )
+    for item in _listed(prefix, bucket, key):
+        if item["Key"] != key and _left_out(item["Key"].removeprefix(folder).rstrip("/")):
+            continue
+        uri = f"s3://{bucket}/{item['Key']}"
+        if not item["Key"].endswith("/"):
+            files.append(uri)
+        elif item.get("Size", 0):  # a real object, not the console's empty folder marker
+            unlisted.append(
+                Unlisted(
+                    uri,
+                    f"an object of {item['Size']} bytes whose key ends in '/' (a folder's name): "
+                    "copy it to a key with a file name to load it",
+                    always=True,
                 )
+            )
     return Listing(sorted(files), sorted(unlisted, key=lambda u: u.uri))

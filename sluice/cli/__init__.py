@@ -83,6 +83,10 @@ def ingest(
     """Ingest one landed file: extract → transform → validate → load, exactly once."""
     if mode is not None and mode not in ("hard", "soft"):
         raise fail(f"--mode must be hard or soft, not {mode!r}", code=2)
+    output.bucketless(source)
+    if not source.startswith("s3://") and Path(source.removeprefix("file://")).is_dir():
+        # was "skipped: no registered dataset claims this key" (exit 0), or with --dataset "file not found"
+        raise fail(f"{source} is a folder: `sluice backfill {source}` ingests every file under it", code=2)
     _prepare(verbose)
     # after _prepare: the flows import Prefect, which reads its environment once, at import
     from sluice.cli.runner import run_ingest

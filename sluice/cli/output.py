@@ -70,6 +70,13 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def bucketless(uri: str) -> None:
+    """Refuse an ``s3://`` URI without a bucket (``s3://``, ``s3:///x.csv``) as a usage error: it was a skipped run
+    ("no registered dataset claims this key") or botocore's "Invalid bucket name" traceback."""
+    if uri.startswith("s3://") and not uri.removeprefix("s3://").partition("/")[0]:
+        raise fail(f"{uri!r} names no bucket: s3://BUCKET/KEY", code=2)
+
+
 def where(report: Any) -> str:
     """`` at <state>`` for an error line, or nothing when the run failed before its first state."""
     return f" at {report.state}" if getattr(report, "state", None) else ""

@@ -130,7 +130,10 @@ def seed_source(
     from_dir: Annotated[
         Path | None,
         typer.Option(
-            "--from", help="Folder with one CSV per OLTP table (address.csv …); default: generated."
+            "--from",
+            exists=True,  # a mistyped folder was "missing address.csv, counterparty.csv, …" (all eleven)
+            file_okay=False,
+            help="Folder with one CSV per OLTP table (address.csv …); default: generated.",
         ),
     ] = None,
     orders: Annotated[int, typer.Option(min=0, help="Sales orders to generate (without --from).")] = 2000,

@@ -474,3 +474,76 @@ def test_a_message_quoting_brackets_or_colons_is_printed_as_written(sluice_env: 
     assert code == 1
     assert f"{missing}: file not found" in " ".join(err.split()), err
     assert str(missing) in out, out
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        # Prefect's "Invalid deployment name format" traceback; another flow's deployment got a file's parameters
+        (
+            ["backfill", ".", "--deployment", "nope"],
+            "--deployment must be ingest-files/NAME or ingest-file/NAME",
+        ),
+        (["backfill", ".", "--deployment", "analytics/x"], "not 'analytics/x'"),
+        # botocore's "Invalid bucket name" traceback; ingest skipped it ("no registered dataset claims this key")
+        (["backfill", "s3://"], "'s3://' names no bucket: s3://BUCKET/KEY"),
+        (["ingest", "s3:///dailycheckins.csv"], "names no bucket"),
+        # pydantic's ValidationError traceback
+        (
+            ["notify", "add-sns", "My Alerts", "--topic-arn", "arn:aws:sns:us-east-1:123456789012:t"],
+            "block name",
+        ),
+        # was saved; every alert then failed to send
+        (
+            ["notify", "add-email", "team", "--to", "ops", "--smtp-host", "h"],
+            "--to 'ops' is not an email address",
+        ),
+        # said after reading the stack, or "You must specify a region" before it
+        (["aws", "setup", "--pool-type", "fargate"], "--pool-type must be ecs:push or ecs, not 'fargate'"),
+        # "missing address.csv, counterparty.csv, …" for a folder that is not there
+        (["totesys", "seed-source", "--from", "no-such-folder"], "'no-such-folder' does not exist"),
+    ],
+)
+def test_a_mistyped_argument_is_one_usage_line_before_anything_starts(args: list[str], says: str) -> None:
+    code, out, err = invoke(*args)
+    assert code == 2, out + err
+    assert says in " ".join(err.replace("│", " ").split()), err
+    assert "Traceback" not in out + err
+
+
+def test_ingest_of_a_folder_points_to_backfill(sluice_env: Path) -> None:
+    """It was "skipped: no registered dataset claims this key" (exit 0), or with --dataset "file not found"."""
+    folder = sluice_env / "landing"
+    folder.mkdir()
+    for extra in ([], ["--dataset", "dailycheckins"]):
+        code, out, err = invoke("ingest", str(folder), *extra)
+        assert code == 2, out + err
+        assert f"{folder} is a folder: `sluice backfill {folder}` ingests every file under it" in err, err
+
+
+def test_an_s3_prefix_that_cannot_be_listed_is_one_line(sluice_env: Path, moto_endpoint: str) -> None:
+    """A bucket that does not exist, no AWS credentials: botocore's traceback (NoSuchBucket on ListObjectsV2,
+    NoCredentialsError). The text line and the --json document say it, exit 1."""
+    import os
+
+    env = {**os.environ, "SLUICE_WARM": "0"}
+    done = _sluice(["backfill", "s3://no-such-bucket-here/landing/", "--json"], env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert (
+        json.loads(done.stdout)["error"]
+        == "s3://no-such-bucket-here/landing/: no such bucket 'no-such-bucket-here'"
+    )
+
+    bare = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    bare.update(
+        AWS_SHARED_CREDENTIALS_FILE=str(sluice_env / "none"),
+        AWS_CONFIG_FILE=str(sluice_env / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=moto_endpoint,
+    )
+    done = _sluice(["backfill", "s3://any-bucket/landing/"], bare)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "s3://any-bucket/landing/: no AWS credentials to list it (AWS_PROFILE or AWS_ACCESS_KEY_ID" in (
+        " ".join(done.stderr.split())
+    ), done.stderr
