@@ -373,7 +373,7 @@ class Listing:
     unlisted: list[Unlisted]
 
 
-def _left_out(relative: str) -> bool:
+def left_out(relative: str) -> bool:
     """A path under the listed prefix (``/``-separated, from the prefix's folder) that is not a landed file: a
     hidden file or anything in a hidden folder (``.name``: an editor's lock, ``.ipynb_checkpoints/``, a sync tool's
     ``.tmp/``), or a partial copy (``*.part``: what ``put_file`` and download tools write before their rename).
@@ -385,7 +385,7 @@ def _left_out(relative: str) -> bool:
 def list_files(prefix: str) -> Listing:
     """Every file under ``prefix`` (recursively), sorted, and every entry that is not a loadable file, with why.
 
-    Hidden and partial files are left out (``_left_out``: the same rule for a folder and S3), and on S3 a zero-byte
+    Hidden and partial files are left out (``left_out``: the same rule for a folder and S3), and on S3 a zero-byte
     key ending in ``/`` (the console's "folder" marker); nothing else is skipped without a reason.
     """
     if is_s3(prefix):
@@ -404,7 +404,7 @@ def list_files(prefix: str) -> Listing:
 
     for folder, dirs, names in os.walk(root, onerror=unreadable_folder):
         base = Path(folder)
-        dirs[:] = [name for name in dirs if not _left_out(name)]  # pruned: a hidden folder is not walked
+        dirs[:] = [name for name in dirs if not left_out(name)]  # pruned: a hidden folder is not walked
         for name in sorted(dirs):
             path = base / name
             if path.is_symlink():  # os.walk does not follow it (a link loop would never end)
@@ -416,7 +416,7 @@ def list_files(prefix: str) -> Listing:
             else:
                 unlisted.append(Unlisted(str(path), "a folder, not a file", folder=True))
         for name in names:
-            if _left_out(name):
+            if left_out(name):
                 continue
             path = base / name
             reason = _not_loadable(path)
@@ -491,7 +491,7 @@ def _list_s3(prefix: str) -> Listing:
     # a key's path from the prefix's folder: "landing/tm" lists "landing/tm.csv" and "landing/tm/x.csv"
     folder = key.rpartition("/")[0] + "/" if "/" in key else ""
     for item in _listed(prefix, bucket, key):
-        if item["Key"] != key and _left_out(item["Key"].removeprefix(folder).rstrip("/")):
+        if item["Key"] != key and left_out(item["Key"].removeprefix(folder).rstrip("/")):
             continue
         uri = f"s3://{bucket}/{item['Key']}"
         if not item["Key"].endswith("/"):

@@ -348,3 +348,24 @@ def test_a_folder_and_an_s3_prefix_leave_out_the_same_hidden_and_partial_files(
     assert list_files(str(tmp_path / "landing" / ".dailycheckins-c.csv")).files == [
         str(tmp_path / "landing" / ".dailycheckins-c.csv")
     ]
+
+
+def test_an_s3_event_for_a_hidden_or_partial_key_is_skipped_unless_named_with_a_dataset(
+    sluice_env: Path, moto_endpoint: str, s3_bucket: str
+) -> None:
+    """An S3 event arrives for every key a tool writes, its ``.part`` copy in flight too: what a backfill leaves
+    out is skipped with why (it was claimed by ``*dailycheckins*.csv``-like patterns and loaded, half-written);
+    with --dataset the user names it, and it loads."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    body = b"user,timestamp,hours,project\nev,2019-01-01 00:00:00 UTC,1,p\n"
+    for key in ("landing/.dailycheckins-h.csv", "landing/data2bots/orders/orders-1.csv.part"):
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=body)
+        result = CliRunner().invoke(app, ["ingest", f"s3://{s3_bucket}/{key}", "--json"])
+        report = json.loads(result.stdout)
+        assert (result.exit_code, report["status"]) == (0, "skipped"), result.output
+        assert "a hidden or partial object" in report["error"] and "--dataset NAME" in report["error"]
+    named = f"s3://{s3_bucket}/landing/.dailycheckins-h.csv"
+    result = CliRunner().invoke(app, ["ingest", named, "--dataset", "dailycheckins", "--json"])
+    assert (result.exit_code, json.loads(result.stdout)["rows_loaded"]) == (0, 1), result.output
