@@ -44,6 +44,14 @@ def _start(
         message = f"{source}: a folder marker (the key ends with '/'), not a file; skipped"
         _record_refusal(ledger, source, dataset, "skipped", message)
         raise Unclaimed(message)
+    if storage.is_s3(source) and not dataset and storage.left_out(storage.split_s3(source)[1]):
+        # what a backfill's listing leaves out (storage.left_out) is not a landed file either when its S3 event comes
+        message = (
+            f"{source}: a hidden or partial object (.name, *.part: a copy in flight), not a landed file; skipped "
+            "(--dataset NAME loads it as NAME)"
+        )
+        _record_refusal(ledger, source, dataset, "skipped", message)
+        raise Unclaimed(message)
     try:
         spec = (
             datasets.get_dataset(dataset)

@@ -432,8 +432,10 @@ def status(
 
 def stop(home: Path, pgdata: Path | None) -> dict[str, bool]:
     """Stop the home's warm runner (and the commands it runs), Prefect server and embedded PostgreSQL; says
-    which were running."""
-
+    which were running. A home that is no folder (not made yet, or a path that cannot be one: under a file, under
+    /proc) holds no runner, server or data folder: nothing was running, and nothing is created to find that out."""
+    if not home.is_dir():
+        return {"runner": False, "prefect": False, "postgres": False}
     stopped_runner = warm.stop(home.resolve())
     stopped_prefect = stop_prefect_server(home) is not None
     stopped_pg = stop_postgres(pgdata) is not None if pgdata is not None else False

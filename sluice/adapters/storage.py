@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
-from sluice.errors import SourceNotFound, SourceUnreadable
+from sluice.errors import ConfigurationError, SourceNotFound, SourceUnreadable
 
 logger = logging.getLogger(__name__)
 
@@ -373,16 +373,20 @@ class Listing:
     unlisted: list[Unlisted]
 
 
-def _left_out(name: str) -> bool:
-    """Hidden files and partial uploads (``*.part``, what ``put_file`` writes before its rename) are not landed."""
-    return name.startswith(".") or name.endswith(".part")
+def left_out(relative: str) -> bool:
+    """A path under the listed prefix (``/``-separated, from the prefix's folder) that is not a landed file: a
+    hidden file or anything in a hidden folder (``.name``: an editor's lock, ``.ipynb_checkpoints/``, a sync tool's
+    ``.tmp/``), or a partial copy (``*.part``: what ``put_file`` and download tools write before their rename).
+    The same rule for a folder and for S3, whose listing had kept them all (a folder's had kept hidden folders)."""
+    parts = relative.split("/")
+    return any(part.startswith(".") for part in parts) or parts[-1].endswith(".part")
 
 
 def list_files(prefix: str) -> Listing:
     """Every file under ``prefix`` (recursively), sorted, and every entry that is not a loadable file, with why.
 
-    Hidden and partial files are left out, and on S3 a zero-byte key ending in ``/`` (the console's "folder"
-    marker); nothing else is skipped without a reason.
+    Hidden and partial files are left out (``left_out``: the same rule for a folder and S3), and on S3 a zero-byte
+    key ending in ``/`` (the console's "folder" marker); nothing else is skipped without a reason.
     """
     if is_s3(prefix):
         return _list_s3(prefix)
@@ -400,6 +404,7 @@ def list_files(prefix: str) -> Listing:
 
     for folder, dirs, names in os.walk(root, onerror=unreadable_folder):
         base = Path(folder)
+        dirs[:] = [name for name in dirs if not left_out(name)]  # pruned: a hidden folder is not walked
         for name in sorted(dirs):
             path = base / name
             if path.is_symlink():  # os.walk does not follow it (a link loop would never end)
@@ -411,7 +416,7 @@ def list_files(prefix: str) -> Listing:
             else:
                 unlisted.append(Unlisted(str(path), "a folder, not a file", folder=True))
         for name in names:
-            if _left_out(name):
+            if left_out(name):
                 continue
             path = base / name
             reason = _not_loadable(path)
@@ -443,23 +448,61 @@ def _not_loadable(path: Path) -> str | None:
     return None
 
 
+def _listing_failed(prefix: str, bucket: str, exc: Exception) -> Exception:
+    """Why ``prefix`` could not be listed, as one line the user can act on (was botocore's traceback), or ``exc``
+    itself when it is none of these."""
+    from botocore import exceptions  # AWS modules only when S3 is used
+
+    if isinstance(exc, exceptions.NoCredentialsError):
+        return ConfigurationError(
+            f"{prefix}: no AWS credentials to list it (AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; "
+            "on ECS, the task role)"
+        )
+    if isinstance(exc, exceptions.ParamValidationError):
+        return ConfigurationError(f"{prefix}: not an S3 location: {str(exc).strip().splitlines()[-1]}")
+    if isinstance(exc, exceptions.EndpointConnectionError):
+        return ConfigurationError(f"{prefix}: cannot reach S3: {exc}")
+    if _code(exc) == "NoSuchBucket":
+        return SourceNotFound(f"{prefix}: no such bucket {bucket!r}")
+    if _is_denied(exc):
+        return SourceUnreadable(
+            f"{prefix}: access denied listing it ({_code(exc)}): this principal needs s3:ListBucket on "
+            f"arn:aws:s3:::{bucket}"
+        )
+    return exc
+
+
+def _listed(prefix: str, bucket: str, key: str) -> Iterator[dict[str, Any]]:
+    """The objects under ``key``, page by page; a listing that fails is ``_listing_failed``'s one line."""
+    try:
+        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            yield from page.get("Contents", [])
+    except Exception as exc:
+        said = _listing_failed(prefix, bucket, exc)
+        if said is exc:
+            raise
+        raise said from exc
+
+
 def _list_s3(prefix: str) -> Listing:
     bucket, key = split_s3(prefix)
-    paginator = s3_client().get_paginator("list_objects_v2")
     files: list[str] = []
     unlisted: list[Unlisted] = []
-    for page in paginator.paginate(Bucket=bucket, Prefix=key):
-        for item in page.get("Contents", []):
-            uri = f"s3://{bucket}/{item['Key']}"
-            if not item["Key"].endswith("/"):
-                files.append(uri)
-            elif item.get("Size", 0):  # a real object, not the console's empty folder marker
-                unlisted.append(
-                    Unlisted(
-                        uri,
-                        f"an object of {item['Size']} bytes whose key ends in '/' (a folder's name): "
-                        "copy it to a key with a file name to load it",
-                        always=True,
-                    )
+    # a key's path from the prefix's folder: "landing/tm" lists "landing/tm.csv" and "landing/tm/x.csv"
+    folder = key.rpartition("/")[0] + "/" if "/" in key else ""
+    for item in _listed(prefix, bucket, key):
+        if item["Key"] != key and left_out(item["Key"].removeprefix(folder).rstrip("/")):
+            continue
+        uri = f"s3://{bucket}/{item['Key']}"
+        if not item["Key"].endswith("/"):
+            files.append(uri)
+        elif item.get("Size", 0):  # a real object, not the console's empty folder marker
+            unlisted.append(
+                Unlisted(
+                    uri,
+                    f"an object of {item['Size']} bytes whose key ends in '/' (a folder's name): "
+                    "copy it to a key with a file name to load it",
+                    always=True,
                 )
+            )
     return Listing(sorted(files), sorted(unlisted, key=lambda u: u.uri))

@@ -76,7 +76,9 @@ def source_engine(url: str) -> sa.Engine:
     """An engine on the OLTP through psycopg2, whatever PostgreSQL URL it is given (``postgresql://``, what clients
     are given, or with another driver); rows arrive as UTF-8 whatever the source database's encoding."""
     try:
-        parsed = sa.make_url(sqlalchemy_url(url, "the Totesys source URL"))  # refuses mysql:// and the like
+        parsed = sa.make_url(
+            sqlalchemy_url(url, "the Totesys source URL", any_driver=True)
+        )  # refuses mysql://
         # the extract COPYs through psycopg2's cursor, whichever PostgreSQL driver the URL names
         return sa.create_engine(
             parsed.set(drivername="postgresql+psycopg2"),

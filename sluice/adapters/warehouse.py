@@ -145,26 +145,36 @@ def secret_value(arn: str) -> str:
 POSTGRESQL_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg2://")
 
 
-def sqlalchemy_url(url: str, what: str = "the database URL") -> str:
+def sqlalchemy_url(url: str, what: str = "the database URL", *, any_driver: bool = False) -> str:
     """``url`` with psycopg2 as its driver when it names none; a password holding a raw ``@`` is refused, and so
     is a URL of another database (``mysql://``…), in one line that says ``what`` it is and shows it without its
-    password (SQLAlchemy's own error was the driver it could not import: "No module named 'MySQLdb'")."""
+    password (SQLAlchemy's own error was the driver it could not import: "No module named 'MySQLdb'").
+
+    A PostgreSQL URL naming another driver (``postgresql+asyncpg://``, ``+psycopg``, ``+pg8000``) is refused too
+    unless ``any_driver`` (the Totesys source, whose engine swaps in psycopg2 itself): the warehouse's loads COPY
+    through psycopg2's cursor, and with asyncpg the first query failed with SQLAlchemy's "greenlet_spawn has not
+    been called" traceback (`sluice db url` printed the URL and exit 0)."""
     _password_encoded(url)
-    _postgresql(url, what)
+    _postgresql(url, what, any_driver)
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg2://" + url.split("://", 1)[1]
     return url
 
 
-def _postgresql(url: str, what: str) -> None:
+def _postgresql(url: str, what: str, any_driver: bool) -> None:
     try:
-        backend = sa.make_url(url).get_backend_name()
+        parsed = sa.make_url(url)
+        backend = parsed.get_backend_name()
     except (sa.exc.ArgumentError, ValueError):
         return  # not parseable: the caller's own message (which never quotes the URL)
+    forms = f"postgresql://user:password@host/db (or {', '.join(POSTGRESQL_SCHEMES[1:])})"
     if backend not in {"postgresql", "postgres"}:
+        raise ConfigurationError(f"{what} must be PostgreSQL: {forms}, not {redact(url)}")
+    driver = parsed.drivername.partition("+")[2]
+    if driver and driver != "psycopg2" and not any_driver:
         raise ConfigurationError(
-            f"{what} must be PostgreSQL: postgresql://user:password@host/db (or "
-            f"{', '.join(POSTGRESQL_SCHEMES[1:])}), not {redact(url)}"
+            f"{what} names the driver {driver}, but Sluice loads through psycopg2: write {forms}, "
+            f"not {redact(url)}"
         )
 
 

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from sluice import services
 from sluice.cli import api, aws, backfill, data2bots, notify, output, sertis, totesys
-from sluice.cli.output import AsJson, Verbose, console, err, fail, print_json, where
+from sluice.cli.output import AsJson, Verbose, console, err, escape, fail, print_json, where
 from sluice.errors import SluiceError
 from sluice.runtime import prepare
 
@@ -83,6 +83,10 @@ def ingest(
     """Ingest one landed file: extract → transform → validate → load, exactly once."""
     if mode is not None and mode not in ("hard", "soft"):
         raise fail(f"--mode must be hard or soft, not {mode!r}", code=2)
+    output.bucketless(source)
+    if not source.startswith("s3://") and Path(source.removeprefix("file://")).is_dir():
+        # was "skipped: no registered dataset claims this key" (exit 0), or with --dataset "file not found"
+        raise fail(f"{source} is a folder: `sluice backfill {source}` ingests every file under it", code=2)
     _prepare(verbose)
     # after _prepare: the flows import Prefect, which reads its environment once, at import
     from sluice.cli.runner import run_ingest
@@ -99,23 +103,25 @@ def ingest(
 def _print_report(report: Any) -> None:
     colour = {"success": "green", "skipped": "yellow", "failed": "red"}.get(report.status, "white")
     console.print(
-        f"[{colour}]{report.status}[/] {report.dataset or '-'} ← {report.source}: "
+        f"[{colour}]{report.status}[/] {escape(report.dataset or '-')} ← {escape(report.source)}: "
         f"{report.rows_read:,} read, {report.rows_loaded:,} loaded into {report.table or '-'}, "
         f"{report.rows_quarantined:,} quarantined",
         highlight=False,
         soft_wrap=True,
     )
     if report.quarantine_uri:
-        console.print(f"  quarantine: {report.quarantine_uri}", highlight=False, soft_wrap=True)
+        console.print(f"  quarantine: {report.quarantine_uri}", highlight=False, soft_wrap=True, markup=False)
     if report.error and report.status == "failed":
-        err.print(f"[bold red]error[/]{where(report)}: {report.error}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]error[/]{where(report)}: {escape(report.error)}", highlight=False, soft_wrap=True
+        )
     elif report.error:
-        console.print(f"  {report.error}", highlight=False, soft_wrap=True)
+        console.print(f"  {report.error}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()
 def ledger(
-    limit: Annotated[int, typer.Option(help="How many recent runs.")] = 20,
+    limit: Annotated[int, typer.Option(min=0, help="How many recent runs.")] = 20,
     as_json: AsJson = False,
 ) -> None:
     """Recent runs and their states, from the configured ledger backend."""
@@ -246,7 +252,7 @@ def services_stop() -> None:
 
 @app.command()
 def demo(
-    rows: Annotated[int, typer.Option(help="Rows per generated file.")] = 1000,
+    rows: Annotated[int, typer.Option(min=1, help="Rows per generated file.")] = 1000,
     verbose: Verbose = False,
 ) -> None:
     """The main job: generate sample files for every dataset, land them, ingest them, summarize."""
@@ -269,7 +275,19 @@ def main(prog_name: str | None = None) -> None:
     code: int = 0
     output.begin(sys.argv[1:])
     try:
-        command()(prog_name=prog_name)
+        # not standalone: click's usage errors reach this function, which prints them as typer would and keeps
+        # the message for the --json document (standalone, typer printed it and exited: the document only said
+        # "usage error"); a command's Exit comes back as its code
+        result = command().main(prog_name=prog_name, standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+        if code == INTERRUPTED and output.error() is None:  # typer's Exit(130) for a KeyboardInterrupt
+            fail(INTERRUPTED_MESSAGE)
+    except typer.TyperException as exc:  # click's usage errors (typer's own click) derive from it
+        output.usage_error(exc)
+        code = exc.exit_code
+    except typer.Abort:
+        output.usage_error(None)
+        code = 1
     except SluiceError as exc:
         fail(str(exc))
         code = 1

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
 def api(
     host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 in a container).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")] = 8000,
 ) -> None:
     """Serve one user's check-ins over HTTP: GET /get?user=NAME (also /Prod/get), /health, docs at /docs."""
     # kept off `sluice --help` (uvicorn, FastAPI, SQLAlchemy, pydantic-settings)

@@ -122,6 +122,10 @@ async def configure_prefect(env: dict[str, str], pool: str, pool_type: str, regi
     }
 
 
+#: The work pool types ``setup`` makes: a push pool (Prefect Cloud) or one served by an ECS worker (self-hosted).
+POOL_TYPES = ("ecs:push", "ecs")
+
+
 @aws_app.command("setup")
 def setup(
     stack: Annotated[str, typer.Option("--stack", help="The CloudFormation stack's name.")] = "sluice",
@@ -135,9 +139,11 @@ def setup(
     ] = Path(".sluice/deploy.env"),
 ) -> None:
     """Read the stack's outputs; write the deploy's env file; create the pool, its credentials and alerts blocks."""
+    if pool_type not in POOL_TYPES:  # was found out after reading the stack (or not at all without a region)
+        raise fail(f"--pool-type must be {' or '.join(POOL_TYPES)}, not {pool_type!r}", code=2)
     # AWS modules only when AWS is used: kept off `sluice --help`
     import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
     prepare(False, remote=True)  # the pool and blocks go where `prefect cloud login` (the profile) points
     # after prepare: Prefect reads its environment once, at import
@@ -159,6 +165,8 @@ def setup(
             )
         path = write_env_file(env, env_file)
         made = run_coro_as_sync(configure_prefect(env, pool, pool_type, region))
+    except NoRegionError:
+        raise fail("no region: pass --region or set AWS_REGION (or AWS_DEFAULT_REGION)", code=2) from None
     except (BotoCoreError, ClientError) as exc:
         raise fail(f"stack {stack}: {exc}") from None
     console.print(f"wrote [bold]{path}[/] ({len(env)} variables from stack {stack})")

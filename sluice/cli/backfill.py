@@ -9,9 +9,12 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sluice.cli.output import console, err, fail, print_json
+from sluice.cli.output import bucketless, console, err, fail, print_json
 from sluice.errors import ConfigurationError
 from sluice.runtime import prepare
+
+#: The flows a backfill starts deployment runs of: a shard of files per run, or one file per run.
+DEPLOYMENT_FLOWS = ("ingest-files", "ingest-file")
 
 
 def register(app: typer.Typer) -> None:
@@ -44,6 +47,15 @@ def backfill(
     """
     if mode is not None and mode not in ("hard", "soft"):
         raise fail(f"--mode must be hard or soft, not {mode!r}", code=2)
+    flow, _, name = (deployment or "").partition("/")
+    if deployment is not None and (flow not in DEPLOYMENT_FLOWS or not name):
+        # Prefect's own error was a traceback ("Invalid deployment name format"), and another flow's deployment
+        # would have been sent a file's parameters
+        raise fail(
+            f"--deployment must be ingest-files/NAME or ingest-file/NAME (flow/deployment), not {deployment!r}",
+            code=2,
+        )
+    bucketless(prefix)
     # local: the server starts once files need it; deployments: where the user's Prefect profile points
     prepare(verbose, server=deployment is not None, remote=deployment is not None)
     from sluice.adapters import storage
@@ -116,6 +128,7 @@ def backfill(
                 f"{r['status']:8} {r['source']}" + (f"  {r.get('error')}" if r.get("error") else ""),
                 highlight=False,
                 soft_wrap=True,
+                markup=False,
             )
         console.print(
             f"{len(results)} files: {counts['success']} loaded, {counts['skipped']} skipped, "

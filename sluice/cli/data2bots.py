@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sluice.cli.output import console, err, fail, print_json, where
+from sluice.cli.output import console, err, escape, fail, print_json, where
 from sluice.runtime import prepare
 
 
@@ -61,12 +61,14 @@ def print_analytics(report: Any, console: Any) -> None:
     from sluice.data2bots import ANALYTICS, read_table
 
     if report.status == "failed":
-        err.print(f"[bold red]error[/]{where(report)}: {report.error}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]error[/]{where(report)}: {escape(str(report.error))}", highlight=False, soft_wrap=True
+        )
         return
     if report.status == "skipped":
-        console.print(f"[yellow]analytics[/]: {report.error}", highlight=False)
+        console.print(f"[yellow]analytics[/]: {escape(str(report.error))}", highlight=False)
     for note in getattr(report, "notes", None) or []:
-        console.print(f"[yellow]note[/]: {note}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]note[/]: {escape(note)}", highlight=False, soft_wrap=True)
     engine = get_engine()
     day = getattr(report, "as_of", None)
     for name in ANALYTICS:

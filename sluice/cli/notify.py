@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Annotated
 
 import typer
@@ -18,6 +19,14 @@ def register(app: typer.Typer) -> None:
     app.add_typer(notify_app, name="notify")
 
 
+def _check_name(name: str) -> None:
+    """Prefect's rule for a block's name, said before anything starts (was pydantic's ValidationError traceback)."""
+    if not re.fullmatch(r"[a-z0-9-]+", name):
+        raise fail(
+            f"block name {name!r}: only lowercase letters, numbers and dashes (e.g. ops-alerts)", code=2
+        )
+
+
 def _start() -> None:
     prepare(False)
 
@@ -29,7 +38,7 @@ def add_sns(
     region: Annotated[str | None, typer.Option("--region", help="AWS region (default: the topic's).")] = None,
 ) -> None:
     """Save an SNS notification block (credentials from the usual AWS chain)."""
-
+    _check_name(name)
     if not topic_arn.startswith("arn:") or topic_arn.count(":") < 5:
         raise fail(f"--topic-arn {topic_arn!r} is not an SNS topic ARN", code=2)
     _start()
@@ -52,7 +61,9 @@ def add_email(
     name: Annotated[str, typer.Argument(help="Block name, e.g. data-team.")],
     to: Annotated[str, typer.Option("--to", help="Recipient address(es), comma-separated.")],
     smtp_host: Annotated[str, typer.Option("--smtp-host", help="SMTP server host.")],
-    smtp_port: Annotated[int | None, typer.Option("--smtp-port", help="Default: by security mode.")] = None,
+    smtp_port: Annotated[
+        int | None, typer.Option("--smtp-port", min=1, max=65535, help="Default: by security mode.")
+    ] = None,
     username: Annotated[str | None, typer.Option("--username", help="SMTP login.")] = None,
     password_env: Annotated[
         str | None, typer.Option("--password-env", help="Environment variable holding the password.")
@@ -63,6 +74,12 @@ def add_email(
     plain: Annotated[bool, typer.Option("--plain", help="No TLS (port 25; local relays only).")] = False,
 ) -> None:
     """Save an email notification block backed by prefect-email's EmailServerCredentials."""
+    _check_name(name)
+    not_addresses = [a.strip() for a in to.split(",") if "@" not in a.strip()]
+    if not_addresses:  # was saved, and every alert then failed to send
+        raise fail(
+            f"--to {not_addresses[0]!r} is not an email address (name@domain; comma-separate several)", code=2
+        )
 
     if sum((ssl, starttls, plain)) > 1:
         raise fail("choose one of --ssl, --starttls, --plain", code=2)

@@ -17,18 +17,23 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sluice import errors
 
-console = Console()
-err = Console(stderr=True)
+# emoji off: a message quoting ":-1:" (getaddrinfo's "127.0.0.1:-1: …") or a file named "x:smile:.csv" is printed
+# as written; what a message quotes goes through ``escape`` (a file named "x[red].csv" kept its brackets)
+console = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
+
+__all__ = ["console", "err", "escape"]
 
 
 def reset_consoles() -> None:
     """Re-create both consoles in place (every module holds them by reference): rich detects the terminal, colour
     system and size when a console is created, and a warm runner's child gets the client's terminal after that."""
-    console.__init__()  # type: ignore[misc]
-    err.__init__(stderr=True)  # type: ignore[misc]
+    console.__init__(emoji=False)  # type: ignore[misc]
+    err.__init__(stderr=True, emoji=False)  # type: ignore[misc]
 
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")]
@@ -61,8 +66,15 @@ def json_requested() -> bool:
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one readable error line and return the Exit to raise."""
     _Run.error = message
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def bucketless(uri: str) -> None:
+    """Refuse an ``s3://`` URI without a bucket (``s3://``, ``s3:///x.csv``) as a usage error: it was a skipped run
+    ("no registered dataset claims this key") or botocore's "Invalid bucket name" traceback."""
+    if uri.startswith("s3://") and not uri.removeprefix("s3://").partition("/")[0]:
+        raise fail(f"{uri!r} names no bucket: s3://BUCKET/KEY", code=2)
 
 
 def where(report: Any) -> str:
@@ -75,12 +87,24 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, default=str) + "\n")
 
 
+def usage_error(exc: Any) -> None:
+    """Print click's usage error (or, for None, its abort) as typer does, on stderr, and keep its message for the
+    ``--json`` document: ``No such option: --limt (Possible options: --limit)``, ``Missing argument 'SOURCE'``."""
+    from typer import rich_utils  # only on this path: rich's panels are not needed to run a command
+
+    if exc is None:
+        rich_utils.rich_abort_error()
+        _Run.error = "aborted"
+        return
+    rich_utils.rich_format_error(exc)
+    _Run.error = " ".join(exc.format_message().split())
+
+
 def finish_json(code: int) -> None:
     """With ``--json``, a command that failed without printing its document prints the failure as one."""
     if not _Run.as_json or _Run.printed_json or code == 0:
         return
-    error = _Run.error or ("usage error (the message is on stderr)" if code == 2 else "failed (see stderr)")
-    print_json({"status": "failed", "error": error, "exit_code": code})
+    print_json({"status": "failed", "error": _Run.error or "failed (see stderr)", "exit_code": code})
 
 
 def unreachable(exc: BaseException) -> str | None:

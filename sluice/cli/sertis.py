@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sluice.cli.output import console, err, print_json, where
+from sluice.cli.output import console, err, escape, print_json, where
 from sluice.runtime import prepare
 
 
@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 
 def customers(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    limit: Annotated[int, typer.Option(help="Customers to print (text output).")] = 15,
+    limit: Annotated[int, typer.Option(min=0, help="Customers to print (text output).")] = 15,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")] = False,
 ) -> None:
     """Build gold: customers(customer_id, favourite_product, longest_streak), as table and Parquet."""
@@ -29,7 +29,9 @@ def customers(
     if as_json:
         print_json(report.model_dump(exclude={"failures", "flow_run_id"}))
     elif report.status == "failed":
-        err.print(f"[bold red]error[/]{where(report)}: {report.error}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]error[/]{where(report)}: {escape(str(report.error))}", highlight=False, soft_wrap=True
+        )
     else:
         print_customers(report, console, limit)
     if report.status == "failed":
@@ -59,6 +61,6 @@ def print_customers(report: Any, console: Any, limit: int = 15) -> None:
         table.add_row(str(row[0]), str(row[1]), str(row[2]))
     console.print(table)
     for note in getattr(report, "notes", None) or []:
-        console.print(f"[yellow]note[/]: {note}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]note[/]: {escape(note)}", highlight=False, soft_wrap=True)
     if getattr(report, "gold_uri", None):
         console.print(f"gold Parquet: {report.gold_uri}", highlight=False, soft_wrap=True)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sluice.cli.output import console, err, fail, print_json, where
+from sluice.cli.output import console, err, escape, fail, print_json, where
 from sluice.errors import SluiceError
 from sluice.runtime import prepare
 
@@ -118,9 +118,11 @@ def print_cycle(report: Any) -> None:
             table.add_row(a[0], f"{a[1]:,}" if a[1] != "" else "", b[0], f"{b[1]:,}" if b[1] != "" else "")
         console.print(table)
     if report.status == "failed":
-        err.print(f"[bold red]error[/]{where(report)}: {report.error}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]error[/]{where(report)}: {escape(str(report.error))}", highlight=False, soft_wrap=True
+        )
         if report.quarantine_uri:
-            err.print(f"  failures: {report.quarantine_uri}", highlight=False, soft_wrap=True)
+            err.print(f"  failures: {report.quarantine_uri}", highlight=False, soft_wrap=True, markup=False)
 
 
 @totesys_app.command("seed-source")
@@ -128,10 +130,13 @@ def seed_source(
     from_dir: Annotated[
         Path | None,
         typer.Option(
-            "--from", help="Folder with one CSV per OLTP table (address.csv …); default: generated."
+            "--from",
+            exists=True,  # a mistyped folder was "missing address.csv, counterparty.csv, …" (all eleven)
+            file_okay=False,
+            help="Folder with one CSV per OLTP table (address.csv …); default: generated.",
         ),
     ] = None,
-    orders: Annotated[int, typer.Option(help="Sales orders to generate (without --from).")] = 2000,
+    orders: Annotated[int, typer.Option(min=0, help="Sales orders to generate (without --from).")] = 2000,
     seed: Annotated[int, typer.Option(help="Random seed of the generator.")] = 20221103,
 ) -> None:
     """(Re)create the Totesys OLTP source: its real DDL, seeded from CSVs or the generator. Replaces its rows."""

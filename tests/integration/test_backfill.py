@@ -301,3 +301,71 @@ def test_a_folder_that_is_not_there_is_said_so(sluice_env: Path) -> None:
     (sluice_env / "landing" / "empty").mkdir(parents=True)
     result = CliRunner().invoke(app, ["backfill", str(sluice_env / "landing" / "empty")])
     assert result.exit_code == 1 and "no files that any dataset claims" in result.stderr, result.stderr
+
+
+#: A landing prefix as tools leave it: what a backfill takes (True) and what is not a landed file (False).
+LANDED = {
+    "dailycheckins-a.csv": True,
+    "tm/dailycheckins-b.csv": True,
+    ".dailycheckins-c.csv": False,  # hidden: an editor's or a sync tool's temporary copy
+    "tm/.~lock.dailycheckins-b.csv#": False,
+    "dailycheckins-d.csv.part": False,  # a copy in flight (a download tool, put_file)
+    "tm/dailycheckins-e.csv.1234-ab12.part": False,
+    ".staging/dailycheckins-f.csv": False,  # in a hidden folder
+    "tm/.ipynb_checkpoints/dailycheckins-b-checkpoint.csv": False,
+}
+
+
+def test_a_folder_and_an_s3_prefix_leave_out_the_same_hidden_and_partial_files(
+    tmp_path: Path, moto_endpoint: str, s3_bucket: str
+) -> None:
+    """The same tree in a folder and under an S3 prefix lists the same files. S3 listed every hidden key and
+    every ``*.part`` as a landed file (a tool copying through a ``.part`` key got it ingested, half-written), and
+    a folder listed the files of hidden folders (``.ipynb_checkpoints/``): README "Backfill"."""
+    import boto3
+
+    from sluice.adapters.storage import list_files
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    for relative in LANDED:
+        path = tmp_path / "landing" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("user\n", encoding="utf-8")
+        s3.put_object(Bucket=s3_bucket, Key=f"landing/{relative}", Body=b"user\n")
+    expected = sorted(relative for relative, landed in LANDED.items() if landed)
+
+    local = list_files(str(tmp_path / "landing"))
+    on_s3 = list_files(f"s3://{s3_bucket}/landing/")
+    assert [str(Path(f).relative_to(tmp_path / "landing")) for f in local.files] == expected
+    assert [f.removeprefix(f"s3://{s3_bucket}/landing/") for f in on_s3.files] == expected
+    assert (local.unlisted, on_s3.unlisted) == ([], [])
+    # a prefix that is not a whole folder name is read from its folder, as S3 matches it
+    partial = list_files(f"s3://{s3_bucket}/landing/daily")
+    assert [f.rsplit("/", 1)[-1] for f in partial.files] == ["dailycheckins-a.csv"]
+    # a file named by the user is theirs to ingest, whatever its name
+    named = f"s3://{s3_bucket}/landing/dailycheckins-d.csv.part"
+    assert list_files(named).files == [named]
+    assert list_files(str(tmp_path / "landing" / ".dailycheckins-c.csv")).files == [
+        str(tmp_path / "landing" / ".dailycheckins-c.csv")
+    ]
+
+
+def test_an_s3_event_for_a_hidden_or_partial_key_is_skipped_unless_named_with_a_dataset(
+    sluice_env: Path, moto_endpoint: str, s3_bucket: str
+) -> None:
+    """An S3 event arrives for every key a tool writes, its ``.part`` copy in flight too: what a backfill leaves
+    out is skipped with why (it was claimed by ``*dailycheckins*.csv``-like patterns and loaded, half-written);
+    with --dataset the user names it, and it loads."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    body = b"user,timestamp,hours,project\nev,2019-01-01 00:00:00 UTC,1,p\n"
+    for key in ("landing/.dailycheckins-h.csv", "landing/data2bots/orders/orders-1.csv.part"):
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=body)
+        result = CliRunner().invoke(app, ["ingest", f"s3://{s3_bucket}/{key}", "--json"])
+        report = json.loads(result.stdout)
+        assert (result.exit_code, report["status"]) == (0, "skipped"), result.output
+        assert "a hidden or partial object" in report["error"] and "--dataset NAME" in report["error"]
+    named = f"s3://{s3_bucket}/landing/.dailycheckins-h.csv"
+    result = CliRunner().invoke(app, ["ingest", named, "--dataset", "dailycheckins", "--json"])
+    assert (result.exit_code, json.loads(result.stdout)["rows_loaded"]) == (0, 1), result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -302,3 +303,247 @@ def test_a_database_url_that_is_not_postgresql_is_one_line_naming_it_without_its
         else "SLUICE_DATABASE_URL (the warehouse)"
     )
     assert f"{what} {NOT_POSTGRESQL}" in said, said
+
+
+def _sluice(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``sluice`` in its own process: the CLI's own exit path (``sluice.cli.main`` prints a configuration error)."""
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "sluice.cli", *args],
+        cwd=Path(__file__).parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["db", "url"],
+        ["ledger"],
+        ["ingest", "{landed}", "--json"],
+        ["backfill", "{folder}", "--json"],
+        ["totesys", "--json"],
+        ["api", "--port", "0"],
+        ["analytics", "--json"],
+        ["customers", "--json"],
+    ],
+)
+def test_a_warehouse_url_with_another_postgresql_driver_is_refused_in_one_line(
+    sluice_env: Path, args: list[str]
+) -> None:
+    """`SLUICE_DATABASE_URL=postgresql+asyncpg://…` was taken: `db url` printed it (exit 0), `ledger` was
+    SQLAlchemy's "greenlet_spawn has not been called" traceback. The loads COPY through psycopg2: one line naming
+    the driver, the forms taken and the URL without its password."""
+    import os
+
+    from prefect.settings import PREFECT_API_URL
+
+    landed = sluice_env / "landing" / "dailycheckins.csv"
+    landed.parent.mkdir(parents=True)
+    landed.write_text(GOOD, encoding="utf-8")
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "SLUICE_WARM": "0",
+        "SLUICE_RETRIES": "0",
+        "SLUICE_DATABASE_URL": "postgresql+asyncpg://u:s3cret@h/db",
+    }
+    done = _sluice([a.format(landed=landed, folder=landed.parent) for a in args], env)
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "s3cret" not in said and "Traceback" not in said and "greenlet" not in said, said
+    assert (
+        "SLUICE_DATABASE_URL (the warehouse) names the driver asyncpg, but Sluice loads through psycopg2: write "
+        "postgresql://user:password@host/db (or postgres://, postgresql+psycopg2://), "
+        "not postgresql+asyncpg://u:***@h/db"
+    ) in said, said
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "pg8000", "asyncpg"])
+def test_a_warehouse_secret_with_another_postgresql_driver_is_refused(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, driver: str
+) -> None:
+    """The same rule for the URL in Secrets Manager (ECS): the secret is named, never the password."""
+    import boto3
+
+    from sluice.adapters.warehouse import database_url, secret_value
+    from sluice.errors import ConfigurationError
+    from sluice.settings import reload_settings
+
+    arn = boto3.client("secretsmanager", endpoint_url=moto_endpoint).create_secret(
+        Name=f"sluice/warehouse-{driver}",
+        SecretString=json.dumps({"url": f"postgresql+{driver}://u:s3cret@aurora.example.com/warehouse"}),
+    )["ARN"]
+    monkeypatch.delenv("SLUICE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("SLUICE_DATABASE_SECRET_ARN", arn)
+    secret_value.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError) as raised:
+            database_url(reload_settings())
+    finally:
+        monkeypatch.undo()
+        reload_settings()
+        secret_value.cache_clear()
+    said = str(raised.value)
+    assert said.startswith(
+        f"the URL in secret {arn.rsplit(':', 1)[-1]} (the warehouse) names the driver {driver}, "
+        "but Sluice loads through psycopg2"
+    ), said
+    assert "s3cret" not in said
+
+
+def test_the_totesys_source_still_reads_any_postgresql_driver_through_psycopg2() -> None:
+    """The refusal is the warehouse's: the Totesys source's engine puts psycopg2 in itself (its own test,
+    tests/totesys/test_source_edges.py), and a warehouse URL naming psycopg2 is kept as given."""
+    from sluice.adapters.warehouse import sqlalchemy_url
+
+    given = "postgresql+asyncpg://u:pw@h/db"
+    assert sqlalchemy_url(given, "the Totesys source URL", any_driver=True) == given
+    assert sqlalchemy_url("postgresql+psycopg2://u:pw@h/db") == "postgresql+psycopg2://u:pw@h/db"
+    assert sqlalchemy_url("postgres://u:pw@h/db") == "postgresql+psycopg2://u:pw@h/db"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["ingest", "x.csv", "--modd", "soft"], "No such option: --modd"),
+        (["ingest"], "Missing argument 'source'."),
+        (["ledger", "--limt", "3"], "No such option: --limt (Possible options: --limit)"),
+        (["ledger", "--limit", "many"], "Invalid value for '--limit'"),
+        (["backfill"], "Missing argument 'prefix'."),
+        (["backfill", "landing", "--concurrency", "x"], "Invalid value for '--concurrency'"),
+        (["services", "status", "--verbose"], "No such option: --verbose"),
+        (["analytics", "--forse"], "No such option: --forse (Possible options: --force"),
+        (["customers", "--bogus"], "No such option: --bogus"),
+        (["totesys", "--bogus"], "No such option: --bogus"),
+    ],
+)
+def test_a_usage_error_under_json_carries_clicks_message(tmp_path: Path, args: list[str], says: str) -> None:
+    """`--json` on a mistyped option, a missing argument or a value of the wrong type: the document said only
+    "usage error (the message is on stderr)"; it carries click's message, still printed on stderr as before."""
+    import os
+
+    env = {**os.environ, "SLUICE_HOME": str(tmp_path / "home"), "SLUICE_WARM": "0"}
+    done = _sluice([*args, "--json"], env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    document = json.loads(done.stdout)  # the whole of stdout: one document
+    assert document["status"] == "failed" and document["exit_code"] == 2
+    assert says in document["error"], document
+    assert says.split(":")[0] in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "home").exists()  # a usage error starts nothing
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ledger", "--limit", "-1"],  # was SQLAlchemy's DataError traceback (LIMIT must not be negative)
+        ["customers", "--limit", "-1"],  # the same, after the whole run
+        ["demo", "--rows", "0"],  # ran the whole demo on empty files, then exit 1
+        ["api", "--port", "70000"],  # listened on another port than it said (70000 mod 65536)
+        ["api", "--port", "-1"],  # "cannot listen on 127.0.0.1👎 Servname not supported"
+        [
+            "notify",
+            "add-email",
+            "x",
+            "--to",
+            "a@b.c",
+            "--smtp-host",
+            "h",
+            "--smtp-port",
+            "99999",
+        ],  # was saved
+        ["totesys", "seed-source", "--orders", "-1"],  # seeded an empty source
+    ],
+)
+def test_a_number_out_of_its_range_is_a_usage_error(args: list[str]) -> None:
+    code, out, err = invoke(*args)
+    option = next(a for a in args if a.startswith("--") and a not in ("--to", "--smtp-host"))
+    assert code == 2, out + err
+    assert f"Invalid value for '{option}'" in err and "Traceback" not in out + err, err
+
+
+def test_a_message_quoting_brackets_or_colons_is_printed_as_written(sluice_env: Path) -> None:
+    """rich read the message as markup: a file named ``[red]…`` lost its brackets, and ``:-1:`` became 👎
+    (`sluice api --port -1` said "cannot listen on 127.0.0.1👎 …")."""
+    missing = sluice_env / "dailycheckins-[red]x:-1:.csv"
+    code, out, err = invoke("ingest", str(missing), "--dataset", "dailycheckins")
+    assert code == 1
+    assert f"{missing}: file not found" in " ".join(err.split()), err
+    assert str(missing) in out, out
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        # Prefect's "Invalid deployment name format" traceback; another flow's deployment got a file's parameters
+        (
+            ["backfill", ".", "--deployment", "nope"],
+            "--deployment must be ingest-files/NAME or ingest-file/NAME",
+        ),
+        (["backfill", ".", "--deployment", "analytics/x"], "not 'analytics/x'"),
+        # botocore's "Invalid bucket name" traceback; ingest skipped it ("no registered dataset claims this key")
+        (["backfill", "s3://"], "'s3://' names no bucket: s3://BUCKET/KEY"),
+        (["ingest", "s3:///dailycheckins.csv"], "names no bucket"),
+        # pydantic's ValidationError traceback
+        (
+            ["notify", "add-sns", "My Alerts", "--topic-arn", "arn:aws:sns:us-east-1:123456789012:t"],
+            "block name",
+        ),
+        # was saved; every alert then failed to send
+        (
+            ["notify", "add-email", "team", "--to", "ops", "--smtp-host", "h"],
+            "--to 'ops' is not an email address",
+        ),
+        # said after reading the stack, or "You must specify a region" before it
+        (["aws", "setup", "--pool-type", "fargate"], "--pool-type must be ecs:push or ecs, not 'fargate'"),
+        # "missing address.csv, counterparty.csv, …" for a folder that is not there
+        (["totesys", "seed-source", "--from", "no-such-folder"], "'no-such-folder' does not exist"),
+    ],
+)
+def test_a_mistyped_argument_is_one_usage_line_before_anything_starts(args: list[str], says: str) -> None:
+    code, out, err = invoke(*args)
+    assert code == 2, out + err
+    assert says in " ".join(err.replace("│", " ").split()), err
+    assert "Traceback" not in out + err
+
+
+def test_ingest_of_a_folder_points_to_backfill(sluice_env: Path) -> None:
+    """It was "skipped: no registered dataset claims this key" (exit 0), or with --dataset "file not found"."""
+    folder = sluice_env / "landing"
+    folder.mkdir()
+    for extra in ([], ["--dataset", "dailycheckins"]):
+        code, out, err = invoke("ingest", str(folder), *extra)
+        assert code == 2, out + err
+        assert f"{folder} is a folder: `sluice backfill {folder}` ingests every file under it" in err, err
+
+
+def test_an_s3_prefix_that_cannot_be_listed_is_one_line(sluice_env: Path, moto_endpoint: str) -> None:
+    """A bucket that does not exist, no AWS credentials: botocore's traceback (NoSuchBucket on ListObjectsV2,
+    NoCredentialsError). The text line and the --json document say it, exit 1."""
+    import os
+
+    env = {**os.environ, "SLUICE_WARM": "0"}
+    done = _sluice(["backfill", "s3://no-such-bucket-here/landing/", "--json"], env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert (
+        json.loads(done.stdout)["error"]
+        == "s3://no-such-bucket-here/landing/: no such bucket 'no-such-bucket-here'"
+    )
+
+    bare = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    bare.update(
+        AWS_SHARED_CREDENTIALS_FILE=str(sluice_env / "none"),
+        AWS_CONFIG_FILE=str(sluice_env / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=moto_endpoint,
+    )
+    done = _sluice(["backfill", "s3://any-bucket/landing/"], bare)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "s3://any-bucket/landing/: no AWS credentials to list it (AWS_PROFILE or AWS_ACCESS_KEY_ID" in (
+        " ".join(done.stderr.split())
+    ), done.stderr

@@ -64,6 +64,7 @@ def test_failures_before_any_run_are_one_json_document(home: Path, warm: str) ->
 
     code, doc, err = run_json(home, warm, "ingest")  # no SOURCE: click's own usage error
     assert (code, doc["status"], doc["exit_code"]) == (2, "failed", 2) and "Missing argument" in err
+    assert doc["error"] == "Missing argument 'source'."  # click's message itself, served warm or not
     if warm == "default":
         assert served(home, "backfill") and served(home, "ingest"), runner_log(home)[-2000:]
 

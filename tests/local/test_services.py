@@ -317,3 +317,29 @@ def test_services_stop_while_a_runner_is_starting_leaves_nothing(home: Path) -> 
         fcntl.flock(lock, fcntl.LOCK_EX)  # the start is over, one way or the other
     time.sleep(1)
     assert processes_of(home) == []
+
+
+@pytest.mark.parametrize("where", ["under a file", "under /proc"])
+def test_services_on_a_home_that_cannot_exist_say_nothing_runs(tmp_path: Path, where: str) -> None:
+    """A home under a regular file (or where no folder can be made): nothing can run there, so `services stop`
+    says nothing was running (exit 0) and `services status` says stopped; stop printed "Not a directory" (exit 1),
+    or a FileNotFoundError traceback under /proc. Neither creates anything."""
+    if where == "under a file":
+        (tmp_path / "a-file").write_text("", encoding="utf-8")
+        home = tmp_path / "a-file" / "home"
+    else:
+        home = Path("/proc") / f"sluice-{os.getpid()}" / "home"
+    stopped = sluice(home, "services", "stop", timeout=120)
+    said = stopped.stdout + stopped.stderr
+    assert stopped.returncode == 0, said
+    assert stopped.stdout.split("\n")[:3] == [
+        "runner    was not running",
+        "prefect   was not running",
+        "postgres  was not running",
+    ], said
+    assert "error" not in said and "Traceback" not in said, said
+    status = sluice(home, "services", "status", "--json", timeout=120)
+    assert status.returncode == 0, status.stderr
+    info = json.loads(status.stdout)
+    assert [info[k]["state"] for k in ("runner", "prefect", "postgres")] == ["stopped"] * 3
+    assert not home.exists()
