@@ -3,6 +3,10 @@
 Everything lives under one session folder (pytest's temporary folders too): no test touches ``./.sluice`` or
 the user's Prefect home, and when the session ends every service started in it is stopped and the folder
 is removed, so nothing survives ``./run test``.
+
+The suite runs on pytest-xdist workers (pyproject's addopts). Each worker imports this file in its own process, so
+each has its own session folder (inside the controller's: the workers inherit its TMPDIR), its own embedded
+PostgreSQL, Prefect test server and moto server, and stops them at its own exit.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -38,6 +43,11 @@ os.environ["TMPDIR"] = tempfile.tempdir = str(_SESSION_DIR / "tmpdir")
 # removes its own temp folder; pgserver takes its lock file in the runtime folder, for a user without
 # /run/user/<uid> a folder in TMPDIR).
 atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
+# Ctrl-C as a terminal sends it: a suite started as a background job (`./run test &`, nohup) inherits SIGINT ignored,
+# and so would every command the tests start, which then could not show what Ctrl-C does (they exited 0). A handler
+# (unlike SIG_IGN) is reset to the default in the processes this one starts.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -46,6 +56,18 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def pytest_configure(config: pytest.Config) -> None:
     if not config.option.basetemp:  # tmp_path folders inside the session folder, removed with it
         config.option.basetemp = str(_SESSION_DIR / "tmp")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (`--dist loadgroup`)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A module whose tests share a module-scoped fixture (a home with its services started, a moto server of its
+    own) runs on one xdist worker: set up once, not once per worker, and its tests keep their order."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("xdist_group"):
+            continue
+        if any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values() if defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
