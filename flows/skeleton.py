@@ -138,10 +138,8 @@ def held(
         scratch.sweep(ctx.settings.work_dir)
         try:
             spool = scratch.claim(ctx.work)
-        except OSError as exc:  # a read-only or full scratch disk: the run says so where it spools
-            logger.warning(
-                "cannot claim %s for this run (%s); a later sweep removes it after a day", ctx.work, exc
-            )
+        except OSError as exc:  # a read-only or full scratch disk: the run fails in one line where it spools
+            logger.debug("cannot claim %s (%s): a later sweep removes it once a day old", ctx.work, exc)
     hold_run(ctx.ledger, ctx.ingestion_id)
     try:
         yield report
