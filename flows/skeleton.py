@@ -9,11 +9,14 @@ publish): <the steps>``. What the skeleton does, in order, for every pipeline:
    (the flow run's id, so the ledger and the Prefect UI name the run alike);
 3. ``held``: the run's liveness lock held while the steps run, then released; a failure sets the report's
    status and error and raises ``IngestionFailed`` (Prefect marks the run Failed, the hooks alert); whatever
-   the outcome, the report is published once as the run's artifact and local files are cleaned up.
+   the outcome, the report is published once as the run's artifact and local files are cleaned up. A run that
+   spools (``ctx.work``) first sweeps the spools of runs that died, then owns its own (a lock released at its
+   end, however it ends: ``sluice.adapters.scratch``).
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,12 +27,15 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.names import TIMEOUT_SECONDS
+from sluice.adapters import scratch
 from sluice.adapters.notify import notify_hooks
 from sluice.errors import SluiceError, clipped, database_error
 from sluice.ledger import Ledger, get_ledger, hold_run, reap_abandoned, release_run
 from sluice.report import IngestionFailed, IngestReport
 from sluice.settings import Settings, get_settings
 from tasks.toolkit import RunContext, quarantine, reject
+
+logger = logging.getLogger(__name__)
 
 C = TypeVar("C", bound=RunContext)
 R = TypeVar("R", bound=IngestReport)
@@ -127,6 +133,13 @@ def held(
     ``publish`` (the run's artifact) runs once, whatever the outcome, skipped runs included; ``on_failure``
     (report, error, ctx) adds what a pipeline knows of its failures (the state reached, the counts so far).
     """
+    spool = None
+    if ctx.work is not None:  # a run that spools: first the spools of runs that died, then its own
+        scratch.sweep(ctx.settings.work_dir)
+        try:
+            spool = scratch.claim(ctx.work)
+        except OSError as exc:  # a read-only or full scratch disk: the run fails in one line where it spools
+            logger.debug("cannot claim %s (%s): a later sweep removes it once a day old", ctx.work, exc)
     hold_run(ctx.ledger, ctx.ingestion_id)
     try:
         yield report
@@ -139,5 +152,9 @@ def held(
         raise IngestionFailed(report) from None
     finally:
         release_run(ctx.ledger)
-        ctx.cleanup()
+        try:
+            ctx.cleanup()
+        finally:
+            if spool is not None:
+                spool.release()
     publish(report)

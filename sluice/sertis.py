@@ -9,7 +9,6 @@ import datetime as dt
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from sluice import tables
-from sluice.adapters import storage
+from sluice.adapters import scratch, storage
 from sluice.adapters.warehouse import copy_frames
 from sluice.ingest import Spool
 from sluice.registry import AfterLoad
@@ -60,9 +59,8 @@ def publish_file(event: AfterLoad) -> None:
         zone(settings, "silver"), partition(day), f"{name}.{event.ingestion_id.hex[:12]}.parquet"
     )
     # One row group per spooled chunk, written to local disk and uploaded: memory is one chunk, not the file.
-    settings.work_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=settings.work_dir, prefix="silver-") as scratch:
-        local = Path(scratch) / "silver.parquet"
+    with scratch.owned(settings.work_dir / f"silver-{event.ingestion_id.hex}") as folder:
+        local = folder / "silver.parquet"
         write_parquet(event.frames(), SILVER_COLUMNS, local)
         storage.put_file(local, uri)
     if settings.glue_database:

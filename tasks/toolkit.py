@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -64,6 +65,12 @@ class RunContext:
     def labels(self) -> dict[str, str | None]:
         """What this run's ledger rows say: ``dataset``, ``source`` and ``target``."""
         raise NotImplementedError
+
+    @property
+    def work(self) -> Path | None:
+        """This run's spool folder under ``settings.work_dir`` (None: the run spools nothing). ``held`` sweeps the
+        spools of runs that died, then owns this one (``sluice.adapters.scratch``) until the run ends."""
+        return None
 
     def cleanup(self) -> None:
         """Remove what the run kept on local disk (nothing, unless a pipeline says otherwise)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -34,6 +35,11 @@ class TotesysContext(RunContext):
     cycle: Any = (
         None  # the connection holding the cycle lock (``totesys.claim_cycle``), from extract to the end
     )
+
+    @property
+    def work(self) -> Path:
+        """The cycle's spool folder (batches and star-schema chunks)."""
+        return totesys.spool_folder(self.settings, self.ingestion_id)
 
     def cleanup(self) -> None:
         """Remove the cycle's spool files and release the cycle lock."""

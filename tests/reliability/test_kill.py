@@ -1,4 +1,4 @@
-"""SIGKILL during the load: nothing of the file is visible, the ledger says crashed, the rerun loads once."""
+"""SIGKILL during the load: nothing of the file is visible, the ledger says crashed, the rerun loads once (and\nremoves the killed run's spool)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 
 from sluice.adapters.warehouse import get_engine
 from sluice.cli.runner import run_ingest
+from sluice.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,6 +65,9 @@ def test_sigkill_during_load_then_rerun(sluice_env: Path, monkeypatch: pytest.Mo
 
     assert scalar("SELECT count(*) FROM tm.daily_checkins") == 0
     assert scalar("SELECT count(*) FROM sluice.file_loads") == 0
+    killed = scalar("SELECT ingestion_id FROM sluice.run_ledger WHERE state = 'load'")
+    spool = get_settings().work_dir / uuid.UUID(str(killed)).hex
+    assert spool.is_dir()  # the killed run's spool, which nothing cleaned up
 
     report = run_ingest(str(source), dataset="dailycheckins")
     assert (report.status, report.rows_loaded) == ("success", rows)
@@ -71,3 +76,4 @@ def test_sigkill_during_load_then_rerun(sluice_env: Path, monkeypatch: pytest.Mo
         "SELECT string_agg(status, ',' ORDER BY started_at) FROM sluice.run_ledger WHERE state = 'load'"
     )
     assert statuses == "crashed,success"
+    assert not spool.exists()  # the rerun swept it: its owner was dead

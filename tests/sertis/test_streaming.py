@@ -84,7 +84,7 @@ def test_gold_from_silver_streamed_in_parts_of_whole_customers(
 
     monkeypatch.setenv("SLUICE_CHUNK_ROWS", "7")
     settings = reload_settings()
-    silver = sertis.read_silver(get_engine(), settings.work_dir / "probe", 7)
+    silver = sertis.read_silver(get_engine(), small_chunks / "probe", 7)  # not in work_dir
     parts = list(silver.frames())
     assert len(parts) > 10 and silver.lines == sum(len(p) for p in parts) == 300 - superseded_lines(
         sample, again
