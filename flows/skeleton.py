@@ -29,7 +29,7 @@ from prefect.runtime import flow_run
 from flows.names import TIMEOUT_SECONDS
 from sluice.adapters import scratch
 from sluice.adapters.notify import notify_hooks
-from sluice.errors import SluiceError, clipped, database_error
+from sluice.errors import SluiceError, Transient, clipped, database_error
 from sluice.ledger import Ledger, get_ledger, hold_run, reap_abandoned, release_run
 from sluice.report import IngestionFailed, IngestReport
 from sluice.settings import Settings, get_settings
@@ -93,7 +93,7 @@ def new_report(report: type[R], ctx: RunContext, **fields: Any) -> R:
 def error_text(exc: BaseException) -> str:
     """A user's error as it is; anything else with its type, so that a bare ``KeyError: 'x'`` still says what;
     at most ``MAX_ERROR_CHARS`` (an alert and a ledger item have size limits)."""
-    if isinstance(exc, SluiceError):
+    if isinstance(exc, SluiceError | Transient):
         return clipped(str(exc))
     return database_error(exc) or clipped(f"{type(exc).__name__}: {exc}")
 

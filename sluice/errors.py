@@ -14,6 +14,11 @@ class SluiceError(Exception):
     retryable = False
 
 
+class Transient(Exception):
+    """A transient fault whose message is already the user's: retried like any other, then shown as it is (no
+    class name in front)."""
+
+
 class SourceNotFound(SluiceError):
     """The landed file does not exist."""
 

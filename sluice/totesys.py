@@ -240,6 +240,11 @@ def _check_shape(cursor: Any) -> None:
     for table, column in cursor.fetchall():
         if column is not None:
             present[table].add(column)
+    if not any(present.values()):  # nothing of Totesys there: a source never filled, not one that changed
+        raise BadFile(
+            "the Totesys source has no Totesys tables: fill it with `sluice totesys seed-source` (generated rows, "
+            "or --from DIR of CSVs), or point SLUICE_TOTESYS_SOURCE_URL (or --source-url) at the Totesys OLTP"
+        )
     problems = []
     for table in TABLES:
         if not present[table]:

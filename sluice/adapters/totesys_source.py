@@ -14,7 +14,7 @@ import psycopg2
 import sqlalchemy as sa
 
 from sluice.adapters.warehouse import database_url, redact, secret_value, sqlalchemy_url
-from sluice.errors import ConfigurationError
+from sluice.errors import ConfigurationError, Transient
 from sluice.settings import Settings, get_settings
 
 SOURCE_DATABASE = "totesys"
@@ -57,8 +57,12 @@ def _ensure_database(server: sa.URL, name: str) -> None:
     engine.dispose()
 
 
-class SourceUnreachable(ConnectionError):
+class SourceUnreachable(ConnectionError, Transient):
     """The OLTP cannot be reached (refused, timed out, dropped): transient, so the extract task retries it."""
+
+
+#: What to check when the OLTP cannot be reached, after the driver's reason.
+CHECK_SOURCE = "is the OLTP running and reachable? check SLUICE_TOTESYS_SOURCE_URL (or --source-url)"
 
 
 # libpq's messages for a refusal that no retry changes: the login or the database is wrong.
@@ -107,7 +111,14 @@ def readable_errors(url: str | sa.URL) -> Iterator[None]:
     ) as exc:
         lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         detail = lines[0] if lines else type(exc).__name__
-        where = url.render_as_string(hide_password=True) if isinstance(url, sa.URL) else redact(url)
+        where = (
+            # the engine reads through psycopg2 whatever driver was written: name the source as users write it
+            url.set(drivername="postgresql").render_as_string(hide_password=True)
+            if isinstance(url, sa.URL)
+            else redact(url)
+        )
         if any(marker in detail for marker in _PERMANENT):
             raise ConfigurationError(f"the Totesys source {where} refused the connection: {detail}") from None
-        raise SourceUnreachable(f"the Totesys source {where} is unreachable: {detail}") from None
+        raise SourceUnreachable(
+            f"cannot connect to the Totesys source {where}: {detail} ({CHECK_SOURCE})"
+        ) from None

@@ -285,7 +285,7 @@ def test_a_password_on_the_command_line_is_warned_of_and_pgpass_or_pgpassword_se
     for key in ("PGPASSWORD", "PGPASSFILE"):
         base.pop(key, None)
     with_password = f"postgresql://canary:{CANARY}@/canarydb?host={socket}"
-    shape = "the Totesys source has changed shape"  # what a cycle on the empty source says
+    shape = "the Totesys source has no Totesys tables"  # what a cycle on the empty source says
     without = f"postgresql://canary@/canarydb?host={socket}"
     pgpass = tmp_path / "pgpass"
     pgpass.write_text(f"*:*:canarydb:canary:{CANARY}\n", encoding="utf-8")

@@ -365,7 +365,21 @@ def test_source_unreachable_fails_cleanly_and_moves_no_watermark(
     reload_settings()
     report = cycle()
     assert report.status == "failed" and report.state == "extract"
-    assert "is unreachable" in report.error and "sentinel-pw" not in json.dumps(report.model_dump())
+    assert "sentinel-pw" not in json.dumps(report.model_dump())
+    # Worded as the warehouse's is: what could not be reached (its URL as written, password hidden), then why,
+    # then what to check; not the exception's class name.
+    assert report.error.startswith("cannot connect to the Totesys source postgresql://u:***@127.0.0.1:"), (
+        report.error
+    )
+    assert "SourceUnreachable" not in report.error and "SLUICE_TOTESYS_SOURCE_URL" in report.error
+    with totesys_env.warehouse.connect() as conn:
+        logged = conn.execute(
+            sa.text(
+                "SELECT error FROM sluice.run_ledger WHERE dataset = 'totesys' AND error IS NOT NULL "
+                "ORDER BY started_at DESC LIMIT 1"
+            )
+        ).scalar_one()
+    assert logged.startswith("cannot connect to the Totesys source postgresql://u:***@"), logged
     assert marks(totesys_env.warehouse) == before
     with totesys_env.warehouse.connect() as conn:
         sources = (

@@ -160,6 +160,27 @@ def test_schema_drift_stops_the_cycle_with_one_error_naming_table_and_column(tot
     assert name == "Renamed"
 
 
+def test_a_source_without_any_totesys_table_says_how_to_fill_it_not_that_it_changed_shape(
+    totesys_env: Env,
+) -> None:
+    """A new user's first cycle, on a source nobody seeded: not "changed shape" for 11 tables, but one line saying
+    the source has no Totesys tables and how to fill one; the ledger says the same. A partial shape keeps its
+    message (test above)."""
+    report = cycle()
+    assert report.status == "failed" and report.state == "extract"
+    assert "changed shape" not in report.error and "\n" not in report.error, report.error
+    assert "has no Totesys tables" in report.error and "sluice totesys seed-source" in report.error
+    assert "SLUICE_TOTESYS_SOURCE_URL" in report.error
+    with totesys_env.warehouse.connect() as conn:
+        logged = conn.execute(
+            sa.text(
+                "SELECT error FROM sluice.run_ledger WHERE dataset = 'totesys' AND error IS NOT NULL "
+                "ORDER BY started_at DESC LIMIT 1"
+            )
+        ).scalar_one()
+    assert logged == report.error
+
+
 def test_a_column_added_to_the_source_is_carried_and_ignored(totesys_env: Env) -> None:
     seeded(totesys_env)
     with totesys_env.source.begin() as conn:
