@@ -33,7 +33,7 @@ from sluice import checks
 from sluice.adapters import storage
 from sluice.adapters.totesys_source import readable_errors
 from sluice.adapters.warehouse import raw_connection, redact, upsert
-from sluice.errors import BadFile, SluiceError
+from sluice.errors import BadFile, SluiceError, listed
 from sluice.settings import Settings
 from sluice.tables import ensure
 from sluice.tables.totesys import BOOKKEEPING, WAREHOUSE_TABLES, lookups, max_ids, recent, watermarks
@@ -130,6 +130,21 @@ def ensure_warehouse(engine: sa.Engine) -> None:
 def read_watermarks(engine: sa.Engine) -> dict[str, datetime]:
     with engine.connect() as conn:
         return {r.table_name: r.last_updated for r in conn.execute(sa.select(watermarks))}
+
+
+def behind_watermarks(seeded: dict[str, datetime], marks: dict[str, datetime]) -> str | None:
+    """A note when a (re)seeded source holds nothing past the warehouse's watermarks: the next cycle extracts
+    only rows changed after them (or with a new id), so it would find "no new data" with no word why."""
+    behind = sorted(t for t, stamp in seeded.items() if t in marks and stamp <= marks[t])
+    if not behind:
+        return None
+    newest = max(seeded[t] for t in behind)
+    return (
+        f"the warehouse has already loaded Totesys up to its watermarks (sluice.totesys_watermarks), and "
+        f"{listed(behind)} hold nothing changed after them (seeded up to {newest:%Y-%m-%d %H:%M:%S}): "
+        "`sluice totesys` will not extract those rows again. To load this source from scratch, point "
+        "SLUICE_DATABASE_URL at an empty warehouse"
+    )
 
 
 # --- one cycle at a time --------------------------------------------------------------------------------

@@ -146,6 +146,8 @@ PERMANENT_AWS_CODES = frozenset(
 )
 #: PostgreSQL error classes that no retry can mend: privilege, authentication, a missing database.
 PERMANENT_SQLSTATES = frozenset({"42501", "28000", "28P01", "3D000"})
+#: botocore's "no credentials found" faults (by name: botocore is not imported here): none found now, none later.
+PERMANENT_AWS_FAULTS = frozenset({"NoCredentialsError", "PartialCredentialsError"})
 
 
 def permanent(exc: BaseException) -> bool:
@@ -154,6 +156,8 @@ def permanent(exc: BaseException) -> bool:
     Read off the exception's own fields (botocore's ``response``, psycopg2's ``pgcode`` behind SQLAlchemy's
     ``orig``), so neither library is imported here.
     """
+    if type(exc).__name__ in PERMANENT_AWS_FAULTS:
+        return True
     response = getattr(exc, "response", None)
     if isinstance(response, dict) and response.get("Error", {}).get("Code") in PERMANENT_AWS_CODES:
         return True

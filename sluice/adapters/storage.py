@@ -187,6 +187,8 @@ def fetch(uri: str, work_dir: Path, version_id: str | None = None) -> FetchedFil
             if _is_denied(exc):  # maybe only this form: another may be the object, and readable
                 denied = denied or exc
                 continue
+            if (unsigned := _no_credentials(uri, exc, "read it")) is not None:
+                raise unsigned from None
             raise
         body, resolved_key, version = response["Body"], key, response.get("VersionId")
         break
@@ -214,6 +216,21 @@ def _unreadable(uri: str, exc: Exception) -> SourceUnreadable:
         "may read the stack's landing and data buckets only; an object encrypted with a customer-managed KMS key "
         "also needs kms:Decrypt on that key (the stack's LandingObjectsKeyArn, README 'Deploy to AWS')"
     )
+
+
+def _no_credentials(uri: str, exc: Exception, to: str) -> ConfigurationError | None:
+    """One line when botocore found no AWS credentials, or only half of them (not retried: none will appear).
+    Was "Unable to locate credentials" after the task's retries, with nothing naming the location or the fix."""
+    from botocore import exceptions  # AWS modules only when S3 is used
+
+    if isinstance(exc, exceptions.NoCredentialsError):
+        return ConfigurationError(
+            f"{uri}: no AWS credentials to {to} (AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; "
+            "on ECS, the task role)"
+        )
+    if isinstance(exc, exceptions.PartialCredentialsError):
+        return ConfigurationError(f"{uri}: incomplete AWS credentials to {to}: {exc}")
+    return None
 
 
 def _code(exc: Exception) -> str:
@@ -295,6 +312,8 @@ def read_bytes(uri: str) -> bytes:
                 raise SourceNotFound(f"{uri}: object not found") from None
             if _is_denied(exc):
                 raise _unreadable(uri, exc) from None
+            if (unsigned := _no_credentials(uri, exc, "read it")) is not None:
+                raise unsigned from None
             raise
     path = Path(uri)
     if not path.is_file():
@@ -453,11 +472,8 @@ def _listing_failed(prefix: str, bucket: str, exc: Exception) -> Exception:
     itself when it is none of these."""
     from botocore import exceptions  # AWS modules only when S3 is used
 
-    if isinstance(exc, exceptions.NoCredentialsError):
-        return ConfigurationError(
-            f"{prefix}: no AWS credentials to list it (AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; "
-            "on ECS, the task role)"
-        )
+    if (unsigned := _no_credentials(prefix, exc, "list it")) is not None:
+        return unsigned
     if isinstance(exc, exceptions.ParamValidationError):
         return ConfigurationError(f"{prefix}: not an S3 location: {str(exc).strip().splitlines()[-1]}")
     if isinstance(exc, exceptions.EndpointConnectionError):

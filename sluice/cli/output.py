@@ -125,6 +125,29 @@ def unreachable(exc: BaseException) -> str | None:
                 "(is the Prefect server running? `sluice services status`; check PREFECT_API_URL; "
                 "`sluice ledger` shows how far a run got)"
             )
+        if (forgotten := _run_forgotten(seen)) is not None:
+            return (
+                f"the Prefect server at {forgotten} no longer knows this run: it was stopped or replaced while the "
+                "run was going (`sluice services status`; check PREFECT_API_URL). `sluice ledger` shows how far "
+                "the run got; run the same command again: nothing is loaded twice"
+            )
+    return None
+
+
+def _run_forgotten(exc: BaseException) -> str | None:
+    """The API URL when ``exc`` is Prefect's 404 for the flow or task run under way: the server that answered does
+    not know the run (killed and replaced by another home's server on the same port, or its database reset). Was
+    Prefect's ``ObjectNotFound: None`` with a traceback."""
+    prefect_exceptions = sys.modules.get("prefect.exceptions")
+    if prefect_exceptions is None or not isinstance(exc, prefect_exceptions.ObjectNotFound):
+        return None
+    try:
+        path = str(exc.http_exc.request.url.copy_with(query=None, fragment=None))
+    except (AttributeError, RuntimeError):  # not an httpx error, or one built without its request
+        return None
+    for part in ("/flow_runs/", "/task_runs/"):
+        if part in path:
+            return path[: path.index(part)]
     return None
 
 

@@ -143,7 +143,7 @@ def seed_source(
     # kept off `sluice --help` (pandas, SQLAlchemy)
     from sluice.adapters.totesys_source import source_engine, source_url
     from sluice.adapters.warehouse import redact
-    from sluice.fakes.totesys import generate, seed_from_folder
+    from sluice.fakes.totesys import generate, newest_stamps, seed_from_folder
     from sluice.fakes.totesys import seed as seed_tables
 
     try:
@@ -153,6 +153,7 @@ def seed_source(
             counts = seed_from_folder(engine, from_dir)
         else:
             counts = seed_tables(engine, generate(orders, random.Random(seed)))
+        seeded = newest_stamps(engine)
         engine.dispose()
     except SluiceError as exc:
         raise fail(str(exc)) from None
@@ -162,3 +163,21 @@ def seed_source(
     )
     for name, count in counts.items():
         console.print(f"  {name:<15} {count:>8,}", highlight=False)
+    if (note := _behind_the_warehouse(seeded)) is not None:
+        err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
+
+
+def _behind_the_warehouse(seeded: dict[str, Any]) -> str | None:
+    """``totesys.behind_watermarks`` against the warehouse, when it has loaded Totesys (else nothing to say)."""
+    import sqlalchemy as sa
+
+    from sluice.adapters.warehouse import get_engine
+    from sluice.totesys import behind_watermarks, read_watermarks
+
+    try:
+        engine = get_engine()
+        if not sa.inspect(engine).has_table("totesys_watermarks", schema="sluice"):
+            return None
+        return behind_watermarks(seeded, read_watermarks(engine))
+    except (sa.exc.SQLAlchemyError, SluiceError):  # the source is seeded either way: the note is a nicety
+        return None

@@ -146,6 +146,18 @@ def seed(engine: sa.Engine, tables: dict[str, pd.DataFrame], *, replace: bool = 
 _INTEGERS = {"units_sold", "item_quantity", "company_ac_number", "counterparty_ac_number"}
 
 
+def newest_stamps(engine: sa.Engine) -> dict[str, datetime]:
+    """Each seeded OLTP table's greatest ``last_updated`` (tables left empty are not named)."""
+    with engine.connect() as conn:
+        found = {
+            name: conn.execute(
+                sa.select(sa.func.max(sa.column("last_updated"))).select_from(sa.table(name))
+            ).scalar()
+            for name in SEED_ORDER
+        }
+    return {name: stamp for name, stamp in found.items() if stamp is not None}
+
+
 def _normalise(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     """Exports write integers as floats (``2.0``: nullable ids through pandas); the OLTP wants integers."""
     frame = frame.copy()

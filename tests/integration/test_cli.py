@@ -547,3 +547,17 @@ def test_an_s3_prefix_that_cannot_be_listed_is_one_line(sluice_env: Path, moto_e
     assert "s3://any-bucket/landing/: no AWS credentials to list it (AWS_PROFILE or AWS_ACCESS_KEY_ID" in (
         " ".join(done.stderr.split())
     ), done.stderr
+
+    # one object, no credentials: the same line, at the extract, and the ledger says it; was "Unable to locate
+    # credentials" after the extract's retries
+    done = _sluice(
+        ["ingest", "s3://any-bucket/landing/dailycheckins.csv", "--dataset", "dailycheckins", "--json"], bare
+    )
+    report = json.loads(done.stdout)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert report["error"].startswith(
+        "s3://any-bucket/landing/dailycheckins.csv: no AWS credentials to read it (AWS_PROFILE or AWS_ACCESS_KEY_ID"
+    ), report
+    ledger = json.loads(_sluice(["ledger", "--json", "--limit", "1"], bare).stdout)
+    extract = [s for s in ledger[0]["states"] if s["state"] == "extract"]
+    assert [s["status"] for s in extract] == ["fail"] and extract[0]["error"] == report["error"], ledger

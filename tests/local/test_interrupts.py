@@ -299,3 +299,44 @@ def test_services_stop_during_an_in_process_ingest_stops_everything_and_says_so(
     time.sleep(1)
     assert services.running_postgres(home / "pg") is None
     assert processes_of(home) == []
+
+
+def test_a_prefect_server_replaced_by_another_homes_during_an_ingest_is_one_readable_line(
+    home: Path,  # noqa: F811
+    warm_runner: int,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The home's server killed mid-run and its port taken at once by another home's server (a second home, a
+    second checkout): the run's next state change reached a server that does not know the run. Was Prefect's
+    ``ObjectNotFound: None`` with a 180-line traceback (CI, under xdist, where the other home was another worker's)."""
+    path = big(home, "prefect-replaced", 300_000)
+    proc = client(home, "ingest", str(path), "--dataset", "dailycheckins", "--json")
+    server = services.running_prefect_server(home, timeout=30)
+    assert server is not None
+    wait_loading(home, path, proc)
+    killed = psutil.Process(server.pid)
+    killed.kill()
+    killed.wait(timeout=30)
+    other = tmp_path / "other-home"
+    services.prefect_dir(other).mkdir(parents=True)
+    try:
+        stranger = services._start(
+            other, previous_port=server.port
+        )  # the port, as another home would take it
+        assert stranger.port == server.port
+        out, err = proc.communicate(timeout=300)
+    finally:
+        services.stop(other, None)
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) <= 1 and "Traceback" not in err and "ERROR" not in err, err[-3000:]
+    if proc.returncode:
+        assert lines[0].startswith("error: ") and "sluice services status" in lines[0], lines
+        assert json.loads(out)["error"] in lines[0]
+    else:
+        json.loads(out)
+
+    again = sluice(home, "ingest", str(path), "--dataset", "dailycheckins", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["status"] in ("success", "skipped"), (
+        again.stderr
+    )
+    assert rows(home, "prefect-replaced") == 300_000

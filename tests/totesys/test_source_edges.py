@@ -582,3 +582,24 @@ def test_seed_source_takes_float_ids_and_names_a_refused_value_in_one_line(
     assert "sales_order" in message and "sales_order_id" in message and '"x' in message, message
     assert len(message.splitlines()) == 1, message
     assert count(totesys_env.source, "sales_order") == 9845  # the refused seed changed nothing
+
+
+def test_reseeding_a_source_the_warehouse_has_loaded_says_why_the_next_cycle_finds_nothing(
+    totesys_env: Env,
+) -> None:
+    """The same ``seed-source`` twice (same seed, same stamps): the second cycle said "no new data" with no word
+    why. Now the seed says it, naming the tables; a seed before any cycle says nothing more."""
+    from sluice.cli import app
+
+    first = CliRunner().invoke(app, ["totesys", "seed-source", "--orders", "20", "--seed", "7"])
+    assert first.exit_code == 0 and "note:" not in first.stderr, first.output
+    assert cycle().status == "success"
+
+    again = CliRunner().invoke(app, ["totesys", "seed-source", "--orders", "20", "--seed", "7"])
+    assert again.exit_code == 0, again.output
+    note = " ".join(again.stderr.split())
+    assert note.startswith("note: the warehouse has already loaded Totesys up to its watermarks"), note
+    assert "sales_order" in note and "will not extract those rows again" in note, note
+    assert "SLUICE_DATABASE_URL" in note
+    idle = cycle()
+    assert idle.status == "skipped" and "no new data" in (idle.error or ""), idle

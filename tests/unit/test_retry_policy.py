@@ -28,6 +28,17 @@ def test_aws_refusals_are_not_retried(code: str) -> None:
     assert retry_unless_user_error(None, None, Failed(data=exc)) is False
 
 
+def test_missing_aws_credentials_are_not_retried() -> None:
+    """No credentials now, none after a back-off: was three retries (about 14 s) before the same error."""
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
+    for exc in (
+        NoCredentialsError(),
+        PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY"),
+    ):
+        assert retry_unless_user_error(None, None, Failed(data=exc)) is False
+
+
 @pytest.mark.parametrize("code", ["SlowDown", "InternalError", "RequestTimeout", "ThrottlingException"])
 def test_aws_throttling_and_server_faults_are_retried(code: str) -> None:
     from botocore.exceptions import ClientError
