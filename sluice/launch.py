@@ -47,9 +47,8 @@ def through_runner(args: list[str], prog: str) -> int | None:
         sock.close()
         if (
             "PREFECT_API_URL" not in env
-        ):  # a local service, like the home's Prefect server: started on first need
-            with contextlib.suppress(OSError):
-                warm.start(home, env, cwd, wait=False)
+        ):  # a local service, like the home's Prefect server: started on first need,
+            warm.defer_start(home, env, cwd)  # once the command has parsed and runs flows (runtime.prepare)
         return None
     child: list[int] = []
     received: list[int] = []
@@ -90,8 +89,7 @@ def through_runner(args: list[str], prog: str) -> int | None:
                     return code
                 else:  # stale or refused: nothing ran; in-process is correct, the runner is replaced meanwhile
                     if reply.get("stale") and "PREFECT_API_URL" not in env:
-                        with contextlib.suppress(OSError):
-                            warm.start(home, env, cwd, wait=False)
+                        warm.defer_start(home, env, cwd)
                     return 128 + received[0] if received else None
     finally:
         for sig, handler in previous.items():

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sluice import warm
 from sluice.services import ensure_prefect_server
 
 
@@ -35,6 +36,7 @@ def prepare(verbose: bool = False, server: bool = True, remote: bool = False) ->
         (home / "prefect").mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(home / "prefect")
     if server and not profiled:
+        warm.start_deferred()  # the home's warm runner, now that the command parsed and runs flows
         use_local_server()
     # Only used when Prefect falls back to an ephemeral server (a process that imported Prefect unconfigured).
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")

@@ -361,6 +361,31 @@ def start(home: Path, env: Mapping[str, str], cwd: str, wait: bool) -> bool:
         os.close(fd)
 
 
+#: The runner a command run in-process would start (home, environment, working folder), set by the thin client
+#: and started by ``start_deferred`` once the command has parsed and needs flows.
+_deferred: tuple[Path, dict[str, str], str] | None = None
+
+
+def defer_start(home: Path, env: Mapping[str, str], cwd: str) -> None:
+    """Start a runner for this command's home once the command is known to need one (``start_deferred``).
+
+    Started at once, a mistyped command (``sluice ingest`` without its file, ``--mode strict``) left a runner and a
+    Prefect server running in the background (about 300 MB) for a command that never ran."""
+    global _deferred
+    _deferred = (home, dict(env), cwd)
+
+
+def start_deferred() -> None:
+    """Start the runner ``defer_start`` named, in the background (at most once per process)."""
+    global _deferred
+    if _deferred is None:
+        return
+    home, env, cwd = _deferred
+    _deferred = None
+    with contextlib.suppress(OSError):
+        start(home, env, cwd, wait=False)
+
+
 def status(home: Path, env: Mapping[str, str] | None = None, cwd: str | None = None) -> dict[str, Any]:
     """The home's runner: running or not, its pid, and whether it matches ``env`` (this command's environment)."""
     state = read_state(home)

@@ -343,3 +343,31 @@ def test_services_on_a_home_that_cannot_exist_say_nothing_runs(tmp_path: Path, w
     info = json.loads(status.stdout)
     assert [info[k]["state"] for k in ("runner", "prefect", "postgres")] == ["stopped"] * 3
     assert not home.exists()
+
+
+def test_a_mistyped_command_starts_no_service_and_the_first_real_one_starts_the_runner(home: Path) -> None:
+    """The console script (``python -m sluice``: the thin client) in a fresh home. A command line that does not
+    parse ran nothing, yet it started the home's warm runner, which started a Prefect server: two processes
+    (about 300 MB) left running for a typo. The first command that runs flows starts them."""
+    from sluice import warm
+
+    def client(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sluice", *args],
+            env=_env(home), cwd=home, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+
+    _landed(home / "landing", 1)
+    landed = str(home / "landing" / "dailycheckins-000.csv")
+    for args in (("ingest",), ("ingest", landed, "--mode", "strict"), ("backfill",), ("totesys", "--nope")):
+        typo = client(*args)
+        assert typo.returncode == 2 and "Traceback" not in typo.stderr, (args, typo.stderr)
+    time.sleep(2)  # a runner started in the background registers within a second or two
+    assert processes_of(home) == [] and warm.read_state(home.resolve()) is None
+
+    done = client("ingest", landed, "--dataset", "dailycheckins", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["rows_loaded"] == 20, done.stderr[-2000:]
+    deadline = time.monotonic() + 120
+    while not warm.status(home.resolve())["running"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert warm.status(home.resolve())["running"]
