@@ -166,6 +166,67 @@ def subjects(stack: MotoStack, queue: str) -> list[str]:
 # --- Totesys: every-20-minutes ------------------------------------------------------------------------------
 
 
+def test_a_zone_the_task_role_may_not_write_fails_the_cycle_once_with_what_to_grant(
+    on_ecs: Callable[[str, str], dict[str, str]],
+    stack: MotoStack,
+    outside_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Totesys zone set outside the stack's data bucket (SLUICE_TOTESYS_INGESTION_URI): the extract fails once
+    with the location and the grant, nothing loads, no watermark moves (the next test's cycle loads everything).
+    Was boto3's "S3UploadFailedError: Failed to upload /tmp/.../address.csv to ...: An error occurred
+    (AccessDenied)", retried three times."""
+    from sluice.cli.runner import run_totesys
+    from sluice.settings import reload_settings
+    from tests.steps import steps
+
+    on_ecs("flows/totesys.py:totesys", "every-20-minutes")
+    monkeypatch.setenv("SLUICE_TOTESYS_INGESTION_URI", f"s3://{outside_bucket}/totesys/ingestion")
+    reload_settings()
+
+    report = run_totesys()
+
+    assert (report.status, report.state, report.rows_loaded) == ("failed", "extract", 0)
+    assert report.error and report.error.startswith(f"s3://{outside_bucket}/totesys/ingestion/address/"), (
+        report.error
+    )
+    assert "access denied writing it (AccessDenied): this principal needs s3:PutObject on" in report.error
+    assert "stack's data bucket only" in report.error
+    assert "S3UploadFailedError" not in report.error and "/tmp/" not in report.error
+    extract = [s for s in steps(report.flow_run_id, last="extract") if s.name == "extract"]
+    assert [s.run_count for s in extract] == [1]  # a permission to grant, not a fault to retry
+    assert not keys_under(stack, f"s3://{outside_bucket}/totesys/")
+
+
+def test_writing_where_the_task_role_may_not_or_to_no_bucket_is_one_readable_error(
+    on_ecs: Callable[[str, str], dict[str, str]],
+    stack: MotoStack,
+    outside_bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both S3 writes (put_bytes: exports, gold, error.json; put_file: batches, Parquet, quarantined rows)."""
+    from sluice.adapters import storage
+    from sluice.errors import DestinationUnwritable
+
+    on_ecs("flows/data2bots.py:data2bots", "daily")
+    local = tmp_path / "export.csv"
+    local.write_text("a\n1\n")
+    for write in (lambda uri: storage.put_bytes(b"a\n1\n", uri), lambda uri: storage.put_file(local, uri)):
+        with pytest.raises(
+            DestinationUnwritable, match=r"^s3://someone-elses-bucket/exports/x\.csv: access denied "
+        ):
+            write(f"s3://{outside_bucket}/exports/x.csv")
+    # a mistyped bucket, for a principal that may write anywhere (the task role is denied before S3 looks)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", stack.admin["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", stack.admin["aws_secret_access_key"])
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    storage.reset_clients()
+    for write in (lambda uri: storage.put_bytes(b"a\n1\n", uri), lambda uri: storage.put_file(local, uri)):
+        with pytest.raises(DestinationUnwritable, match=r"no such bucket 'sluice-data-typo'"):
+            write("s3://sluice-data-typo/staging/x.csv")
+
+
 def test_totesys_cycle_reads_its_source_secret_and_writes_batches_and_parquet_under_the_task_role(
     on_ecs: Callable[[str, str], dict[str, str]], stack: MotoStack, alerts_queue: str
 ) -> None:
@@ -197,7 +258,8 @@ def test_totesys_cycle_reads_its_source_secret_and_writes_batches_and_parquet_un
     assert facts, processed
     table = pq.read_table(io.BytesIO(read_object(stack, bucket_of(staging), facts[0])))
     assert table.num_rows == 15
-    assert {item["status"]["S"] for item in ledger_items(stack, "totesys")} == {"success", "skipped"}
+    statuses = {item["ingestedID"]["S"]: item["status"]["S"] for item in ledger_items(stack, "totesys")}
+    assert (statuses[first.run_id], statuses[idle.run_id]) == ("success", "skipped"), statuses
     assert [s for s in subjects(stack, alerts_queue) if s.startswith("[sluice] OK totesys")], "no alert"
 
 
