@@ -429,6 +429,44 @@ def test_a_backfill_shard_ingests_its_files_and_quarantines_bad_rows_and_files_u
     assert state.is_failed()  # one file of the shard failed (and says so in its own run)
 
 
+def test_a_quarantine_the_task_role_may_not_write_loads_nothing_and_the_file_loads_once_it_is_fixed(
+    on_ecs: Callable[[str, str], dict[str, str]],
+    stack: MotoStack,
+    outside_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Soft mode with SLUICE_QUARANTINE_URI outside the data bucket: the bad row cannot be kept, so none of the file
+    loads (no good rows without their bad ones); with the stack's quarantine, the same file loads."""
+    from sluice.adapters.warehouse import get_engine
+    from sluice.cli.runner import run_ingest
+    from sluice.settings import reload_settings
+
+    env = on_ecs("flows/ingest.py:ingest_file", "s3-event")
+    landing = bucket_of(env["SLUICE_LANDING_URI"])
+    key = f"tm/dailycheckins/2024/04/09/quarantine-{uuid.uuid4().hex[:6]}.csv"
+    body = CHECKINS.replace("ned,", "sansa,") + "rickon,2019-01-01 00:00:00 UTC,99,infra\n"
+    stack.client("s3").put_object(Bucket=landing, Key=key, Body=body.encode())
+    monkeypatch.setenv("SLUICE_QUARANTINE_URI", f"s3://{outside_bucket}/quarantine")
+    reload_settings()
+
+    denied = run_ingest(f"s3://{landing}/{key}", mode="soft")
+
+    assert (denied.status, denied.rows_loaded) == ("failed", 0), denied.error
+    assert denied.error and denied.error.startswith(f"s3://{outside_bucket}/quarantine/dailycheckins/")
+    assert "access denied writing it" in denied.error and "S3UploadFailedError" not in denied.error
+    with get_engine().connect() as conn:
+        found = "SELECT count(*) FROM tm.daily_checkins WHERE username = 'sansa'"
+        assert conn.execute(sa.text(found)).scalar_one() == 0
+
+    monkeypatch.setenv("SLUICE_QUARANTINE_URI", env["SLUICE_QUARANTINE_URI"])
+    reload_settings()
+    fixed = run_ingest(f"s3://{landing}/{key}", mode="soft")
+
+    assert (fixed.status, fixed.rows_loaded, fixed.rows_quarantined) == ("success", 2, 1), fixed.error
+    with get_engine().connect() as conn:
+        assert conn.execute(sa.text(found)).scalar_one() == 1
+
+
 def test_the_task_roles_totesys_grant_names_exactly_the_source_secret(stack: MotoStack) -> None:
     """moto checks Secrets Manager actions only: the statement's resource is pinned here to the stack's secret."""
     (policy,) = stack.policies("TaskRole")
