@@ -2,7 +2,8 @@
 moto's server: see test_iam_enforced.py's docstring for what moto checks): Totesys (its OLTP URL from the stack's
 secret, CSV batches and star-schema Parquet in the data bucket), Data2bots analytics (landed files and reference
 lists read from S3, CSV exports written to it), Sertis customers (bronze/silver/gold in S3, Glue catalog) and a
-backfill shard (ingest-files, soft mode: bad rows quarantined, an unreadable file quarantined whole).
+backfill shard (ingest-files, soft mode: bad rows quarantined, an unreadable file quarantined whole). A zone the
+role may not write fails in one line, not retried; and the deploy role the README describes runs `sluice aws setup`.
 
 Each run gets the environment its ECS task gets: the ``env`` job variable of its deployment in prefect.yaml, rendered
 from this stack's outputs as `prefect deploy` renders it, and nothing else of Sluice's (AWS credentials and the moto
@@ -24,8 +25,9 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 import yaml
+from botocore.exceptions import ClientError
 
-from tests.deploy.conftest import MotoStack, as_list, deploy_stack, drain
+from tests.deploy.conftest import ACCOUNT, MotoStack, as_list, deploy_stack, drain
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -465,6 +467,77 @@ def test_a_quarantine_the_task_role_may_not_write_loads_nothing_and_the_file_loa
     assert (fixed.status, fixed.rows_loaded, fixed.rows_quarantined) == ("success", 2, 1), fixed.error
     with get_engine().connect() as conn:
         assert conn.execute(sa.text(found)).scalar_one() == 1
+
+
+def test_the_deploy_role_the_readme_describes_is_all_that_sluice_aws_setup_and_the_registry_login_call(
+    stack: MotoStack, task_keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README 'Deploy to AWS' (CI/CD): AWS_DEPLOY_ROLE_ARN "may call cloudformation:DescribeStacks on the stack,
+    secretsmanager:GetSecretValue on PushPoolCredentialsSecretArn, ecr:GetAuthorizationToken and push images to the
+    stack's repository". That policy, and nothing else, runs `sluice aws setup` and prefect.yaml's ECR login."""
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    from sluice.cli.aws import configure_prefect, stack_environment
+    from sluice.settings import reload_settings
+    from tests.deploy.conftest import REGION, moto_view, user_with_policies
+    from tests.deploy.test_cli_aws import full_environment
+
+    full = full_environment(
+        stack
+    )  # the push pool's secret, which moto's CloudFormation skips (as administrator)
+    name = stack.resolve.refs["AWS::StackName"]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "cloudformation:DescribeStacks",
+                "Resource": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{name}/*",
+            },
+            {
+                "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": full["SLUICE_PUSH_POOL_CREDENTIALS_SECRET_ARN"],
+            },
+            {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:InitiateLayerUpload",
+                    "ecr:UploadLayerPart",
+                    "ecr:CompleteLayerUpload",
+                    "ecr:PutImage",
+                ],
+                "Resource": stack.resolve.atts[("Repository", "Arn")],
+            },
+        ],
+    }
+    keys = user_with_policies(stack, "sluice-deploy", [moto_view(policy)])
+    for variable in [v for v in os.environ if v.startswith("SLUICE_") and v not in KEEP]:
+        monkeypatch.delenv(variable)
+    ambient = {
+        "AWS_ENDPOINT_URL": stack.endpoint,
+        "AWS_ACCESS_KEY_ID": keys["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": keys["aws_secret_access_key"],
+        "AWS_DEFAULT_REGION": REGION,
+    }
+    for variable, value in ambient.items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    reload_settings()
+
+    env = stack_environment(name, REGION)
+    env["SLUICE_PUSH_POOL_CREDENTIALS_SECRET_ARN"] = full["SLUICE_PUSH_POOL_CREDENTIALS_SECRET_ARN"]
+    made = run_coro_as_sync(configure_prefect(env, f"sluice-ecs-{uuid.uuid4().hex[:6]}", "ecs", REGION))
+    token = boto3.client("ecr").get_authorization_token()["authorizationData"]
+
+    assert env["SLUICE_TASK_ROLE_ARN"] == stack.outputs["TaskRoleArn"]
+    assert made and "work pool" in made and token
+    with pytest.raises(ClientError) as denied:  # enforcement is on for this principal
+        boto3.client("s3").list_objects_v2(Bucket=bucket_of(stack.outputs["LandingUri"]))
+    assert denied.value.response["Error"]["Code"] == "AccessDenied"
+    reload_settings()
 
 
 def test_the_task_roles_totesys_grant_names_exactly_the_source_secret(stack: MotoStack) -> None:
