@@ -286,6 +286,23 @@ def put_bytes(data: bytes, uri: str) -> str:
     return uri
 
 
+#: Where the task role may write, for the errors of a write it was refused.
+_ON_ECS_WRITES = (
+    "On ECS the task role (stack output TaskRoleArn) may write the stack's data bucket only: keep SLUICE_STAGING_URI, "
+    "SLUICE_QUARANTINE_URI and SLUICE_TOTESYS_*_URI under it (stack outputs StagingUri, QuarantineUri)"
+)
+
+
+def _looking_denied(uri: str, exc: Exception) -> DestinationUnwritable:
+    """A destination whose object could not even be looked at (a HEAD before writing it: 403)."""
+    bucket, key = split_s3(uri)
+    return DestinationUnwritable(
+        f"{uri}: access denied looking at it before writing it ({_code(exc)}): this principal needs s3:GetObject "
+        f"and s3:PutObject on arn:aws:s3:::{bucket}/{key} and s3:ListBucket on arn:aws:s3:::{bucket}. "
+        f"{_ON_ECS_WRITES}"
+    )
+
+
 @contextlib.contextmanager
 def _writing(uri: str) -> Iterator[None]:
     """An S3 write that AWS refuses for good (access denied, no such bucket, no credentials) is one line naming the
@@ -313,9 +330,7 @@ def _write_failed(uri: str, exc: Exception) -> Exception:
             return DestinationUnwritable(
                 f"{uri}: access denied writing it ({_code(cause)}): this principal needs s3:PutObject on "
                 f"arn:aws:s3:::{bucket}/{key} (and, for a bucket encrypted with a customer-managed KMS key, "
-                "kms:GenerateDataKey on that key). On ECS the task role (stack output TaskRoleArn) may write the "
-                "stack's data bucket only: keep SLUICE_STAGING_URI, SLUICE_QUARANTINE_URI and SLUICE_TOTESYS_*_URI "
-                "under it (stack outputs StagingUri, QuarantineUri)"
+                f"kms:GenerateDataKey on that key). {_ON_ECS_WRITES}"
             )
         if _code(cause) == "NoSuchBucket":
             return DestinationUnwritable(
@@ -374,6 +389,10 @@ def same_content(uri: str, local: Path, block: int = 1 << 20) -> bool:
         except Exception as exc:
             if _is_missing(exc):
                 return False
+            if _is_denied(
+                exc
+            ):  # was botocore's "An error occurred (403) when calling the HeadObject operation"
+                raise _looking_denied(uri, exc) from None
             raise
         if head["ContentLength"] != size:
             return False
@@ -404,6 +423,10 @@ def exists(uri: str) -> bool:
         except Exception as exc:
             if _is_missing(exc):
                 return False
+            if _is_denied(
+                exc
+            ):  # was botocore's "An error occurred (403) when calling the HeadObject operation"
+                raise _looking_denied(uri, exc) from None
             raise
         return True
     return Path(uri).exists()

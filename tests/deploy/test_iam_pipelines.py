@@ -381,6 +381,52 @@ def test_customers_end_to_end_writes_bronze_silver_and_gold_under_the_task_role(
     assert [s for s in subjects(stack, alerts_queue) if s.startswith("[sluice] OK customers")], "no alert"
 
 
+def test_a_staging_zone_the_task_role_may_not_use_fails_the_publish_once_and_says_force_writes_it_later(
+    on_ecs: Callable[[str, str], dict[str, str]],
+    stack: MotoStack,
+    outside_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SLUICE_STAGING_URI outside the data bucket: the transactions load, then bronze cannot be looked at (HEAD,
+    403). Was botocore's "An error occurred (403) when calling the HeadObject operation: Forbidden", retried; and a
+    plain re-run is "already loaded", so the error says how the zones get written once it is fixed."""
+    from sluice.cli.runner import run_ingest
+    from sluice.settings import reload_settings
+    from tests.steps import steps
+
+    env = on_ecs("flows/ingest.py:ingest_file", "s3-event")
+    landing = bucket_of(env["SLUICE_LANDING_URI"])
+    key = f"sertis/transactions/transactions-{uuid.uuid4().hex[:6]}.csv"
+    body = SERTIS.replace("|0000002|", "|0000042|")  # content of its own: not skipped as already loaded
+    stack.client("s3").put_object(Bucket=landing, Key=key, Body=body.encode())
+    monkeypatch.setenv("SLUICE_STAGING_URI", f"s3://{outside_bucket}/staging")
+    reload_settings()
+
+    denied = run_ingest(f"s3://{landing}/{key}")
+
+    assert (denied.status, denied.state) == ("failed", "publish")
+    assert denied.error and denied.error.startswith(f"s3://{outside_bucket}/staging/sertis/bronze/"), (
+        denied.error
+    )
+    assert "access denied looking at it before writing it (403)" in denied.error
+    assert "HeadObject" not in denied.error
+    assert denied.error.endswith(
+        "ingest it again with --force (force=true for a deployment run) to write its zones"
+    )
+    publish = [s for s in steps(denied.flow_run_id, last="publish") if s.name == "publish"]
+    assert [s.run_count for s in publish] == [1]
+
+    monkeypatch.setenv("SLUICE_STAGING_URI", env["SLUICE_STAGING_URI"])
+    reload_settings()
+    forced = run_ingest(f"s3://{landing}/{key}", force=True)
+
+    assert forced.status == "success", forced.error
+    name = key.rsplit("/", 1)[-1]
+    written = keys_under(stack, f"{env['SLUICE_STAGING_URI']}/sertis/")
+    assert [k for k in written if "/bronze/" in k and k.endswith(f"/{name}")], written
+    assert [k for k in written if "/silver/" in k and f"/{name}." in k], written
+
+
 # --- backfill: one ingest-files/backfill shard, soft mode ------------------------------------------------------
 
 CHECKINS = (
