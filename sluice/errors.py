@@ -27,6 +27,10 @@ class SourceUnreadable(SluiceError):
     """The landed file exists but this principal may not read it (permissions, encryption key)."""
 
 
+class DestinationUnwritable(SluiceError):
+    """A zone or export location this principal may not write (permissions, encryption key, no such bucket)."""
+
+
 class BadFile(SluiceError):
     """The file cannot be read as the dataset's format (columns, encoding, delimiter...)."""
 

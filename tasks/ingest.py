@@ -30,7 +30,7 @@ from prefect.concurrency.sync import concurrency
 from sluice import ingest
 from sluice.adapters import storage
 from sluice.adapters.warehouse import get_engine
-from sluice.errors import BadFile, ConfigurationError, ValidationFailed, described
+from sluice.errors import BadFile, ConfigurationError, DestinationUnwritable, ValidationFailed, described
 from sluice.ledger import LedgerEntry, close_entry
 from sluice.loading import LoadOutcome, ensure_target, is_loaded, load_file
 from sluice.registry import AfterLoad, Dataset
@@ -285,13 +285,20 @@ def publish(ctx: IngestContext, fetched: storage.FetchedFile, loaded: Loaded) ->
     hook = ctx.dataset.after_load
     assert hook is not None
     with ledger_state(ctx, "publish"):
-        hook(
-            AfterLoad(
-                dataset=ctx.dataset.name,
-                source=fetched.uri,
-                local_path=fetched.path,
-                frames=loaded.spool.frames if loaded.spool is not None else lambda: iter(()),
-                ingestion_id=ctx.ingestion_id,
-                rows_loaded=loaded.outcome.rows_loaded,
+        try:
+            hook(
+                AfterLoad(
+                    dataset=ctx.dataset.name,
+                    source=fetched.uri,
+                    local_path=fetched.path,
+                    frames=loaded.spool.frames if loaded.spool is not None else lambda: iter(()),
+                    ingestion_id=ctx.ingestion_id,
+                    rows_loaded=loaded.outcome.rows_loaded,
+                )
             )
-        )
+        except DestinationUnwritable as exc:
+            # The rows are committed: a plain re-run is "already loaded" and would never write the zones.
+            raise DestinationUnwritable(
+                f"{exc}. The file's rows are loaded; once that is fixed, ingest it again with --force "
+                "(force=true for a deployment run) to write its zones"
+            ) from None

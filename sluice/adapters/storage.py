@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
-from sluice.errors import ConfigurationError, SourceNotFound, SourceUnreadable
+from sluice.errors import ConfigurationError, DestinationUnwritable, SourceNotFound, SourceUnreadable
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +266,8 @@ def put_file(local: Path, uri: str) -> str:
     """Copy a local file to ``uri`` (folder or S3); returns ``uri``."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        s3_client().upload_file(str(local), bucket, key)
+        with _writing(uri):
+            s3_client().upload_file(str(local), bucket, key)
     else:
         with _partial(Path(uri)) as tmp:
             shutil.copyfile(local, tmp)
@@ -277,11 +278,65 @@ def put_bytes(data: bytes, uri: str) -> str:
     """Write ``data`` to ``uri`` atomically (rename locally, single PUT on S3)."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+        with _writing(uri):
+            s3_client().put_object(Bucket=bucket, Key=key, Body=data)
     else:
         with _partial(Path(uri)) as tmp:
             tmp.write_bytes(data)
     return uri
+
+
+#: Where the task role may write, for the errors of a write it was refused.
+_ON_ECS_WRITES = (
+    "On ECS the task role (stack output TaskRoleArn) may write the stack's data bucket only: keep SLUICE_STAGING_URI, "
+    "SLUICE_QUARANTINE_URI and SLUICE_TOTESYS_*_URI under it (stack outputs StagingUri, QuarantineUri)"
+)
+
+
+def _looking_denied(uri: str, exc: Exception) -> DestinationUnwritable:
+    """A destination whose object could not even be looked at (a HEAD before writing it: 403)."""
+    bucket, key = split_s3(uri)
+    return DestinationUnwritable(
+        f"{uri}: access denied looking at it before writing it ({_code(exc)}): this principal needs s3:GetObject "
+        f"and s3:PutObject on arn:aws:s3:::{bucket}/{key} and s3:ListBucket on arn:aws:s3:::{bucket}. "
+        f"{_ON_ECS_WRITES}"
+    )
+
+
+@contextlib.contextmanager
+def _writing(uri: str) -> Iterator[None]:
+    """An S3 write that AWS refuses for good (access denied, no such bucket, no credentials) is one line naming the
+    location and the grant, not retried. Was boto3's ``S3UploadFailedError: Failed to upload /tmp/... to ...: An
+    error occurred (AccessDenied)`` (or a ``ClientError``), retried three times by the step."""
+    try:
+        yield
+    except Exception as exc:
+        said = _write_failed(uri, exc)
+        if said is exc:
+            raise
+        raise said from None
+
+
+def _write_failed(uri: str, exc: Exception) -> Exception:
+    """Why ``uri`` could not be written, as one error the user can act on, or ``exc`` itself."""
+    bucket, key = split_s3(uri)
+    # upload_file wraps botocore's ClientError in boto3's S3UploadFailedError, raised while handling it
+    for cause in (exc, exc.__context__):
+        if not isinstance(cause, Exception):
+            continue
+        if (unsigned := _no_credentials(uri, cause, "write it")) is not None:
+            return unsigned
+        if _is_denied(cause):
+            return DestinationUnwritable(
+                f"{uri}: access denied writing it ({_code(cause)}): this principal needs s3:PutObject on "
+                f"arn:aws:s3:::{bucket}/{key} (and, for a bucket encrypted with a customer-managed KMS key, "
+                f"kms:GenerateDataKey on that key). {_ON_ECS_WRITES}"
+            )
+        if _code(cause) == "NoSuchBucket":
+            return DestinationUnwritable(
+                f"{uri}: no such bucket {bucket!r}: check the setting that names this location"
+            )
+    return exc
 
 
 @contextlib.contextmanager
@@ -334,6 +389,10 @@ def same_content(uri: str, local: Path, block: int = 1 << 20) -> bool:
         except Exception as exc:
             if _is_missing(exc):
                 return False
+            if _is_denied(
+                exc
+            ):  # was botocore's "An error occurred (403) when calling the HeadObject operation"
+                raise _looking_denied(uri, exc) from None
             raise
         if head["ContentLength"] != size:
             return False
@@ -364,6 +423,10 @@ def exists(uri: str) -> bool:
         except Exception as exc:
             if _is_missing(exc):
                 return False
+            if _is_denied(
+                exc
+            ):  # was botocore's "An error occurred (403) when calling the HeadObject operation"
+                raise _looking_denied(uri, exc) from None
             raise
         return True
     return Path(uri).exists()

@@ -15,6 +15,7 @@ from typing import Any
 
 import boto3
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from tests.conftest import free_port
@@ -285,3 +286,75 @@ def user_with_policies(stack: MotoStack, name: str, documents: list[dict[str, An
         iam.put_user_policy(UserName=name, PolicyName=f"{name}-{i}", PolicyDocument=json.dumps(document))
     key = iam.create_access_key(UserName=name)["AccessKey"]
     return {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+
+
+# --- the task role's principal under enforcement (shared by the IAM modules; each module deploys its own `stack`) ---
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def moto_view(document: dict[str, Any]) -> dict[str, Any]:
+    """The policy as moto can check it: S3 statements unchanged, other services' resources ``*``."""
+    statements = []
+    for statement in document["Statement"]:
+        actions = as_list(statement["Action"])
+        if all(a.startswith("s3:") for a in actions):
+            statements.append(statement)
+        else:
+            statements.append({**statement, "Resource": "*"})
+    return {**document, "Statement": statements}
+
+
+@pytest.fixture(scope="module")
+def fresh_warehouse(pg_url: str) -> Iterator[str]:
+    """A new, empty database on the session's PostgreSQL: the warehouse as a first deploy finds it."""
+    from sluice.adapters.warehouse import dispose_engines
+
+    name = f"sluice_iam_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield pg_url.replace("/postgres?", f"/{name}?", 1)
+    dispose_engines()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def alerts_queue(stack: MotoStack) -> str:
+    """An SQS queue subscribed to the stack's topic, to read back what the flows published."""
+    sqs = stack.client("sqs")
+    url = sqs.create_queue(QueueName="alerts-readback")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    stack.client("sns").subscribe(
+        TopicArn=stack.outputs["AlertsTopicArn"], Protocol="sqs", Endpoint=queue_arn
+    )
+    return url
+
+
+@pytest.fixture(scope="module")
+def outside_bucket(stack: MotoStack) -> str:
+    stack.client("s3").create_bucket(Bucket="someone-elses-bucket")
+    return "someone-elses-bucket"
+
+
+@pytest.fixture(scope="module")
+def task_keys(stack: MotoStack, alerts_queue: str, outside_bucket: str) -> dict[str, str]:
+    """Keys of a principal holding the task role's policies; IAM is enforced from here on."""
+    documents = [moto_view(d) for d in stack.policies("TaskRole")]
+    keys = user_with_policies(stack, "sluice-task", documents)
+    stack.enforce_iam()
+    return keys
+
+
+def drain(stack: MotoStack, queue_url: str) -> list[dict[str, Any]]:
+    sqs = stack.client("sqs")
+    got = []
+    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            got.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return got

@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from botocore.exceptions import ClientError
 
-from tests.deploy.conftest import MotoStack, deploy_stack, user_with_policies
+from tests.deploy.conftest import MotoStack, as_list, deploy_stack, drain, moto_view, user_with_policies
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -40,69 +40,10 @@ SERTIS = (
 )
 
 
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def moto_view(document: dict[str, Any]) -> dict[str, Any]:
-    """The policy as moto can check it: S3 statements unchanged, other services' resources ``*``."""
-    statements = []
-    for statement in document["Statement"]:
-        actions = as_list(statement["Action"])
-        if all(a.startswith("s3:") for a in actions):
-            statements.append(statement)
-        else:
-            statements.append({**statement, "Resource": "*"})
-    return {**document, "Statement": statements}
-
-
-@pytest.fixture(scope="module")
-def fresh_warehouse(pg_url: str) -> Iterator[str]:
-    """A new, empty database on the session's PostgreSQL: the warehouse as a first deploy finds it."""
-    from sluice.adapters.warehouse import dispose_engines
-
-    name = f"sluice_iam_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield pg_url.replace("/postgres?", f"/{name}?", 1)
-    dispose_engines()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 @pytest.fixture(scope="module")
 def stack(moto_server: str, fresh_warehouse: str) -> MotoStack:
     """The stack, with the warehouse URL secret holding a fresh database's URL."""
     return deploy_stack(moto_server, warehouse_url=fresh_warehouse)
-
-
-@pytest.fixture(scope="module")
-def alerts_queue(stack: MotoStack) -> str:
-    """An SQS queue subscribed to the stack's topic, to read back what the flows published."""
-    sqs = stack.client("sqs")
-    url = sqs.create_queue(QueueName="alerts-readback")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    stack.client("sns").subscribe(
-        TopicArn=stack.outputs["AlertsTopicArn"], Protocol="sqs", Endpoint=queue_arn
-    )
-    return url
-
-
-@pytest.fixture(scope="module")
-def outside_bucket(stack: MotoStack) -> str:
-    stack.client("s3").create_bucket(Bucket="someone-elses-bucket")
-    return "someone-elses-bucket"
-
-
-@pytest.fixture(scope="module")
-def task_keys(stack: MotoStack, alerts_queue: str, outside_bucket: str) -> dict[str, str]:
-    """Keys of a principal holding the task role's policies; IAM is enforced from here on."""
-    documents = [moto_view(d) for d in stack.policies("TaskRole")]
-    keys = user_with_policies(stack, "sluice-task", documents)
-    stack.enforce_iam()
-    return keys
 
 
 @pytest.fixture
@@ -151,16 +92,6 @@ def as_task_role(
     monkeypatch.undo()
     reset_clients()
     reload_settings()
-
-
-def drain(stack: MotoStack, queue_url: str) -> list[dict[str, Any]]:
-    sqs = stack.client("sqs")
-    got = []
-    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
-        for message in messages:
-            got.append(json.loads(message["Body"]))
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-    return got
 
 
 def test_ingest_from_s3_with_dynamodb_ledger_secret_and_sns_under_the_task_role(
