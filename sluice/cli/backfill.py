@@ -125,14 +125,18 @@ def backfill(
     else:
         for r in results:
             console.print(
-                f"{r['status']:8} {r['source']}" + (f"  {r.get('error')}" if r.get("error") else ""),
+                f"{r['status']:8} {r['source']}" + (f"  {_what(r)}" if _what(r) else ""),
                 highlight=False,
                 soft_wrap=True,
                 markup=False,
             )
         console.print(
             f"{len(results)} files: {counts['success']} loaded, {counts['skipped']} skipped, "
-            f"{counts['failed']} failed" + (f", {counts[fanout.RUNNING]} still running" if running else "")
+            f"{counts['failed']} failed"
+            + (f", {counts[fanout.RUNNING]} still running" if running else "")
+            + _rows(results),
+            highlight=False,
+            soft_wrap=True,
         )
     if stopped:
         going_on = (
@@ -182,6 +186,33 @@ def _run(
     except fanout.Interrupted as stop:
         raise fanout.Interrupted([_dump(r) for r in stop.results]) from None
     return [_dump(r) for r in reports]
+
+
+def _what(result: dict[str, Any]) -> str:
+    """A file's line after its status: why it failed or was skipped; for a load, its rows as ``sluice ingest``
+    counts them (a soft load's quarantined rows were invisible: ``success  x.csv`` said nothing of them)."""
+    if result.get("error"):
+        return str(result["error"])
+    if result["status"] != "success" or "rows_read" not in result:  # a deployment run's result has no counts
+        return ""
+    what = (
+        f"{result['rows_read']:,} read, {result['rows_loaded']:,} loaded into {result.get('table') or '-'}, "
+        f"{result['rows_quarantined']:,} quarantined"
+    )
+    return what + (f" ({result['quarantine_uri']})" if result.get("quarantine_uri") else "")
+
+
+def _rows(results: list[dict[str, Any]]) -> str:
+    """``; rows: N read, N loaded, N quarantined`` over the files this process ran (not the skipped ones' 0s)."""
+    ran = [
+        r for r in results if r["status"] in ("success", "failed") and r.get("state") and "rows_read" in r
+    ]  # not an entry refused before any run (no state), nor a deployment run's result (no counts)
+    if not ran:
+        return ""
+    read, loaded, quarantined = (
+        sum(r.get(k) or 0 for r in ran) for k in ("rows_read", "rows_loaded", "rows_quarantined")
+    )
+    return f"; rows: {read:,} read, {loaded:,} loaded, {quarantined:,} quarantined"
 
 
 def _dump(report: Any) -> dict[str, Any]:
