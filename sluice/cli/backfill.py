@@ -61,11 +61,17 @@ def backfill(
     from sluice.adapters import storage
     from sluice.cli import fanout  # kept off `sluice --help` (SQLAlchemy, the registry)
 
-    files, refused = fanout.survey(prefix, dataset)
+    files, refused, unclaimed = fanout.survey(prefix, dataset)
     if not files and not refused:
         if not storage.is_s3(prefix) and not Path(prefix).exists():  # a mistyped folder is not an empty one
             raise fail(f"{prefix}: no such folder")
-        raise fail(f"{prefix}: no files that {dataset or 'any dataset'} claims")
+        there = (
+            f" (it holds {len(unclaimed):,} file{'' if len(unclaimed) == 1 else 's'} named as no dataset's are: "
+            f"{_names(unclaimed)}; --dataset NAME loads them as NAME)"
+            if unclaimed
+            else ""
+        )
+        raise fail(f"{prefix}: no files that {dataset or 'any dataset'} claims{there}")
     if deployment and files:
         try:
             fanout.check_deployment(deployment)
@@ -120,7 +126,14 @@ def backfill(
         counts[fanout.RUNNING] = sum(1 for r in results if r["status"] == fanout.RUNNING)
     if as_json:
         print_json(
-            {"prefix": prefix, "files": len(results), **counts, "interrupted": stopped, "results": results}
+            {
+                "prefix": prefix,
+                "files": len(results),
+                **counts,
+                "unclaimed": len(unclaimed),
+                "interrupted": stopped,
+                "results": results,
+            }
         )
     else:
         for r in results:
@@ -131,10 +144,11 @@ def backfill(
                 markup=False,
             )
         console.print(
-            f"{len(results)} files: {counts['success']} loaded, {counts['skipped']} skipped, "
-            f"{counts['failed']} failed"
+            f"{len(results)} file{'' if len(results) == 1 else 's'}: {counts['success']} loaded, "
+            f"{counts['skipped']} skipped, {counts['failed']} failed"
             + (f", {counts[fanout.RUNNING]} still running" if running else "")
-            + _rows(results),
+            + _rows(results)
+            + _left_out(unclaimed),
             highlight=False,
             soft_wrap=True,
         )
@@ -213,6 +227,23 @@ def _rows(results: list[dict[str, Any]]) -> str:
         sum(r.get(k) or 0 for r in ran) for k in ("rows_read", "rows_loaded", "rows_quarantined")
     )
     return f"; rows: {read:,} read, {loaded:,} loaded, {quarantined:,} quarantined"
+
+
+def _left_out(unclaimed: list[str]) -> str:
+    """``; N files no dataset claims were left out (…)``: they had no line at all, so a file landed under a name
+    no pattern matches (``sales.csv`` beside ``orders.csv``) went unnoticed."""
+    if not unclaimed:
+        return ""
+    return (
+        f"; {len(unclaimed):,} file{'' if len(unclaimed) == 1 else 's'} no dataset claims left out "
+        f"({_names(unclaimed)}: --dataset NAME loads them as NAME)"
+    )
+
+
+def _names(uris: list[str]) -> str:
+    """``address.csv`` or ``address.csv and 3 more``."""
+    first = uris[0].rsplit("/", 1)[-1]
+    return first + (f" and {len(uris) - 1:,} more" if len(uris) > 1 else "")
 
 
 def _dump(report: Any) -> dict[str, Any]:

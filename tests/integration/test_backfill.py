@@ -402,3 +402,32 @@ def test_each_loaded_file_says_its_rows_and_the_total_adds_them_up(sluice_env: P
         f"2 files: 2 loaded, 0 skipped, 0 failed; rows: {records + 102:,} read, {records + 100:,} loaded, "
         "2 quarantined"
     ), total
+
+
+def test_files_no_dataset_claims_are_counted_not_silently_left_out(sluice_env: Path) -> None:
+    """A Totesys export's ``staff.csv`` landed beside the check-ins: no dataset claims it, and the backfill said
+    nothing of it (``1 files: 1 loaded…``); a folder of only such files said "no files that any dataset claims"
+    without a word of what it holds. Now both count and name them, and say how to load them."""
+    folder = sluice_env / "landing" / "mixed"
+    folder.mkdir(parents=True)
+    tm = shared_file("tm", "dailycheckins_sample.csv")
+    (folder / tm.name).write_bytes(tm.read_bytes())
+    (folder / "staff.csv").write_bytes(shared_file("totesys", "staff.csv").read_bytes())
+
+    text = CliRunner().invoke(app, ["backfill", str(folder)])
+    assert text.exit_code == 0, text.output
+    assert text.stdout.strip().splitlines()[-1] == (
+        "1 file: 1 loaded, 0 skipped, 0 failed; rows: 2,034 read, 2,034 loaded, 0 quarantined; "
+        "1 file no dataset claims left out (staff.csv: --dataset NAME loads them as NAME)"
+    ), text.stdout
+    body = json.loads(CliRunner().invoke(app, ["backfill", str(folder), "--json"]).stdout)
+    assert (body["files"], body["skipped"], body["unclaimed"]) == (1, 1, 1), body
+
+    (folder / tm.name).unlink()
+    (folder / "address.csv").write_bytes(shared_file("totesys", "address.csv").read_bytes())
+    none = CliRunner().invoke(app, ["backfill", str(folder)])
+    assert none.exit_code == 1
+    assert " ".join(none.stderr.split()) == (
+        f"error: {folder}: no files that any dataset claims (it holds 2 files named as no dataset's are: "
+        "address.csv and 1 more; --dataset NAME loads them as NAME)"
+    ), none.stderr
