@@ -24,6 +24,7 @@ import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +74,28 @@ class Spool:
 
 
 # --- reading ------------------------------------------------------------------------------------------
+
+
+#: Who hears, after each chunk is read, (source, rows read so far): ``sluice ingest`` on a terminal shows it.
+_progress: list[Callable[[str, int], None]] = []
+
+
+@contextmanager
+def progress(listener: Callable[[str, int], None]) -> Iterator[None]:
+    """Call ``listener(source, rows read so far)`` after each chunk a pass reads in this process, while inside."""
+    _progress.append(listener)
+    try:
+        yield
+    finally:
+        _progress.remove(listener)
+
+
+def _tell(source: str, rows: int) -> None:
+    for listener in list(_progress):
+        try:
+            listener(source, rows)
+        except Exception:  # a progress display never fails a load
+            logging.getLogger(__name__).debug("progress listener failed", exc_info=True)
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -583,6 +606,7 @@ class FilePass:
             for column in self.dataset.source_columns:
                 combined[RAW_PREFIX + column] = raw[column].array  # Arrow strings stay Arrow (no object copy)
             self.rows_read += len(raw)
+            _tell(self.source, self.rows_read)
             now = time.perf_counter()
             self.seconds.transform += now - clock
             clock = now

@@ -234,7 +234,8 @@ def redact(url: str) -> str:
         parsed = sa.make_url(url)
         if parsed.host and "@" in parsed.host:  # the rest of a password with a raw '@' (see sqlalchemy_url)
             parsed = parsed.set(host="…")
-        return parsed.render_as_string(hide_password=True)
+        # an empty password is none to hide: `postgres:***@` made the embedded server's URL look like it had one
+        return parsed.render_as_string(hide_password=parsed.password != "")
     except Exception:
         return "<unparseable url>"
 

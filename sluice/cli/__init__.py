@@ -91,7 +91,17 @@ def ingest(
     # after _prepare: the flows import Prefect, which reads its environment once, at import
     from sluice.cli.runner import run_ingest
 
-    report = run_ingest(source, dataset=dataset, mode=mode, force=force)
+    if as_json or not err.is_terminal:
+        report = run_ingest(source, dataset=dataset, mode=mode, force=force)
+    else:  # a long file was silent until its last line: say how far the read has got (gone when done)
+        from sluice.ingest import progress
+
+        name = escape(Path(source).name)
+        with (
+            err.status(f"ingest {name}...") as status,
+            progress(lambda _, rows: status.update(f"ingest {name}: {rows:,} rows read...")),
+        ):
+            report = run_ingest(source, dataset=dataset, mode=mode, force=force)
     if as_json:
         print_json(report.model_dump(exclude={"failures", "flow_run_id"}))
     else:

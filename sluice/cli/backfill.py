@@ -61,11 +61,17 @@ def backfill(
     from sluice.adapters import storage
     from sluice.cli import fanout  # kept off `sluice --help` (SQLAlchemy, the registry)
 
-    files, refused = fanout.survey(prefix, dataset)
+    files, refused, unclaimed = fanout.survey(prefix, dataset)
     if not files and not refused:
         if not storage.is_s3(prefix) and not Path(prefix).exists():  # a mistyped folder is not an empty one
             raise fail(f"{prefix}: no such folder")
-        raise fail(f"{prefix}: no files that {dataset or 'any dataset'} claims")
+        there = (
+            f" (it holds {len(unclaimed):,} file{'' if len(unclaimed) == 1 else 's'} named as no dataset's are: "
+            f"{_names(unclaimed)}; --dataset NAME loads them as NAME)"
+            if unclaimed
+            else ""
+        )
+        raise fail(f"{prefix}: no files that {dataset or 'any dataset'} claims{there}")
     if deployment and files:
         try:
             fanout.check_deployment(deployment)
@@ -120,19 +126,31 @@ def backfill(
         counts[fanout.RUNNING] = sum(1 for r in results if r["status"] == fanout.RUNNING)
     if as_json:
         print_json(
-            {"prefix": prefix, "files": len(results), **counts, "interrupted": stopped, "results": results}
+            {
+                "prefix": prefix,
+                "files": len(results),
+                **counts,
+                "unclaimed": len(unclaimed),
+                "interrupted": stopped,
+                "results": results,
+            }
         )
     else:
         for r in results:
             console.print(
-                f"{r['status']:8} {r['source']}" + (f"  {r.get('error')}" if r.get("error") else ""),
+                f"{r['status']:8} {r['source']}" + (f"  {_what(r)}" if _what(r) else ""),
                 highlight=False,
                 soft_wrap=True,
                 markup=False,
             )
         console.print(
-            f"{len(results)} files: {counts['success']} loaded, {counts['skipped']} skipped, "
-            f"{counts['failed']} failed" + (f", {counts[fanout.RUNNING]} still running" if running else "")
+            f"{len(results)} file{'' if len(results) == 1 else 's'}: {counts['success']} loaded, "
+            f"{counts['skipped']} skipped, {counts['failed']} failed"
+            + (f", {counts[fanout.RUNNING]} still running" if running else "")
+            + _rows(results)
+            + _left_out(unclaimed),
+            highlight=False,
+            soft_wrap=True,
         )
     if stopped:
         going_on = (
@@ -182,6 +200,50 @@ def _run(
     except fanout.Interrupted as stop:
         raise fanout.Interrupted([_dump(r) for r in stop.results]) from None
     return [_dump(r) for r in reports]
+
+
+def _what(result: dict[str, Any]) -> str:
+    """A file's line after its status: why it failed or was skipped; for a load, its rows as ``sluice ingest``
+    counts them (a soft load's quarantined rows were invisible: ``success  x.csv`` said nothing of them)."""
+    if result.get("error"):
+        return str(result["error"])
+    if result["status"] != "success" or "rows_read" not in result:  # a deployment run's result has no counts
+        return ""
+    what = (
+        f"{result['rows_read']:,} read, {result['rows_loaded']:,} loaded into {result.get('table') or '-'}, "
+        f"{result['rows_quarantined']:,} quarantined"
+    )
+    return what + (f" ({result['quarantine_uri']})" if result.get("quarantine_uri") else "")
+
+
+def _rows(results: list[dict[str, Any]]) -> str:
+    """``; rows: N read, N loaded, N quarantined`` over the files this process ran (not the skipped ones' 0s)."""
+    ran = [
+        r for r in results if r["status"] in ("success", "failed") and r.get("state") and "rows_read" in r
+    ]  # not an entry refused before any run (no state), nor a deployment run's result (no counts)
+    if not ran:
+        return ""
+    read, loaded, quarantined = (
+        sum(r.get(k) or 0 for r in ran) for k in ("rows_read", "rows_loaded", "rows_quarantined")
+    )
+    return f"; rows: {read:,} read, {loaded:,} loaded, {quarantined:,} quarantined"
+
+
+def _left_out(unclaimed: list[str]) -> str:
+    """``; N files no dataset claims were left out (…)``: they had no line at all, so a file landed under a name
+    no pattern matches (``sales.csv`` beside ``orders.csv``) went unnoticed."""
+    if not unclaimed:
+        return ""
+    return (
+        f"; {len(unclaimed):,} file{'' if len(unclaimed) == 1 else 's'} no dataset claims left out "
+        f"({_names(unclaimed)}: --dataset NAME loads them as NAME)"
+    )
+
+
+def _names(uris: list[str]) -> str:
+    """``address.csv`` or ``address.csv and 3 more``."""
+    first = uris[0].rsplit("/", 1)[-1]
+    return first + (f" and {len(uris) - 1:,} more" if len(uris) > 1 else "")
 
 
 def _dump(report: Any) -> dict[str, Any]:

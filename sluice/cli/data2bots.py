@@ -66,7 +66,7 @@ def print_analytics(report: Any, console: Any) -> None:
         )
         return
     if report.status == "skipped":
-        console.print(f"[yellow]analytics[/]: {escape(str(report.error))}", highlight=False)
+        console.print(f"[yellow]analytics[/]: {escape(str(report.error))}", highlight=False, soft_wrap=True)
     for note in getattr(report, "notes", None) or []:
         console.print(f"[yellow]note[/]: {escape(note)}", highlight=False, soft_wrap=True)
     engine = get_engine()

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
@@ -60,32 +60,45 @@ class Interrupted(KeyboardInterrupt):
         self.results = results
 
 
+class Survey(NamedTuple):
+    """What a backfill finds under its prefix."""
+
+    files: list[tuple[str, str]]  # (file, dataset) to ingest
+    refused: list[tuple[str, str | None, str]]  # (entry, dataset, error): meant to load, not a loadable file
+    unclaimed: list[str]  # files no dataset claims (without --dataset): left out, counted for the user
+
+
 def plan(prefix: str, dataset: str | None) -> list[tuple[str, str]]:
     """(file, dataset) for every file under ``prefix``: all of them for an explicit dataset, else the
     files some dataset claims by key."""
-    return survey(prefix, dataset)[0]
+    return survey(prefix, dataset).files
 
 
-def survey(
-    prefix: str, dataset: str | None
-) -> tuple[list[tuple[str, str]], list[tuple[str, str | None, str]]]:
+def survey(prefix: str, dataset: str | None) -> Survey:
     """``plan``'s files, and (entry, dataset, error) for each entry under ``prefix`` that the user meant
     to load and that is not a loadable file: a broken link, an unreadable file, a pipe; a folder named as the
     dataset's files are with nothing listed in it; a folder that could not be read or a link to one (whatever
-    its name: it may hold files). An entry no dataset claims is left out, as a file no dataset claims is."""
+    its name: it may hold files). An entry no dataset claims is left out, as a file no dataset claims is; the
+    files left out so are listed too."""
     listing = storage.list_files(prefix)
     name = datasets.get_dataset(dataset).name if dataset else None
+    unclaimed: list[str] = []
     if name:
         files = [(uri, name) for uri in listing.files]
     else:
-        files = [(uri, spec.name) for uri in listing.files if (spec := datasets.resolve(uri))]
+        files = []
+        for uri in listing.files:
+            if spec := datasets.resolve(uri):
+                files.append((uri, spec.name))
+            else:
+                unclaimed.append(uri)
     refused: list[tuple[str, str | None, str]] = []
     for entry in listing.unlisted:
         claimant = datasets.resolve(entry.uri)
         if entry.always or claimant or (name and not entry.folder):
             owner = name or (claimant.name if claimant else None)
             refused.append((entry.uri, owner, f"not ingested: {entry.reason}"))
-    return files, refused
+    return Survey(files, refused, unclaimed)
 
 
 def refused_result(entry: tuple[str, str | None, str], *, deployment: bool) -> dict[str, Any]:

@@ -52,9 +52,16 @@ def print_customers(report: Any, console: Any, limit: int = 15) -> None:
             ),
             {"n": limit},
         ).all()
-    table = Table(
-        title=f"sertis.customers: {getattr(report, 'customers', 0):,} customers (top {len(rows)} by streak)"
+    lines = (
+        getattr(report, "rows_read", 0) or 0
+    )  # the silver lines gold counted (was not said: nothing to check)
+    console.print(
+        f"sertis.customers: {getattr(report, 'customers', 0):,} customers from {lines:,} transaction "
+        f"line{'' if lines == 1 else 's'} in silver",
+        highlight=False,
+        soft_wrap=True,
     )
+    table = Table(title=f"top {len(rows)} by streak")
     for column in ("customer_id", "favourite_product", "longest_streak"):
         table.add_column(column)
     for row in rows:
@@ -62,5 +69,12 @@ def print_customers(report: Any, console: Any, limit: int = 15) -> None:
     console.print(table)
     for note in getattr(report, "notes", None) or []:
         console.print(f"[yellow]note[/]: {escape(note)}", highlight=False, soft_wrap=True)
+    if not lines:  # said here only: a rebuild from empty silver changes nothing, and a note would alert
+        console.print(
+            "[yellow]note[/]: silver holds no transactions yet, so gold is empty: `sluice ingest` a transactions "
+            "file (transaction_*.csv, pipe-delimited) first",
+            highlight=False,
+            soft_wrap=True,
+        )
     if getattr(report, "gold_uri", None):
         console.print(f"gold Parquet: {report.gold_uri}", highlight=False, soft_wrap=True)

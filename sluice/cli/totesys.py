@@ -102,7 +102,9 @@ def print_cycle(report: Any) -> None:
     loaded: dict[str, int] = getattr(report, "loaded", {}) or {}
     if report.status == "skipped":
         console.print(
-            f"[yellow]totesys[/]: {report.error} ({getattr(report, 'seconds', 0)} s)", highlight=False
+            f"[yellow]totesys[/]: {escape(str(report.error))} ({getattr(report, 'seconds', 0)} s)",
+            highlight=False,
+            soft_wrap=True,  # "another totesys cycle is running: …" is longer than 80 columns: one line when piped
         )
         return
     if extracted or loaded:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import random
+import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -97,8 +99,15 @@ def create_schema(engine: sa.Engine) -> None:
         cursor.execute(DDL)
 
 
-def seed(engine: sa.Engine, tables: dict[str, pd.DataFrame], *, replace: bool = True) -> dict[str, int]:
-    """COPY ``tables`` (source table → text frame with the table's columns) into the OLTP, in FK order."""
+def seed(
+    engine: sa.Engine,
+    tables: dict[str, pd.DataFrame],
+    *,
+    replace: bool = True,
+    files: Mapping[str, Path] | None = None,
+) -> dict[str, int]:
+    """COPY ``tables`` (source table → text frame with the table's columns) into the OLTP, in FK order; ``files``
+    (source table → the CSV its frame was read from) names a refused value's file in the error."""
     create_schema(engine)
     counts: dict[str, int] = {}
     with engine.begin() as conn, raw_connection(conn) as cursor:
@@ -126,10 +135,8 @@ def seed(engine: sa.Engine, tables: dict[str, pd.DataFrame], *, replace: bool = 
                 )
             except (
                 psycopg2.Error
-            ) as exc:  # a value or column the OLTP refuses: one line, the table's rows named
-                lines = str(exc).strip().splitlines()
-                where = next((line for line in lines if line.startswith("CONTEXT:")), "")
-                raise BadFile(f"{name}: {lines[0]} ({where.removeprefix('CONTEXT:').strip()})") from None
+            ) as exc:  # a value the OLTP refuses: one line naming file (or table), row, column
+                raise BadFile(_refused(name, exc, (files or {}).get(name))) from None
             counts[name] = len(frame)
             cursor.execute(
                 sql.SQL("SELECT setval(pg_get_serial_sequence({}, {}), GREATEST(MAX({}), 1)) FROM {}").format(
@@ -140,6 +147,19 @@ def seed(engine: sa.Engine, tables: dict[str, pd.DataFrame], *, replace: bool = 
                 )
             )
     return counts
+
+
+def _refused(table: str, exc: psycopg2.Error, file: Path | None) -> str:
+    """COPY's error as one line: ``<file> row 2, column created_at: invalid input syntax for type timestamp:
+    "garbage"``. Was ``payment: … (COPY payment, line 2, column created_at: "garbage")``: a table, not the file,
+    and COPY's line, not the file's (COPY gets the rows without their header: its line N is the file's row N)."""
+    message = (exc.diag.message_primary or str(exc).strip().splitlines()[0]).strip()
+    where = str(file) if file is not None else table
+    found = re.search(r"\bline (\d+)(?:, column (\w+))?", exc.diag.context or "")
+    if found:
+        where += f" row {int(found[1]):,}" + (f", column {found[2]}" if found[2] else "")
+    detail = f" ({exc.diag.message_detail.strip()})" if exc.diag.message_detail else ""
+    return f"{where}: {message}{detail}"
 
 
 # Integer columns besides the ids (``…_id``).
@@ -172,11 +192,19 @@ def read_folder(folder: Path) -> dict[str, pd.DataFrame]:
     missing = [t for t in TABLES if not (folder / f"{t}.csv").exists()]
     if missing:
         raise ConfigurationError(f"{folder}: missing {', '.join(f'{t}.csv' for t in missing)}")
-    return {t: pd.read_csv(folder / f"{t}.csv", dtype=str, keep_default_na=False) for t in TABLES}
+    tables = {t: pd.read_csv(folder / f"{t}.csv", dtype=str, keep_default_na=False) for t in TABLES}
+    for name, frame in tables.items():
+        # was PostgreSQL's `staff: column "phone" of relation "staff" does not exist ()`, one column at a time
+        if extra := [str(c) for c in frame.columns if c not in COLUMNS[name]]:
+            raise BadFile(
+                f"{folder / f'{name}.csv'}: column(s) {', '.join(extra)} not in the Totesys table {name} "
+                f"({', '.join(COLUMNS[name])}); remove them or rename them to its columns"
+            )
+    return tables
 
 
 def seed_from_folder(engine: sa.Engine, folder: Path) -> dict[str, int]:
-    return seed(engine, read_folder(folder))
+    return seed(engine, read_folder(folder), files={t: folder / f"{t}.csv" for t in TABLES})
 
 
 # --- generator ------------------------------------------------------------------------------------------

@@ -265,3 +265,20 @@ def test_a_day_whose_export_failed_is_built_again_by_the_next_run(clean: Path) -
         conn.execute(sa.text("ALTER TABLE analytics.runs DROP COLUMN staging_version"))
     assert run_data2bots().status == "success"
     assert run_data2bots().status == "skipped"
+
+
+def test_a_day_already_run_is_said_on_one_line(clean: Path) -> None:
+    """``sluice analytics`` again on the same staging: the reason was cut at 80 columns when piped
+    (``…--force (force=true for a`` / ``deployment run) runs it again``), unlike every other message."""
+    from typer.testing import CliRunner
+
+    from sluice.cli import app
+
+    folder = shared_file("data2bots", "orders.csv").parent
+    for name in ("orders", "reviews", "shipment_deliveries"):
+        assert run_ingest(str(folder / f"{name}.csv")).status == "success"
+    assert CliRunner().invoke(app, ["analytics"]).exit_code == 0
+    again = CliRunner().invoke(app, ["analytics"])
+    assert again.exit_code == 0, again.output
+    said = next(line for line in again.stdout.splitlines() if line.startswith("analytics: "))
+    assert said.endswith("already ran; --force (force=true for a deployment run) runs it again"), again.stdout

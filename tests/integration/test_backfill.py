@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sluice.cli import app
+from tests.conftest import shared_file
 from tests.steps import steps
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -369,3 +370,64 @@ def test_an_s3_event_for_a_hidden_or_partial_key_is_skipped_unless_named_with_a_
     named = f"s3://{s3_bucket}/landing/.dailycheckins-h.csv"
     result = CliRunner().invoke(app, ["ingest", named, "--dataset", "dailycheckins", "--json"])
     assert (result.exit_code, json.loads(result.stdout)["rows_loaded"]) == (0, 1), result.output
+
+
+def test_each_loaded_file_says_its_rows_and_the_total_adds_them_up(sluice_env: Path) -> None:
+    """A soft backfill of the real TM check-ins: a file whose bad rows were quarantined said only ``success  x.csv``
+    (its rows, and that any were set aside, were in ``--json`` alone)."""
+    real = shared_file("tm", "dailycheckins_sample.csv")
+    lines = real.read_text(encoding="utf-8").splitlines()
+    folder = sluice_env / "landing" / "tm" / "dailycheckins"
+    folder.mkdir(parents=True)
+    (folder / "dailycheckins-a.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    bad = ["arya,2019-13-01 00:00:00 UTC,3,x", "bran,2019-01-01 00:00:00 UTC,25,y"]
+    (folder / "dailycheckins-b.csv").write_text(
+        "\n".join([lines[0], *lines[1:101], *bad]) + "\n", encoding="utf-8"
+    )
+    records = len(lines) - 1  # the sample has no quoted line breaks: one record per line
+
+    result = CliRunner().invoke(app, ["backfill", str(folder), "--mode", "soft"])
+
+    assert result.exit_code == 0, result.output
+    by_file = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("success")}
+    assert (
+        f"{records:,} read, {records:,} loaded into tm.daily_checkins, 0 quarantined"
+        in by_file[str(folder / "dailycheckins-a.csv")]
+    ), result.stdout
+    second = by_file[str(folder / "dailycheckins-b.csv")]
+    assert "102 read, 100 loaded into tm.daily_checkins, 2 quarantined (" in second, result.stdout
+    assert second.rstrip().endswith(".rows.csv)") and "/quarantine/dailycheckins/" in second
+    total = result.stdout.strip().splitlines()[-1]
+    assert total == (
+        f"2 files: 2 loaded, 0 skipped, 0 failed; rows: {records + 102:,} read, {records + 100:,} loaded, "
+        "2 quarantined"
+    ), total
+
+
+def test_files_no_dataset_claims_are_counted_not_silently_left_out(sluice_env: Path) -> None:
+    """A Totesys export's ``staff.csv`` landed beside the check-ins: no dataset claims it, and the backfill said
+    nothing of it (``1 files: 1 loaded…``); a folder of only such files said "no files that any dataset claims"
+    without a word of what it holds. Now both count and name them, and say how to load them."""
+    folder = sluice_env / "landing" / "mixed"
+    folder.mkdir(parents=True)
+    tm = shared_file("tm", "dailycheckins_sample.csv")
+    (folder / tm.name).write_bytes(tm.read_bytes())
+    (folder / "staff.csv").write_bytes(shared_file("totesys", "staff.csv").read_bytes())
+
+    text = CliRunner().invoke(app, ["backfill", str(folder)])
+    assert text.exit_code == 0, text.output
+    assert text.stdout.strip().splitlines()[-1] == (
+        "1 file: 1 loaded, 0 skipped, 0 failed; rows: 2,034 read, 2,034 loaded, 0 quarantined; "
+        "1 file no dataset claims left out (staff.csv: --dataset NAME loads them as NAME)"
+    ), text.stdout
+    body = json.loads(CliRunner().invoke(app, ["backfill", str(folder), "--json"]).stdout)
+    assert (body["files"], body["skipped"], body["unclaimed"]) == (1, 1, 1), body
+
+    (folder / tm.name).unlink()
+    (folder / "address.csv").write_bytes(shared_file("totesys", "address.csv").read_bytes())
+    none = CliRunner().invoke(app, ["backfill", str(folder)])
+    assert none.exit_code == 1
+    assert " ".join(none.stderr.split()) == (
+        f"error: {folder}: no files that any dataset claims (it holds 2 files named as no dataset's are: "
+        "address.csv and 1 more; --dataset NAME loads them as NAME)"
+    ), none.stderr

@@ -235,3 +235,28 @@ def test_incremental_and_corrected_files_gold_counts_each_transaction_from_its_l
     assert sorted(p.read_bytes() for p in bronze) == sorted([day2.read_bytes(), corrected.read_bytes()])
     first_delivery = [p for p in bronze if p.name == "transactions_2011-04-09.csv"]
     assert len(first_delivery) == 1 and first_delivery[0].read_bytes() == day2.read_bytes()
+
+
+def test_customers_says_how_many_silver_lines_it_counted_and_why_gold_is_empty(clean: Path) -> None:
+    """``sluice customers`` printed ``N customers (top 15 by streak)``: no number of lines to check it against;
+    before any transactions file it printed an empty table and ``0 customers`` without a word of why."""
+    from typer.testing import CliRunner
+
+    from sluice.cli import app
+
+    empty = CliRunner().invoke(app, ["customers"])
+    assert empty.exit_code == 0, empty.output
+    text = " ".join(empty.stdout.split())
+    assert "0 customers from 0 transaction lines in silver" in text, text
+    assert "silver holds no transactions yet, so gold is empty: `sluice ingest` a transactions file" in text
+
+    sample = shared_file("sertis", "transaction_sample.csv")
+    with sample.open(newline="") as handle:
+        lines = sum(1 for _ in csv.DictReader(handle, delimiter="|"))
+    customers = len(independent_gold(sample))
+    assert run_ingest(str(sample)).status == "success"
+    result = CliRunner().invoke(app, ["customers"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert f"sertis.customers: {customers} customers from {lines} transaction lines in silver" in text, text
+    assert "silver holds no transactions yet" not in text

@@ -266,3 +266,30 @@ def test_run_publishes_a_summary_artifact(sluice_env: Path) -> None:
     mine = [a for a in artifacts if str(a.flow_run_id) == report.flow_run_id]
     assert len(mine) == 1
     assert "rows quarantined | 3" in mine[0].data and "| 6 | hours |" in mine[0].data
+
+
+def test_a_long_read_tells_how_far_it_has_got_after_each_chunk(
+    sluice_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sluice ingest`` of a big file was silent until its last line (1M rows: ~5 s, 10M: ~25 s). The pass now
+    tells a listener (the command's terminal) the rows read after each chunk; the real sample in 500-row chunks."""
+    from sluice.ingest import progress
+    from sluice.settings import reload_settings
+
+    monkeypatch.setenv("SLUICE_CHUNK_ROWS", "500")
+    reload_settings()
+    sample = shared_file("tm", "dailycheckins_sample.csv")
+    records = len(sample.read_text(encoding="utf-8").splitlines()) - 1
+    heard: list[tuple[str, int]] = []
+    with progress(lambda source, rows: heard.append((source, rows))):
+        report = run_ingest(str(sample))
+    assert report.status == "success" and report.rows_read == records == 2034, report.error
+    assert heard == [(str(sample), rows) for rows in (500, 1000, 1500, 2000, 2034)]
+
+    def broken(_source: str, _rows: int) -> None:
+        raise RuntimeError("a display that fails")
+
+    with progress(broken):  # a failing display never fails the load
+        assert run_ingest(str(sample), force=True).status == "success"
+    heard.clear()
+    assert run_ingest(str(sample), force=True).status == "success" and heard == []  # outside: nobody told

@@ -584,6 +584,50 @@ def test_seed_source_takes_float_ids_and_names_a_refused_value_in_one_line(
     assert count(totesys_env.source, "sales_order") == 9845  # the refused seed changed nothing
 
 
+def test_seed_source_names_the_file_row_and_column_of_a_refused_value_and_extra_columns_up_front(
+    totesys_env: Env, tmp_path: Path
+) -> None:
+    """A real export with one bad value was ``payment: invalid input syntax … (COPY payment, line 2, column
+    created_at: "garbage")``: the table, not the file. A CSV with a column the OLTP lacks was ``staff: column
+    "phone" of relation "staff" does not exist ()``. Now each is one line naming the file (and row, column)."""
+    import shutil
+
+    from sluice.cli import app
+    from tests.conftest import shared_file
+
+    folder = tmp_path / "export"
+    shutil.copytree(shared_file("totesys", "payment.csv").parent, folder)
+    assert CliRunner().invoke(app, ["totesys", "seed-source", "--from", str(folder)]).exit_code == 0
+
+    payments = (folder / "payment.csv").read_text().splitlines()
+    fields = payments[2].split(",")  # the file's second row
+    fields[1] = "garbage"  # created_at
+    payments[2] = ",".join(fields)
+    (folder / "payment.csv").write_text("\n".join(payments) + "\n")
+    result = CliRunner().invoke(app, ["totesys", "seed-source", "--from", str(folder)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    message = " ".join(result.stderr.split())
+    assert message == (
+        f"error: {folder / 'payment.csv'} row 2, column created_at: invalid input syntax for type timestamp: "
+        '"garbage"'
+    ), message
+    shutil.copy(shared_file("totesys", "payment.csv"), folder / "payment.csv")
+
+    staff = [
+        line + ",phone" if i == 0 else line + ",0113"
+        for i, line in enumerate((folder / "staff.csv").read_text().splitlines())
+    ]
+    (folder / "staff.csv").write_text("\n".join(staff) + "\n")
+    result = CliRunner().invoke(app, ["totesys", "seed-source", "--from", str(folder)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    message = " ".join(result.stderr.split())
+    assert message.startswith(
+        f"error: {folder / 'staff.csv'}: column(s) phone not in the Totesys table staff ("
+    ), message
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert count(totesys_env.source, "staff") == 20  # refused before anything was replaced
+
+
 def test_reseeding_a_source_the_warehouse_has_loaded_says_why_the_next_cycle_finds_nothing(
     totesys_env: Env,
 ) -> None:

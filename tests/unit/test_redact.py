@@ -1,0 +1,13 @@
+"""``redact``: a URL's password hidden in messages, and only a password there is."""
+
+from __future__ import annotations
+
+from sluice.adapters.warehouse import redact
+
+
+def test_an_empty_password_is_not_shown_as_a_hidden_one() -> None:
+    """``sluice db url`` printed ``postgres:***@`` for the embedded server, which has no password."""
+    embedded = "postgresql+psycopg2://postgres:@/postgres?host=/home/u/.sluice/pg"
+    assert redact(embedded) == "postgresql+psycopg2://postgres:@/postgres?host=%2Fhome%2Fu%2F.sluice%2Fpg"
+    assert redact("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
