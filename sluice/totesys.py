@@ -12,6 +12,8 @@ The star schema and the bookkeeping tables are declared in ``sluice.tables.totes
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import logging
 import shutil
@@ -437,7 +439,21 @@ class Spooled:
         for path in self.chunks:
             with pa.memory_map(str(path)) as source:
                 table = pa.ipc.open_file(source).read_all()
-            yield table.to_pandas(types_mapper=_AS_BUILT.get)
+            frame = table.to_pandas(types_mapper=_AS_BUILT.get)
+            del table
+            yield frame
+            del frame
+            give_back()
+
+
+def give_back() -> None:
+    """Hand what a finished chunk freed back to the system: Arrow's pool (mimalloc) and glibc's heap both keep
+    freed memory for reuse, and the next chunk's arrays, sized differently, did not fit it, so a cycle's RSS rose
+    chunk after chunk although no frame outlived its chunk (load peak 545 → 491 MB at 4M rows, same time).
+    Fixing glibc's mmap threshold at 128 KiB instead held it flat (472 MB) but cost 10% more time."""
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, macOS): no malloc_trim
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 #: Arrow → the pandas types ``sluice.transforms.totesys`` builds (the others come back as it builds them:
@@ -602,6 +618,8 @@ def build(extracted: Extracted, before: Mapping[str, pd.DataFrame]) -> Built:
                     builder.dates.update(days["date_id"].tolist())
                 builder.add(tables, {table: chunk})
                 builder.reject(rejected, {table: chunk})
+                del tables, chunk
+                give_back()
         if builder.dates:
             builder.add({"dim_date": dim_date(builder.dates)}, {})
     finally:
