@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -267,15 +268,25 @@ def test_the_client_is_thin_and_never_runs_stale_code_or_settings(home: Path, wa
     replaced = runner_pid(home)
     wait_for(lambda: not psutil.pid_exists(warm_runner))
 
-    # Edited code: the runner's imports are stale, so the next command runs in-process.
-    back = sluice(home, "services", "start")  # a runner for the tests' environment again
+    # Edited code: the runner's imports are stale, so the next command runs in-process. Edited in a copy of the
+    # code: touching the checkout's own files would make every other test worker's runner stale meanwhile.
+    copy = home / "code-copy"
+    for package in warm.PACKAGES:
+        shutil.copytree(
+            warm.project_root() / package, copy / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    from_copy = {**_env(home), "PYTHONPATH": str(copy)}  # the client and the runner it starts import the copy
+    back = sluice(home, "services", "start", env=from_copy)
     assert back.returncode == 0, back.stderr
     assert runner_pid(home) != replaced
+    before_edit = checkins(files, "before-edit")
+    code, report = ingest_json(home, before_edit, env=from_copy)
+    assert code == 0 and report["status"] == "success"
+    assert served(home, before_edit.name)  # the copy's runner serves the copy's commands
     stale_before = runner_log(home).count("stale for a client")
-    source = Path(warm.__file__).with_name("errors.py")
-    os.utime(source)  # as an editor saving it would
+    os.utime(copy / "sluice" / "errors.py")  # as an editor saving it would
     edited = checkins(files, "edited")
-    code, report = ingest_json(home, edited)
+    code, report = ingest_json(home, edited, env=from_copy)
     assert code == 0 and report["status"] == "success"
     assert not served(home, edited.name)
     assert runner_log(home).count("stale for a client") == stale_before + 1
