@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from psycopg2 import sql
 
 from schemas.data2bots import AggPublicHoliday, AggShipments, BestPerformingProduct, DimDates, DimProducts
-from sluice import checks, tables
+from sluice import checks, progress, tables
 from sluice.adapters import storage
 from sluice.adapters.warehouse import copy_frames, qualified, raw_connection
 from sluice.errors import BadFile, SluiceError
@@ -230,7 +230,10 @@ def read_staging(engine: sa.Engine) -> dict[str, pd.DataFrame]:
                 f"no {missing[0]} in staging yet{nor}: the analytics need orders, reviews and shipment_deliveries; "
                 "land and ingest the missing file(s) first (nothing was written)"
             )
-        frames = {name: _read(conn, query) for name, (_, query) in STAGING.items()}
+        frames = {}
+        for name, (_, query) in STAGING.items():
+            progress.tell(f"extract staging.{name}")
+            frames[name] = _read(conn, query)
     orders, reviews, shipments = frames["orders"], frames["reviews"], frames["shipment_deliveries"]
     for frame, columns in ((orders, ("product_id", "n")), (reviews, ("review", "product_id", "n"))):
         for column in columns:

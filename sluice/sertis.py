@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from sluice import tables
+from sluice import progress, tables
 from sluice.adapters import scratch, storage
 from sluice.adapters.warehouse import copy_frames
 from sluice.ingest import Spool
@@ -154,13 +154,17 @@ def read_silver(engine: sa.Engine, folder: Path, chunk_rows: int) -> Silver:
     silver = Silver(Spool(folder))
     columns = ["customer_id", "transaction_date", "product_sold", "units_sold", "latest", "repeated"]
     carry = pd.DataFrame(columns=columns[:4])
+    read = 0
     with engine.connect() as conn:
         if not tables.exists(conn, transactions):
             return silver
+        progress.tell("extract silver: sorting the transactions by customer")
         result = conn.execution_options(stream_results=True, max_row_buffer=chunk_rows).execute(
             sa.text(_LATEST_DELIVERY + " ORDER BY customer_id")
         )
         while rows := result.fetchmany(chunk_rows):
+            read += len(rows)
+            progress.tell(f"extract silver: {read:,} lines read")
             frame = pd.DataFrame(rows, columns=columns)
             latest = frame.pop("latest").astype(bool)
             repeated = frame.pop("repeated").astype(bool)

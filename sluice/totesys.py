@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from psycopg2 import sql
 
 from schemas.totesys import MODELS
-from sluice import checks
+from sluice import checks, progress
 from sluice.adapters import storage
 from sluice.adapters.totesys_source import readable_errors
 from sluice.adapters.warehouse import raw_connection, redact, upsert
@@ -352,6 +352,7 @@ def extract(
             mark = marks.get(table)
             # A watermark ahead of the source's clock (written before it was capped) reads from the clock.
             since = min(mark, source_now) - overlap if mark else None
+            progress.tell(f"extract {table}")
             # New rows are also found by id: one inserted with a stamp behind the window (a slow application
             # clock, a transaction open longer than the overlap) is still read.
             _copy_since(cursor, table, since, highest.get(table), work / "source" / f"{table}.csv")
@@ -382,7 +383,7 @@ def _new_versions(
     read = kept = 0
     newest: datetime | None = None
     with dest.open("w", encoding="utf-8", newline="") as out:
-        for frame in _read_copied(copied, result.chunk_rows):
+        for frame in progress.counted(_read_copied(copied, result.chunk_rows), f"extract {table}"):
             read += len(frame)
             stamps = pd.to_datetime(frame["last_updated"], format="ISO8601")
             if seen:
@@ -602,6 +603,7 @@ def build(extracted: Extracted, before: Mapping[str, pd.DataFrame]) -> Built:
     set of dates the facts reference. Memory: the reference data, one chunk, and the set of dates."""
     builder = _Builder(extracted)
     try:
+        progress.tell("transform the reference tables")
         whole = {t: b.frame() for t, b in extracted.batches.items() if t not in STREAMED}
         rejected: list[Rejection] = []
         builder.add(_star(extracted, whole, before, rejected), whole)
@@ -610,7 +612,9 @@ def build(extracted: Extracted, before: Mapping[str, pd.DataFrame]) -> Built:
             batch = extracted.batches.get(table)
             if batch is None:
                 continue
-            for chunk in batch.chunks(extracted.chunk_rows):
+            for chunk in progress.counted(
+                batch.chunks(extracted.chunk_rows), f"transform {table}", batch.rows
+            ):
                 rejected = []
                 tables = _star(extracted, {table: chunk}, {}, rejected)
                 days = tables.pop("dim_date", None)
@@ -647,6 +651,7 @@ def write_processed(tables: Mapping[str, Spooled], settings: Settings, run_at: d
     zone = processed_zone(settings)
     written: dict[str, str] = {}
     for name, spooled in tables.items():
+        progress.tell(f"write {name} (Parquet)")
         uri = storage.join(zone, batch_key(name, run_at, "parquet"))
         storage.put_file(spooled.parquet, uri)
         written[name] = uri
@@ -849,7 +854,9 @@ def load(
                     keys, conflict = [FACTS[name], "last_updated_date", "last_updated_time"], "new_versions"
                 else:
                     keys, conflict = [DIMENSIONS[name]], "update_changed"
-                loaded[name] = upsert(conn, table, spooled.frames(), keys=keys, on_conflict=conflict).written
+                frames = progress.counted(spooled.frames(), f"load {name}", spooled.rows)
+                loaded[name] = upsert(conn, table, frames, keys=keys, on_conflict=conflict).written
+        progress.tell("load: the watermarks")
         _remember(conn, extracted, timedelta(seconds=settings.totesys_overlap_seconds))
     return loaded
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from sluice import data2bots
+from sluice import data2bots, progress
 from sluice.transforms import data2bots as rules
 from tasks.toolkit import RunContext, checked, io_task, ledger_state, step_task
 
@@ -54,6 +54,7 @@ def extract(ctx: Data2botsContext, as_of: dt.date | None) -> dict[str, pd.DataFr
             entry.status = "skipped"
             entry.error = f"analytics for {ctx.as_of} already ran; --force (force=true for a deployment run) runs it again"
             return None
+        progress.tell(f"extract: the reference tables ({entry.rows_read:,} staging rows read)")
         ctx.reference = data2bots.read_reference(
             ctx.engine, ctx.settings, staging, ctx.as_of, ctx.refresh_reference
         )
@@ -70,6 +71,7 @@ def transform(ctx: Data2botsContext, staging: dict[str, pd.DataFrame]) -> dict[s
     """Staging and the reference tables → the day's analytics tables; pure."""
     assert ctx.as_of is not None and ctx.reference is not None
     with ledger_state(ctx, "transform"):
+        progress.tell(f"transform: the analytics for {ctx.as_of}")
         return data2bots.build(staging, ctx.reference, ctx.as_of)
 
 

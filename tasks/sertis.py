@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from schemas.sertis import Customer
-from sluice import checks, sertis
+from sluice import checks, progress, sertis
 from sluice.transforms.sertis import build_customers_by_part
 from tasks.toolkit import RunContext, checked, io_task, ledger_state, step_task
 
@@ -66,7 +66,8 @@ def extract(ctx: SertisContext) -> sertis.Silver:
 def transform(ctx: SertisContext, silver: sertis.Silver) -> pd.DataFrame:
     """Silver → one row per customer: favourite product and longest streak (one spooled part at a time)."""
     with ledger_state(ctx, "transform"):
-        return build_customers_by_part(silver.frames())
+        # the parts as read from the spool, counted at this edge (the transform stays pure)
+        return build_customers_by_part(progress.counted(silver.frames(), "transform", silver.lines))
 
 
 @step_task

@@ -34,7 +34,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
 from prefect.tasks import exponential_backoff
 
-from sluice import checks
+from sluice import checks, progress
 from sluice.adapters.warehouse import get_engine
 from sluice.errors import SluiceError, described
 from sluice.ledger import Ledger, LedgerEntry, close_entry
@@ -112,6 +112,7 @@ def ledger_state(ctx: RunContext, state: str, *, last: bool = True) -> Iterator[
         )
     entry.status, entry.error, entry.finished_at = "running", None, None
     ctx.ledger.record(entry)
+    progress.tell(state)  # the stage, for a terminal watching the run (each task may tell more)
     try:
         yield entry
     except BaseException as exc:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from sluice import checks, totesys
+from sluice import checks, progress, totesys
 from sluice.adapters.totesys_source import source_engine
 from tasks.toolkit import RunContext, checked, io_task, ledger_state, step_task
 
@@ -93,6 +93,7 @@ def extract(ctx: TotesysContext) -> totesys.Extracted:
 def read_lookups(ctx: TotesysContext) -> dict[str, pd.DataFrame]:
     """The rows earlier cycles loaded that this batch's dimensions join to (first part of ``transform``)."""
     with ledger_state(ctx, "transform", last=False):
+        progress.tell("transform: reading the lookups")
         return totesys.read_lookups(ctx.engine)
 
 

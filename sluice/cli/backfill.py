@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -77,16 +78,21 @@ def backfill(
             fanout.check_deployment(deployment)
         except ConfigurationError as exc:
             raise fail(str(exc)) from None
-    with Progress(
-        TextColumn("backfill"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=as_json or not console.is_terminal,  # off a terminal it would leave a blank line
-        transient=True,
-    ) as progress:
-        bar = progress.add_task("files", total=len(files))
+    shown = not as_json and console.is_terminal  # off a terminal the bar would leave a blank line
+    with (
+        Progress(
+            TextColumn("backfill"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[now]}"),
+            console=console,
+            disable=not shown,
+            transient=True,
+        ) as progress,
+        _rows_read(progress, shown),
+    ):
+        bar = progress.add_task("files", total=len(files), now="")
 
         def done(_: Any) -> None:
             progress.advance(bar)
@@ -167,6 +173,23 @@ def backfill(
         )
     if counts["failed"]:
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _rows_read(progress: Progress, shown: bool) -> Iterator[None]:
+    """Beside the bar, on a terminal: the rows read so far of the file a pass last told of (``sluice.ingest.progress``,
+    as ``sluice ingest`` shows them): a big file kept the bar at 0 for as long as it took."""
+    if not shown:
+        yield
+        return
+    from sluice.ingest import progress as rows_read  # kept off `sluice --help` (pandas)
+
+    def told(source: str, rows: int) -> None:
+        progress.update(progress.task_ids[0], now=f"{source.rsplit('/', 1)[-1]}: {rows:,} rows read")
+        progress.refresh()
+
+    with rows_read(told):
+        yield
 
 
 def _run(

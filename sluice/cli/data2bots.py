@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sluice.cli.output import console, err, escape, fail, print_json, where
+from sluice.cli.output import console, err, escape, fail, print_json, showing, where
 from sluice.runtime import prepare
 
 
@@ -46,7 +46,9 @@ def analytics(
     # after prepare: the flows import Prefect, which reads its environment once, at import
     from sluice.cli.runner import run_data2bots
 
-    report = run_data2bots(day, force, refresh_reference)
+    # on a terminal: the run's stage and rows so far (it showed nothing while it ran)
+    with showing("analytics", quiet=as_json):
+        report = run_data2bots(day, force, refresh_reference)
     if as_json:
         print_json(report.model_dump(exclude={"failures", "flow_run_id"}))
     else:

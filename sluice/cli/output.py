@@ -12,6 +12,8 @@ import errno
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,14 +21,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from sluice import errors
+from sluice import errors, progress
 
 # emoji off: a message quoting ":-1:" (getaddrinfo's "127.0.0.1:-1: …") or a file named "x:smile:.csv" is printed
 # as written; what a message quotes goes through ``escape`` (a file named "x[red].csv" kept its brackets)
 console = Console(emoji=False)
 err = Console(stderr=True, emoji=False)
 
-__all__ = ["console", "err", "escape"]
+__all__ = ["console", "err", "escape", "showing"]
 
 
 def reset_consoles() -> None:
@@ -46,6 +48,35 @@ class _Run:
     as_json = False
     printed_json = False
     error: str | None = None
+
+
+@contextmanager
+def showing(
+    label: str, on: Console | None = None, *, starting: str | None = None, quiet: bool = False
+) -> Iterator[None]:
+    """While inside, on a terminal: a spinner line ``starting`` (default ``label...``), then
+    ``label: <what the run told last>...`` (``sluice.progress``: its stage and rows so far), redrawn at each line
+    told and gone when done. Off a terminal (piped, redirected), ``quiet`` or with ``--json``: nothing at all."""
+    target = on if on is not None else err
+    if quiet or _Run.as_json or not target.is_terminal:
+        yield
+        return
+    # only on a terminal: rich's live display is not needed to run a command
+    from rich.live import Live
+    from rich.spinner import Spinner
+    from rich.text import Text
+
+    spinner = Spinner("dots", text=Text(starting or f"{label}..."), style="status.spinner")
+
+    def told(line: str) -> None:
+        spinner.update(text=Text(f"{label}: {line}..."))
+        live.refresh()  # now: a stage that takes less than a refresh (0.08 s) is still seen
+
+    with (
+        Live(spinner, console=target, transient=True, refresh_per_second=12.5) as live,
+        progress.listening(told),
+    ):
+        yield
 
 
 def begin(argv: list[str]) -> None:

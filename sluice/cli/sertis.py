@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sluice.cli.output import console, err, escape, print_json, where
+from sluice.cli.output import console, err, escape, print_json, showing, where
 from sluice.runtime import prepare
 
 
@@ -25,7 +25,9 @@ def customers(
     # after prepare: the flows import Prefect, which reads its environment once, at import
     from sluice.cli.runner import run_sertis
 
-    report = run_sertis()
+    # on a terminal: the run's stage and lines so far (it showed nothing while it ran)
+    with showing("customers", quiet=as_json):
+        report = run_sertis()
     if as_json:
         print_json(report.model_dump(exclude={"failures", "flow_run_id"}))
     elif report.status == "failed":

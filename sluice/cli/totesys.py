@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sluice.cli.output import console, err, escape, fail, print_json, where
+from sluice.cli.output import console, err, escape, fail, print_json, showing, where
 from sluice.errors import SluiceError
 from sluice.runtime import prepare
 
@@ -75,7 +75,8 @@ def cycle(
     # after prepare: the flows import Prefect, which reads its environment once, at import
     from sluice.cli.runner import run_totesys
 
-    with console.status("totesys: one cycle...", spinner="dots") if not as_json else _Null():
+    # on a terminal: the cycle's stage and rows so far (a first cycle of 1M orders took minutes behind a spinner)
+    with showing("totesys", starting="totesys: one cycle...", quiet=as_json):
         report = run_totesys()
     if as_json:
         print_json(
@@ -87,14 +88,6 @@ def cycle(
         print_cycle(report)
     if report.status == "failed":
         raise typer.Exit(1)
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def print_cycle(report: Any) -> None:
@@ -148,15 +141,18 @@ def seed_source(
     from sluice.fakes.totesys import generate, newest_stamps, seed_from_folder
     from sluice.fakes.totesys import seed as seed_tables
 
+    # on a terminal: the file read or the table copied (a big folder was silent until its last line)
+    first = f"reading {from_dir}" if from_dir is not None else f"generating {orders:,} sales orders"
     try:
-        url = source_url()
-        engine = source_engine(url)
-        if from_dir is not None:
-            counts = seed_from_folder(engine, from_dir)
-        else:
-            counts = seed_tables(engine, generate(orders, random.Random(seed)))
-        seeded = newest_stamps(engine)
-        engine.dispose()
+        with showing("seed-source", starting=f"seed-source: {first}..."):
+            url = source_url()
+            engine = source_engine(url)
+            if from_dir is not None:
+                counts = seed_from_folder(engine, from_dir)
+            else:
+                counts = seed_tables(engine, generate(orders, random.Random(seed)))
+            seeded = newest_stamps(engine)
+            engine.dispose()
     except SluiceError as exc:
         raise fail(str(exc)) from None
     total = sum(counts.values())

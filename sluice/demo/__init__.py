@@ -18,6 +18,7 @@ from sluice.adapters.warehouse import database_url, get_engine, redact
 from sluice.cli.runner import run_ingest
 from sluice.demo import data2bots, sertis, totesys
 from sluice.errors import counted
+from sluice.ingest import progress as rows_read
 from sluice.report import IngestReport
 from sluice.settings import get_settings
 
@@ -85,7 +86,11 @@ def _run_demo(console: Console, rows: int) -> int:
     landed = land_samples(rows)
     reports: list[IngestReport] = []
     for dataset, uri in landed:
-        with console.status(f"ingesting {dataset.name} ({storage.basename(uri)})..."):
+        what = f"ingesting {dataset.name} ({storage.basename(uri)})"
+        with (
+            console.status(f"{what}...") as status,
+            rows_read(lambda _, rows, what=what: status.update(f"{what}: {rows:,} rows read...")),
+        ):
             reports.append(run_ingest(uri, dataset=dataset.name, mode="soft"))
 
     table = Table(title="Ingestions")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from sluice.cli.output import showing
 from sluice.cli.runner import run_sertis
 from sluice.cli.sertis import print_customers
 
 
 def demo_step(console: Console) -> bool:
     console.rule("Sertis: bronze → silver → gold")
-    with console.status("customers: gold from all of silver..."):
+    with showing("customers", console, starting="customers: gold from all of silver..."):
         report = run_sertis()
     if report.status == "failed":
         console.print(

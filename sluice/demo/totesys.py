@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from rich.console import Console
 
 from sluice.adapters.totesys_source import source_engine, source_url
+from sluice.cli.output import showing
 from sluice.cli.runner import run_totesys
 from sluice.cli.totesys import print_cycle
 from sluice.fakes.totesys import generate, seed, simulate_activity
@@ -36,10 +37,10 @@ def demo_step(console: Console) -> bool:
             )
     finally:
         engine.dispose()
-    with console.status("totesys: one cycle..."):
+    with showing("totesys", console, starting="totesys: one cycle..."):
         report = run_totesys()
     print_cycle(report)
-    with console.status("totesys: an idle cycle (nothing changed)..."):
+    with showing("totesys", console, starting="totesys: an idle cycle (nothing changed)..."):
         idle = run_totesys()
     print_cycle(idle)
     return report.status in ("success", "skipped") and idle.status in ("success", "skipped")

@@ -19,6 +19,7 @@ import psycopg2
 import sqlalchemy as sa
 from psycopg2 import sql
 
+from sluice import progress
 from sluice.adapters.warehouse import raw_connection
 from sluice.errors import BadFile, ConfigurationError
 from sluice.transforms.totesys import TABLES
@@ -122,6 +123,7 @@ def seed(
             if frame is None or frame.empty:
                 counts[name] = 0
                 continue
+            progress.tell(f"copy {name}: {len(frame):,} rows")
             frame = _normalise(name, frame)
             buffer = io.StringIO()
             frame.to_csv(buffer, index=False, header=False)
@@ -192,7 +194,10 @@ def read_folder(folder: Path) -> dict[str, pd.DataFrame]:
     missing = [t for t in TABLES if not (folder / f"{t}.csv").exists()]
     if missing:
         raise ConfigurationError(f"{folder}: missing {', '.join(f'{t}.csv' for t in missing)}")
-    tables = {t: pd.read_csv(folder / f"{t}.csv", dtype=str, keep_default_na=False) for t in TABLES}
+    tables = {}
+    for t in TABLES:
+        progress.tell(f"read {t}.csv")
+        tables[t] = pd.read_csv(folder / f"{t}.csv", dtype=str, keep_default_na=False)
     for name, frame in tables.items():
         # was PostgreSQL's `staff: column "phone" of relation "staff" does not exist ()`, one column at a time
         if extra := [str(c) for c in frame.columns if c not in COLUMNS[name]]:

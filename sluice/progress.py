@@ -1,0 +1,67 @@
+"""How far a long run has got, told as it goes to whoever in this process listens (``sluice totesys``,
+``analytics``, ``customers``, ``backfill`` and the demo show it on a terminal: ``sluice.cli.output.showing``).
+
+What is told is one short line, the run's stage and its rows so far (``load fact_payment: 200,000 of 450,000
+rows``). It is told from the edges of a run (its tasks, and the engine's reads and writes), never from a pure
+transform; nobody listening costs nothing, and a listener that fails never fails the run. ``sluice.ingest.progress``
+is the same idea for the rows one file's pass has read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Protocol, TypeVar
+
+
+class Sized(Protocol):
+    def __len__(self) -> int: ...
+
+
+F = TypeVar("F", bound=Sized)
+
+#: Who hears each line told in this process, while inside ``listening``.
+_listeners: list[Callable[[str], None]] = []
+
+
+@contextmanager
+def listening(listener: Callable[[str], None]) -> Iterator[None]:
+    """Call ``listener(line)`` for each line a run in this process tells, while inside."""
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)
+
+
+def tell(line: str) -> None:
+    """Tell every listener how far the run has got (nothing happens when nobody listens)."""
+    for listener in list(_listeners):
+        try:
+            listener(line)
+        except Exception:  # a progress display never fails a run
+            logging.getLogger(__name__).debug("progress listener failed", exc_info=True)
+
+
+def counted(frames: Iterable[F], what: str, total: int | None = None) -> Iterator[F]:
+    """``frames`` as they are, telling ``what: N rows`` (``N of TOTAL rows``) first and after each one is used.
+
+    Holds no frame while the caller uses it: a chunk the caller drops is freed before the next is read."""
+    done = 0
+
+    def say() -> None:
+        of = f" of {total:,}" if total is not None else ""
+        tell(f"{what}: {done:,}{of} row{'' if (done if total is None else total) == 1 else 's'}")
+
+    if total is not None:
+        say()
+    iterator = iter(frames)
+    held: list[F] = []
+    for frame in iterator:
+        held.append(frame)
+        del frame
+        rows = len(held[0])
+        yield held.pop()
+        done += rows
+        say()
