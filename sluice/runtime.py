@@ -33,7 +33,10 @@ def prepare(verbose: bool = False, server: bool = True, remote: bool = False) ->
     home = Path(os.environ.get("SLUICE_HOME", ".sluice")).resolve()
     profiled = remote and "PREFECT_API_URL" not in os.environ and profile_api_url() is not None
     if not profiled and "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
-        (home / "prefect").mkdir(parents=True, exist_ok=True)
+        # Made only for a command that runs flows: one that runs none (`ledger`, a `backfill` of a folder that is
+        # not there) left an empty prefect/ in a new home. The home's server makes it when it starts.
+        if server:
+            (home / "prefect").mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(home / "prefect")
     if server and not profiled:
         warm.start_deferred()  # the home's warm runner, now that the command parsed and runs flows

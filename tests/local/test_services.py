@@ -362,8 +362,15 @@ def test_a_mistyped_command_starts_no_service_and_the_first_real_one_starts_the_
     for args in (("ingest",), ("ingest", landed, "--mode", "strict"), ("backfill",), ("totesys", "--nope")):
         typo = client(*args)
         assert typo.returncode == 2 and "Traceback" not in typo.stderr, (args, typo.stderr)
+    missing = client("backfill", str(home / "no-such-folder"))  # parses, then finds nothing to run
+    assert missing.returncode == 1 and "no-such-folder: no such folder" in missing.stderr, missing.stderr
     time.sleep(2)  # a runner started in the background registers within a second or two
     assert processes_of(home) == [] and warm.read_state(home.resolve()) is None
+    # nor any folder of a service: the backfill left an empty prefect/ in the new home
+    assert sorted(p.name for p in home.iterdir()) == ["landing"]
+    ledger = client("ledger")  # reads the warehouse (pg/), runs no flow
+    assert ledger.returncode == 0 and "Traceback" not in ledger.stderr, ledger.stderr
+    assert sorted(p.name for p in home.iterdir()) == ["landing", "pg"]
 
     done = client("ingest", landed, "--dataset", "dailycheckins", "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["rows_loaded"] == 20, done.stderr[-2000:]
@@ -371,3 +378,4 @@ def test_a_mistyped_command_starts_no_service_and_the_first_real_one_starts_the_
     while not warm.status(home.resolve())["running"] and time.monotonic() < deadline:
         time.sleep(0.5)
     assert warm.status(home.resolve())["running"]
+    assert (home / "prefect").is_dir() and (home / "warm").is_dir()  # made by the command that needs them
