@@ -44,8 +44,9 @@ def tell(line: str) -> None:
             logging.getLogger(__name__).debug("progress listener failed", exc_info=True)
 
 
-def counted(frames: Iterable[F], what: str, total: int | None = None) -> Iterator[F]:
-    """``frames`` as they are, telling ``what: N rows`` (``N of TOTAL rows``) first and after each one is used.
+def counted(frames: Iterable[F], what: str, total: int | None = None, then: str | None = None) -> Iterator[F]:
+    """``frames`` as they are, telling ``what: N rows`` (``N of TOTAL rows``) first and after each one is used,
+    and ``then`` once the last was (what the caller does with them all, e.g. one statement that merges them).
 
     Holds no frame while the caller uses it: a chunk the caller drops is freed before the next is read."""
     done = 0
@@ -65,3 +66,5 @@ def counted(frames: Iterable[F], what: str, total: int | None = None) -> Iterato
         yield held.pop()
         done += rows
         say()
+    if then is not None:
+        tell(then)

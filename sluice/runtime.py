@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sluice import warm
+from sluice import progress, warm
 from sluice.services import ensure_prefect_server
 
 
@@ -104,6 +104,7 @@ def use_local_server() -> None:
     if "PREFECT_API_URL" in os.environ or _prefect_configured():
         return
     home = Path(os.environ.get("SLUICE_HOME", ".sluice")).resolve()
+    progress.tell("the home's Prefect server (started on first use: about 10 s)")
     os.environ["PREFECT_API_URL"] = ensure_prefect_server(home)
     # The home's server is this installation's Prefect: no version handshake, and no CSRF token to fetch unless
     # the environment turned its CSRF protection on (two requests each per command, client and server CPU).

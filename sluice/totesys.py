@@ -854,7 +854,12 @@ def load(
                     keys, conflict = [FACTS[name], "last_updated_date", "last_updated_time"], "new_versions"
                 else:
                     keys, conflict = [DIMENSIONS[name]], "update_changed"
-                frames = progress.counted(spooled.frames(), f"load {name}", spooled.rows)
+                frames = progress.counted(
+                    spooled.frames(),
+                    f"load {name}",
+                    spooled.rows,
+                    f"load {name}: merging {spooled.rows:,} rows",
+                )
                 loaded[name] = upsert(conn, table, frames, keys=keys, on_conflict=conflict).written
         progress.tell("load: the watermarks")
         _remember(conn, extracted, timedelta(seconds=settings.totesys_overlap_seconds))

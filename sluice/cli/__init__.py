@@ -266,8 +266,9 @@ def demo(
     verbose: Verbose = False,
 ) -> None:
     """The main job: generate sample files for every dataset, land them, ingest them, summarize."""
-    _prepare(verbose)
-    from sluice.demo import run_demo  # after _prepare (the demo runs flows); kept off `sluice --help`
+    with output.showing("demo", console, starting="demo: starting..."):  # a new home's services: about 12 s
+        _prepare(verbose)
+        from sluice.demo import run_demo  # after _prepare (the demo runs flows); kept off `sluice --help`
 
     code = run_demo(console, rows=rows)
     raise typer.Exit(code)

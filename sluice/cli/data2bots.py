@@ -42,12 +42,13 @@ def analytics(
             day = dt.date.fromisoformat(as_of)
         except ValueError:
             raise fail(f"--as-of must be a date YYYY-MM-DD, not {as_of!r}", code=2) from None
-    prepare(verbose)
-    # after prepare: the flows import Prefect, which reads its environment once, at import
-    from sluice.cli.runner import run_data2bots
-
-    # on a terminal: the run's stage and rows so far (it showed nothing while it ran)
+    # on a terminal: the run's stage and rows so far (it showed nothing while it ran), from the start: the first
+    # command in a new home starts its services (about 12 s)
     with showing("analytics", quiet=as_json):
+        prepare(verbose)
+        # after prepare: the flows import Prefect, which reads its environment once, at import
+        from sluice.cli.runner import run_data2bots
+
         report = run_data2bots(day, force, refresh_reference)
     if as_json:
         print_json(report.model_dump(exclude={"failures", "flow_run_id"}))

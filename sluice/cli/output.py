@@ -66,10 +66,15 @@ def showing(
     from rich.spinner import Spinner
     from rich.text import Text
 
-    spinner = Spinner("dots", text=Text(starting or f"{label}..."), style="status.spinner")
+    def one_line(text: str) -> Text:  # cut to the terminal's width: a wrapped status line would be two
+        shown = Text(text)
+        shown.truncate(max(10, target.width - 2), overflow="ellipsis")
+        return shown
+
+    spinner = Spinner("dots", text=one_line(starting or f"{label}..."), style="status.spinner")
 
     def told(line: str) -> None:
-        spinner.update(text=Text(f"{label}: {line}..."))
+        spinner.update(text=one_line(f"{label}: {line}..."))
         live.refresh()  # now: a stage that takes less than a refresh (0.08 s) is still seen
 
     with (

@@ -21,12 +21,13 @@ def customers(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")] = False,
 ) -> None:
     """Build gold: customers(customer_id, favourite_product, longest_streak), as table and Parquet."""
-    prepare(verbose)
-    # after prepare: the flows import Prefect, which reads its environment once, at import
-    from sluice.cli.runner import run_sertis
-
-    # on a terminal: the run's stage and lines so far (it showed nothing while it ran)
+    # on a terminal: the run's stage and lines so far (it showed nothing while it ran), from the start: the first
+    # command in a new home starts its services (about 12 s)
     with showing("customers", quiet=as_json):
+        prepare(verbose)
+        # after prepare: the flows import Prefect, which reads its environment once, at import
+        from sluice.cli.runner import run_sertis
+
         report = run_sertis()
     if as_json:
         print_json(report.model_dump(exclude={"failures", "flow_run_id"}))

@@ -71,12 +71,13 @@ def cycle(
         _use_source(source_url)
         return
     _use_source(source_url)
-    prepare(verbose)
-    # after prepare: the flows import Prefect, which reads its environment once, at import
-    from sluice.cli.runner import run_totesys
-
-    # on a terminal: the cycle's stage and rows so far (a first cycle of 1M orders took minutes behind a spinner)
+    # on a terminal: the cycle's stage and rows so far (a first cycle of 1M orders took minutes behind a spinner),
+    # from the start: the first command in a new home starts its services (about 12 s)
     with showing("totesys", starting="totesys: one cycle...", quiet=as_json):
+        prepare(verbose)
+        # after prepare: the flows import Prefect, which reads its environment once, at import
+        from sluice.cli.runner import run_totesys
+
         report = run_totesys()
     if as_json:
         print_json(

@@ -89,7 +89,9 @@ def _run_demo(console: Console, rows: int) -> int:
         what = f"ingesting {dataset.name} ({storage.basename(uri)})"
         with (
             console.status(f"{what}...") as status,
-            rows_read(lambda _, rows, what=what: status.update(f"{what}: {rows:,} rows read...")),
+            rows_read(
+                lambda _, rows, name=dataset.name: status.update(f"ingesting {name}: {rows:,} rows read...")
+            ),
         ):
             reports.append(run_ingest(uri, dataset=dataset.name, mode="soft"))
 

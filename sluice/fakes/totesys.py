@@ -318,6 +318,8 @@ def generate(sales_orders: int, rng: random.Random, start: datetime | None = Non
         ]  # fmt: skip
         data["sales_order"].append(row)
         orders.append((at, "SALE", row))
+        if i % 50_000 == 0:
+            progress.tell(f"generate: {i:,} of {sales_orders:,} sales orders")
     for i in range(1, sales_orders // 2 + 1):
         at = start + span * (2 * i) / (sales_orders + 1) + timedelta(seconds=rng.randrange(600))
         row = [
@@ -329,6 +331,7 @@ def generate(sales_orders: int, rng: random.Random, start: datetime | None = Non
         data["purchase_order"].append(row)
         orders.append((at, "PURCHASE", row))
     orders.sort(key=lambda item: item[0])
+    progress.tell(f"generate: the transactions and payments of {len(orders):,} orders")
     for n, (_, kind, order) in enumerate(orders, start=1):
         sale = kind == "SALE"
         data["transaction"].append(
@@ -340,6 +343,7 @@ def generate(sales_orders: int, rng: random.Random, start: datetime | None = Non
             rng.random() < 0.5, order[10], rng.randrange(10**7, 10**8),
             rng.randrange(10**7, 10**8),
         ])  # fmt: skip
+    progress.tell(f"generate: {sum(len(rows) for rows in data.values()):,} rows as tables")
     return {
         name: pd.DataFrame(rows, columns=list(COLUMNS[name]))
         .astype(object)
