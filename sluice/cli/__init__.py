@@ -91,7 +91,7 @@ def ingest(
     # after _prepare: the flows import Prefect, which reads its environment once, at import
     from sluice.cli.runner import run_ingest
 
-    if as_json or not err.is_terminal:
+    if as_json or verbose or not err.is_terminal:  # -v: Prefect's log lines say how far it got
         report = run_ingest(source, dataset=dataset, mode=mode, force=force)
     else:  # a long file was silent until its last line: say how far the read has got (gone when done)
         from sluice.ingest import progress
@@ -266,7 +266,8 @@ def demo(
     verbose: Verbose = False,
 ) -> None:
     """The main job: generate sample files for every dataset, land them, ingest them, summarize."""
-    with output.showing("demo", console, starting="demo: starting..."):  # a new home's services: about 12 s
+    # a new home's services start first (about 12 s): said, as the demo's own steps are
+    with output.showing("demo", console, starting="demo: starting...", quiet=verbose):
         _prepare(verbose)
         from sluice.demo import run_demo  # after _prepare (the demo runs flows); kept off `sluice --help`
 

@@ -44,7 +44,7 @@ def analytics(
             raise fail(f"--as-of must be a date YYYY-MM-DD, not {as_of!r}", code=2) from None
     # on a terminal: the run's stage and rows so far (it showed nothing while it ran), from the start: the first
     # command in a new home starts its services (about 12 s)
-    with showing("analytics", quiet=as_json):
+    with showing("analytics", quiet=as_json or verbose):  # -v: the logs say it
         prepare(verbose)
         # after prepare: the flows import Prefect, which reads its environment once, at import
         from sluice.cli.runner import run_data2bots

@@ -23,7 +23,7 @@ def customers(
     """Build gold: customers(customer_id, favourite_product, longest_streak), as table and Parquet."""
     # on a terminal: the run's stage and lines so far (it showed nothing while it ran), from the start: the first
     # command in a new home starts its services (about 12 s)
-    with showing("customers", quiet=as_json):
+    with showing("customers", quiet=as_json or verbose):  # -v: the logs say it
         prepare(verbose)
         # after prepare: the flows import Prefect, which reads its environment once, at import
         from sluice.cli.runner import run_sertis

@@ -73,7 +73,7 @@ def cycle(
     _use_source(source_url)
     # on a terminal: the cycle's stage and rows so far (a first cycle of 1M orders took minutes behind a spinner),
     # from the start: the first command in a new home starts its services (about 12 s)
-    with showing("totesys", starting="totesys: one cycle...", quiet=as_json):
+    with showing("totesys", starting="totesys: one cycle...", quiet=as_json or verbose):
         prepare(verbose)
         # after prepare: the flows import Prefect, which reads its environment once, at import
         from sluice.cli.runner import run_totesys

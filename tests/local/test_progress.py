@@ -233,3 +233,28 @@ def test_customers_tells_its_stage_and_rows(home: Path, landed: list[str]) -> No
     assert result.returncode == 0, result.stderr
     assert "73 customers" in result.stdout
     assert "extract" not in result.stdout + result.stderr and "..." not in result.stdout + result.stderr
+
+
+def test_the_first_command_in_a_new_home_says_it_starts_the_prefect_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The first command in a new home starts its Prefect server (about 10 s): it was silent until then."""
+    from sluice import services
+
+    fresh = tmp_path_factory.mktemp("fresh")
+    try:
+        code, lines, _ = on_a_terminal(fresh, "customers")
+        assert code == 0, lines
+        shown = told(lines, "customers")
+        assert shown[:2] == [
+            "customers...",
+            "customers: starting the home's Prefect server (once: about 10 s)...",
+        ]
+        assert "customers: extract..." in shown
+        clean("\n".join(lines))
+
+        code, lines, _ = on_a_terminal(fresh, "customers")  # running now: not said again
+        assert code == 0, lines
+        assert not any("Prefect server" in line for line in lines), lines
+    finally:
+        services.stop(fresh, fresh / "pg")
