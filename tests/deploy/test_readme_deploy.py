@@ -313,3 +313,90 @@ def test_the_secrets_it_names_are_the_stacks_secrets() -> None:
     assert {
         logical for logical, name in secrets.items() if name not in named and logical not in by_output
     } == set()
+
+
+def real_account_checks() -> str:
+    """The shell block of docs/aws-checks.md, which the README sends the user to after the first deploy."""
+    text = (ROOT / "docs" / "aws-checks.md").read_text(encoding="utf-8")
+    return re.search(r"```sh\n(.*?)```", text, re.S).group(1)
+
+
+def test_the_real_account_checks_name_what_the_stack_and_the_checkout_have() -> None:
+    """Every stack output (`out X`) and resource (`res X`) docs/aws-checks.md reads is the template's, every local
+    file it uploads is one the checkout has after `./run demo` (no `dailycheckins.csv`), and every `prefect`
+    command runs the checkout's Prefect (no `prefect` on the PATH is assumed) and parses."""
+    from cyclopts.exceptions import CycloptsError, MissingArgumentError
+    from prefect.cli._app import _app
+
+    from sluice import datasets
+
+    block = real_account_checks()
+    outputs = set(re.findall(r"\$\(out (\w+)\)", block))
+    resources = set(re.findall(r"\$\(res (\w+)\)", block))
+    assert outputs and outputs <= set(template()["Outputs"]), outputs - set(template()["Outputs"])
+    assert resources and resources <= set(template()["Resources"]), resources - set(template()["Resources"])
+    demo = {f".sluice/landing/{d.demo_key}" for d in datasets.all_datasets() if d.demo_key}
+    uploads = re.findall(r"aws s3 cp (\S+) ", block)
+    assert uploads and set(uploads) <= demo, (uploads, sorted(demo))
+    lines = [line for line in block.splitlines() if not line.lstrip().startswith("#")]
+    wrong: list[str] = []
+    bare = [line for line in lines if re.search(r"(?:^|[\s;&|(])prefect ", line)]
+    assert not bare, bare
+    for line in lines:
+        for found in re.finditer(r"\.venv/bin/prefect ([^&|;#]+)", line):
+            tokens = shlex.split(re.sub(r"\$\(out \w+\)|<[^>]+>", "x", found.group(1)))
+            try:
+                _app.parse_args(tokens, exit_on_error=False, print_error=False)
+            except MissingArgumentError:
+                continue
+            except CycloptsError as exc:  # an unknown command or option
+                wrong.append(f"{found.group(0)}: {exc}")
+    assert not wrong, wrong
+
+
+def test_the_real_account_checks_find_the_stack_s_region_and_account_however_the_cli_gets_its_region(
+    moto_server: str, tmp_path: Path
+) -> None:
+    """The block's first lines, run with the real AWS CLI, set R and ACCOUNT, which every ARN after them is built
+    from. A region given by AWS_DEFAULT_REGION (CI, a shell, an SSO helper) is not in `aws configure get region`,
+    which reads only the config file: R came out empty, and `arn:aws:ecs::…` made every simulation implicitDeny."""
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    import boto3
+
+    if shutil.which("aws") is None:
+        pytest.skip("no AWS CLI here")
+    region = "eu-west-2"  # not moto's default: the region must come from the stack or the CLI's environment
+    keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto's
+    cfn = boto3.client("cloudformation", endpoint_url=moto_server, region_name=region, **keys)
+    body = {
+        "Resources": {
+            "AlertsTopic": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": "sluice-alerts"}}
+        },
+        "Outputs": {
+            "AlertsTopicArn": {"Value": {"Ref": "AlertsTopic"}},
+            "TaskRoleArn": {"Value": "arn:aws:iam::123456789012:role/sluice-TaskRole-X"},
+            "PushPoolUserName": {"Value": "sluice-PushPoolUser-X"},
+        },
+    }
+    cfn.create_stack(StackName="sluice", TemplateBody=json.dumps(body))
+    prelude = real_account_checks().split("\n# 1 ", 1)[0]
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),  # no ~/.aws/config: the region only in the environment
+        "AWS_DEFAULT_REGION": region,
+        "AWS_ENDPOINT_URL": moto_server,
+        "AWS_ACCESS_KEY_ID": keys["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": keys["aws_secret_access_key"],
+    }
+    done = subprocess.run(
+        ["bash", "-c", f'{prelude}\necho "R=$R ACCOUNT=$ACCOUNT POOL=$POOL"'],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"R={region} ACCOUNT=123456789012 POOL=arn:aws:iam::123456789012:user/sluice-PushPoolUser-X" in (
+        done.stdout
+    ), done.stdout + done.stderr
