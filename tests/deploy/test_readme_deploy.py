@@ -400,3 +400,21 @@ def test_the_real_account_checks_find_the_stack_s_region_and_account_however_the
     assert f"R={region} ACCOUNT=123456789012 POOL=arn:aws:iam::123456789012:user/sluice-PushPoolUser-X" in (
         done.stdout
     ), done.stdout + done.stderr
+
+
+def test_the_prefect_commands_for_the_local_server_say_how_to_reach_it() -> None:
+    """Prefect's own CLI, typed as the README shows it without PREFECT_API_URL, works on a temporary server of its
+    own (~/.prefect), not the home's: `prefect worker start` refuses to start at all, and a `prefect gcl create`
+    limit is not where the runs look. The self-hosted path and the concurrency limit say where the URL comes from."""
+    import prefect.workers.base
+
+    assert "`PREFECT_API_URL` must be set to start a Worker." in inspect.getsource(prefect.workers.base)
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    flat = " ".join(text.split())
+    start = flat.index("**Self-hosted, on a process worker**")
+    hosted = flat[start : flat.index("prefect worker start --pool sluice-local", start)]
+    assert "nothing to set" not in hosted
+    assert "export PREFECT_API_URL=" in hosted and "./run sluice services status" in hosted, hosted
+    start = flat.index("To keep many parallel runs")
+    limit = flat[start : flat.index("SLUICE_WAREHOUSE_CONCURRENCY_LIMIT=sluice-warehouse", start)]
+    assert "PREFECT_API_URL" in limit and "./run sluice services status" in limit, limit
