@@ -170,7 +170,11 @@ def moto_server() -> Iterator[str]:
 
 
 def deploy_stack(
-    endpoint: str, *, totesys_source: str = "", warehouse_url: str = "postgresql://u:p@db/w"
+    endpoint: str,
+    *,
+    totesys_source: str = "",
+    warehouse_url: str = "postgresql://u:p@db/w",
+    prefect_api_key: str = "",
 ) -> MotoStack:
     """Create the stack with moto's CloudFormation, then what moto's CloudFormation skips (secrets, the Glue
     database) from the template's own properties; returns the outputs and a resolver for the policies."""
@@ -189,6 +193,7 @@ def deploy_stack(
         "SubnetIds": ",".join(subnets),
         "DatabaseSecurityGroupId": database_sg,
         "TotesysSourceUrl": totesys_source,
+        "PrefectApiKey": prefect_api_key,
     }
     body = template()
     defaults = {k: str(v.get("Default", "")) for k, v in body["Parameters"].items()}

@@ -219,7 +219,16 @@ def test_aws_setup_deploy_check_and_upload_run_as_written(moto_server: str, tmp_
     from tests.deploy.conftest import REGION, deploy_stack
     from tests.deploy.test_cli_aws import full_environment
 
-    real = deploy_stack(moto_server)
+    # The stack as the README's command makes it: its optional parameters given or not as the README gives them.
+    deploy = next(c for c in commands() if c.startswith("aws cloudformation deploy"))
+    args = shlex.split(deploy)
+    given = {a.split("=", 1)[0] for a in args[args.index("--parameter-overrides") + 1 :] if "=" in a}
+    api_key = "pnu_readme" if "PrefectApiKey" in given else ""
+    real = deploy_stack(
+        moto_server,
+        prefect_api_key=api_key,
+        totesys_source="postgresql://t@oltp/totesys" if "TotesysSourceUrl" in given else "",
+    )
     # moto's CloudFormation leaves out the outputs of what it skips (the secrets): a stack named `sluice` that
     # carries the real stack's outputs, each with the template's own Description, stands in for it.
     values = {**real.outputs, "PushPoolCredentialsSecretArn": full_environment(real)[
@@ -239,6 +248,8 @@ def test_aws_setup_deploy_check_and_upload_run_as_written(moto_server: str, tmp_
         "AWS_SECRET_ACCESS_KEY": real.admin["aws_secret_access_key"],
         "AWS_DEFAULT_REGION": REGION,  # the AWS CLI's region, as `aws configure` would set it
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        # `prefect cloud login` (the README's first command) puts the workspace's key in the profile.
+        "PREFECT_API_KEY": "pnu_login",
     }
     env.pop("AWS_REGION", None)
     [setup_line] = [c for c in commands() if c.startswith("./run sluice aws setup")]
@@ -257,6 +268,9 @@ def test_aws_setup_deploy_check_and_upload_run_as_written(moto_server: str, tmp_
     )  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"AWS_REGION={REGION}" in env_file.read_text()
+    # With the README's PrefectApiKey, the containers' key comes from the stack's secret, not the RunTask request.
+    secret = re.search(r"^export SLUICE_PREFECT_API_KEY_SECRET_ARN=(\S*)$", env_file.read_text(), re.M)
+    assert secret and secret.group(1).startswith("arn:") == bool(api_key), env_file.read_text()
 
     upload = next(c for c in commands() if "aws s3 cp" in c)
     source, key = upload_source_and_key()
