@@ -475,3 +475,16 @@ def test_stack_deploys_into_moto_server(moto_server: str) -> None:
     assert len(bodies) == 1, bodies
     assert bodies[0].startswith('"[sluice] ECS task stopped abnormally: TaskFailedToStart')
     assert f"{OOM_EVENT['detail']['taskArn']} (family:sluice)" in bodies[0]
+
+
+def test_the_subnets_parameter_offers_only_the_network_the_tasks_get() -> None:
+    """The stack's console form is where a user picks the subnets. The tasks never get a public IP
+    (deploycheck.network_configuration: assignPublicIp DISABLED, nothing switches it), so public subnets without a
+    NAT cannot pull the image: the description must not offer them with an assignPublicIp the deploy never sets."""
+    from sluice.deploycheck import network_configuration
+
+    given = network_configuration({"SLUICE_SUBNET_IDS": "subnet-a", "SLUICE_TASK_SECURITY_GROUP": "sg-a"})
+    description = " ".join(template()["Parameters"]["SubnetIds"]["Description"].split())
+    offered = set(re.findall(r"assignPublicIp (\w+)", description))
+    assert offered <= {given["assignPublicIp"]}, description
+    assert "NAT" in description and "no public IP" in description, description
