@@ -432,3 +432,20 @@ def test_the_prefect_commands_for_the_local_server_say_how_to_reach_it() -> None
     start = flat.index("To keep many parallel runs")
     limit = flat[start : flat.index("SLUICE_WAREHOUSE_CONCURRENCY_LIMIT=sluice-warehouse", start)]
     assert "PREFECT_API_URL" in limit and "./run sluice services status" in limit, limit
+
+
+def test_removing_the_stack_or_starting_again_says_what_cloudformation_does() -> None:
+    """The bucket and ledger policy the README names is the template's; a failed first create is said (the stack is
+    left in ROLLBACK_COMPLETE, which must be deleted before the command runs again); and the secrets are not sent
+    to `restore-secret`: CloudFormation deletes a stack's secrets without a recovery window
+    (aws-cloudformation/cloudformation-coverage-roadmap#1999), so a restore finds nothing."""
+    flat = " ".join(section("Deploy to AWS").split())
+    start = flat.index("**Removing the stack, or starting again.**")
+    text = flat[start : flat.index("**What only a real account can check**")]
+    policies = {
+        template()["Resources"][n]["DeletionPolicy"] for n in ("LandingBucket", "DataBucket", "LedgerTable")
+    }
+    named = set(re.findall(r"`DeletionPolicy: (\w+)`", text))
+    assert named and named == policies, (named, policies)
+    assert "ROLLBACK_COMPLETE" in text and "aws cloudformation delete-stack --stack-name sluice" in text
+    assert "restore-secret" not in text
