@@ -144,6 +144,18 @@ def test_landing_bucket_is_locked_down_and_notifies_eventbridge() -> None:
     assert resources()["Repository"]["Properties"]["ImageTagMutability"] == "IMMUTABLE"
 
 
+def test_both_buckets_abort_unfinished_uploads_and_expire_nothing() -> None:
+    """Checked in the template (cfn-lint validates it above): moto's CloudFormation leaves a bucket's lifecycle out."""
+    for name in ("LandingBucket", "DataBucket"):
+        (rule,) = resources()[name]["Properties"]["LifecycleConfiguration"]["Rules"]
+        assert (
+            rule["Status"] == "Enabled" and rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 7
+        )
+        assert not {"ExpirationInDays", "ExpirationDate", "NoncurrentVersionExpiration", "Transitions"} & set(
+            rule
+        )
+
+
 def test_delete_stack_keeps_the_data_and_is_not_blocked_by_images() -> None:
     """``aws cloudformation delete-stack`` (README "Removing the stack"): the landed files, the data zone and the run ledger stay
     (nothing lost), and the image repository, which holds images after the first ``./run deploy``, does not stop the
