@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.deploy.conftest import ACCOUNT, REGION, TEMPLATE, Resolver, deploy_stack, template
 
@@ -487,3 +488,26 @@ def test_stack_deploys_into_moto_server(moto_server: str) -> None:
     assert len(bodies) == 1, bodies
     assert bodies[0].startswith('"[sluice] ECS task stopped abnormally: TaskFailedToStart')
     assert f"{OOM_EVENT['detail']['taskArn']} (family:sluice)" in bodies[0]
+
+
+@pytest.mark.parametrize("own_group", [True, False])
+def test_an_oltp_with_a_security_group_of_its_own_admits_the_tasks(moto_server: str, own_group: bool) -> None:
+    """Totesys extracts from an OLTP that is often its own RDS instance, not in the warehouse's security group: with
+    ``TotesysSourceSecurityGroupId`` the stack admits the tasks there too; without it, it touches no other group."""
+    requests.post(
+        f"{moto_server}/moto-api/reset", timeout=30
+    ).raise_for_status()  # the names are the module's
+    stack = deploy_stack(
+        moto_server, totesys_source="postgresql://u:p@oltp/totesys", totesys_source_group=own_group
+    )
+    ec2 = stack.client("ec2")
+    task_group = stack.outputs["TaskSecurityGroupId"]
+    groups = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [stack.parameters["VpcId"]]}])
+    admitting = {
+        g["GroupName"]: [(p["FromPort"], p["ToPort"]) for p in g["IpPermissions"]]
+        for g in groups["SecurityGroups"]
+        if any(pair["GroupId"] == task_group for p in g["IpPermissions"] for pair in p["UserIdGroupPairs"])
+    }
+    assert admitting == (
+        {"aurora": [(5432, 5432)], "oltp": [(5432, 5432)]} if own_group else {"aurora": [(5432, 5432)]}
+    )
