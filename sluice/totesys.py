@@ -18,7 +18,7 @@ import json
 import logging
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -134,17 +134,26 @@ def read_watermarks(engine: sa.Engine) -> dict[str, datetime]:
         return {r.table_name: r.last_updated for r in conn.execute(sa.select(watermarks))}
 
 
-def behind_watermarks(seeded: dict[str, datetime], marks: dict[str, datetime]) -> str | None:
+def behind_watermarks(
+    seeded: dict[str, datetime], marks: dict[str, datetime], new_ids: Collection[str] = ()
+) -> str | None:
     """A note when a (re)seeded source holds nothing past the warehouse's watermarks: the next cycle extracts
-    only rows changed after them (or with a new id), so it would find "no new data" with no word why."""
-    behind = sorted(t for t, stamp in seeded.items() if t in marks and stamp <= marks[t])
+    only rows changed after them or with a new id (``new_ids``: the tables holding an id above the greatest
+    loaded), so it would find "no new data" with no word why."""
+    behind = sorted(t for t, stamp in seeded.items() if t in marks and stamp <= marks[t] and t not in new_ids)
     if not behind:
         return None
     newest = max(seeded[t] for t in behind)
+    fresh = sorted(t for t in new_ids if t in seeded)
+    also = (
+        f" (it does extract the rows of {listed(fresh)} with a new id, stamped however far behind)"
+        if fresh
+        else ""
+    )
     return (
         f"the warehouse has already loaded Totesys up to its watermarks (sluice.totesys_watermarks), and "
         f"{listed(behind)} hold nothing changed after them (seeded up to {newest:%Y-%m-%d %H:%M:%S}): "
-        "`sluice totesys` will not extract those rows again. To load this source from scratch, point "
+        f"`sluice totesys` will not extract those rows again{also}. To load this source from scratch, point "
         "SLUICE_DATABASE_URL at an empty warehouse"
     )
 

@@ -26,6 +26,7 @@ from prefect.concurrency.asyncio import (
     ConcurrencySlotAcquisitionError,
 )  # the public name (sync raises it too)
 from prefect.concurrency.sync import concurrency
+from prefect.settings import get_current_settings
 
 from sluice import ingest
 from sluice.adapters import storage
@@ -205,9 +206,13 @@ def _fused(ctx: IngestContext, fetched: storage.FetchedFile, reader: str) -> Loa
     except ConcurrencySlotAcquisitionError as exc:
         if "must be created" not in str(exc):
             raise  # the Prefect API did not answer: transient, retried
+        # Named with the server it was looked up on: `prefect gcl create` typed without PREFECT_API_URL makes the
+        # limit on a temporary server of its own, not the one the runs use (locally: the home's).
+        api = get_current_settings().api.url
         raise ConfigurationError(
-            f"SLUICE_WAREHOUSE_CONCURRENCY_LIMIT is {limit!r}, but the Prefect server has no such global "
-            f"concurrency limit: create it (`prefect gcl create {limit} --limit 4`) or unset the setting"
+            f"SLUICE_WAREHOUSE_CONCURRENCY_LIMIT is {limit!r}, but the Prefect server at {api} has no such global "
+            f"concurrency limit: create it there (`PREFECT_API_URL={api} prefect gcl create {limit} --limit 4`) "
+            "or unset the setting"
         ) from None
     except BadFile as exc:
         uri = ingest.quarantine_file(fetched.path, ctx.quarantine_base, str(exc))

@@ -238,7 +238,11 @@ def services_start() -> None:
         from sluice.adapters.warehouse import database_url  # kept off `sluice --help` (SQLAlchemy)
 
         database_url()
-    console.print(f"prefect   running  UI {api_url.removesuffix('/api')}", highlight=False, soft_wrap=True)
+    console.print(
+        f"prefect   running  UI {api_url.removesuffix('/api')}  (PREFECT_API_URL={api_url})",
+        highlight=False,
+        soft_wrap=True,
+    )  # the URL a worker or Prefect's own CLI needs to reach this server (README: self-hosted worker)
     if pgdata is not None:
         console.print(f"postgres  running  {pgdata}", highlight=False, soft_wrap=True)
     if not warm.enabled(env):

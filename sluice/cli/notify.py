@@ -52,7 +52,7 @@ def add_sns(
         topic_arn=topic_arn, aws_credentials=AwsCredentials(region_name=region or topic_arn.split(":")[3])
     )
     block.save(name, overwrite=True)
-    console.print(f"saved [bold]sns-notification/{name}[/] → {topic_arn}")
+    console.print(f"saved [bold]sns-notification/{name}[/] → {topic_arn}", soft_wrap=True)
     _hint(f"sns-notification/{name}")
 
 
@@ -106,7 +106,9 @@ def add_email(
     )
     register_blocks()
     EmailNotification(to=to, email_from=email_from, credentials=credentials).save(name, overwrite=True)
-    console.print(f"saved [bold]email-notification/{name}[/] → {to} via {smtp_host} ({smtp_type.name})")
+    console.print(
+        f"saved [bold]email-notification/{name}[/] → {to} via {smtp_host} ({smtp_type.name})", soft_wrap=True
+    )
     _hint(f"email-notification/{name}")
 
 
@@ -127,8 +129,11 @@ def test(name: Annotated[str, typer.Argument(help="Block name or slug/name.")]) 
         send(block, body, f"{SUBJECT_PREFIX} test notification")
     except Exception as exc:
         raise fail(f"{name}: not delivered: {exc}") from None
-    console.print(f"sent a test message through {name}")
+    console.print(f"sent a test message through {name}", soft_wrap=True)
 
 
 def _hint(ref: str) -> None:
-    console.print(f"add it to runs: [bold]export SLUICE_NOTIFY_BLOCKS={ref}[/] (comma-separate several)")
+    # one line whatever the width (a pipe is 80 columns): the export is copied as it is
+    console.print(
+        f"add it to runs: [bold]export SLUICE_NOTIFY_BLOCKS={ref}[/] (comma-separate several)", soft_wrap=True
+    )

@@ -139,7 +139,7 @@ def seed_source(
     # kept off `sluice --help` (pandas, SQLAlchemy)
     from sluice.adapters.totesys_source import source_engine, source_url
     from sluice.adapters.warehouse import redact
-    from sluice.fakes.totesys import generate, newest_stamps, seed_from_folder
+    from sluice.fakes.totesys import generate, greatest_ids, newest_stamps, seed_from_folder
     from sluice.fakes.totesys import seed as seed_tables
 
     # on a terminal: the file read or the table copied (a big folder was silent until its last line)
@@ -153,6 +153,7 @@ def seed_source(
             else:
                 counts = seed_tables(engine, generate(orders, random.Random(seed)))
             seeded = newest_stamps(engine)
+            top_ids = greatest_ids(engine)
             engine.dispose()
     except SluiceError as exc:
         raise fail(str(exc)) from None
@@ -162,21 +163,25 @@ def seed_source(
     )
     for name, count in counts.items():
         console.print(f"  {name:<15} {count:>8,}", highlight=False)
-    if (note := _behind_the_warehouse(seeded)) is not None:
+    if (note := _behind_the_warehouse(seeded, top_ids)) is not None:
         err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
 
 
-def _behind_the_warehouse(seeded: dict[str, Any]) -> str | None:
-    """``totesys.behind_watermarks`` against the warehouse, when it has loaded Totesys (else nothing to say)."""
+def _behind_the_warehouse(seeded: dict[str, Any], top_ids: dict[str, int]) -> str | None:
+    """``totesys.behind_watermarks`` against the warehouse, when it has loaded Totesys (else nothing to say).
+    ``top_ids``: the source's greatest id per table; one above the greatest loaded is extracted by its id."""
     import sqlalchemy as sa
 
     from sluice.adapters.warehouse import get_engine
-    from sluice.totesys import behind_watermarks, read_watermarks
+    from sluice.totesys import behind_watermarks, read_max_ids, read_watermarks
 
     try:
         engine = get_engine()
-        if not sa.inspect(engine).has_table("totesys_watermarks", schema="sluice"):
+        inspector = sa.inspect(engine)
+        if not inspector.has_table("totesys_watermarks", schema="sluice"):
             return None
-        return behind_watermarks(seeded, read_watermarks(engine))
+        loaded = read_max_ids(engine) if inspector.has_table("totesys_max_ids", schema="sluice") else {}
+        new_ids = {t for t, top in top_ids.items() if t in loaded and top > loaded[t]}
+        return behind_watermarks(seeded, read_watermarks(engine), new_ids)
     except (sa.exc.SQLAlchemyError, SluiceError):  # the source is seeded either way: the note is a nicety
         return None

@@ -180,6 +180,18 @@ def newest_stamps(engine: sa.Engine) -> dict[str, datetime]:
     return {name: stamp for name, stamp in found.items() if stamp is not None}
 
 
+def greatest_ids(engine: sa.Engine) -> dict[str, int]:
+    """Each seeded OLTP table's greatest id (``<table>_id``; tables left empty are not named)."""
+    with engine.connect() as conn:
+        found = {
+            name: conn.execute(
+                sa.select(sa.func.max(sa.column(f"{name}_id"))).select_from(sa.table(name))
+            ).scalar()
+            for name in SEED_ORDER
+        }
+    return {name: int(top) for name, top in found.items() if top is not None}
+
+
 def _normalise(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     """Exports write integers as floats (``2.0``: nullable ids through pandas); the OLTP wants integers."""
     frame = frame.copy()

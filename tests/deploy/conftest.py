@@ -170,7 +170,12 @@ def moto_server() -> Iterator[str]:
 
 
 def deploy_stack(
-    endpoint: str, *, totesys_source: str = "", warehouse_url: str = "postgresql://u:p@db/w"
+    endpoint: str,
+    *,
+    totesys_source: str = "",
+    warehouse_url: str = "postgresql://u:p@db/w",
+    prefect_api_key: str = "",
+    totesys_source_group: bool = False,
 ) -> MotoStack:
     """Create the stack with moto's CloudFormation, then what moto's CloudFormation skips (secrets, the Glue
     database) from the template's own properties; returns the outputs and a resolver for the policies."""
@@ -189,7 +194,11 @@ def deploy_stack(
         "SubnetIds": ",".join(subnets),
         "DatabaseSecurityGroupId": database_sg,
         "TotesysSourceUrl": totesys_source,
+        "PrefectApiKey": prefect_api_key,
     }
+    if totesys_source_group:  # an OLTP with a security group of its own
+        oltp = ec2.create_security_group(GroupName="oltp", Description="oltp", VpcId=vpc)["GroupId"]
+        parameters["TotesysSourceSecurityGroupId"] = oltp
     body = template()
     defaults = {k: str(v.get("Default", "")) for k, v in body["Parameters"].items()}
     body["Resources"] = {k: v for k, v in body["Resources"].items() if k not in NOT_IN_MOTO}
@@ -221,6 +230,7 @@ def deploy_stack(
     conditions = {
         "HasPrefix": bool(values["LandingPrefix"]),
         "HasTotesysSource": bool(totesys_source),
+        "HasTotesysSourceGroup": bool(values["TotesysSourceSecurityGroupId"]),
         "HasLandingObjectsKey": bool(values["LandingObjectsKeyArn"]),
         "HasPrefectApiKey": bool(values["PrefectApiKey"]),
     }

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.deploy.conftest import ACCOUNT, REGION, TEMPLATE, Resolver, deploy_stack, template
 
@@ -144,14 +145,30 @@ def test_landing_bucket_is_locked_down_and_notifies_eventbridge() -> None:
     assert resources()["Repository"]["Properties"]["ImageTagMutability"] == "IMMUTABLE"
 
 
+def test_both_buckets_abort_unfinished_uploads_and_expire_nothing() -> None:
+    """Checked in the template (cfn-lint validates it above): moto's CloudFormation leaves a bucket's lifecycle out."""
+    for name in ("LandingBucket", "DataBucket"):
+        (rule,) = resources()[name]["Properties"]["LifecycleConfiguration"]["Rules"]
+        assert (
+            rule["Status"] == "Enabled" and rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 7
+        )
+        assert not {"ExpirationInDays", "ExpirationDate", "NoncurrentVersionExpiration", "Transitions"} & set(
+            rule
+        )
+
+
 def test_delete_stack_keeps_the_data_and_is_not_blocked_by_images() -> None:
     """``aws cloudformation delete-stack`` (README "Removing the stack"): the landed files, the data zone and the run ledger stay
     (nothing lost), and the image repository, which holds images after the first ``./run deploy``, does not stop the
     delete (CloudFormation cannot delete a repository with images unless it may empty it)."""
     for name in ("LandingBucket", "DataBucket", "LedgerTable"):
+        # RetainExceptOnCreate: kept by delete-stack and updates like Retain, but removed when the create that made
+        # them rolls back (empty then). With Retain, a first `aws cloudformation deploy` that failed for any reason
+        # left them behind, and running it again failed on their fixed names ("already exists").
         assert (resources()[name]["DeletionPolicy"], resources()[name]["UpdateReplacePolicy"]) == (
+            "RetainExceptOnCreate",
             "Retain",
-        ) * 2
+        )
     assert resources()["Repository"]["Properties"]["EmptyOnDelete"] is True
 
 
@@ -475,3 +492,39 @@ def test_stack_deploys_into_moto_server(moto_server: str) -> None:
     assert len(bodies) == 1, bodies
     assert bodies[0].startswith('"[sluice] ECS task stopped abnormally: TaskFailedToStart')
     assert f"{OOM_EVENT['detail']['taskArn']} (family:sluice)" in bodies[0]
+
+
+def test_the_subnets_parameter_offers_only_the_network_the_tasks_get() -> None:
+    """The stack's console form is where a user picks the subnets. The tasks never get a public IP
+    (deploycheck.network_configuration: assignPublicIp DISABLED, nothing switches it), so public subnets without a
+    NAT cannot pull the image: the description must not offer them with an assignPublicIp the deploy never sets."""
+    from sluice.deploycheck import network_configuration
+
+    given = network_configuration({"SLUICE_SUBNET_IDS": "subnet-a", "SLUICE_TASK_SECURITY_GROUP": "sg-a"})
+    description = " ".join(template()["Parameters"]["SubnetIds"]["Description"].split())
+    offered = set(re.findall(r"assignPublicIp (\w+)", description))
+    assert offered <= {given["assignPublicIp"]}, description
+    assert "NAT" in description and "no public IP" in description, description
+
+
+@pytest.mark.parametrize("own_group", [True, False])
+def test_an_oltp_with_a_security_group_of_its_own_admits_the_tasks(moto_server: str, own_group: bool) -> None:
+    """Totesys extracts from an OLTP that is often its own RDS instance, not in the warehouse's security group: with
+    ``TotesysSourceSecurityGroupId`` the stack admits the tasks there too; without it, it touches no other group."""
+    requests.post(
+        f"{moto_server}/moto-api/reset", timeout=30
+    ).raise_for_status()  # the names are the module's
+    stack = deploy_stack(
+        moto_server, totesys_source="postgresql://u:p@oltp/totesys", totesys_source_group=own_group
+    )
+    ec2 = stack.client("ec2")
+    task_group = stack.outputs["TaskSecurityGroupId"]
+    groups = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [stack.parameters["VpcId"]]}])
+    admitting = {
+        g["GroupName"]: [(p["FromPort"], p["ToPort"]) for p in g["IpPermissions"]]
+        for g in groups["SecurityGroups"]
+        if any(pair["GroupId"] == task_group for p in g["IpPermissions"] for pair in p["UserIdGroupPairs"])
+    }
+    assert admitting == (
+        {"aurora": [(5432, 5432)], "oltp": [(5432, 5432)]} if own_group else {"aurora": [(5432, 5432)]}
+    )

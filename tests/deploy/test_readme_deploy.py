@@ -219,7 +219,16 @@ def test_aws_setup_deploy_check_and_upload_run_as_written(moto_server: str, tmp_
     from tests.deploy.conftest import REGION, deploy_stack
     from tests.deploy.test_cli_aws import full_environment
 
-    real = deploy_stack(moto_server)
+    # The stack as the README's command makes it: its optional parameters given or not as the README gives them.
+    deploy = next(c for c in commands() if c.startswith("aws cloudformation deploy"))
+    args = shlex.split(deploy)
+    given = {a.split("=", 1)[0] for a in args[args.index("--parameter-overrides") + 1 :] if "=" in a}
+    api_key = "pnu_readme" if "PrefectApiKey" in given else ""
+    real = deploy_stack(
+        moto_server,
+        prefect_api_key=api_key,
+        totesys_source="postgresql://t@oltp/totesys" if "TotesysSourceUrl" in given else "",
+    )
     # moto's CloudFormation leaves out the outputs of what it skips (the secrets): a stack named `sluice` that
     # carries the real stack's outputs, each with the template's own Description, stands in for it.
     values = {**real.outputs, "PushPoolCredentialsSecretArn": full_environment(real)[
@@ -239,6 +248,8 @@ def test_aws_setup_deploy_check_and_upload_run_as_written(moto_server: str, tmp_
         "AWS_SECRET_ACCESS_KEY": real.admin["aws_secret_access_key"],
         "AWS_DEFAULT_REGION": REGION,  # the AWS CLI's region, as `aws configure` would set it
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        # `prefect cloud login` (the README's first command) puts the workspace's key in the profile.
+        "PREFECT_API_KEY": "pnu_login",
     }
     env.pop("AWS_REGION", None)
     [setup_line] = [c for c in commands() if c.startswith("./run sluice aws setup")]
@@ -257,6 +268,9 @@ def test_aws_setup_deploy_check_and_upload_run_as_written(moto_server: str, tmp_
     )  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"AWS_REGION={REGION}" in env_file.read_text()
+    # With the README's PrefectApiKey, the containers' key comes from the stack's secret, not the RunTask request.
+    secret = re.search(r"^export SLUICE_PREFECT_API_KEY_SECRET_ARN=(\S*)$", env_file.read_text(), re.M)
+    assert secret and secret.group(1).startswith("arn:") == bool(api_key), env_file.read_text()
 
     upload = next(c for c in commands() if "aws s3 cp" in c)
     source, key = upload_source_and_key()
@@ -313,3 +327,125 @@ def test_the_secrets_it_names_are_the_stacks_secrets() -> None:
     assert {
         logical for logical, name in secrets.items() if name not in named and logical not in by_output
     } == set()
+
+
+def real_account_checks() -> str:
+    """The shell block of docs/aws-checks.md, which the README sends the user to after the first deploy."""
+    text = (ROOT / "docs" / "aws-checks.md").read_text(encoding="utf-8")
+    return re.search(r"```sh\n(.*?)```", text, re.S).group(1)
+
+
+def test_the_real_account_checks_name_what_the_stack_and_the_checkout_have() -> None:
+    """Every stack output (`out X`) and resource (`res X`) docs/aws-checks.md reads is the template's, every local
+    file it uploads is one the checkout has after `./run demo` (no `dailycheckins.csv`), and every `prefect`
+    command runs the checkout's Prefect (no `prefect` on the PATH is assumed) and parses."""
+    from cyclopts.exceptions import CycloptsError, MissingArgumentError
+    from prefect.cli._app import _app
+
+    from sluice import datasets
+
+    block = real_account_checks()
+    outputs = set(re.findall(r"\$\(out (\w+)\)", block))
+    resources = set(re.findall(r"\$\(res (\w+)\)", block))
+    assert outputs and outputs <= set(template()["Outputs"]), outputs - set(template()["Outputs"])
+    assert resources and resources <= set(template()["Resources"]), resources - set(template()["Resources"])
+    demo = {f".sluice/landing/{d.demo_key}" for d in datasets.all_datasets() if d.demo_key}
+    uploads = re.findall(r"aws s3 cp (\S+) ", block)
+    assert uploads and set(uploads) <= demo, (uploads, sorted(demo))
+    lines = [line for line in block.splitlines() if not line.lstrip().startswith("#")]
+    wrong: list[str] = []
+    bare = [line for line in lines if re.search(r"(?:^|[\s;&|(])prefect ", line)]
+    assert not bare, bare
+    for line in lines:
+        for found in re.finditer(r"\.venv/bin/prefect ([^&|;#]+)", line):
+            tokens = shlex.split(re.sub(r"\$\(out \w+\)|<[^>]+>", "x", found.group(1)))
+            try:
+                _app.parse_args(tokens, exit_on_error=False, print_error=False)
+            except MissingArgumentError:
+                continue
+            except CycloptsError as exc:  # an unknown command or option
+                wrong.append(f"{found.group(0)}: {exc}")
+    assert not wrong, wrong
+
+
+def test_the_real_account_checks_find_the_stack_s_region_and_account_however_the_cli_gets_its_region(
+    moto_server: str, tmp_path: Path
+) -> None:
+    """The block's first lines, run with the real AWS CLI, set R and ACCOUNT, which every ARN after them is built
+    from. A region given by AWS_DEFAULT_REGION (CI, a shell, an SSO helper) is not in `aws configure get region`,
+    which reads only the config file: R came out empty, and `arn:aws:ecs::…` made every simulation implicitDeny."""
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    import boto3
+
+    if shutil.which("aws") is None:
+        pytest.skip("no AWS CLI here")
+    region = "eu-west-2"  # not moto's default: the region must come from the stack or the CLI's environment
+    keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto's
+    cfn = boto3.client("cloudformation", endpoint_url=moto_server, region_name=region, **keys)
+    body = {
+        "Resources": {
+            "AlertsTopic": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": "sluice-alerts"}}
+        },
+        "Outputs": {
+            "AlertsTopicArn": {"Value": {"Ref": "AlertsTopic"}},
+            "TaskRoleArn": {"Value": "arn:aws:iam::123456789012:role/sluice-TaskRole-X"},
+            "PushPoolUserName": {"Value": "sluice-PushPoolUser-X"},
+        },
+    }
+    cfn.create_stack(StackName="sluice", TemplateBody=json.dumps(body))
+    prelude = real_account_checks().split("\n# 1 ", 1)[0]
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),  # no ~/.aws/config: the region only in the environment
+        "AWS_DEFAULT_REGION": region,
+        "AWS_ENDPOINT_URL": moto_server,
+        "AWS_ACCESS_KEY_ID": keys["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": keys["aws_secret_access_key"],
+    }
+    done = subprocess.run(
+        ["bash", "-c", f'{prelude}\necho "R=$R ACCOUNT=$ACCOUNT POOL=$POOL"'],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"R={region} ACCOUNT=123456789012 POOL=arn:aws:iam::123456789012:user/sluice-PushPoolUser-X" in (
+        done.stdout
+    ), done.stdout + done.stderr
+
+
+def test_the_prefect_commands_for_the_local_server_say_how_to_reach_it() -> None:
+    """Prefect's own CLI, typed as the README shows it without PREFECT_API_URL, works on a temporary server of its
+    own (~/.prefect), not the home's: `prefect worker start` refuses to start at all, and a `prefect gcl create`
+    limit is not where the runs look. The self-hosted path and the concurrency limit say where the URL comes from."""
+    import prefect.workers.base
+
+    assert "`PREFECT_API_URL` must be set to start a Worker." in inspect.getsource(prefect.workers.base)
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    flat = " ".join(text.split())
+    start = flat.index("**Self-hosted, on a process worker**")
+    hosted = flat[start : flat.index("prefect worker start --pool sluice-local", start)]
+    assert "nothing to set" not in hosted
+    assert "export PREFECT_API_URL=" in hosted and "./run sluice services status" in hosted, hosted
+    start = flat.index("To keep many parallel runs")
+    limit = flat[start : flat.index("SLUICE_WAREHOUSE_CONCURRENCY_LIMIT=sluice-warehouse", start)]
+    assert "PREFECT_API_URL" in limit and "./run sluice services status" in limit, limit
+
+
+def test_removing_the_stack_or_starting_again_says_what_cloudformation_does() -> None:
+    """The bucket and ledger policy the README names is the template's; a failed first create is said (the stack is
+    left in ROLLBACK_COMPLETE, which must be deleted before the command runs again); and the secrets are not sent
+    to `restore-secret`: CloudFormation deletes a stack's secrets without a recovery window
+    (aws-cloudformation/cloudformation-coverage-roadmap#1999), so a restore finds nothing."""
+    flat = " ".join(section("Deploy to AWS").split())
+    start = flat.index("**Removing the stack, or starting again.**")
+    text = flat[start : flat.index("**What only a real account can check**")]
+    policies = {
+        template()["Resources"][n]["DeletionPolicy"] for n in ("LandingBucket", "DataBucket", "LedgerTable")
+    }
+    named = set(re.findall(r"`DeletionPolicy: (\w+)`", text))
+    assert named and named == policies, (named, policies)
+    assert "ROLLBACK_COMPLETE" in text and "aws cloudformation delete-stack --stack-name sluice" in text
+    assert "restore-secret" not in text

@@ -60,9 +60,15 @@ def test_loads_hold_a_slot_of_the_warehouse_concurrency_limit(
         "failed",
         "load",
     )  # configured but not created: no silent bypass
-    assert "no such global concurrency limit: create it (`prefect gcl create sluice-test-warehouse" in (
-        missing.error or ""
-    )
+    # Created where the runs look for it: `prefect gcl create` typed without PREFECT_API_URL goes to a temporary
+    # server of its own (~/.prefect), not the home's, and the load said "create it" about a limit just created.
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api.url
+    assert (
+        f"the Prefect server at {api} has no such global concurrency limit: create it there "
+        f"(`PREFECT_API_URL={api} prefect gcl create sluice-test-warehouse --limit 4`)"
+    ) in (missing.error or ""), missing.error
     load = {s.name: s for s in steps(missing.flow_run_id, last="load")}["load"]
     assert (load.retries, load.run_count) == (2, 1)  # a setting to fix: not retried
 

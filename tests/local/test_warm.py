@@ -106,6 +106,9 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         assert started.returncode == 0, started.stderr
         assert "runner    running" in started.stdout
+        # what a worker or Prefect's own CLI must be given to reach this server: the one `services status` names
+        api_url = json.loads(sluice(path, "services", "status", "--json").stdout)["prefect"]["api_url"]
+        assert f"(PREFECT_API_URL={api_url})" in started.stdout
         yield path
     finally:
         services.stop(path, path / "pg")

@@ -134,6 +134,12 @@ def test_cli_adds_blocks_and_sends_a_test(sns_topic, smtp_server, monkeypatch: p
     name = f"ops-{uuid.uuid4().hex[:6]}"
     result = runner.invoke(app, ["notify", "add-sns", name, "--topic-arn", sns_topic.arn])
     assert result.exit_code == 0, result.output
+    # Whole lines whatever the width (piped: 80 columns), so that the export line can be copied as it is.
+    assert f"saved sns-notification/{name} → {sns_topic.arn}\n" in result.stdout, result.stdout
+    assert (
+        f"add it to runs: export SLUICE_NOTIFY_BLOCKS=sns-notification/{name} (comma-separate several)\n"
+        in result.stdout
+    ), result.stdout
     result = runner.invoke(app, ["notify", "test", f"sns-notification/{name}"])
     assert result.exit_code == 0, result.output
     [message] = sns_topic.drain()

@@ -647,3 +647,36 @@ def test_reseeding_a_source_the_warehouse_has_loaded_says_why_the_next_cycle_fin
     assert "SLUICE_DATABASE_URL" in note
     idle = cycle()
     assert idle.status == "skipped" and "no new data" in (idle.error or ""), idle
+
+
+def test_a_reseed_note_does_not_say_a_table_with_new_ids_will_not_be_extracted(
+    totesys_env: Env, tmp_path: Path
+) -> None:
+    """The real export seeded and loaded, then seeded again with one more sales order: a new id stamped behind the
+    watermark (the next cycle reads it by its id). The note said sales_order "will not extract those rows again"
+    and the next cycle extracted it; a user following "Using it" (the demo, then `seed-source`) saw 495."""
+    import shutil
+
+    from sluice.cli import app
+    from tests.conftest import shared_file
+
+    folder = tmp_path / "export"
+    shutil.copytree(shared_file("totesys", "sales_order.csv").parent, folder)
+    first = CliRunner().invoke(app, ["totesys", "seed-source", "--from", str(folder)])
+    assert first.exit_code == 0, first.output
+    assert cycle().status == "success"
+
+    orders = (folder / "sales_order.csv").read_text().splitlines()
+    ids = [int(float(line.split(",", 1)[0])) for line in orders[1:]]
+    copy = orders[1].split(",", 1)
+    orders.append(f"{max(ids) + 1},{copy[1]}")  # row 1's stamps: behind the watermark
+    (folder / "sales_order.csv").write_text("\n".join(orders) + "\n")
+    again = CliRunner().invoke(app, ["totesys", "seed-source", "--from", str(folder)])
+    assert again.exit_code == 0, again.output
+    note = " ".join(again.stderr.split())
+    assert note.startswith("note: the warehouse has already loaded Totesys up to its watermarks"), note
+    named = note.split(" hold nothing changed after them")[0]
+    assert "address" in named and "sales_order" not in named, note
+    assert "new id" in note, note
+    report = cycle()
+    assert report.status == "success" and report.extracted.get("sales_order") == 1, report
