@@ -93,10 +93,10 @@ def piped(home: Path, *args: str) -> subprocess.CompletedProcess[str]:  # noqa: 
 
 
 def told(lines: list[str], command: str) -> list[str]:
-    """The status lines of ``command``: ``<spinner> command: <what the run told>...``, without the spinner."""
-    return [
-        line.split(" ", 1)[1] for line in lines if re.match(rf"^\S {re.escape(command)}\b.*\.\.\.$", line)
-    ]
+    """The status lines of ``command`` (``<spinner> command: <what the run told>...``) without the spinner, each
+    once (a line stays up for several of the spinner's frames), in the order they first showed."""
+    pattern = rf"^\S {re.escape(command)}\b.*\.\.\.$"
+    return list(dict.fromkeys(line.split(" ", 1)[1] for line in lines if re.match(pattern, line)))
 
 
 def clean(text: str) -> None:
