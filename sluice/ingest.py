@@ -24,7 +24,6 @@ import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +38,7 @@ import pyarrow.ipc as ipc
 
 from sluice.adapters import storage
 from sluice.errors import BadFile, ValidationFailed, counted, listed, no_space, shown
+from sluice.progress import Channel
 from sluice.registry import Dataset
 
 logger = logging.getLogger(__name__)
@@ -77,25 +77,11 @@ class Spool:
 
 
 #: Who hears, after each chunk is read, (source, rows read so far): ``sluice ingest`` on a terminal shows it.
-_progress: list[Callable[[str, int], None]] = []
+_rows_read: Channel[[str, int]] = Channel()
 
-
-@contextmanager
-def progress(listener: Callable[[str, int], None]) -> Iterator[None]:
-    """Call ``listener(source, rows read so far)`` after each chunk a pass reads in this process, while inside."""
-    _progress.append(listener)
-    try:
-        yield
-    finally:
-        _progress.remove(listener)
-
-
-def _tell(source: str, rows: int) -> None:
-    for listener in list(_progress):
-        try:
-            listener(source, rows)
-        except Exception:  # a progress display never fails a load
-            logging.getLogger(__name__).debug("progress listener failed", exc_info=True)
+#: ``progress(listener)``: call ``listener(source, rows read so far)`` after each chunk a pass reads in this
+#: process, while inside.
+progress = _rows_read.listening
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -606,7 +592,7 @@ class FilePass:
             for column in self.dataset.source_columns:
                 combined[RAW_PREFIX + column] = raw[column].array  # Arrow strings stay Arrow (no object copy)
             self.rows_read += len(raw)
-            _tell(self.source, self.rows_read)
+            _rows_read.tell(self.source, self.rows_read)
             now = time.perf_counter()
             self.seconds.transform += now - clock
             clock = now

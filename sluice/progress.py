@@ -4,7 +4,7 @@
 What is told is one short line, the run's stage and its rows so far (``load fact_payment: 200,000 of 450,000
 rows``). It is told from the edges of a run (its tasks, and the engine's reads and writes), never from a pure
 transform; nobody listening costs nothing, and a listener that fails never fails the run. ``sluice.ingest.progress``
-is the same idea for the rows one file's pass has read.
+is a second ``Channel``, for the rows one file's pass has read.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Protocol, TypeVar
+from typing import Generic, ParamSpec, Protocol, TypeVar
 
 
 class Sized(Protocol):
@@ -20,28 +20,40 @@ class Sized(Protocol):
 
 
 F = TypeVar("F", bound=Sized)
-
-#: Who hears each line told in this process, while inside ``listening``.
-_listeners: list[Callable[[str], None]] = []
+P = ParamSpec("P")
 
 
-@contextmanager
-def listening(listener: Callable[[str], None]) -> Iterator[None]:
-    """Call ``listener(line)`` for each line a run in this process tells, while inside."""
-    _listeners.append(listener)
-    try:
-        yield
-    finally:
-        _listeners.remove(listener)
+class Channel(Generic[P]):
+    """Who hears what a run in this process tells on one subject, while inside ``listening``: the run's stage
+    (this module's ``tell``) or the rows one file's pass has read (``sluice.ingest.progress``)."""
 
+    def __init__(self) -> None:
+        self._listeners: list[Callable[P, None]] = []
 
-def tell(line: str) -> None:
-    """Tell every listener how far the run has got (nothing happens when nobody listens)."""
-    for listener in list(_listeners):
+    @contextmanager
+    def listening(self, listener: Callable[P, None]) -> Iterator[None]:
+        """Call ``listener`` with what is told, while inside."""
+        self._listeners.append(listener)
         try:
-            listener(line)
-        except Exception:  # a progress display never fails a run
-            logging.getLogger(__name__).debug("progress listener failed", exc_info=True)
+            yield
+        finally:
+            self._listeners.remove(listener)
+
+    def tell(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Tell every listener (nothing happens when nobody listens)."""
+        for listener in list(self._listeners):
+            try:
+                listener(*args, **kwargs)
+            except Exception:  # a progress display never fails a run
+                logging.getLogger(__name__).debug("progress listener failed", exc_info=True)
+
+
+_stages: Channel[[str]] = Channel()
+
+#: ``listening(listener)``: call ``listener(line)`` for each line a run in this process tells, while inside.
+listening = _stages.listening
+#: ``tell(line)``: tell every listener how far the run has got (nothing happens when nobody listens).
+tell = _stages.tell
 
 
 def counted(frames: Iterable[F], what: str, total: int | None = None, then: str | None = None) -> Iterator[F]:
