@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sluice.cli.output import bucketless, console, err, fail, print_json
-from sluice.errors import ConfigurationError
+from sluice.errors import ConfigurationError, counted
 from sluice.runtime import prepare
 
 #: The flows a backfill starts deployment runs of: a shard of files per run, or one file per run.
@@ -67,7 +67,7 @@ def backfill(
         if not storage.is_s3(prefix) and not Path(prefix).exists():  # a mistyped folder is not an empty one
             raise fail(f"{prefix}: no such folder")
         there = (
-            f" (it holds {len(unclaimed):,} file{'' if len(unclaimed) == 1 else 's'} named as no dataset's are: "
+            f" (it holds {counted(len(unclaimed), 'file')} named as no dataset's are: "
             f"{_names(unclaimed)}; --dataset NAME loads them as NAME)"
             if unclaimed
             else ""
@@ -258,7 +258,7 @@ def _left_out(unclaimed: list[str]) -> str:
     if not unclaimed:
         return ""
     return (
-        f"; {len(unclaimed):,} file{'' if len(unclaimed) == 1 else 's'} no dataset claims left out "
+        f"; {counted(len(unclaimed), 'file')} no dataset claims left out "
         f"({_names(unclaimed)}: --dataset NAME loads them as NAME)"
     )
 

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from sluice.cli.output import console, err, escape, print_json, showing, where
+from sluice.errors import counted
 from sluice.runtime import prepare
 
 
@@ -59,8 +60,8 @@ def print_customers(report: Any, console: Any, limit: int = 15) -> None:
         getattr(report, "rows_read", 0) or 0
     )  # the silver lines gold counted (was not said: nothing to check)
     console.print(
-        f"sertis.customers: {getattr(report, 'customers', 0):,} customers from {lines:,} transaction "
-        f"line{'' if lines == 1 else 's'} in silver",
+        f"sertis.customers: {getattr(report, 'customers', 0):,} customers from "
+        f"{counted(lines, 'transaction line')} in silver",
         highlight=False,
         soft_wrap=True,
     )
