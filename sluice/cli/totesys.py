@@ -139,7 +139,7 @@ def seed_source(
     # kept off `sluice --help` (pandas, SQLAlchemy)
     from sluice.adapters.totesys_source import source_engine, source_url
     from sluice.adapters.warehouse import redact
-    from sluice.fakes.totesys import generate, greatest_ids, newest_stamps, seed_from_folder
+    from sluice.fakes.totesys import generate, newest, seed_from_folder
     from sluice.fakes.totesys import seed as seed_tables
 
     # on a terminal: the file read or the table copied (a big folder was silent until its last line)
@@ -152,8 +152,7 @@ def seed_source(
                 counts = seed_from_folder(engine, from_dir)
             else:
                 counts = seed_tables(engine, generate(orders, random.Random(seed)))
-            seeded = newest_stamps(engine)
-            top_ids = greatest_ids(engine)
+            seeded, top_ids = newest(engine)
             engine.dispose()
     except SluiceError as exc:
         raise fail(str(exc)) from None

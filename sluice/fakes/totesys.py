@@ -168,28 +168,23 @@ def _refused(table: str, exc: psycopg2.Error, file: Path | None) -> str:
 _INTEGERS = {"units_sold", "item_quantity", "company_ac_number", "counterparty_ac_number"}
 
 
-def newest_stamps(engine: sa.Engine) -> dict[str, datetime]:
-    """Each seeded OLTP table's greatest ``last_updated`` (tables left empty are not named)."""
+def newest(engine: sa.Engine) -> tuple[dict[str, datetime], dict[str, int]]:
+    """Each seeded OLTP table's greatest ``last_updated`` and greatest id (``<table>_id``), one query per table
+    (tables left empty are not named)."""
+    stamps: dict[str, datetime] = {}
+    ids: dict[str, int] = {}
     with engine.connect() as conn:
-        found = {
-            name: conn.execute(
-                sa.select(sa.func.max(sa.column("last_updated"))).select_from(sa.table(name))
-            ).scalar()
-            for name in SEED_ORDER
-        }
-    return {name: stamp for name, stamp in found.items() if stamp is not None}
-
-
-def greatest_ids(engine: sa.Engine) -> dict[str, int]:
-    """Each seeded OLTP table's greatest id (``<table>_id``; tables left empty are not named)."""
-    with engine.connect() as conn:
-        found = {
-            name: conn.execute(
-                sa.select(sa.func.max(sa.column(f"{name}_id"))).select_from(sa.table(name))
-            ).scalar()
-            for name in SEED_ORDER
-        }
-    return {name: int(top) for name, top in found.items() if top is not None}
+        for name in SEED_ORDER:
+            stamp, top = conn.execute(
+                sa.select(
+                    sa.func.max(sa.column("last_updated")), sa.func.max(sa.column(f"{name}_id"))
+                ).select_from(sa.table(name))
+            ).one()
+            if stamp is not None:
+                stamps[name] = stamp
+            if top is not None:
+                ids[name] = int(top)
+    return stamps, ids
 
 
 def _normalise(name: str, frame: pd.DataFrame) -> pd.DataFrame:
