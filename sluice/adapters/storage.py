@@ -383,19 +383,10 @@ def same_content(uri: str, local: Path, block: int = 1 << 20) -> bool:
     """
     size = local.stat().st_size
     if is_s3(uri):
-        bucket, key = split_s3(uri)
-        try:
-            head = s3_client().head_object(Bucket=bucket, Key=key)
-        except Exception as exc:
-            if _is_missing(exc):
-                return False
-            if _is_denied(
-                exc
-            ):  # was botocore's "An error occurred (403) when calling the HeadObject operation"
-                raise _looking_denied(uri, exc) from None
-            raise
-        if head["ContentLength"] != size:
+        head = _head(uri)
+        if head is None or head["ContentLength"] != size:
             return False
+        bucket, key = split_s3(uri)
         body = s3_client().get_object(Bucket=bucket, Key=key)["Body"]
         with local.open("rb") as mine:
             for piece in body.iter_chunks(chunk_size=block):
@@ -417,19 +408,22 @@ def same_content(uri: str, local: Path, block: int = 1 << 20) -> bool:
 
 def exists(uri: str) -> bool:
     if is_s3(uri):
-        bucket, key = split_s3(uri)
-        try:
-            s3_client().head_object(Bucket=bucket, Key=key)
-        except Exception as exc:
-            if _is_missing(exc):
-                return False
-            if _is_denied(
-                exc
-            ):  # was botocore's "An error occurred (403) when calling the HeadObject operation"
-                raise _looking_denied(uri, exc) from None
-            raise
-        return True
+        return _head(uri) is not None
     return Path(uri).exists()
+
+
+def _head(uri: str) -> dict[str, Any] | None:
+    """The S3 object's metadata, or None when it is absent; denied is one readable error (botocore's own says only
+    "An error occurred (403) when calling the HeadObject operation")."""
+    bucket, key = split_s3(uri)
+    try:
+        return s3_client().head_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        if _is_missing(exc):
+            return None
+        if _is_denied(exc):
+            raise _looking_denied(uri, exc) from None
+        raise
 
 
 @dataclass(frozen=True)
