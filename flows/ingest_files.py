@@ -13,6 +13,7 @@ from pydantic import Field
 
 from flows.ingest import ingest_file
 from flows.names import TIMEOUT_SECONDS, shard_run_name
+from flows.skeleton import RESULTS
 from sluice.report import report_of
 
 
@@ -26,6 +27,7 @@ class ShardFailed(Exception):
     validate_parameters=True,
     flow_run_name=shard_run_name,
     timeout_seconds=TIMEOUT_SECONDS["ingest-files"],
+    **RESULTS,
 )
 def ingest_files(
     sources: Annotated[list[str], Field(description="Landed files: local paths or s3://bucket/key.")],

@@ -20,6 +20,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -43,15 +44,34 @@ T = TypeVar("T")
 
 
 def pipeline_flow(name: str, run_name: Callable[[], str]) -> Callable[[Callable[..., Any]], Any]:
-    """``@flow`` with the house's settings: run name, timeout, typed parameters, one notification per run."""
+    """``@flow`` with the house's settings: run name, timeout, typed parameters, one notification per run, and
+    ``RESULTS``."""
     return flow(
         name=name,
         flow_run_name=run_name,
         timeout_seconds=TIMEOUT_SECONDS[name],
         log_prints=False,
         validate_parameters=True,
+        **RESULTS,
         **notify_hooks(),
     )
+
+
+def _results() -> dict[str, Any]:
+    """No persisted result, and Prefect's local storage path for what it writes anyway (a failed run's exception).
+
+    A run's record is the ledger, its artifact and the warehouse. Left to Prefect's defaults, a workspace's default
+    result storage (``/admin/storage``, or ``PREFECT_RESULTS_PERSIST_BY_DEFAULT``) got every run's pickled report
+    and every failure's exception, and a task role that may not write there a warning in every run; each run also
+    asked the server for that default three times. Read once, at import (after ``runtime.prepare``).
+    """
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    return {"persist_result": False, "result_storage": Path(PREFECT_LOCAL_STORAGE_PATH.value())}
+
+
+#: The result settings of every flow (``pipeline_flow``, ``ingest-files``).
+RESULTS = _results()
 
 
 def ingestion_id() -> uuid.UUID:

@@ -203,20 +203,23 @@ class IOTask:
 
 
 def io_task(fn: Callable[..., Any]) -> IOTask:
-    """Decorate an I/O task: the configured retries with back-off + jitter, never a user error, no caching."""
+    """Decorate an I/O task: the configured retries with back-off + jitter, never a user error, no caching, no
+    persisted result (a task returns spools, files and frames: never pickled to a result storage, whatever
+    ``PREFECT_TASKS_DEFAULT_PERSIST_RESULT`` says)."""
     return IOTask(
         task(
             fn,
             retry_jitter_factor=0.5,
             retry_condition_fn=retry_unless_user_error,
             cache_policy=NO_CACHE,
+            persist_result=False,
         )
     )
 
 
 def step_task(fn: Callable[..., Any]) -> Any:
-    """Decorate a step over data in hand (transform, validate): no retries, no result caching."""
-    return task(fn, name=fn.__name__, cache_policy=NO_CACHE)
+    """Decorate a step over data in hand (transform, validate): no retries, no result caching or persisting."""
+    return task(fn, name=fn.__name__, cache_policy=NO_CACHE, persist_result=False)
 
 
 def checked(ctx: RunContext, check: Callable[..., pd.DataFrame], *args: Any) -> pd.DataFrame:
