@@ -379,3 +379,39 @@ def test_a_mistyped_command_starts_no_service_and_the_first_real_one_starts_the_
         time.sleep(0.5)
     assert warm.status(home.resolve())["running"]
     assert (home / "prefect").is_dir() and (home / "warm").is_dir()  # made by the command that needs them
+
+
+def test_prefect_clients_of_the_homes_plain_http_server_load_a_one_root_bundle(home: Path) -> None:
+    """Each Prefect client builds a verifying TLS context, even for the home's plain-HTTP server: from certifi's
+    (or ``SSL_CERT_FILE``'s) ~140 roots that was 21 ms CPU per client, several per command. The home's clients
+    load a one-root bundle; a user's own ``PREFECT_API_SSL_CERT_FILE`` is kept."""
+    import ssl
+
+    import certifi
+
+    _landed(home / "landing", 2)
+    probe = (
+        "import ssl, sys, atexit, traceback\n"
+        "loaded = []\n"
+        "original = ssl.SSLContext.load_verify_locations\n"
+        "def recorded(self, cafile=None, *args, **kwargs):\n"
+        "    if any('/prefect/client/' in f.filename for f in traceback.extract_stack()):\n"
+        "        loaded.append(str(cafile))  # by a Prefect API client\n"
+        "    return original(self, cafile, *args, **kwargs)\n"
+        "ssl.SSLContext.load_verify_locations = recorded\n"
+        "atexit.register(lambda: sys.stderr.write('\\nCAFILES ' + ' '.join(sorted(set(loaded)))))\n"
+        "sys.argv = ['sluice', *sys.argv[1:]]\n"
+        "from sluice.cli import main\n"
+        "main()\n"
+    )
+    bundle, mine = str(home / "prefect" / "plain-http-ca.pem"), home / "mine.pem"
+    mine.write_bytes(Path(certifi.where()).read_bytes())
+    loaded = {}
+    for n, own in enumerate((None, str(mine))):
+        env = _env(home) | ({"PREFECT_API_SSL_CERT_FILE": own} if own else {})
+        path = str(home / "landing" / f"dailycheckins-{n:03d}.csv")
+        result, last = run_probe(probe, "CAFILES", "ingest", path, "--json", env=env)
+        assert json.loads(result.stdout)["status"] == "success", result.stderr[-2000:]
+        loaded[own] = last.split()[1:]
+    assert loaded == {None: [bundle], str(mine): [str(mine)]}
+    assert ssl.create_default_context(cafile=bundle).cert_store_stats()["x509_ca"] == 1
