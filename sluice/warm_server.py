@@ -77,6 +77,10 @@ def preload() -> None:
     no_heartbeat_settings()  # a settings object, derived once (no thread, no I/O beyond the environment)
     _complete_pydantic_models()
     sluice.cli.command()  # the click command typer derives from the commands' signatures
+    from sluice.datasets import all_datasets
+
+    for dataset in all_datasets():  # Pandera builds a model's schema on first use (3 ms each), then keeps it
+        dataset.model.to_schema()
 
 
 def _complete_pydantic_models() -> None:

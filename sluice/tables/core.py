@@ -79,6 +79,8 @@ def ensure(bind: sa.Engine | sa.Connection, *tables: sa.Table, lock: str | None 
         with bind.begin() as conn:
             return ensure(conn, *tables, lock=lock)
     conn = bind
+    if _settled(conn, tables):
+        return []
     if lock:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": lock})
     prepare = conn.dialect.identifier_preparer
@@ -88,6 +90,39 @@ def ensure(bind: sa.Engine | sa.Connection, *tables: sa.Table, lock: str | None 
     metadata.create_all(conn, tables=list(tables))
     done += _relax_old_lineage(conn, tables)
     return done
+
+
+def _settled(conn: sa.Connection, tables: Iterable[sa.Table]) -> bool:
+    """True when every table exists and no migration applies: one catalogue read, no lock, no DDL.
+
+    Every run ensures its tables (the bookkeeping, its targets), and they are there on every run but the first:
+    the lock, one ``CREATE SCHEMA IF NOT EXISTS`` per schema and an ``information_schema`` query per table and
+    migration cost a warm 10-row ingest about 20 ms of its CPU. Anything missing or old takes the full path.
+    """
+    tables = list(tables)
+    found = conn.execute(
+        sa.text(
+            "SELECT n.nspname || '.' || c.relname, a.attname, a.attnotnull FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+            "WHERE c.relkind IN ('r', 'p') AND n.nspname || '.' || c.relname = ANY(:names)"
+        ),
+        {"names": [name_of(t) for t in tables]},
+    )
+    columns: dict[str, dict[str, bool]] = {}
+    for table, column, required in found:
+        columns.setdefault(table, {})[column] = required
+    for table in tables:
+        present = columns.get(name_of(table))
+        if present is None:
+            return False
+        if any(
+            n == name_of(table) and old in present and new not in present for n, old, new in RENAMED_COLUMNS
+        ):
+            return False
+        if "_ingestion_id" in table.c and any(present.get(c) for c in OLD_LINEAGE):
+            return False
+    return True
 
 
 def _columns(

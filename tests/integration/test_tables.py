@@ -54,6 +54,27 @@ def test_every_declared_table_is_created_by_ensure_and_binary_encodable(scratch:
     assert missing == {}
 
 
+def test_ensure_of_tables_already_there_takes_no_lock(scratch: sa.Engine) -> None:
+    """Every run ensures its tables; once they are there it is one catalogue read, not the DDL lock and DDL."""
+    from sluice.tables.ledger import file_loads
+
+    tables.ensure(scratch, daily_checkins)
+    with scratch.connect() as holder:  # another process in the middle of creating tables
+        holder.execute(sa.text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": tables.DDL_LOCK})
+        with scratch.begin() as conn:
+            conn.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+            assert tables.ensure(conn, daily_checkins) == []
+        with pytest.raises(sa.exc.OperationalError, match="lock timeout"), scratch.begin() as conn:
+            conn.execute(sa.text("SET LOCAL lock_timeout = '200ms'"))
+            tables.ensure(
+                conn, daily_checkins, file_loads
+            )  # one of them missing: the full path, under the lock
+        holder.execute(sa.text("SELECT pg_advisory_unlock_all()"))  # a session lock outlives the pool's reset
+    tables.ensure(scratch, daily_checkins, file_loads)
+    with scratch.connect() as conn:
+        assert tables.exists(conn, file_loads)
+
+
 def test_ensure_relaxes_old_lineage_columns_once(scratch: sa.Engine) -> None:
     with scratch.begin() as conn:  # tm.daily_checkins as Sluice 0.1 made it: per-row lineage, required
         conn.execute(sa.text("CREATE SCHEMA tm"))
