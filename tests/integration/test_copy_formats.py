@@ -107,6 +107,8 @@ def load_both(frame: pd.DataFrame) -> tuple[list[tuple], list[tuple]]:
 
 def binary_payload(frame: pd.DataFrame, table: str) -> bytes | None:
     with get_engine().begin() as conn, raw_connection(conn) as cursor:
+        # made here too: a test may run first on its xdist worker, before any load_both made the table
+        conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {table} ({DDL})"))
         types = pgbinary.column_types(
             cursor, qualified(table).as_string(cursor.connection), list(frame.columns)
         )
