@@ -22,7 +22,8 @@ from rich.table import Table
 from sluice import services
 from sluice.cli import api, aws, backfill, data2bots, notify, output, sertis, totesys
 from sluice.cli.output import AsJson, Verbose, console, err, escape, fail, print_json, where
-from sluice.errors import SluiceError
+from sluice.errors import SluiceError, counted
+from sluice.progress import tell
 from sluice.runtime import prepare
 
 app = typer.Typer(
@@ -90,18 +91,15 @@ def ingest(
     _prepare(verbose)
     # after _prepare: the flows import Prefect, which reads its environment once, at import
     from sluice.cli.runner import run_ingest
+    from sluice.ingest import progress as rows_read
 
-    if as_json or verbose or not err.is_terminal:  # -v: Prefect's log lines say how far it got
+    # On a terminal, the run's state and how far the read has got (a long file was silent until its last line);
+    # -v: Prefect's log lines say it instead.
+    with (
+        output.showing(f"ingest {Path(source).name}", quiet=verbose),
+        rows_read(lambda _, rows: tell(f"{counted(rows, 'row')} read")),
+    ):
         report = run_ingest(source, dataset=dataset, mode=mode, force=force)
-    else:  # a long file was silent until its last line: say how far the read has got (gone when done)
-        from sluice.ingest import progress
-
-        name = escape(Path(source).name)
-        with (
-            err.status(f"ingest {name}...") as status,
-            progress(lambda _, rows: status.update(f"ingest {name}: {rows:,} rows read...")),
-        ):
-            report = run_ingest(source, dataset=dataset, mode=mode, force=force)
     if as_json:
         print_json(report.model_dump(exclude={"failures", "flow_run_id"}))
     else:

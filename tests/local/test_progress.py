@@ -258,3 +258,21 @@ def test_the_first_command_in_a_new_home_says_it_starts_the_prefect_server(
         assert not any("Prefect server" in line for line in lines), lines
     finally:
         services.stop(fresh, fresh / "pg")
+
+
+def test_ingest_tells_its_state_and_the_rows_read(home: Path) -> None:  # noqa: F811
+    """``sluice ingest`` shows its run's state and rows read like the other commands (it had a status of its own
+    that showed only the rows, and said "1 rows")."""
+    source = str(shared_file("tm", "dailycheckins_sample.csv"))
+    code, lines, _ = on_a_terminal(home, "ingest", source, "--force")
+    assert code == 0, lines
+    shown = told(lines, "ingest dailycheckins_sample.csv")
+    assert shown[0] == "ingest dailycheckins_sample.csv...", shown
+    assert "ingest dailycheckins_sample.csv: extract..." in shown, shown
+    assert shown[-1] == "ingest dailycheckins_sample.csv: 2,034 rows read...", shown
+    assert any(line.startswith("success dailycheckins ← ") for line in lines), lines
+    clean("\n".join(lines))
+
+    result = piped(home, "ingest", source)  # piped: the result line only
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("skipped dailycheckins ← ") and result.stderr == "", result
