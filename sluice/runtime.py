@@ -117,9 +117,8 @@ def use_local_server() -> None:
     if os.environ.get("PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED", "").strip().lower() not in ("1", "true"):
         os.environ.setdefault("PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", "false")
     if "PREFECT_API_SSL_CERT_FILE" not in os.environ:
-        with contextlib.suppress(
-            OSError
-        ):  # a home we cannot write: the clients load certifi's bundle, as before
+        # A home we cannot write: the clients load certifi's bundle, as before.
+        with contextlib.suppress(OSError):
             os.environ["PREFECT_API_SSL_CERT_FILE"] = str(_plain_http_bundle(prefect_dir(home)))
 
 

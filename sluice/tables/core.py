@@ -113,12 +113,11 @@ def _settled(conn: sa.Connection, tables: Iterable[sa.Table]) -> bool:
     for table, column, required in found:
         columns.setdefault(table, {})[column] = required
     for table in tables:
-        present = columns.get(name_of(table))
+        name = name_of(table)
+        present = columns.get(name)
         if present is None:
             return False
-        if any(
-            n == name_of(table) and old in present and new not in present for n, old, new in RENAMED_COLUMNS
-        ):
+        if any(n == name and old in present and new not in present for n, old, new in RENAMED_COLUMNS):
             return False
         if "_ingestion_id" in table.c and any(present.get(c) for c in OLD_LINEAGE):
             return False
