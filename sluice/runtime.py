@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice import progress, warm
-from sluice.services import STATE_FILE, ensure_prefect_server, prefect_dir
+from sluice.services import ensure_prefect_server, prefect_dir
 
 
 def prepare(verbose: bool = False, server: bool = True, remote: bool = False) -> None:
@@ -104,9 +104,9 @@ def use_local_server() -> None:
     if "PREFECT_API_URL" in os.environ or _prefect_configured():
         return
     home = Path(os.environ.get("SLUICE_HOME", ".sluice")).resolve()
-    if not (prefect_dir(home) / STATE_FILE).exists():  # none recorded: this command starts it
-        progress.tell("starting the home's Prefect server (once: about 10 s)")
-    os.environ["PREFECT_API_URL"] = ensure_prefect_server(home)
+    os.environ["PREFECT_API_URL"] = ensure_prefect_server(
+        home, starting=lambda: progress.tell("starting the Prefect server (once: ~10 s)")
+    )
     # The home's server is this installation's Prefect: no version handshake, and no CSRF token to fetch unless
     # the environment turned its CSRF protection on (two requests each per command, client and server CPU).
     os.environ.setdefault("PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED", "false")

@@ -29,7 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -161,11 +161,14 @@ def running_prefect_server(home: Path, timeout: float = 5.0) -> PrefectServer | 
     return server if healthy(server.api_url, timeout) else None
 
 
-def ensure_prefect_server(home: Path) -> str:
-    """The API URL of the home's Prefect server, starting (or replacing) it when needed."""
+def ensure_prefect_server(home: Path, starting: Callable[[], None] | None = None) -> str:
+    """The API URL of the home's Prefect server, starting (or replacing) it when needed; ``starting`` is called
+    first when none answers (this process starts one, or waits while another process starts it)."""
     server = running_prefect_server(home)
     if server is not None:
         return server.api_url
+    if starting is not None:
+        starting()
     with _locked(home):
         server = _read_state(home)  # another process may have started it while we waited for the lock
         if server is not None and _process(server.pid, server.create_time) is not None:

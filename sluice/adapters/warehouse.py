@@ -23,7 +23,8 @@ import sqlalchemy as sa
 from psycopg2 import sql
 
 from sluice.errors import ConfigurationError
-from sluice.services import pg_alias  # stop_postgres removes what this names
+from sluice.progress import tell
+from sluice.services import pg_alias, running_postgres  # stop_postgres removes what pg_alias names
 from sluice.settings import Settings, get_settings
 from sluice.tables import name_of
 
@@ -54,6 +55,9 @@ def _start_embedded(pgdata: Path) -> str:
             # cleanup_mode=None: the server outlives this process and is reused by the next one.
             plain = _plain_path(pgdata)
             _forget_if_dead(pgdata, plain)
+            if plain not in pgserver.PostgresServer._instances and running_postgres(pgdata) is None:
+                # a new home's first command: initdb, then the start (a terminal showed nothing meanwhile)
+                tell("starting the embedded PostgreSQL (once)")
             if plain == pgdata:
                 server = pgserver.get_server(pgdata, cleanup_mode=None)
             else:  # get_server would resolve the alias back to the real path

@@ -88,18 +88,16 @@ def ingest(
     if not source.startswith("s3://") and Path(source.removeprefix("file://")).is_dir():
         # was "skipped: no registered dataset claims this key" (exit 0), or with --dataset "file not found"
         raise fail(f"{source} is a folder: `sluice backfill {source}` ingests every file under it", code=2)
-    _prepare(verbose)
-    # after _prepare: the flows import Prefect, which reads its environment once, at import
-    from sluice.cli.runner import run_ingest
-    from sluice.ingest import progress as rows_read
+    # On a terminal, what the command is doing: the home's services starting (a new home's first command was a
+    # silent spinner for ~20 s), then the run's state and how far the read has got; -v: Prefect's log lines say it.
+    with output.showing(f"ingest {Path(source).name}", quiet=verbose):
+        _prepare(verbose)
+        # after _prepare: the flows import Prefect, which reads its environment once, at import
+        from sluice.cli.runner import run_ingest
+        from sluice.ingest import progress as rows_read
 
-    # On a terminal, the run's state and how far the read has got (a long file was silent until its last line);
-    # -v: Prefect's log lines say it instead.
-    with (
-        output.showing(f"ingest {Path(source).name}", quiet=verbose),
-        rows_read(lambda _, rows: tell(f"{counted(rows, 'row')} read")),
-    ):
-        report = run_ingest(source, dataset=dataset, mode=mode, force=force)
+        with rows_read(lambda _, rows: tell(f"{counted(rows, 'row')} read")):
+            report = run_ingest(source, dataset=dataset, mode=mode, force=force)
     if as_json:
         print_json(report.model_dump(exclude={"failures", "flow_run_id"}))
     else:

@@ -47,7 +47,7 @@ def on_a_terminal(
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
     proc = subprocess.Popen(
         [sys.executable, "-m", "sluice", *args],
-        env={**_env(home), "TERM": "xterm-256color"},
+        env={**_env(home), "TERM": "xterm-256color", "COLUMNS": "200", "LINES": "50"},  # xdist sets 80 x 24
         cwd=home,
         stdin=child,
         stdout=subprocess.PIPE if stdout_piped else child,
@@ -235,27 +235,33 @@ def test_customers_tells_its_stage_and_rows(home: Path, landed: list[str]) -> No
     assert "extract" not in result.stdout + result.stderr and "..." not in result.stdout + result.stderr
 
 
-def test_the_first_command_in_a_new_home_says_it_starts_the_prefect_server(
+def test_the_first_command_in_a_new_home_says_it_starts_the_home_services(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """The first command in a new home starts its Prefect server (about 10 s): it was silent until then."""
+    """The first command in a new home starts its Prefect server and its PostgreSQL (~20 s on 2 cores) and says so.
+    ``sluice ingest``, the command a new user types first, showed "ingest x.csv..." and nothing else meanwhile: it
+    started them before its status line existed."""
     from sluice import services
 
     fresh = tmp_path_factory.mktemp("fresh")
+    source = str(shared_file("tm", "dailycheckins_sample.csv"))
     try:
-        code, lines, _ = on_a_terminal(fresh, "customers")
+        code, lines, _ = on_a_terminal(fresh, "ingest", source)
         assert code == 0, lines
-        shown = told(lines, "customers")
-        assert shown[:2] == [
-            "customers...",
-            "customers: starting the home's Prefect server (once: about 10 s)...",
-        ]
-        assert "customers: extract..." in shown
+        shown = [line.split(" (once")[0] for line in told(lines, "ingest dailycheckins_sample.csv")]
+        assert shown[:4] == [
+            "ingest dailycheckins_sample.csv...",
+            "ingest dailycheckins_sample.csv: starting the Prefect server",
+            "ingest dailycheckins_sample.csv: starting the embedded PostgreSQL",
+            "ingest dailycheckins_sample.csv: extract...",
+        ], lines
+        assert any(line.startswith("success dailycheckins ← ") for line in lines), lines
         clean("\n".join(lines))
 
         code, lines, _ = on_a_terminal(fresh, "customers")  # running now: not said again
         assert code == 0, lines
-        assert not any("Prefect server" in line for line in lines), lines
+        assert "customers: extract..." in told(lines, "customers"), lines
+        assert not any("starting the" in line for line in lines), lines
     finally:
         services.stop(fresh, fresh / "pg")
 
