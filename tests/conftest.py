@@ -35,6 +35,9 @@ os.environ.pop("PREFECT_API_URL", None)
 os.environ["SLUICE_HOME"] = str(_SESSION_DIR / "home")
 os.environ.pop("SLUICE_DATABASE_URL", None)
 os.environ["SLUICE_RETRY_DELAY_SECONDS"] = "0.05"
+# The migrated Prefect database new homes start from (sluice.prefect_server): made by the session's first new home,
+# used by the others, and gone with the session, not left in the user's ~/.cache.
+os.environ["XDG_CACHE_HOME"] = str(_SESSION_DIR / "cache")
 # Temp files of this process and every process it starts (Prefect workers keep /tmp/runner_storage/<uuid> folders;
 # another user's /tmp/runner_storage is not writable) go in the session folder, and go with it.
 (_SESSION_DIR / "tmpdir").mkdir()
