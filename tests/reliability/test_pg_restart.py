@@ -117,6 +117,7 @@ def test_postgres_restart_during_load_is_retried_and_loads_once(
         "the database system is shutting down",
         "the database system is starting up",
         "connection to server on socket",  # its socket file is gone while the postmaster is down
+        "connection already closed",  # the load's connection, closed by the server's termination, used again
     )
     assert any(h in output for h in hit), f"the restart did not hit the load:\n{output[-4000:]}"
     with engine.connect() as conn:
