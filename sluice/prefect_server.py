@@ -97,9 +97,8 @@ def _keep_after_migrating(database: Path, template: Path) -> None:
     async def run_block_auto_registration(session: Any) -> None:
         await original(session=session)
         block_registration.run_block_auto_registration = original  # once
-        await (
-            session.commit()
-        )  # what the copy must hold (Prefect's start-up commits it when the session ends)
+        # committed now, so that the copy holds the block types
+        await session.commit()
         _copy_whole(database, template, _backup)  # failed: the next new home migrates, as before
 
     block_registration.run_block_auto_registration = run_block_auto_registration

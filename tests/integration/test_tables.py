@@ -66,9 +66,8 @@ def test_ensure_of_tables_already_there_takes_no_lock(scratch: sa.Engine) -> Non
             assert tables.ensure(conn, daily_checkins) == []
         with pytest.raises(sa.exc.OperationalError, match="lock timeout"), scratch.begin() as conn:
             conn.execute(sa.text("SET LOCAL lock_timeout = '200ms'"))
-            tables.ensure(
-                conn, daily_checkins, file_loads
-            )  # one of them missing: the full path, under the lock
+            # one of them missing: the full path, under the lock
+            tables.ensure(conn, daily_checkins, file_loads)
         holder.execute(sa.text("SELECT pg_advisory_unlock_all()"))  # a session lock outlives the pool's reset
     tables.ensure(scratch, daily_checkins, file_loads)
     with scratch.connect() as conn:

@@ -445,9 +445,8 @@ def test_a_new_homes_prefect_database_starts_from_a_copy_migrated_once(
         assert [p.name for p in copies] == [copies[0].name] and copies[0].name.startswith("prefect-"), copies
         with closing(sqlite3.connect(copies[0])) as db:
             assert db.execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)
-            assert (
-                db.execute("SELECT count(*) FROM block_type").fetchone()[0] > 0
-            )  # registered before the copy
+            # block types: registered before the copy
+            assert db.execute("SELECT count(*) FROM block_type").fetchone()[0] > 0
             assert db.execute("SELECT name FROM flow").fetchall() == []  # nothing the home did once serving
             db.execute("INSERT INTO flow (name) VALUES ('only-in-the-copy')")
             db.commit()
