@@ -28,7 +28,7 @@ from sluice.errors import (
 )
 from sluice.ledger import Ledger, LedgerEntry
 from sluice.report import IngestionFailed, IngestReport, markdown
-from tasks.ingest import ALREADY_LOADED, IngestContext, Superseded, ensure, extract, load, publish
+from tasks.ingest import ALREADY_LOADED, IngestContext, Superseded, extract, load, publish
 
 
 class Unclaimed(Exception):
@@ -173,7 +173,6 @@ def ingest_file(
         IngestReport, ctx, dataset=ctx.dataset.name, source=source, table=ctx.dataset.target or None
     )
     with held(ctx, report, _publish, on_failure=_failed_at):
-        step(report, "extract", ensure, ctx)
         fetched = step(report, "extract", extract, ctx)
         if isinstance(fetched, Superseded):
             report.status, report.error = "skipped", fetched.reason

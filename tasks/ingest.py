@@ -1,5 +1,9 @@
-"""Prefect tasks of the ingest flow: ensure, extract, load (the fused read → transform → validate → COPY pass),
-publish; every one an ``io_task``.
+"""Prefect tasks of the ingest flow: extract (the dataset's table ensured, then the file fetched and fingerprinted),
+load (the fused read → transform → validate → COPY pass), publish; every one an ``io_task``.
+
+Ensuring the table is part of ``extract``, not a task of its own: on every run but a dataset's first it is one
+catalogue read (``tables.ensure``), and a task of its own cost every file three more Prefect events, a task run
+and a ledger write (about 10 ms of the local Prefect server's CPU per file, the bottleneck of a backfill).
 
 Transform and validate are not tasks of their own: they run chunk by chunk inside ``load``, overlapping the
 COPY of the chunk before (ADR 0004), so a transient failure retries the whole pass and never half a file.
@@ -67,13 +71,6 @@ class IngestContext(RunContext):
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-@io_task
-def ensure(ctx: IngestContext) -> None:
-    """Create the dataset's table and the exactly-once guard if absent (first part of the ``extract`` state)."""
-    with ledger_state(ctx, "extract", last=False):
-        ensure_target(get_engine(ctx.settings), ctx.dataset)
-
-
 #: What a run reports when the file's content is loaded already (the ledger's line names its SHA-256 too).
 ALREADY_LOADED = (
     "already loaded: the same content was loaded before (nothing loads twice); --force reloads it "
@@ -92,8 +89,10 @@ class Superseded:
 def extract(ctx: IngestContext) -> storage.FetchedFile | Superseded | None:
     """Fetch the landed file and fingerprint it; None when this content is already loaded; ``Superseded`` when
     the key was overwritten since the event and the dataset replaces or upserts (an older version loaded after a
-    newer one would put stale rows back: events can be handled out of order)."""
+    newer one would put stale rows back: events can be handled out of order). First, the dataset's table and the
+    exactly-once guard are created if absent (the guard is what "already loaded" is read from)."""
     with ledger_state(ctx, "extract") as entry:
+        ensure_target(get_engine(ctx.settings), ctx.dataset)
         if (
             ctx.version_id
             and not ctx.force

@@ -80,13 +80,21 @@ def healed_after_first_failure(
         "SELECT count(*) FROM sluice.run_ledger WHERE dataset = :d AND state = :s AND status = 'fail'"
     )
 
+    def failed() -> bool:
+        with engine.connect() as conn:
+            try:
+                return bool(conn.execute(query, {"d": dataset, "s": state}).scalar_one())
+            except (
+                sa.exc.ProgrammingError
+            ):  # no ledger yet: the run creates it (a test alone, first on its warehouse)
+                return False
+
     def watch() -> None:
         while not stop.is_set():
-            with engine.connect() as conn:
-                if conn.execute(query, {"d": dataset, "s": state}).scalar_one():
-                    heal()
-                    healed.set()
-                    return
+            if failed():
+                heal()
+                healed.set()
+                return
             time.sleep(0.02)
 
     thread = threading.Thread(target=watch, daemon=True)

@@ -17,13 +17,13 @@ from tests.tm.test_ingest import BAD_ROWS, GOOD, land
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
-def test_an_ingest_is_ensure_extract_load_each_retried(sluice_env: Path) -> None:
+def test_an_ingest_is_extract_and_load_each_retried(sluice_env: Path) -> None:
     from sluice.settings import get_settings
 
     report = run_ingest(land(sluice_env, "dailycheckins.csv", GOOD), dataset="dailycheckins")
     assert report.status == "success", report.error
     runs = steps(report.flow_run_id, last="load")
-    assert [s.name for s in runs] == ["ensure", "extract", "load"]
+    assert [s.name for s in runs] == ["extract", "load"]  # the table is ensured inside extract
     assert {s.retries for s in runs} == {get_settings().retries} != {0}
 
 
