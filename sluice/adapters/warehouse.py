@@ -208,12 +208,46 @@ def database_url(settings: Settings | None = None) -> str:
 
 
 _ENGINES: dict[str, sa.Engine] = {}
+#: Warehouse connections one ingest run holds at once: its liveness lock (all the run long), its load's transaction,
+#: and a ledger write made while that transaction is open (each stage of the fused pass is recorded as it starts).
+CONNECTIONS_PER_RUN = 3
+#: Connections kept for this process's own queries beside its runs (a backfill's registry query and skips).
+_SPARE = 2
+#: Concurrent runs this process's pools are sized for (``serve_runs``); one for a command, the CLI's default.
+_runs = 1
+
+
+def _pool_size() -> int:
+    return max(5, CONNECTIONS_PER_RUN * _runs + _SPARE)
 
 
 def _engine(url: str) -> sa.Engine:
-    if url not in _ENGINES:
-        _ENGINES[url] = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    engine = _ENGINES.get(url)
+    if engine is None or engine.pool.size() < _pool_size():  # type: ignore[attr-defined] (QueuePool)
+        # A smaller pool made before ``serve_runs`` is replaced; a connection checked out of it still works.
+        _ENGINES[url] = sa.create_engine(url, pool_pre_ping=True, pool_size=_pool_size(), max_overflow=5)
     return _ENGINES[url]
+
+
+def serve_runs(runs: int, settings: Settings | None = None) -> int:
+    """Size this process's warehouse pool for ``runs`` ingest runs at once; returns how many the warehouse can take.
+
+    A pool of 5 (+5) served a backfill at ``--concurrency 8`` (24 connections at once): a run waited 30 s for a
+    connection and failed with "QueuePool limit of size 5 overflow 5 reached". The pool now holds
+    ``CONNECTIONS_PER_RUN`` per run. The server's own limit (``max_connections``, less the connections other
+    clients hold and a margin) caps the runs: more would fail with "too many clients".
+    """
+    global _runs
+    engine = get_engine(settings)
+    with engine.connect() as conn:
+        limit = int(conn.execute(sa.text("SHOW max_connections")).scalar_one())
+        reserved = int(conn.execute(sa.text("SHOW superuser_reserved_connections")).scalar_one())
+        used = int(conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity")).scalar_one())
+    free = limit - reserved - used - _SPARE - 5  # 5: room for the user's other clients
+    runs = max(1, min(runs, free // CONNECTIONS_PER_RUN))
+    _runs = max(_runs, runs)
+    get_engine(settings)  # the pool, resized if it was smaller
+    return runs
 
 
 def get_engine(settings: Settings | None = None) -> sa.Engine:

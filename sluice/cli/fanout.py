@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from sluice import datasets
 from sluice.adapters import storage
-from sluice.adapters.warehouse import get_engine
+from sluice.adapters.warehouse import CONNECTIONS_PER_RUN, get_engine, serve_runs
 from sluice.errors import ConfigurationError
 from sluice.ledger import LedgerEntry, PostgresLedger, ensure_bookkeeping, get_ledger, run_ledger
 from sluice.loading import file_loads
@@ -262,7 +262,20 @@ def run_local(
             run_id=None, dataset=name, source=uri, status="failed", state=None, error=NOT_STARTED
         )
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="sluice-backfill") as pool:
+    runs = max(1, min(concurrency, len(todo)))
+    try:
+        runs = serve_runs(runs)
+    except Exception as exc:  # the warehouse unreachable: each run reports it on its own
+        logger.debug("warehouse pool not sized for %s runs: %s", runs, exc)
+    if runs < max(1, min(concurrency, len(todo))):
+        logger.warning(
+            "--concurrency %s lowered to %s: the warehouse has connections for %s more runs (%s each)",
+            concurrency,
+            runs,
+            runs,
+            CONNECTIONS_PER_RUN,
+        )
+    with ThreadPoolExecutor(max_workers=runs, thread_name_prefix="sluice-backfill") as pool:
         futures = {pool.submit(lambda f: [_run_one(*f, mode)], f): [f] for f in todo}
         try:
             reports += _collect(pool, futures, not_started, on_done, on_interrupt)

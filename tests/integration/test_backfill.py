@@ -437,3 +437,61 @@ def test_files_no_dataset_claims_are_counted_not_silently_left_out(sluice_env: P
         f"error: {folder}: no files that any dataset claims (it holds 2 files named as no dataset's are: "
         "address.csv and 1 more; --dataset NAME loads them as NAME)"
     ), none.stderr
+
+
+def test_the_warehouse_pool_holds_every_connection_of_the_runs_a_backfill_runs_at_once(
+    sluice_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--concurrency 8`` once failed a file after 30 s ("QueuePool limit of size 5 overflow 5 reached"): a run
+    holds up to three connections at once and the pool had ten. What one run holds at its peak is measured here,
+    on a real run, and the pool is sized for that many per run."""
+    import sqlalchemy as sa
+
+    from sluice.adapters import warehouse
+    from sluice.cli.runner import run_ingest
+
+    monkeypatch.setattr(warehouse, "_runs", 1)  # this worker's later tests get the default size back
+    engine = warehouse.get_engine()
+    out, peak = [0], [0]
+
+    def checkout(*_: object) -> None:
+        out[0] += 1
+        peak[0] = max(peak[0], out[0])
+
+    def checkin(*_: object) -> None:
+        out[0] -= 1
+
+    sa.event.listen(engine.pool, "checkout", checkout)
+    sa.event.listen(engine.pool, "checkin", checkin)
+    try:
+        path = sluice_env / "landing" / "dailycheckins-peak.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("user,timestamp,hours,project\nu,2019-01-01 00:00:00 UTC,1,p\n", encoding="utf-8")
+        assert run_ingest(str(path), dataset="dailycheckins").status == "success"
+    finally:
+        sa.event.remove(engine.pool, "checkout", checkout)
+        sa.event.remove(engine.pool, "checkin", checkin)
+    assert 1 < peak[0] <= warehouse.CONNECTIONS_PER_RUN
+
+    assert warehouse.serve_runs(8) == 8
+    held = []
+    try:  # eight runs' connections at once: on a pool of 5 + 5 the eleventh waited 30 s, then failed
+        for _ in range(8 * warehouse.CONNECTIONS_PER_RUN):
+            held.append(warehouse.get_engine().connect())
+    finally:
+        for conn in held:
+            conn.close()
+
+
+def test_a_concurrency_the_warehouse_cannot_serve_is_lowered_to_what_it_can(
+    sluice_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy as sa
+
+    from sluice.adapters import warehouse
+
+    monkeypatch.setattr(warehouse, "_runs", 1)
+    runs = warehouse.serve_runs(1000)
+    with warehouse.get_engine().connect() as conn:
+        limit = int(conn.execute(sa.text("SHOW max_connections")).scalar_one())
+    assert 1 <= runs < 1000 and runs * warehouse.CONNECTIONS_PER_RUN < limit
