@@ -84,9 +84,8 @@ def healed_after_first_failure(
         with engine.connect() as conn:
             try:
                 return bool(conn.execute(query, {"d": dataset, "s": state}).scalar_one())
-            except (
-                sa.exc.ProgrammingError
-            ):  # no ledger yet: the run creates it (a test alone, first on its warehouse)
+            # no ledger yet: the run creates it (a test alone, first on its warehouse)
+            except sa.exc.ProgrammingError:
                 return False
 
     def watch() -> None:

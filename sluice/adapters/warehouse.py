@@ -224,9 +224,14 @@ def _pool_size() -> int:
 def _engine(url: str) -> sa.Engine:
     engine = _ENGINES.get(url)
     if engine is None or engine.pool.size() < _pool_size():  # type: ignore[attr-defined] (QueuePool)
-        # A smaller pool made before ``serve_runs`` is replaced; a connection checked out of it still works.
-        _ENGINES[url] = sa.create_engine(url, pool_pre_ping=True, pool_size=_pool_size(), max_overflow=5)
-    return _ENGINES[url]
+        if engine is not None:
+            # A smaller pool made before ``serve_runs``: its idle connections closed now (they count against the
+            # server's max_connections); one checked out of it still works, and is closed when it is returned.
+            engine.dispose()
+        engine = _ENGINES[url] = sa.create_engine(
+            url, pool_pre_ping=True, pool_size=_pool_size(), max_overflow=5
+        )
+    return engine
 
 
 def serve_runs(runs: int, settings: Settings | None = None) -> int:

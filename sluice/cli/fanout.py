@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sluice import datasets
 from sluice.adapters import storage
 from sluice.adapters.warehouse import CONNECTIONS_PER_RUN, get_engine, serve_runs
-from sluice.cli.output import err
+from sluice.cli.output import warn
 from sluice.errors import ConfigurationError
 from sluice.ledger import LedgerEntry, PostgresLedger, ensure_bookkeeping, get_ledger, run_ledger
 from sluice.loading import file_loads
@@ -238,12 +238,7 @@ def run_local(
     try:
         loaded = find_loaded(files, concurrency=concurrency)
     except Exception as exc:  # registry unreachable: every file still goes through its own run
-        err.print(
-            f"warning: files already loaded not checked in bulk: {exc}",
-            highlight=False,
-            soft_wrap=True,
-            markup=False,
-        )
+        warn(f"files already loaded not checked in bulk: {exc}")
         loaded = {}
     reports = record_skips([f for f in files if f[0] in loaded], loaded) if loaded else []
     for report in reports:
@@ -268,19 +263,15 @@ def run_local(
             run_id=None, dataset=name, source=uri, status="failed", state=None, error=NOT_STARTED
         )
 
-    runs = max(1, min(concurrency, len(todo)))
+    runs = wanted = max(1, min(concurrency, len(todo)))
     try:
-        runs = serve_runs(runs)
+        runs = serve_runs(wanted)
     except Exception as exc:  # the warehouse unreachable: each run reports it on its own
-        logger.debug("warehouse pool not sized for %s runs: %s", runs, exc)
-    if runs < max(1, min(concurrency, len(todo))):
-        # On the console, not through logging: in the warm runner's child a log record can miss the client's stderr.
-        err.print(
-            f"warning: --concurrency {concurrency} lowered to {runs}: the warehouse has connections for {runs} more "
-            f"runs ({CONNECTIONS_PER_RUN} each)",
-            highlight=False,
-            soft_wrap=True,
-            markup=False,
+        logger.debug("warehouse pool not sized for %s runs: %s", wanted, exc)
+    if runs < wanted:
+        warn(
+            f"--concurrency {concurrency} lowered to {runs}: the warehouse has connections for {runs} more runs "
+            f"({CONNECTIONS_PER_RUN} each)"
         )
     with ThreadPoolExecutor(max_workers=runs, thread_name_prefix="sluice-backfill") as pool:
         futures = {pool.submit(lambda f: [_run_one(*f, mode)], f): [f] for f in todo}

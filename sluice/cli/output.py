@@ -28,7 +28,7 @@ from sluice import errors, progress
 console = Console(emoji=False)
 err = Console(stderr=True, emoji=False)
 
-__all__ = ["console", "err", "escape", "showing"]
+__all__ = ["console", "err", "escape", "showing", "warn"]
 
 
 def reset_consoles() -> None:
@@ -104,6 +104,12 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     _Run.error = message
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """Print one ``warning: ...`` line on stderr: the console's, never a log record (in the warm runner's child a
+    record can miss the client's stderr)."""
+    err.print(f"warning: {message}", highlight=False, soft_wrap=True, markup=False)
 
 
 def bucketless(uri: str) -> None:
