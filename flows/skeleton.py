@@ -32,11 +32,14 @@ from sluice.adapters import scratch
 from sluice.adapters.notify import notify_hooks
 from sluice.errors import SluiceError, Transient, clipped, database_error
 from sluice.ledger import Ledger, get_ledger, hold_run, reap_abandoned, release_run
+from sluice.logs import send_to_runs
 from sluice.report import IngestionFailed, IngestReport
 from sluice.settings import Settings, get_settings
 from tasks.toolkit import RunContext, quarantine, reject
 
 logger = logging.getLogger(__name__)
+
+send_to_runs()  # Sluice's own log records in the logs of the run that made them (the Prefect UI)
 
 C = TypeVar("C", bound=RunContext)
 R = TypeVar("R", bound=IngestReport)

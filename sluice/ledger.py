@@ -49,6 +49,8 @@ def close_entry(ledger: Ledger, counts: dict[str, Any], entry: LedgerEntry) -> N
             "state": entry.state,
             "status": entry.status,
             "ingestion_id": str(entry.ingestion_id),
+            # the run's record (its logs, CloudWatch), not a console warning: the command says a failure itself
+            "to_console": False,
         },
     )
 

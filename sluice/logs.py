@@ -13,6 +13,9 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
+#: Sluice's own loggers: the engine and its adapters (``sluice.*``), the tasks and the flows.
+OWN_LOGGERS = ("sluice", "tasks", "flows")
+
 _TEXT = "%(asctime)s.%(msecs)03d | %(levelname)-7s | %(name)s - %(message)s"
 _RUN_FIELDS = ("flow_run_id", "flow_run_name", "flow_name", "task_run_id", "task_run_name", "task_name")
 _SLUICE_FIELDS = ("dataset", "source", "state", "status", "ingestion_id", "rows_loaded", "rows_quarantined")
@@ -67,3 +70,39 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class RunLogs(logging.Handler):
+    """Records made inside a flow or task run (or naming one: ``extra={"flow_run_id": ...}``) also go to that run's
+    logs on the Prefect API, where the UI shows them beside Prefect's own; a record outside any run is left to the
+    other handlers (Prefect's API handler would warn about it)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self._api: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        if getattr(record, "flow_run_id", None) is None and not (
+            FlowRunContext.get() or TaskRunContext.get()
+        ):
+            return
+        if self._api is None:
+            from prefect.logging.handlers import APILogHandler
+
+            self._api = APILogHandler()
+        self._api.handle(record)
+
+
+def send_to_runs() -> None:
+    """Sluice's own records at INFO and above (a column a drift policy ignored, a Glue catalog not written, an alert
+    not delivered, a load's timings) in the logs of the run they were made in. Prefect sends only its run loggers'
+    records there, and its root console handler, which is all Sluice's loggers had, is quiet in the CLI.
+    Idempotent; in every process that runs flows (the flows install it on import)."""
+    for name in OWN_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+        if not any(isinstance(h, RunLogs) for h in logger.handlers):
+            logger.addHandler(RunLogs())

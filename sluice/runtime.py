@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice import progress, warm
+from sluice.logs import OWN_LOGGERS
 from sluice.services import ensure_prefect_server, prefect_dir
 
 
@@ -55,7 +56,7 @@ def prepare(verbose: bool = False, server: bool = True, remote: bool = False) ->
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL", level)
         logging.raiseExceptions = False
         logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
-        _show_undelivered_alerts()
+        _show_warnings()
     if os.environ.get("SLUICE_JSON_LOGS", "").strip().lower() in ("1", "true", "yes", "on"):
         # One JSON object per log line (CloudWatch); the image sets this too.
         os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(Path(__file__).with_name("logging.yml")))
@@ -81,21 +82,25 @@ def profile_api_url() -> str | None:
 
 
 class _StderrWarning(logging.Handler):
-    """``warning: <message>`` on the stderr of the moment (the warm runner's child gets its client's)."""
+    """``warning: <message>`` on the stderr of the moment (the warm runner's child gets its client's); not for a
+    record made with ``extra={"to_console": False}`` (a ledger state's: the command says a failure itself)."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if not getattr(record, "to_console", True):
+            return
         try:
             sys.stderr.write(f"warning: {record.getMessage()}\n")
         except Exception:
             self.handleError(record)
 
 
-def _show_undelivered_alerts() -> None:
-    """Quiet consoles still say when a run's alert was not delivered: a lost alert must not be silent."""
-    notify = logging.getLogger("sluice.adapters.notify")
-    if not any(isinstance(h, _StderrWarning) for h in notify.handlers):
-        handler = _StderrWarning(logging.WARNING)
-        notify.addHandler(handler)
+def _show_warnings() -> None:
+    """Quiet consoles still say Sluice's own warnings (an alert not delivered, a column a drift policy ignored, a
+    Glue catalog not written): the root logger's console handler, the only one they had, is quietened above."""
+    for name in OWN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _StderrWarning) for h in logger.handlers):
+            logger.addHandler(_StderrWarning(logging.WARNING))
 
 
 def use_local_server() -> None:

@@ -20,7 +20,6 @@ from typing import Any, Literal, cast, get_args
 
 from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
-from prefect.logging.loggers import flow_run_logger
 from prefect.utilities.asyncutils import run_coro_as_sync
 from prefect.utilities.urls import url_for
 from prefect_email import EmailServerCredentials
@@ -290,12 +289,12 @@ def deliver(
     url: str | None = None,
     blocks: list[str] | None = None,
     notify_on: NotifyOn | None = None,
-    run_logger: Any = None,
+    run_id: Any = None,
 ) -> int:
     """Send one message to every configured block whose policy wants this run; how many were delivered; never raises.
 
     A block's policy is its ``@<policy>`` suffix, else ``notify_on``, else ``SLUICE_NOTIFY_ON``. An undelivered
-    message is a warning of this module (a command's stderr) and, given the run's logger, in the run's logs (the UI).
+    message is a warning of this module: a command's stderr, and the logs of run ``run_id`` (the UI; sluice.logs.RunLogs).
     """
     refs = configured_blocks() if blocks is None else blocks
     if not refs:
@@ -313,35 +312,24 @@ def deliver(
             send(load_block(name), body, subject)
             delivered += 1
         except Exception as exc:
-            logger.warning("notification via %s not delivered: %s", ref, exc)
-            if run_logger is not None:
-                run_logger.warning("notification via %s not delivered: %s", ref, exc)
+            logger.warning("notification via %s not delivered: %s", ref, exc, extra={"flow_run_id": run_id})
     return delivered
 
 
 def _hook(flow: Any, flow_run: Any, state: Any) -> None:
-    run_logger = _logger_of(flow_run)
+    # A hook may run outside the run's context (a cancelled deployment run's, in the runner): its records name it.
+    run_id = getattr(flow_run, "id", None)
     try:
         stop = stop_of(state)
         if stop is not None:
-            deliver(report_of_stopped(flow_run, *stop), _run_url(flow_run), run_logger=run_logger)
+            deliver(report_of_stopped(flow_run, *stop), _run_url(flow_run), run_id=run_id)
             return
         report = report_from_state(flow_run, state)
         if state.is_crashed() and report.status != "failed":
             report.status = "failed"
-        deliver(report, _run_url(flow_run), run_logger=run_logger)
+        deliver(report, _run_url(flow_run), run_id=run_id)
     except Exception as exc:
-        logger.warning("run notification skipped: %s", exc)
-        if run_logger is not None:
-            run_logger.warning("run notification skipped: %s", exc)
-
-
-def _logger_of(flow_run: Any) -> Any:
-    """The run's own logger (its records go to the Prefect API: the run's logs in the UI), or None."""
-    try:
-        return flow_run_logger(flow_run=flow_run)
-    except Exception:
-        return None
+        logger.warning("run notification skipped: %s", exc, extra={"flow_run_id": run_id})
 
 
 def notify_hooks() -> dict[str, list[Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import functools
 import io
@@ -366,7 +367,10 @@ def copy_frames(
         except BaseException as exc:  # handed to the consumer, re-raised there
             encoded.put(exc)
 
-    producer = threading.Thread(target=produce, name="sluice-copy-encoder", daemon=True)
+    # In the caller's context: the records of the read, transform and validate it drives (a column a drift policy
+    # ignores) belong to the caller's run (its logs in the UI, its ids in JSON log lines).
+    context = contextvars.copy_context()
+    producer = threading.Thread(target=context.run, args=(produce,), name="sluice-copy-encoder", daemon=True)
     producer.start()
     total = 0
     try:
