@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice import progress, warm
-from sluice.logs import OWN_LOGGERS
+from sluice.logs import OWN_LOGGERS, JsonFormatter, json_enabled
 from sluice.services import ensure_prefect_server, prefect_dir
 
 
@@ -82,14 +82,16 @@ def profile_api_url() -> str | None:
 
 
 class _StderrWarning(logging.Handler):
-    """``warning: <message>`` on the stderr of the moment (the warm runner's child gets its client's); not for a
-    record made with ``extra={"to_console": False}`` (a ledger state's: the command says a failure itself)."""
+    """``warning: <message>`` (with ``SLUICE_JSON_LOGS``, a JSON line like every log line) on the stderr of the
+    moment (the warm runner's child gets its client's); not for a record made with ``extra={"to_console": False}``
+    (a ledger state's: the command says a failure itself)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         if not getattr(record, "to_console", True):
             return
         try:
-            sys.stderr.write(f"warning: {record.getMessage()}\n")
+            line = JsonFormatter().format(record) if json_enabled() else f"warning: {record.getMessage()}"
+            sys.stderr.write(f"{line}\n")
         except Exception:
             self.handleError(record)
 

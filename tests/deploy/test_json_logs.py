@@ -40,3 +40,28 @@ def test_a_run_logs_one_json_object_per_line_with_run_dataset_source_state(sluic
     assert all(r["dataset"] == "dailycheckins" and r["source"] == str(source) for r in states)
     assert all(r["flow_run_id"] == report["run_id"] for r in states)
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+
+
+def test_a_warning_of_a_quiet_command_is_a_json_line_too(sluice_env: Path) -> None:
+    """Without ``-v`` the CLI says Sluice's own warnings itself (runtime._StderrWarning): with JSON logs on, as one
+    JSON object like every other log line (the API container's warnings go to CloudWatch this way)."""
+    from prefect.settings import PREFECT_API_URL
+
+    source = sluice_env / "landing" / "transactions-2011-01.csv"
+    source.parent.mkdir(parents=True)
+    source.write_text(
+        "transactionId|custId|transactionDate|productSold|unitsSold\n5|0000001|2011-01-01|A|3\n", encoding="utf-8"
+    )
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "SLUICE_JSON_LOGS": "true"}
+    env["SLUICE_GLUE_DATABASE"] = "sluice_sertis"  # while the staging zone is a local folder: one warning
+    env.pop("PREFECT_LOGGING_SETTINGS_PATH", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "sluice.cli", "ingest", str(source), "--dataset", "transactions", "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    warned = [r for r in records if r["level"] == "WARNING"]
+    assert [r["message"] for r in warned] == ["Glue catalog skipped: the staging zone is not on S3"], records
+    assert warned[0]["logger"] == "sluice.sertis"
+    assert warned[0]["flow_run_id"] == json.loads(result.stdout)["run_id"]
