@@ -1,8 +1,10 @@
-"""JSON log lines for CloudWatch: one object per line with the run's ids, dataset, source and state.
+"""Where Sluice's log records go: JSON lines for CloudWatch, and the logs of the run that made them.
 
-Installed through Prefect's logging config (``sluice/logging.yml``, pointed at by ``PREFECT_LOGGING_SETTINGS_PATH``;
-the image sets both it and ``SLUICE_JSON_LOGS=true``). With ``SLUICE_JSON_LOGS=false`` the same formatter writes
-Prefect's usual text lines.
+``JsonFormatter``: one object per line with the run's ids, dataset, source and state. Installed through Prefect's
+logging config (``sluice/logging.yml``, pointed at by ``PREFECT_LOGGING_SETTINGS_PATH``; the image sets both it and
+``SLUICE_JSON_LOGS=true``). With ``SLUICE_JSON_LOGS=false`` the same formatter writes Prefect's usual text lines.
+
+``send_to_runs``: the records of Sluice's own loggers made in a run, in that run's logs on the Prefect API (the UI).
 """
 
 from __future__ import annotations

@@ -50,7 +50,8 @@ def test_a_warning_of_a_quiet_command_is_a_json_line_too(sluice_env: Path) -> No
     source = sluice_env / "landing" / "transactions-2011-01.csv"
     source.parent.mkdir(parents=True)
     source.write_text(
-        "transactionId|custId|transactionDate|productSold|unitsSold\n5|0000001|2011-01-01|A|3\n", encoding="utf-8"
+        "transactionId|custId|transactionDate|productSold|unitsSold\n5|0000001|2011-01-01|A|3\n",
+        encoding="utf-8",
     )
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "SLUICE_JSON_LOGS": "true"}
     env["SLUICE_GLUE_DATABASE"] = "sluice_sertis"  # while the staging zone is a local folder: one warning
