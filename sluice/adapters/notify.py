@@ -289,12 +289,13 @@ def deliver(
     url: str | None = None,
     blocks: list[str] | None = None,
     notify_on: NotifyOn | None = None,
-    run_id: Any = None,
+    run_id: uuid.UUID | None = None,
 ) -> int:
     """Send one message to every configured block whose policy wants this run; how many were delivered; never raises.
 
     A block's policy is its ``@<policy>`` suffix, else ``notify_on``, else ``SLUICE_NOTIFY_ON``. An undelivered
-    message is a warning of this module: a command's stderr, and the logs of run ``run_id`` (the UI; sluice.logs.RunLogs).
+    message is a warning of this module: a command's stderr, and the logs of run ``run_id`` (the UI;
+    ``sluice.logs.RunLogs``).
     """
     refs = configured_blocks() if blocks is None else blocks
     if not refs:
