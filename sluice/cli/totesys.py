@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sluice.cli.output import console, err, escape, fail, print_json, showing, where
+from sluice.cli.output import console, err, escape, fail, print_json, showing, warn, where
 from sluice.errors import SluiceError
 from sluice.runtime import prepare
 
@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
 
 #: Said when ``--source-url`` carries a password: a command line is no place for one.
 ON_COMMAND_LINE_WARNING = (
-    "warning: the password in --source-url can be read by other users in `ps` and stays in your shell's "
+    "the password in --source-url can be read by other users in `ps` and stays in your shell's "
     "history; leave it out of the URL and keep it in ~/.pgpass (or PGPASSWORD), as psql takes it, or set the "
     "whole URL in SLUICE_TOTESYS_SOURCE_URL"
 )
@@ -35,7 +35,7 @@ ON_COMMAND_LINE_WARNING = (
 def _use_source(source_url: str | None) -> None:
     if source_url:
         if _has_password(source_url):
-            err.print(ON_COMMAND_LINE_WARNING, highlight=False, soft_wrap=True, markup=False)
+            warn(ON_COMMAND_LINE_WARNING)
         os.environ["SLUICE_TOTESYS_SOURCE_URL"] = source_url
         from sluice.settings import reload_settings  # kept off `sluice --help` (pydantic-settings)
 

@@ -292,7 +292,10 @@ def test_a_password_on_the_command_line_is_warned_of_and_pgpass_or_pgpassword_se
     pgpass.chmod(0o600)  # libpq ignores a password file others can read
 
     warned = _sluice(["totesys", "--json", "--source-url", with_password], base)
-    assert warned.stderr.count(ON_COMMAND_LINE_WARNING) == 1 and CANARY not in warned.stderr + warned.stdout
+    assert (
+        warned.stderr.count(f"warning: {ON_COMMAND_LINE_WARNING}") == 1
+        and CANARY not in warned.stderr + warned.stdout
+    )
     assert shape in json.loads(warned.stdout)["error"]  # logged in: the empty source lacks the tables
 
     no_password = _sluice(["totesys", "--json", "--source-url", without], base)
