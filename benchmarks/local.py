@@ -302,11 +302,12 @@ def measure(src: Path, work: Path, label: str, args: argparse.Namespace, heavy: 
     finally:
         # 4. stop, then look for anything left behind.
         if new:
-            sluice(home, src, "services", "stop")
+            took, _ = sluice(home, src, "services", "stop")
+            out["services_stop_s"] = round(took, 2)
             time.sleep(1)
             left = leftovers(home)
             out["left_after_services_stop"] = len(left)
-            log(f"[{label}] processes left after `sluice services stop`: {len(left)} {left}")
+            log(f"[{label}] `sluice services stop` took {took:.2f} s; processes left: {len(left)} {left}")
         else:
             left = leftovers(home)
             out["left_behind"] = len(left)

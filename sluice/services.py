@@ -123,6 +123,37 @@ def _process(pid: int, create_time: float | None = None) -> Any:
         return None
 
 
+def wait_gone(procs: list[Any], timeout: float) -> list[Any]:
+    """Wait until every one of ``procs`` (psutil processes) has exited, at most ``timeout`` seconds; returns those
+    still running. A process that exited is gone even before its parent reaps it: psutil's own wait counts such a
+    zombie as running, and where nothing reaps orphans soon (a container whose PID 1 is ``sleep infinity`` or
+    ``tail -f /dev/null``; this machine's PID 1 every ~2 s) ``services stop`` waited out its timeouts."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        procs = [proc for proc in procs if _running(proc)]
+        if not procs or time.monotonic() >= deadline:
+            return procs
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _running(proc: Any) -> bool:
+    import psutil  # see _process
+
+    try:
+        proc.wait(0)  # exited: reaped here if it is this process's child
+        return False
+    except psutil.TimeoutExpired:
+        pass
+    except psutil.Error:
+        return False
+    try:
+        return bool(proc.is_running()) and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def healthy(api_url: str, timeout: float = 5.0) -> bool:
     """True when ``api_url`` answers Prefect's health check (``GET /health`` → ``true``)."""
     try:
@@ -307,11 +338,11 @@ def _terminate(pid: int, timeout: float = 15.0) -> None:
     for member in members:
         with contextlib.suppress(psutil.Error):
             member.terminate()
-    _, alive = psutil.wait_procs(members, timeout=timeout)
+    alive = wait_gone(members, timeout)
     for member in alive:
         with contextlib.suppress(psutil.Error):
             member.kill()
-    psutil.wait_procs(alive, timeout=5)
+    wait_gone(alive, 5)
 
 
 def stop_prefect_server(home: Path) -> PrefectServer | None:
@@ -381,7 +412,7 @@ def stop_postgres(pgdata: Path, timeout: float = 30.0) -> Postgres | None:
         (pgdata / POSTGRES_STOPPED).write_text(str(time.time()), encoding="utf-8")
     with contextlib.suppress(psutil.Error):
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout)
+    wait_gone([proc], timeout)
     if _process(running.pid) is not None:
         with contextlib.suppress(psutil.Error):
             proc.kill()

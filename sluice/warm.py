@@ -432,6 +432,8 @@ def stop(home: Path, timeout: float = 20.0) -> bool:
     """Stop the home's runner and the commands it is running (SIGTERM, then SIGKILL to its process group)."""
     import psutil  # process inspection only when stopping
 
+    from sluice.services import wait_gone
+
     _wait_for_start(home)
     with state_lock(home):
         state = read_state(home)
@@ -446,12 +448,12 @@ def stop(home: Path, timeout: float = 20.0) -> bool:
     members = [proc, *(c for c in proc.children(recursive=True) if _session(c.pid) == proc.pid)]
     with contextlib.suppress(psutil.Error):
         proc.send_signal(signal.SIGTERM)  # the runner forwards it to its children, reaps them, exits
-    _gone, alive = psutil.wait_procs(members, timeout=timeout)
+    alive = wait_gone(members, timeout)
     if alive:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # start_new_session: the runner leads its group
         for member in alive:
             with contextlib.suppress(psutil.Error):
                 member.kill()
-        psutil.wait_procs(alive, timeout=5)
+        wait_gone(alive, 5)
     return True

@@ -419,6 +419,11 @@ def main() -> None:
         with warm.state_lock(home):
             warm.forget(home, os.getpid())
         _log("stopped")
+    # Out at once: the commands ran in forked children and this process holds nothing to finalize (one thread,
+    # checked above; its log is flushed line by line); tearing down the ~2,000 modules of the preload took 1.4 s
+    # of every `services stop`.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,9 @@ import pytest
 import sqlalchemy as sa
 
 from sluice import services
-from tests.local.test_services import _env, processes_of
+from tests.local.test_services import _env, gone, processes_of
 from tests.local.test_warm import (  # noqa: F401 (`home` and `warm_runner` are fixtures)
     _child_of,
-    _gone,
     checkins,
     client,
     home,
@@ -140,7 +139,7 @@ def _ingest_then(
         proc.send_signal(signal.SIGINT)
     else:
         psutil.Process(child).kill()
-        wait_for(lambda: _gone(child), timeout=30)
+        wait_for(lambda: gone(child), timeout=30)
     out, err = proc.communicate(timeout=120)
     return path, subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 

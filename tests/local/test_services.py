@@ -60,6 +60,15 @@ def processes_of(home: Path) -> list[str]:
     return found
 
 
+def gone(pid: int) -> bool:
+    """The process has exited: no such pid, or a zombie its parent has not reaped yet (the services are orphans:
+    PID 1 reaps them, on this machine every ~2 s)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 @pytest.fixture
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh SLUICE_HOME with nothing configured; whatever ran in it is stopped afterwards."""
@@ -240,7 +249,7 @@ def test_a_home_whose_path_has_spaces(tmp_path_factory: pytest.TempPathFactory) 
     finally:
         stopped = sluice(home, "services", "stop")
     assert stopped.returncode == 0, stopped.stderr
-    assert not psutil.pid_exists(pg.pid) and processes_of(home) == []
+    assert gone(pg.pid) and processes_of(home) == []
     assert (
         " " not in pg.socket_dir and not Path(pg.socket_dir).exists()
     )  # the plain alias went with the server
@@ -313,6 +322,39 @@ def test_the_plain_alias_the_warehouse_makes_is_the_one_services_removes(tmp_pat
     finally:
         alias.unlink(missing_ok=True)
         kept.unlink(missing_ok=True)
+
+
+#: Runs ``services start`` then ``services stop`` as the only reaper of the orphaned services, one that never
+#: reaps (PR_SET_CHILD_SUBREAPER): a container whose PID 1 is ``sleep infinity`` or ``tail -f /dev/null``.
+NEVER_REAPS = """
+import ctypes, json, subprocess, sys, time
+assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+cli = [sys.executable, "-m", "sluice.cli", "services"]
+subprocess.run([*cli, "start"], check=True, capture_output=True, timeout=300)
+started = time.monotonic()
+stop = subprocess.run([*cli, "stop"], capture_output=True, text=True, timeout=300)
+print(json.dumps({"seconds": time.monotonic() - started, "stdout": stop.stdout, "code": stop.returncode}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_CHILD_SUBREAPER is Linux's")
+def test_services_stop_counts_an_exited_service_whose_parent_never_reaps_it_as_stopped(home: Path) -> None:
+    # Each stopped service stays a zombie. psutil's wait counted it as running, so the stop waited out every
+    # timeout (runner 20 + 5 s, server 15 + 5 s, PostgreSQL 30 s) and took over a minute; it is well inside the
+    # first of them now.
+    probe = subprocess.run(
+        [sys.executable, "-c", NEVER_REAPS], env=_env(home), capture_output=True, text=True, timeout=600
+    )
+    assert probe.returncode == 0, probe.stderr
+    result = json.loads(probe.stdout)
+    assert result["code"] == 0
+    assert [line.split()[:2] for line in result["stdout"].splitlines()] == [
+        ["runner", "stopped"],
+        ["prefect", "stopped"],
+        ["postgres", "stopped"],
+    ]
+    assert result["seconds"] < 15, result
+    assert processes_of(home) == []
 
 
 def test_services_stop_while_a_runner_is_starting_leaves_nothing(home: Path) -> None:

@@ -19,11 +19,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from sluice import services, warm
-from tests.local.test_services import _env, loaded_modules, processes_of, run_probe
+from tests.local.test_services import _env, gone, loaded_modules, processes_of, run_probe
 
 pytestmark = pytest.mark.slow
 
@@ -269,7 +268,7 @@ def test_the_client_is_thin_and_never_runs_stale_code_or_settings(home: Path, wa
     # ... and the command started a runner for its environment in the background, which replaces the old one.
     wait_for(lambda: warm.read_state(home) is not None and runner_pid(home) != warm_runner, home=home)
     replaced = runner_pid(home)
-    wait_for(lambda: not psutil.pid_exists(warm_runner))
+    wait_for(lambda: gone(warm_runner))
 
     # Edited code: the runner's imports are stale, so the next command runs in-process. Edited in a copy of the
     # code: touching the checkout's own files would make every other test worker's runner stale meanwhile.
@@ -323,13 +322,6 @@ def _child_of(home: Path, path: Path) -> int:
     return found[-1]
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def test_ctrl_c_is_forwarded_and_a_dead_runner_is_one_readable_line(home: Path, warm_runner: int) -> None:
     big = _big(home, "interrupted")
     proc = client(home, "ingest", str(big), "--dataset", "dailycheckins")
@@ -338,7 +330,7 @@ def test_ctrl_c_is_forwarded_and_a_dead_runner_is_one_readable_line(home: Path, 
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode == 130
-    wait_for(lambda: _gone(child), timeout=30)
+    wait_for(lambda: gone(child), timeout=30)
 
     # The runner dies mid-command: the client stops the orphaned command and says so in one line.
     big2 = _big(home, "orphaned")
@@ -351,7 +343,7 @@ def test_ctrl_c_is_forwarded_and_a_dead_runner_is_one_readable_line(home: Path, 
     # Its last line says what happened (before it, the stopped run's own one-line error, as in-process on SIGTERM).
     assert "warm runner" in lines[-1] and "Traceback" not in err and len(lines) <= 2, err
     assert sum("warm runner" in x for x in lines) == 1
-    wait_for(lambda: _gone(child), timeout=30)
+    wait_for(lambda: gone(child), timeout=30)
 
     # The next command finds no runner: it runs in-process (correct) and starts a new one.
     after = checkins(home / "files", "after-death")
@@ -380,7 +372,7 @@ def test_services_stop_leaves_no_runner_and_no_child(home: Path, warm_runner: in
     assert stopped.returncode == 0 and "runner    stopped" in stopped.stdout, stopped.stderr
     proc.communicate(timeout=60)
     assert proc.returncode != 0
-    assert _gone(child) and not psutil.pid_exists(warm_runner)
+    assert gone(child) and gone(warm_runner)
     time.sleep(1)
     assert processes_of(home) == []
     assert not warm.status(home)["running"]
@@ -392,6 +384,6 @@ def test_services_stop_lets_an_idle_runner_exit_by_itself(home: Path, warm_runne
     stopped = sluice(home, "services", "stop")
     took = time.monotonic() - started
     assert stopped.returncode == 0 and "runner    stopped" in stopped.stdout, stopped.stderr
-    assert not psutil.pid_exists(warm_runner)
+    assert gone(warm_runner)
     assert f"[{warm_runner}] stopped" in runner_log(home), runner_log(home)[-2000:]
     assert took < 15, f"services stop took {took:.1f} s"
