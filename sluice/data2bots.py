@@ -32,7 +32,7 @@ from psycopg2 import sql
 from schemas.data2bots import AggPublicHoliday, AggShipments, BestPerformingProduct, DimDates, DimProducts
 from sluice import checks, progress, tables
 from sluice.adapters import storage
-from sluice.adapters.warehouse import copy_frames, qualified, raw_connection
+from sluice.adapters.warehouse import copy_frames, qualified, raw_connection, run_copy
 from sluice.errors import BadFile, SluiceError
 from sluice.settings import Settings
 from sluice.tables import data2bots as declared
@@ -406,7 +406,8 @@ def export(engine: sa.Engine, settings: Settings) -> dict[str, str]:
     with engine.begin() as conn, raw_connection(conn) as cursor:
         for name, (table, _) in ANALYTICS.items():
             buffer = io.BytesIO()
-            cursor.copy_expert(
+            run_copy(
+                cursor,
                 sql.SQL(
                     "COPY (SELECT {} FROM {} ORDER BY ingestion_date) TO STDOUT WITH (FORMAT csv, HEADER)"
                 )

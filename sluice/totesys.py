@@ -34,7 +34,7 @@ from schemas.totesys import MODELS
 from sluice import checks, progress
 from sluice.adapters import storage
 from sluice.adapters.totesys_source import readable_errors
-from sluice.adapters.warehouse import raw_connection, redact, upsert
+from sluice.adapters.warehouse import raw_connection, redact, run_copy, upsert
 from sluice.errors import BadFile, SluiceError, listed
 from sluice.settings import Settings
 from sluice.tables import ensure
@@ -310,7 +310,7 @@ def _copy_since(cursor: Any, table: str, since: datetime | None, above: int | No
         "COPY (SELECT * FROM {} {} ORDER BY last_updated, {}) TO STDOUT WITH (FORMAT csv, HEADER)"
     ).format(sql.Identifier(table), where, sql.Identifier(f"{table}_id"))
     with dest.open("wb") as out:
-        cursor.copy_expert(query, out)
+        run_copy(cursor, query, out)
 
 
 def _read_copied(path: Path, size: int) -> Iterator[pd.DataFrame]:

@@ -244,8 +244,12 @@ def _fused(ctx: IngestContext, fetched: storage.FetchedFile, reader: str) -> Loa
                 begin("load")
             finish("load", "fail", error)
         except Exception as unrecorded:  # the ledger's database went down with the load: say the load's error
+            # In the run's logs, not as a second console line: the command's error line says the cause.
             logger.warning(
-                "the ledger could not record the failed load (%s): %s", error, described(unrecorded)
+                "the ledger could not record the failed load (%s): %s",
+                error,
+                described(unrecorded),
+                extra={"to_console": False},
             )
         raise
     seconds = {

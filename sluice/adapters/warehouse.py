@@ -12,6 +12,7 @@ import os
 import queue
 import shlex
 import subprocess
+import sys
 import threading
 import uuid
 import warnings
@@ -317,6 +318,39 @@ def frame_to_csv(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
+#: Set in a thread while it runs a COPY through ``run_copy``.
+_copying = threading.local()
+
+
+def run_copy(cursor: Any, statement: str, file: Any, size: int = 8192) -> None:
+    """``cursor.copy_expert(statement, file, size)``, without the bare exception text psycopg2 prints when the
+    server ends the connection mid-COPY (a stop, a restart, a failover).
+
+    psycopg2 (2.9) raises for each failed result it reads after the COPY; from the second one on, its C code
+    calls into Python with an exception already set, and Python's error printing (``sys.excepthook``) writes
+    both exceptions to stderr, without a traceback, above the command's own error line. ``copy_expert`` raises
+    the first as it should, and that one is what the command reports; the printed copy goes to the debug log."""
+    _quiet_copy_prints()
+    _copying.active = True
+    try:
+        cursor.copy_expert(statement, file, size=size)
+    finally:
+        _copying.active = False
+
+
+@functools.cache
+def _quiet_copy_prints() -> None:
+    printing = sys.excepthook
+
+    def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if getattr(_copying, "active", False):
+            logger.debug("psycopg2 printed an error during a COPY (raised as well): %r", value)
+            return
+        printing(kind, value, tb)
+
+    sys.excepthook = excepthook
+
+
 def copy_frames(
     conn: sa.Connection,
     table: str,
@@ -381,7 +415,7 @@ def copy_frames(
                 fmt, data, rows = item
                 # One read of the whole payload: psycopg2 takes the GIL back for every read (8 KB by
                 # default), and each hand-back waits on the encoder thread (GIL convoy).
-                cursor.copy_expert(statements[fmt], io.BytesIO(data), size=max(len(data), 8192))
+                run_copy(cursor, statements[fmt], io.BytesIO(data), size=max(len(data), 8192))
                 total += rows
     finally:
         stop.set()
