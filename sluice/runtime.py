@@ -57,7 +57,7 @@ def prepare(verbose: bool = False, server: bool = True, remote: bool = False) ->
         logging.raiseExceptions = False
         logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
         _show_warnings()
-    if os.environ.get("SLUICE_JSON_LOGS", "").strip().lower() in ("1", "true", "yes", "on"):
+    if json_enabled():
         # One JSON object per log line (CloudWatch); the image sets this too.
         os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(Path(__file__).with_name("logging.yml")))
     warnings.filterwarnings("ignore", module="platformdirs")

@@ -136,11 +136,20 @@ def test_backfill_with_concurrency_on_the_default_setup(home: Path) -> None:
     assert not status["prefect"]["running"] and not status["postgres"]["running"]
 
 
+#: Starts the home's Prefect server (argv[1]) in its own process, as a command would, and prints its API URL.
+ENSURE_SERVER = (
+    "import sys; from pathlib import Path; from sluice.services import ensure_prefect_server as e; "
+    "print(e(Path(sys.argv[1])))"
+)
+
+
 def test_one_server_for_concurrent_first_starts_and_a_dead_one_is_replaced(home: Path) -> None:
-    code = "import sys; from pathlib import Path; from sluice.services import ensure_prefect_server as e; print(e(Path(sys.argv[1])))"
     starters = [
         subprocess.Popen(
-            [sys.executable, "-c", code, str(home)], env=_env(home), stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", ENSURE_SERVER, str(home)],
+            env=_env(home),
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for _ in range(3)
     ]
@@ -181,8 +190,13 @@ def test_one_server_for_concurrent_first_starts_and_a_dead_one_is_replaced(home:
 def test_the_homes_server_runs_on_uvloop_and_httptools(home: Path) -> None:
     # uvicorn's "auto" loop and HTTP parser, with the embedded group's two packages installed: ~12% less server CPU
     # per backfilled file than asyncio's loop and h11 (benchmarks/server_loop.py).
-    code = "import sys; from pathlib import Path; from sluice.services import ensure_prefect_server as e; e(Path(sys.argv[1]))"
-    subprocess.run([sys.executable, "-c", code, str(home)], env=_env(home), timeout=300, check=True)
+    subprocess.run(
+        [sys.executable, "-c", ENSURE_SERVER, str(home)],
+        env=_env(home),
+        capture_output=True,
+        timeout=300,
+        check=True,
+    )
     server = services.running_prefect_server(home)
     assert server is not None
     extensions = [m.path for m in psutil.Process(server.pid).memory_maps() if m.path.endswith(".so")]
