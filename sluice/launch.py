@@ -85,7 +85,8 @@ def through_runner(args: list[str], prog: str) -> int | None:
                         return 128 + received[0]  # interrupted: the shell's usual status
                     # killed by someone else: the shell would have said so, it cannot now
                     if reply.get("signal"):
-                        _say_killed(child[0] if child else None, int(reply["signal"]))
+                        pid = child[0] if child else None
+                        _fail(args, code, _killed(pid, int(reply["signal"]), bool(reply.get("stopped"))))
                     return code
                 else:  # stale or refused: nothing ran; in-process is correct, the runner is replaced meanwhile
                     if reply.get("stale") and "PREFECT_API_URL" not in env:
@@ -99,25 +100,40 @@ def through_runner(args: list[str], prog: str) -> int | None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(child[0], signal.SIGTERM)  # Prefect ends its run as failed; the ledger records it
     _wait_gone(child[0], 15.0)
-    sys.stderr.write(
-        f"error: the warm runner of {home} stopped while running this command (process {child[0]}, now stopped); "
-        f"its outcome is in `sluice ledger`, the runner's log in {home / warm.RUNNER_DIR / warm.LOG_FILE}\n"
+    _fail(
+        args,
+        1,
+        f"the warm runner of {home} stopped while running this command (process {child[0]}, now stopped); "
+        f"its outcome is in `sluice ledger`, the runner's log in {home / warm.RUNNER_DIR / warm.LOG_FILE}",
     )
     return 1
 
 
-def _say_killed(pid: int | None, signum: int) -> None:
-    """One line for a command whose process was killed by a signal it did not get from this client (the OOM
-    killer, ``kill -9``): run in-process, the shell would print "Killed"; served, the shell only sees a status."""
-    try:
-        name = signal.Signals(signum).name
-    except ValueError:
-        name = f"signal {signum}"
-    sys.stderr.write(
-        f"error: the command's process{f' ({pid})' if pid else ''} was killed by {name} before it finished; "
-        f"what its run had not committed was rolled back (`sluice ledger` shows where it stopped). "
-        f"Run the same command again: nothing is loaded twice\n"
+def _killed(pid: int | None, signum: int, stopped: bool) -> str:
+    """The line for a command whose process was killed by a signal it did not get from this client: `sluice
+    services stop` (``stopped``), the OOM killer, ``kill -9``. Run in-process, the shell would print "Killed";
+    served, the shell only sees a status."""
+    if stopped:
+        what = f"`sluice services stop` stopped this command{f' (process {pid})' if pid else ''} before it finished"
+    else:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        what = f"the command's process{f' ({pid})' if pid else ''} was killed by {name} before it finished"
+    return (
+        f"{what}; what its run had not committed was rolled back (`sluice ledger` shows where it stopped). "
+        "Run the same command again: nothing is loaded twice"
     )
+
+
+def _fail(args: list[str], code: int, message: str) -> None:
+    """A served command that ended without its last words: one ``error:`` line on stderr and, with ``--json``,
+    the document the CLI prints for any failure (``cli.output.finish_json``), which its process could not."""
+    sys.stderr.write(f"error: {message}\n")
+    if "--json" in (args[: args.index("--")] if "--" in args else args):
+        sys.stdout.write(json.dumps({"status": "failed", "error": message, "exit_code": code}) + "\n")
+        sys.stdout.flush()
 
 
 def _wait_gone(pid: int, timeout: float) -> None:

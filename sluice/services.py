@@ -345,6 +345,12 @@ def _terminate(pid: int, timeout: float = 15.0) -> None:
     wait_gone(alive, 5)
 
 
+#: Written in the home's Prefect folder by `services stop`, holding the stopped server's port: a command whose
+#: requests to that server fail afterwards says the stop ended its run (``cli.output.unreachable``), not "is the
+#: Prefect server running?" after its retries.
+PREFECT_STOPPED = "sluice-stopped"
+
+
 def stop_prefect_server(home: Path) -> PrefectServer | None:
     """Stop the home's Prefect server; returns what was stopped (None if nothing ran)."""
     with _locked(home):
@@ -353,7 +359,18 @@ def stop_prefect_server(home: Path) -> PrefectServer | None:
         if server is None or _process(server.pid, server.create_time) is None:
             return None
         _terminate(server.pid)
+        with contextlib.suppress(OSError):
+            (prefect_dir(home) / PREFECT_STOPPED).write_text(str(server.port), encoding="utf-8")
         return server
+
+
+def prefect_stopped_since(home: Path, port: int | None, since: float) -> bool:
+    """Whether `services stop` stopped the home's Prefect server on ``port`` after ``since`` (a Unix time)."""
+    marker = prefect_dir(home) / PREFECT_STOPPED
+    try:
+        return marker.stat().st_mtime >= since and marker.read_text(encoding="utf-8").strip() == str(port)
+    except OSError:
+        return False
 
 
 # --- the embedded PostgreSQL (pgserver) -------------------------------------------------------------

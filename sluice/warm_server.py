@@ -229,8 +229,10 @@ class Runner:
             _log(f"child {pid} exited {code}")
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(conn)
+            # "stopped": ended by the SIGTERM of `sluice services stop` (_on_term), not by a stranger's signal
+            stopped = self.terminating and killed == signal.SIGTERM
             with contextlib.suppress(OSError):
-                warm.send_line(conn, {"exit": code, "signal": killed})
+                warm.send_line(conn, {"exit": code, "signal": killed, "stopped": stopped})
             conn.close()
 
     def _accept(self) -> None:

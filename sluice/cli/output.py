@@ -161,6 +161,8 @@ def unreachable(exc: BaseException) -> str | None:
         ):
             return errors.database_error(seen) or f"the warehouse failed: {str(seen).strip().splitlines()[0]}"
         if httpx is not None and isinstance(seen, httpx.TransportError):
+            if (stopped := _stopped_server(seen)) is not None:
+                return stopped
             top = str(exc).strip().splitlines()[0] if exc is not seen else "the Prefect API"
             return (
                 f"{top}: {type(seen).__name__}: {seen} "
@@ -168,12 +170,37 @@ def unreachable(exc: BaseException) -> str | None:
                 "`sluice ledger` shows how far a run got)"
             )
         if (forgotten := _run_forgotten(seen)) is not None:
+            if (stopped := _stopped_server(getattr(seen, "http_exc", None))) is not None:
+                return stopped
             return (
                 f"the Prefect server at {forgotten} no longer knows this run: it was stopped or replaced while the "
                 "run was going (`sluice services status`; check PREFECT_API_URL). `sluice ledger` shows how far "
                 "the run got; run the same command again: nothing is loaded twice"
             )
     return None
+
+
+def _stopped_server(exc: object) -> str | None:
+    """The line for a request to the home's Prefect server that failed because `sluice services stop` stopped it
+    after this process started (``services.prefect_stopped_since``); None for any other request or failure."""
+    try:
+        url = exc.request.url  # type: ignore[attr-defined]  # httpx's errors; RuntimeError when built without it
+    except (AttributeError, RuntimeError):
+        return None
+    if url.host not in ("127.0.0.1", "localhost"):
+        return None
+    import psutil  # on this error path only
+
+    from sluice import services
+
+    home = Path(os.environ.get("SLUICE_HOME", ".sluice")).resolve()
+    if not services.prefect_stopped_since(home, url.port, psutil.Process().create_time()):
+        return None
+    api = str(url.copy_with(query=None, fragment=None)).split("/api/", 1)[0] + "/api"
+    return (
+        f"the home's Prefect server ({api}) was stopped (`sluice services stop`) while this command ran; "
+        "`sluice ledger` shows how far the run got. Run the same command again: nothing is loaded twice"
+    )
 
 
 def _run_forgotten(exc: BaseException) -> str | None:

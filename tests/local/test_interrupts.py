@@ -172,6 +172,12 @@ def test_a_served_command_killed_by_a_signal_says_so(home: Path, warm_runner: in
     assert killed.returncode == 137
     lines = [x for x in killed.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "was killed by SIGKILL" in lines[0] and "Traceback" not in killed.stderr, lines
+    # --json: stdout is still one document (was empty: the process that would print it was killed)
+    assert json.loads(killed.stdout) == {
+        "status": "failed",
+        "error": lines[0].removeprefix("error: "),
+        "exit_code": 137,
+    }
 
     assert rows(home, "killed") == 0
     again = sluice(home, "ingest", str(path), "--dataset", "dailycheckins", "--json")
@@ -293,11 +299,46 @@ def test_services_stop_during_an_in_process_ingest_stops_everything_and_says_so(
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) <= 1 and "Traceback" not in err and "ERROR" not in err, err[-3000:]
     if proc.returncode:
-        assert lines[0].startswith("error: "), lines
+        # whichever service the run reached first after the stop, the line says what happened (the Prefect
+        # server's said "ConnectError ... is the Prefect server running?", after ~40 s of retries)
+        assert (
+            lines[0].startswith("error: ") and "(`sluice services stop`) while this command ran" in lines[0]
+        ), lines
     json.loads(out)
     time.sleep(1)
     assert services.running_postgres(home / "pg") is None
     assert processes_of(home) == []
+
+
+def test_services_stop_during_a_served_ingest_says_it_stopped_the_command(
+    home: Path,  # noqa: F811
+    warm_runner: int,  # noqa: F811
+) -> None:
+    """`sluice services stop` in another terminal while a command runs through the warm runner (the default): the
+    command says the stop ended it (was "killed by SIGTERM", as if by a stranger), --json still prints one document,
+    nothing is half loaded and the same command loads the file once."""
+    path = big(home, "stopped-served", 1_000_000)
+    proc = client(home, "ingest", str(path), "--dataset", "dailycheckins", "--json")
+    _child_of(home, path)
+    wait_loading(home, path, proc)
+    stopped = sluice(home, "services", "stop")
+    assert stopped.returncode == 0 and "runner    stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    out, err = proc.communicate(timeout=120)
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert proc.returncode == 143, err[-3000:]
+    assert len(lines) == 1 and "Traceback" not in err, lines
+    assert lines[0].startswith("error: `sluice services stop` stopped this command"), lines
+    assert json.loads(out) == {
+        "status": "failed",
+        "error": lines[0].removeprefix("error: "),
+        "exit_code": 143,
+    }
+
+    again = sluice(home, "ingest", str(path), "--dataset", "dailycheckins", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["rows_loaded"] == 1_000_000, again.stderr[
+        -3000:
+    ]
+    assert rows(home, "stopped-served") == 1_000_000
 
 
 def test_a_prefect_server_replaced_by_another_homes_during_an_ingest_is_one_readable_line(
