@@ -270,8 +270,8 @@ def run_local(
         logger.debug("warehouse pool not sized for %s runs: %s", wanted, exc)
     if runs < wanted:
         warn(
-            f"--concurrency {concurrency} lowered to {runs}: the warehouse has connections for {runs} more runs "
-            f"({CONNECTIONS_PER_RUN} each)"
+            f"--concurrency {concurrency} lowered to {runs}: the warehouse has connections for {runs} more "
+            f"{'run' if runs == 1 else 'runs'} ({CONNECTIONS_PER_RUN} each)"
         )
     with ThreadPoolExecutor(max_workers=runs, thread_name_prefix="sluice-backfill") as pool:
         futures = {pool.submit(lambda f: [_run_one(*f, mode)], f): [f] for f in todo}

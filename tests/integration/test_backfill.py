@@ -495,3 +495,40 @@ def test_a_concurrency_the_warehouse_cannot_serve_is_lowered_to_what_it_can(
     with warehouse.get_engine().connect() as conn:
         limit = int(conn.execute(sa.text("SHOW max_connections")).scalar_one())
     assert 1 <= runs < 1000 and runs * warehouse.CONNECTIONS_PER_RUN < limit
+
+
+def test_a_backfill_says_when_it_lowers_its_concurrency_and_still_loads_every_file(
+    sluice_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other clients hold all but one run's worth of the warehouse's connections: ``--concurrency 3`` runs one
+    file at a time, says so in one warning line, and loads all three."""
+    import sqlalchemy as sa
+
+    from sluice.adapters import warehouse
+
+    monkeypatch.setattr(warehouse, "_runs", 1)
+    folder = sluice_env / "landing" / "lowered"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        (folder / f"dailycheckins-{i}.csv").write_text(
+            f"user,timestamp,hours,project\nlow{i},2019-01-01 00:00:00 UTC,1,lowered\n", encoding="utf-8"
+        )
+    others = sa.create_engine(warehouse.database_url(), poolclass=sa.pool.NullPool)
+    held: list[sa.Connection] = []
+    try:
+        while warehouse.serve_runs(3) > 1:  # the other clients, one connection at a time
+            held.append(others.connect())
+        result = CliRunner().invoke(
+            app, ["backfill", str(folder), "--dataset", "dailycheckins", "--concurrency", "3"]
+        )
+    finally:
+        for conn in held:
+            conn.close()
+        others.dispose()
+    assert held, "the warehouse could serve 3 runs with no other client"
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: --concurrency 3 lowered to 1: the warehouse has connections for 1 more run "
+        f"({warehouse.CONNECTIONS_PER_RUN} each)"
+    ], result.stderr
+    assert result.exit_code == 0 and "3 files: 3 loaded" in result.stdout, result.stdout + result.stderr
