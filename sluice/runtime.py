@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice import progress, warm
+from sluice.files import write_whole
 from sluice.logs import OWN_LOGGERS, JsonFormatter, json_enabled
 from sluice.services import ensure_prefect_server, prefect_dir
 
@@ -154,9 +155,7 @@ def _plain_http_bundle(folder: Path) -> Path:
         "# context per client then costs 0.4 ms, not 21. Used only while PREFECT_API_URL is unset.\n"
     )
     folder.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_text(f"{header}{first}\n", encoding="ascii")
-    partial.replace(path)  # whole or absent, with two commands writing it at once
+    write_whole(path, f"{header}{first}\n", encoding="ascii")  # two commands may write it at once
     return path
 
 

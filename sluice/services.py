@@ -36,6 +36,7 @@ from typing import Any
 
 from sluice import warm  # the home's third service (standard library only; it imports this module lazily)
 from sluice.errors import SluiceError
+from sluice.files import write_whole
 
 STATE_FILE = "server.json"
 LOCK_FILE = "server.lock"
@@ -98,10 +99,7 @@ def _read_state(home: Path) -> PrefectServer | None:
 
 
 def _write_state(home: Path, server: PrefectServer) -> None:
-    folder = prefect_dir(home)
-    tmp = folder / f".{STATE_FILE}.{os.getpid()}"
-    tmp.write_text(json.dumps(asdict(server)), encoding="utf-8")
-    tmp.replace(folder / STATE_FILE)  # atomic: readers see the old file or the new one
+    write_whole(prefect_dir(home) / STATE_FILE, json.dumps(asdict(server)))
 
 
 def _forget(home: Path) -> None:
@@ -360,7 +358,7 @@ def stop_prefect_server(home: Path) -> PrefectServer | None:
             return None
         _terminate(server.pid)
         with contextlib.suppress(OSError):
-            (prefect_dir(home) / PREFECT_STOPPED).write_text(str(server.port), encoding="utf-8")
+            write_whole(prefect_dir(home) / PREFECT_STOPPED, str(server.port))
         return server
 
 

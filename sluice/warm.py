@@ -38,6 +38,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from sluice.files import write_whole
+
 #: Bumped when the client/runner messages change: a runner of another protocol is stale.
 PROTOCOL = 1
 RUNNER_DIR = "warm"
@@ -246,10 +248,7 @@ def read_state(home: Path) -> dict[str, Any] | None:
 
 
 def write_state(home: Path, state: dict[str, Any]) -> None:
-    folder = runner_dir(home)
-    tmp = folder / f".{STATE_FILE}.{os.getpid()}"
-    tmp.write_text(json.dumps(state), encoding="utf-8")
-    tmp.replace(folder / STATE_FILE)
+    write_whole(runner_dir(home) / STATE_FILE, json.dumps(state))
 
 
 def forget(home: Path, pid: int) -> None:
