@@ -161,6 +161,13 @@ def ledger(
         for line in (columns, *rows):
             print("\t".join(line))
         return
+    if not rows:  # was an empty table: a header with nothing under it
+        console.print(
+            "no runs yet: `sluice ingest FILE --dataset NAME` or `sluice backfill FOLDER` makes them",
+            highlight=False,
+            markup=False,
+        )
+        return
     table = Table(title="Recent runs")
     for column in columns:
         table.add_column(column, overflow="fold")

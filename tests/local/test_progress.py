@@ -282,3 +282,22 @@ def test_ingest_tells_its_state_and_the_rows_read(home: Path) -> None:  # noqa: 
     result = piped(home, "ingest", source)  # piped: the result line only
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("skipped dailycheckins ← ") and result.stderr == "", result
+
+
+def test_the_ledger_of_a_home_with_no_runs_says_so_on_a_terminal(tmp_path: Path) -> None:
+    """Was an empty table (a header and nothing under it); piped, it stays the header line, for tools."""
+    from sluice import services
+
+    new = tmp_path / "new-home"
+    new.mkdir()
+    try:
+        code, lines, _ = on_a_terminal(new, "ledger")
+        piped_out = piped(new, "ledger")
+    finally:
+        services.stop(new, new / "pg")
+    assert code == 0 and lines == [
+        "no runs yet: `sluice ingest FILE --dataset NAME` or `sluice backfill FOLDER` makes them"
+    ], lines
+    assert piped_out.returncode == 0 and piped_out.stdout.splitlines() == [
+        "started\trun\tdataset\tstatus\tstate\tread\tloaded\tquarantined\terror"
+    ], piped_out.stdout
