@@ -29,10 +29,16 @@ class Step:
     state: str
 
 
-def steps(flow_run_id: str | None, last: str, timeout: float = 30.0) -> list[Step]:
-    """The flow run's task runs in the order they were created, once the task ``last`` has finished.
+#: The state types a task run ends in.
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
-    Task runs reach the API as events, a little after the flow returns: wait for ``last`` to be final.
+
+def steps(flow_run_id: str | None, last: str, timeout: float = 30.0) -> list[Step]:
+    """The flow run's task runs in the order they were created, once the task ``last`` and every other has finished.
+
+    Task runs reach the API as events, a little after the flow returns, and the server records them in batches: an
+    earlier task's last state can land after ``last``'s (CI saw ``validate`` still RUNNING beside a FAILED
+    ``reject``). So wait until ``last`` is there and no task run is left unfinished.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -58,7 +64,7 @@ def steps(flow_run_id: str | None, last: str, timeout: float = 30.0) -> list[Ste
             )
             for r in runs
         ]
-        if any(s.name == last and s.state in ("COMPLETED", "FAILED") for s in found):
+        if any(s.name == last for s in found) and all(s.state in FINAL for s in found):
             return found
         if time.monotonic() > deadline:
             raise AssertionError(f"task {last} did not finish in {timeout} s; task runs so far: {found}")
