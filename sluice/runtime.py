@@ -32,7 +32,7 @@ def prepare(verbose: bool = False, server: bool = True, remote: bool = False) ->
     from sluice.settings import get_settings  # pydantic-settings: not on `sluice --help`'s path
 
     get_settings()  # a bad SLUICE_* value: one readable ConfigurationError now, before any server or run starts
-    home = Path(os.environ.get("SLUICE_HOME", ".sluice")).resolve()
+    home = warm.home_of(os.environ)
     profiled = remote and "PREFECT_API_URL" not in os.environ and profile_api_url() is not None
     if not profiled and "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
         # Made only for a command that runs flows: one that runs none (`ledger`, a `backfill` of a folder that is
@@ -111,7 +111,7 @@ def use_local_server() -> None:
     unless ``PREFECT_API_URL`` is set or Prefect is already configured in this process."""
     if "PREFECT_API_URL" in os.environ or _prefect_configured():
         return
-    home = Path(os.environ.get("SLUICE_HOME", ".sluice")).resolve()
+    home = warm.home_of(os.environ)
     os.environ["PREFECT_API_URL"] = ensure_prefect_server(
         home, starting=lambda: progress.tell("starting the Prefect server (once: ~10 s)")
     )

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from sluice import errors, progress
+from sluice import errors, progress, warm
 
 # emoji off: a message quoting ":-1:" (getaddrinfo's "127.0.0.1:-1: …") or a file named "x:smile:.csv" is printed
 # as written; what a message quotes goes through ``escape`` (a file named "x[red].csv" kept its brackets)
@@ -193,7 +193,7 @@ def _stopped_server(exc: object) -> str | None:
 
     from sluice import services
 
-    home = Path(os.environ.get("SLUICE_HOME", ".sluice")).resolve()
+    home = warm.home_of(os.environ)
     if not services.prefect_stopped_since(home, url.port, psutil.Process().create_time()):
         return None
     api = str(url.copy_with(query=None, fragment=None)).split("/api/", 1)[0] + "/api"
@@ -234,7 +234,7 @@ def filesystem(exc: BaseException) -> str | None:
             paths = [str(p) for p in (seen.filename, seen.filename2) if p is not None]
             where = f"{' -> '.join(paths)}: " if paths else ""
             message = f"{where}{seen.strerror or os.strerror(seen.errno or 0)}"
-            home = Path(os.environ.get("SLUICE_HOME", ".sluice")).resolve()
+            home = warm.home_of(os.environ)
             if any(Path(p).resolve().is_relative_to(home) for p in paths):
                 message += (
                     f" (SLUICE_HOME is {home}: set SLUICE_HOME to a folder this user can write"
