@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from psycopg2 import sql
 
 from sluice import progress
-from sluice.adapters.warehouse import raw_connection
+from sluice.adapters.warehouse import raw_connection, run_copy
 from sluice.errors import BadFile, ConfigurationError
 from sluice.transforms.totesys import TABLES
 
@@ -129,7 +129,8 @@ def seed(
             frame.to_csv(buffer, index=False, header=False)
             buffer.seek(0)
             try:
-                cursor.copy_expert(
+                run_copy(
+                    cursor,
                     sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
                         sql.Identifier(name), sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns)
                     ),
