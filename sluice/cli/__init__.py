@@ -56,7 +56,19 @@ def command() -> Any:
     in every command). Nothing in it depends on the environment
     (``add_completion=False``); the context, terminal width and colours are per invocation, as before.
     """
-    return typer.main.get_command(app)
+    built = typer.main.get_command(app)
+    _flags_take_no_value(built)
+    return built
+
+
+def _flags_take_no_value(group: Any) -> None:
+    """Typer's rich help prints a flag's type as if it took a value (``--force <bool>``: ``--force true`` then
+    fails with "unexpected extra argument"); its plain help does not. An empty metavar prints nothing there."""
+    for param in group.get_params(typer.Context(group)):  # with --help, which typer builds per command
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    for sub in getattr(group, "commands", {}).values():
+        _flags_take_no_value(sub)
 
 
 def _prepare(verbose: bool = False, server: bool = True) -> None:
@@ -72,7 +84,10 @@ def ingest(
     mode: Annotated[
         str | None,
         typer.Option(
-            "--mode", "-m", help="hard: any bad row halts; soft: bad rows quarantine. Default: settings."
+            "--mode",
+            "-m",
+            metavar="hard|soft",
+            help="hard: any bad row halts; soft: bad rows quarantine. Default: settings.",
         ),
     ] = None,
     force: Annotated[
@@ -260,8 +275,7 @@ def services_start() -> None:
 
 @services_app.command("stop")
 def services_stop() -> None:
-    """Stop the home's warm runner, Prefect server and embedded PostgreSQL (the next command that needs them
-    restarts them)."""
+    """Stop the home's warm runner, Prefect server and embedded PostgreSQL; the next command restarts them."""
     stopped = services.stop(*_service_paths())
     for name, was_running in stopped.items():
         console.print(f"{name:9} {'stopped' if was_running else 'was not running'}", highlight=False)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sluice.cli.output import bucketless, console, err, fail, print_json
+from sluice.cli.output import AsJson, Verbose, bucketless, console, err, fail, print_json
 from sluice.errors import ConfigurationError, counted
 from sluice.runtime import prepare
 
@@ -37,14 +37,15 @@ def backfill(
         int | None,
         typer.Option(min=1, help="Files per ingest-files run (default: SLUICE_BACKFILL_SHARD_SIZE, 100)."),
     ] = None,
-    mode: Annotated[str | None, typer.Option(help="hard or soft (default: settings).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    mode: Annotated[
+        str | None, typer.Option(metavar="hard|soft", help="hard or soft (default: settings).")
+    ] = None,
+    as_json: AsJson = False,
+    verbose: Verbose = False,
 ) -> None:
     """Ingest every file under PREFIX; files already loaded are skipped. Exit 1 if any file failed.
 
-    Locally, loaded files are found by one query and skipped in bulk; the rest run at most --concurrency at
-    once on the home's Prefect server.
+    Locally, the files already loaded are skipped in bulk by one query; the rest run --concurrency at a time.
     """
     if mode is not None and mode not in ("hard", "soft"):
         raise fail(f"--mode must be hard or soft, not {mode!r}", code=2)

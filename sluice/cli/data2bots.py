@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sluice.cli.output import console, err, escape, fail, print_json, showing, where
+from sluice.cli.output import AsJson, Verbose, console, err, escape, fail, print_json, showing, where
 from sluice.runtime import prepare
 
 
@@ -32,8 +32,8 @@ def analytics(
             "and build the day again (default: existing reference tables are only read; an absent one is created).",
         ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")] = False,
+    as_json: AsJson = False,
+    verbose: Verbose = False,
 ) -> None:
     """Build agg_public_holiday, agg_shipments, best_performing_product for one day; export them as CSV."""
     day: dt.date | None = None

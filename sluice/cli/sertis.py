@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sluice.cli.output import console, err, escape, print_json, showing, where
+from sluice.cli.output import AsJson, Verbose, console, err, escape, print_json, showing, where
 from sluice.errors import counted
 from sluice.runtime import prepare
 
@@ -17,9 +17,9 @@ def register(app: typer.Typer) -> None:
 
 
 def customers(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: AsJson = False,
     limit: Annotated[int, typer.Option(min=0, help="Customers to print (text output).")] = 15,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Build gold: customers(customer_id, favourite_product, longest_streak), as table and Parquet."""
     # on a terminal: the run's stage and lines so far (it showed nothing while it ran), from the start: the first

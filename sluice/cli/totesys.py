@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sluice.cli.output import console, err, escape, fail, print_json, showing, warn, where
+from sluice.cli.output import Verbose, console, err, escape, fail, print_json, showing, warn, where
 from sluice.errors import SluiceError
 from sluice.runtime import prepare
 
@@ -64,7 +64,7 @@ def cycle(
     as_json: Annotated[
         bool, typer.Option("--json", help="Per-table rows extracted and loaded, as JSON.")
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Run one cycle: extract what changed since the watermarks, transform, validate, load. Exit 1 on failure."""
     if ctx.invoked_subcommand is not None:
