@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.measure import Measurement
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from sluice import services
 from sluice.cli import api, aws, backfill, data2bots, notify, output, sertis, totesys
@@ -41,7 +45,7 @@ services_app = typer.Typer(
 )
 app.add_typer(services_app, name="services")
 
-__all__ = ["app", "console", "err", "fail", "main", "print_json"]
+__all__ = ["app", "console", "err", "fail", "main", "print_json", "print_runs"]
 
 # The other pipelines' commands, each in its own module: listed here, so a renamed module fails loudly.
 for _commands in (notify, totesys, data2bots, sertis, api, backfill, aws):
@@ -183,12 +187,45 @@ def ledger(
             markup=False,
         )
         return
-    table = Table(title="Recent runs")
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*row[:1], row[1][:8], *row[2:8], row[8][:120])
-    console.print(table)
+    print_runs(console, rows)
+
+
+#: The narrowest error column the ledger's table is drawn with; narrower, a terminal gets lines.
+ERROR_MIN_WIDTH = 24
+
+
+def print_runs(to: Console, rows: list[tuple[str, ...]]) -> None:
+    """The ledger's runs (``started, run, dataset, status, state, read, loaded, quarantined, error``) on a
+    terminal: a table where its columns fit whole beside an error column of ``ERROR_MIN_WIDTH``; on a narrower
+    one (80 columns: the table cut every value into pieces), two or three lines per run, every value whole."""
+    counted_rows = [(*row[:1], row[1][:8], *row[2:5], *(f"{int(n):,}" for n in row[5:8])) for row in rows]
+
+    def table(errors: bool) -> Table:
+        drawn = Table(title="Recent runs")
+        for column in ("started", "run", "dataset", "status", "state", "read", "loaded", "quarantined"):
+            right = column in ("read", "loaded", "quarantined")
+            drawn.add_column(column, no_wrap=True, justify="right" if right else "left")
+        if errors:
+            drawn.add_column("error", overflow="fold")
+        for row, counted_row in zip(rows, counted_rows, strict=True):
+            drawn.add_row(*counted_row, *([" ".join(row[8].split())[:120]] if errors else []))
+        return drawn
+
+    if Measurement.get(to, to.options, table(errors=False)).maximum + ERROR_MIN_WIDTH + 3 <= to.width:
+        to.print(table(errors=True))
+        return
+    to.print("Recent runs, newest first", style="italic", highlight=False)
+    for row, (started, run, dataset, status, state, read, loaded, quarantined) in zip(
+        rows, counted_rows, strict=True
+    ):
+        to.print(Text(f"{started}  {run}  {dataset}: {status} ({state})"))
+        to.print(
+            Padding(
+                Text(f"{read} read, {loaded} loaded, {quarantined} quarantined"), (0, 0, 0, 2), expand=False
+            )
+        )
+        if row[8]:
+            to.print(Padding(Text(row[8]), (0, 0, 0, 2), expand=False))
 
 
 @db_app.command("url")
