@@ -99,14 +99,13 @@ def blocks_marker(database: Path) -> Path:
     return database.with_name(f"{database.name}.sluice-blocks")
 
 
-def _start_from_template(database: Path | None, key: str) -> bool:
+def _start_from_template(database: Path | None) -> bool:
     """A new database: copied from the template if there is one (True: its block types are this installation's),
     else kept as a template once migrated."""
     if database is None or database.exists():
         return False
-    blocks_marker(database).unlink(
-        missing_ok=True
-    )  # a database removed by hand: its marker is not its successor's
+    # a database removed by hand: its marker is not its successor's
+    blocks_marker(database).unlink(missing_ok=True)
     template = template_path()
     if template is None:
         return False
@@ -193,7 +192,7 @@ def _copy_whole(source: Path, target: Path, copy: Callable[[Path, Path], object]
 def main() -> None:
     _begin_writes_immediately()
     database, key = _database(), blocks_key()
-    copied = _start_from_template(database, key)
+    copied = _start_from_template(database)
     with _registering_blocks(database, key, copied):
         from prefect.cli import app  # after the patches above, so the server starts with them
 

@@ -225,7 +225,7 @@ def print_runs(to: Console, rows: list[tuple[str, ...]]) -> None:
             )
         )
         if row[8]:
-            to.print(Padding(Text(row[8]), (0, 0, 0, 2), expand=False))
+            to.print(Padding(Text(" ".join(row[8].split())), (0, 0, 0, 2), expand=False))
 
 
 @db_app.command("url")
