@@ -6,20 +6,26 @@ Standard library only: the thin client (``sluice.launch``, through ``sluice.warm
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
-def write_whole(path: Path, text: str, encoding: str = "utf-8") -> None:
-    """Write ``text`` to ``path`` whole or not at all.
+def replace_whole(path: Path, fill: Callable[[Path], object]) -> None:
+    """Make ``path`` whole or not at all: ``fill`` writes a file beside it, named for this process, which is then
+    renamed over it.
 
-    The text goes to a file beside ``path`` named for this process, then is renamed over it: a reader sees the old
-    file or the whole new one, and two processes writing it at once never mix their bytes. A failed write (a full
-    disk) removes the partial file and raises.
+    A reader sees the old file or the whole new one, and two processes writing it at once never mix their bytes. A
+    failed ``fill`` (a full disk) removes the partial file and raises.
     """
     partial = path.with_name(f".{path.name}.{os.getpid()}")
     try:
-        partial.write_text(text, encoding=encoding)
+        fill(partial)
         partial.replace(path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def write_whole(path: Path, text: str, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``path`` whole or not at all (``replace_whole``)."""
+    replace_whole(path, lambda partial: partial.write_text(text, encoding=encoding))

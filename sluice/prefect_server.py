@@ -32,7 +32,7 @@ from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
-from sluice.files import write_whole
+from sluice.files import replace_whole, write_whole
 
 SQLITE_URL = "sqlite+aiosqlite:///"
 
@@ -178,13 +178,10 @@ def _backup(source: Path, target: Path) -> None:
 
 def _copy_whole(source: Path, target: Path, copy: Callable[[Path, Path], object]) -> bool:
     """``copy`` ``source`` to ``target``, whole or not at all (two new homes may write the template at once)."""
-    partial = target.with_name(f".{target.name}.{os.getpid()}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        copy(source, partial)
-        partial.replace(target)
+        replace_whole(target, lambda partial: copy(source, partial))
     except (OSError, sqlite3.Error):
-        partial.unlink(missing_ok=True)
         return False
     return True
 
