@@ -56,15 +56,15 @@ def _begin_writes_immediately() -> None:
     config.begin_transaction = begin_transaction
 
 
-def template_path() -> Path | None:
-    """The migrated empty database of the installed Prefect (named by its version and its migrations); None
-    without a home folder to cache it in."""
+def template_path(key: str) -> Path | None:
+    """The migrated empty database of the installed Prefect (named by its version, its migrations and ``key``,
+    the installation of its block types: ``blocks_key``); None without a home folder to cache it in."""
     import prefect
 
     migrations = Path(prefect.__file__).parent / "server" / "database" / "_migrations" / "versions" / "sqlite"
     names = "\n".join(sorted(path.name for path in migrations.glob("*.py")))
     # with the block types' installation: a collection's upgrade (new block schemas) makes a new template
-    digest = hashlib.sha256(f"{names}\n{blocks_key()}".encode()).hexdigest()[:12]
+    digest = hashlib.sha256(f"{names}\n{key}".encode()).hexdigest()[:12]
     try:
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     except RuntimeError:  # no HOME and no passwd entry
@@ -99,14 +99,14 @@ def blocks_marker(database: Path) -> Path:
     return database.with_name(f"{database.name}.sluice-blocks")
 
 
-def _start_from_template(database: Path | None) -> bool:
+def _start_from_template(database: Path | None, key: str) -> bool:
     """A new database: copied from the template if there is one (True: its block types are this installation's),
     else kept as a template once migrated."""
     if database is None or database.exists():
         return False
     # a database removed by hand: its marker is not its successor's
     blocks_marker(database).unlink(missing_ok=True)
-    template = template_path()
+    template = template_path(key)
     if template is None:
         return False
     if template.is_file():
@@ -189,7 +189,7 @@ def _copy_whole(source: Path, target: Path, copy: Callable[[Path, Path], object]
 def main() -> None:
     _begin_writes_immediately()
     database, key = _database(), blocks_key()
-    copied = _start_from_template(database)
+    copied = _start_from_template(database, key)
     with _registering_blocks(database, key, copied):
         from prefect.cli import app  # after the patches above, so the server starts with them
 

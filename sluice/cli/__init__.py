@@ -195,8 +195,8 @@ ERROR_MIN_WIDTH = 24
 
 
 def print_runs(to: Console, rows: list[tuple[str, ...]]) -> None:
-    """The ledger's runs (``started, run, dataset, status, state, read, loaded, quarantined, error``) on a
-    terminal: a table where its columns fit whole beside an error column of ``ERROR_MIN_WIDTH``; on a narrower
+    """The ledger's runs (``started, run, dataset, status, state, read, loaded, quarantined, error``: the error on
+    one line, as ``ledger`` makes it) on a terminal: a table where its columns fit whole beside an error column of ``ERROR_MIN_WIDTH``; on a narrower
     one (80 columns: the table cut every value into pieces), two or three lines per run, every value whole."""
     counted_rows = [(*row[:1], row[1][:8], *row[2:5], *(f"{int(n):,}" for n in row[5:8])) for row in rows]
 
@@ -208,7 +208,7 @@ def print_runs(to: Console, rows: list[tuple[str, ...]]) -> None:
         if errors:
             drawn.add_column("error", overflow="fold")
         for row, counted_row in zip(rows, counted_rows, strict=True):
-            drawn.add_row(*counted_row, *([" ".join(row[8].split())[:120]] if errors else []))
+            drawn.add_row(*counted_row, *([row[8][:120]] if errors else []))
         return drawn
 
     if Measurement.get(to, to.options, table(errors=False)).maximum + ERROR_MIN_WIDTH + 3 <= to.width:
@@ -225,7 +225,7 @@ def print_runs(to: Console, rows: list[tuple[str, ...]]) -> None:
             )
         )
         if row[8]:
-            to.print(Padding(Text(" ".join(row[8].split())), (0, 0, 0, 2), expand=False))
+            to.print(Padding(Text(row[8]), (0, 0, 0, 2), expand=False))
 
 
 @db_app.command("url")
