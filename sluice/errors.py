@@ -5,7 +5,8 @@ from __future__ import annotations
 import errno
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 
 class SluiceError(Exception):
@@ -173,6 +174,13 @@ def shown(value: object, limit: int = 120) -> str:
         return text
     size = f" ({len(value):,} characters)" if isinstance(value, str) else ""
     return f"{text[:limit]}…{size}"
+
+
+def failed_check(failure: Mapping[str, Any], clip: bool = True) -> str:
+    """One failed check of a row, as the CLI, the demo and the quarantine file's ``reason`` say it: ``row 14, column
+    hours: less_than_or_equal_to(24) (value '25')``; the value cut to ``shown``'s limit unless ``clip`` is False."""
+    value = shown(failure["value"]) if clip else repr(failure["value"])
+    return f"row {failure['row']}, column {failure['column']}: {failure['check']} (value {value})"
 
 
 def counted(n: int, noun: str) -> str:

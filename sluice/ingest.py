@@ -37,7 +37,7 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 
 from sluice.adapters import storage
-from sluice.errors import BadFile, ValidationFailed, counted, listed, no_space, shown
+from sluice.errors import BadFile, ValidationFailed, counted, failed_check, listed, no_space, shown
 from sluice.progress import Channel
 from sluice.registry import Dataset
 
@@ -437,9 +437,7 @@ def _quarantine_frame(frame: pd.DataFrame, failures: list[dict[str, Any]], datas
     rows = []
     for failure in failures:
         record = {k: failure[k] for k in ("row", "column", "check", "value")}
-        record["reason"] = (
-            f"row {failure['row']}, column {failure['column']}: {failure['check']} (value {failure['value']!r})"
-        )
+        record["reason"] = failed_check(failure, clip=False)
         for column in dataset.source_columns:
             record[column] = frame[RAW_PREFIX + column].iat[failure["position"]]
         rows.append(record)

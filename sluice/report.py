@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from sluice.errors import described
+from sluice.errors import counted, described, failed_check
 from sluice.ledger import get_ledger, summarize
 
 
@@ -36,6 +36,23 @@ class IngestionFailed(Exception):
     def __init__(self, report: IngestReport) -> None:
         super().__init__(f"{report.dataset or 'ingest'} failed at {report.state}: {report.error}")
         self.report = report
+
+
+#: How many failed checks ``sluice ingest`` prints under a soft load (the quarantine file has them all).
+SHOWN_FAILURES = 3
+
+
+def failure_lines(report: IngestReport, limit: int = SHOWN_FAILURES) -> list[str]:
+    """The first ``limit`` failed checks of a run that quarantined rows, then how many more rows the quarantine file
+    holds (a row can fail several checks: the rest is counted in rows, not checks)."""
+    first = report.failures[:limit]
+    more = report.rows_quarantined - len({f["row"] for f in first})
+    lines = [failed_check(f) for f in first]
+    if first and more > 0:
+        lines.append(
+            f"and {counted(more, 'more row')}: all of them, with the reason for each, in the quarantine file"
+        )
+    return lines
 
 
 def markdown(report: IngestReport) -> str:

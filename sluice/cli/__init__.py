@@ -126,16 +126,27 @@ def ingest(
 
 
 def _print_report(report: Any) -> None:
+    from sluice.report import failure_lines
+
     colour = {"success": "green", "skipped": "yellow", "failed": "red"}.get(report.status, "white")
+    # A run that read nothing (a skip, a missing file, a warehouse it could not reach) has no counts to give.
+    counts = (
+        f": {report.rows_read:,} read, {report.rows_loaded:,} loaded into {report.table or '-'}, "
+        f"{report.rows_quarantined:,} quarantined"
+        if report.status == "success" or report.rows_read or report.rows_quarantined
+        else ""
+    )
     console.print(
-        f"[{colour}]{report.status}[/] {escape(report.dataset or '-')} ← {escape(report.source)}: "
-        f"{report.rows_read:,} read, {report.rows_loaded:,} loaded into {report.table or '-'}, "
-        f"{report.rows_quarantined:,} quarantined",
+        f"[{colour}]{report.status}[/]{escape(' ' + report.dataset if report.dataset else '')} ← "
+        f"{escape(report.source)}{counts}",
         highlight=False,
         soft_wrap=True,
     )
     if report.quarantine_uri:
         console.print(f"  quarantine: {report.quarantine_uri}", highlight=False, soft_wrap=True, markup=False)
+    if report.status != "failed":  # a hard failure's error names the first failed checks already
+        for line in failure_lines(report):
+            console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
     if report.error and report.status == "failed":
         err.print(
             f"[bold red]error[/]{where(report)}: {escape(report.error)}", highlight=False, soft_wrap=True

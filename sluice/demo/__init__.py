@@ -20,7 +20,7 @@ from sluice.cli.runner import run_ingest
 from sluice.demo import data2bots, sertis, totesys
 from sluice.errors import counted
 from sluice.ingest import progress as rows_read
-from sluice.report import IngestReport
+from sluice.report import IngestReport, failure_lines
 from sluice.settings import get_settings
 
 #: The other pipelines' demo steps, run after the ingests, in this order (each ``step(console) -> bool``).
@@ -109,12 +109,8 @@ def _run_demo(console: Console, rows: int) -> int:
                 f"{r.dataset}: {counted(r.rows_quarantined, 'row')} quarantined in", highlight=False
             )
             console.print(f"  {r.quarantine_uri}", soft_wrap=True, highlight=False)
-            for f in r.failures[:4]:
-                console.print(
-                    f"  row {f['row']}, column {f['column']}: {f['check']} (value {f['value']!r})",
-                    highlight=False,
-                    soft_wrap=True,
-                )
+            for line in failure_lines(r, 4):
+                console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
     ok = all(r.status in ("success", "skipped") for r in reports)
     for step in EXTRA_STEPS:
         ok = step(console) and ok

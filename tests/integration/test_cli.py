@@ -94,9 +94,48 @@ def test_a_skipped_ingest_says_why_and_how_to_load_it_again(sluice_env: Path) ->
 
 
 def test_failed_run_prints_one_readable_line(sluice_env: Path) -> None:
+    """A run that read nothing prints no row counts: ``failed - ← …missing.csv: 0 read, 0 loaded into -, 0
+    quarantined`` above the error said nothing the error did not, and ``-`` stood for a dataset."""
     code, out, err = invoke("ingest", str(sluice_env / "missing.csv"), "--dataset", "dailycheckins")
     assert code == 1
     assert "missing.csv: file not found" in err and "Traceback" not in out + err
+    assert out.strip() == f"failed dailycheckins ← {sluice_env / 'missing.csv'}", out
+    unclaimed = sluice_env / "landing" / "nobody-claims-this.csv"
+    unclaimed.parent.mkdir(parents=True)
+    unclaimed.write_text("a,b\n1,2\n", encoding="utf-8")
+    code, out, err = invoke("ingest", str(unclaimed))
+    assert code == 0 and err == ""
+    assert out.splitlines()[0] == f"skipped ← {unclaimed}", out
+    assert "no registered dataset claims this key" in out.splitlines()[1] and " read, " not in out, out
+
+
+def test_a_soft_load_says_which_rows_were_quarantined_and_why(sluice_env: Path) -> None:
+    """``sluice ingest`` in soft mode named the quarantine file and no reason: the user had to open it to learn
+    what was wrong (the demo and a hard failure say it). Now the first failed checks (row, column, check, value),
+    then how many more rows the quarantine file holds."""
+    source = sluice_env / "landing" / "dailycheckins-some-bad.csv"
+    source.parent.mkdir(parents=True)
+    bad = [
+        "ann,2019-09-26 00:00:00 UTC,25,p",
+        ",2019-09-26 00:00:00 UTC,1,p",
+        "bo,whenever,2,p",
+        "cy,2019-09-26 00:00:00 UTC,-1,p",
+    ]
+    source.write_text(GOOD + "\n".join(bad) + "\n", encoding="utf-8")
+
+    code, out, err = invoke("ingest", str(source), "--dataset", "dailycheckins", "--mode", "soft")
+    assert code == 0 and err == "", out + err
+    lines = out.splitlines()
+    assert lines[0] == (
+        f"success dailycheckins ← {source}: 6 read, 2 loaded into tm.daily_checkins, 4 quarantined"
+    ), out
+    assert lines[1].startswith("  quarantine: ") and lines[1].endswith(".rows.csv")
+    assert lines[2:] == [
+        "  row 3, column hours: less_than_or_equal_to(24) (value '25')",
+        "  row 4, column user: required (missing or unparseable) (value '')",
+        "  row 5, column timestamp: required (missing or unparseable) (value 'whenever')",
+        "  and 1 more row: all of them, with the reason for each, in the quarantine file",
+    ], out
 
 
 def test_a_warehouse_that_refuses_connections_is_one_line(
@@ -118,7 +157,7 @@ def test_a_warehouse_that_refuses_connections_is_one_line(
     try:
         code, out, err = invoke("ingest", str(landed))
         assert code == 1
-        assert out.startswith("failed - ← "), out
+        assert out.startswith("failed ← "), out
         lines = err.strip().splitlines()
         assert len(lines) == 1, err
         assert (
