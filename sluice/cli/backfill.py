@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
 def backfill(
     prefix: Annotated[str, typer.Argument(help="Landing prefix: a folder or s3://bucket/prefix.")],
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset (default: by key).")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Files in flight at once.")] = 2,
+    # 4, not 2: on 2 cores, 17-22% more small files a second and the same time for large ones (benchmarks/local.py)
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Files in flight at once.")] = 4,
     deployment: Annotated[
         str | None,
         typer.Option(
