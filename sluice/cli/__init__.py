@@ -25,7 +25,7 @@ from rich.text import Text
 
 from sluice import services
 from sluice.cli import api, aws, backfill, data2bots, notify, output, sertis, totesys
-from sluice.cli.output import AsJson, Verbose, console, err, escape, fail, print_json, where
+from sluice.cli.output import AsJson, Verbose, console, err, escape, fail, print_json, rows_line, where
 from sluice.errors import SluiceError, counted
 from sluice.progress import tell
 from sluice.runtime import prepare
@@ -131,8 +131,7 @@ def _print_report(report: Any) -> None:
     colour = {"success": "green", "skipped": "yellow", "failed": "red"}.get(report.status, "white")
     # A run that read nothing (a skip, a missing file, a warehouse it could not reach) has no counts to give.
     counts = (
-        f": {report.rows_read:,} read, {report.rows_loaded:,} loaded into {report.table or '-'}, "
-        f"{report.rows_quarantined:,} quarantined"
+        ": " + rows_line(report.rows_read, report.rows_loaded, report.table, report.rows_quarantined)
         if report.status == "success" or report.rows_read or report.rows_quarantined
         else ""
     )

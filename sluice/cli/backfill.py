@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sluice.cli.output import AsJson, Verbose, bucketless, console, err, fail, print_json
+from sluice.cli.output import AsJson, Verbose, bucketless, console, err, fail, print_json, rows_line
 from sluice.errors import ConfigurationError, counted
 from sluice.runtime import prepare
 
@@ -234,9 +234,8 @@ def _what(result: dict[str, Any]) -> str:
         return str(result["error"])
     if result["status"] != "success" or "rows_read" not in result:  # a deployment run's result has no counts
         return ""
-    what = (
-        f"{result['rows_read']:,} read, {result['rows_loaded']:,} loaded into {result.get('table') or '-'}, "
-        f"{result['rows_quarantined']:,} quarantined"
+    what = rows_line(
+        result["rows_read"], result["rows_loaded"], result.get("table"), result["rows_quarantined"]
     )
     return what + (f" ({result['quarantine_uri']})" if result.get("quarantine_uri") else "")
 
