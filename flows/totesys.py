@@ -23,6 +23,7 @@ from flows.skeleton import (
 from sluice import totesys as core
 from sluice.adapters.totesys_source import source_url
 from sluice.report import IngestReport
+from sluice.transforms.totesys import lineage
 from tasks.totesys import (
     TotesysContext,
     ensure,
@@ -88,15 +89,13 @@ def _publish(report: TotesysReport) -> None:
     lines = [
         f"## totesys: {report.status} at `{report.state}` in {report.seconds} s",
         "",
-        "| table | extracted | | table | loaded |",
-        "|---|---|---|---|---|",
+        "| warehouse table | rows loaded | built from (rows extracted) |",
+        "|---|---:|---|",
     ]
-    left = sorted(report.extracted.items())
-    right = sorted(report.loaded.items())
-    for i in range(max(len(left), len(right))):
-        a = left[i] if i < len(left) else ("", "")
-        b = right[i] if i < len(right) else ("", "")
-        lines.append(f"| {a[0]} | {a[1]} | | {b[0]} | {b[1]} |")
+    lines += [
+        f"| {name} | {rows:,} | {built_from} |"
+        for name, rows, built_from in lineage(report.extracted, report.loaded)
+    ]
     if report.error:
         lines += ["", f"**{'Note' if report.status == 'skipped' else 'Error'}:** {report.error}"]
     create_markdown_artifact(key="totesys", markdown="\n".join(lines), description=f"totesys {report.status}")

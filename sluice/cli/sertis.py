@@ -66,8 +66,9 @@ def print_customers(report: Any, console: Any, limit: int = 15) -> None:
         soft_wrap=True,
     )
     table = Table(title=f"top {len(rows)} by streak")
-    for column in ("customer_id", "favourite_product", "longest_streak"):
-        table.add_column(column)
+    table.add_column("customer_id")
+    table.add_column("favourite_product")
+    table.add_column("longest_streak", justify="right")  # a count: right-aligned, as every other table's
     for row in rows:
         table.add_row(str(row[0]), str(row[1]), str(row[2]))
     console.print(table)

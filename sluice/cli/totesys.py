@@ -102,16 +102,14 @@ def print_cycle(report: Any) -> None:
         )
         return
     if extracted or loaded:
+        from sluice.transforms.totesys import lineage  # pandas: kept off `sluice totesys --help`
+
         table = Table(title=f"totesys cycle: {report.status} in {getattr(report, 'seconds', 0)} s")
-        table.add_column("source table")
-        table.add_column("extracted", justify="right")
         table.add_column("warehouse table")
         table.add_column("rows loaded", justify="right")
-        left, right = sorted(extracted.items()), sorted(loaded.items())
-        for i in range(max(len(left), len(right))):
-            a = left[i] if i < len(left) else ("", "")
-            b = right[i] if i < len(right) else ("", "")
-            table.add_row(a[0], f"{a[1]:,}" if a[1] != "" else "", b[0], f"{b[1]:,}" if b[1] != "" else "")
+        table.add_column("built from (rows extracted)")
+        for name, rows, built_from in lineage(extracted, loaded):
+            table.add_row(name, f"{rows:,}", built_from)
         console.print(table)
     if report.status == "failed":
         err.print(

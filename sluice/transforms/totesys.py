@@ -134,6 +134,38 @@ FACTS: dict[str, str] = {
     "fact_payment": "payment_id",
 }
 
+#: Warehouse table → the source tables it is built from, as ``star_schema`` builds it (``dim_date``: from the
+#: facts' dates, no source table of its own). A cycle's table and artifact show each warehouse table beside these.
+BUILT_FROM: dict[str, tuple[str, ...]] = {
+    "dim_date": (),
+    "dim_location": ("address",),
+    "dim_counterparty": ("counterparty", "address"),
+    "dim_staff": ("staff", "department"),
+    "dim_currency": ("currency",),
+    "dim_design": ("design",),
+    "dim_payment_type": ("payment_type",),
+    "dim_transaction": ("transaction",),
+    "fact_sales_order": ("sales_order",),
+    "fact_purchase_order": ("purchase_order",),
+    "fact_payment": ("payment",),
+}
+
+
+def lineage(extracted: Mapping[str, int], loaded: Mapping[str, int]) -> list[tuple[str, int, str]]:
+    """Per warehouse table, in load order: the rows loaded into it and what it was built from, its source tables
+    that had rows extracted with how many (``counterparty 20, address 30``). A table is listed if it loaded rows or
+    any of its sources had some."""
+    rows = []
+    for table in [*BUILT_FROM, *(t for t in loaded if t not in BUILT_FROM)]:
+        sources = [f"{s} {extracted[s]:,}" for s in BUILT_FROM.get(table, ()) if extracted.get(s)]
+        if loaded.get(table) or sources:
+            facts_dates = table == "dim_date" and not sources
+            rows.append(
+                (table, loaded.get(table, 0), "the facts' dates" if facts_dates else ", ".join(sources))
+            )
+    return rows
+
+
 # Lookups a dimension needs beyond its own table: kept from earlier runs so a batch with a staff change but
 # no department change (or a counterparty without its address) still builds complete rows.
 LOOKUP_TABLES: tuple[str, ...] = ("address", "counterparty", "department", "staff")

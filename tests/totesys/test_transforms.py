@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 from decimal import Decimal
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pandera.errors as pe
 import pytest
 
 from schemas.totesys import MODELS
+from sluice.fakes.totesys import generate
 from sluice.transforms import totesys as t
 
 TS = "2022-11-03 14:20:49.962"
@@ -349,3 +351,16 @@ def test_a_lenient_build_sets_every_bad_row_aside_with_why_and_builds_the_rest()
     assert "sales_order 1: column agreed_payment_date: 'soon' is not a YYYY-MM-DD date" in reasons
     with pytest.raises(ValueError, match="sales_order 3: column units_sold"):
         t.star_schema({"sales_order": frame(rows)}, {})  # strict (the default): the first bad row raises
+
+
+@pytest.mark.parametrize("source", t.TABLES)
+def test_a_change_to_one_source_table_rebuilds_only_tables_built_from_it(source: str) -> None:
+    """``BUILT_FROM`` (what a cycle's table shows beside each warehouse table) is what ``star_schema`` does: a batch
+    of one source table's rows builds the tables that list it, ``dim_date`` from a fact's dates, and no other."""
+    oltp = generate(20, random.Random(7))
+    before = {name: oltp[name] for name in t.LOOKUP_TABLES}
+    built = set(t.star_schema({source: oltp[source]}, before))
+    expected = {table for table, sources in t.BUILT_FROM.items() if source in sources}
+    if source in ("sales_order", "purchase_order", "payment"):
+        expected.add("dim_date")
+    assert built == expected
