@@ -1,4 +1,4 @@
-"""Small files written whole: the services' state files and the home's generated files.
+"""Small files written whole (the services' state files, the home's generated files), and a folder's identity.
 
 Standard library only: the thin client (``sluice.launch``, through ``sluice.warm``) imports it.
 """
@@ -29,3 +29,15 @@ def replace_whole(path: Path, fill: Callable[[Path], object]) -> None:
 def write_whole(path: Path, text: str, encoding: str = "utf-8") -> None:
     """Write ``text`` to ``path`` whole or not at all (``replace_whole``)."""
     replace_whole(path, lambda partial: partial.write_text(text, encoding=encoding))
+
+
+def identity(path: Path | str) -> tuple[int, int] | None:
+    """The file or folder at ``path`` as (device, inode); None if nothing is there.
+
+    A local service compares its home's folder with the identity it had at start: a folder removed (``rm -rf
+    .sluice`` to start again), or removed and made anew by the next command, is no longer its home."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)

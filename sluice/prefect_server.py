@@ -18,6 +18,10 @@ It is ``prefect server start`` with two changes:
   marker beside the database names the installation (Prefect's and its collections' versions, from their
   metadata) whose block types it holds; while it matches, the start skips the check. A new or upgraded
   installation registers them as Prefect does and writes the marker.
+- **It stops when its home's Prefect folder is removed** (``rm -rf .sluice`` to start again): no state file is left
+  for ``services stop`` to find it by, and it would keep the UI's port, sending the next home's UI to another one.
+  A thread checks the folder (``PREFECT_HOME``) every ``WATCH_SECONDS``; gone or made anew, it sends the server's
+  process group the ``SIGTERM`` of ``services stop``.
 """
 
 from __future__ import annotations
@@ -26,15 +30,20 @@ import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
-from sluice.files import replace_whole, write_whole
+from sluice.files import identity, replace_whole, write_whole
 
 SQLITE_URL = "sqlite+aiosqlite:///"
+#: How often the server checks that its home's Prefect folder is still there.
+WATCH_SECONDS = 5.0
 
 
 def _begin_writes_immediately() -> None:
@@ -186,7 +195,28 @@ def _copy_whole(source: Path, target: Path, copy: Callable[[Path, Path], object]
     return True
 
 
+def _stop_when_removed(folder: str | None) -> None:
+    """Watch ``folder`` (the home's Prefect folder) from a daemon thread: removed, or removed and made anew, the
+    server's process group gets ``SIGTERM`` (uvicorn shuts down as on ``services stop``)."""
+    if not folder or (first := identity(folder)) is None:
+        return  # not started by `sluice.services` (no PREFECT_HOME): nothing to watch
+    path = folder
+
+    def watch() -> None:
+        while identity(path) == first:
+            time.sleep(WATCH_SECONDS)
+        if (
+            os.getpgrp() == os.getpid()
+        ):  # the group services._start made (start_new_session), as stop() signals
+            os.killpg(os.getpgrp(), signal.SIGTERM)
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="sluice-home-watch", daemon=True).start()
+
+
 def main() -> None:
+    _stop_when_removed(os.environ.get("PREFECT_HOME"))
     _begin_writes_immediately()
     database, key = _database(), blocks_key()
     copied = _start_from_template(database, key)

@@ -7,7 +7,9 @@ Nothing before the fork starts a thread, an event loop, a database pool or an HT
 fork: ``threading.active_count() == 1``, else the command is refused and runs in-process).
 
 ``SIGHUP``: stop accepting, let running commands finish, exit (a replacement took over). ``SIGTERM``
-(``sluice services stop``): the same, and the running commands get ``SIGTERM`` too.
+(``sluice services stop``): the same, and the running commands get ``SIGTERM`` too. Its home's runner folder
+removed (``rm -rf .sluice`` to start again: no state file is left for ``services stop`` to find it by): the same as
+``SIGHUP``, noticed within ``WATCH_SECONDS``.
 
 Over 350 lines: the preload list, the serve loop and the child's set-up (descriptors, environment, consoles,
 exit) are one mechanism, each part only safe with the others (fork safety, exit status, signals).
@@ -32,6 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from sluice import warm
+from sluice.files import identity
+
+#: How often the serve loop wakes without a request: to notice that its home's folder was removed.
+WATCH_SECONDS = 5.0
 
 # The password of a URL in a command line (`totesys --source-url postgresql://user:pw@host/db`): up to the last '@'
 # of the word, so a password holding a raw '@' is hidden whole too.
@@ -155,6 +161,11 @@ class Runner:
         self.children: dict[int, socket.socket] = {}
         self.draining = False
         self.terminating = False
+        self.folder = warm.runner_dir(home)
+        #: (device, inode) of the runner folder and of the socket as bound; the home removed: None
+        self.folder_id: tuple[int, int] | None = None
+        self.socket_id: tuple[int, int] | None = None
+        self.orphaned = False
         self.selector = selectors.DefaultSelector()
         self.listener: socket.socket | None = None
         self.wake_r, self.wake_w = socket.socketpair()
@@ -170,6 +181,7 @@ class Runner:
         os.chmod(path, 0o600)
         self.listener.listen(128)
         self.listener.setblocking(False)
+        self.folder_id, self.socket_id = identity(self.folder), identity(path)
         self.selector.register(self.listener, selectors.EVENT_READ, "accept")
 
     def serve(self) -> None:
@@ -186,9 +198,13 @@ class Runner:
                 self.listener.close()  # the path may be the replacement's by now: never unlinked here
                 self.listener = None
             self._reap()
+            if not self.draining and identity(self.folder) != self.folder_id:
+                _log(f"{self.folder} was removed: stopping once the running commands end")
+                self.draining = self.orphaned = True
+                continue
             if self.draining and not self.children:
                 return
-            for key, _events in self.selector.select(timeout=5.0):
+            for key, _events in self.selector.select(timeout=WATCH_SECONDS):
                 if key.data == "accept":
                     self._accept()
                 elif key.data == "wake":
@@ -418,8 +434,14 @@ def main() -> None:
     try:
         runner.serve()
     finally:
-        with warm.state_lock(home):
-            warm.forget(home, os.getpid())
+        if runner.orphaned:  # no state to forget (the lock would make the folder again); a socket outside it
+            path = warm.socket_path(home)
+            if identity(path) == runner.socket_id:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        else:
+            with warm.state_lock(home):
+                warm.forget(home, os.getpid())
         _log("stopped")
     # Out at once: the commands ran in forked children and this process holds nothing to finalize (one thread,
     # checked above; its log is flushed line by line); tearing down the ~2,000 modules of the preload took 1.4 s

@@ -7,8 +7,10 @@ would; each test stops what it started (even when it fails) and checks that no p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -385,6 +387,37 @@ def test_services_stop_while_a_runner_is_starting_leaves_nothing(home: Path) -> 
         fcntl.flock(lock, fcntl.LOCK_EX)  # the start is over, one way or the other
     time.sleep(1)
     assert processes_of(home) == []
+
+
+def test_the_services_of_a_removed_home_stop_by_themselves(home: Path) -> None:
+    """``rm -rf .sluice`` to start again left the home's Prefect server and warm runner running, with no state file
+    for ``services stop`` to find them by; the server kept the UI's port, so the next home's UI moved to another."""
+    started = sluice(home, "services", "start")
+    assert started.returncode == 0, started.stderr
+    status = json.loads(sluice(home, "services", "status", "--json").stdout)
+    pids = {name: status[name]["pid"] for name in ("runner", "prefect", "postgres")}
+    assert all(pids.values()), status
+    procs = [psutil.Process(pid) for pid in pids.values()]
+    shutil.rmtree(home)
+    home.mkdir()  # made again, as the next command does: still not theirs
+    removed = time.monotonic()
+
+    def wait_gone(names: tuple[str, ...], seconds: float) -> dict[str, bool]:
+        while not all(gone(pids[n]) for n in names) and time.monotonic() < removed + seconds:
+            time.sleep(0.25)
+        return {n: gone(pids[n]) for n in names}
+
+    try:
+        # ours: checked every 5 s
+        assert wait_gone(("runner", "prefect"), 30) == {"runner": True, "prefect": True}
+        # PostgreSQL's own check of its lock file, once a minute
+        assert wait_gone(("postgres",), 90) == {"postgres": True}
+        # nothing made on the way out (the runner's lock would make warm/)
+        assert list(home.iterdir()) == []
+    finally:  # failed: what no `services stop` can find any more (psutil refuses a pid since reused)
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
 
 
 @pytest.mark.parametrize("where", ["under a file", "under /proc"])
