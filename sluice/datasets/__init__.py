@@ -11,8 +11,6 @@ from sluice.datasets import data2bots, sertis, tm
 from sluice.errors import UnknownDataset
 from sluice.registry import Dataset, registered
 
-BUILTIN = (tm, data2bots, sertis)
-
 
 def all_datasets() -> list[Dataset]:
     """Every registered dataset, by name."""

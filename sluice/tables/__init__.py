@@ -23,15 +23,10 @@ from sluice.tables.core import (
 __all__ = [
     "DDL_LOCK",
     "LINEAGE_COLUMNS",
-    "data2bots",
     "ensure",
     "exists",
-    "ledger",
     "lineage_columns",
     "metadata",
     "name_of",
     "quoted",
-    "sertis",
-    "tm",
-    "totesys",
 ]

@@ -46,6 +46,9 @@ def apply_python_block(copy: Path, block: str) -> str:
     target = copy / path.strip()
     if not note:
         assert not target.exists(), f"{path} is a new module in the README but exists already"
+        if not target.parent.exists():  # a new test folder: with its empty __init__.py, as the README says
+            target.parent.mkdir(parents=True)
+            (target.parent / "__init__.py").write_text("", encoding="utf-8")
         target.write_text(f'"""{path.strip()} (README "Adding a dataset")."""\n\n{body}', encoding="utf-8")
         return path
     assert "add the module to this line" in note, first
@@ -82,8 +85,22 @@ def test_adding_a_dataset_as_the_readme_says(sluice_env: Path, tmp_path: Path) -
     for package in PACKAGES:
         shutil.copytree(ROOT / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
+    (copy / "tests").mkdir()
+    for name in ("__init__.py", "conftest.py"):  # the fixtures the README's test takes
+        shutil.copy(ROOT / "tests" / name, copy / "tests" / name)
     written = [apply_python_block(copy, block) for block in blocks(text, "python")]
-    assert len(written) >= 6, written  # schema, transform, table, its import, dataset, its import
+    # schema, transform, table, its import, dataset, its import, the tests
+    assert len(written) >= 7, written
+
+    # What `./run test` checks first: the README's code, added as it says, passes ruff (the lint and the format).
+    # Adding a name to the catalogues' import lines failed F401 (unused import) while the built-in ones were also
+    # listed elsewhere.
+    for ruff in (["check"], ["format", "--check"]):
+        linted = subprocess.run(
+            [sys.executable, "-m", "ruff", *ruff, "--no-cache", "."],
+            cwd=copy, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert linted.returncode == 0, linted.stdout + linted.stderr
 
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PYTHONPATH": str(copy)}
     # The copy, not this checkout, is what runs (the editable install would otherwise win for `sluice`).
@@ -121,6 +138,14 @@ def test_adding_a_dataset_as_the_readme_says(sluice_env: Path, tmp_path: Path) -
         with engine.connect() as conn:
             rows = conn.execute(sa.text("SELECT page, day::text, views FROM web.pageviews")).all()
         assert [tuple(row) for row in rows] == [("/home", "2026-11-01", 10)]
+        # step 6: the README's tests pass, run in the copy as `./run test tests/web` runs them (their own session)
+        [tests] = [path for path in written if path.startswith("tests/")]
+        clean = {k: v for k, v in env.items() if not k.startswith(("PREFECT_", "SLUICE_"))}
+        ran = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", tests],
+            cwd=copy, env=clean, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert ran.returncode == 0 and "2 passed" in ran.stdout, ran.stdout[-3000:] + ran.stderr[-2000:]
         as_json = run(copy, env, "./run sluice ledger --json")
         runs = [r for r in json.loads(as_json.stdout) if r["dataset"] == "pageviews"]
         assert sorted((r["status"], r["state"]) for r in runs) == [
