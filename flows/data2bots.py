@@ -7,10 +7,11 @@ from typing import Annotated
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import State
 from pydantic import Field
 
 from flows.names import data2bots_run_name
-from flows.skeleton import held, new_report, pipeline_flow, quarantined, start_run, step, validated
+from flows.skeleton import held, new_report, pipeline_flow, quarantined, skipped, start_run, step, validated
 from sluice.report import IngestReport, markdown
 from tasks.data2bots import Data2botsContext, ensure, export, extract, load, transform, validate
 
@@ -39,7 +40,7 @@ def data2bots(
             )
         ),
     ] = False,
-) -> Data2botsReport:
+) -> Data2botsReport | State:
     """Build agg_public_holiday, agg_shipments and best_performing_product for one day; export them as CSV.
 
     Args:
@@ -59,7 +60,7 @@ def data2bots(
             report.status = "skipped"
             report.error = f"analytics for {ctx.as_of} already ran; --force (force=true for a deployment run) runs it again"
             logger.info(report.error)
-            return report
+            return skipped(report)
         report.notes = list(ctx.reference.notes) if ctx.reference else []
         for note in report.notes:
             logger.warning(note)

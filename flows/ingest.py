@@ -10,11 +10,20 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from prefect.runtime import flow_run
-from prefect.states import Completed, State
+from prefect.states import State
 from pydantic import Field
 
 from flows.names import ingest_run_name
-from flows.skeleton import held, ingestion_id, new_report, open_ledger, pipeline_flow, start_run, step
+from flows.skeleton import (
+    held,
+    ingestion_id,
+    new_report,
+    open_ledger,
+    pipeline_flow,
+    skipped,
+    start_run,
+    step,
+)
 from sluice import datasets
 from sluice.adapters import storage
 from sluice.errors import (
@@ -151,7 +160,7 @@ def ingest_file(
         ctx = _start(source, dataset, mode, force, version_id)
     except Unclaimed as exc:
         logger.info(str(exc))
-        return _skipped(
+        return skipped(
             IngestReport(
                 run_id=None, dataset=None, source=source, status="skipped", state="extract", error=str(exc)
             )
@@ -177,11 +186,11 @@ def ingest_file(
         if isinstance(fetched, Superseded):
             report.status, report.error = "skipped", fetched.reason
             logger.info("%s: skipped: %s", source, fetched.reason)
-            return _skipped(report)
+            return skipped(report)
         if fetched is None:
             report.status, report.error = "skipped", ALREADY_LOADED
             logger.info("%s: already loaded, skipped", source)
-            return _skipped(report)
+            return skipped(report)
         # One fused pass: transform and validate run chunk by chunk inside the load, overlapping the COPY.
         loaded = step(report, "load", load, ctx, fetched)
         report.rows_read = loaded.rows_read
@@ -204,13 +213,7 @@ def ingest_file(
         report.table,
         report.rows_quarantined,
     )
-    return _skipped(report) if report.status == "skipped" else report
-
-
-def _skipped(report: IngestReport) -> State:
-    """The run's final state when it loaded nothing on purpose: Completed, named ``Skipped`` with the reason as its
-    message, so that the Prefect UI and a deployment's caller (``backfill --deployment``) tell it from a load."""
-    return Completed(data=report, name="Skipped", message=report.error)
+    return skipped(report) if report.status == "skipped" else report
 
 
 def _failed_at(report: IngestReport, exc: Exception, ctx: IngestContext) -> None:

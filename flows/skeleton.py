@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import pandas as pd
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 
 from flows.names import TIMEOUT_SECONDS
 from sluice.adapters import scratch
@@ -181,3 +182,10 @@ def held(
             if spool is not None:
                 spool.release()
     publish(report)
+
+
+def skipped(report: R) -> State:
+    """A run's final state when it did nothing on purpose (a file already loaded, a Totesys cycle with nothing new,
+    a day's analytics already built): ``Completed``, named ``Skipped`` with the reason as its message, so that the
+    Prefect UI and a deployment's caller (``backfill --deployment``) tell it from a run that loaded."""
+    return Completed(data=report, name="Skipped", message=report.error)

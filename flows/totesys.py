@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import State
 from pydantic import Field
 
 from flows.names import totesys_run_name
@@ -16,6 +17,7 @@ from flows.skeleton import (
     open_ledger,
     pipeline_flow,
     quarantined,
+    skipped,
     start_run,
     step,
     validated,
@@ -46,7 +48,7 @@ class TotesysReport(IngestReport):
 
 
 @pipeline_flow("totesys", totesys_run_name)
-def totesys() -> TotesysReport:
+def totesys() -> TotesysReport | State:
     """Extract what changed in the Totesys OLTP, build the star schema, load it atomically."""
     logger = get_run_logger()
     settings, ledger = open_ledger()
@@ -66,7 +68,7 @@ def totesys() -> TotesysReport:
             report.status = "skipped"
             report.error = extracted.note or "no new data since the watermarks"
             logger.info("totesys: %s (%d tables checked)", report.error, len(extracted.read))
-            return report
+            return skipped(report)
         lookups = step(report, "transform", read_lookups, ctx)
         built = step(report, "transform", transform, ctx, extracted, lookups)
         step(report, "transform", write_processed, ctx, built.tables)

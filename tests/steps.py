@@ -71,6 +71,21 @@ def steps(flow_run_id: str | None, last: str, timeout: float = 30.0) -> list[Ste
         time.sleep(0.2)
 
 
+def final_state(flow_run_id: str | None) -> tuple[str, str, str | None]:
+    """The flow run's last state as the Prefect UI shows it: (type, name, message)."""
+    from prefect.client.orchestration import get_client
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    assert flow_run_id, "the report names no flow run"
+
+    async def read() -> Any:
+        async with get_client() as client:
+            return await client.read_flow_run(uuid.UUID(flow_run_id))
+
+    state = run_coro_as_sync(read()).state
+    return state.type.value, state.name, state.message
+
+
 @contextmanager
 def healed_after_first_failure(
     engine: sa.Engine, dataset: str, state: str, heal: Callable[[], None]

@@ -14,6 +14,7 @@ from sluice.adapters.warehouse import get_engine
 from sluice.cli.runner import run_data2bots
 from tests.data2bots.test_reference import drop_tiny_staging, tiny_staging
 from tests.steps import (
+    final_state,
     quarantine_fails_once,
     rejected_after_a_retried_quarantine,
     retried_as_configured,
@@ -37,6 +38,17 @@ def test_a_run_is_its_steps_in_order_io_retried_the_rest_pure(sluice_env: Path) 
     runs = steps(report.flow_run_id, last="export")
     assert [s.name for s in runs] == ["extract", "transform", "validate", "ensure", "load", "export"]
     retried_as_configured(runs, io={"extract", "ensure", "load", "export"})
+
+
+def test_a_day_that_already_ran_ends_completed_named_skipped(sluice_env: Path) -> None:
+    """The Prefect UI tells a run that did nothing on purpose from one that built the tables (it said Completed
+    for both, while the ledger said skipped)."""
+    tiny_staging()
+    built, again = run_data2bots(), run_data2bots()
+    assert (built.status, again.status) == ("success", "skipped"), (built.error, again.error)
+    assert final_state(built.flow_run_id)[:2] == ("COMPLETED", "Completed")
+    kind, name, message = final_state(again.flow_run_id)
+    assert (kind, name) == ("COMPLETED", "Skipped") and message == again.error and "already ran" in message
 
 
 def test_analytics_that_break_their_model_are_quarantined_with_a_retry_then_rejected(

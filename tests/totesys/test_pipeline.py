@@ -206,6 +206,20 @@ def test_late_commit_inside_the_overlap_is_extracted_and_dimension_changes_propa
     assert orphans(wh) == []
 
 
+def test_a_cycle_with_nothing_new_ends_completed_named_skipped(totesys_env: Env) -> None:
+    """In the Prefect UI an idle cycle (most of the 20-minute ones) is told from a load, as a skipped ingest is: it
+    ended plain ``Completed``, while the ledger said skipped."""
+    from sluice.fakes.totesys import generate, seed
+    from tests.steps import final_state
+
+    seed(totesys_env.source, generate(10, random.Random(5)))
+    loaded = cycle()
+    idle = cycle()
+    assert (loaded.status, idle.status) == ("success", "skipped"), (loaded.error, idle.error)
+    assert final_state(loaded.flow_run_id)[:2] == ("COMPLETED", "Completed")
+    assert final_state(idle.flow_run_id) == ("COMPLETED", "Skipped", "no new data since the watermarks")
+
+
 def test_bad_batch_halts_loads_nothing_and_keeps_the_watermarks(totesys_env: Env) -> None:
     from sluice.fakes.totesys import generate, seed
 
