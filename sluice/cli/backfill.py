@@ -10,7 +10,17 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sluice.cli.output import AsJson, Verbose, bucketless, console, err, fail, print_json, rows_line
+from sluice.cli.output import (
+    AsJson,
+    Verbose,
+    bucketless,
+    console,
+    err,
+    fail,
+    known_dataset,
+    print_json,
+    rows_line,
+)
 from sluice.errors import ConfigurationError, counted
 from sluice.runtime import prepare
 
@@ -58,6 +68,7 @@ def backfill(
             f"--deployment must be ingest-files/NAME or ingest-file/NAME (flow/deployment), not {deployment!r}",
             code=2,
         )
+    known_dataset(dataset)
     bucketless(prefix)
     # local: the server starts once files need it; deployments: where the user's Prefect profile points
     prepare(verbose, server=deployment is not None, remote=deployment is not None)
@@ -68,6 +79,8 @@ def backfill(
     if not files and not refused:
         if not storage.is_s3(prefix) and not Path(prefix).exists():  # a mistyped folder is not an empty one
             raise fail(f"{prefix}: no such folder")
+        if unclaimed == [storage.absolute(prefix)]:  # the file named itself: "it holds 1 file" was about a folder
+            raise fail(f"{prefix}: no dataset claims this file's name; --dataset NAME loads it as NAME")
         there = (
             f" (it holds {counted(len(unclaimed), 'file')} named as no dataset's are: "
             f"{_names(unclaimed)}; --dataset NAME loads them as NAME)"
@@ -230,8 +243,8 @@ def _run(
 def _what(result: dict[str, Any]) -> str:
     """A file's line after its status: why it failed or was skipped; for a load, its rows as ``sluice ingest``
     counts them (a soft load's quarantined rows were invisible: ``success  x.csv`` said nothing of them)."""
-    if result.get("error"):
-        return str(result["error"])
+    if result.get("error"):  # most errors start with the file, which the line has just named
+        return str(result["error"]).removeprefix(f"{result['source']}: ")
     if result["status"] != "success" or "rows_read" not in result:  # a deployment run's result has no counts
         return ""
     what = rows_line(

@@ -119,6 +119,20 @@ def bucketless(uri: str) -> None:
         raise fail(f"{uri!r} names no bucket: s3://BUCKET/KEY", code=2)
 
 
+def known_dataset(name: str | None) -> None:
+    """Refuse a ``--dataset`` no dataset is registered as, as a usage error before anything runs: ``sluice ingest``
+    made it a failed run (exit 1) in the ledger under a dataset that does not exist."""
+    if name is None:
+        return
+    from sluice.datasets import get_dataset  # the registry (pandas, pandera): kept off `sluice --help`
+    from sluice.errors import UnknownDataset
+
+    try:
+        get_dataset(name)
+    except UnknownDataset as exc:
+        raise fail(str(exc), code=2) from None
+
+
 def where(report: Any) -> str:
     """`` at <state>`` for an error line, or nothing when the run failed before its first state."""
     return f" at {report.state}" if getattr(report, "state", None) else ""

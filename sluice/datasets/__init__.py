@@ -7,6 +7,8 @@ Add a dataset: a module here that calls ``registry.register(Dataset(...))``, imp
 
 from __future__ import annotations
 
+import difflib
+
 from sluice.datasets import data2bots, sertis, tm
 from sluice.errors import UnknownDataset
 from sluice.registry import Dataset, registered
@@ -21,8 +23,12 @@ def get_dataset(name: str) -> Dataset:
     try:
         return registered()[name]
     except KeyError:
-        known = ", ".join(sorted(registered())) or "none"
-        raise UnknownDataset(f"unknown dataset {name!r} (registered: {known})") from None
+        names = sorted(registered())
+        close = difflib.get_close_matches(name, names, n=1)
+        meant = f": did you mean {close[0]!r}?" if close else ""
+        raise UnknownDataset(
+            f"unknown dataset {name!r}{meant} (registered: {', '.join(names) or 'none'})"
+        ) from None
 
 
 def resolve(key: str) -> Dataset | None:

@@ -439,6 +439,30 @@ def test_files_no_dataset_claims_are_counted_not_silently_left_out(sluice_env: P
     ), none.stderr
 
 
+def test_a_failed_files_line_names_it_once_and_a_file_named_as_prefix_says_why_it_is_not_taken(
+    sluice_env: Path,
+) -> None:
+    """A failed file's line gave its path twice (``failed   /…/x.csv  /…/x.csv: empty file …``: the error starts with
+    it); a PREFIX that is one file no dataset claims said it "holds 1 file named as no dataset's are"."""
+    folder = sluice_env / "landing" / "mistakes"
+    folder.mkdir(parents=True)
+    empty = folder / "dailycheckins-empty.csv"
+    empty.write_text("", encoding="utf-8")
+    text = CliRunner().invoke(app, ["backfill", str(folder)])
+    assert text.exit_code == 1, text.output
+    assert f"failed   {empty}  empty file (no header line)" in text.stdout.splitlines(), text.stdout
+    body = json.loads(CliRunner().invoke(app, ["backfill", str(folder), "--json"]).stdout)
+    assert body["results"][0]["error"] == f"{empty}: empty file (no header line)"  # the JSON keeps it whole
+
+    tsv = folder / "checkins.tsv"
+    tsv.write_text("user\ttimestamp\thours\tproject\n", encoding="utf-8")
+    alone = CliRunner().invoke(app, ["backfill", str(tsv)])
+    assert alone.exit_code == 1
+    assert " ".join(alone.stderr.split()) == (
+        f"error: {tsv}: no dataset claims this file's name; --dataset NAME loads it as NAME"
+    ), alone.stderr
+
+
 def test_the_warehouse_pool_holds_every_connection_of_the_runs_a_backfill_runs_at_once(
     sluice_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

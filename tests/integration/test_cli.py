@@ -109,6 +109,27 @@ def test_failed_run_prints_one_readable_line(sluice_env: Path) -> None:
     assert "no registered dataset claims this key" in out.splitlines()[1] and " read, " not in out, out
 
 
+def test_a_mistyped_dataset_is_a_usage_error_that_runs_nothing(sluice_env: Path) -> None:
+    """``--dataset dailycheckin`` was a failed run (exit 1), recorded in the ledger under a dataset that does not
+    exist, while ``--mode strict`` was a usage error. Both commands now refuse it before anything runs, and say
+    which name was meant."""
+    source = sluice_env / "landing" / "dailycheckins.csv"
+    source.parent.mkdir(parents=True)
+    source.write_text(GOOD, encoding="utf-8")
+    _, before, _ = invoke("ledger", "--json")
+    for command in ("ingest", "backfill"):
+        code, out, err = invoke(command, str(source), "--dataset", "dailycheckin")
+        assert (code, out) == (2, ""), (command, out, err)
+        assert err.startswith(
+            "error: unknown dataset 'dailycheckin': did you mean 'dailycheckins'? (registered: "
+        )
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = invoke("ingest", str(source), "--dataset", "zzz")
+    assert code == 2 and "did you mean" not in err and "unknown dataset 'zzz' (registered: " in err, err
+    _, after, _ = invoke("ledger", "--json")
+    assert json.loads(after) == json.loads(before)  # no run, no ledger entry
+
+
 def test_a_soft_load_says_which_rows_were_quarantined_and_why(sluice_env: Path) -> None:
     """``sluice ingest`` in soft mode named the quarantine file and no reason: the user had to open it to learn
     what was wrong (the demo and a hard failure say it). Now the first failed checks (row, column, check, value),

@@ -57,7 +57,11 @@ def test_failures_before_any_run_are_one_json_document(home: Path, warm: str) ->
     assert "no-such-prefix" in err  # the readable line is still on stderr
 
     code, doc, _ = run_json(home, warm, "backfill", str(home), "--dataset", "no-such-dataset")
-    assert code == 1 and doc["status"] == "failed" and "unknown dataset 'no-such-dataset'" in doc["error"]
+    assert (code, doc["status"], doc["exit_code"]) == (2, "failed", 2)
+    assert "unknown dataset 'no-such-dataset'" in doc["error"]
+    code, doc, _ = run_json(home, warm, "ingest", str(home / "x.csv"), "--dataset", "dailycheckin")
+    assert (code, doc["status"], doc["exit_code"]) == (2, "failed", 2)
+    assert "unknown dataset 'dailycheckin': did you mean 'dailycheckins'?" in doc["error"]
 
     code, doc, _ = run_json(home, warm, "ingest", str(home / "x.csv"), "--mode", "strict")
     assert (code, doc["status"], doc["exit_code"]) == (2, "failed", 2) and "--mode" in doc["error"]
