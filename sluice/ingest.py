@@ -637,10 +637,7 @@ class FilePass:
             self.quarantine_uri = storage.put_file(rejects, f"{self.quarantine_base}.rows.csv")
         self.finished = True
         if self.hard and self.rows_invalid:
-            first = "; ".join(
-                f"row {f['row']} column {f['column']}: {f['check']} (value {shown(f['value'])})"
-                for f in self.failures[:3]
-            )
+            first = "; ".join(failed_check(f) for f in self.failures[:3])
             raise ValidationFailed(
                 f"{self.source}: {counted(self.rows_invalid, 'row')} failed checks (hard mode, nothing loaded): "
                 f"{first}"

@@ -128,7 +128,7 @@ def test_adding_a_dataset_as_the_readme_says(sluice_env: Path, tmp_path: Path) -
             assert result.returncode == 0, (line, result.stderr)
         hard, soft, ledger = results[2:]
         assert hard.returncode == 1, hard.stdout + hard.stderr
-        assert "row 2 column views: greater_than_or_equal_to(0) (value '-3')" in hard.stderr
+        assert "row 2, column views: greater_than_or_equal_to(0) (value '-3')" in hard.stderr
         assert "nothing loaded" in hard.stderr and "Traceback" not in hard.stderr
         assert soft.returncode == 0, soft.stdout + soft.stderr
         assert "1 loaded into web.pageviews, 1 quarantined" in soft.stdout

@@ -47,7 +47,7 @@ def test_a_huge_reason_is_cut_and_still_alerts_and_ledgers(
     assert len(json.dumps(body)) < 16_000
     assert (body["error"], body["quarantineUri"]) == (report.error, report.quarantine_uri)
     if state == "validate":
-        assert "row 1 column user: str_length" in body["error"]
+        assert "row 1, column user: str_length" in body["error"]
         assert "2,000,000 characters" in body["error"]
     else:
         assert "missing required column(s) user, timestamp, hours, project" in body["error"]

@@ -94,7 +94,7 @@ def test_hard_mode_loads_nothing_and_names_the_rows(sluice_env: Path) -> None:
     source = land(sluice_env, "dailycheckins.csv", GOOD + BAD_ROWS)
     report = run_ingest(source, dataset="dailycheckins", mode="hard")
     assert (report.status, report.state, report.rows_loaded) == ("failed", "validate", 0)
-    assert "3 rows failed checks" in report.error and "row 6 column hours" in report.error
+    assert "3 rows failed checks" in report.error and "row 6, column hours" in report.error
     assert rows("SELECT count(*) FROM tm.daily_checkins") == [(0,)]
     assert report.quarantine_uri and Path(report.quarantine_uri).exists()
     states = rows("SELECT state, status FROM sluice.run_ledger ORDER BY seq")
