@@ -1,6 +1,6 @@
 """Entry point of the home's local Prefect server (``python -m sluice.prefect_server server start ...``).
 
-It is ``prefect server start`` with two changes:
+It is ``prefect server start`` with these changes:
 
 - **Every SQLite write transaction begins ``IMMEDIATE``.** Prefect begins most of them ``DEFERRED``; in WAL mode a
   deferred transaction that read before another connection committed cannot upgrade to a write
@@ -205,9 +205,8 @@ def _stop_when_removed(folder: str | None) -> None:
     def watch() -> None:
         while identity(path) == first:
             time.sleep(WATCH_SECONDS)
-        if (
-            os.getpgrp() == os.getpid()
-        ):  # the group services._start made (start_new_session), as stop() signals
+        # the group services._start made (start_new_session), which stop() signals too
+        if os.getpgrp() == os.getpid():
             os.killpg(os.getpgrp(), signal.SIGTERM)
         else:
             os.kill(os.getpid(), signal.SIGTERM)
