@@ -27,6 +27,7 @@ from sluice import services
 from sluice.cli import api, aws, backfill, data2bots, notify, output, sertis, totesys
 from sluice.cli.output import AsJson, Verbose, console, err, escape, fail, print_json, rows_line, where
 from sluice.errors import SluiceError, counted
+from sluice.files import identity
 from sluice.progress import tell
 from sluice.runtime import prepare
 
@@ -346,6 +347,9 @@ def demo(
 
 #: The shell's status for a command stopped by Ctrl-C (128 + SIGINT); typer exits with it on KeyboardInterrupt.
 INTERRUPTED = 130
+#: 128 + SIGPIPE: the reader of stdout went away (``sluice ledger | head``), as a shell reports a producer a closed
+#: pipe stopped; click exits 1 on EPIPE, which is a failed run's code.
+BROKEN_PIPE = 141
 INTERRUPTED_MESSAGE = (
     "interrupted: the run stopped before it finished; what it had not committed was rolled back "
     "(`sluice ledger` shows where it stopped). Run the same command again: nothing is loaded twice"
@@ -354,6 +358,7 @@ INTERRUPTED_MESSAGE = (
 
 def main(prog_name: str | None = None) -> None:
     code: int = 0
+    stdout_was = _stdout()
     output.begin(sys.argv[1:])
     try:
         # not standalone: click's usage errors reach this function, which prints them as typer would and keeps
@@ -374,6 +379,8 @@ def main(prog_name: str | None = None) -> None:
         code = 1
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if _reader_gone(stdout_was):
+            code = BROKEN_PIPE
         if not isinstance(exc.code, int | None):
             err.print(str(exc.code), highlight=False)
         if code == INTERRUPTED and output.error() is None:  # typer's silent Exit(130) for a KeyboardInterrupt
@@ -392,6 +399,24 @@ def main(prog_name: str | None = None) -> None:
         code = 1
     output.finish_json(code)
     _exit(code)
+
+
+def _stdout() -> tuple[int, int] | None:
+    """What file descriptor 1 is (device, inode)."""
+    try:
+        st = os.fstat(1)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _reader_gone(stdout_was: tuple[int, int] | None) -> bool:
+    """Whether the exit is the answer to EPIPE on stdout: click wraps stdout to pacify its flushes, and rich (ours and
+    typer's help) points descriptor 1 at /dev/null, and both exit 1."""
+    if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+        return True
+    now = _stdout()
+    return now is not None and now != stdout_was and now == identity(os.devnull)
 
 
 def _exit(code: int) -> None:
