@@ -56,6 +56,9 @@ def data2bots(
         staging = step(report, "extract", extract, ctx, as_of)
         report.as_of = ctx.as_of
         report.source = f"staging as of {ctx.as_of}"
+        report.rows_read = ctx.counts[
+            "rows_read"
+        ]  # read to decide, skipped or not (the ledger counts them too)
         if staging is None:
             report.status = "skipped"
             report.error = f"analytics for {ctx.as_of} already ran; --force (force=true for a deployment run) runs it again"
@@ -64,7 +67,6 @@ def data2bots(
         report.notes = list(ctx.reference.notes) if ctx.reference else []
         for note in report.notes:
             logger.warning(note)
-        report.rows_read = ctx.counts["rows_read"]
         tables = step(report, "transform", transform, ctx, staging)
         # what transform noticed (a best product without a name, a year without holidays) joins extract's notes
         for note in ctx.reference.notes[len(report.notes) :] if ctx.reference else []:

@@ -37,7 +37,7 @@ from sluice.errors import (
 )
 from sluice.ledger import Ledger, LedgerEntry
 from sluice.report import IngestionFailed, IngestReport, markdown
-from tasks.ingest import ALREADY_LOADED, IngestContext, Superseded, extract, load, publish
+from tasks.ingest import AlreadyLoaded, IngestContext, Superseded, extract, load, publish
 
 
 class Unclaimed(Exception):
@@ -183,13 +183,9 @@ def ingest_file(
     )
     with held(ctx, report, _publish, on_failure=_failed_at):
         fetched = step(report, "extract", extract, ctx)
-        if isinstance(fetched, Superseded):
+        if isinstance(fetched, Superseded | AlreadyLoaded):
             report.status, report.error = "skipped", fetched.reason
             logger.info("%s: skipped: %s", source, fetched.reason)
-            return skipped(report)
-        if fetched is None:
-            report.status, report.error = "skipped", ALREADY_LOADED
-            logger.info("%s: already loaded, skipped", source)
             return skipped(report)
         # One fused pass: transform and validate run chunk by chunk inside the load, overlapping the COPY.
         loaded = step(report, "load", load, ctx, fetched)

@@ -51,9 +51,22 @@ def already_loaded(conn: sa.Connection, dataset: str, sha256: str) -> bool:
     return conn.execute(query).first() is not None
 
 
-def is_loaded(engine: sa.Engine, dataset: str, sha256: str) -> bool:
+def loaded_by(engine: sa.Engine, dataset: str, sha256: str) -> uuid.UUID | None:
+    """The run that loaded this content into ``dataset``, or None if none did."""
+    query = sa.select(file_loads.c.ingestion_id).where(
+        file_loads.c.dataset == dataset, file_loads.c.sha256 == sha256
+    )
     with engine.connect() as conn:
-        return already_loaded(conn, dataset, sha256)
+        return conn.execute(query).scalar()
+
+
+def already_loaded_reason(sha256: str, run: object) -> str:
+    """Why a file was skipped as loaded before, as ``sluice ingest``, its ledger entry and ``sluice backfill`` say
+    it (one wording)."""
+    return (
+        f"already loaded by run {run} (sha256 {sha256[:12]}): nothing loads twice; sluice ingest --force reloads it "
+        "(force=true for a deployment run)"
+    )
 
 
 def _lock(conn: sa.Connection, dataset: str, sha256: str) -> None:

@@ -37,7 +37,7 @@ from sluice.adapters import storage
 from sluice.adapters.warehouse import get_engine
 from sluice.errors import BadFile, ConfigurationError, DestinationUnwritable, ValidationFailed, described
 from sluice.ledger import LedgerEntry, close_entry
-from sluice.loading import LoadOutcome, ensure_target, is_loaded, load_file
+from sluice.loading import LoadOutcome, already_loaded_reason, ensure_target, load_file, loaded_by
 from sluice.registry import AfterLoad, Dataset
 from tasks.toolkit import RunContext, io_task, ledger_state, reason
 
@@ -71,13 +71,6 @@ class IngestContext(RunContext):
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-#: What a run reports when the file's content is loaded already (the ledger's line names its SHA-256 too).
-ALREADY_LOADED = (
-    "already loaded: the same content was loaded before (nothing loads twice); --force reloads it "
-    "(force=true for a deployment run)"
-)
-
-
 @dataclass(frozen=True)
 class Superseded:
     """The event's object version is no longer the key's latest, and the dataset loads only the latest."""
@@ -85,9 +78,16 @@ class Superseded:
     reason: str
 
 
+@dataclass(frozen=True)
+class AlreadyLoaded:
+    """The file's content is loaded already (by the run the reason names)."""
+
+    reason: str
+
+
 @io_task
-def extract(ctx: IngestContext) -> storage.FetchedFile | Superseded | None:
-    """Fetch the landed file and fingerprint it; None when this content is already loaded; ``Superseded`` when
+def extract(ctx: IngestContext) -> storage.FetchedFile | Superseded | AlreadyLoaded:
+    """Fetch the landed file and fingerprint it; ``AlreadyLoaded`` when this content is loaded; ``Superseded`` when
     the key was overwritten since the event and the dataset replaces or upserts (an older version loaded after a
     newer one would put stale rows back: events can be handled out of order). First, the dataset's table and the
     exactly-once guard are created if absent (the guard is what "already loaded" is read from)."""
@@ -112,14 +112,11 @@ def extract(ctx: IngestContext) -> storage.FetchedFile | Superseded | None:
         if (
             not ctx.force
             and ctx.dataset.table is not None
-            and is_loaded(engine, ctx.dataset.name, fetched.sha256)
+            and (earlier := loaded_by(engine, ctx.dataset.name, fetched.sha256)) is not None
         ):
             entry.status = "skipped"
-            entry.error = (
-                f"already loaded (sha256 {fetched.sha256[:12]}); --force (force=true for a deployment run) "
-                "reloads it"
-            )
-            return None
+            entry.error = already_loaded_reason(fetched.sha256, earlier)
+            return AlreadyLoaded(entry.error)
     return fetched
 
 

@@ -33,7 +33,7 @@ from sluice.adapters.warehouse import CONNECTIONS_PER_RUN, get_engine, serve_run
 from sluice.cli.output import warn
 from sluice.errors import ConfigurationError
 from sluice.ledger import LedgerEntry, PostgresLedger, ensure_bookkeeping, get_ledger, run_ledger
-from sluice.loading import file_loads
+from sluice.loading import already_loaded_reason, file_loads
 from sluice.report import IngestReport
 from sluice.runtime import use_local_server
 
@@ -175,7 +175,7 @@ def record_skips(
                 source=uri,
                 status="skipped",
                 target=spec.target or None,
-                error=f"already loaded (sha256 {sha[:12]}, run {earlier}); sluice ingest --force reloads it",
+                error=already_loaded_reason(sha, earlier),
                 started_at=now,
                 finished_at=now,
             )

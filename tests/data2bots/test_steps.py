@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from sluice.adapters.warehouse import get_engine
 from sluice.cli.runner import run_data2bots
+from sluice.ledger import get_ledger, summarize
 from tests.data2bots.test_reference import drop_tiny_staging, tiny_staging
 from tests.steps import (
     final_state,
@@ -49,6 +50,9 @@ def test_a_day_that_already_ran_ends_completed_named_skipped(sluice_env: Path) -
     assert final_state(built.flow_run_id)[:2] == ("COMPLETED", "Completed")
     kind, name, message = final_state(again.flow_run_id)
     assert (kind, name) == ("COMPLETED", "Skipped") and message == again.error and "already ran" in message
+    # it read staging to decide: its report counts what its ledger entry does (the report said 0)
+    [entry] = [summarize(r) for r in get_ledger().recent(5) if str(r[0].ingestion_id) == again.run_id]
+    assert again.rows_read == entry["rows_read"] == built.rows_read > 0
 
 
 def test_analytics_that_break_their_model_are_quarantined_with_a_retry_then_rejected(

@@ -109,6 +109,29 @@ def test_failed_run_prints_one_readable_line(sluice_env: Path) -> None:
     assert "no registered dataset claims this key" in out.splitlines()[1] and " read, " not in out, out
 
 
+def test_an_already_loaded_file_is_said_alike_by_ingest_the_ledger_and_backfill(sluice_env: Path) -> None:
+    """Three wordings of one skip: ``sluice ingest`` said "already loaded: the same content was loaded before …",
+    its own ledger entry "already loaded (sha256 …); --force (…) reloads it", and backfill "already loaded (sha256
+    …, run …); sluice ingest --force reloads it". One now, naming the run that loaded it."""
+    import hashlib
+
+    source = sluice_env / "landing" / "dailycheckins-said-alike.csv"
+    source.parent.mkdir(parents=True)
+    source.write_text(GOOD, encoding="utf-8")
+    first = json.loads(invoke("ingest", str(source), "--json")[1])
+    again = json.loads(invoke("ingest", str(source), "--json")[1])
+    sha = hashlib.sha256(source.read_bytes()).hexdigest()
+    said = (
+        f"already loaded by run {first['run_id']} (sha256 {sha[:12]}): nothing loads twice; "
+        "sluice ingest --force reloads it (force=true for a deployment run)"
+    )
+    assert (first["status"], again["status"], again["error"]) == ("success", "skipped", said)
+    ledger = json.loads(invoke("ledger", "--json", "--limit", "5")[1])
+    assert [r["error"] for r in ledger if r["run_id"] == again["run_id"]] == [said]
+    backfilled = json.loads(invoke("backfill", str(source), "--json")[1])
+    assert [r["error"] for r in backfilled["results"]] == [said]
+
+
 def test_a_mistyped_dataset_is_a_usage_error_that_runs_nothing(sluice_env: Path) -> None:
     """``--dataset dailycheckin`` was a failed run (exit 1), recorded in the ledger under a dataset that does not
     exist, while ``--mode strict`` was a usage error. Both commands now refuse it before anything runs, and say
