@@ -159,9 +159,11 @@ def _print_report(report: Any) -> None:
 @app.command()
 def ledger(
     limit: Annotated[int, typer.Option(min=0, help="How many recent runs.")] = 20,
-    as_json: AsJson = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON array: each run with every state it went through.")
+    ] = False,
 ) -> None:
-    """Recent runs and their states, from the configured ledger backend."""
+    """Recent runs (file, status, the state reached, rows, error), from the configured ledger backend."""
     _prepare(server=False)
     from sluice.ledger import get_ledger, reap_abandoned, summarize  # kept off `sluice --help` (SQLAlchemy)
 
@@ -171,7 +173,18 @@ def ledger(
     if as_json:
         print_json([{**summarize(r), "states": [e.as_dict() for e in r]} for r in runs])
         return
-    columns = ("started", "run", "dataset", "status", "state", "read", "loaded", "quarantined", "error")
+    columns = (
+        "started",
+        "run",
+        "dataset",
+        "status",
+        "state",
+        "read",
+        "loaded",
+        "quarantined",
+        "error",
+        "source",
+    )
     rows = [
         (
             run[0].started_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -183,6 +196,7 @@ def ledger(
             str(s["rows_loaded"]),
             str(s["rows_quarantined"]),
             " ".join((s["error"] or "").split()),
+            s["source"] or "",
         )
         for run in runs
         for s in [summarize(run)]
@@ -204,23 +218,46 @@ def ledger(
 
 #: The narrowest error column the ledger's table is drawn with; narrower, a terminal gets lines.
 ERROR_MIN_WIDTH = 24
+#: The table's source and error columns show at most this many characters (the lines view and piped output: all).
+SOURCE_SHOWN, ERROR_SHOWN = 32, 120
+
+
+def _cut(text: str, limit: int, keep_end: bool = False) -> str:
+    """``text`` in at most ``limit`` characters, an ellipsis where it was cut (a path keeps its end: the file)."""
+    if len(text) <= limit:
+        return text
+    return "…" + text[-(limit - 1) :] if keep_end else text[: limit - 1] + "…"
 
 
 def print_runs(to: Console, rows: list[tuple[str, ...]]) -> None:
-    """The ledger's runs (``started, run, dataset, status, state, read, loaded, quarantined, error``: the error on
-    one line, as ``ledger`` makes it) on a terminal: a table where its columns fit whole beside an error column of ``ERROR_MIN_WIDTH``; on a narrower
-    one (80 columns: the table cut every value into pieces), two or three lines per run, every value whole."""
+    """The ledger's runs (``started, run, dataset, status, state, read, loaded, quarantined, error, source``: the
+    error on one line, as ``ledger`` makes it) on a terminal: a table where its columns fit whole beside an error
+    column of ``ERROR_MIN_WIDTH``; on a narrower one (80 columns: the table cut every value into pieces), a few
+    lines per run, every value whole."""
     counted_rows = [(*row[:1], row[1][:8], *row[2:5], *(f"{int(n):,}" for n in row[5:8])) for row in rows]
 
     def table(errors: bool) -> Table:
         drawn = Table(title="Recent runs")
-        for column in ("started", "run", "dataset", "status", "state", "read", "loaded", "quarantined"):
+        for column in (
+            "started",
+            "run",
+            "dataset",
+            "source",
+            "status",
+            "state",
+            "read",
+            "loaded",
+            "quarantined",
+        ):
             right = column in ("read", "loaded", "quarantined")
             drawn.add_column(column, no_wrap=True, justify="right" if right else "left")
         if errors:
             drawn.add_column("error", overflow="fold")
         for row, counted_row in zip(rows, counted_rows, strict=True):
-            drawn.add_row(*counted_row, *([row[8][:120]] if errors else []))
+            source = _cut(row[9], SOURCE_SHOWN, keep_end=True)
+            drawn.add_row(
+                *counted_row[:3], source, *counted_row[3:], *([_cut(row[8], ERROR_SHOWN)] if errors else [])
+            )
         return drawn
 
     if Measurement.get(to, to.options, table(errors=False)).maximum + ERROR_MIN_WIDTH + 3 <= to.width:
@@ -231,6 +268,8 @@ def print_runs(to: Console, rows: list[tuple[str, ...]]) -> None:
         rows, counted_rows, strict=True
     ):
         to.print(Text(f"{started}  {run}  {dataset}: {status} ({state})"))
+        if row[9]:
+            to.print(Padding(Text(row[9]), (0, 0, 0, 2), expand=False))
         to.print(
             Padding(
                 Text(f"{read} read, {loaded} loaded, {quarantined} quarantined"), (0, 0, 0, 2), expand=False

@@ -299,5 +299,5 @@ def test_the_ledger_of_a_home_with_no_runs_says_so_on_a_terminal(tmp_path: Path)
         "no runs yet: `sluice ingest FILE --dataset NAME` or `sluice backfill FOLDER` makes them"
     ], lines
     assert piped_out.returncode == 0 and piped_out.stdout.splitlines() == [
-        "started\trun\tdataset\tstatus\tstate\tread\tloaded\tquarantined\terror"
+        "started\trun\tdataset\tstatus\tstate\tread\tloaded\tquarantined\terror\tsource"
     ], piped_out.stdout
