@@ -153,8 +153,8 @@ def behind_watermarks(
     return (
         f"the warehouse has already loaded Totesys up to its watermarks (sluice.totesys_watermarks), and "
         f"{listed(behind)} hold nothing changed after them (seeded up to {newest:%Y-%m-%d %H:%M:%S}): "
-        f"`sluice totesys` will not extract those rows again{also}. To load this source from scratch, point "
-        "SLUICE_DATABASE_URL at an empty warehouse"
+        f"`sluice totesys` will not extract those rows again{also}. To load this source from scratch, use a new "
+        "SLUICE_HOME (a warehouse of its own) or point SLUICE_DATABASE_URL at an empty warehouse"
     )
 
 

@@ -644,7 +644,7 @@ def test_reseeding_a_source_the_warehouse_has_loaded_says_why_the_next_cycle_fin
     note = " ".join(again.stderr.split())
     assert note.startswith("note: the warehouse has already loaded Totesys up to its watermarks"), note
     assert "sales_order" in note and "will not extract those rows again" in note, note
-    assert "SLUICE_DATABASE_URL" in note
+    assert "use a new SLUICE_HOME (a warehouse of its own) or point SLUICE_DATABASE_URL" in note
     idle = cycle()
     assert idle.status == "skipped" and "no new data" in (idle.error or ""), idle
 
