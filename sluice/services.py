@@ -36,7 +36,7 @@ from typing import Any
 
 from sluice import warm  # the home's third service (standard library only; it imports this module lazily)
 from sluice.errors import SluiceError
-from sluice.files import write_whole
+from sluice.files import identity, write_whole
 
 STATE_FILE = "server.json"
 LOCK_FILE = "server.lock"
@@ -241,10 +241,44 @@ def _listens(pid: int, port: int) -> bool:
 
 def _candidate_ports(previous: int | None) -> Iterator[int]:
     for port in (previous, PREFERRED_PORT):
-        if port and _port_free(port):
+        if port and (_port_free(port) or _freed(port)):
             yield port
     while True:
         yield _any_free_port()
+
+
+#: How long a new server waits for the server of a removed home to leave the port it wants (that server checks
+#: its home every ``prefect_server.WATCH_SECONDS``, 5 s, then shuts down).
+ORPHAN_WAIT_SECONDS = 10.0
+
+
+def _freed(port: int) -> bool:
+    """Whether ``port`` is free after waiting for its holder to leave, when that holder is the Prefect server of a
+    home that was removed (``rm -rf .sluice && ./run demo``: the new home's server took another port, and the
+    UI's address changed for good, while the old server was still seconds from noticing)."""
+    import psutil  # see _process
+
+    try:
+        holders = {
+            c.pid
+            for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+        }
+    except (psutil.Error, OSError):  # not allowed to list sockets (another OS, another user)
+        return False
+    for pid in holders - {None}:
+        try:
+            proc = psutil.Process(pid)
+            if "sluice.prefect_server" not in proc.cmdline():
+                return False
+            folder, cwd = proc.environ().get("PREFECT_HOME"), identity(f"/proc/{pid}/cwd")
+            # its working folder is its home's Prefect folder (services._start): gone, or made anew since
+            if not folder or cwd is None or cwd == identity(folder):
+                return False  # a live home's server (or, without /proc, one we cannot tell)
+            proc.wait(ORPHAN_WAIT_SECONDS)
+        except (psutil.Error, OSError):
+            continue  # gone already, or not ours to inspect
+    return _port_free(port)
 
 
 def _server_env(home: Path) -> dict[str, str]:

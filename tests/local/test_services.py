@@ -389,9 +389,12 @@ def test_services_stop_while_a_runner_is_starting_leaves_nothing(home: Path) -> 
     assert processes_of(home) == []
 
 
-def test_the_services_of_a_removed_home_stop_by_themselves(home: Path) -> None:
+def test_the_services_of_a_removed_home_stop_by_themselves(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``rm -rf .sluice`` to start again left the home's Prefect server and warm runner running, with no state file
-    for ``services stop`` to find them by; the server kept the UI's port, so the next home's UI moved to another."""
+    for ``services stop`` to find them by; the server kept the UI's port, so the next home's UI moved to another.
+    (Here the UI's usual port is the removed home's, whichever it got: 4200 may be another home's.)"""
     started = sluice(home, "services", "start")
     assert started.returncode == 0, started.stderr
     status = json.loads(sluice(home, "services", "status", "--json").stdout)
@@ -408,6 +411,10 @@ def test_the_services_of_a_removed_home_stop_by_themselves(home: Path) -> None:
         return {n: gone(pids[n]) for n in names}
 
     try:
+        # the next home's server waits for the removed home's to leave the port it wants, not another port
+        monkeypatch.setattr(services, "PREFERRED_PORT", int(status["prefect"]["ui"].rsplit(":", 1)[1]))
+        assert next(services._candidate_ports(None)) == services.PREFERRED_PORT
+        assert time.monotonic() - removed < services.ORPHAN_WAIT_SECONDS + 1
         # ours: checked every 5 s
         assert wait_gone(("runner", "prefect"), 30) == {"runner": True, "prefect": True}
         # PostgreSQL's own check of its lock file, once a minute
