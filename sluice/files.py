@@ -31,8 +31,8 @@ def write_whole(path: Path, text: str, encoding: str = "utf-8") -> None:
     replace_whole(path, lambda partial: partial.write_text(text, encoding=encoding))
 
 
-def identity(path: Path | str) -> tuple[int, int] | None:
-    """The file or folder at ``path`` as (device, inode); None if nothing is there.
+def identity(path: Path | str | int) -> tuple[int, int] | None:
+    """The file or folder at ``path`` (or open on descriptor ``path``) as (device, inode); None if nothing is there.
 
     A local service compares its home's folder with the identity it had at start: a folder removed (``rm -rf
     .sluice`` to start again), or removed and made anew by the next command, is no longer its home."""

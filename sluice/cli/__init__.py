@@ -397,7 +397,7 @@ INTERRUPTED_MESSAGE = (
 
 def main(prog_name: str | None = None) -> None:
     code: int = 0
-    stdout_was = _stdout()
+    stdout_was = identity(1)  # descriptor 1: what rich points at /dev/null on EPIPE
     output.begin(sys.argv[1:])
     try:
         # not standalone: click's usage errors reach this function, which prints them as typer would and keeps
@@ -440,21 +440,12 @@ def main(prog_name: str | None = None) -> None:
     _exit(code)
 
 
-def _stdout() -> tuple[int, int] | None:
-    """What file descriptor 1 is (device, inode)."""
-    try:
-        st = os.fstat(1)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
 def _reader_gone(stdout_was: tuple[int, int] | None) -> bool:
     """Whether the exit is the answer to EPIPE on stdout: click wraps stdout to pacify its flushes, and rich (ours and
     typer's help) points descriptor 1 at /dev/null, and both exit 1."""
     if type(sys.stdout).__name__ == "PacifyFlushWrapper":
         return True
-    now = _stdout()
+    now = identity(1)
     return now is not None and now != stdout_was and now == identity(os.devnull)
 
 

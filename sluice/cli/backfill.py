@@ -79,9 +79,8 @@ def backfill(
     if not files and not refused:
         if not storage.is_s3(prefix) and not Path(prefix).exists():  # a mistyped folder is not an empty one
             raise fail(f"{prefix}: no such folder")
-        if unclaimed == [
-            storage.absolute(prefix)
-        ]:  # the file named itself: "it holds 1 file" was about a folder
+        # the file named itself: "it holds 1 file" was about a folder
+        if unclaimed == [storage.absolute(prefix)]:
             raise fail(f"{prefix}: no dataset claims this file's name; --dataset NAME loads it as NAME")
         there = (
             f" (it holds {counted(len(unclaimed), 'file')} named as no dataset's are: "
