@@ -11,7 +11,17 @@ from prefect.states import State
 from pydantic import Field
 
 from flows.names import data2bots_run_name
-from flows.skeleton import held, new_report, pipeline_flow, quarantined, skipped, start_run, step, validated
+from flows.skeleton import (
+    completed,
+    held,
+    new_report,
+    pipeline_flow,
+    quarantined,
+    skipped,
+    start_run,
+    step,
+    validated,
+)
 from sluice.report import IngestReport, markdown
 from tasks.data2bots import Data2botsContext, ensure, export, extract, load, transform, validate
 
@@ -84,7 +94,7 @@ def data2bots(
         report.rows_loaded,
         len(report.exports),
     )
-    return report
+    return completed(report)
 
 
 def _publish(report: Data2botsReport) -> None:

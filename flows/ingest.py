@@ -15,6 +15,7 @@ from pydantic import Field
 
 from flows.names import ingest_run_name
 from flows.skeleton import (
+    completed,
     held,
     ingestion_id,
     new_report,
@@ -209,7 +210,7 @@ def ingest_file(
         report.table,
         report.rows_quarantined,
     )
-    return skipped(report) if report.status == "skipped" else report
+    return skipped(report) if report.status == "skipped" else completed(report)
 
 
 def _failed_at(report: IngestReport, exc: Exception, ctx: IngestContext) -> None:

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import State
 from pydantic import Field
 
 from flows.names import sertis_run_name
-from flows.skeleton import held, new_report, pipeline_flow, quarantined, start_run, step, validated
+from flows.skeleton import (
+    completed,
+    held,
+    new_report,
+    pipeline_flow,
+    quarantined,
+    start_run,
+    step,
+    validated,
+)
 from sluice.report import IngestReport, markdown
 from tasks.sertis import SertisContext, ensure, extract, load, publish, transform, validate
 
@@ -18,7 +28,7 @@ class SertisReport(IngestReport):
 
 
 @pipeline_flow("customers", sertis_run_name)
-def sertis() -> SertisReport:
+def sertis() -> SertisReport | State:
     """Rebuild the Sertis gold table from all of silver (replaced per run, in one transaction)."""
     ctx = start_run(SertisContext)
     report = new_report(
@@ -35,7 +45,7 @@ def sertis() -> SertisReport:
         report.gold_uri = step(report, "load", publish, ctx, gold)
         report.status = "success"
     get_run_logger().info("customers: %d from %d silver rows", report.customers, report.rows_read)
-    return report
+    return completed(report)
 
 
 def _publish(report: IngestReport) -> None:

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from flows.names import totesys_run_name
 from flows.skeleton import (
+    completed,
     held,
     new_report,
     open_ledger,
@@ -82,7 +83,7 @@ def totesys() -> TotesysReport | State:
         len(report.extracted),
         report.rows_loaded,
     )
-    return report
+    return completed(report)
 
 
 def _publish(report: TotesysReport) -> None:

@@ -183,6 +183,12 @@ def failed_check(failure: Mapping[str, Any], clip: bool = True) -> str:
     return f"row {failure['row']}, column {failure['column']}: {failure['check']} (value {value})"
 
 
+def rows_line(read: int, loaded: int, table: str | None, quarantined: int) -> str:
+    """A run's rows, as ``sluice ingest``, each file's line of ``sluice backfill`` and a completed run's state
+    message in the Prefect UI say them: ``1,036 read, 1,034 loaded into tm.daily_checkins, 2 quarantined``."""
+    return f"{read:,} read, {loaded:,} loaded into {table or '-'}, {quarantined:,} quarantined"
+
+
 def counted(n: int, noun: str) -> str:
     """``n`` and ``noun``, plural unless ``n`` is one: ``1 row``, ``1,204 rows``."""
     return f"{n:,} {noun}{'' if n == 1 else 's'}"

@@ -25,8 +25,8 @@ from rich.text import Text
 
 from sluice import services
 from sluice.cli import api, aws, backfill, data2bots, notify, output, sertis, totesys
-from sluice.cli.output import AsJson, Verbose, console, err, escape, fail, print_json, rows_line, where
-from sluice.errors import SluiceError, counted
+from sluice.cli.output import AsJson, Verbose, console, err, escape, fail, print_json, where
+from sluice.errors import SluiceError, counted, rows_line
 from sluice.files import identity
 from sluice.progress import tell
 from sluice.runtime import prepare

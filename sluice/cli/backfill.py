@@ -19,9 +19,8 @@ from sluice.cli.output import (
     fail,
     known_dataset,
     print_json,
-    rows_line,
 )
-from sluice.errors import ConfigurationError, counted
+from sluice.errors import ConfigurationError, counted, rows_line
 from sluice.runtime import prepare
 
 #: The flows a backfill starts deployment runs of: a shard of files per run, or one file per run.
@@ -246,8 +245,8 @@ def _what(result: dict[str, Any]) -> str:
     counts them (a soft load's quarantined rows were invisible: ``success  x.csv`` said nothing of them)."""
     if result.get("error"):  # most errors start with the file, which the line has just named
         return str(result["error"]).removeprefix(f"{result['source']}: ")
-    if result["status"] != "success" or "rows_read" not in result:  # a deployment run's result has no counts
-        return ""
+    if result["status"] != "success" or "rows_read" not in result:  # a deployment run's: its state's message
+        return result.get("summary") or ""
     what = rows_line(
         result["rows_read"], result["rows_loaded"], result.get("table"), result["rows_quarantined"]
     )

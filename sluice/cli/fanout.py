@@ -430,8 +430,10 @@ def _result(
     status: str,
     state: str | None,
     error: str | None,
+    summary: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    """A file's result; ``summary``: a deployment run's rows, as its completed state's message says them."""
+    result = {
         "source": source,
         "dataset": dataset,
         "flow_run_id": flow_run_id,
@@ -439,6 +441,7 @@ def _result(
         "state": state,
         "error": error,
     }
+    return result if summary is None else {**result, "summary": summary}
 
 
 def still_running(flow_run_id: str) -> str:
@@ -479,7 +482,7 @@ def _run_group(
     state = flow_run.state
     if not sharded:
         status, error = _outcome(state)
-        return [_result(group[0][0], name, str(flow_run.id), status, _name(state), error)]
+        return [_result(group[0][0], name, str(flow_run.id), status, _name(state), error, _summary(state))]
     return _shard_results(flow_run, group)
 
 
@@ -489,6 +492,14 @@ def _outcome(state: Any) -> tuple[str, str | None]:
     if state is not None and state.is_completed():
         return ("skipped", state.message) if state.name == "Skipped" else ("success", None)
     return "failed", state.message if state is not None else "no final state"
+
+
+def _summary(state: Any) -> str | None:
+    """A loaded file's rows, from its run's completed state (``flows.skeleton.completed``): a deployment's runs
+    persist no result to read them from."""
+    if state is not None and state.is_completed() and state.name != "Skipped":
+        return state.message or None
+    return None
 
 
 def _final(flow_run: Any, stop_waiting: threading.Event) -> Any:
@@ -521,7 +532,9 @@ def _shard_results(flow_run: Any, group: list[tuple[str, str]]) -> list[dict[str
             )
             continue
         status, error = _outcome(child.state)
-        results.append(_result(uri, name, str(child.id), status, _name(child.state), error))
+        results.append(
+            _result(uri, name, str(child.id), status, _name(child.state), error, _summary(child.state))
+        )
     return results
 
 

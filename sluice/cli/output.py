@@ -138,11 +138,6 @@ def where(report: Any) -> str:
     return f" at {report.state}" if getattr(report, "state", None) else ""
 
 
-def rows_line(read: int, loaded: int, table: str | None, quarantined: int) -> str:
-    """A run's rows, as ``sluice ingest`` and each file's line of ``sluice backfill`` print them."""
-    return f"{read:,} read, {loaded:,} loaded into {table or '-'}, {quarantined:,} quarantined"
-
-
 def print_json(data: Any) -> None:
     _Run.printed_json = True
     sys.stdout.write(json.dumps(data, default=str) + "\n")

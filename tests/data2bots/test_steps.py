@@ -47,7 +47,8 @@ def test_a_day_that_already_ran_ends_completed_named_skipped(sluice_env: Path) -
     tiny_staging()
     built, again = run_data2bots(), run_data2bots()
     assert (built.status, again.status) == ("success", "skipped"), (built.error, again.error)
-    assert final_state(built.flow_run_id)[:2] == ("COMPLETED", "Completed")
+    rows = f"{built.rows_read:,} read, {built.rows_loaded:,} loaded into analytics, 0 quarantined"
+    assert final_state(built.flow_run_id) == ("COMPLETED", "Completed", rows)  # what the UI shows of it
     kind, name, message = final_state(again.flow_run_id)
     assert (kind, name) == ("COMPLETED", "Skipped") and message == again.error and "already ran" in message
     # it read staging to decide: its report counts what its ledger entry does (the report said 0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sluice.cli import app
+from sluice.cli import app, backfill
 from tests.conftest import shared_file
 from tests.steps import steps
 
@@ -139,6 +139,11 @@ def test_ingest_files_runs_each_file_of_a_shard_as_its_own_run(sluice_env: Path)
     }
     assert [results[f"dailycheckins-{i}.csv"]["status"] for i in range(3)] == ["success"] * 3
     assert results["missing.csv"]["status"] == "failed"
+    # each loaded file's rows, from its run's state (a deployment's runs persist no result): text and JSON
+    rows = "1 read, 1 loaded into tm.daily_checkins, 0 quarantined"
+    assert [results[f"dailycheckins-{i}.csv"].get("summary") for i in range(3)] == [rows] * 3
+    assert "summary" not in results["missing.csv"]
+    assert backfill._what(results["dailycheckins-0.csv"]) == rows
     assert len({r["flow_run_id"] for r in results.values()}) == 4  # one ingest-file run per file
 
     # The same shard again: every file is already loaded. Each run says so (it said "success", as a load would).

@@ -70,7 +70,8 @@ def test_ingest_json_exit_codes(sluice_env: Path) -> None:
     code, out, _ = invoke("ledger")
     lines = [line.split("\t") for line in out.splitlines()]
     assert code == 0 and lines[0][:2] == ["started", "run"] and len(lines) == 4
-    assert all(len(line) == 9 for line in lines)
+    assert all(len(line) == 10 for line in lines)
+    assert [line[9] for line in lines] == ["source", *(r["source"] for r in runs)]  # which file each run was
     assert [(line[1], line[3]) for line in lines[1:]] == [(r["run_id"], r["status"]) for r in runs]
     assert lines[1][8] == " ".join(runs[0]["error"].split()) and "nope.csv" in lines[1][8]
 

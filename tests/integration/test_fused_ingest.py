@@ -146,7 +146,7 @@ def test_a_record_with_the_wrong_number_of_fields_never_loads(sluice_env: Path, 
         mode="hard",
     )
     assert (hard.status, hard.rows_loaded) == ("failed", 0)
-    assert "row 7 column *: field count: 5 fields, the header has 4" in str(hard.error)
+    assert "row 7, column *: field count: 5 fields, the header has 4" in str(hard.error)
 
 
 def test_the_same_file_twice_at_once_loads_once_and_both_runs_complete(sluice_env: Path) -> None:

@@ -216,7 +216,8 @@ def test_a_cycle_with_nothing_new_ends_completed_named_skipped(totesys_env: Env)
     loaded = cycle()
     idle = cycle()
     assert (loaded.status, idle.status) == ("success", "skipped"), (loaded.error, idle.error)
-    assert final_state(loaded.flow_run_id)[:2] == ("COMPLETED", "Completed")
+    rows = f"{loaded.rows_read:,} read, {loaded.rows_loaded:,} loaded into warehouse, 0 quarantined"
+    assert final_state(loaded.flow_run_id) == ("COMPLETED", "Completed", rows)
     assert final_state(idle.flow_run_id) == ("COMPLETED", "Skipped", "no new data since the watermarks")
 
 
