@@ -66,9 +66,8 @@ def data2bots(
         staging = step(report, "extract", extract, ctx, as_of)
         report.as_of = ctx.as_of
         report.source = f"staging as of {ctx.as_of}"
-        report.rows_read = ctx.counts[
-            "rows_read"
-        ]  # read to decide, skipped or not (the ledger counts them too)
+        # read to decide, skipped or not (its ledger entry counts them too)
+        report.rows_read = ctx.counts["rows_read"]
         if staging is None:
             report.status = "skipped"
             report.error = f"analytics for {ctx.as_of} already ran; --force (force=true for a deployment run) runs it again"

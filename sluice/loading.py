@@ -44,20 +44,22 @@ def ensure_target(engine: sa.Engine, dataset: Dataset) -> None:
         tables.ensure(engine, file_loads, dataset.table)
 
 
-def already_loaded(conn: sa.Connection, dataset: str, sha256: str) -> bool:
+def _run_that_loaded(conn: sa.Connection, dataset: str, sha256: str) -> uuid.UUID | None:
+    """The run that loaded this content into ``dataset`` (the file registry), or None if none did."""
     query = sa.select(file_loads.c.ingestion_id).where(
         file_loads.c.dataset == dataset, file_loads.c.sha256 == sha256
     )
-    return conn.execute(query).first() is not None
+    return conn.execute(query).scalar()
+
+
+def already_loaded(conn: sa.Connection, dataset: str, sha256: str) -> bool:
+    return _run_that_loaded(conn, dataset, sha256) is not None
 
 
 def loaded_by(engine: sa.Engine, dataset: str, sha256: str) -> uuid.UUID | None:
     """The run that loaded this content into ``dataset``, or None if none did."""
-    query = sa.select(file_loads.c.ingestion_id).where(
-        file_loads.c.dataset == dataset, file_loads.c.sha256 == sha256
-    )
     with engine.connect() as conn:
-        return conn.execute(query).scalar()
+        return _run_that_loaded(conn, dataset, sha256)
 
 
 def already_loaded_reason(sha256: str, run: object) -> str:

@@ -481,25 +481,21 @@ def _run_group(
         ]
     state = flow_run.state
     if not sharded:
-        status, error = _outcome(state)
-        return [_result(group[0][0], name, str(flow_run.id), status, _name(state), error, _summary(state))]
+        status, error, summary = _outcome(state)
+        return [_result(group[0][0], name, str(flow_run.id), status, _name(state), error, summary)]
     return _shard_results(flow_run, group)
 
 
-def _outcome(state: Any) -> tuple[str, str | None]:
-    """(status, error) of an ``ingest-file`` run from its final state: a completed run named ``Skipped`` loaded
-    nothing on purpose (already loaded, superseded, unclaimed: its message says which)."""
+def _outcome(state: Any) -> tuple[str, str | None, str | None]:
+    """(status, error, summary) of an ``ingest-file`` run from its final state: a completed run named ``Skipped``
+    loaded nothing on purpose (already loaded, superseded, unclaimed: its message says which); another completed
+    run's message is its rows (``flows.skeleton.completed``: a deployment's runs persist no result to read them
+    from)."""
     if state is not None and state.is_completed():
-        return ("skipped", state.message) if state.name == "Skipped" else ("success", None)
-    return "failed", state.message if state is not None else "no final state"
-
-
-def _summary(state: Any) -> str | None:
-    """A loaded file's rows, from its run's completed state (``flows.skeleton.completed``): a deployment's runs
-    persist no result to read them from."""
-    if state is not None and state.is_completed() and state.name != "Skipped":
-        return state.message or None
-    return None
+        if state.name == "Skipped":
+            return "skipped", state.message, None
+        return "success", None, state.message or None
+    return "failed", state.message if state is not None else "no final state", None
 
 
 def _final(flow_run: Any, stop_waiting: threading.Event) -> Any:
@@ -531,10 +527,8 @@ def _shard_results(flow_run: Any, group: list[tuple[str, str]]) -> list[dict[str
                 _result(uri, name, None, "failed", None, f"shard run {flow_run.id} ended {shard_state} first")
             )
             continue
-        status, error = _outcome(child.state)
-        results.append(
-            _result(uri, name, str(child.id), status, _name(child.state), error, _summary(child.state))
-        )
+        status, error, summary = _outcome(child.state)
+        results.append(_result(uri, name, str(child.id), status, _name(child.state), error, summary))
     return results
 
 
