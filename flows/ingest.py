@@ -77,9 +77,9 @@ def _start(
         _record_refusal(ledger, source, dataset, "fail", message)
         raise SourceNotFound(message)
     if spec is None:
-        message = (
-            f"{source}: no registered dataset claims this key; skipped (--dataset NAME loads it as NAME)"
-        )
+        # an S3 event for another prefix names a key; a local path names a file
+        claimed = "key" if storage.is_s3(source) else "file's name"
+        message = f"{source}: no registered dataset claims this {claimed}; skipped (--dataset NAME loads it as NAME)"
         _record_refusal(ledger, source, dataset, "skipped", message)
         raise Unclaimed(message)
     hard = mode == "hard" if mode else (spec.hard if spec.hard is not None else settings.hard_testing)

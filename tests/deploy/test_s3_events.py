@@ -139,6 +139,23 @@ def test_a_folder_marker_is_skipped_and_recorded_not_failed(
     assert flow_run(entries[0].flow_run_id).name == f"folder marker · s3://{bucket}/tm/dailycheckins/"
 
 
+def test_an_object_no_dataset_claims_is_skipped_naming_its_key(
+    sluice_env: Path, landing: tuple[Any, str]
+) -> None:
+    """An event for a key under another prefix is not a failure; the message speaks of the key (a local file's
+    speaks of its name)."""
+    s3, bucket = landing
+    version = s3.put_object(Bucket=bucket, Key="notes/readme.txt", Body=b"x\n")["VersionId"]
+
+    report = run(event_parameters(bucket, "notes/readme.txt", version, 2))
+
+    assert report.status == "skipped", report.error
+    assert report.error == (
+        f"s3://{bucket}/notes/readme.txt: no registered dataset claims this key; skipped "
+        "(--dataset NAME loads it as NAME)"
+    )
+
+
 def test_the_run_of_an_encoded_key_is_named_after_the_dataset_that_loads_it(
     sluice_env: Path, pg_url: str, landing: tuple[Any, str]
 ) -> None:

@@ -133,7 +133,7 @@ def test_a_key_no_dataset_claims_is_recorded_and_skipped_not_failed(sluice_env: 
     source = land(sluice_env, "exports/unrelated-report.csv", GOOD)
     report = run_ingest(source)
     assert report.status == "skipped"
-    assert "no registered dataset claims this key" in report.error
+    assert "no registered dataset claims this file's name" in report.error
     assert rows("SELECT state, status, source FROM sluice.run_ledger") == [("extract", "skipped", source)]
     assert rows("SELECT count(*) FROM sluice.file_loads") == [(0,)]
 
