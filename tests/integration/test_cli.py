@@ -107,7 +107,8 @@ def test_failed_run_prints_one_readable_line(sluice_env: Path) -> None:
     code, out, err = invoke("ingest", str(unclaimed))
     assert code == 0 and err == ""
     assert out.splitlines()[0] == f"skipped ← {unclaimed}", out
-    assert "no registered dataset claims this file's name" in out.splitlines()[1] and " read, " not in out, out
+    assert "no registered dataset claims this file's name" in out.splitlines()[1], out
+    assert " read, " not in out, out
 
 
 def test_an_already_loaded_file_is_said_alike_by_ingest_the_ledger_and_backfill(sluice_env: Path) -> None:
