@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import numbers
 from typing import Annotated, Any
 
 import typer
@@ -83,7 +84,17 @@ def print_analytics(report: Any, console: Any) -> None:
         for row in frame.itertuples(index=False):
             table.add_column(str(row.ingestion_date), justify="right")
         for column in frame.columns[1:]:
-            table.add_row(str(column), *["" if v is None else str(v) for v in frame[column]])
+            table.add_row(str(column), *[cell(v) for v in frame[column]])
         console.print(table)
     for name, uri in (getattr(report, "exports", {}) or {}).items():
         console.print(f"exported {name}: {uri}", highlight=False, soft_wrap=True)
+
+
+def cell(value: Any) -> str:
+    """A value as the analytics tables show it: counts with thousands separators (the CSV exports keep them bare),
+    an empty cell for no value."""
+    if value is None:
+        return ""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return f"{int(value):,}"
+    return str(value)
