@@ -189,6 +189,24 @@ def rows_line(read: int, loaded: int, table: str | None, quarantined: int) -> st
     return f"{read:,} read, {loaded:,} loaded into {table or '-'}, {quarantined:,} quarantined"
 
 
+_ROWS_LINE = re.compile(r"([\d,]+) read, ([\d,]+) loaded into (\S+), ([\d,]+) quarantined")
+
+
+def rows_of(line: str | None) -> dict[str, Any] | None:
+    """The counts a ``rows_line`` says (``rows_read``, ``rows_loaded``, ``table``, ``rows_quarantined``), or None
+    for any other text: a deployment run's rows reach a backfill only as its completed state's message."""
+    matched = _ROWS_LINE.fullmatch(line or "")
+    if matched is None:
+        return None
+    read, loaded, table, quarantined = matched.groups()
+    return {
+        "rows_read": int(read.replace(",", "")),
+        "rows_loaded": int(loaded.replace(",", "")),
+        "table": None if table == "-" else table,
+        "rows_quarantined": int(quarantined.replace(",", "")),
+    }
+
+
 def counted(n: int, noun: str) -> str:
     """``n`` and ``noun``, plural unless ``n`` is one: ``1 row``, ``1,204 rows``."""
     return f"{n:,} {noun}{'' if n == 1 else 's'}"

@@ -31,7 +31,7 @@ from sluice import datasets
 from sluice.adapters import storage
 from sluice.adapters.warehouse import CONNECTIONS_PER_RUN, get_engine, serve_runs
 from sluice.cli.output import warn
-from sluice.errors import ConfigurationError
+from sluice.errors import ConfigurationError, rows_of
 from sluice.ledger import LedgerEntry, PostgresLedger, ensure_bookkeeping, get_ledger, run_ledger
 from sluice.loading import already_loaded_reason, file_loads
 from sluice.report import IngestReport
@@ -432,7 +432,8 @@ def _result(
     error: str | None,
     summary: str | None = None,
 ) -> dict[str, Any]:
-    """A file's result; ``summary``: a deployment run's rows, as its completed state's message says them."""
+    """A file's result; ``summary``: a deployment run's rows, as its completed state's message says them, and
+    their counts as ``sluice ingest --json`` gives them (the backfill's last line adds them up)."""
     result = {
         "source": source,
         "dataset": dataset,
@@ -441,7 +442,7 @@ def _result(
         "state": state,
         "error": error,
     }
-    return result if summary is None else {**result, "summary": summary}
+    return result if summary is None else {**result, "summary": summary, **(rows_of(summary) or {})}
 
 
 def still_running(flow_run_id: str) -> str:

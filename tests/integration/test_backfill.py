@@ -144,6 +144,12 @@ def test_ingest_files_runs_each_file_of_a_shard_as_its_own_run(sluice_env: Path)
     assert [results[f"dailycheckins-{i}.csv"].get("summary") for i in range(3)] == [rows] * 3
     assert "summary" not in results["missing.csv"]
     assert backfill._what(results["dailycheckins-0.csv"]) == rows
+    # and counted as a local backfill's are: in the JSON, and added up on the last line (it counted files only)
+    assert (results["dailycheckins-0.csv"]["rows_read"], results["dailycheckins-0.csv"]["table"]) == (
+        1,
+        "tm.daily_checkins",
+    )
+    assert backfill._rows(list(results.values())) == "; rows: 3 read, 3 loaded, 0 quarantined"
     assert len({r["flow_run_id"] for r in results.values()}) == 4  # one ingest-file run per file
 
     # The same shard again: every file is already loaded. Each run says so (it said "success", as a load would).

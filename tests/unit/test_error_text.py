@@ -59,3 +59,28 @@ def test_an_embedded_postgresql_that_cannot_start_says_its_fatal_line(tmp_path: 
 
     (tmp_path / "log").write_text("2026-11-25 LOG:  something else\n", encoding="utf-8")
     assert "LOG:  something else" in _start_failure(tmp_path)  # no FATAL line: the last line, as before
+
+
+def test_a_rows_line_reads_back_as_the_counts_it_says() -> None:
+    """A deployment run's rows reach a backfill only as its state's message (``rows_line``): read back whole."""
+    from sluice.errors import rows_line, rows_of
+
+    for counts in [
+        (1_036, 1_034, "tm.daily_checkins", 2),
+        (0, 0, None, 0),
+        (12_345_678, 1, "a.b", 12_345_677),
+    ]:
+        read, loaded, table, quarantined = counts
+        assert rows_of(rows_line(read, loaded, table, quarantined)) == {
+            "rows_read": read,
+            "rows_loaded": loaded,
+            "table": table,
+            "rows_quarantined": quarantined,
+        }
+    for other in [
+        None,
+        "",
+        "no new data since the watermarks",
+        "1 read, 1 loaded into x, 0 quarantined; more",
+    ]:
+        assert rows_of(other) is None
