@@ -313,7 +313,9 @@ def deliver(
             send(load_block(name), body, subject)
             delivered += 1
         except Exception as exc:
-            logger.warning("notification via %s not delivered: %s", ref, exc, extra={"flow_run_id": run_id})
+            # the block's name, as `prefect block ls` shows it (not the @policy suffix of SLUICE_NOTIFY_BLOCKS)
+            block = ref.partition("@")[0]
+            logger.warning("notification via %s not delivered: %s", block, exc, extra={"flow_run_id": run_id})
     return delivered
 
 

@@ -73,7 +73,7 @@ def test_an_alert_block_that_does_not_exist_is_a_warning_and_the_run_succeeds(
     from sluice.settings import reload_settings
 
     missing = f"sns-notification/nobody-{uuid.uuid4().hex[:6]}"
-    monkeypatch.setenv("SLUICE_NOTIFY_BLOCKS", missing)
+    monkeypatch.setenv("SLUICE_NOTIFY_BLOCKS", f"{missing}@always")  # the warning names the block alone
     reload_settings()
     landed = sluice_env / "landing" / "dailycheckins.csv"
     landed.parent.mkdir(parents=True)
@@ -84,7 +84,7 @@ def test_an_alert_block_that_does_not_exist_is_a_warning_and_the_run_succeeds(
     assert result.stdout.startswith("success dailycheckins")
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1, result.stderr
-    assert f"notification via {missing} not delivered" in warnings[0]
+    assert f"notification via {missing} not delivered" in warnings[0] and "@" not in warnings[0], warnings
     assert "Traceback" not in result.stdout + result.stderr
 
     # ... and in the run's own logs on the Prefect server (the UI), where a deployment run's user looks.
