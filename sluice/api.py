@@ -8,19 +8,22 @@ compared in constant time and never logged.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sluice.adapters.warehouse import get_engine
+from sluice.errors import ConfigurationError, described
 from sluice.settings import Settings, get_settings
 from sluice.tables.tm import daily_checkins as t
 
@@ -33,6 +36,12 @@ UNAVAILABLE = {"message": "service unavailable"}
 RETRY_AFTER_SECONDS = 5
 # Failures of the warehouse itself (unreachable, connection lost, pool exhausted): 503, not a 500 with a traceback.
 DATABASE_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+
+
+# In the OpenAPI document as a security scheme: /docs' "Authorize" sends it with every "Try it out".
+KEY_HEADER = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="The API key, when one is configured."
+)
 
 
 class Checkin(BaseModel):
@@ -55,29 +64,48 @@ def _iso_utc(moment: datetime) -> str:
     return text.removesuffix("+00:00") + "Z"
 
 
-def _as_utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
+_FRACTION = re.compile(r"[.,](\d{7,})")
+
+
+def parse_moment(text: str | None) -> datetime | None:
+    """An ISO 8601 time (``from``/``to``) in UTC: extended or basic (``2019-09-30T00:00:00Z``, ``20190930``), a
+    zone-less one being UTC. ValueError for anything else: a bare number was read as Unix seconds (pydantic's lax
+    datetime), so ``20190930`` meant 1970-08-22. A fraction finer than a microsecond rounds up: the check-ins have
+    microseconds, so ``>= from`` and ``< to`` then select what they would at full precision."""
+    if text is None:
         return None
+    moment = datetime.fromisoformat(text)  # Python 3.11: ISO 8601's extended and basic forms, nothing else
+    fraction = _FRACTION.search(text)
+    if fraction and fraction.group(1)[6:].strip("0"):
+        moment += timedelta(microseconds=1)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _out_of_range(moment: datetime | None) -> bool:
-    try:
-        _as_utc(moment)
-    except OverflowError:
-        return True
-    return False
-
-
 def resolve_api_key(settings: Settings) -> str | None:
-    """The key requests must carry: the setting, else the named Prefect Secret block, else none (open API)."""
-    if settings.api_key is not None and settings.api_key.get_secret_value():
+    """The key requests must carry: the setting, else the named Prefect Secret block, else none (open API).
+
+    A key that is set but empty, or a block that cannot be read, is a ConfigurationError, never an open API: an
+    empty secret injected into a container served everyone."""
+    if settings.api_key is not None:
+        if not settings.api_key.get_secret_value().strip():
+            raise ConfigurationError(
+                "SLUICE_API_KEY is set but empty: give the key, or unset it to serve without one"
+            )
         return settings.api_key.get_secret_value()
     if settings.api_key_block:
         from prefect.blocks.system import Secret  # Prefect only when the key is in a Secret block
 
-        value = Secret.load(settings.api_key_block).get()
-        return str(value) if value else None
+        name = settings.api_key_block
+        try:
+            value = Secret.load(name).get()
+        except Exception as exc:
+            raise ConfigurationError(
+                f"SLUICE_API_KEY_BLOCK={name}: cannot read the Secret block {name!r} ({described(exc)}); "
+                "`prefect block ls` lists the blocks of the Prefect API in use"
+            ) from None
+        if not str(value or "").strip():
+            raise ConfigurationError(f"SLUICE_API_KEY_BLOCK={name}: the Secret block {name!r} is empty")
+        return str(value)
     return None
 
 
@@ -93,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Check-ins loaded by Sluice into `tm.daily_checkins`. "
         + ("Requests need the `X-API-Key` header." if expected_key else "No API key configured."),
     )
+    app.state.api_key_required = expected_key is not None
     # Resolved here, on the caller's thread: starting the embedded server is not safe from request threads.
     warehouse = get_engine(settings)
 
@@ -104,7 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         fields = sorted({".".join(str(p) for p in e.get("loc", ())[1:]) for e in exc.errors()})
         return JSONResponse(status_code=400, content={**BAD_REQUEST, "fields": fields})
 
-    def require_key(x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
+    def require_key(x_api_key: Annotated[str | None, Security(KEY_HEADER)] = None) -> None:
         if expected_key is None:
             return
         if x_api_key is None or not secrets.compare_digest(x_api_key.encode(), expected_key.encode()):
@@ -144,10 +173,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 1,000).")] = 100,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip.")] = 0,
         since: Annotated[
-            datetime | None, Query(alias="from", description="Only check-ins at or after this (ISO 8601).")
+            str | None,
+            Query(
+                alias="from",
+                description="Only check-ins at or after this (ISO 8601, e.g. 2019-09-01T00:00:00Z; no zone: UTC).",
+            ),
         ] = None,
         until: Annotated[
-            datetime | None, Query(alias="to", description="Only check-ins before this (ISO 8601).")
+            str | None,
+            Query(alias="to", description="Only check-ins before this (ISO 8601, as `from`)."),
         ] = None,
         _: None = Depends(require_key),
     ) -> Any:
@@ -156,17 +190,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if "\x00" in user:  # PostgreSQL text cannot hold NUL: no such user can exist
             return {"response": []}
         query = sa.select(t.c.username, t.c.project, t.c.hours, t.c.timestamp).where(t.c.username == user)
-        try:
-            since, until = _as_utc(since), _as_utc(until)
-        except (
-            OverflowError
-        ):  # a valid ISO time whose UTC falls outside year 1..9999 (0001-01-01T00:00+14:00)
-            bad = [name for name, moment in (("from", since), ("to", until)) if _out_of_range(moment)]
+        moments: dict[str, datetime | None] = {}
+        for name, text in (("from", since), ("to", until)):
+            try:
+                moments[name] = parse_moment(text)
+            except (ValueError, OverflowError):  # not ISO 8601, or its UTC outside years 1-9999
+                moments[name] = None
+        bad = [
+            name
+            for name, text in (("from", since), ("to", until))
+            if text is not None and moments[name] is None
+        ]
+        if bad:
             return JSONResponse(status_code=400, content={**BAD_REQUEST, "fields": bad})
-        if since is not None:
-            query = query.where(t.c.timestamp >= since)
-        if until is not None:
-            query = query.where(t.c.timestamp < until)
+        if moments["from"] is not None:
+            query = query.where(t.c.timestamp >= moments["from"])
+        if moments["to"] is not None:
+            query = query.where(t.c.timestamp < moments["to"])
         # one row more than the page: whether a next page exists, without a count(*)
         query = query.order_by(t.c.timestamp, t.c.id).limit(limit + 1).offset(offset)
         try:
@@ -218,7 +258,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 conn.execute(sa.text("SELECT 1"))
         except Exception as exc:  # any database failure is "unavailable", without details
             logger.warning("health check: database unavailable (%s)", type(exc).__name__)
-            return JSONResponse(status_code=503, content={"status": "unavailable", "database": "down"})
+            return JSONResponse(
+                status_code=503,
+                content={"status": "unavailable", "database": "down"},
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
         return JSONResponse(content={"status": "ok", "database": "up"})
 
     for path in ("/health", "/health/"):
@@ -227,11 +271,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             health,
             methods=["GET"],
             summary="Liveness and database check",
+            responses={503: {"description": "The database is down (with Retry-After)"}},
             include_in_schema=path == "/health",
         )
         app.add_api_route(path, health, methods=["HEAD"], include_in_schema=False)
 
+    app.openapi = lambda: _documented(app)  # type: ignore[method-assign]
     return app
+
+
+def _documented(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's OpenAPI document as the API answers: a bad parameter is a 400 (documented), never FastAPI's 422;
+    ``user`` is required (it is optional in the signature only to answer its absence with the 400)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        for operation in (op for path in schema["paths"].values() for op in path.values()):
+            operation.get("responses", {}).pop("422", None)
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "user":
+                    parameter["required"] = True
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 class _UnauthorizedError(Exception):

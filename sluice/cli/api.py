@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 from typing import Annotated
 
@@ -31,11 +32,19 @@ def api(
     listening = _listen(host, port)  # before anything else: a port in use is one readable line
     prepare(server=get_settings().api_key_block is not None)  # Prefect only to read the key's Secret block
     app = create_app()
-    console.print(
-        f"Sluice query API on http://{host}:{port}  (docs: /docs, health: /health)", highlight=False
+    port = listening.getsockname()[1]  # --port 0: the one the system gave
+    keyed = (
+        "requests need X-API-Key" if app.state.api_key_required else "no API key: open to whoever reaches it"
     )
-    # Access logs carry method, path and query (the user), never headers: the API key is not logged.
+    console.print(
+        f"Sluice query API on http://{host}:{port}  (docs: /docs, health: /health; {keyed})",
+        highlight=False,
+        soft_wrap=True,
+    )
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=True)
+    # uvicorn's start-up chatter stays off (warning), its access log on: client, method, path and query (the
+    # user), status; never headers, so never the API key.
+    logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     uvicorn.Server(config).run(sockets=[listening])
 
 

@@ -116,6 +116,32 @@ def test_from_and_to(client: TestClient) -> None:
     assert client.get("/get", params={"user": "ned", "from": "yesterday"}).status_code == 400
 
 
+def test_times_are_iso_8601_only_never_a_bare_number(client: TestClient) -> None:
+    """pydantic's lax datetime read a number as Unix seconds (or milliseconds): ``from=20190901``, an ISO 8601
+    basic date, meant 1970-08-22 and answered a wrong 200."""
+
+    def hours(**params: str) -> list[str]:
+        r = client.get("/get", params={"user": "ned", **params})
+        assert r.status_code == 200, r.text
+        return [c["timestamp"][11:13] for c in r.json()["response"]]
+
+    assert (
+        hours(**{"from": "20190901T030000Z"})
+        == hours(**{"from": "2019-09-01T03:00:00Z"})
+        == ["03", "04", "05"]
+    )
+    assert hours(to="20190902") == hours(to="2019-09-02") == ["01", "02", "03", "04", "05"]
+    assert hours(to="20190901") == []
+    for number in ("1567306800", "1567306800000", "1567306800.5"):
+        for name in ("from", "to"):
+            r = client.get("/get", params={"user": "ned", name: number})
+            assert (r.status_code, r.json().get("fields")) == (400, [name]), (name, number, r.text)
+    # finer than a microsecond (the check-ins' precision): rounded up, so >= from and < to select exactly
+    assert hours(**{"from": "2019-09-01T02:00:00.000000001Z"}) == ["03", "04", "05"]
+    assert hours(**{"from": "2019-09-01T02:00:00Z", "to": "2019-09-01T02:00:00.0000001Z"}) == ["02"]
+    assert hours(**{"from": "2019-09-01T02:00:00.0000000Z"}) == ["02", "03", "04", "05"]
+
+
 @pytest.mark.parametrize(
     "hostile",
     [
@@ -162,29 +188,85 @@ def test_health_checks_the_database(loaded: None) -> None:
     )
     r = TestClient(create_app(down)).get("/health")
     assert r.status_code == 503 and r.json()["database"] == "down"
+    assert r.headers["Retry-After"] == "5"  # as every 503 of the API
     assert "p@127" not in r.text
 
 
 def test_docs_are_served(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()
-    params = {p["name"] for p in schema["paths"]["/get"]["get"]["parameters"]}
-    assert {"user", "limit", "offset", "from", "to"} <= params
+    params = {p["name"]: p for p in schema["paths"]["/get"]["get"]["parameters"]}
+    assert {"user", "limit", "offset", "from", "to"} <= set(params)
+    # the document says what the API answers: `user` required, a bad parameter 400 (never FastAPI's 422), the key a
+    # security scheme (Swagger's "Authorize" sends it; it was a hidden header, so "Try it out" always got 401)
+    assert params["user"]["required"] is True
+    assert set(schema["paths"]["/get"]["get"]["responses"]) == {"200", "400", "401"}
+    assert "503" in schema["paths"]["/health"]["get"]["responses"]
+    assert schema["components"]["securitySchemes"]["APIKeyHeader"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "The API key, when one is configured.",
+    }
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_api_key_set_but_empty_is_refused_not_an_open_api(loaded: None, empty: str) -> None:
+    from sluice.errors import ConfigurationError
+
+    settings = get_settings().model_copy(update={"api_key": SecretStr(empty)})
+    with pytest.raises(ConfigurationError, match="SLUICE_API_KEY is set but empty"):
+        create_app(settings)
+    assert TestClient(create_app(get_settings())).get("/get", params={"user": "ned"}).status_code == 200
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_an_api_key_block_that_cannot_be_read_is_one_readable_error(loaded: None) -> None:
+    """It was a 70-line traceback (``ValueError: Unable to find block document named …``)."""
+    from prefect.blocks.system import Secret
+
+    from sluice.errors import ConfigurationError
+
+    missing = f"no-such-key-{uuid.uuid4().hex[:6]}"
+    settings = get_settings().model_copy(update={"api_key": None, "api_key_block": missing})
+    with pytest.raises(ConfigurationError) as raised:
+        create_app(settings)
+    assert str(raised.value).startswith(
+        f"SLUICE_API_KEY_BLOCK={missing}: cannot read the Secret block '{missing}' ("
+    )
+    assert "\n" not in str(raised.value)
+
+    Secret(value="").save(f"{missing}-empty")
+    with pytest.raises(ConfigurationError, match="is empty"):
+        create_app(settings.model_copy(update={"api_key_block": f"{missing}-empty"}))
+    key = "block-key-" + uuid.uuid4().hex
+    Secret(value=key).save(f"{missing}-set")
+    client = TestClient(create_app(settings.model_copy(update={"api_key_block": f"{missing}-set"})))
+    assert client.get("/get", params={"user": "ned"}).status_code == 401
+    assert client.get("/get", params={"user": "ned"}, headers={"X-API-Key": key}).status_code == 200
 
 
 def test_sluice_api_command_serves_http(loaded: None) -> None:
+    """On ``--port 0`` it says the port the system gave (it printed ``:0``), whether a key is required, and it
+    logs each request (the access log was off: uvicorn's at warning level)."""
     import os
 
-    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("SLUICE_API_KEY", "SLUICE_API_KEY_BLOCK")}
     server = subprocess.Popen(
-        [sys.executable, "-m", "sluice.cli", "api", "--port", str(port)],
+        [sys.executable, "-m", "sluice.cli", "api", "--port", "0"],
         cwd=ROOT,
-        env=dict(os.environ),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
+        assert server.stdout is not None
+        banner = server.stdout.readline()
+        assert banner.startswith("Sluice query API on http://127.0.0.1:"), banner
+        assert banner.rstrip().endswith("no API key: open to whoever reaches it)"), banner
+        port = int(banner.split("127.0.0.1:")[1].split()[0])
+        assert port > 0, banner
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -201,6 +283,7 @@ def test_sluice_api_command_serves_http(loaded: None) -> None:
     assert status == 200, output[-3000:]
     assert body["response"][0]["user"] == "arya"
     assert "Traceback" not in output
+    assert '"GET /Prod/get?user=arya HTTP/1.1" 200' in output, output[-3000:]
 
 
 def test_sluice_api_on_a_port_in_use_is_one_readable_line() -> None:
