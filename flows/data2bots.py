@@ -22,6 +22,7 @@ from flows.skeleton import (
     step,
     validated,
 )
+from sluice.data2bots import analytics_rows
 from sluice.report import IngestReport, markdown
 from tasks.data2bots import Data2botsContext, ensure, export, extract, load, transform, validate
 
@@ -84,7 +85,7 @@ def data2bots(
         validated(report, ctx, validate, tables)
         step(report, "load", ensure, ctx)
         report.loaded = step(report, "load", load, ctx, tables)
-        report.rows_loaded = sum(report.loaded.values())
+        report.rows_loaded = analytics_rows(report.loaded)
         report.exports = step(report, "export", export, ctx)
         report.status = "success"
     logger.info(

@@ -25,7 +25,7 @@ from flows.skeleton import (
     start_run,
     step,
 )
-from sluice import datasets
+from sluice import datasets, logs
 from sluice.adapters import storage
 from sluice.errors import (
     BadFile,
@@ -35,6 +35,7 @@ from sluice.errors import (
     ValidationFailed,
     clipped,
     described,
+    rows_line,
 )
 from sluice.ledger import Ledger, LedgerEntry
 from sluice.report import IngestionFailed, IngestReport, markdown
@@ -179,6 +180,7 @@ def ingest_file(
         raise IngestionFailed(report) from None
 
     source = ctx.source  # an S3 event's URL-encoded key, decoded when that is the object's key
+    logs.tag_run(dataset=ctx.dataset.name, source=source)  # an S3 event's run has no dataset parameter
     report = new_report(
         IngestReport, ctx, dataset=ctx.dataset.name, source=source, table=ctx.dataset.target or None
     )
@@ -203,12 +205,9 @@ def ingest_file(
                 step(report, "publish", publish, ctx, fetched, loaded)
             _announce(report, fetched.sha256)
     logger.info(
-        "%s: %s rows read, %s loaded into %s, %s quarantined",
+        "%s: %s",
         source,
-        report.rows_read,
-        report.rows_loaded,
-        report.table,
-        report.rows_quarantined,
+        rows_line(report.rows_read, report.rows_loaded, report.table, report.rows_quarantined),
     )
     return skipped(report) if report.status == "skipped" else completed(report)
 

@@ -394,6 +394,12 @@ def load(
     return loaded
 
 
+def analytics_rows(loaded: Mapping[str, int]) -> int:
+    """The rows a run loaded into the analytics tables: a reference table it created or refreshed (730 days of
+    ``if_common.dim_dates``) is in ``loaded`` too, but is not what "N loaded into analytics" counts."""
+    return sum(rows for name, rows in loaded.items() if name in ANALYTICS)
+
+
 def mark_exported(engine: sa.Engine, as_of: dt.date, version: str) -> None:
     """The day's export is written: a later run on the same staging version skips (``previous_run``)."""
     with engine.begin() as conn:

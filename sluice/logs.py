@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,8 +28,29 @@ def json_enabled() -> bool:
     return os.environ.get("SLUICE_JSON_LOGS", "false").strip().lower() in ("1", "true", "yes", "on")
 
 
+#: What a run has resolved about itself (``tag_run``): an S3 event's run has no ``dataset`` parameter, yet
+#: ``filter dataset = "orders"`` must find its warnings too.
+#: Kept with the run's id: a thread that runs one file after another (a backfill) must not lend a run's tags to
+#: the next run's first records.
+_RESOLVED: ContextVar[tuple[str, dict[str, str]] | None] = ContextVar("sluice_run_tags", default=None)
+
+
+def tag_run(**tags: str) -> None:
+    """Fields every later record of this flow run carries (``dataset=`` once the file's key resolved it); set in
+    the flow, seen by its tasks (one thread, one context). Outside a run: nothing."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    run_id = str(context.flow_run.id)
+    current = _RESOLVED.get()
+    before = current[1] if current is not None and current[0] == run_id else {}
+    _RESOLVED.set((run_id, {**before, **tags}))
+
+
 def _run_context() -> dict[str, Any]:
-    """Flow run id and its dataset/source parameters, when the record comes from inside a run."""
+    """Flow run id and name, and its dataset/source (parameters, or what the run resolved), inside a run."""
     try:
         from prefect.context import FlowRunContext  # the formatter also serves processes without Prefect
     except ImportError:  # pragma: no cover
@@ -39,11 +61,15 @@ def _run_context() -> dict[str, Any]:
     parameters = context.flow_run.parameters or {}
     out: dict[str, Any] = {
         "flow_run_id": str(context.flow_run.id),
+        "flow_run_name": context.flow_run.name,
         "flow_name": context.flow.name if context.flow else None,
     }
     for key in ("dataset", "source"):
         if parameters.get(key) is not None:
             out[key] = str(parameters[key])
+    resolved = _RESOLVED.get()
+    if resolved is not None and resolved[0] == out["flow_run_id"]:
+        out.update(resolved[1])
     return out
 
 

@@ -99,7 +99,7 @@ def load(ctx: Data2botsContext, tables: dict[str, pd.DataFrame]) -> dict[str, in
     with ledger_state(ctx, "load") as entry:
         writes = ctx.reference.writes if ctx.reference else {}
         loaded = data2bots.load(ctx.engine, tables, ctx.as_of, ctx.ingestion_id, ctx.force, writes)
-        entry.rows_loaded = sum(loaded.values())
+        entry.rows_loaded = data2bots.analytics_rows(loaded)
     return loaded
 
 

@@ -44,7 +44,9 @@ def test_a_run_logs_one_json_object_per_line_with_run_dataset_source_state(sluic
 
 def test_a_warning_of_a_quiet_command_is_a_json_line_too(sluice_env: Path) -> None:
     """Without ``-v`` the CLI says Sluice's own warnings itself (runtime._StderrWarning): with JSON logs on, as one
-    JSON object like every other log line (the API container's warnings go to CloudWatch this way)."""
+    JSON object like every other log line (the API container's warnings go to CloudWatch this way). With no
+    ``dataset`` parameter, as an S3 event's run has none, the warning names the dataset the file's name resolved
+    (it had no ``dataset``, so ``filter dataset = "transactions"`` missed it) and the run's name."""
     from prefect.settings import PREFECT_API_URL
 
     source = sluice_env / "landing" / "transactions-2011-01.csv"
@@ -57,7 +59,7 @@ def test_a_warning_of_a_quiet_command_is_a_json_line_too(sluice_env: Path) -> No
     env["SLUICE_GLUE_DATABASE"] = "sluice_sertis"  # while the staging zone is a local folder: one warning
     env.pop("PREFECT_LOGGING_SETTINGS_PATH", None)
     result = subprocess.run(
-        [sys.executable, "-m", "sluice.cli", "ingest", str(source), "--dataset", "transactions", "--json"],
+        [sys.executable, "-m", "sluice.cli", "ingest", str(source), "--json"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
@@ -66,3 +68,5 @@ def test_a_warning_of_a_quiet_command_is_a_json_line_too(sluice_env: Path) -> No
     assert [r["message"] for r in warned] == ["Glue catalog skipped: the staging zone is not on S3"], records
     assert warned[0]["logger"] == "sluice.sertis"
     assert warned[0]["flow_run_id"] == json.loads(result.stdout)["run_id"]
+    assert (warned[0]["dataset"], warned[0]["source"]) == ("transactions", str(source)), warned
+    assert warned[0]["flow_run_name"] == "transactions · transactions-2011-01.csv", warned
