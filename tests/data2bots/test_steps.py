@@ -39,7 +39,9 @@ def test_a_run_is_its_steps_in_order_io_retried_the_rest_pure(sluice_env: Path) 
     # "N loaded into analytics" counts the analytics tables' rows, not the reference tables this first run made
     # (it said 758 for 3 analytics rows: 730 days of if_common.dim_dates and 25 products)
     analytics = sum(rows for name, rows in report.loaded.items() if not name.startswith("dim_"))
-    assert set(report.loaded) > {"agg_public_holiday", "agg_shipments", "best_performing_product"}, report.loaded
+    assert set(report.loaded) > {"agg_public_holiday", "agg_shipments", "best_performing_product"}, (
+        report.loaded
+    )
     assert report.rows_loaded == analytics < sum(report.loaded.values()), report.loaded
     [entry] = [summarize(r) for r in get_ledger().recent(5) if str(r[0].ingestion_id) == report.run_id]
     assert entry["rows_loaded"] == analytics
