@@ -41,7 +41,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="The warehouse.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 services_app = typer.Typer(
-    help="Local services of SLUICE_HOME: the Prefect server (runs, UI) and the embedded PostgreSQL.",
+    help="Local services of SLUICE_HOME: the Prefect server (runs, UI), the embedded PostgreSQL and the warm runner.",
     no_args_is_help=True,
 )
 app.add_typer(services_app, name="services")
@@ -302,7 +302,7 @@ def _service_paths() -> tuple[Path, Path | None]:
 
 @services_app.command("status")
 def services_status(as_json: AsJson = False) -> None:
-    """Show the home's Prefect server (UI address) and embedded PostgreSQL, and whether they run."""
+    """Show the home's Prefect server (UI address), embedded PostgreSQL and warm runner, and whether they run."""
     info = services.status(*_service_paths(), env=dict(os.environ), cwd=os.getcwd())
     info["prefect_api_url_set"] = os.environ.get("PREFECT_API_URL")
     if as_json:
@@ -327,7 +327,7 @@ def services_status(as_json: AsJson = False) -> None:
     line = f"runner    {runner['state']}"
     if runner["running"]:
         stale = "" if runner["current"] else "  (stale for this environment: replaced by the next command)"
-        line += f"  pid {runner['pid']}  {runner['commands']} running{stale}"
+        line += f"  pid {runner['pid']}  {counted(runner['commands'], 'command')} in progress{stale}"
     console.print(line, highlight=False, soft_wrap=True)
 
 

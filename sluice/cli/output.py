@@ -38,7 +38,12 @@ def reset_consoles() -> None:
     err.__init__(stderr=True, emoji=False)  # type: ignore[misc]
 
 
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")]
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", "-v", help="Show the run's log lines (Prefect's and Sluice's), not only its warnings."
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 
 
