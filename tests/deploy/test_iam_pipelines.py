@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -554,11 +555,21 @@ def test_the_deploy_role_the_readme_describes_is_all_that_sluice_aws_setup_and_t
                     "ecr:UploadLayerPart",
                     "ecr:CompleteLayerUpload",
                     "ecr:PutImage",
+                    "ecr:BatchGetImage",
                 ],
                 "Resource": stack.resolve.atts[("Repository", "Arn")],
             },
         ],
     }
+    # the README names exactly these actions (its paragraph on CI/CD), so a user who copies it gets this policy
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    paragraph = readme[readme.index("`AWS_DEPLOY_ROLE_ARN` (a role") :].split("\n\n", 1)[0]
+    granted = {
+        a
+        for st in policy["Statement"]
+        for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
+    }
+    assert set(re.findall(r"`((?:cloudformation|secretsmanager|ecr):[A-Za-z]+)`", paragraph)) == granted
     keys = user_with_policies(stack, "sluice-deploy", [moto_view(policy)])
     for variable in [v for v in os.environ if v.startswith("SLUICE_") and v not in KEEP]:
         monkeypatch.delenv(variable)
