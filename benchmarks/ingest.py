@@ -500,7 +500,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--rows-big", type=int, default=0, help="also measure RSS at this size (10000000)")
+    parser.add_argument(
+        "--rows-big",
+        type=int,
+        default=0,
+        help="also measure peak RSS at this many rows, e.g. 8000000 (default 0: skipped)",
+    )
     parser.add_argument("--skip-dlt", action="store_true")
     parser.add_argument(
         "--repeat", type=int, default=2, help="whole-process runs of each side (best is kept)"
