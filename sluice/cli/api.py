@@ -5,12 +5,13 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from sluice.cli.output import console
 from sluice.errors import ConfigurationError
+from sluice.logs import JsonFormatter, json_enabled
 from sluice.runtime import prepare
 
 
@@ -36,16 +37,41 @@ def api(
     keyed = (
         "requests need X-API-Key" if app.state.api_key_required else "no API key: open to whoever reaches it"
     )
-    console.print(
-        f"Sluice query API on http://{host}:{port}  (docs: /docs, health: /health; {keyed})",
-        highlight=False,
-        soft_wrap=True,
-    )
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=True)
+    banner = f"Sluice query API on http://{host}:{port}  (docs: /docs, health: /health; {keyed})"
+    if json_enabled():  # the image: every line the container writes is one JSON object (CloudWatch)
+        record = logging.LogRecord("sluice.api", logging.INFO, __file__, 0, banner, None, None)
+        print(JsonFormatter().format(record), flush=True)
+    else:
+        console.print(banner, highlight=False, soft_wrap=True)
     # uvicorn's start-up chatter stays off (warning), its access log on: client, method, path and query (the
-    # user), status; never headers, so never the API key.
+    # user), status; never headers, so never the API key. With JSON logs, uvicorn's lines are JSON too.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=True, log_config=_log_config()
+    )
     logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     uvicorn.Server(config).run(sockets=[listening])
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's own logging config, with its lines as Sluice's JSON objects when ``SLUICE_JSON_LOGS`` is on."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    if not json_enabled():
+        return LOGGING_CONFIG
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "sluice.logs.JsonFormatter"}},
+        "handlers": {
+            "default": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+            "access": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        },
+    }
 
 
 def _listen(host: str, port: int) -> socket.socket:

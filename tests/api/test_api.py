@@ -246,12 +246,16 @@ def test_an_api_key_block_that_cannot_be_read_is_one_readable_error(loaded: None
     assert client.get("/get", params={"user": "ned"}, headers={"X-API-Key": key}).status_code == 200
 
 
-def test_sluice_api_command_serves_http(loaded: None) -> None:
+@pytest.mark.parametrize("json_logs", [False, True])
+def test_sluice_api_command_serves_http(loaded: None, json_logs: bool) -> None:
     """On ``--port 0`` it says the port the system gave (it printed ``:0``), whether a key is required, and it
-    logs each request (the access log was off: uvicorn's at warning level)."""
+    logs each request (the access log was off: uvicorn's at warning level). In the image (``SLUICE_JSON_LOGS``)
+    every line it writes is one JSON object, the start line and uvicorn's access lines too (they were text)."""
+    import json
     import os
 
     env = {k: v for k, v in os.environ.items() if k not in ("SLUICE_API_KEY", "SLUICE_API_KEY_BLOCK")}
+    env["SLUICE_JSON_LOGS"] = "true" if json_logs else "false"
     server = subprocess.Popen(
         [sys.executable, "-m", "sluice.cli", "api", "--port", "0"],
         cwd=ROOT,
@@ -262,9 +266,10 @@ def test_sluice_api_command_serves_http(loaded: None) -> None:
     )
     try:
         assert server.stdout is not None
-        banner = server.stdout.readline()
-        assert banner.startswith("Sluice query API on http://127.0.0.1:"), banner
-        assert banner.rstrip().endswith("no API key: open to whoever reaches it)"), banner
+        first = server.stdout.readline()
+        banner = json.loads(first)["message"] if json_logs else first.rstrip()
+        assert banner.startswith("Sluice query API on http://127.0.0.1:"), first
+        assert banner.endswith("no API key: open to whoever reaches it)"), first
         port = int(banner.split("127.0.0.1:")[1].split()[0])
         assert port > 0, banner
         deadline = time.monotonic() + 60
@@ -283,7 +288,14 @@ def test_sluice_api_command_serves_http(loaded: None) -> None:
     assert status == 200, output[-3000:]
     assert body["response"][0]["user"] == "arya"
     assert "Traceback" not in output
-    assert '"GET /Prod/get?user=arya HTTP/1.1" 200' in output, output[-3000:]
+    access = '"GET /Prod/get?user=arya HTTP/1.1" 200'
+    if json_logs:
+        records = [json.loads(line) for line in output.splitlines() if line.strip()]  # each line one object
+        assert any(access in r["message"] and r["logger"] == "uvicorn.access" for r in records), output[
+            -3000:
+        ]
+    else:
+        assert access in output, output[-3000:]
 
 
 def test_sluice_api_on_a_port_in_use_is_one_readable_line() -> None:
