@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -48,6 +49,8 @@ START_TIMEOUT_SECONDS = 180.0
 #: The name of the plain alias (a symbolic link in the temp folder) of a data folder whose path a shell would
 #: split: ``sluice.adapters.warehouse`` starts the embedded PostgreSQL through it, ``stop_postgres`` removes it.
 PG_ALIAS_PREFIX = "sluice-pg-"
+
+logger = logging.getLogger(__name__)
 
 
 def pg_alias(pgdata: Path) -> Path:
@@ -110,6 +113,9 @@ def _process(pid: int, create_time: float | None = None) -> Any:
     """The live process ``pid`` (a psutil.Process), or None; with ``create_time``, only if it is that process."""
     import psutil  # process inspection only when services are started/stopped; kept off `sluice --help`
 
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        # a state file's garbage, or postmaster.pid's negative pid (initdb's single-user backend): no server
+        return None
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
@@ -205,7 +211,16 @@ def ensure_prefect_server(home: Path, starting: Callable[[], None] | None = None
                 return server.api_url
             _terminate(server.pid)  # alive but not answering: hung, replace it
         _forget(home)
-        return _start(home, previous_port=server.port if server else None).api_url
+        return _start(home, previous_port=server.port if server else _stopped_port(home)).api_url
+
+
+def _stopped_port(home: Path) -> int | None:
+    """The port of the server `services stop` stopped last (its marker): taken again when free, so the UI keeps its
+    address across a stop while 4200 belongs to something else (it moved at every start)."""
+    try:
+        return int((prefect_dir(home) / PREFECT_STOPPED).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _wait_healthy(server: PrefectServer, proc: subprocess.Popen[bytes] | None, timeout: float) -> bool:
@@ -281,14 +296,28 @@ def _freed(port: int) -> bool:
     return _port_free(port)
 
 
-def _server_env(home: Path) -> dict[str, str]:
+#: What the home's server must not take from the caller's environment: another server's address and key, the
+#: UI's API address (derived from the port below), the caller's logging set-up.
+_NOT_FOR_THE_SERVER = (
+    "PREFECT_API_URL",
+    "PREFECT_API_KEY",
+    "PREFECT_LOGGING_SETTINGS_PATH",
+    "PREFECT_UI_API_URL",
+    "PREFECT_SERVER_UI_API_URL",
+)
+
+
+def _server_env(home: Path, port: int) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_LOGGING_SETTINGS_PATH")
-        and not k.startswith("PREFECT_LOGGING_HANDLERS_")
+        if k not in _NOT_FOR_THE_SERVER and not k.startswith("PREFECT_LOGGING_HANDLERS_")
     }
     env["PREFECT_HOME"] = str(prefect_dir(home))
+    # The UI asks its server where the API is (/ui-settings): Prefect derives it from these, not from --port, so
+    # a server on another port than 4200 sent its UI to whatever answered on 4200 (another home's server).
+    env["PREFECT_SERVER_API_HOST"] = "127.0.0.1"
+    env["PREFECT_SERVER_API_PORT"] = str(port)
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
     env.setdefault("PREFECT_SERVER_DATABASE_TIMEOUT", "60")  # SQLite under many concurrent runs
@@ -318,7 +347,7 @@ def _start(home: Path, previous_port: int | None) -> PrefectServer:
                     "--port",
                     str(port),
                 ],
-                env=_server_env(home),
+                env=_server_env(home, port),
                 cwd=folder,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -435,16 +464,62 @@ class Postgres:
 
 
 def running_postgres(pgdata: Path) -> Postgres | None:
-    """The embedded PostgreSQL of ``pgdata`` if its postmaster runs (read from ``postmaster.pid``)."""
-    try:
-        lines = (pgdata / "postmaster.pid").read_text(encoding="utf-8").splitlines()
-        pid = int(lines[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    proc = _process(pid)
-    if proc is None or not proc.name().startswith("postgres"):
+    """The embedded PostgreSQL of ``pgdata`` if its postmaster runs (read from ``postmaster.pid``): a live postgres
+    process whose working folder is ``pgdata`` (a postmaster works in its data folder). A pid the system gave to
+    another process since (a reboot, a container's low pids), even another home's postmaster, is not it: `services
+    stop` of one home stopped another home's database."""
+    pid, lines = _postmaster_pid(pgdata)
+    if pid is None or _postmaster(pid, pgdata) is None:
         return None
     return Postgres(pid=pid, pgdata=str(pgdata), socket_dir=lines[4] if len(lines) > 4 else str(pgdata))
+
+
+def _postmaster_pid(pgdata: Path) -> tuple[int | None, list[str]]:
+    try:
+        lines = (pgdata / "postmaster.pid").read_text(encoding="utf-8").splitlines()
+        return int(lines[0]), lines
+    except (OSError, ValueError, IndexError):
+        return None, []
+
+
+def _postmaster(pid: int, pgdata: Path) -> Any:
+    """The live postmaster ``pid`` of ``pgdata`` (a psutil.Process), or None."""
+    import psutil  # see _process
+
+    proc = _process(pid)
+    if proc is None:
+        return None
+    try:
+        if not proc.name().startswith("postgres"):
+            return None
+        return proc if os.path.realpath(proc.cwd()) == os.path.realpath(pgdata) else None
+    except psutil.AccessDenied:
+        return proc  # not ours to inspect (another user's): the name is all there is to go by
+    except psutil.Error:
+        return None
+
+
+def clear_stale_postmaster_pid(pgdata: Path) -> bool:
+    """Remove ``postmaster.pid`` when it names a live process that is not ``pgdata``'s postmaster (its pid reused
+    since the server died: after a reboot, or in a container, where pids start low again). PostgreSQL refuses to
+    start beside it ("is another postmaster running?") and pgserver, which trusts any live pid, hands out a socket
+    nobody listens on: every command then failed with "cannot connect to the warehouse". Call it holding
+    pgserver's start lock (no concurrent start then writes the file). Returns whether it removed the file."""
+    import psutil  # see _process
+
+    pid, _ = _postmaster_pid(pgdata)
+    if pid is None or pid <= 0 or not psutil.pid_exists(pid) or _postmaster(pid, pgdata) is not None:
+        return False
+    if _process(pid) is None:  # a zombie: PostgreSQL's own check copes
+        return False
+    logger.warning(
+        "%s names process %s, which is not this folder's PostgreSQL (the server stopped and the pid was reused); "
+        "removed it",
+        pgdata / "postmaster.pid",
+        pid,
+    )
+    (pgdata / "postmaster.pid").unlink(missing_ok=True)
+    return True
 
 
 def stop_postgres(pgdata: Path, timeout: float = 30.0) -> Postgres | None:

@@ -26,7 +26,11 @@ from psycopg2 import sql
 
 from sluice.errors import ConfigurationError
 from sluice.progress import tell
-from sluice.services import pg_alias, running_postgres  # stop_postgres removes what pg_alias names
+from sluice.services import (  # stop_postgres removes what pg_alias names
+    clear_stale_postmaster_pid,
+    pg_alias,
+    running_postgres,
+)
 from sluice.settings import Settings, get_settings
 from sluice.tables import name_of
 
@@ -57,6 +61,8 @@ def _start_embedded(pgdata: Path) -> str:
             # cleanup_mode=None: the server outlives this process and is reused by the next one.
             plain = _plain_path(pgdata)
             _forget_if_dead(pgdata, plain)
+            with pgserver.PostgresServer._lock:  # no concurrent start writes the file meanwhile
+                clear_stale_postmaster_pid(pgdata)
             if plain not in pgserver.PostgresServer._instances and running_postgres(pgdata) is None:
                 # a new home's first command: initdb, then the start (a terminal showed nothing meanwhile)
                 tell("starting the embedded PostgreSQL (once)")

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -616,4 +617,111 @@ def test_block_types_are_registered_once_per_installation_not_checked_at_every_s
         assert marker.read_text(encoding="utf-8") == blocks_key()
     finally:
         for home in (first, second):
+            services.stop(home, home / "pg")
+
+
+def test_a_pid_that_names_no_server_of_ours_is_no_server(tmp_path: Path) -> None:
+    """A state file's nonsense pid, initdb's negative pid in postmaster.pid (two first commands at once: one failed
+    with "pid must be a positive integer"), a pid reused by a process named postgres elsewhere (`services stop` of
+    one home stopped another home's database): none of them is a running service, and none is a traceback."""
+    from sluice import warm
+
+    assert services._process(-5) is None and services._process(0) is None
+    assert warm._alive({"pid": -7, "create_time": 0.0}) is None
+    services.prefect_dir(tmp_path).mkdir(parents=True)
+    services._write_state(
+        tmp_path, services.PrefectServer(pid=-5, port=1, create_time=0.0, home=str(tmp_path))
+    )
+    assert services.running_prefect_server(tmp_path) is None
+
+    pgdata = tmp_path / "pg"
+    pgdata.mkdir()
+    (pgdata / "postmaster.pid").write_text(f"-12345\n{pgdata}\n0\n5432\n{pgdata}\n", encoding="utf-8")
+    assert services.running_postgres(pgdata) is None
+    assert services.clear_stale_postmaster_pid(pgdata) is False  # initdb's: never removed
+
+    # a process named postgres: in another folder it is another server's (left alone), in this one it is ours
+    fake = tmp_path / "bin" / "postgres"
+    fake.parent.mkdir()
+    shutil.copy("/bin/sleep", fake)
+    elsewhere = subprocess.Popen([str(fake), "60"], cwd=tmp_path)
+    here = subprocess.Popen([str(fake), "60"], cwd=pgdata)
+    try:
+        (pgdata / "postmaster.pid").write_text(f"{elsewhere.pid}\n{pgdata}\n", encoding="utf-8")
+        assert services.running_postgres(pgdata) is None
+        assert services.stop_postgres(pgdata, timeout=2) is None and elsewhere.poll() is None
+        assert (
+            services.clear_stale_postmaster_pid(pgdata) is True
+        )  # PostgreSQL would refuse to start beside it
+        assert not (pgdata / "postmaster.pid").exists() and elsewhere.poll() is None
+        (pgdata / "postmaster.pid").write_text(f"{here.pid}\n{pgdata}\n", encoding="utf-8")
+        running = services.running_postgres(pgdata)
+        assert running is not None and running.pid == here.pid
+        assert services.clear_stale_postmaster_pid(pgdata) is False
+    finally:
+        for proc in (elsewhere, here):
+            proc.kill()
+            proc.wait()
+
+
+def test_the_embedded_postgresql_starts_past_a_postmaster_pid_whose_pid_was_reused(tmp_path: Path) -> None:
+    """After a reboot (or in a container) the stopped server's pid belongs to another process: PostgreSQL refuses to
+    start beside a live pid ("is another postmaster running?") and pgserver handed out a socket nobody listened on,
+    so every command failed with "cannot connect to the warehouse"."""
+    pgdata = tmp_path / "pg"
+    start = (
+        "import sys, sqlalchemy as sa; from pathlib import Path; from sluice.adapters.warehouse import _start_embedded;"
+        "url = _start_embedded(Path(sys.argv[1]));"
+        "print(sa.create_engine(url).connect().execute(sa.text('SELECT 1')).scalar())"
+    )
+    env = _env(tmp_path)
+
+    def started() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", start, str(pgdata)], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    first = started()
+    assert first.stdout.strip() == "1", first.stderr[-2000:]
+    assert services.stop_postgres(pgdata) is not None
+    squatter = subprocess.Popen(["sleep", "60"])
+    try:
+        lines = (
+            (pgdata / "postmaster.pid").read_text(encoding="utf-8").splitlines()
+            if (pgdata / "postmaster.pid").exists()
+            else []
+        )
+        lines = [str(squatter.pid), *(lines[1:] or [str(pgdata), "0", "5432", str(pgdata)])]
+        (pgdata / "postmaster.pid").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        again = started()
+        assert again.stdout.strip() == "1", again.stderr[-2000:]
+        assert "Traceback" not in again.stderr and squatter.poll() is None
+        running = services.running_postgres(pgdata)
+        assert running is not None and running.pid != squatter.pid
+    finally:
+        squatter.kill()
+        squatter.wait()
+        services.stop_postgres(pgdata)
+
+
+def test_the_ui_asks_its_own_server_and_keeps_its_port_across_a_stop(home: Path) -> None:
+    """With 4200 taken by something else, the home's server listens elsewhere, but Prefect told its UI the API was
+    at 4200 (``/ui-settings``): the page at the printed address showed another server's runs. And each start after
+    a stop took a new random port, so the UI's address changed every time."""
+    import urllib.request
+
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):  # 4200 may be another home's already: taken either way
+            taken.bind(("127.0.0.1", services.PREFERRED_PORT))
+            taken.listen()
+        try:
+            url = services.ensure_prefect_server(home)
+            server = services.running_prefect_server(home)
+            assert server is not None and server.port != services.PREFERRED_PORT
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/ui-settings", timeout=10) as answer:
+                assert json.loads(answer.read())["api_url"] == url == f"http://127.0.0.1:{server.port}/api"
+            services.stop(home, home / "pg")
+            assert services.ensure_prefect_server(home) == url  # the same address again
+        finally:
             services.stop(home, home / "pg")
