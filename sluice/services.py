@@ -499,18 +499,23 @@ def _postmaster(pid: int, pgdata: Path) -> Any:
         return None
 
 
+def stale_postmaster_pid(pgdata: Path) -> int | None:
+    """The pid ``postmaster.pid`` names when it is a live process other than ``pgdata``'s postmaster, else None
+    (no file, initdb's negative pid, a dead pid: PostgreSQL's own check copes with those)."""
+    pid, _ = _postmaster_pid(pgdata)
+    if pid is None or _process(pid) is None or _postmaster(pid, pgdata) is not None:
+        return None
+    return pid
+
+
 def clear_stale_postmaster_pid(pgdata: Path) -> bool:
     """Remove ``postmaster.pid`` when it names a live process that is not ``pgdata``'s postmaster (its pid reused
     since the server died: after a reboot, or in a container, where pids start low again). PostgreSQL refuses to
     start beside it ("is another postmaster running?") and pgserver, which trusts any live pid, hands out a socket
     nobody listens on: every command then failed with "cannot connect to the warehouse". Call it holding
     pgserver's start lock (no concurrent start then writes the file). Returns whether it removed the file."""
-    import psutil  # see _process
-
-    pid, _ = _postmaster_pid(pgdata)
-    if pid is None or pid <= 0 or not psutil.pid_exists(pid) or _postmaster(pid, pgdata) is not None:
-        return False
-    if _process(pid) is None:  # a zombie: PostgreSQL's own check copes
+    pid = stale_postmaster_pid(pgdata)
+    if pid is None:
         return False
     logger.warning(
         "%s names process %s, which is not this folder's PostgreSQL (the server stopped and the pid was reused); "

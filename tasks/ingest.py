@@ -235,7 +235,8 @@ def _fused(ctx: IngestContext, fetched: storage.FetchedFile, reader: str) -> Loa
                     quarantine_uri=passed.quarantine_uri,
                 )
             else:
-                finish("transform", "fail", f"stopped: {error}")
+                # what the pass had read when it stopped (the ledger said 0 of a 1.4M-row file cut short)
+                finish("transform", "fail", f"stopped: {error}", rows_read=passed.rows_read or None)
                 finish("validate", "fail", f"stopped: {error}")
             if "load" not in entries:  # it failed before any row was ready (e.g. the warehouse is down)
                 begin("load")

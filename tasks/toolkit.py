@@ -82,12 +82,21 @@ class RunContext:
         )
 
 
+#: The reason a state records when the command running it got Ctrl-C (SIGINT).
+CTRL_C = (
+    "interrupted by Ctrl-C (SIGINT); a load commits whole or not at all: run the same command again "
+    "(what loaded is skipped)"
+)
+
+
 def reason(exc: BaseException) -> str:
     """What a state records as its failure: the error's text (bounded), or what a SIGTERM means."""
     if isinstance(exc, TerminationSignal):  # its text is empty: say what stopped the run
         return TERMINATED
     if isinstance(exc, asyncio.CancelledError):  # Prefect's timeout interrupts the run's thread with one
         return INTERRUPTED
+    if isinstance(exc, KeyboardInterrupt):  # its text is empty: the ledger said "KeyboardInterrupt"
+        return CTRL_C
     return described(exc)
 
 

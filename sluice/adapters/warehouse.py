@@ -30,6 +30,7 @@ from sluice.services import (  # stop_postgres removes what pg_alias names
     clear_stale_postmaster_pid,
     pg_alias,
     running_postgres,
+    stale_postmaster_pid,
 )
 from sluice.settings import Settings, get_settings
 from sluice.tables import name_of
@@ -38,6 +39,9 @@ if TYPE_CHECKING:  # imported where used: `sluice ledger`, `db url` and `service
     import pandas as pd
 
 logger = logging.getLogger(__name__)
+
+#: One thread of this process at a time clears a stale postmaster.pid (pgserver's start lock is a file lock).
+_STALE_LOCK = threading.Lock()
 
 
 def _start_embedded(pgdata: Path) -> str:
@@ -61,8 +65,10 @@ def _start_embedded(pgdata: Path) -> str:
             # cleanup_mode=None: the server outlives this process and is reused by the next one.
             plain = _plain_path(pgdata)
             _forget_if_dead(pgdata, plain)
-            with pgserver.PostgresServer._lock:  # no concurrent start writes the file meanwhile
-                clear_stale_postmaster_pid(pgdata)
+            if stale_postmaster_pid(pgdata) is not None:  # rare: checked again holding the start locks
+                # pgserver's is a file lock: not for two threads of one process (a backfill's) at once
+                with _STALE_LOCK, pgserver.PostgresServer._lock:
+                    clear_stale_postmaster_pid(pgdata)
             if plain not in pgserver.PostgresServer._instances and running_postgres(pgdata) is None:
                 # a new home's first command: initdb, then the start (a terminal showed nothing meanwhile)
                 tell("starting the embedded PostgreSQL (once)")

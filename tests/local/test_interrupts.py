@@ -160,6 +160,10 @@ def test_ctrl_c_during_an_ingest_is_one_readable_line_and_a_rerun_loads_the_file
     assert doc["status"] == "failed" and doc["error"].startswith("interrupted:") and doc["exit_code"] == 130
 
     assert rows(home, project) in (0, 1_000_000)  # never half: 1,000,000 if the Ctrl-C came after the commit
+    if rows(home, project) == 0:  # the ledger says what stopped the run (it said "KeyboardInterrupt")
+        ledger = json.loads(sluice(home, "ledger", "--json", "--limit", "1").stdout)
+        [load] = [e for e in ledger[0]["states"] if e["state"] == "load"]
+        assert load["error"].startswith("interrupted by Ctrl-C (SIGINT)"), ledger
     again = sluice(home, "ingest", str(path), "--dataset", "dailycheckins", "--json")
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout)["status"] in ("success", "skipped")
