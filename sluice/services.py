@@ -113,8 +113,7 @@ def _process(pid: int, create_time: float | None = None) -> Any:
     """The live process ``pid`` (a psutil.Process), or None; with ``create_time``, only if it is that process."""
     import psutil  # process inspection only when services are started/stopped; kept off `sluice --help`
 
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        # a state file's garbage, or postmaster.pid's negative pid (initdb's single-user backend): no server
+    if pid <= 0:  # a state file's nonsense, or postmaster.pid's negative pid (initdb's single-user backend)
         return None
     try:
         proc = psutil.Process(pid)
@@ -469,7 +468,8 @@ def running_postgres(pgdata: Path) -> Postgres | None:
     another process since (a reboot, a container's low pids), even another home's postmaster, is not it: `services
     stop` of one home stopped another home's database."""
     pid, lines = _postmaster_pid(pgdata)
-    if pid is None or _postmaster(pid, pgdata) is None:
+    proc = _process(pid) if pid is not None else None
+    if proc is None or not _works_in(proc, pgdata):
         return None
     return Postgres(pid=pid, pgdata=str(pgdata), socket_dir=lines[4] if len(lines) > 4 else str(pgdata))
 
@@ -482,28 +482,26 @@ def _postmaster_pid(pgdata: Path) -> tuple[int | None, list[str]]:
         return None, []
 
 
-def _postmaster(pid: int, pgdata: Path) -> Any:
-    """The live postmaster ``pid`` of ``pgdata`` (a psutil.Process), or None."""
+def _works_in(proc: Any, pgdata: Path) -> bool:
+    """Whether the live process ``proc`` (psutil) is ``pgdata``'s postmaster: a postgres working in that folder."""
     import psutil  # see _process
 
-    proc = _process(pid)
-    if proc is None:
-        return None
     try:
         if not proc.name().startswith("postgres"):
-            return None
-        return proc if os.path.realpath(proc.cwd()) == os.path.realpath(pgdata) else None
+            return False
+        return os.path.realpath(proc.cwd()) == os.path.realpath(pgdata)
     except psutil.AccessDenied:
-        return proc  # not ours to inspect (another user's): the name is all there is to go by
+        return True  # not ours to inspect (another user's): the name is all there is to go by
     except psutil.Error:
-        return None
+        return False
 
 
 def stale_postmaster_pid(pgdata: Path) -> int | None:
     """The pid ``postmaster.pid`` names when it is a live process other than ``pgdata``'s postmaster, else None
     (no file, initdb's negative pid, a dead pid: PostgreSQL's own check copes with those)."""
     pid, _ = _postmaster_pid(pgdata)
-    if pid is None or _process(pid) is None or _postmaster(pid, pgdata) is not None:
+    proc = _process(pid) if pid is not None else None
+    if proc is None or _works_in(proc, pgdata):
         return None
     return pid
 

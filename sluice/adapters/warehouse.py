@@ -65,13 +65,16 @@ def _start_embedded(pgdata: Path) -> str:
             # cleanup_mode=None: the server outlives this process and is reused by the next one.
             plain = _plain_path(pgdata)
             _forget_if_dead(pgdata, plain)
-            if stale_postmaster_pid(pgdata) is not None:  # rare: checked again holding the start locks
-                # pgserver's is a file lock: not for two threads of one process (a backfill's) at once
-                with _STALE_LOCK, pgserver.PostgresServer._lock:
-                    clear_stale_postmaster_pid(pgdata)
-            if plain not in pgserver.PostgresServer._instances and running_postgres(pgdata) is None:
-                # a new home's first command: initdb, then the start (a terminal showed nothing meanwhile)
-                tell("starting the embedded PostgreSQL (once)")
+            # Only when this process holds no live handle (every get_engine call comes through here): a
+            # postmaster.pid whose pid was reused is then cleared, and a new home's start is told.
+            if plain not in pgserver.PostgresServer._instances:
+                if stale_postmaster_pid(pgdata) is not None:  # rare: checked again holding the start locks
+                    # pgserver's is a file lock: not for two threads of one process (a backfill's) at once
+                    with _STALE_LOCK, pgserver.PostgresServer._lock:
+                        clear_stale_postmaster_pid(pgdata)
+                if running_postgres(pgdata) is None:
+                    # a new home's first command: initdb, then the start (a terminal showed nothing meanwhile)
+                    tell("starting the embedded PostgreSQL (once)")
             if plain == pgdata:
                 server = pgserver.get_server(pgdata, cleanup_mode=None)
             else:  # get_server would resolve the alias back to the real path

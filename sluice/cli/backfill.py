@@ -245,7 +245,8 @@ def _what(result: dict[str, Any]) -> str:
     counts them (a soft load's quarantined rows were invisible: ``success  x.csv`` said nothing of them)."""
     if result.get("error"):  # most errors start with the file, which the line has just named
         return str(result["error"]).removeprefix(f"{result['source']}: ")
-    if result["status"] != "success" or "rows_read" not in result:  # a deployment run's: its state's message
+    # a deployment run whose state's message gave no counts (fanout._result reads them from it): the message
+    if result["status"] != "success" or "rows_read" not in result:
         return result.get("summary") or ""
     what = rows_line(
         result["rows_read"], result["rows_loaded"], result.get("table"), result["rows_quarantined"]
@@ -254,10 +255,11 @@ def _what(result: dict[str, Any]) -> str:
 
 
 def _rows(results: list[dict[str, Any]]) -> str:
-    """``; rows: N read, N loaded, N quarantined`` over the files this process ran (not the skipped ones' 0s)."""
+    """``; rows: N read, N loaded, N quarantined`` over the files that ran, here or as deployment runs (not the
+    skipped ones' 0s)."""
     ran = [
         r for r in results if r["status"] in ("success", "failed") and r.get("state") and "rows_read" in r
-    ]  # not an entry refused before any run (no state), nor a deployment run's result (no counts)
+    ]  # not an entry refused before any run (no state), nor a deployment run whose state gave no counts
     if not ran:
         return ""
     read, loaded, quarantined = (

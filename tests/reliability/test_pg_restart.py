@@ -23,11 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def own_postgres() -> Iterator[tuple[str, Path, str | None]]:
     """A PostgreSQL of this test alone (restarting the session's would disturb the other tests)."""
-    import warnings
-
-    with warnings.catch_warnings():  # platformdirs' XDG_RUNTIME_DIR notice, as sluice.adapters.warehouse does
-        warnings.simplefilter("ignore")
-        import pgserver
+    import pgserver
 
     folder = Path(tempfile.mkdtemp(prefix="sluice-pg-"))  # short: the unix socket lives here
     server = pgserver.get_server(folder / "data", cleanup_mode=None)
