@@ -19,6 +19,11 @@ TERMINATED = "stopped by SIGTERM: the run was cancelled, or its process or conta
 #: The reason a state records when Prefect interrupted it in its thread (the flow's timeout); the flow's hook then
 #: replaces it with the timeout's own words.
 INTERRUPTED = "interrupted by Prefect (the flow run's timeout)"
+#: The reason a state records when the command running it got Ctrl-C (SIGINT).
+CTRL_C = (
+    "interrupted by Ctrl-C (SIGINT); a load commits whole or not at all: run the same command again "
+    "(what loaded is skipped)"
+)
 
 
 @dataclass

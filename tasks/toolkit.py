@@ -38,7 +38,7 @@ from sluice import checks, progress
 from sluice.adapters.warehouse import get_engine
 from sluice.errors import SluiceError, described
 from sluice.ledger import Ledger, LedgerEntry, close_entry
-from sluice.ledger_entry import INTERRUPTED, TERMINATED
+from sluice.ledger_entry import CTRL_C, INTERRUPTED, TERMINATED
 from sluice.settings import Settings, get_settings
 
 #: The figures a state carries to the next state of the same run (as ``sluice.ledger.close_entry`` does).
@@ -82,15 +82,9 @@ class RunContext:
         )
 
 
-#: The reason a state records when the command running it got Ctrl-C (SIGINT).
-CTRL_C = (
-    "interrupted by Ctrl-C (SIGINT); a load commits whole or not at all: run the same command again "
-    "(what loaded is skipped)"
-)
-
-
 def reason(exc: BaseException) -> str:
-    """What a state records as its failure: the error's text (bounded), or what a SIGTERM means."""
+    """What a state records as its failure: the error's text (bounded), or what a SIGTERM, Prefect's timeout or a
+    Ctrl-C means."""
     if isinstance(exc, TerminationSignal):  # its text is empty: say what stopped the run
         return TERMINATED
     if isinstance(exc, asyncio.CancelledError):  # Prefect's timeout interrupts the run's thread with one
