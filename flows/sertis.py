@@ -24,6 +24,9 @@ from tasks.sertis import SertisContext, ensure, extract, load, publish, transfor
 
 class SertisReport(IngestReport):
     customers: int = 0
+    lines_counted: int = Field(
+        default=0, description="Silver lines gold counts: all it read but those a later file delivered again"
+    )
     gold_uri: str | None = Field(default=None, description="The gold Parquet")
 
 
@@ -36,7 +39,8 @@ def sertis() -> SertisReport | State:
     )
     with held(ctx, report, _publish, on_failure=quarantined):
         silver = step(report, "extract", extract, ctx)
-        report.rows_read = silver.lines
+        report.rows_read = silver.lines + silver.superseded  # all of silver, as the ledger counts it
+        report.lines_counted = silver.lines
         report.notes = list(ctx.notes)
         gold = step(report, "transform", transform, ctx, silver)
         validated(report, ctx, validate, gold)
@@ -44,7 +48,12 @@ def sertis() -> SertisReport | State:
         report.rows_loaded = report.customers = step(report, "load", load, ctx, gold)
         report.gold_uri = step(report, "load", publish, ctx, gold)
         report.status = "success"
-    get_run_logger().info("customers: %d from %d silver rows", report.customers, report.rows_read)
+    get_run_logger().info(
+        "customers: %d from %d of the %d silver rows",
+        report.customers,
+        report.lines_counted,
+        report.rows_read,
+    )
     return completed(report)
 
 

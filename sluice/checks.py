@@ -17,7 +17,7 @@ import pandera.errors as pe
 import pandera.pandas as pa
 
 from sluice.adapters import storage
-from sluice.errors import ValidationFailed, shown
+from sluice.errors import ValidationFailed, counted, shown
 from sluice.settings import Settings
 
 COLUMNS = ["table", "row", "column", "check", "value"]
@@ -70,7 +70,8 @@ def validation_failed(pipeline: str, failures: pd.DataFrame, quarantine_uri: str
         f"(value {shown(first['value'])})"
     )
     return ValidationFailed(
-        f"{pipeline}: {len(failures)} checks failed, nothing loaded; first: {what}; all in {quarantine_uri}",
+        f"{pipeline}: {counted(len(failures), 'check')} failed, nothing loaded; first: {what}; all in "
+        f"{quarantine_uri}",
         rows_invalid=len(failures),
         quarantine_uri=quarantine_uri,
     )

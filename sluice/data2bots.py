@@ -150,8 +150,9 @@ def read_reference(
         if name in existing:
             continue
         if name == "dim_dates":
-            start, end = rules.date_span(staging["orders"], as_of)
-            reference.dates = rules.dim_dates(start, end, read_holidays(settings))
+            holidays = read_holidays(settings)
+            start, end = rules.date_span(staging["orders"], as_of, holidays)
+            reference.dates = rules.dim_dates(start, end, holidays)
         else:
             reference.products = read_products(settings)
         mode = "refresh" if refresh and present[name] else "create"
@@ -244,6 +245,22 @@ def read_staging(engine: sa.Engine) -> dict[str, pd.DataFrame]:
     for column in ("order_date", "shipment_date"):
         shipments[column] = shipments[column].astype(object).where(shipments[column].notna(), None)
     return {"orders": orders, "reviews": reviews, "shipments": shipments}
+
+
+def orders_without_shipment(engine: sa.Engine, as_of: dt.date) -> int:
+    """Orders old enough to be undelivered by ``as_of`` (``order_date + 15 days <= as_of``) that have no row in
+    ``staging.shipment_deliveries``. The rules read shipment rows, so they count in no shipment figure, not even
+    ``tt_undelivered_items``: the run says how many (a pandas left join counted them, Sluice silently not)."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM staging.orders o WHERE o.order_date <= :last AND NOT EXISTS "
+                    "(SELECT 1 FROM staging.shipment_deliveries s WHERE s.order_id = o.order_id)"
+                ),
+                {"last": as_of - rules.UNDELIVERED_AFTER},
+            ).scalar_one()
+        )
 
 
 def latest_order_date(staging: Mapping[str, pd.DataFrame]) -> dt.date:

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -459,7 +460,11 @@ class Postgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg2://postgres:@/postgres?host={self.socket_dir}"
+        """The SQLAlchemy URL, its socket folder percent-encoded: a home's space, ``%`` or ``ü`` read back as
+        written (``services status`` printed it raw, ``db url`` encoded)."""
+        return (
+            f"postgresql+psycopg2://postgres:@/postgres?host={urllib.parse.quote(self.socket_dir, safe='/')}"
+        )
 
 
 def running_postgres(pgdata: Path) -> Postgres | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from sluice import data2bots, progress
+from sluice.errors import counted
 from sluice.transforms import data2bots as rules
 from tasks.toolkit import RunContext, checked, io_task, ledger_state, step_task
 
@@ -58,6 +59,13 @@ def extract(ctx: Data2botsContext, as_of: dt.date | None) -> dict[str, pd.DataFr
         ctx.reference = data2bots.read_reference(
             ctx.engine, ctx.settings, staging, ctx.as_of, ctx.refresh_reference
         )
+        unshipped = data2bots.orders_without_shipment(ctx.engine, ctx.as_of)
+        if unshipped:
+            ctx.reference.notes.append(
+                f"{counted(unshipped, 'order')} placed on or before {ctx.as_of - rules.UNDELIVERED_AFTER} "
+                f"{'has' if unshipped == 1 else 'have'} no row in staging.shipment_deliveries: counted in no "
+                "shipment figure (tt_undelivered_items counts shipment rows with neither date)"
+            )
         if previous == "stale" and not (ctx.force or ctx.refresh_reference):
             ctx.reference.notes.append(
                 f"analytics for {ctx.as_of} ran before, but staging files loaded since (or its export did not "

@@ -56,12 +56,13 @@ def print_customers(report: Any, console: Any, limit: int = 15) -> None:
             ),
             {"n": limit},
         ).all()
-    lines = (
-        getattr(report, "rows_read", 0) or 0
-    )  # the silver lines gold counted (was not said: nothing to check)
+    # the silver lines read and those gold counted (it said the counted ones "in silver", the ledger the read ones)
+    lines = getattr(report, "rows_read", 0) or 0
+    used = getattr(report, "lines_counted", lines)
     console.print(
         f"sertis.customers: {getattr(report, 'customers', 0):,} customers from "
-        f"{counted(lines, 'transaction line')} in silver",
+        + (f"{used:,} of the " if used != lines else "")
+        + f"{counted(lines, 'transaction line')} in silver",
         highlight=False,
         soft_wrap=True,
     )

@@ -115,7 +115,7 @@ def print_cycle(report: Any) -> None:
         err.print(
             f"[bold red]error[/]{where(report)}: {escape(str(report.error))}", highlight=False, soft_wrap=True
         )
-        if report.quarantine_uri:
+        if report.quarantine_uri and report.quarantine_uri not in str(report.error):  # said once, not twice
             err.print(f"  failures: {report.quarantine_uri}", highlight=False, soft_wrap=True, markup=False)
 
 

@@ -13,7 +13,9 @@ table repeats them with the reason for each reading):
 - **late shipment**: ``shipment_date >= order_date + 6 days`` and ``delivery_date`` is null.
 - **early shipment**: ``shipment_date < order_date + 6 days`` (delivered or not).
 - Neither early nor late: not shipped yet; or shipped six or more days after the order and already delivered.
-- **undelivered item**: ``shipment_date`` and ``delivery_date`` both null and ``order_date + 15 days <= as_of``.
+- **undelivered item**: a shipment row with ``shipment_date`` and ``delivery_date`` both null and
+  ``order_date + 15 days <= as_of``. An order without a shipment row counts in no shipment figure (the run's notes
+  say how many are 15 days old: ``sluice.data2bots.orders_without_shipment``).
 - **best performing product**: the most review points (tie: lowest id); ``pct_<n>_star_review`` = n × (its n-star
   reviews) / its points × 100, two decimals rounded half-up (``percent``); ``most_ordered_day``: its day with the
   most orders (tie: earliest).
@@ -305,7 +307,11 @@ def _typed(frame: pd.DataFrame, ints: Iterable[str]) -> pd.DataFrame:
     return frame
 
 
-def date_span(orders: pd.DataFrame, as_of: dt.date) -> tuple[dt.date, dt.date]:
-    """The years ``dim_dates`` must cover: every order's and ``as_of``'s."""
-    days = [d for d in orders["order_date"] if d is not None] + [as_of]
+def date_span(
+    orders: pd.DataFrame, as_of: dt.date, holidays: Iterable[dt.date] = ()
+) -> tuple[dt.date, dt.date]:
+    """The years a ``dim_dates`` created from a holiday list covers: every order's, ``as_of``'s and every year of
+    the list. Only the orders' years made the first order of a year the list covers fail for a missing day (the
+    table, once created, is the user's and never extended)."""
+    days = [d for d in orders["order_date"] if d is not None] + [as_of, *holidays]
     return dt.date(min(days).year, 1, 1), dt.date(max(days).year, 12, 31)

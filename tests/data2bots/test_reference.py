@@ -16,6 +16,8 @@ import sqlalchemy as sa
 
 from sluice.adapters.warehouse import get_engine
 from sluice.cli.runner import run_data2bots
+from sluice.data2bots import read_holidays
+from sluice.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 D = dt.date
@@ -139,14 +141,30 @@ def test_absent_reference_tables_are_created_from_the_shipped_examples_and_the_r
     shown = artifact_markdown(report.flow_run_id)
     assert all(note in shown for note in report.notes)
     dates, products = snapshot()
-    assert len(dates) == 365 and len(products) == 25
+    # the calendar covers the orders' year (2022) and every year of the shipped holiday list (2021-2023): it
+    # covered 2022 only, and the first order of 2023 then failed the run for a day the list knows
+    listed = sorted(read_holidays(Settings()))
+    assert (
+        (dates[0][0], dates[-1][0])
+        == (D(listed[0].year, 1, 1), D(listed[-1].year, 12, 31))
+        == (
+            D(2021, 1, 1),
+            D(2023, 12, 31),
+        )
+    )
+    assert len(dates) == 1095 and len(products) == 25
     assert best()["product_name"] == "Headphones"  # the shipped example list's name for product 3
-    assert report.loaded["dim_dates"] == 365 and report.loaded["dim_products"] == 25
+    assert report.loaded["dim_dates"] == 1095 and report.loaded["dim_products"] == 25
 
-    # Now they exist: the next run reads them and says nothing.
+    # Now they exist: the next run reads them and says nothing, and so does the first run of a new year.
     again = run_data2bots(force=True)
     assert again.status == "success" and again.notes == []
     assert "dim_dates" not in again.loaded and "dim_products" not in again.loaded
+    with get_engine().begin() as conn:
+        conn.execute(sa.text("INSERT INTO staging.orders VALUES (4, '2023-01-10', 4)"))
+    new_year = run_data2bots()
+    assert (new_year.status, new_year.notes) == ("success", []), new_year.error
+    assert snapshot()[0] == dates  # read, not rewritten
 
 
 def test_existing_reference_tables_are_read_never_rewritten_unless_asked(sluice_env: Path) -> None:
@@ -262,3 +280,27 @@ def test_exports_to_an_s3_staging_zone_equal_the_tables(
             for row in frame.to_dict("records")
         ]
     reload_settings()
+
+
+def test_orders_without_a_shipment_row_are_counted_in_the_notes(sluice_env: Path) -> None:
+    """Order 3 (2022-03-07) has no row in staging.shipment_deliveries. The rules read shipment rows, so it counts
+    as no undelivered item, and nothing said so: a left join from orders counted it. Once it is 15 days old the
+    run says how many such orders there are; a day earlier it does not."""
+    tiny_staging()
+    user_reference()
+    early = run_data2bots(as_of=D(2022, 3, 21))
+    assert (early.status, early.notes) == ("success", []), early.error
+    due = run_data2bots(as_of=D(2022, 3, 22))
+    assert due.status == "success", due.error
+    assert due.notes == [
+        "1 order placed on or before 2022-03-07 has no row in staging.shipment_deliveries: counted in no shipment "
+        "figure (tt_undelivered_items counts shipment rows with neither date)"
+    ]
+    assert run_warnings(due.flow_run_id) == due.notes
+    with get_engine().connect() as conn:
+        undelivered = conn.execute(
+            sa.text(
+                "SELECT tt_undelivered_items FROM analytics.agg_shipments WHERE ingestion_date = '2022-03-22'"
+            )
+        ).scalar_one()
+    assert undelivered == 0

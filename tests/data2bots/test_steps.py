@@ -3,6 +3,7 @@ checks quarantined by a retried task before the run halts."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def test_analytics_that_break_their_model_are_quarantined_with_a_retry_then_reje
     with quarantine_fails_once(sluice_env, "analytics", "analytics", "validate", monkeypatch):
         report = run_data2bots()
     assert report.status == "failed" and report.state == "validate", report.error
-    assert "analytics: " in report.error and "checks failed, nothing loaded" in report.error
+    assert re.search(r"analytics: [\d,]+ checks? failed, nothing loaded", report.error)
     assert report.rows_quarantined and report.quarantine_uri and report.quarantine_uri in report.error
     failures = pd.read_csv(report.quarantine_uri)
     assert "best_performing_product" in set(failures["table"])

@@ -61,7 +61,7 @@ def test_a_gold_table_that_breaks_its_model_is_quarantined_with_a_retry_then_rej
     with quarantine_fails_once(sluice_env, "customers", "customers", "validate", monkeypatch):
         report = run_sertis()
     assert report.status == "failed" and report.state == "validate"
-    assert "customers: 1 checks failed, nothing loaded" in report.error and "x23587" in report.error
+    assert "customers: 1 check failed, nothing loaded" in report.error and "x23587" in report.error
     assert report.rows_quarantined == 1 and report.quarantine_uri and report.quarantine_uri in report.error
     failures = pd.read_csv(report.quarantine_uri)
     assert (failures.loc[0, "table"], failures.loc[0, "column"]) == ("customers", "customer_id")

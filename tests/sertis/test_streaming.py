@@ -4,6 +4,7 @@ parts of whole customers, and bronze's "same file?" check compares block by bloc
 from __future__ import annotations
 
 import csv
+import io
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +13,14 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from rich.console import Console
 
 from sluice import sertis
 from sluice.adapters import storage
 from sluice.adapters.warehouse import get_engine
 from sluice.cli.runner import run_ingest, run_sertis
+from sluice.cli.sertis import print_customers
+from sluice.ledger import get_ledger, summarize
 from sluice.settings import reload_settings
 from tests.conftest import shared_file
 from tests.sertis.test_pipeline import gold_from_lines, gold_table, latest_delivery_wins, write_lines
@@ -103,7 +107,17 @@ def test_gold_from_silver_streamed_in_parts_of_whole_customers(
     superseded = len(first) - len(kept)
     repeated = sum(n - 1 for n in Counter(kept).values()) + sum(n - 1 for n in Counter(again).values())
     assert superseded >= 40 and repeated > 0
-    assert report.rows_read == silver.lines == 300 - superseded + len(again)  # the lines gold counts
+    # all of silver read, as the ledger counts it (the report said the counted lines, the ledger the read ones)
+    assert report.lines_counted == silver.lines == 300 - superseded + len(again)  # the lines gold counts
+    assert report.rows_read == silver.lines + silver.superseded == 300 + len(again)
+    [entry] = [summarize(r) for r in get_ledger().recent(5) if str(r[0].ingestion_id) == report.run_id]
+    assert entry["rows_read"] == report.rows_read
+    shown = io.StringIO()
+    print_customers(report, Console(file=shown, width=200), limit=1)
+    assert (
+        f"from {report.lines_counted:,} of the {report.rows_read:,} transaction lines in silver"
+        in shown.getvalue()
+    )
     assert report.notes == [
         f"{repeated} transaction lines repeat an earlier line of their file exactly (transaction, customer, day, "
         "product, units): each counts, as the file has it",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from sluice.errors import failed_check
 from sluice.report import IngestReport, failure_lines
 
@@ -54,3 +56,41 @@ def test_a_long_value_is_cut_on_screen_and_whole_in_the_quarantine_file() -> Non
     assert failed_check(check(1, "*", value)).endswith("… (500 characters))")
     assert len(failed_check(check(1, "*", value))) < 200
     assert failed_check(check(1, "*", value), clip=False).endswith(f"'{value}')")
+
+
+def test_a_failed_pipeline_run_counts_its_checks_and_names_its_quarantine_file_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A Totesys cycle that failed at validate said "1 checks failed", and named the quarantine file in its error
+    and again on a ``failures:`` line below it."""
+    import pandas as pd
+
+    from sluice.checks import validation_failed
+    from sluice.cli.totesys import print_cycle
+
+    failures = pd.DataFrame(
+        [
+            {
+                "table": "dim_currency",
+                "row": 2,
+                "column": "currency_code",
+                "check": "str_length(3)",
+                "value": "G1",
+            }
+        ]
+    )
+    error = validation_failed("totesys", failures, "/q/totesys/run.failures.csv")
+    assert str(error).startswith("totesys: 1 check failed, nothing loaded; first: dim_currency row 2")
+    assert "2 checks failed" in str(validation_failed("totesys", pd.concat([failures, failures]), "/q/f.csv"))
+    failed = IngestReport(
+        run_id="r",
+        dataset="totesys",
+        source="totesys",
+        status="failed",
+        state="validate",
+        error=str(error),
+        quarantine_uri="/q/totesys/run.failures.csv",
+    )
+    print_cycle(failed)
+    said = capsys.readouterr().err
+    assert said.count("/q/totesys/run.failures.csv") == 1, said
