@@ -32,6 +32,11 @@ class DestinationUnwritable(SluiceError):
     """A zone or export location this principal may not write (permissions, encryption key, no such bucket)."""
 
 
+class FileChanged(SluiceError):
+    """The landed file changed between its fingerprint and the end of its read (still being written, or replaced):
+    what was read is not what was fingerprinted, so nothing loads."""
+
+
 class BadFile(SluiceError):
     """The file cannot be read as the dataset's format (columns, encoding, delimiter...)."""
 

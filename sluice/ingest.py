@@ -85,11 +85,48 @@ progress = _rows_read.listening
 
 
 def _open_text(path: Path) -> io.TextIOBase:
+    return io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", newline="")
+
+
+def not_utf8(path: Path, source: str) -> BadFile:
+    """The file's first byte that is not UTF-8, by line and byte (of the file as read: a .gz's text): the header
+    read said "byte 31 of the header" for a byte of record 1, and the pass "near record 600001" (its chunk's first
+    record) for one in record 700,001. Read again from the start, only once a read has failed."""
+    carry, offset, lines = b"", 0, 1
+    with _open_binary(path) as stream:
+        while True:
+            try:
+                block = stream.read(1 << 20)
+            except (OSError, EOFError, zlib.error):  # a broken .gz past the bad byte: where is not known
+                return BadFile(f"{source}: not UTF-8 text")
+            data = carry + block
+            try:
+                data.decode("utf-8")
+                carry = b""
+            except UnicodeDecodeError as exc:
+                if block and exc.reason == "unexpected end of data":  # a character cut by the block's end
+                    carry = data[exc.start :]
+                    data = data[: exc.start]
+                else:
+                    at, bad = offset + exc.start, data[exc.start]
+                    line = lines + data[: exc.start].count(b"\n")
+                    return BadFile(
+                        f"{source}: not UTF-8 text: line {line:,} has byte 0x{bad:02x} (byte {at + 1:,} of the "
+                        "file); save it as UTF-8"
+                    )
+            if not block:
+                return BadFile(f"{source}: not UTF-8 text")
+            offset += len(data)
+            lines += data.count(b"\n")
+
+
+def _open_binary(path: Path) -> io.BufferedIOBase:
     raw = path.open("rb")
-    head = raw.read(2)
+    if raw.read(2) == b"\x1f\x8b":
+        raw.seek(0)
+        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
     raw.seek(0)
-    stream = gzip.GzipFile(fileobj=raw) if head == b"\x1f\x8b" else raw
-    return io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    return raw
 
 
 def read_header(path: Path, dataset: Dataset, source: str) -> list[str]:
@@ -103,16 +140,23 @@ def read_header(path: Path, dataset: Dataset, source: str) -> list[str]:
     try:
         with _open_text(path) as handle:
             first = handle.readline()
-    except UnicodeDecodeError as exc:
-        raise BadFile(f"{source}: not UTF-8 text (byte {exc.start} of the header)") from None
+            more = not first.strip() and bool(handle.read(1 << 16).strip())
+    except UnicodeDecodeError:
+        raise not_utf8(path, source) from None
     except (OSError, EOFError) as exc:
         raise BadFile(f"{source}: cannot be read ({exc})") from None
     if not first.strip():
+        if more:  # "empty file" sent the user looking at a file that has rows
+            raise BadFile(
+                f"{source}: its first line is blank; the header ({', '.join(dataset.source_columns)}) must be the first line"
+            )
         raise BadFile(f"{source}: empty file (no header line)")
     if first.lstrip().startswith(("{", "[")):
         raise BadFile(f"{source}: looks like JSON or Parquet, expected delimited text")
-    header = next(csv.reader([first], delimiter=dataset.delimiter))
-    header = [h.strip() for h in header]
+    # The csv module refuses a field over 128 KiB: a 1 MB header line (an HTML page, say) failed the load as a
+    # transient error, retried three times. Process-wide, as FieldCounts sets it; nothing needs it lower.
+    csv.field_size_limit(sys.maxsize)
+    header = [h.strip() for h in next(csv.reader([first], delimiter=dataset.delimiter))]
     duplicates = sorted(n for n, c in Counter(header).items() if c > 1)
     if duplicates:
         raise BadFile(f"{source}: duplicate column names in the header: {', '.join(duplicates)}")
@@ -123,12 +167,15 @@ def read_header(path: Path, dataset: Dataset, source: str) -> list[str]:
             if other != dataset.delimiter and len(first.split(other)) >= len(dataset.source_columns):
                 hint = f" (the file looks {other!r}-delimited; {dataset.name} expects {dataset.delimiter!r})"
                 break
-        found = listed([shown(h, 60) if len(h) > 60 else h for h in header])  # a header can be a 1 MB line
+        # a header can be a 1 MB line, or hold a NUL or an escape sequence: such a name quoted, cut to 60
+        found = listed([shown(h, 60) if len(h) > 60 or not h.isprintable() else h for h in header])
         raise BadFile(f"{source}: missing required column(s) {', '.join(missing)}; found {found}{hint}")
     extra = [c for c in header if c not in dataset.source_columns]
     if extra and dataset.extra_columns == "reject":
-        named = ", ".join(
-            c or "'' (a column without a name: a trailing delimiter in the header?)" for c in extra
+        named = ", ".join(  # a header can be a 1 MB line, or hold a NUL: such a name quoted, cut to 60
+            (shown(c, 60) if len(c) > 60 or not c.isprintable() else c)
+            or "'' (a column without a name: a trailing delimiter in the header?)"
+            for c in extra
         )
         raise BadFile(
             f"{source}: unexpected column(s) {named} (schema drift policy of {dataset.name} is 'reject')"
@@ -181,8 +228,8 @@ def read_chunks(
                 chunk.index = pd.RangeIndex(offset + 1, offset + 1 + len(chunk))
                 offset += len(chunk)
                 yield chunk
-    except UnicodeDecodeError as exc:
-        raise BadFile(f"{source}: not UTF-8 text near record {offset + 1} ({exc.reason})") from None
+    except UnicodeDecodeError:
+        raise not_utf8(path, source) from None
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # a truncated or corrupt .gz
         raise BadFile(f"{source}: the gzip stream is broken near record {offset + 1} ({exc})") from None
     except pd.errors.ParserError as exc:
@@ -255,8 +302,14 @@ class FieldCounts:
         # The csv module refuses a field over 128 KiB (csv.Error, a failed load); pandas has no limit, and a huge
         # field is the models' to quarantine (a length check). The limit is process-wide; nothing else needs it lower.
         csv.field_size_limit(sys.maxsize)
-        self._records = csv.reader(self._handle, delimiter=delimiter)
+        self._line = ""  # the last line the csv module read: whether a blank record was quoted
+        self._records = csv.reader(self._lines(), delimiter=delimiter)
         self.width = len(next(self._records, None) or [])  # the header's fields
+
+    def _lines(self) -> Iterator[str]:
+        for line in self._handle:
+            self._line = line
+            yield line
 
     def upto(self, last: int) -> dict[int, tuple[str, str]]:
         """``{record: (the check that failed, the record's text)}`` for the records after the previous call, up to
@@ -266,7 +319,9 @@ class FieldCounts:
             fields = next(self._records, None)
             if fields is None:
                 break
-            if not fields or (len(fields) == 1 and not fields[0].strip(" \t")):
+            # blank or whitespace-only: no record, as for pandas; but ``""`` or ``" "`` is one, as for pandas (skipped,
+            # every later record was numbered one off: a valid row quarantined, the next one's extra field lost)
+            if not fields or (len(fields) == 1 and not fields[0].strip(" \t") and '"' not in self._line):
                 continue
             self.record += 1
             if len(fields) < self.width or any(fields[self.width :]):

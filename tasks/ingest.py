@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from prefect.concurrency.asyncio import (
     ConcurrencySlotAcquisitionError,
 )  # the public name (sync raises it too)
@@ -192,7 +194,7 @@ def _fused(ctx: IngestContext, fetched: storage.FetchedFile, reader: str) -> Loa
                 ingestion_id=ctx.ingestion_id,
                 source=fetched.uri,
                 sha256=fetched.sha256,
-                frames=passed.frames(),
+                frames=_unchanged_at_end(passed.frames(), fetched),
                 force=ctx.force,
                 rows_hint=ingest.estimate_rows(fetched.path),
                 bulk_index_rows=ctx.settings.bulk_index_rows,
@@ -283,6 +285,12 @@ def _fused(ctx: IngestContext, fetched: storage.FetchedFile, reader: str) -> Loa
         seconds=seconds,
         spool=passed.spool,
     )
+
+
+def _unchanged_at_end(frames: Iterator[pd.DataFrame], fetched: storage.FetchedFile) -> Iterator[pd.DataFrame]:
+    """``frames``, then ``FileChanged`` (before the load commits) if the file is no longer the one hashed."""
+    yield from frames
+    storage.check_unchanged(fetched)
 
 
 @io_task

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
-from sluice.errors import ConfigurationError, DestinationUnwritable, SourceNotFound, SourceUnreadable
+from sluice.errors import (
+    ConfigurationError,
+    DestinationUnwritable,
+    FileChanged,
+    SourceNotFound,
+    SourceUnreadable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +97,35 @@ class FetchedFile:
     sha256: str
     size: int
     version: str | None = None
+    #: A landed local file's (device, inode, size, mtime) when it was hashed; None for a copy of our own (S3)
+    stamp: tuple[int, int, int, int] | None = None
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _changed(uri: str, size: int, now: int | None) -> FileChanged:
+    sizes = f"{size:,} bytes when fingerprinted, " + (f"{now:,} now" if now is not None else "gone now")
+    return FileChanged(
+        f"{uri}: the file changed while it was read ({sizes}): is it still being written? Nothing was loaded; "
+        "ingest it again once it is complete"
+    )
+
+
+def check_unchanged(fetched: FetchedFile) -> None:
+    """``FileChanged`` unless the landed file is still the one ``fetch`` fingerprinted (same inode, size and
+    mtime). Checked once the load has read it all, before it commits: the file is hashed, then read again by the
+    load, and a file truncated or appended to in between loaded other rows than its SHA-256 recorded (a later
+    copy of the whole file was then skipped as already loaded)."""
+    if fetched.stamp is None:
+        return
+    try:
+        now: tuple[int, int, int, int] | None = _stamp(fetched.path.stat())
+    except OSError:
+        now = None
+    if now != fetched.stamp:
+        raise _changed(fetched.uri, fetched.size, now[2] if now else None)
 
 
 def _is_missing(exc: Exception, versioned: bool = False) -> bool:
@@ -167,12 +202,19 @@ def fetch(uri: str, work_dir: Path, version_id: str | None = None) -> FetchedFil
     if not is_s3(uri):
         path = Path(uri.removeprefix("file://"))
         if not path.is_file():
+            if path.exists():  # a pipe, say: "file not found" sent the user looking for a file that is there
+                raise SourceUnreadable(f"{uri}: not a regular file (a pipe, socket or device)")
             raise SourceNotFound(f"{uri}: file not found")
         digest = hashlib.sha256()
         with path.open("rb") as handle:
+            stamp = _stamp(os.fstat(handle.fileno()))
             while block := handle.read(_HASH_BLOCK):
                 digest.update(block)
-        return FetchedFile(uri=uri, path=path, sha256=digest.hexdigest(), size=path.stat().st_size)
+            fetched = FetchedFile(uri=uri, path=path, sha256=digest.hexdigest(), size=stamp[2], stamp=stamp)
+            if _stamp(os.fstat(handle.fileno())) != stamp:  # written to while it was hashed
+                raise _changed(uri, stamp[2], os.fstat(handle.fileno()).st_size)
+        check_unchanged(fetched)  # replaced (a new inode at its path) while it was hashed
+        return fetched
 
     client = s3_client()
     versioned = {"VersionId": version_id} if version_id else {}
@@ -468,6 +510,8 @@ def list_files(prefix: str) -> Listing:
         return _list_s3(prefix)
     root = Path(absolute(prefix).removeprefix("file://"))
     if root.is_file():
+        if reason := unusable_name(str(root)):
+            return Listing([], [Unlisted(printable(str(root)), reason, always=True)])
         return Listing([str(root)], [])
     if not root.is_dir():
         return Listing([], [])
@@ -495,9 +539,9 @@ def list_files(prefix: str) -> Listing:
             if left_out(name):
                 continue
             path = base / name
-            reason = _not_loadable(path)
+            reason = unusable_name(str(path)) or _not_loadable(path)
             if reason:
-                unlisted.append(Unlisted(str(path), reason))
+                unlisted.append(Unlisted(printable(str(path)), reason))
             else:
                 files.append(str(path))
     listed = set(files)
@@ -509,6 +553,27 @@ def list_files(prefix: str) -> Listing:
 def _holds_any(folder: str, files: set[str]) -> bool:
     inside = folder.rstrip(os.sep) + os.sep
     return any(f.startswith(inside) for f in files)
+
+
+def unusable_name(uri: str) -> str | None:
+    """Why a landed file's name cannot be ingested as it is, or None. Not UTF-8 (a name in another encoding): the
+    ledger, the file registry and every message hold text, and a backfill stopped at the first such name with a
+    traceback. A control character: a newline split a backfill's one line per file and the ledger's rows, and an
+    escape sequence recoloured the terminal."""
+    try:
+        uri.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not UTF-8 text; rename it"
+    if any(ord(c) < 32 or ord(c) == 127 for c in uri):
+        return "its name holds a control character (shown escaped); rename it"
+    return None
+
+
+def printable(uri: str) -> str:
+    """``uri`` as text a terminal, a log and the ledger can hold: a byte that is not UTF-8 as ``\\xe9``, a control
+    character as ``\\n`` or ``\\x1b`` (the same text otherwise)."""
+    text = uri.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(repr(c)[1:-1] if ord(c) < 32 or ord(c) == 127 else c for c in text)
 
 
 def _not_loadable(path: Path) -> str | None:
@@ -567,7 +632,9 @@ def _list_s3(prefix: str) -> Listing:
         if item["Key"] != key and left_out(item["Key"].removeprefix(folder).rstrip("/")):
             continue
         uri = f"s3://{bucket}/{item['Key']}"
-        if not item["Key"].endswith("/"):
+        if reason := unusable_name(uri):
+            unlisted.append(Unlisted(printable(uri), reason))
+        elif not item["Key"].endswith("/"):
             files.append(uri)
         elif item.get("Size", 0):  # a real object, not the console's empty folder marker
             unlisted.append(

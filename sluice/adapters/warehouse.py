@@ -225,6 +225,8 @@ def database_url(settings: Settings | None = None) -> str:
 
 
 _ENGINES: dict[str, sa.Engine] = {}
+#: The lineage column a load stamps with its transaction's time (``sluice.tables.core``)
+LOADED_AT = "_loaded_at"
 #: Warehouse connections one ingest run holds at once: its liveness lock (all the run long), its load's transaction,
 #: and a ledger write made while that transaction is open (each stage of the fused pass is recorded as it starts).
 CONNECTIONS_PER_RUN = 3
@@ -498,6 +500,12 @@ def upsert(
     others = [c for c in names if c not in keys]
     select = sql.SQL("SELECT {} FROM {}").format(listed(names), staging)
     conflict = sql.SQL("")
+    # an updated row is loaded now too: _loaded_at kept the first load's time, beside the new _ingestion_id
+    stamp = (
+        sql.SQL(", {} = now()").format(sql.Identifier(LOADED_AT))
+        if LOADED_AT in table.columns and LOADED_AT not in names
+        else sql.SQL("")
+    )
     if keys and on_conflict != "replace":
         key_list = listed(keys)
         if on_conflict == "new_versions" or not others:
@@ -507,8 +515,8 @@ def upsert(
             select = sql.SQL("SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, {} DESC").format(
                 key_list, listed(names), staging, key_list, sql.Identifier(latest)
             )
-            conflict = sql.SQL("ON CONFLICT ({}) DO UPDATE SET {}").format(
-                key_list, listed(others, "{0} = EXCLUDED.{0}")
+            conflict = sql.SQL("ON CONFLICT ({}) DO UPDATE SET {}{}").format(
+                key_list, listed(others, "{0} = EXCLUDED.{0}"), stamp
             )
         else:
             changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
@@ -519,8 +527,8 @@ def upsert(
                 changed = sql.SQL("{} AND EXCLUDED.{} >= {}.{}").format(
                     changed, sql.Identifier(newer), alias, sql.Identifier(newer)
                 )
-            conflict = sql.SQL("ON CONFLICT ({}) DO UPDATE SET {} WHERE {}").format(
-                key_list, listed(others, "{0} = EXCLUDED.{0}"), changed
+            conflict = sql.SQL("ON CONFLICT ({}) DO UPDATE SET {}{} WHERE {}").format(
+                key_list, listed(others, "{0} = EXCLUDED.{0}"), stamp, changed
             )
     insert = sql.SQL("INSERT INTO {} AS {} ({}) {} {}").format(target, alias, listed(names), select, conflict)
     with raw_connection(conn) as cursor:

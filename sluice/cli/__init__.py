@@ -105,7 +105,7 @@ def ingest(
     if mode is not None and mode not in ("hard", "soft"):
         raise fail(f"--mode must be hard or soft, not {mode!r}", code=2)
     output.known_dataset(dataset)
-    output.bucketless(source)
+    output.landed(source)
     if not source.startswith("s3://") and Path(source.removeprefix("file://")).is_dir():
         # was "skipped: no registered dataset claims this key" (exit 0), or with --dataset "file not found"
         raise fail(f"{source} is a folder: `sluice backfill {source}` ingests every file under it", code=2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -122,6 +123,26 @@ def bucketless(uri: str) -> None:
     ("no registered dataset claims this key") or botocore's "Invalid bucket name" traceback."""
     if uri.startswith("s3://") and not uri.removeprefix("s3://").partition("/")[0]:
         raise fail(f"{uri!r} names no bucket: s3://BUCKET/KEY", code=2)
+
+
+def landed(uri: str) -> None:
+    """Refuse, before anything runs, a source ``sluice ingest`` cannot read as a landed file: none (``''`` was
+    "is a folder", the current one), another scheme (``http://…`` was read as the local path ``./http:/…``: "file
+    not found"), no bucket, or a name that is not UTF-8 or holds a control character (a traceback, or raw escape
+    sequences on the terminal and in the ledger)."""
+    if not uri.strip():
+        raise fail("no file given: sluice ingest PATH or s3://BUCKET/KEY", code=2)
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", uri)
+    if scheme and scheme.group(1).lower() not in ("s3", "file"):
+        raise fail(
+            f"{uri}: {scheme.group(1)}:// is not read; land the file in a folder or S3 (a path or s3://BUCKET/KEY)",
+            code=2,
+        )
+    bucketless(uri)
+    from sluice.adapters.storage import printable, unusable_name  # standard library only (botocore is lazy)
+
+    if reason := unusable_name(uri):
+        raise fail(f"{printable(uri)}: {reason}")
 
 
 def known_dataset(name: str | None) -> None:

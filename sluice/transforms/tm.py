@@ -25,6 +25,8 @@ RUSSIAN_MONTHS = {
 
 _RU = r"^(?P<day>\d{1,2}) (?P<month>[а-яё]+) (?P<year>\d{4}) (?P<hour>\d{2}):(?P<minute>\d{2})$"
 _NAIVE = "datetime64[us]"
+#: A second past 59, or a fraction finer than microseconds that is not zeros (``.0429120000`` loses nothing)
+_COERCED = r":[6-9]\d(?:\.|$)|\.\d{6}\d*[1-9]"
 
 
 def _strict(text: pd.Series, *formats: str) -> pd.Series:
@@ -60,6 +62,10 @@ def parse_checkin_timestamps(values: pd.Series) -> pd.Series:
     if iso.any():
         bare = text[iso].str.slice(0, -4)  # the " UTC" suffix, checked above
         result[iso] = _naive(_strict(bare, "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"))
+        # pandas takes a 60th or 61st second (rolled over to the next minute) and nanoseconds (cut to the
+        # column's microseconds): what was written would not load as written, so it does not load
+        coerced = pc.match_substring_regex(pa.array(bare, type=pa.string(), from_pandas=True), _COERCED)
+        result[np.flatnonzero(iso)[coerced.to_numpy(zero_copy_only=False)]] = np.datetime64("NaT")
 
     us = (text.str.slice(2, 3) == "/").to_numpy(dtype=bool) & ~iso
     if us.any():

@@ -176,7 +176,7 @@ def test_sample_analytics_equal_independent_values_and_exports(clean: Path) -> N
             )
         ).one()
         products = conn.execute(sa.text("SELECT count(*) FROM if_common.dim_products")).scalar_one()
-    assert dims[0] == 730 and dims[1]  # 2021 and 2022, every day; no weekend is a working day
+    assert dims[0] == 1095 and dims[1]  # 2021-2023 (the holiday list's years), every day; no weekend works
     assert products == 25
 
 

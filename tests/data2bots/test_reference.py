@@ -163,7 +163,10 @@ def test_absent_reference_tables_are_created_from_the_shipped_examples_and_the_r
     with get_engine().begin() as conn:
         conn.execute(sa.text("INSERT INTO staging.orders VALUES (4, '2023-01-10', 4)"))
     new_year = run_data2bots()
-    assert (new_year.status, new_year.notes) == ("success", []), new_year.error
+    assert new_year.status == "success", new_year.error
+    assert not [
+        n for n in new_year.notes if "dim_dates" in n
+    ]  # (order 3 has no shipment row: a note of its own)
     assert snapshot()[0] == dates  # read, not rewritten
 
 

@@ -567,3 +567,88 @@ def test_a_backfill_says_when_it_lowers_its_concurrency_and_still_loads_every_fi
         f"({warehouse.CONNECTIONS_PER_RUN} each)"
     ], result.stderr
     assert result.exit_code == 0 and "3 files: 3 loaded" in result.stdout, result.stdout + result.stderr
+
+
+def test_names_that_are_not_utf8_or_hold_control_characters_are_refused_each_on_one_line(
+    sluice_env: Path,
+) -> None:
+    """A name in another encoding stopped the whole backfill with a traceback (the file registry could not hold
+    it), and the files after it were not loaded; a newline in a name split the one line per file, an escape
+    sequence recoloured the terminal. Each is now a failed result of its own, shown escaped; the rest loads."""
+    import os
+
+    folder = sluice_env / "landing" / "names"
+    folder.mkdir(parents=True)
+    good = "user,timestamp,hours,project\nok,2019-01-01 00:00:00 UTC,1,p\n"
+    (folder / "dailycheckins-ok.csv").write_text(good, encoding="utf-8")
+    latin1 = os.fsencode(folder) + b"/caf\xe9_dailycheckins.csv"
+    with open(latin1, "wb") as handle:  # the same rows as a file loaded before: the backfill recorded a skip
+        handle.write(good.encode())
+    (folder / "esc\x1b[31mred_dailycheckins.csv").write_text(good.replace("ok", "esc"), encoding="utf-8")
+    (folder / "new\nline_dailycheckins.csv").write_text(good.replace("ok", "nl"), encoding="utf-8")
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", str(folder / "dailycheckins-ok.csv")]).exit_code == 0
+
+    result = runner.invoke(app, ["backfill", str(folder), "--json"])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    body = json.loads(result.stdout)
+    assert {r["source"]: (r["status"], r["error"]) for r in body["results"]} == {
+        f"{folder}/caf\\xe9_dailycheckins.csv": (
+            "failed",
+            "not ingested: its name is not UTF-8 text; rename it",
+        ),
+        f"{folder}/dailycheckins-ok.csv": ("skipped", body["results"][1]["error"]),
+        f"{folder}/esc\\x1b[31mred_dailycheckins.csv": (
+            "failed",
+            "not ingested: its name holds a control character (shown escaped); rename it",
+        ),
+        f"{folder}/new\\nline_dailycheckins.csv": (
+            "failed",
+            "not ingested: its name holds a control character (shown escaped); rename it",
+        ),
+    }
+    text = runner.invoke(app, ["backfill", str(folder)])
+    lines = text.stdout.splitlines()
+    assert len(lines) == 5 and "\x1b" not in text.stdout, text.stdout  # a line per file, and the total
+    assert lines[-1].startswith("4 files: 0 loaded, 1 skipped, 3 failed")
+
+    said = runner.invoke(app, ["ingest", os.fsdecode(latin1)])
+    assert (said.exit_code, said.stdout) == (1, ""), said.output
+    assert (
+        said.stderr.strip()
+        == f"error: {folder}/caf\\xe9_dailycheckins.csv: its name is not UTF-8 text; rename it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        ("", "error: no file given: sluice ingest PATH or s3://BUCKET/KEY"),
+        (
+            "http://example.com/x_dailycheckins.csv",
+            "error: http://example.com/x_dailycheckins.csv: http:// is not read; land the file in a folder or S3 "
+            "(a path or s3://BUCKET/KEY)",
+        ),
+    ],
+)
+def test_an_ingest_of_no_file_or_of_a_web_address_is_a_usage_error(source: str, said: str) -> None:
+    """``''`` was "is a folder" (the current one); ``http://…`` was read as the local path ``./http:/…``."""
+    result = CliRunner().invoke(app, ["ingest", source])
+    assert (result.exit_code, result.stderr.strip()) == (2, said)
+
+
+def test_an_ingest_of_a_pipe_says_it_is_not_a_regular_file(sluice_env: Path) -> None:
+    """It said "file not found", of a file that is there."""
+    import os
+
+    pipe = sluice_env / "landing" / "dailycheckins-pipe.csv"
+    pipe.parent.mkdir(parents=True)
+    os.mkfifo(pipe)
+    result = CliRunner().invoke(app, ["ingest", str(pipe), "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert (report["status"], report["error"]) == (
+        "failed",
+        f"{pipe}: not a regular file (a pipe, socket or device)",
+    )

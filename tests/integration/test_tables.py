@@ -177,3 +177,34 @@ def test_replace_leaves_exactly_the_staged_rows(seeded: sa.Engine) -> None:
     done, after = run(seeded, [rows((7, None, T2, 1))], keys=["k"], on_conflict="replace")
     assert done == Upserted(copied=1, written=1)
     assert after == [(7, None, T2, 1)]
+
+
+stamped = sa.Table(  # a test-only shape with the lineage column every dataset's table has
+    "stamped",
+    sa.MetaData(),
+    sa.Column("k", sa.Integer, primary_key=True),
+    sa.Column("v", sa.Text),
+    sa.Column("_source_row", sa.BigInteger, nullable=False),
+    sa.Column("_loaded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    schema="public",
+)
+
+
+@pytest.mark.parametrize("on_conflict", ["last_row_wins", "update_changed"])
+def test_an_updated_row_says_when_it_was_loaded(scratch: sa.Engine, on_conflict: str) -> None:
+    """An upserted row took the new file's values and ``_ingestion_id`` but kept the first load's ``_loaded_at``;
+    a row the load left alone keeps its time."""
+    stamped.metadata.create_all(scratch)
+
+    def load(*values: tuple[int, str, int]) -> dict[int, object]:
+        frame = pd.DataFrame(values, columns=["k", "v", "_source_row"])
+        with scratch.begin() as conn:
+            upsert(conn, stamped, [frame], keys=["k"], on_conflict=on_conflict)  # type: ignore[arg-type]
+        with scratch.connect() as conn:
+            return dict(conn.execute(sa.select(stamped.c.k, stamped.c._loaded_at)).tuples().all())
+
+    first = load((1, "a", 1), (2, "b", 2))
+    again = load((1, "z", 1), (2, "b", 2))
+    assert again[1] > first[1]  # updated: loaded again
+    if on_conflict == "update_changed":
+        assert again[2] == first[2]  # unchanged: not rewritten

@@ -46,13 +46,21 @@ FAILS = {
         HEADER.replace("\n", ",\n").encode() + ROW.replace("\n", ",\n").encode(),
         "a column without a name: a trailing delimiter in the header?",
     ),
+    "nul_in_header": (  # quoted: it was printed raw
+        b"user,timestamp,hours,project,mo\x00od\n" + ROW.strip().encode() + b",x\n",
+        "unexpected column(s) 'mo\\x00od'",
+    ),
+    "blank_first_line": (  # it said "empty file (no header line)" of a file with a header and rows
+        b"\n" + HEADER.encode() + ROW.encode(),
+        "its first line is blank; the header (user, timestamp, hours, project) must be the first line",
+    ),
     "duplicate_header": (
         b"user,timestamp,hours,project,user\n" + ROW.strip().encode() + b",x\n",
         "duplicate column names",
     ),
     "non_utf8": (
         HEADER.encode() + ROW.encode() + "zoë,2018-12-20 00:00:00 UTC,1,p\n".encode("latin-1"),
-        "not UTF-8",
+        f"not UTF-8 text: line 3 has byte 0xeb (byte {len((HEADER + ROW).encode()) + 3:,} of the file)",
     ),
     "truncated_gzip": (gzip.compress((HEADER + ROW * 2000).encode())[:-10], "the gzip stream is broken"),
     "json": (json.dumps([{"user": "ned"}]).encode(), "looks like JSON"),
@@ -136,3 +144,23 @@ def test_nul_bytes_fail_clearly_and_the_ledger_records_it(sluice_env: Path) -> N
     with get_engine().connect() as conn:
         states = conn.execute(sa.text("SELECT state, status FROM sluice.run_ledger ORDER BY seq")).all()
     assert [tuple(s) for s in states] == [("extract", "success"), ("transform", "fail")]
+
+
+def test_a_header_line_over_128_kib_is_a_bad_file_not_a_retried_load(
+    sluice_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An HTML page (one 1 MB line) landed as a check-ins file: the csv module's 128 KiB field limit failed it at
+    load, as a transient error retried three times, with no file name and no quarantine copy, unless something in
+    the process had raised the limit before. Now it is a bad file at transform, with each name cut short."""
+    import csv
+
+    monkeypatch.setattr(csv, "field_size_limit", csv.field_size_limit)  # restored after the test
+    csv.field_size_limit(131_072)  # the module's default, as in a fresh process
+    data = b"user,timestamp,hours,project,<html>" + b"a" * 1_000_000 + b"</html>\n" + ROW.encode()
+    path = land(sluice_env, "dailycheckins-html.csv", data)
+    report = run_ingest(str(path), dataset="dailycheckins")
+    assert (report.status, report.state) == ("failed", "transform"), report.error
+    assert report.error.startswith(f"{path}: unexpected column(s) '<html>aaaa")
+    assert "(1,000,013 characters)" in report.error and len(report.error) < 500
+    assert report.quarantine_uri and Path(report.quarantine_uri).read_bytes() == data
+    assert loaded() == 0

@@ -293,3 +293,41 @@ def test_a_long_read_tells_how_far_it_has_got_after_each_chunk(
         assert run_ingest(str(sample), force=True).status == "success"
     heard.clear()
     assert run_ingest(str(sample), force=True).status == "success" and heard == []  # outside: nobody told
+
+
+@pytest.mark.parametrize("change", ["truncated", "appended to"])
+def test_a_file_that_changes_while_it_is_read_loads_nothing(
+    sluice_env: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """The file is hashed, then read again by the load. Truncated in between, it loaded half its rows under the
+    SHA-256 of the whole file, so the whole file, landed again, was skipped as already loaded: the other half was
+    lost. Appended to, it loaded rows its SHA-256 did not cover, and loaded them again with the grown file. Now
+    the load checks, before it commits, that the file is still the one it hashed."""
+    from sluice.ingest import progress
+    from sluice.settings import reload_settings
+
+    monkeypatch.setenv("SLUICE_CHUNK_ROWS", "500")
+    reload_settings()
+    text = shared_file("tm", "dailycheckins_sample.csv").read_text(encoding="utf-8")
+    source = Path(land(sluice_env / "landing" / "changing", "dailycheckins.csv", text))
+    whole = source.read_bytes()
+
+    def changed(_source: str, _rows: int) -> None:  # after the first chunk: hashed, and being read
+        if source.read_bytes() == whole:
+            with source.open("r+b") as handle:
+                if change == "truncated":
+                    handle.truncate(len(whole) // 2)
+                else:
+                    handle.seek(0, 2)
+                    handle.write(b"late,2019-11-26 14:47:36 UTC,1,p\n")
+
+    with progress(changed):
+        report = run_ingest(str(source))
+    assert (report.status, report.state) == ("failed", "load"), report.error
+    assert report.error.startswith(f"{source}: the file changed while it was read ({len(whole):,} bytes when")
+    assert "Nothing was loaded; ingest it again once it is complete" in report.error
+    assert rows(f"SELECT count(*) FROM sluice.file_loads WHERE source = '{source}'") == [(0,)]
+
+    source.write_bytes(whole)  # complete again: it loads whole, and once
+    again = run_ingest(str(source))
+    assert (again.status, again.rows_loaded) == ("success", 2034), again.error

@@ -102,3 +102,27 @@ def test_number_fast_path_equals_to_numeric(values: list[str]) -> None:
 def test_number_fast_path_equals_to_numeric_on_anything(values: list[str]) -> None:
     got = _number(pd.Series(values, dtype="str")).to_numpy()
     np.testing.assert_array_equal(got, reference(values))
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_byte_that_is_not_utf8_is_named_by_its_line_and_byte(tmp_path: Path, packed: bool) -> None:
+    """The header read said "byte 31 of the header" for a byte of record 1, and the pass "near record 600001" (its
+    chunk's first record) for one in record 700,001: now the line and byte of the file (of a .gz's text), past
+    a block boundary and past multi-byte characters cut by one (``é`` is two bytes)."""
+    # the first record's 600,000 é (two bytes each, from byte 29) put the 1 MiB block's end inside one
+    body = "é" * 600_000 + ",t,1,p\n" + "é,t,1,p\n" * 199_999
+    text = (HEADER + body).encode() + "zoë,t,1,p\n".encode("latin-1")
+    path = tmp_path / ("dailycheckins.csv.gz" if packed else "dailycheckins.csv")
+    path.write_bytes(gzip.compress(text) if packed else text)
+    at = text.index(b"zo\xeb") + 2
+    expected = (
+        f"x: not UTF-8 text: line 200,002 has byte 0xeb (byte {at + 1:,} of the file); save it as UTF-8"
+    )
+    assert str(ingest.not_utf8(path, "x")) == expected
+    with pytest.raises(ingest.BadFile) as failed:
+        list(ingest.read_chunks(path, get_dataset("dailycheckins"), "x", 50_000, reader="pandas"))
+    assert str(failed.value) == expected
+    first = tmp_path / "first.csv"
+    first.write_bytes(HEADER.encode() + "zoë,t,1,p\n".encode("latin-1"))  # record 1, not the header
+    with pytest.raises(ingest.BadFile, match=r"line 2 has byte 0xeb \(byte 32 of the file\)"):
+        ingest.read_header(first, get_dataset("dailycheckins"), "first.csv")

@@ -75,3 +75,20 @@ def test_the_scan_stops_at_the_chunk_it_was_asked_for(tmp_path: Path) -> None:
         assert counts.upto(5) == {4: ("field count: 3 fields, the header has 4", "b,t,1")}
     finally:
         counts.close()
+
+
+@pytest.mark.parametrize("blank", ['""', '" "', "''"])
+def test_a_line_of_one_quoted_empty_value_is_a_record_as_pandas_reads_it(tmp_path: Path, blank: str) -> None:
+    """pandas reads a line that is only ``""`` (or ``" "``) as a record; the scan skipped it as a blank line, so
+    every later record's number was one off: the next valid record was quarantined for the field count of the one
+    after it, and that one, with a field too many, loaded without it. (``''`` is no quote here: an ordinary value.)"""
+    path = tmp_path / "dailycheckins.csv"
+    path.write_text(HEADER + f"a,t,1,p\n{blank}\nb,t,1,p\nc,t,1,p,LOST\nd,t,1,p\n", encoding="utf-8")
+    assert scan(path) == {
+        2: "field count: 1 fields, the header has 4",
+        4: "field count: 5 fields, the header has 4",
+    }
+    frame = pd.concat(
+        list(ingest.read_chunks(path, get_dataset("dailycheckins"), path.name, 2, reader="pandas"))
+    )
+    assert (frame.loc[3, "user"], frame.loc[4, "user"], frame.loc[5, "user"]) == ("b", "c", "d")

@@ -134,3 +134,27 @@ def test_shipments_none_delivered_validate_and_a_bad_date_is_not_an_empty_one() 
         (3, "shipment_date", ingest.UNPARSED),
         (4, "delivery_date", ingest.UNPARSED),
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "loads"),
+    [
+        ("2019-11-26 14:47:60 UTC", None),  # rolled over to 14:48:00
+        ("2019-11-26 14:47:61.5 UTC", None),
+        ("2019-11-26 14:47:36.0429123456 UTC", None),  # cut to microseconds
+        ("2019-11-26 14:47:36.0429120000 UTC", "2019-11-26 14:47:36.042912+00:00"),  # zeros lose nothing
+        ("2019-11-26 14:47:36.042912 UTC", "2019-11-26 14:47:36.042912+00:00"),
+        ("2019-11-26 14:47:59 UTC", "2019-11-26 14:47:59+00:00"),
+    ],
+)
+def test_a_check_in_time_loads_as_written_or_fails_never_rolled_over_or_cut(
+    value: str, loads: str | None
+) -> None:
+    """pandas' parser took a 60th or 61st second (rolled over to the next minute) and nanoseconds (cut to the
+    column's microseconds): both coerced what was written."""
+    row = ["ned", value, "1", "p"]
+    good, failures = checked(get_dataset("dailycheckins"), [row])
+    if loads is None:
+        assert failed(failures) == {(1, "timestamp")} and good.empty
+    else:
+        assert failures == [] and str(good["timestamp"].iloc[0]) == loads
