@@ -36,7 +36,7 @@ from sluice.ledger import Ledger, get_ledger, hold_run, reap_abandoned, release_
 from sluice.logs import send_to_runs
 from sluice.report import IngestionFailed, IngestReport
 from sluice.settings import Settings, get_settings
-from tasks.toolkit import RunContext, quarantine, reject
+from tasks.toolkit import RunContext, quarantine, reject, retried_io
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def open_ledger() -> tuple[Settings, Ledger]:
     """The settings and the ledger, with the runs that died without saying so marked ``crashed``."""
     settings = get_settings()
     ledger = get_ledger(settings)
-    reap_abandoned(ledger)
+    retried_io(lambda: reap_abandoned(ledger), settings)
     return settings, ledger
 
 
@@ -164,7 +164,7 @@ def held(
             spool = scratch.claim(ctx.work)
         except OSError as exc:  # a read-only or full scratch disk: the run fails in one line where it spools
             logger.debug("cannot claim %s (%s): a later sweep removes it once a day old", ctx.work, exc)
-    hold_run(ctx.ledger, ctx.ingestion_id)
+    retried_io(lambda: hold_run(ctx.ledger, ctx.ingestion_id), ctx.settings)
     try:
         yield report
     except Exception as exc:

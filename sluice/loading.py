@@ -106,7 +106,11 @@ def load_file(
             )
         ).scalar()
         if earlier is not None:
-            if not force:
+            # Loaded by another run: skipped. By this run itself, its earlier attempt: that commit went through and
+            # what came after it failed (the warehouse restarting, say); the retry was "already loaded by a
+            # concurrent run", its counts 0 and, for Sertis, its bronze and silver never written. It loads again,
+            # replacing its own rows, as a forced load does.
+            if not force and earlier != ingestion_id:
                 return LoadOutcome(rows_loaded=0, skipped=True)
             # Forced: the earlier load of this content goes, in this same transaction.
             conn.execute(sa.delete(table).where(table.c._ingestion_id == earlier))

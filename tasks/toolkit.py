@@ -18,14 +18,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import sqlalchemy as sa
@@ -40,6 +43,9 @@ from sluice.errors import SluiceError, described
 from sluice.ledger import Ledger, LedgerEntry, close_entry
 from sluice.ledger_entry import CTRL_C, INTERRUPTED, TERMINATED
 from sluice.settings import Settings, get_settings
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 #: The figures a state carries to the next state of the same run (as ``sluice.ledger.close_entry`` does).
 COUNTS = ("rows_read", "rows_loaded", "rows_quarantined", "quarantine_uri")
@@ -187,6 +193,29 @@ def retry_policy(settings: Settings) -> dict[str, Any]:
         else 0
     )
     return {"retries": settings.retries, "retry_delay_seconds": delays}
+
+
+def retried_io(call: Callable[[], T], settings: Settings) -> T:
+    """``call()`` with the retries a task's I/O has, for what a flow does outside its tasks before its first one
+    (reaping the ledger, holding the run): a warehouse restarting under a backfill failed every run that started
+    in those seconds, outside any task, so not retried ("cannot connect to the warehouse")."""
+    policy = retry_policy(settings)
+    delays = list(policy["retry_delay_seconds"] or [])
+    for attempt in range(policy["retries"] + 1):
+        try:
+            return call()
+        except SluiceError:
+            raise
+        except Exception as exc:
+            if attempt >= policy["retries"] or permanent(exc):
+                raise
+            logger.info("retrying after %s", described(exc))
+            time.sleep(delays[min(attempt, len(delays) - 1)] if delays else 0)
+            # through the warehouse's start path, as a task's retry goes: the embedded PostgreSQL, found dead,
+            # is started again there (``call`` holds an engine of its own, which only reconnects)
+            with contextlib.suppress(Exception):
+                get_engine(settings)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 class IOTask:

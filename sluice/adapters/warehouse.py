@@ -40,8 +40,11 @@ if TYPE_CHECKING:  # imported where used: `sluice ledger`, `db url` and `service
 
 logger = logging.getLogger(__name__)
 
-#: One thread of this process at a time clears a stale postmaster.pid (pgserver's start lock is a file lock).
-_STALE_LOCK = threading.Lock()
+#: One thread of this process at a time looks at, starts or restarts the embedded PostgreSQL. pgserver is not
+#: thread-safe: its start lock is a file lock ("Unable to release an unaquired lock" when two threads took it), and
+#: a handle another thread is restarting has no postmaster info yet (a bare AssertionError from get_uri). A
+#: backfill's threads all restarted a killed PostgreSQL at once: 70 of 200 files failed in seconds.
+_START_LOCK = threading.RLock()
 
 
 def _start_embedded(pgdata: Path) -> str:
@@ -61,28 +64,34 @@ def _start_embedded(pgdata: Path) -> str:
             # Another user's data folder (a home created by root): pgserver would fail on its first file and then
             # print a traceback from its exit handler. The CLI says this as one line (sluice.cli.output.filesystem).
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(pgdata))
-        try:
-            # cleanup_mode=None: the server outlives this process and is reused by the next one.
-            plain = _plain_path(pgdata)
-            _forget_if_dead(pgdata, plain)
-            # Only when this process holds no live handle (every get_engine call comes through here): a
-            # postmaster.pid whose pid was reused is then cleared, and a new home's start is told.
-            if plain not in pgserver.PostgresServer._instances:
-                if stale_postmaster_pid(pgdata) is not None:  # rare: checked again holding the start locks
-                    # pgserver's is a file lock: not for two threads of one process (a backfill's) at once
-                    with _STALE_LOCK, pgserver.PostgresServer._lock:
-                        clear_stale_postmaster_pid(pgdata)
-                if running_postgres(pgdata) is None:
-                    # a new home's first command: initdb, then the start (a terminal showed nothing meanwhile)
-                    tell("starting the embedded PostgreSQL (once)")
-            if plain == pgdata:
-                server = pgserver.get_server(pgdata, cleanup_mode=None)
-            else:  # get_server would resolve the alias back to the real path
-                known = pgserver.PostgresServer._instances.get(plain)
-                server = known or pgserver.PostgresServer(plain, cleanup_mode=None)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            raise ConfigurationError(_start_failure(pgdata)) from None
-        uri = server.get_uri()
+        with _START_LOCK:
+            return _start_locked(pgserver, pgdata)
+
+
+def _start_locked(pgserver: Any, pgdata: Path) -> str:
+    """``_start_embedded`` once it holds ``_START_LOCK``."""
+    try:
+        # cleanup_mode=None: the server outlives this process and is reused by the next one.
+        plain = _plain_path(pgdata)
+        _forget_if_dead(pgdata, plain)
+        # Only when this process holds no live handle (every get_engine call comes through here): a
+        # postmaster.pid whose pid was reused is then cleared, and a new home's start is told.
+        if plain not in pgserver.PostgresServer._instances:
+            if stale_postmaster_pid(pgdata) is not None:  # rare: checked again holding the start locks
+                # pgserver's is a file lock: not for two threads of one process (a backfill's) at once
+                with pgserver.PostgresServer._lock:
+                    clear_stale_postmaster_pid(pgdata)
+            if running_postgres(pgdata) is None:
+                # a new home's first command: initdb, then the start (a terminal showed nothing meanwhile)
+                tell("starting the embedded PostgreSQL (once)")
+        if plain == pgdata:
+            server = pgserver.get_server(pgdata, cleanup_mode=None)
+        else:  # get_server would resolve the alias back to the real path
+            known = pgserver.PostgresServer._instances.get(plain)
+            server = known or pgserver.PostgresServer(plain, cleanup_mode=None)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        raise ConfigurationError(_start_failure(pgdata)) from None
+    uri = server.get_uri()
     return uri.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 

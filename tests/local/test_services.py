@@ -704,6 +704,63 @@ def test_the_embedded_postgresql_starts_past_a_postmaster_pid_whose_pid_was_reus
         services.stop_postgres(pgdata)
 
 
+RESTARTED_BY_THREADS = """
+import json, sys, threading, time
+from pathlib import Path
+import psutil, sqlalchemy as sa
+from sluice import services
+from sluice.adapters.warehouse import _start_embedded
+
+pgdata = Path(sys.argv[1])
+sa.create_engine(_start_embedded(pgdata)).connect().close()
+psutil.Process(services.running_postgres(pgdata).pid).kill()
+seen, done = [], []
+
+def work():
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            engine = sa.create_engine(_start_embedded(pgdata), poolclass=sa.pool.NullPool)
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            done.append(1)
+            return
+        except sa.exc.OperationalError:  # refused while it restarts: a task's retry
+            time.sleep(0.2)
+        except Exception as exc:
+            seen.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(0.2)
+
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps({"done": len(done), "seen": seen}))
+"""
+
+
+def test_threads_that_find_the_embedded_postgresql_dead_start_it_once(tmp_path: Path) -> None:
+    """``kill -9`` of the home's PostgreSQL under a backfill: each of its threads found the server dead and
+    restarted it at once, through pgserver, which is not thread-safe (a bare ``AssertionError`` from a handle
+    another thread was restarting, "Unable to release an unaquired lock" from its file lock): 70 of 200 files
+    failed. One thread restarts it now; the others wait for it, then connect."""
+    pgdata = tmp_path / "pg"
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", RESTARTED_BY_THREADS, str(pgdata)],
+            env=_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert json.loads(run.stdout.strip().splitlines()[-1]) == {"done": 8, "seen": []}
+        assert services.running_postgres(pgdata) is not None
+    finally:
+        services.stop_postgres(pgdata)
+
+
 def test_the_ui_asks_its_own_server_and_keeps_its_port_across_a_stop(home: Path) -> None:
     """With 4200 taken by something else, the home's server listens elsewhere, but Prefect told its UI the API was
     at 4200 (``/ui-settings``): the page at the printed address showed another server's runs. And each start after

@@ -114,3 +114,11 @@ def test_each_command_named_in_the_text_exists(mention: str) -> None:
         missing = [word for word in rest[0].split("|") if word not in command.commands]
         assert not missing, f"`sluice {mention}`: `sluice {' '.join(path)}` has no {missing}"
     _check_options(command, path, rest, f"`sluice {mention}`")
+
+
+def test_every_prefect_deploy_the_readme_shows_asks_no_questions() -> None:
+    """On a terminal, `prefect deploy` asked twice whether to configure schedules, and Enter (the default: yes)
+    started a wizard; `./run deploy` and the tests pass --no-prompt, the README's command did not."""
+    blocks = "\n".join(re.findall(r"^ *```bash\n(.*?)^ *```$", README, flags=re.M | re.S))
+    deploys = [line for line in blocks.splitlines() if re.search(r"\bprefect\b.* deploy\b", line)]
+    assert deploys and all("--no-prompt" in line for line in deploys), deploys
