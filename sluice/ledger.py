@@ -7,8 +7,11 @@ Backends share one small interface; PostgreSQL (in the warehouse) is the default
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -108,6 +111,24 @@ def _run_lock_key(ingestion_id: uuid.UUID) -> str:
     return f"sluice.run:{ingestion_id}"
 
 
+#: Why the reaper closes a state: its run no longer holds its lock
+LOST = "the run stopped without finishing this state (process killed or lost)"
+
+
+@contextlib.contextmanager
+def _if_dead(conn: sa.Connection, ingestion_id: uuid.UUID) -> Iterator[bool]:
+    """Whether the run is dead (its lock is free), holding its lock meanwhile so that it is not reaped twice."""
+    key = _run_lock_key(ingestion_id)
+    if not conn.execute(sa.text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": key}).scalar():
+        yield False  # alive
+        return
+    try:
+        yield True
+    finally:
+        conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": key})
+        conn.commit()
+
+
 class PostgresLedger:
     """The ledger as a table in the warehouse (``sluice.run_ledger``).
 
@@ -136,31 +157,51 @@ class PostgresLedger:
             self._held = None
 
     def reap(self) -> int:
-        """Mark ``running`` states whose run no longer holds its lock as ``crashed``; returns how many."""
-        query = sa.select(run_ledger.c.ingestion_id).where(run_ledger.c.status == "running").distinct()
+        """Mark ``running`` states whose run no longer holds its lock as ``crashed``, and close a dead run whose
+        last state is a ``success`` that is not its end (killed between two states: ``sluice ledger`` called it a
+        success at ``extract``, of a file that never loaded) with a ``crashed`` next state; returns how many."""
+        running = sa.select(run_ledger.c.ingestion_id).where(run_ledger.c.status == "running").distinct()
+        later = run_ledger.alias("later")
+        stalled = sa.select(run_ledger).where(
+            run_ledger.c.status == "success",
+            run_ledger.c.state.in_(STATES[:-1]),
+            run_ledger.c.started_at > sa.func.now() - sa.text("interval '1 day'"),
+            ~sa.exists().where(
+                later.c.ingestion_id == run_ledger.c.ingestion_id, later.c.seq > run_ledger.c.seq
+            ),
+        )
         reaped = 0
         with self.engine.connect() as conn:
-            for ingestion_id in conn.execute(query).scalars().all():
-                key = _run_lock_key(ingestion_id)
-                if not conn.execute(
-                    sa.text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": key}
-                ).scalar():
-                    continue  # alive
-                try:
-                    result = conn.execute(
-                        run_ledger.update()
-                        .where(run_ledger.c.ingestion_id == ingestion_id, run_ledger.c.status == "running")
-                        .values(
-                            status="crashed",
-                            error="the run stopped without finishing this state (process killed or lost)",
-                            finished_at=sa.func.now(),
+            for ingestion_id in conn.execute(running).scalars().all():
+                with _if_dead(conn, ingestion_id) as dead:
+                    if dead:
+                        result = conn.execute(
+                            run_ledger.update()
+                            .where(
+                                run_ledger.c.ingestion_id == ingestion_id, run_ledger.c.status == "running"
+                            )
+                            .values(status="crashed", error=LOST, finished_at=sa.func.now())
                         )
-                    )
-                    conn.commit()
-                    reaped += result.rowcount
-                finally:
-                    conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": key})
-                    conn.commit()
+                        conn.commit()
+                        reaped += result.rowcount
+            for last in [_entry(row) for row in conn.execute(stalled).mappings()]:
+                with _if_dead(conn, last.ingestion_id) as dead:
+                    if dead:
+                        self.record(
+                            replace(
+                                last,
+                                state=STATES[STATES.index(last.state) + 1],
+                                status="crashed",
+                                error=LOST,
+                                rows_read=None,
+                                rows_loaded=None,
+                                rows_quarantined=None,
+                                quarantine_uri=None,
+                                started_at=datetime.now(UTC),
+                                finished_at=datetime.now(UTC),
+                            )
+                        )
+                        reaped += 1
         return reaped
 
     def record(self, entry: LedgerEntry) -> None:

@@ -364,6 +364,7 @@ def _start(home: Path, previous_port: int | None) -> PrefectServer:
         if _wait_healthy(server, proc, START_TIMEOUT_SECONDS):
             _write_state(home, server)
             proc.returncode = 0  # detached on purpose: no "still running" warning from this handle
+            close_orphaned_runs(server.api_url)
             return server
         if proc.poll() is None:
             _terminate(proc.pid)
@@ -375,6 +376,65 @@ def _start(home: Path, previous_port: int | None) -> PrefectServer:
                 f"see {log_path}"
             )
     raise ServiceError(f"the local Prefect server found no free port to listen on; see {log_path}")
+
+
+#: What a run a worker started, whose process is gone, is closed as when the home's server starts again
+ORPHANED = (
+    "its process ended without telling the Prefect server (the worker was stopped or killed, or the server was "
+    "down); closed when the home's server started again"
+)
+
+
+def close_orphaned_runs(api_url: str) -> int:
+    """Close the runs a process worker started whose process is gone: ``Crashed`` (``Cancelled`` for one being
+    cancelled); returns how many.
+
+    A worker stopped with Ctrl-C kills its runs' processes: they stayed ``Running`` (or ``Cancelling``, once
+    ``prefect flow-run cancel`` asked) for good, each holding its deployment's concurrency slot. A running server
+    frees the slot when the slot's lease expires (about five minutes), but it keeps leases in memory: after
+    ``services stop`` and a new start, nothing freed them, and every new run of the deployment waited for a slot
+    forever. Closing such a run frees its slot (Prefect's release falls back to the deployment's limit when the
+    lease is gone). Checked when the home's server starts, by the run's ``infrastructure_pid`` (the worker's
+    process id of the run), on this machine; a run without one (``sluice ingest``, in-process) is left as it is.
+    Best effort: a failure here never stops the start."""
+    try:
+        found = _api(
+            api_url,
+            "/flow_runs/filter",
+            {"flow_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING", "CANCELLING"]}}}, "limit": 200},
+        )
+        closed = 0
+        for run in found if isinstance(found, list) else []:
+            pid = str(run.get("infrastructure_pid") or "").rpartition(":")[2]
+            if not pid.isdigit() or _process(int(pid)) is not None:
+                continue  # not a worker's run, or its process lives
+            cancelling = (run.get("state") or {}).get("type") == "CANCELLING"
+            state = (
+                {"type": "CANCELLED", "name": "Cancelled"}
+                if cancelling
+                else {"type": "CRASHED", "name": "Crashed"}
+            )
+            _api(
+                api_url,
+                f"/flow_runs/{run['id']}/set_state",
+                {"state": {**state, "message": ORPHANED}, "force": True},
+            )
+            closed += 1
+        return closed
+    except (OSError, ValueError, KeyError) as exc:
+        logger.debug("orphaned runs not closed: %s", exc)
+        return 0
+
+
+def _api(api_url: str, path: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(  # noqa: S310 (the home's own loopback server)
+        f"{api_url}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return json.loads(response.read() or b"null")
 
 
 def _log_tail(path: Path, size: int = 4000) -> str:

@@ -274,9 +274,15 @@ def test_the_prefect_server_killed_during_an_ingest_is_one_readable_line(
     out, err = proc.communicate(timeout=300)
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) <= 1 and "Error logging to API" not in err and "ERROR" not in err, err[-3000:]
-    if proc.returncode:
-        assert lines[0].startswith("error: ") and "sluice services status" in lines[0], lines
-    json.loads(out)  # one document either way
+    # The load needs no Prefect API: it commits, and the command says so (it said "error: the Prefect API: …
+    # Connection refused", exit 1, of a file that had loaded), from the ledger, with one warning line.
+    assert proc.returncode == 0, lines
+    assert lines[0].startswith(
+        "warning: the Prefect API went away (ConnectError) after this run's load committed"
+    )
+    report = json.loads(out)
+    assert (report["status"], report["rows_loaded"]) == ("success", 300_000), report
+    assert report["notes"] == [lines[0].removeprefix("warning: ")]
 
     again = sluice(home, "ingest", str(path), "--dataset", "dailycheckins", "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["status"] in ("success", "skipped"), (

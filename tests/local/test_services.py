@@ -782,3 +782,54 @@ def test_the_ui_asks_its_own_server_and_keeps_its_port_across_a_stop(home: Path)
             assert services.ensure_prefect_server(home) == url  # the same address again
         finally:
             services.stop(home, home / "pg")
+
+
+def test_a_worker_run_whose_process_died_is_closed_and_frees_its_slot_when_the_server_starts_again(
+    home: Path,
+) -> None:
+    """A process worker stopped with Ctrl-C kills its runs: they stayed ``Running`` for good, each holding its
+    deployment's concurrency slot, which the server frees only when the slot's lease expires, and keeps leases in
+    memory: after ``services stop`` and a new start every new run of that deployment waited for a slot forever.
+    The home's server now closes such runs when it starts (``Crashed``), which frees their slots; a run whose
+    process lives is left alone."""
+    import httpx
+
+    api = services.ensure_prefect_server(home)
+
+    def call(method: str, path: str, body: dict[str, object]) -> dict[str, object]:
+        for _ in range(5):  # a 503 (the server's SQLite busy) is retried, as Prefect's client does
+            response = httpx.request(method, f"{api}{path}", json=body, timeout=10)
+            if response.status_code != 503:
+                break
+            time.sleep(2)
+        response.raise_for_status()
+        return response.json() if response.content else {}
+
+    flow = call("POST", "/flows/", {"name": "orphans"})
+    one_at_a_time = call(
+        "POST", "/deployments/", {"name": "one-at-a-time", "flow_id": flow["id"], "concurrency_limit": 1}
+    )
+    unlimited = call("POST", "/deployments/", {"name": "unlimited", "flow_id": flow["id"]})
+
+    def run(deployment: dict[str, object], pid: int) -> str:
+        created = call("POST", f"/deployments/{deployment['id']}/create_flow_run", {})
+        for state in ("PENDING", "RUNNING"):
+            said = call("POST", f"/flow_runs/{created['id']}/set_state", {"state": {"type": state}})
+            assert said["status"] == "ACCEPT", said
+        call("PATCH", f"/flow_runs/{created['id']}", {"infrastructure_pid": str(pid)})
+        return str(created["id"])
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    orphan, alive = run(one_at_a_time, gone.pid), run(unlimited, os.getpid())
+    waiting = call("POST", f"/deployments/{one_at_a_time['id']}/create_flow_run", {})
+    said = call("POST", f"/flow_runs/{waiting['id']}/set_state", {"state": {"type": "PENDING"}})
+    assert said["status"] != "ACCEPT"  # the orphan holds the one slot
+
+    assert services.stop_prefect_server(home) is not None
+    assert services.ensure_prefect_server(home) == api
+    state = call("GET", f"/flow_runs/{orphan}", {})["state"]
+    assert (state["type"], state["message"]) == ("CRASHED", services.ORPHANED)
+    assert call("GET", f"/flow_runs/{alive}", {})["state"]["type"] == "RUNNING"
+    said = call("POST", f"/flow_runs/{waiting['id']}/set_state", {"state": {"type": "PENDING"}})
+    assert said["status"] == "ACCEPT", said  # the slot is free again

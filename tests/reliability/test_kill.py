@@ -77,3 +77,35 @@ def test_sigkill_during_load_then_rerun(sluice_env: Path, monkeypatch: pytest.Mo
     )
     assert statuses == "crashed,success"
     assert not spool.exists()  # the rerun swept it: its owner was dead
+
+
+def test_a_run_killed_between_two_states_is_closed_not_left_a_success(sluice_env: Path) -> None:
+    """Killed after its ``extract`` succeeded and before ``transform`` began: ``sluice ledger`` called the run a
+    success, at ``extract``, of a file that never loaded (the reaper closed ``running`` states only). A dead run's
+    next state is now recorded ``crashed``; a live one's (it holds its lock) is left alone."""
+    from sluice.ledger import LOST, LedgerEntry, get_ledger, hold_run, release_run, summarize
+
+    ledger = get_ledger()
+    dead, alive = uuid.uuid4(), uuid.uuid4()
+    for run in (dead, alive):
+        ledger.record(
+            LedgerEntry(
+                ingestion_id=run, state="extract", dataset="dailycheckins", source=f"/landing/{run}.csv",
+                status="success", rows_read=10,
+            )
+        )  # fmt: skip
+    live = get_ledger()  # another session holds the live run's lock, as its process does
+    hold_run(live, alive)
+    try:
+        assert ledger.reap() >= 1
+        assert [(e.state, e.status) for e in ledger.history(alive)] == [("extract", "success")]
+    finally:
+        release_run(live)
+    closed = ledger.history(dead)
+    assert [(e.state, e.status, e.error) for e in closed] == [
+        ("extract", "success", None),
+        ("transform", "crashed", LOST),
+    ]
+    assert summarize(closed)["status"] == "failed"
+    ledger.reap()
+    assert ledger.history(dead) == closed  # closed once
