@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -122,7 +124,8 @@ def backfill(
                 )
                 return
             err.print(
-                f"interrupted: starting no more files; waiting for the {in_flight} in flight to finish",
+                f"interrupted: starting no more files; waiting for the {in_flight} in flight to finish (Ctrl-C "
+                "again to stop without them: their loads roll back)",
                 highlight=False,
             )
 
@@ -131,10 +134,10 @@ def backfill(
                 _run(files, deployment, concurrency, shard_size, mode, done, interrupted) if files else []
             )
         except fanout.Interrupted as stop:
-            results = stop.results
+            results, abandoned = stop.results, stop.abandoned
             stopped = True
         else:
-            stopped = False
+            stopped, abandoned = False, 0
     # an entry that is not a loadable file (a broken link, a pipe, ...) is a failed result of its own, never dropped
     results = sorted(
         [*results, *(fanout.refused_result(r, deployment=bool(deployment)) for r in refused)],
@@ -181,11 +184,18 @@ def backfill(
             if running
             else ""
         )
-        raise fail(
-            f"interrupted: {not_started} of {len(results)} files were not started; run the same backfill again "
-            f"to load them (loaded files are skipped){going_on}",
-            code=130,
+        said = [f"{not_started} of {len(results)} files were not started"] if not_started else []
+        said += [f"{abandoned} were stopped while loading"] if abandoned else []
+        message = (
+            f"interrupted: {' and '.join(said) or 'every file had started'}; run the same backfill again to load "
+            f"the rest (loaded files are skipped){going_on}"
         )
+        if abandoned:  # their threads cannot be stopped, and an exit would wait for them: exit now
+            err.print(f"[bold red]error[/]: {message}", highlight=False, soft_wrap=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        raise fail(message, code=130)
     if counts["failed"]:
         raise typer.Exit(1)
 
@@ -236,7 +246,7 @@ def _run(
             files, concurrency=concurrency, mode=mode, on_done=done, on_interrupt=interrupted
         )
     except fanout.Interrupted as stop:
-        raise fanout.Interrupted([_dump(r) for r in stop.results]) from None
+        raise fanout.Interrupted([_dump(r) for r in stop.results], stop.abandoned) from None
     return [_dump(r) for r in reports]
 
 

@@ -52,13 +52,23 @@ POLL_SECONDS = 2.0
 R = TypeVar("R")
 
 
+#: The error of a file a local backfill stopped waiting for at a second Ctrl-C (the command then exits at once).
+ABANDONED = (
+    "stopped while loading (Ctrl-C twice): a load commits whole or not at all, so it was rolled back unless it had "
+    "just committed; run the backfill again (a file that loaded is skipped)"
+)
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during a fan-out: no file was started after it, the runs in flight finished (each load commits
-    whole or not at all), and ``results`` still has one result per file: the files never started among them."""
+    whole or not at all), and ``results`` still has one result per file: the files never started among them.
+    ``abandoned``: a second Ctrl-C stopped a local backfill waiting for that many files in flight; the command
+    must then exit without waiting for their threads (``os._exit``), which rolls their loads back."""
 
-    def __init__(self, results: list[Any]) -> None:
+    def __init__(self, results: list[Any], abandoned: int = 0) -> None:
         super().__init__("interrupted")
         self.results = results
+        self.abandoned = abandoned
 
 
 class Survey(NamedTuple):
@@ -273,12 +283,23 @@ def run_local(
             f"--concurrency {concurrency} lowered to {runs}: the warehouse has connections for {runs} more "
             f"{'run' if runs == 1 else 'runs'} ({CONNECTIONS_PER_RUN} each)"
         )
-    with ThreadPoolExecutor(max_workers=runs, thread_name_prefix="sluice-backfill") as pool:
+
+    def abandoned(uri: str, name: str) -> IngestReport:
+        return IngestReport(
+            run_id=None, dataset=name, source=uri, status="failed", state="load", error=ABANDONED
+        )
+
+    pool = ThreadPoolExecutor(max_workers=runs, thread_name_prefix="sluice-backfill")
+    left = 0
+    try:
         futures = {pool.submit(lambda f: [_run_one(*f, mode)], f): [f] for f in todo}
         try:
-            reports += _collect(pool, futures, not_started, on_done, on_interrupt)
+            reports += _collect(pool, futures, not_started, on_done, on_interrupt, abandon=abandoned)
         except Interrupted as stop:
-            raise Interrupted(sorted([*reports, *stop.results], key=lambda r: r.source)) from None
+            left = stop.abandoned
+            raise Interrupted(sorted([*reports, *stop.results], key=lambda r: r.source), left) from None
+    finally:
+        pool.shutdown(wait=not left)  # abandoned: the caller exits without them
     return sorted(reports, key=lambda r: r.source)
 
 
@@ -289,6 +310,7 @@ def _collect(
     on_done: Callable[[R], None] | None,
     on_interrupt: Callable[[int], None] | None,
     give_up: Callable[[], None] | None = None,
+    abandon: Callable[[str, str], R] | None = None,
 ) -> list[R]:
     """The results of ``futures`` (each the runs of its files) as they complete.
 
@@ -297,7 +319,10 @@ def _collect(
     each run's load commits whole or not at all), and ``Interrupted`` carries every result. Before, the pool went
     on starting every remaining file and the command then exited 130 without a word. With ``give_up`` (runs that
     do not run in this process: deployment runs), a second Ctrl-C calls it, and the futures then end at once with
-    what they know of their runs (still running, and where).
+    what they know of their runs (still running, and where). With ``abandon`` (runs in this process's threads,
+    which cannot be stopped), a second Ctrl-C stops waiting: each file still in flight gets ``abandon``'s result
+    and ``Interrupted.abandoned`` counts them. It raised a bare KeyboardInterrupt: the report was lost, the command
+    said its loads were rolled back, and it went on waiting for them at exit (they committed).
     """
     results: list[R] = []
     collected: set[Future[list[R]]] = set()
@@ -314,15 +339,21 @@ def _collect(
         in_flight = [f for f in pending if not f.cancelled()]
         if on_interrupt:
             on_interrupt(len(in_flight))
-        gave_up = False
+        gave_up = stopped_waiting = False
         for future in pending:
             while True:
                 try:
-                    found = (
-                        [not_started(*f) for f in futures[future]] if future.cancelled() else future.result()
-                    )
+                    if stopped_waiting and not future.done():  # still in flight: left to the exit
+                        found = [abandon(*f) for f in futures[future]]  # type: ignore[misc]
+                    elif future.cancelled():
+                        found = [not_started(*f) for f in futures[future]]
+                    else:
+                        found = future.result()
                     break
                 except KeyboardInterrupt:  # a second Ctrl-C while waiting
+                    if abandon is not None and not stopped_waiting:
+                        stopped_waiting = True
+                        continue
                     if give_up is None or gave_up:
                         raise
                     gave_up = True
@@ -331,8 +362,12 @@ def _collect(
                 results.append(result)
                 if on_done:
                     on_done(result)
-        raise Interrupted(results) from None
+        raise Interrupted(results, abandoned=sum(1 for r in results if _error_of(r) == ABANDONED)) from None
     return results
+
+
+def _error_of(result: Any) -> str | None:
+    return result.get("error") if isinstance(result, dict) else getattr(result, "error", None)
 
 
 def shards(files: list[tuple[str, str]], size: int) -> list[list[tuple[str, str]]]:

@@ -417,3 +417,45 @@ def test_the_embedded_postgresql_killed_during_a_backfill_is_restarted_once_and_
     restarted = services.running_postgres(home / "pg")
     assert restarted is not None and restarted.pid != pg.pid
     assert rows(home, project) == 10 * 120
+
+
+def test_a_second_ctrl_c_stops_a_backfill_at_once_and_still_reports_every_file(
+    home: Path,  # noqa: F811
+    warm_runner: int,  # noqa: F811
+) -> None:
+    """The second Ctrl-C raised a bare KeyboardInterrupt: no line per file (``--json``: only an error), "what it
+    had not committed was rolled back", and the command went on waiting for the loads in flight, which then
+    committed. Now it stops at once, with a result for every file: those it stopped while loading are rolled
+    back (or had just committed), and the next backfill loads what is missing, once."""
+    project = "ctrl-c-twice"
+    folder = home / "interrupt" / project
+    folder.mkdir(parents=True)
+    for i in range(4):
+        with (folder / f"dailycheckins-{i}.csv").open("w", encoding="utf-8") as f:
+            f.write("user,timestamp,hours,project\n")
+            for j in range(600_000):
+                f.write(f"u{i}-{j},2019-03-{1 + j % 28:02d} 00:{j % 60:02d}:00 UTC,{j % 9},{project}\n")
+    args = ("backfill", str(folder), "--dataset", "dailycheckins", "--concurrency", "2", "--json")
+    proc = client(home, *args)
+    wait_for(lambda: rows(home, project) >= 600_000 or proc.poll() is not None, timeout=120)
+    time.sleep(0.5)  # the next file's load under way
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    second = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    assert time.monotonic() - second < 10, err[-3000:]  # not the loads in flight
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    doc = json.loads(out)
+    errors = [r["error"] or "" for r in doc["results"]]
+    assert doc["files"] == 4 and doc["interrupted"] is True, doc
+    stopped = sum(e.startswith("stopped while loading (Ctrl-C twice)") for e in errors)
+    not_started = sum(e.startswith("not started: ") for e in errors)
+    loaded = sum(r["status"] == "success" for r in doc["results"])
+    assert stopped >= 1 and loaded >= 1 and loaded + stopped + not_started == 4, errors
+    last = [x for x in err.splitlines() if x.strip()][-1]
+    assert last.startswith("error: interrupted: ") and f"{stopped} were stopped while loading" in last, last
+
+    again = sluice(home, *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert rows(home, project) == 4 * 600_000  # every file once
