@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import re
+import signal
 import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -222,3 +223,17 @@ def listed(names: list[str], limit: int = 20) -> str:
     if len(names) <= limit:
         return ", ".join(names)
     return f"{', '.join(names[:limit])} … ({len(names) - limit:,} more)"
+
+
+def stopped_by(signum: int) -> str:
+    """The line for a command stopped by ``signum`` (``kill``, a container's stop, a closed terminal) that it got
+    itself: it died without a word (Prefect ends its run and then kills its own process with the signal), and
+    ``--json`` printed nothing."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    return (
+        f"stopped by {name} before it finished; what its run had not committed was rolled back (`sluice ledger` "
+        "shows where it stopped). Run the same command again: nothing is loaded twice"
+    )

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from sluice import warm
+from sluice.errors import stopped_by
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
@@ -82,6 +83,9 @@ def through_runner(args: list[str], prog: str) -> int | None:
                 elif "exit" in reply:
                     code = int(reply["exit"])
                     if received and code != 0:
+                        if reply.get("signal") and int(reply["signal"]) != signal.SIGINT:
+                            # SIGTERM forwarded: the child died of it without a word (Ctrl-C: it says so itself)
+                            _fail(args, 128 + received[0], stopped_by(int(reply["signal"])))
                         return 128 + received[0]  # interrupted: the shell's usual status
                     # killed by someone else: the shell would have said so, it cannot now
                     if reply.get("signal"):

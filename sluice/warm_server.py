@@ -374,7 +374,7 @@ def _run_cli(prog: str) -> int:
     from sluice.settings import get_settings
 
     get_settings.cache_clear()  # read from the client's environment and folder, never the runner's
-    main(prog_name=prog)
+    main(prog_name=prog, served=True)  # a signal kills it: the client, which forwarded or saw it, says so
     return 0
 
 

@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import functools
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -26,7 +27,7 @@ from rich.text import Text
 from sluice import services
 from sluice.cli import api, aws, backfill, data2bots, notify, output, sertis, totesys
 from sluice.cli.output import AsJson, Verbose, console, err, escape, fail, print_json, where
-from sluice.errors import SluiceError, counted, rows_line
+from sluice.errors import SluiceError, counted, rows_line, stopped_by
 from sluice.files import identity
 from sluice.progress import tell
 from sluice.runtime import prepare
@@ -395,10 +396,26 @@ INTERRUPTED_MESSAGE = (
 )
 
 
-def main(prog_name: str | None = None) -> None:
+#: 128 + SIGTERM
+TERMINATED_CODE = 143
+
+
+class Terminated(BaseException):
+    """SIGTERM to an in-process command, raised in its main thread. Prefect closes a run as failed on SIGTERM, then
+    kills its own process with the signal: the command died without a word, and ``--json`` printed nothing."""
+
+
+def _terminated(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
+def main(prog_name: str | None = None, served: bool = False) -> None:
     code: int = 0
     stdout_was = identity(1)  # descriptor 1: what rich points at /dev/null on EPIPE
     output.begin(sys.argv[1:])
+    if not served:  # a warm runner's child dies of the signal: its client says so
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(signal.SIGTERM, _terminated)
     try:
         # not standalone: click's usage errors reach this function, which prints them as typer would and keeps
         # the message for the --json document (standalone, typer printed it and exited: the document only said
@@ -427,6 +444,15 @@ def main(prog_name: str | None = None) -> None:
     except KeyboardInterrupt:  # raised outside typer's own handling (after the command returned)
         code = INTERRUPTED
         fail(INTERRUPTED_MESSAGE)
+    except Terminated:
+        fail(stopped_by(signal.SIGTERM))
+        output.finish_json(TERMINATED_CODE)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(
+            TERMINATED_CODE
+        )  # now: a backfill's threads cannot be stopped, and an exit would wait for them
     except Exception as exc:
         message = output.unreachable(exc) or output.filesystem(exc)
         if message is None:

@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from sluice import services
+from sluice.errors import stopped_by
 from tests.local.test_services import _env, gone, processes_of
 from tests.local.test_warm import (  # noqa: F401 (`home` and `warm_runner` are fixtures)
     _child_of,
@@ -459,3 +460,34 @@ def test_a_second_ctrl_c_stops_a_backfill_at_once_and_still_reports_every_file(
     again = sluice(home, *args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert rows(home, project) == 4 * 600_000  # every file once
+
+
+@WARM
+def test_sigterm_to_an_ingest_says_so_and_prints_its_json(
+    home: Path,  # noqa: F811
+    warm_runner: int,  # noqa: F811
+    warm: str,
+) -> None:
+    """``kill -TERM`` of ``sluice ingest`` (a container's stop, a closed terminal): Prefect closes the run as failed,
+    then kills its own process with the signal, so the command ended without a word and ``--json`` printed
+    nothing (through the warm runner too: the client forwarded the signal and said nothing of it either)."""
+    project = f"sigterm-{warm}"
+    path = big(home, project, 1_000_000)
+    proc = client(
+        home, "ingest", str(path), "--dataset", "dailycheckins", "--json", env=environment(home, warm)
+    )
+    wait_loading(home, path, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert proc.returncode == 143, err[-3000:]
+    assert lines == [f"error: {stopped_by(signal.SIGTERM)}"], lines
+    assert json.loads(out) == {"status": "failed", "error": stopped_by(signal.SIGTERM), "exit_code": 143}
+    assert rows(home, project) == 0
+
+    again = sluice(
+        home, "ingest", str(path), "--dataset", "dailycheckins", "--json", env=environment(home, warm)
+    )
+    assert again.returncode == 0 and json.loads(again.stdout)["rows_loaded"] == 1_000_000, again.stderr[
+        -3000:
+    ]
