@@ -169,7 +169,8 @@ def backfill(
             )
         console.print(
             f"{len(results)} file{'' if len(results) == 1 else 's'}: {counts['success']} loaded, "
-            f"{counts['skipped']} skipped, {counts['failed']} failed"
+            f"{counts['skipped']} skipped, {counts['failed'] - not_started} failed"
+            + (f", {not_started} not started" if not_started else "")  # were counted failed after a Ctrl-C
             + (f", {counts[fanout.RUNNING]} still running" if running else "")
             + _rows(results)
             + _left_out(unclaimed),
