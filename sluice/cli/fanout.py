@@ -298,6 +298,9 @@ def run_local(
         except Interrupted as stop:
             left = stop.abandoned
             raise Interrupted(sorted([*reports, *stop.results], key=lambda r: r.source), left) from None
+        except BaseException:  # SIGTERM (cli.Terminated): the command exits at once, without them
+            left = 1
+            raise
     finally:
         pool.shutdown(wait=not left)  # abandoned: the caller exits without them
     return sorted(reports, key=lambda r: r.source)

@@ -491,3 +491,36 @@ def test_sigterm_to_an_ingest_says_so_and_prints_its_json(
     assert again.returncode == 0 and json.loads(again.stdout)["rows_loaded"] == 1_000_000, again.stderr[
         -3000:
     ]
+
+
+def test_sigterm_to_an_in_process_backfill_stops_it_at_once(
+    home: Path,  # noqa: F811
+    warm_runner: int,  # noqa: F811
+) -> None:
+    """In-process, SIGTERM to a backfill waited for the loads in flight before it exited (its threads cannot be
+    stopped); it now says so and exits at once, and the next backfill loads each file once."""
+    project = "sigterm-backfill"
+    folder = home / "interrupt" / project
+    folder.mkdir(parents=True)
+    for i in range(4):
+        with (folder / f"dailycheckins-{i}.csv").open("w", encoding="utf-8") as f:
+            f.write("user,timestamp,hours,project\n")
+            for j in range(600_000):
+                f.write(f"u{i}-{j},2019-03-{1 + j % 28:02d} 00:{j % 60:02d}:00 UTC,{j % 9},{project}\n")
+    args = ("backfill", str(folder), "--dataset", "dailycheckins", "--concurrency", "2", "--json")
+    proc = client(home, *args, env=environment(home, "0"))
+    wait_for(lambda: rows(home, project) >= 600_000 or proc.poll() is not None, timeout=120)
+    time.sleep(0.5)  # the next file's load under way
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    assert time.monotonic() - sent < 10, err[-3000:]
+    assert proc.returncode == 143, err[-3000:]
+    assert [x for x in err.splitlines() if x.strip()][-1] == f"error: {stopped_by(signal.SIGTERM)}"
+    assert json.loads(out)["exit_code"] == 143
+    # one file loaded and two in flight (concurrency 2): waiting for them loaded all three, 1.8M rows
+    assert rows(home, project) <= 1_200_000
+
+    again = sluice(home, *args, env=environment(home, "0"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert rows(home, project) == 4 * 600_000
