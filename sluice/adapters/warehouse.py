@@ -14,6 +14,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -84,15 +85,51 @@ def _start_locked(pgserver: Any, pgdata: Path) -> str:
             if running_postgres(pgdata) is None:
                 # a new home's first command: initdb, then the start (a terminal showed nothing meanwhile)
                 tell("starting the embedded PostgreSQL (once)")
-        if plain == pgdata:
-            server = pgserver.get_server(pgdata, cleanup_mode=None)
-        else:  # get_server would resolve the alias back to the real path
-            known = pgserver.PostgresServer._instances.get(plain)
-            server = known or pgserver.PostgresServer(plain, cleanup_mode=None)
+        server = _get_server(pgserver, pgdata, plain)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
         raise ConfigurationError(_start_failure(pgdata)) from None
     uri = server.get_uri()
     return uri.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+#: How long a start waits for a killed postmaster's process to be reaped (PID 1 reaps orphans every ~2 s here)
+_ZOMBIE_WAIT_SECONDS = 15.0
+
+
+def _get_server(pgserver: Any, pgdata: Path, plain: Path) -> Any:
+    """pgserver's handle on the server of ``pgdata`` (started if it is not running), through ``plain``, its alias
+    when its path has a character a shell would split. A killed postmaster is a zombie until its parent (PID 1, for
+    a server that outlives its command) reaps it, and PostgreSQL refuses to start while the pid in its socket's
+    lock file exists ("lock file … already exists"): a backfill's runs failed in that window (seconds under load)
+    instead of waiting for it."""
+    deadline = time.monotonic() + _ZOMBIE_WAIT_SECONDS
+    while True:
+        try:
+            if plain == pgdata:
+                return pgserver.get_server(pgdata, cleanup_mode=None)
+            # get_server would resolve the alias back to the real path
+            known = pgserver.PostgresServer._instances.get(plain)
+            return known or pgserver.PostgresServer(plain, cleanup_mode=None)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            if time.monotonic() > deadline or not _lock_held_by_a_zombie(pgdata):
+                raise
+            pgserver.PostgresServer._instances.pop(plain, None)
+            pgserver.PostgresServer._instances.pop(pgdata, None)
+            time.sleep(0.5)
+
+
+def _lock_held_by_a_zombie(pgdata: Path) -> bool:
+    """Whether a pid in the data folder's or its socket's lock file is a zombie: a killed postmaster not yet reaped."""
+    import psutil
+
+    for lock in (pgdata / "postmaster.pid", *pgdata.glob(".s.PGSQL.*.lock")):
+        try:
+            pid = int(lock.read_text(encoding="utf-8").splitlines()[0])
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except (OSError, ValueError, IndexError, psutil.Error):
+            continue
+    return False
 
 
 def _forget_if_dead(pgdata: Path, key: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import signal
 import socket
 from typing import Annotated, Any
 
@@ -49,6 +50,9 @@ def api(
         app, host=host, port=port, log_level="warning", access_log=True, log_config=_log_config()
     )
     logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    # SIGTERM is how a server is stopped: uvicorn shuts down, then raises it again with the handler it found, which
+    # must be the default (sluice.cli.main's says a run was stopped before it finished)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     uvicorn.Server(config).run(sockets=[listening])
 
 

@@ -100,7 +100,7 @@ def test_the_commands_it_runs_exist() -> None:
 
 def test_local_deployments_are_deployed_with_their_own_file() -> None:
     text = section("Deploy to AWS")
-    assert "prefect deploy --all --prefect-file deployments/local.yaml" in text
+    assert "prefect --no-prompt deploy --all --prefect-file deployments/local.yaml" in text
     assert "SLUICE_PROJECT_DIR" not in (ROOT / "README.md").read_text()
 
 
@@ -130,7 +130,7 @@ def test_every_prefect_command_and_option_it_names_is_one_the_installed_prefect_
         "prefect gcl create sluice-warehouse --limit 4",
         "prefect flow-run ls --flow-name ingest-file --limit 1",
         "prefect work-pool create sluice-local --type process",
-        "prefect deploy --all --prefect-file deployments/local.yaml",
+        "prefect --no-prompt deploy --all --prefect-file deployments/local.yaml",
         "prefect worker start --pool sluice-local",
         "prefect automation create --from-file deployments/automations/crashed.yaml",
     } <= set(commands), commands
