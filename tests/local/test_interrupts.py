@@ -430,12 +430,7 @@ def test_a_second_ctrl_c_stops_a_backfill_at_once_and_still_reports_every_file(
     back (or had just committed), and the next backfill loads what is missing, once."""
     project = "ctrl-c-twice"
     folder = home / "interrupt" / project
-    folder.mkdir(parents=True)
-    for i in range(4):
-        with (folder / f"dailycheckins-{i}.csv").open("w", encoding="utf-8") as f:
-            f.write("user,timestamp,hours,project\n")
-            for j in range(600_000):
-                f.write(f"u{i}-{j},2019-03-{1 + j % 28:02d} 00:{j % 60:02d}:00 UTC,{j % 9},{project}\n")
+    landed(folder, 4, project, per_file=600_000)
     args = ("backfill", str(folder), "--dataset", "dailycheckins", "--concurrency", "2", "--json")
     proc = client(home, *args)
     wait_for(lambda: rows(home, project) >= 600_000 or proc.poll() is not None, timeout=120)
@@ -501,12 +496,7 @@ def test_sigterm_to_an_in_process_backfill_stops_it_at_once(
     stopped); it now says so and exits at once, and the next backfill loads each file once."""
     project = "sigterm-backfill"
     folder = home / "interrupt" / project
-    folder.mkdir(parents=True)
-    for i in range(4):
-        with (folder / f"dailycheckins-{i}.csv").open("w", encoding="utf-8") as f:
-            f.write("user,timestamp,hours,project\n")
-            for j in range(600_000):
-                f.write(f"u{i}-{j},2019-03-{1 + j % 28:02d} 00:{j % 60:02d}:00 UTC,{j % 9},{project}\n")
+    landed(folder, 4, project, per_file=600_000)
     args = ("backfill", str(folder), "--dataset", "dailycheckins", "--concurrency", "2", "--json")
     proc = client(home, *args, env=environment(home, "0"))
     wait_for(lambda: rows(home, project) >= 600_000 or proc.poll() is not None, timeout=120)
