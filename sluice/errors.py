@@ -225,15 +225,24 @@ def listed(names: list[str], limit: int = 20) -> str:
     return f"{', '.join(names[:limit])} … ({len(names) - limit:,} more)"
 
 
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15; ``signal 99`` for a number that names none."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def rolled_back(what: str) -> str:
+    """The line for a command that ``what`` ended before it finished: what it had not committed was rolled back."""
+    return (
+        f"{what}; what its run had not committed was rolled back (`sluice ledger` shows where it stopped). "
+        "Run the same command again: nothing is loaded twice"
+    )
+
+
 def stopped_by(signum: int) -> str:
     """The line for a command stopped by ``signum`` (``kill``, a container's stop, a closed terminal) that it got
     itself: it died without a word (Prefect ends its run and then kills its own process with the signal), and
     ``--json`` printed nothing."""
-    try:
-        name = signal.Signals(signum).name
-    except ValueError:
-        name = f"signal {signum}"
-    return (
-        f"stopped by {name} before it finished; what its run had not committed was rolled back (`sluice ledger` "
-        "shows where it stopped). Run the same command again: nothing is loaded twice"
-    )
+    return rolled_back(f"stopped by {signal_name(signum)} before it finished")

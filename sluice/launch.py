@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from sluice import warm
-from sluice.errors import stopped_by
+from sluice.errors import rolled_back, signal_name, stopped_by
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
@@ -118,16 +118,11 @@ def _killed(pid: int | None, signum: int, stopped: bool) -> str:
     services stop` (``stopped``), the OOM killer, ``kill -9``. Run in-process, the shell would print "Killed";
     served, the shell only sees a status."""
     if stopped:
-        what = f"`sluice services stop` stopped this command{f' (process {pid})' if pid else ''} before it finished"
-    else:
-        try:
-            name = signal.Signals(signum).name
-        except ValueError:
-            name = f"signal {signum}"
-        what = f"the command's process{f' ({pid})' if pid else ''} was killed by {name} before it finished"
-    return (
-        f"{what}; what its run had not committed was rolled back (`sluice ledger` shows where it stopped). "
-        "Run the same command again: nothing is loaded twice"
+        return rolled_back(
+            f"`sluice services stop` stopped this command{f' (process {pid})' if pid else ''} before it finished"
+        )
+    return rolled_back(
+        f"the command's process{f' ({pid})' if pid else ''} was killed by {signal_name(signum)} before it finished"
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from sluice.errors import counted, described, failed_check
-from sluice.ledger import get_ledger, summarize
+from sluice.ledger import LedgerEntry, get_ledger, summarize
 
 
 class IngestReport(BaseModel):
@@ -99,8 +99,11 @@ def stop_of(state: Any) -> tuple[str, str] | None:
 def report_from_ledger(ingestion_id: uuid.UUID, source: str, error: str | None) -> IngestReport | None:
     """Rebuild a run's report from its ledger entries (crashes leave no report behind)."""
     entries = get_ledger().history(ingestion_id)
-    if not entries:
-        return None
+    return report_from_entries(entries, source, error) if entries else None
+
+
+def report_from_entries(entries: list[LedgerEntry], source: str, error: str | None) -> IngestReport:
+    """A run's report (``failed``) from its ledger entries, as ``summarize`` reads them."""
     summary = summarize(entries)
     return IngestReport(
         run_id=summary["run_id"],

@@ -571,6 +571,22 @@ def stale_postmaster_pid(pgdata: Path) -> int | None:
     return pid
 
 
+def zombie_postmaster(pgdata: Path) -> bool:
+    """Whether the pid in ``postmaster.pid`` or in the socket's lock file is a zombie: a killed postmaster its parent
+    (PID 1, for a server that outlived its command) has not reaped yet. PostgreSQL refuses to start beside it."""
+    import psutil  # see _process
+
+    pids = [_postmaster_pid(pgdata)[0]]
+    for lock in pgdata.glob(".s.PGSQL.*.lock"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pids.append(int(lock.read_text(encoding="utf-8").splitlines()[0]))
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            if pid is not None and pid > 0 and psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+    return False
+
+
 def clear_stale_postmaster_pid(pgdata: Path) -> bool:
     """Remove ``postmaster.pid`` when it names a live process that is not ``pgdata``'s postmaster (its pid reused
     since the server died: after a reboot, or in a container, where pids start low again). PostgreSQL refuses to

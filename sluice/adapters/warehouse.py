@@ -32,6 +32,7 @@ from sluice.services import (  # stop_postgres removes what pg_alias names
     pg_alias,
     running_postgres,
     stale_postmaster_pid,
+    zombie_postmaster,
 )
 from sluice.settings import Settings, get_settings
 from sluice.tables import name_of
@@ -111,25 +112,11 @@ def _get_server(pgserver: Any, pgdata: Path, plain: Path) -> Any:
             known = pgserver.PostgresServer._instances.get(plain)
             return known or pgserver.PostgresServer(plain, cleanup_mode=None)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            if time.monotonic() > deadline or not _lock_held_by_a_zombie(pgdata):
+            if time.monotonic() > deadline or not zombie_postmaster(pgdata):
                 raise
             pgserver.PostgresServer._instances.pop(plain, None)
             pgserver.PostgresServer._instances.pop(pgdata, None)
             time.sleep(0.5)
-
-
-def _lock_held_by_a_zombie(pgdata: Path) -> bool:
-    """Whether a pid in the data folder's or its socket's lock file is a zombie: a killed postmaster not yet reaped."""
-    import psutil
-
-    for lock in (pgdata / "postmaster.pid", *pgdata.glob(".s.PGSQL.*.lock")):
-        try:
-            pid = int(lock.read_text(encoding="utf-8").splitlines()[0])
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except (OSError, ValueError, IndexError, psutil.Error):
-            continue
-    return False
 
 
 def _forget_if_dead(pgdata: Path, key: Path) -> None:

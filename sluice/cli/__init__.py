@@ -447,12 +447,7 @@ def main(prog_name: str | None = None, served: bool = False) -> None:
     except Terminated:
         fail(stopped_by(signal.SIGTERM))
         output.finish_json(TERMINATED_CODE)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
-        os._exit(
-            TERMINATED_CODE
-        )  # now: a backfill's threads cannot be stopped, and an exit would wait for them
+        output.exit_now(TERMINATED_CODE)
     except Exception as exc:
         message = output.unreachable(exc) or output.filesystem(exc)
         if message is None:

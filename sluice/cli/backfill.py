@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +16,7 @@ from sluice.cli.output import (
     bucketless,
     console,
     err,
+    exit_now,
     fail,
     known_dataset,
     print_json,
@@ -193,9 +192,7 @@ def backfill(
         )
         if abandoned:  # their threads cannot be stopped, and an exit would wait for them: exit now
             err.print(f"[bold red]error[/]: {message}", highlight=False, soft_wrap=True)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(130)
+            exit_now(130)
         raise fail(message, code=130)
     if counts["failed"]:
         raise typer.Exit(1)

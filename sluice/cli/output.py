@@ -8,6 +8,7 @@ stderr.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -180,6 +181,15 @@ def usage_error(exc: Any) -> None:
         return
     rich_utils.rich_format_error(exc)
     _Run.error = " ".join(exc.format_message().split())
+
+
+def exit_now(code: int) -> NoReturn:
+    """Flush stdout and stderr and leave with ``code`` at once: a backfill's threads cannot be stopped, and a normal
+    exit waits for them (the loads they hold roll back when the process ends)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`sluice ... | head`)
+            stream.flush()
+    os._exit(code)
 
 
 def finish_json(code: int) -> None:

@@ -16,8 +16,8 @@ from flows.totesys import totesys
 from sluice.adapters import storage
 from sluice.cli.output import warn
 from sluice.errors import chain
-from sluice.ledger import get_ledger, summarize
-from sluice.report import IngestReport, report_from_ledger, report_of
+from sluice.ledger import get_ledger
+from sluice.report import IngestReport, report_from_entries, report_of
 from sluice.runtime import in_process_run
 
 
@@ -50,12 +50,9 @@ def _loaded_while_prefect_was_away(exc: Exception, source: str, started: datetim
     except Exception:  # the warehouse went with it: the caller's error stands
         return None
     for entries in runs:
-        summary = summarize(entries)
         loads = [e for e in entries if e.state == "load" and e.status == "success"]
-        if summary["source"] == source and loads and min(e.started_at for e in entries) >= started:
-            report = report_from_ledger(entries[0].ingestion_id, source, None)
-            if report is None:
-                return None
+        if entries[-1].source == source and loads and min(e.started_at for e in entries) >= started:
+            report = report_from_entries(entries, source, None)  # the entries in hand: not read again
             report.status, report.state, report.error = "success", "load", None
             note = (
                 f"the Prefect API went away ({type(exc).__name__}) after this run's load committed: the ledger "
