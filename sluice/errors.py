@@ -182,10 +182,10 @@ def shown(value: object, limit: int = 120) -> str:
     return f"{text[:limit]}…{size}"
 
 
-def failed_check(failure: Mapping[str, Any], clip: bool = True) -> str:
+def failed_check(failure: Mapping[str, Any], limit: int = 120) -> str:
     """One failed check of a row, as the CLI, the demo and the quarantine file's ``reason`` say it: ``row 14, column
-    hours: less_than_or_equal_to(24) (value '25')``; the value cut to ``shown``'s limit unless ``clip`` is False."""
-    value = shown(failure["value"]) if clip else repr(failure["value"])
+    hours: less_than_or_equal_to(24) (value '25')``; the value cut to ``limit`` characters (``shown``)."""
+    value = shown(failure["value"], limit)
     return f"row {failure['row']}, column {failure['column']}: {failure['check']} (value {value})"
 
 

@@ -126,3 +126,20 @@ def test_a_byte_that_is_not_utf8_is_named_by_its_line_and_byte(tmp_path: Path, p
     first.write_bytes(HEADER.encode() + "zoë,t,1,p\n".encode("latin-1"))  # record 1, not the header
     with pytest.raises(ingest.BadFile, match=r"line 2 has byte 0xeb \(byte 32 of the file\)"):
         ingest.read_header(first, get_dataset("dailycheckins"), "first.csv")
+
+
+@pytest.mark.parametrize("reader", ["arrow", "pandas"])
+def test_wide_rows_come_in_chunks_of_bounded_bytes_not_only_bounded_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: str
+) -> None:
+    """Rows of 1 MB fields read ``SLUICE_CHUNK_ROWS`` (200,000) at a time made one chunk of a whole 600 MB file:
+    6.5 GB resident. A chunk now holds about ``CHUNK_BYTES`` of text (1 MB here, rows of 100 KB)."""
+    monkeypatch.setattr(ingest, "CHUNK_BYTES", 1 << 20)
+    path = tmp_path / "dailycheckins.csv"
+    path.write_text(HEADER + "".join(f"u{i},2019-01-01 00:00:00 UTC,1,{'p' * 100_000}\n" for i in range(60)))
+    dataset = get_dataset("dailycheckins")
+    chunks = list(ingest.read_chunks(path, dataset, path.name, 200_000, reader=reader))
+    assert sum(len(c) for c in chunks) == 60
+    assert max(len(c) for c in chunks) <= 11, [len(c) for c in chunks]
+    assert list(pd.concat(chunks).index) == list(range(1, 61))
+    assert list(pd.concat(chunks)["user"]) == [f"u{i}" for i in range(60)]

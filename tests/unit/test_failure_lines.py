@@ -51,11 +51,12 @@ def test_nothing_more_when_every_row_is_shown_and_nothing_at_all_without_failure
     assert failure_lines(report([], 0)) == []
 
 
-def test_a_long_value_is_cut_on_screen_and_whole_in_the_quarantine_file() -> None:
+def test_a_long_value_is_cut_on_screen_and_less_in_the_quarantine_files_reason() -> None:
     value = "x" * 500
     assert failed_check(check(1, "*", value)).endswith("… (500 characters))")
     assert len(failed_check(check(1, "*", value))) < 200
-    assert failed_check(check(1, "*", value), clip=False).endswith(f"'{value}')")
+    assert failed_check(check(1, "*", value), 1_000).endswith(f"'{value}')")
+    assert failed_check(check(1, "*", value * 3), 1_000).endswith("… (1,500 characters))")
 
 
 def test_a_failed_pipeline_run_counts_its_checks_and_names_its_quarantine_file_once(
