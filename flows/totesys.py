@@ -67,7 +67,7 @@ def totesys() -> TotesysReport | State:
         report.rows_read = extracted.rows
         if not extracted.batches:
             report.status = "skipped"
-            report.error = extracted.note or "no new data since the watermarks"
+            report.error = extracted.why_nothing
             logger.info("totesys: %s (%d tables checked)", report.error, len(extracted.read))
             return skipped(report)
         lookups = step(report, "transform", read_lookups, ctx)

@@ -56,7 +56,9 @@ Id = Series[pd.Int64Dtype]
 
 class DimDate(_Strict):
     date_id: Series[pandas_engine.Date] = pa.Field(unique=True)
-    year: Id = pa.Field(ge=1900, le=2200)
+    # Any date the source can hold: an open-ended agreement's 9999-12-31 is a real OLTP value, and a bound here
+    # failed the cycle on a dim_date row that names no source row.
+    year: Id = pa.Field(ge=1, le=9999)
     month: Id = pa.Field(ge=1, le=12)
     day: Id = pa.Field(ge=1, le=31)
     day_of_week: Id = pa.Field(ge=1, le=7, description="ISO: 1 = Monday … 7 = Sunday")

@@ -20,7 +20,7 @@ import shutil
 import uuid
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 from psycopg2 import sql
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from schemas.totesys import MODELS
 from sluice import checks, progress
@@ -38,7 +39,15 @@ from sluice.adapters.warehouse import raw_connection, redact, run_copy, upsert
 from sluice.errors import BadFile, SluiceError, listed
 from sluice.settings import Settings
 from sluice.tables import ensure
-from sluice.tables.totesys import BOOKKEEPING, WAREHOUSE_TABLES, lookups, max_ids, recent, watermarks
+from sluice.tables.totesys import (
+    BOOKKEEPING,
+    WAREHOUSE_TABLES,
+    lookups,
+    max_ids,
+    recent,
+    snapshot,
+    watermarks,
+)
 from sluice.tables.totesys import SCHEMA as SCHEMA
 from sluice.transforms.totesys import (
     DIMENSIONS,
@@ -223,6 +232,41 @@ class Batch:
 
 
 @dataclass
+class Snapshot:
+    """The source snapshot a cycle read through: when (by the cycle's UTC clock), the source's wall clock then,
+    and the source transactions still in progress (their rows were invisible to it)."""
+
+    taken_at: datetime
+    source_clock: datetime
+    in_progress: list[int]
+
+
+def read_snapshot(engine: sa.Engine) -> Snapshot | None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(snapshot).where(snapshot.c.source == SOURCE)).one_or_none()
+    return None if row is None else Snapshot(row.taken_at, row.source_clock, list(row.in_progress))
+
+
+def remember_snapshot(conn: sa.Connection, taken: Snapshot, run_id: uuid.UUID) -> None:
+    """The snapshot this cycle has read all through (loaded, or found nothing new in): where the next one starts."""
+    values = {
+        "taken_at": taken.taken_at,
+        "source_clock": taken.source_clock,
+        "in_progress": taken.in_progress,
+        "ingestion_id": run_id,
+    }
+    conn.execute(
+        pg_insert(snapshot)
+        .values(source=SOURCE, **values)
+        .on_conflict_do_update(index_elements=[snapshot.c.source], set_=values)
+    )
+
+
+#: The one source a warehouse loads from (``sluice.totesys_snapshot``'s key).
+SOURCE = "totesys"
+
+
+@dataclass
 class Extracted:
     run_at: datetime
     run_id: uuid.UUID
@@ -232,6 +276,8 @@ class Extracted:
     marks: dict[str, datetime] = field(default_factory=dict)
     #: The source's clock when its snapshot was taken: no watermark moves past it.
     source_now: datetime | None = None
+    #: The snapshot read (``remember_snapshot`` once the cycle's rows are loaded, or found to be nothing new).
+    snapshot: Snapshot | None = None
     #: Why nothing was extracted, when it is not "no new data" (another cycle is running).
     note: str | None = None
     #: The run's spool folder on local disk (``discard`` removes it) and the rows per streamed chunk.
@@ -241,6 +287,15 @@ class Extracted:
     @property
     def rows(self) -> int:
         return sum(b.rows for b in self.batches.values())
+
+    @property
+    def why_nothing(self) -> str:
+        """Why a cycle extracted nothing: another cycle runs, nothing changed, or nothing was ever there."""
+        if self.note:
+            return self.note
+        if self.marks:
+            return "no new data since the watermarks"
+        return "the source's Totesys tables hold no rows yet: nothing to extract"
 
 
 def spool_folder(settings: Settings, run_id: uuid.UUID) -> Path:
@@ -298,14 +353,26 @@ STAMPS = ("created_at", "last_updated")
 _OFFSET = r"^(.*\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)[+-]\d{2}(?::?\d{2}){0,2}$"
 
 
-def _copy_since(cursor: Any, table: str, since: datetime | None, above: int | None, dest: Path) -> None:
-    """The table's rows with ``last_updated > since`` or an id above ``above`` (all when ``since`` is None),
-    as CSV with a header, via COPY straight into the file ``dest`` (not memory)."""
+def _copy_since(
+    cursor: Any,
+    table: str,
+    since: datetime | None,
+    above: int | None,
+    written_by: Collection[int],
+    dest: Path,
+) -> None:
+    """The table's rows with ``last_updated > since``, an id above ``above``, or written by a transaction of
+    ``written_by`` (all rows when ``since`` is None), as CSV with a header, via COPY straight into the file
+    ``dest`` (not memory)."""
     where = sql.SQL("")
     if since is not None:
         where = sql.SQL("WHERE last_updated > {}").format(sql.Literal(since))
         if above is not None:
             where = sql.SQL("{} OR {} > {}").format(where, sql.Identifier(f"{table}_id"), sql.Literal(above))
+        if written_by:
+            # A row's xmin is the 32-bit transaction id that wrote it; the snapshot gives 64-bit ones.
+            xids = sorted({xid % 2**32 for xid in written_by})
+            where = sql.SQL("{} OR xmin::text::bigint = ANY({})").format(where, sql.Literal(xids))
     query = sql.SQL(
         "COPY (SELECT * FROM {} {} ORDER BY last_updated, {}) TO STDOUT WITH (FORMAT csv, HEADER)"
     ).format(sql.Identifier(table), where, sql.Identifier(f"{table}_id"))
@@ -351,20 +418,34 @@ def extract(
         run_at=run_at, run_id=run_id, marks=dict(marks), work=work, chunk_rows=settings.chunk_rows
     )
     since_of: dict[str, datetime | None] = {}
+    before = read_snapshot(warehouse)
     with readable_errors(source.url), source.begin() as conn, raw_connection(conn) as cursor:
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         cursor.execute("SELECT clock_timestamp()::timestamp")  # the first query takes the snapshot
         source_now: datetime = cursor.fetchone()[0]
         result.source_now = source_now
+        cursor.execute("SELECT txid_snapshot_xip(txid_current_snapshot())")
+        result.snapshot = Snapshot(datetime.now(UTC), source_now, [int(r[0]) for r in cursor.fetchall()])
         _check_shape(cursor)
+        start = _read_from(before, result.snapshot)
         for table in TABLES:
             mark = marks.get(table)
-            # A watermark ahead of the source's clock (written before it was capped) reads from the clock.
-            since = min(mark, source_now) - overlap if mark else None
+            # A watermark ahead of the source's clock (written before it was capped, or a clock set back since:
+            # a DST fall-back on `timestamp DEFAULT now()` columns) reads from where the clock was then.
+            since = min(mark, start) - overlap if mark else None
             progress.tell(f"extract {table}")
             # New rows are also found by id: one inserted with a stamp behind the window (a slow application
-            # clock, a transaction open longer than the overlap) is still read.
-            _copy_since(cursor, table, since, highest.get(table), work / "source" / f"{table}.csv")
+            # clock) is still read. Rows of a transaction that was still open at the last cycle's snapshot are
+            # read by the transaction, whatever their ids and stamps (it may have committed an id below one
+            # that loaded, stamped with its start, long before the window).
+            _copy_since(
+                cursor,
+                table,
+                since,
+                highest.get(table),
+                before.in_progress if before else (),
+                work / "source" / f"{table}.csv",
+            )
             since_of[table] = since
     zone = ingestion_zone(settings)
     for table, since in since_of.items():
@@ -380,7 +461,20 @@ def extract(
         batch.uri = storage.join(zone, batch_key(table, run_at))
         storage.put_file(batch.path, batch.uri)
         result.batches[table] = batch
+    if not result.batches and result.snapshot is not None:  # read through, nothing new: start here next time
+        with warehouse.begin() as conn:
+            remember_snapshot(conn, result.snapshot, run_id)
     return result
+
+
+def _read_from(before: Snapshot | None, now: Snapshot) -> datetime:
+    """The source clock reading that rows written since the last snapshot are stamped at or after: the clock
+    now, less the time that really passed (by the cycle's UTC clock). Without a step it is the last snapshot's
+    clock; after the source's clock was set back (a DST fall-back repeats an hour of ``timestamp`` stamps), it
+    is that much earlier, and the rows stamped in the repeated hour are read."""
+    if before is None:
+        return now.source_clock
+    return now.source_clock - max(now.taken_at - before.taken_at, timedelta(0))
 
 
 def _new_versions(
@@ -806,9 +900,9 @@ def _remember(conn: sa.Connection, extracted: Extracted, overlap: timedelta) -> 
                     "row": _json_rows(frame),
                 }
             )
-            upsert(
-                conn, lookups, [rows], keys=_keys(lookups), on_conflict="update_changed", newer="last_updated"
-            )
+            # The batch's row is the source's row now, even stamped behind the one loaded before
+            # (``transforms.totesys.current``).
+            upsert(conn, lookups, [rows], keys=_keys(lookups), on_conflict="update_changed")
 
 
 def _window(batch: Batch, size: int, after: datetime, highest: list[int]) -> Iterator[pd.DataFrame]:
@@ -872,6 +966,8 @@ def load(
                 loaded[name] = upsert(conn, table, frames, keys=keys, on_conflict=conflict).written
         progress.tell("load: the watermarks")
         _remember(conn, extracted, timedelta(seconds=settings.totesys_overlap_seconds))
+        if extracted.snapshot is not None:
+            remember_snapshot(conn, extracted.snapshot, extracted.run_id)
     return loaded
 
 

@@ -85,7 +85,7 @@ def extract(ctx: TotesysContext) -> totesys.Extracted:
         entry.rows_read = extracted.rows
         if not extracted.batches:
             entry.status = "skipped"
-            entry.error = "no new data since the watermarks"
+            entry.error = extracted.why_nothing
     return extracted
 
 

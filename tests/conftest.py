@@ -156,7 +156,13 @@ def sluice_env(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 #: The tables Totesys keeps in schema ``sluice`` beside its star schema (schema ``warehouse``).
-TOTESYS_BOOKKEEPING = ("totesys_watermarks", "totesys_recent", "totesys_lookups", "totesys_max_ids")
+TOTESYS_BOOKKEEPING = (
+    "totesys_watermarks",
+    "totesys_recent",
+    "totesys_lookups",
+    "totesys_max_ids",
+    "totesys_snapshot",
+)
 
 
 def drop_schemas(*schemas: str) -> None:

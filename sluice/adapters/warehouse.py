@@ -494,14 +494,13 @@ def upsert(
     keys: Sequence[str] = (),
     on_conflict: OnConflict,
     columns: Sequence[str] | None = None,
-    newer: str | None = None,
     latest: str = "_source_row",
 ) -> Upserted:
     """COPY ``frames`` (binary where every type has an encoder) into an ON COMMIT DROP temp table shaped like
     ``table``, then move them in with one ``INSERT … SELECT`` on ``conn``'s open transaction:
 
     - ``update_changed``: new keys inserted; a row whose other columns differ is updated
-      (``… WHERE (old) IS DISTINCT FROM (new)``, and only when ``newer`` is not older, if given); others untouched.
+      (``… WHERE (old) IS DISTINCT FROM (new)``); others untouched.
     - ``new_versions``: rows whose keys are already there are skipped (``DO NOTHING``): facts' versions.
     - ``last_row_wins``: for each key the staged row with the greatest ``latest`` (the file's last) replaces
       the row (ON CONFLICT cannot touch a row twice, so the others are dropped first).
@@ -556,10 +555,6 @@ def upsert(
                 sql.SQL(", ").join(sql.SQL("{}.{}").format(alias, sql.Identifier(c)) for c in others),
                 listed(others, "EXCLUDED.{}"),
             )
-            if newer:
-                changed = sql.SQL("{} AND EXCLUDED.{} >= {}.{}").format(
-                    changed, sql.Identifier(newer), alias, sql.Identifier(newer)
-                )
             conflict = sql.SQL("ON CONFLICT ({}) DO UPDATE SET {}{} WHERE {}").format(
                 key_list, listed(others, "{0} = EXCLUDED.{0}"), stamp, changed
             )

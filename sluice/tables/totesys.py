@@ -225,4 +225,22 @@ max_ids = sa.Table(
     schema="sluice",
     comment="Totesys: per source table, its greatest id loaded (a new row stamped behind the watermark is read)",
 )
-BOOKKEEPING = (watermarks, recent, lookups, max_ids)
+snapshot = sa.Table(
+    "totesys_snapshot",
+    metadata,
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column(
+        "taken_at", sa.DateTime(timezone=True), nullable=False, comment="When, by the cycle's UTC clock"
+    ),
+    sa.Column("source_clock", sa.DateTime, nullable=False, comment="The source's wall clock at the snapshot"),
+    sa.Column(
+        "in_progress",
+        JSONB,
+        nullable=False,
+        comment="Source transactions in progress at the snapshot: the next cycle reads their rows by xmin",
+    ),
+    sa.Column("ingestion_id", sa.Uuid, nullable=False),
+    schema="sluice",
+    comment="Totesys: the source snapshot the last cycle read through (long transactions, a clock set back)",
+)
+BOOKKEEPING = (watermarks, recent, lookups, max_ids, snapshot)

@@ -248,7 +248,12 @@ def decimals(series: pd.Series, places: int = 2) -> pd.Series:
             number = Decimal(str(value))
         except InvalidOperation:
             return Decimal("NaN")
-        return number.quantize(quantum, rounding=ROUND_HALF_UP) if number.is_finite() else Decimal("NaN")
+        if not number.is_finite():
+            return Decimal("NaN")
+        try:
+            return number.quantize(quantum, rounding=ROUND_HALF_UP)
+        except InvalidOperation:  # more digits than the context holds (1e26): too big for any money column
+            return number  # the checks reject it, naming its source row (a bare InvalidOperation did not)
 
     converted = series.map(convert).astype(object)
     bad = converted.map(lambda v: isinstance(v, Decimal) and not v.is_finite())
@@ -310,6 +315,22 @@ def latest(frames: Iterable[pd.DataFrame], key: str) -> pd.DataFrame:
     combined = combined.assign(_order=order, _pos=range(len(combined)))
     combined = combined.sort_values(["_order", "_pos"], kind="stable")
     return combined.drop_duplicates(subset=[key], keep="last").drop(columns=["_order", "_pos"])
+
+
+def current(before: pd.DataFrame, batch: pd.DataFrame, key: str) -> pd.DataFrame:
+    """A reference table as the source holds it now: the batch's row of each id it has (read in this cycle's
+    snapshot: the source's current row, whatever its stamp), else the row loaded before.
+
+    Not the newest ``last_updated``: a row updated again with a stamp behind the version loaded before (a long
+    transaction's ``now()``, an application server with a slower clock) is the source's row all the same, and
+    its dimension must show it, as ``dim_location`` and the other dimensions built from the batch alone do."""
+    if before is None or before.empty:
+        return latest([batch], key)
+    if batch is None or batch.empty:
+        return before
+    fresh = latest([batch], key)
+    kept = before[~ids(before[key]).isin(set(ids(fresh[key]).dropna()))]
+    return pd.concat([kept, fresh], ignore_index=True)
 
 
 # --- dimensions -----------------------------------------------------------------------------------------
@@ -597,7 +618,7 @@ def star_schema(
         return frame if frame is not None else pd.DataFrame()
 
     def known(name: str) -> pd.DataFrame:
-        return latest([before.get(name, pd.DataFrame()), rows(name)], f"{name}_id")
+        return current(before.get(name, pd.DataFrame()), rows(name), f"{name}_id")
 
     out: dict[str, pd.DataFrame] = {}
     if not rows("address").empty:

@@ -151,13 +151,6 @@ def test_update_changed_inserts_new_keys_and_updates_only_rows_that_differ(seede
     assert after == [(1, "z", T1, 1), (2, "b", T1, 2), (3, "c", T0, 3)]
 
 
-def test_update_changed_with_newer_never_goes_back_in_time(seeded: sa.Engine) -> None:
-    frame = rows((1, "older", T0, 1), (2, "newer", T2, 2))
-    done, after = run(seeded, [frame], keys=["k"], on_conflict="update_changed", newer="at")
-    assert done.written == 1
-    assert after == [(1, "a", T1, 1), (2, "newer", T2, 2)]
-
-
 def test_new_versions_appends_only_keys_not_there(seeded: sa.Engine) -> None:
     done, after = run(
         seeded, [rows((1, "z", T2, 9), (4, "d", T2, 4))], keys=["k"], on_conflict="new_versions"

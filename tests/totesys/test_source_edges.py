@@ -680,3 +680,229 @@ def test_a_reseed_note_does_not_say_a_table_with_new_ids_will_not_be_extracted(
     assert "new id" in note, note
     report = cycle()
     assert report.status == "success" and report.extracted.get("sales_order") == 1, report
+
+
+def test_a_reference_row_updated_with_a_stamp_behind_the_loaded_one_shows_in_its_dimensions(
+    totesys_env: Env,
+) -> None:
+    """A staff member and an address updated twice, the second time stamped a minute behind the first (a long
+    transaction's ``now()``, an application server with a slower clock). The second update is the source's row:
+    ``dim_staff`` and the counterparties at that address kept the first (the newest stamp won over the row the
+    cycle had just read), while ``dim_location`` showed the second; a later department move rebuilt the staff
+    member from the kept first row again."""
+    seeded(totesys_env)
+    wh, src = totesys_env.warehouse, totesys_env.source
+    with src.connect() as conn:
+        address = conn.execute(
+            sa.text("SELECT legal_address_id FROM counterparty ORDER BY counterparty_id LIMIT 1")
+        ).scalar_one()
+        department = conn.execute(sa.text("SELECT department_id FROM staff WHERE staff_id = 1")).scalar_one()
+
+    def update(name: str, city: str, behind: int) -> None:
+        with src.begin() as conn:
+            stamp = {"b": timedelta(seconds=behind)}
+            conn.execute(
+                sa.text("UPDATE staff SET last_name = :n, last_updated = now() - :b WHERE staff_id = 1"),
+                {"n": name, **stamp},
+            )
+            conn.execute(
+                sa.text("UPDATE address SET city = :c, last_updated = now() - :b WHERE address_id = :a"),
+                {"c": city, "a": address, **stamp},
+            )
+        report = cycle()
+        assert report.status == "success", report.error
+
+    def shown() -> tuple[object, set[object], object]:
+        with wh.connect() as conn:
+            staff = conn.execute(
+                sa.text("SELECT last_name FROM warehouse.dim_staff WHERE staff_id = 1")
+            ).scalar()
+            cities = conn.execute(
+                sa.text(
+                    "SELECT DISTINCT d.counterparty_legal_city FROM warehouse.dim_counterparty d "
+                    "JOIN sluice.totesys_lookups l ON l.table_name = 'counterparty' AND l.row_id = d.counterparty_id "
+                    "WHERE (l.row ->> 'legal_address_id')::int = :a"
+                ),
+                {"a": address},
+            ).scalars()
+            location = conn.execute(
+                sa.text("SELECT city FROM warehouse.dim_location WHERE location_id = :a"), {"a": address}
+            ).scalar()
+            return staff, set(cities), location
+
+    update("First", "FirstCity", 0)
+    assert shown() == ("First", {"FirstCity"}, "FirstCity")
+    update("Second", "SecondCity", 60)
+    assert shown() == ("Second", {"SecondCity"}, "SecondCity")
+    with src.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE department SET location = 'Moved', last_updated = now() WHERE department_id = :d"
+            ),
+            {"d": department},
+        )
+    moved = cycle()
+    assert moved.status == "success", moved.error
+    assert shown()[0] == "Second"
+
+
+@pytest.mark.parametrize("amount", ["1e26", "1e30"])
+def test_an_amount_too_big_for_any_money_column_is_quarantined_with_its_source_row(
+    totesys_env: Env, amount: str
+) -> None:
+    """``payment_amount`` is a plain ``numeric`` in the OLTP: 1e26 failed the cycle at transform with a bare
+    ``InvalidOperation: [<class 'decimal.InvalidOperation'>]``, no row named and no quarantine file, where 1e25
+    was quarantined naming the payment."""
+    seeded(totesys_env)
+    with totesys_env.source.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"UPDATE payment SET payment_amount = {amount}, last_updated = now() WHERE payment_id = 2"
+            )
+        )
+    report = cycle()
+    assert report.status == "failed" and report.state == "validate", report.error
+    assert "InvalidOperation" not in report.error and "payment_amount" in report.error, report.error
+    rejected = pd.read_csv(report.quarantine_uri, dtype=str).iloc[0]
+    assert (rejected["source_table"], rejected["source_id"], rejected["column"]) == (
+        "payment",
+        "2",
+        "payment_amount",
+    )
+    assert rejected["check"] == "is money (numeric(12,2))", rejected.to_dict()
+
+
+def test_an_open_ended_date_loads_with_its_calendar_row(totesys_env: Env) -> None:
+    """``9999-12-31`` is a valid ``YYYY-MM-DD`` date and an OLTP's usual "no end": every cycle failed on a
+    ``dim_date`` row (year at most 2200) whose quarantine row named no source row."""
+    seeded(totesys_env)
+    with totesys_env.source.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE sales_order SET agreed_delivery_date = '9999-12-31', last_updated = now() "
+                "WHERE sales_order_id = 3"
+            )
+        )
+    report = cycle()
+    assert report.status == "success", report.error
+    with totesys_env.warehouse.connect() as conn:
+        day = conn.execute(
+            sa.text("SELECT year, day_of_week, day_name FROM warehouse.dim_date WHERE date_id = '9999-12-31'")
+        ).one()
+    assert tuple(day) == (9999, 5, "Friday")
+    assert orphans(totesys_env.warehouse) == []
+
+
+def test_a_first_cycle_of_an_empty_source_says_it_is_empty_not_that_nothing_is_new(
+    totesys_env: Env,
+) -> None:
+    """Seeded with header-only CSVs, the first cycle said "no new data since the watermarks": there were none."""
+    from sluice.fakes.totesys import create_schema
+
+    create_schema(totesys_env.source)
+    first = cycle()
+    assert first.status == "skipped", first.error
+    assert first.error == "the source's Totesys tables hold no rows yet: nothing to extract"
+    seeded(totesys_env)
+    assert cycle().error == "no new data since the watermarks"
+
+
+def test_rows_of_a_transaction_open_across_a_cycle_load_whatever_their_ids_and_stamps(
+    totesys_env: Env,
+) -> None:
+    """A long transaction inserts an order and updates another, stamped with its start an hour back (``now()``
+    is the transaction's start), while a short one inserts an order and commits; a cycle loads the short one's.
+    When the long one commits, its new order's id is below the greatest id loaded and its stamps are far behind
+    the overlap: it was lost for good ("no new data since the watermarks" at every later cycle)."""
+    seeded(totesys_env)
+    wh, src = totesys_env.warehouse, totesys_env.source
+    insert = (
+        "INSERT INTO sales_order (created_at, last_updated, design_id, staff_id, counterparty_id, units_sold, "
+        "unit_price, currency_id, agreed_delivery_date, agreed_payment_date, agreed_delivery_location_id) "
+        "VALUES ({t}, {t}, 1, 1, 1, :u, 2.50, 1, '2024-01-02', '2024-01-03', 1) RETURNING sales_order_id"
+    )
+    long_running = src.connect()
+    try:
+        slow = long_running.begin()
+        late = long_running.execute(
+            sa.text(insert.format(t="now() - interval '1 hour'")), {"u": 71}
+        ).scalar_one()
+        long_running.execute(
+            sa.text(
+                "UPDATE sales_order SET units_sold = 72, last_updated = now() - interval '1 hour' "
+                "WHERE sales_order_id = 2"
+            )
+        )
+        with src.begin() as conn:
+            quick = conn.execute(sa.text(insert.format(t="now()")), {"u": 73}).scalar_one()
+        assert quick > late
+        meanwhile = cycle()
+        assert meanwhile.status == "success" and meanwhile.extracted == {"sales_order": 1}, (
+            meanwhile.extracted
+        )
+        slow.commit()
+    finally:
+        long_running.close()
+    after = cycle()
+    assert after.status == "success", after.error
+    assert after.extracted == {"sales_order": 2}, after.extracted
+    assert units(totesys_env, late) == [71] and units(totesys_env, quick) == [73]
+    assert units(totesys_env, 2)[-1] == 72
+    assert count(wh, "warehouse.fact_sales_order") == count(src, "sales_order") + 1  # order 2: two versions
+    assert cycle().status == "skipped"
+
+
+def test_changes_stamped_after_the_source_clock_is_set_back_an_hour_are_extracted(
+    totesys_env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OLTP with ``timestamp DEFAULT now()`` stamps in a zone with summer time: at the fall-back its clock
+    repeats an hour. A change made in that hour more than the overlap before the next cycle is stamped behind the
+    watermark, and the cycles after it said "no new data since the watermarks": the change never loaded (up to
+    15 minutes of changes a year, on a 20-minute schedule). Here the source's zone goes from UTC+1 to UTC, as a
+    fall-back does, and the overlap is one second, the change two before the cycle."""
+    import time
+
+    from sluice.settings import reload_settings
+
+    monkeypatch.setenv("SLUICE_TOTESYS_OVERLAP_SECONDS", "1")
+    reload_settings()
+    src = totesys_env.source
+    database = src.url.database
+
+    def zone(name: str) -> None:
+        with src.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+                sa.text(f"ALTER DATABASE {database} SET timezone = '{name}'")
+            )
+        src.dispose()
+
+    zone("Etc/GMT-1")  # UTC+1: summer time
+    try:
+        seeded(totesys_env)
+        with src.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE sales_order SET units_sold = 81, last_updated = now() WHERE sales_order_id = 5"
+                )
+            )
+        assert cycle().extracted == {"sales_order": 1}
+        zone("UTC")  # the clock goes back an hour
+        with src.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE sales_order SET units_sold = 82, last_updated = now() WHERE sales_order_id = 6"
+                )
+            )
+        time.sleep(2)
+        back = cycle()
+        assert back.status == "success", back.error
+        assert back.extracted == {"sales_order": 1}, back.extracted
+        assert units(totesys_env, 6)[-1] == 82
+        assert cycle().status == "skipped"
+    finally:
+        zone("UTC")
+        with src.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+                sa.text(f"ALTER DATABASE {database} RESET timezone")
+            )
+        src.dispose()
