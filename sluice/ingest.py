@@ -500,16 +500,23 @@ REASON_VALUE_CHARS = 1_000
 
 
 def _quarantine_frame(frame: pd.DataFrame, failures: list[dict[str, Any]], dataset: Dataset) -> pd.DataFrame:
-    rows = []
-    for failure in failures:
-        record = {k: failure[k] for k in ("row", "column", "check", "value")}
-        # The reason quotes at most REASON_VALUE_CHARS of the value: the file's ``value`` column and the raw row
-        # beside it hold it whole (a 1 MB field was written three times: 1.8 GB of quarantine for a 600 MB file).
-        record["reason"] = failed_check(failure, REASON_VALUE_CHARS)
-        for column in dataset.source_columns:
-            record[column] = frame[RAW_PREFIX + column].iat[failure["position"]]
-        rows.append(record)
-    return pd.DataFrame(rows, columns=[*QUARANTINE_COLUMNS, *dataset.source_columns])
+    """One row per failed check: where, which check, the value, why, and the raw row beside it (column-wise: a
+    row at a time took 108 s for 1.5 million failures)."""
+    out = pd.DataFrame(
+        {
+            "row": [f["row"] for f in failures],
+            "column": [f["column"] for f in failures],
+            "check": [f["check"] for f in failures],
+            "value": [f["value"] for f in failures],
+            # The reason quotes at most REASON_VALUE_CHARS of the value: the ``value`` column and the raw row beside
+            # it hold it whole (a 1 MB field was written three times: 1.8 GB of quarantine for a 600 MB file).
+            "reason": [failed_check(f, REASON_VALUE_CHARS) for f in failures],
+        }
+    )
+    positions = np.fromiter((f["position"] for f in failures), dtype=np.int64, count=len(failures))
+    for column in dataset.source_columns:
+        out[column] = list(frame[RAW_PREFIX + column].to_numpy(dtype=object)[positions])
+    return out[[*QUARANTINE_COLUMNS, *dataset.source_columns]]
 
 
 def quarantine_location(quarantine_zone: str, dataset: Dataset, source: str, ingestion_id: uuid.UUID) -> str:
