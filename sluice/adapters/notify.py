@@ -14,6 +14,8 @@ import email.policy
 import html
 import json
 import logging
+import smtplib
+import ssl
 import uuid
 from email.message import EmailMessage
 from typing import Any, Literal, cast, get_args
@@ -77,8 +79,61 @@ class EmailNotification(NotificationBlock):
         await asyncio.to_thread(self._send, message)
 
     def _send(self, message: EmailMessage) -> None:
-        with self.credentials.get_server() as server:
-            server.send_message(message)
+        try:
+            with smtp_server(self.credentials) as server:
+                server.send_message(message)
+        except (TimeoutError, smtplib.SMTPException) as exc:
+            raise SmtpFailed(smtp_reason(self.credentials, exc)) from None
+
+
+class SmtpFailed(Exception):
+    """An email alert the SMTP server did not take, said in one line."""
+
+
+def smtp_reason(credentials: EmailServerCredentials, exc: BaseException) -> str:
+    """Why the server did not take the message, readable: its reply as text (not ``(535, b'5.7.8 …')``), or that
+    it did not answer in time, with what to check."""
+    where = f"{getattr(credentials.smtp_server, 'value', credentials.smtp_server)}:{credentials.smtp_port}"
+    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
+        return (
+            f"the SMTP server {where} did not answer within {SMTP_TIMEOUT_SECONDS} s (check the host, the port "
+            "and the TLS mode: --ssl, --starttls or --plain)"
+        )
+    if isinstance(exc, smtplib.SMTPResponseException):
+        text = (
+            exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
+        )
+        return f"the SMTP server {where} answered {exc.smtp_code} {' '.join(str(text).split())}"
+    return f"SMTP {where}: {exc}"
+
+
+#: Seconds an SMTP connection waits for the server at each step (connect, greeting, TLS, each reply).
+SMTP_TIMEOUT_SECONDS = 20
+
+
+def smtp_server(credentials: EmailServerCredentials, timeout: float | None = None) -> smtplib.SMTP:
+    """The logged-in SMTP connection ``credentials.get_server()`` opens, with a ``timeout``: prefect-email opens
+    it with none, so a server that accepts the connection and never answers (a wrong port, a firewall that drops
+    packets) held ``notify test``, the run's alert and the run itself forever."""
+    timeout = timeout or SMTP_TIMEOUT_SECONDS
+    host = getattr(credentials.smtp_server, "value", credentials.smtp_server)
+    port = credentials.smtp_port or credentials.smtp_type.value
+    kind = credentials.smtp_type.name
+    context = ssl.create_default_context()
+    if not credentials.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    server: smtplib.SMTP
+    if kind == "SSL":
+        server = smtplib.SMTP_SSL(host, port, context=context, timeout=timeout)
+    else:
+        server = smtplib.SMTP(host, port, timeout=timeout)
+        if kind == "STARTTLS":
+            server.starttls(context=context)
+    if credentials.username is not None:
+        password = credentials.password.get_secret_value() if credentials.password else ""
+        server.login(credentials.username, password)
+    return server
 
 
 def _html_escape(text: str) -> str:

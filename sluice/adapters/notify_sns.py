@@ -6,9 +6,16 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
+from botocore.config import Config
 from prefect.blocks.abstract import NotificationBlock
 from prefect_aws import AwsCredentials
 from pydantic import Field
+
+#: boto3's defaults (60 s to connect, 60 s per read, up to 5 attempts) held a run for 311 s on an endpoint that
+#: never answered; an alert waits at most about a minute.
+SNS_CLIENT_CONFIG = Config(
+    connect_timeout=10, read_timeout=20, retries={"mode": "standard", "max_attempts": 2}
+)
 
 
 class SnsNotification(NotificationBlock):
@@ -28,7 +35,7 @@ class SnsNotification(NotificationBlock):
 
     def publish(self, body: str, subject: str | None = None) -> str:
         """Publish synchronously; returns the SNS message id. boto3 honours ``AWS_ENDPOINT_URL`` itself."""
-        client = self.aws_credentials.get_boto3_session().client("sns")
+        client = self.aws_credentials.get_boto3_session().client("sns", config=SNS_CLIENT_CONFIG)
         kwargs: dict[str, Any] = {"TopicArn": self.topic_arn, "Message": body}
         if subject:
             kwargs["Subject"] = sns_subject(subject)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,55 @@ def run_logs(flow_run_id: str) -> list[str]:
             return [log.message for log in logs]
 
     return run_coro_as_sync(read())
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never says a word: a wrong port, a proxy that swallows packets."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_an_email_alert_to_a_server_that_never_answers_is_a_warning_not_a_hang(
+    sluice_env: Path, silent_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prefect-email opens its SMTP connection with no timeout: ``notify test`` and every alerting run (a
+    deployment's run too, which then never ended) waited forever for the server's greeting."""
+    from prefect_email import EmailServerCredentials, SMTPType
+    from typer.testing import CliRunner
+
+    from sluice.adapters import notify
+    from sluice.cli import app
+    from sluice.settings import reload_settings
+
+    monkeypatch.setattr(notify, "SMTP_TIMEOUT_SECONDS", 1, raising=False)
+    name = f"silent-{uuid.uuid4().hex[:6]}"
+    notify.EmailNotification(
+        to="team@example.com",
+        email_from="sluice@example.com",
+        credentials=EmailServerCredentials(
+            smtp_server="127.0.0.1", smtp_port=silent_server, smtp_type=SMTPType.INSECURE
+        ),
+    ).save(name)
+    monkeypatch.setenv("SLUICE_NOTIFY_BLOCKS", f"email-notification/{name}@always")
+    reload_settings()
+
+    started = time.monotonic()
+    tried = CliRunner().invoke(app, ["notify", "test", name])
+    said = f"the SMTP server 127.0.0.1:{silent_server} did not answer within 1 s (check the host, the port"
+    assert tried.exit_code == 1 and said in " ".join(tried.stderr.split()), tried.output
+    landed = sluice_env / "landing" / "dailycheckins.csv"
+    landed.parent.mkdir(parents=True)
+    landed.write_text("user,timestamp,hours,project\nned,2019-09-26 00:00:00 UTC,4.0,bizdev\n")
+    result = CliRunner().invoke(app, ["ingest", str(landed), "--dataset", "dailycheckins"])
+    assert time.monotonic() - started < 60
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("success dailycheckins")
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and f"email-notification/{name} not delivered: {said}" in warnings[0], warnings
