@@ -52,6 +52,10 @@ def _start(
     settings, ledger = open_ledger()
     forms = storage.key_forms(source)  # an S3 event's key is URL-encoded: the dataset claims the decoded one
     if storage.is_s3(source) and any(form.endswith("/") for form in forms):
+        if size := storage.folder_key_bytes(storage.locate(source, version_id), version_id):
+            message = f"{source}: {storage.folder_key_holds(size)}"
+            _record_refusal(ledger, source, dataset, "fail", message)
+            raise BadFile(message)
         message = f"{source}: a folder marker (the key ends with '/'), not a file; skipped"
         _record_refusal(ledger, source, dataset, "skipped", message)
         raise Unclaimed(message)

@@ -454,6 +454,27 @@ def exists(uri: str) -> bool:
     return Path(uri).exists()
 
 
+def folder_key_bytes(uri: str, version_id: str | None = None) -> int:
+    """How many bytes the object at an S3 key ending in ``/`` holds (0: the console's empty folder marker, or no
+    object). Not knowing (S3 unreachable, denied) is 0: the event is then skipped as a marker, as before."""
+    bucket, key = split_s3(uri)
+    versioned = {"VersionId": version_id} if version_id else {}
+    try:
+        return int(s3_client().head_object(Bucket=bucket, Key=key, **versioned).get("ContentLength") or 0)
+    except Exception as exc:
+        logger.debug("%s: size not known (%s)", uri, exc)
+        return 0
+
+
+def folder_key_holds(size: int) -> str:
+    """Why an object whose key ends in ``/`` but that holds bytes is not loaded: the same words in a backfill's
+    listing and for its S3 event (the event used to skip it as a folder marker, without a word to anyone)."""
+    return (
+        f"an object of {size:,} bytes whose key ends in '/' (a folder's name): copy it to a key with a file name "
+        "to load it"
+    )
+
+
 def _head(uri: str) -> dict[str, Any] | None:
     """The S3 object's metadata, or None when it is absent; denied is one readable error (botocore's own says only
     "An error occurred (403) when calling the HeadObject operation")."""
@@ -637,12 +658,5 @@ def _list_s3(prefix: str) -> Listing:
         elif not item["Key"].endswith("/"):
             files.append(uri)
         elif item.get("Size", 0):  # a real object, not the console's empty folder marker
-            unlisted.append(
-                Unlisted(
-                    uri,
-                    f"an object of {item['Size']} bytes whose key ends in '/' (a folder's name): "
-                    "copy it to a key with a file name to load it",
-                    always=True,
-                )
-            )
+            unlisted.append(Unlisted(uri, folder_key_holds(item["Size"]), always=True))
     return Listing(sorted(files), sorted(unlisted, key=lambda u: u.uri))

@@ -139,6 +139,29 @@ def test_a_folder_marker_is_skipped_and_recorded_not_failed(
     assert flow_run(entries[0].flow_run_id).name == f"folder marker · s3://{bucket}/tm/dailycheckins/"
 
 
+def test_an_object_named_as_a_folder_that_holds_bytes_fails_as_in_a_backfill(
+    sluice_env: Path, landing: tuple[Any, str]
+) -> None:
+    """``tm/dailycheckins/dir.csv/`` holding a CSV: its event was skipped as a folder marker (no alert under the
+    default policy), where a backfill of the same prefix reports it failed: data landed and nobody was told."""
+    from sluice.ledger import get_ledger
+
+    s3, bucket = landing
+    key = "tm/dailycheckins/dir.csv/"
+    body = rows("arya")
+    version = s3.put_object(Bucket=bucket, Key=key, Body=body)["VersionId"]
+
+    report = run(event_parameters(bucket, key, version, len(body)))
+
+    assert report.status == "failed", report.error
+    assert report.error == (
+        f"s3://{bucket}/{key}: an object of {len(body)} bytes whose key ends in '/' (a folder's name): copy it "
+        "to a key with a file name to load it"
+    )
+    entries = [e for run in get_ledger().recent(10) for e in run if e.source.endswith(key)]
+    assert [(e.status, e.state) for e in entries] == [("fail", "extract")]
+
+
 def test_an_object_no_dataset_claims_is_skipped_naming_its_key(
     sluice_env: Path, landing: tuple[Any, str]
 ) -> None:
