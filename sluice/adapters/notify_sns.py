@@ -7,6 +7,7 @@ import unicodedata
 from typing import Any
 
 from botocore.config import Config
+from botocore.exceptions import NoCredentialsError
 from prefect.blocks.abstract import NotificationBlock
 from prefect_aws import AwsCredentials
 from pydantic import Field
@@ -35,11 +36,26 @@ class SnsNotification(NotificationBlock):
 
     def publish(self, body: str, subject: str | None = None) -> str:
         """Publish synchronously; returns the SNS message id. boto3 honours ``AWS_ENDPOINT_URL`` itself."""
-        client = self.aws_credentials.get_boto3_session().client("sns", config=SNS_CLIENT_CONFIG)
+        # A topic is published to in its own region (the ARN's), whatever region the block's credentials name.
+        parts = self.topic_arn.split(":")
+        region = parts[3] if len(parts) > 5 and parts[3] else None
+        client = self.aws_credentials.get_boto3_session().client(
+            "sns", region_name=region, config=SNS_CLIENT_CONFIG
+        )
         kwargs: dict[str, Any] = {"TopicArn": self.topic_arn, "Message": body}
         if subject:
             kwargs["Subject"] = sns_subject(subject)
-        return client.publish(**kwargs)["MessageId"]
+        try:
+            return client.publish(**kwargs)["MessageId"]
+        except NoCredentialsError:
+            raise SnsFailed(
+                f"no AWS credentials to publish to {self.topic_arn} (the block's AwsCredentials, else AWS_PROFILE "
+                "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; on ECS, the task role)"
+            ) from None
+
+
+class SnsFailed(Exception):
+    """An SNS alert that could not be sent, said in one line."""
 
 
 def sns_subject(subject: str) -> str:

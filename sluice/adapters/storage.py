@@ -218,13 +218,14 @@ def fetch(uri: str, work_dir: Path, version_id: str | None = None) -> FetchedFil
 
     client = s3_client()
     versioned = {"VersionId": version_id} if version_id else {}
-    body, resolved_key, version, denied = None, "", None, None
+    body, resolved_key, version, denied, no_bucket = None, "", None, None, False
     for candidate in key_forms(uri):
         bucket, key = split_s3(candidate)
         try:
             response = client.get_object(Bucket=bucket, Key=key, **versioned)
         except Exception as exc:
             if _is_missing(exc, versioned=bool(version_id)):
+                no_bucket = _code(exc) == "NoSuchBucket"
                 continue
             if _is_denied(exc):  # maybe only this form: another may be the object, and readable
                 denied = denied or exc
@@ -236,6 +237,8 @@ def fetch(uri: str, work_dir: Path, version_id: str | None = None) -> FetchedFil
         break
     if body is None and denied is not None:
         raise _unreadable(uri, denied)
+    if body is None and no_bucket:  # as a backfill of the same location says it
+        raise SourceNotFound(f"{uri}: no such bucket {split_s3(uri)[0]!r}")
     if body is None:
         raise SourceNotFound(f"{uri}: object not found" + (f" (version {version_id})" if version_id else ""))
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -162,6 +162,15 @@ def test_an_object_named_as_a_folder_that_holds_bytes_fails_as_in_a_backfill(
     assert [(e.status, e.state) for e in entries] == [("fail", "extract")]
 
 
+@pytest.mark.usefixtures("landing")
+def test_an_event_for_a_bucket_that_is_gone_says_so_as_a_backfill_does(sluice_env: Path) -> None:
+    """It said "object not found", where a backfill of the same bucket says "no such bucket"."""
+    bucket = f"gone-{uuid.uuid4().hex[:8]}"
+    report = run(event_parameters(bucket, "tm/dailycheckins/x.csv", None, 10))
+    assert report.status == "failed"
+    assert report.error == f"s3://{bucket}/tm/dailycheckins/x.csv: no such bucket '{bucket}'"
+
+
 def test_an_object_no_dataset_claims_is_skipped_naming_its_key(
     sluice_env: Path, landing: tuple[Any, str]
 ) -> None:

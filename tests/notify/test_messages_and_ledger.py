@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ import yaml
 from sluice.adapters.notify import build_message, build_subject
 from sluice.ledger import LedgerEntry, summarize
 from sluice.report import IngestReport
+from tests.notify.conftest import Topic
 
 
 def report(**kw: object) -> IngestReport:
@@ -122,8 +124,6 @@ def test_crash_automation_is_a_valid_prefect_automation() -> None:
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_cli_adds_blocks_and_sends_a_test(sns_topic, smtp_server, monkeypatch: pytest.MonkeyPatch) -> None:
-    import json
-
     from typer.testing import CliRunner
 
     from sluice.cli import app
@@ -185,3 +185,35 @@ def test_subjects_of_runs_stopped_before_a_state_or_from_outside() -> None:
         "Ingestion Fail",
         "cancelled",
     )
+
+
+def test_an_sns_block_publishes_in_its_topics_region_and_says_where_credentials_come_from(
+    sns_topic: Topic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``add-sns --region eu-west-2`` with a us-east-1 topic was saved and then never delivered ("NotFound ...
+    Endpoint does not exist"); with no credentials at all the reason was "Unable to locate credentials"."""
+    from typer.testing import CliRunner
+
+    from sluice.cli import app
+
+    runner = CliRunner()
+    name = f"elsewhere-{uuid.uuid4().hex[:6]}"
+    added = runner.invoke(
+        app, ["notify", "add-sns", name, "--topic-arn", sns_topic.arn, "--region", "eu-west-2"]
+    )
+    assert added.exit_code == 0, added.output
+    sent = runner.invoke(app, ["notify", "test", f"sns-notification/{name}"])
+    assert sent.exit_code == 0, sent.output
+    assert [json.loads(m["Message"])["status"] for m in sns_topic.drain()] == ["Test"]
+
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    unsigned = runner.invoke(app, ["notify", "test", f"sns-notification/{name}"])
+    assert unsigned.exit_code == 1
+    assert (
+        f"no AWS credentials to publish to {sns_topic.arn} (the block's AwsCredentials, else AWS_PROFILE"
+        in (" ".join(unsigned.stderr.split()))
+    ), unsigned.output
