@@ -15,7 +15,7 @@ from pydantic import Field
 #: boto3's defaults (60 s to connect, 60 s per read, up to 5 attempts) held a run for 311 s on an endpoint that
 #: never answered; an alert waits at most about a minute.
 SNS_CLIENT_CONFIG = Config(
-    connect_timeout=10, read_timeout=20, retries={"mode": "standard", "max_attempts": 2}
+    connect_timeout=10, read_timeout=20, retries={"mode": "standard", "total_max_attempts": 2}
 )
 
 
