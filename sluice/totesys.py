@@ -231,6 +231,10 @@ class Batch:
         return pd.read_csv(self.path, dtype=str, keep_default_na=False, encoding="utf-8")
 
 
+#: The one source a warehouse loads from (``sluice.totesys_snapshot``'s key).
+SOURCE = "totesys"
+
+
 @dataclass
 class Snapshot:
     """The source snapshot a cycle read through: when (by the cycle's UTC clock), the source's wall clock then,
@@ -260,10 +264,6 @@ def remember_snapshot(conn: sa.Connection, taken: Snapshot, run_id: uuid.UUID) -
         .values(source=SOURCE, **values)
         .on_conflict_do_update(index_elements=[snapshot.c.source], set_=values)
     )
-
-
-#: The one source a warehouse loads from (``sluice.totesys_snapshot``'s key).
-SOURCE = "totesys"
 
 
 @dataclass
