@@ -34,6 +34,7 @@ from sluice import checks, progress, tables
 from sluice.adapters import storage
 from sluice.adapters.warehouse import copy_frames, qualified, raw_connection, run_copy
 from sluice.errors import BadFile, SluiceError
+from sluice.ledger_entry import Ledger
 from sluice.settings import Settings
 from sluice.tables import data2bots as declared
 from sluice.tables.data2bots import (
@@ -265,6 +266,25 @@ def orders_without_shipment(engine: sa.Engine, as_of: dt.date) -> int:
 
 def latest_order_date(staging: Mapping[str, pd.DataFrame]) -> dt.date:
     return max(staging["orders"]["order_date"])
+
+
+def latest_order_day(engine: sa.Engine) -> dt.date | None:
+    """The latest ``order_date`` in staging, asked of PostgreSQL (None: no orders yet), so that a day that already
+    ran is known before staging is read: on 30 million staging rows, saying "already ran" took 7.7 s of reading."""
+    with engine.connect() as conn:
+        if not tables.exists(conn, declared.orders):
+            return None
+        return conn.execute(sa.select(sa.func.max(declared.orders.c.order_date))).scalar()
+
+
+def rows_read_before(engine: sa.Engine, ledger: Ledger, as_of: dt.date) -> int | None:
+    """The staging rows the day's last run read (its ledger's ``extract``): what a skip on the same staging version
+    would have read (None if that run's entry is gone)."""
+    with engine.connect() as conn:
+        run_id = conn.execute(sa.select(runs.c.ingestion_id).where(runs.c.ingestion_date == as_of)).scalar()
+    if run_id is None:
+        return None
+    return next((e.rows_read for e in ledger.history(run_id) if e.state == "extract"), None)
 
 
 def staging_version(engine: sa.Engine) -> str:

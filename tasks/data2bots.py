@@ -45,16 +45,26 @@ def extract(ctx: Data2botsContext, as_of: dt.date | None) -> dict[str, pd.DataFr
     """Read staging and the reference tables; decide the day; None when that day already ran (and not forced)."""
     with ledger_state(ctx, "extract") as entry:
         ctx.staging_version = data2bots.staging_version(ctx.engine)
+        day = as_of or data2bots.latest_order_day(
+            ctx.engine
+        )  # None: no orders (read_staging says what is missing)
+        previous = data2bots.previous_run(ctx.engine, day, ctx.staging_version) if day else None
+        if previous == "current" and not (ctx.force or ctx.refresh_reference):  # new reference, new figures
+            # decided before staging is read: the same staging version, so the rows that run read
+            ctx.as_of = day
+            entry.source = f"staging as of {day}"
+            entry.rows_read = data2bots.rows_read_before(ctx.engine, ctx.ledger, day)
+            ctx.counts["rows_read"] = entry.rows_read or 0
+            entry.status = "skipped"
+            entry.error = (
+                f"analytics for {day} already ran; --force (force=true for a deployment run) runs it again"
+            )
+            return None
         staging = data2bots.read_staging(ctx.engine)
-        ctx.as_of = as_of or data2bots.latest_order_date(staging)
+        ctx.as_of = day or data2bots.latest_order_date(staging)
         entry.source = f"staging as of {ctx.as_of}"
         entry.rows_read = sum(rules.rows(f) for f in staging.values())
         ctx.counts["rows_read"] = entry.rows_read  # staging comes compacted: rows, not frame lengths
-        previous = data2bots.previous_run(ctx.engine, ctx.as_of, ctx.staging_version)
-        if previous == "current" and not (ctx.force or ctx.refresh_reference):  # new reference, new figures
-            entry.status = "skipped"
-            entry.error = f"analytics for {ctx.as_of} already ran; --force (force=true for a deployment run) runs it again"
-            return None
         progress.tell(f"extract: the reference tables ({entry.rows_read:,} staging rows read)")
         ctx.reference = data2bots.read_reference(
             ctx.engine, ctx.settings, staging, ctx.as_of, ctx.refresh_reference
