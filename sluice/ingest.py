@@ -749,6 +749,7 @@ def estimate_rows(path: Path) -> int:
     """Roughly how many records the file holds (from its size and its first MB); decides the bulk-load path
     before the first row is read, so only speed depends on it. 0 for anything it cannot read (the pass itself
     reports what is wrong with the file)."""
+    sample = _sample(path)
     try:
         size = path.stat().st_size
         if _is_gzip(path):
@@ -757,12 +758,7 @@ def estimate_rows(path: Path) -> int:
                 size = max(
                     size, int.from_bytes(handle.read(4), "little")
                 )  # ISIZE: uncompressed size mod 2**32
-            with gzip.open(path, "rb") as handle:
-                sample = handle.read(1 << 20)
-        else:
-            with path.open("rb") as handle:
-                sample = handle.read(1 << 20)
-    except (OSError, EOFError, zlib.error):
+    except OSError:
         return 0
     lines = sample.count(b"\n")
     return int(size * lines / len(sample)) if lines else 0

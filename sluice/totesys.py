@@ -274,8 +274,6 @@ class Extracted:
     read: dict[str, int] = field(default_factory=dict)
     #: The watermarks this run read from (``load`` refuses to apply the run if another cycle moved them since).
     marks: dict[str, datetime] = field(default_factory=dict)
-    #: The source's clock when its snapshot was taken: no watermark moves past it.
-    source_now: datetime | None = None
     #: The snapshot read (``remember_snapshot`` once the cycle's rows are loaded, or found to be nothing new).
     snapshot: Snapshot | None = None
     #: Why nothing was extracted, when it is not "no new data" (another cycle is running).
@@ -287,6 +285,11 @@ class Extracted:
     @property
     def rows(self) -> int:
         return sum(b.rows for b in self.batches.values())
+
+    @property
+    def source_now(self) -> datetime | None:
+        """The source's clock when its snapshot was taken: no watermark moves past it."""
+        return self.snapshot.source_clock if self.snapshot else None
 
     @property
     def why_nothing(self) -> str:
@@ -423,7 +426,6 @@ def extract(
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         cursor.execute("SELECT clock_timestamp()::timestamp")  # the first query takes the snapshot
         source_now: datetime = cursor.fetchone()[0]
-        result.source_now = source_now
         cursor.execute("SELECT txid_snapshot_xip(txid_current_snapshot())")
         result.snapshot = Snapshot(datetime.now(UTC), source_now, [int(r[0]) for r in cursor.fetchall()])
         _check_shape(cursor)

@@ -45,9 +45,8 @@ def extract(ctx: Data2botsContext, as_of: dt.date | None) -> dict[str, pd.DataFr
     """Read staging and the reference tables; decide the day; None when that day already ran (and not forced)."""
     with ledger_state(ctx, "extract") as entry:
         ctx.staging_version = data2bots.staging_version(ctx.engine)
-        day = as_of or data2bots.latest_order_day(
-            ctx.engine
-        )  # None: no orders (read_staging says what is missing)
+        # None: no orders yet (read_staging says what is missing)
+        day = as_of or data2bots.latest_order_day(ctx.engine)
         previous = data2bots.previous_run(ctx.engine, day, ctx.staging_version) if day else None
         if previous == "current" and not (ctx.force or ctx.refresh_reference):  # new reference, new figures
             # decided before staging is read: the same staging version, so the rows that run read

@@ -93,7 +93,8 @@ class SmtpFailed(Exception):
 def smtp_reason(credentials: EmailServerCredentials, exc: BaseException) -> str:
     """Why the server did not take the message, readable: its reply as text (not ``(535, b'5.7.8 …')``), or that
     it did not answer in time, with what to check."""
-    where = f"{getattr(credentials.smtp_server, 'value', credentials.smtp_server)}:{credentials.smtp_port}"
+    host, port = _address(credentials)
+    where = f"{host}:{port}"
     if isinstance(exc, TimeoutError) or "timed out" in str(exc):
         return (
             f"the SMTP server {where} did not answer within {SMTP_TIMEOUT_SECONDS} s (check the host, the port "
@@ -116,8 +117,7 @@ def smtp_server(credentials: EmailServerCredentials, timeout: float | None = Non
     it with none, so a server that accepts the connection and never answers (a wrong port, a firewall that drops
     packets) held ``notify test``, the run's alert and the run itself forever."""
     timeout = timeout or SMTP_TIMEOUT_SECONDS
-    host = getattr(credentials.smtp_server, "value", credentials.smtp_server)
-    port = credentials.smtp_port or credentials.smtp_type.value
+    host, port = _address(credentials)
     kind = credentials.smtp_type.name
     context = ssl.create_default_context()
     if not credentials.verify:
@@ -128,12 +128,22 @@ def smtp_server(credentials: EmailServerCredentials, timeout: float | None = Non
         server = smtplib.SMTP_SSL(host, port, context=context, timeout=timeout)
     else:
         server = smtplib.SMTP(host, port, timeout=timeout)
+    try:
         if kind == "STARTTLS":
             server.starttls(context=context)
-    if credentials.username is not None:
-        password = credentials.password.get_secret_value() if credentials.password else ""
-        server.login(credentials.username, password)
+        if credentials.username is not None:
+            password = credentials.password.get_secret_value() if credentials.password else ""
+            server.login(credentials.username, password)
+    except BaseException:
+        server.close()  # a refused STARTTLS or login: the socket is not left to the garbage collector
+        raise
     return server
+
+
+def _address(credentials: EmailServerCredentials) -> tuple[str, int]:
+    """The server's host and port as prefect-email reads them (the port defaults to the TLS mode's)."""
+    host = getattr(credentials.smtp_server, "value", credentials.smtp_server)
+    return host, credentials.smtp_port or credentials.smtp_type.value
 
 
 def _html_escape(text: str) -> str:
