@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 import json
 import logging
@@ -522,11 +521,8 @@ def _quarantine_frame(frame: pd.DataFrame, failures: list[dict[str, Any]], datas
 def quarantine_location(quarantine_zone: str, dataset: Dataset, source: str, ingestion_id: uuid.UUID) -> str:
     """Where a run's quarantined rows (and a bad file) go: dataset/date/source-name.ingestion."""
     today = datetime.now(UTC)
-    name = storage.basename(source)
-    if len(name.encode()) > 120:  # a long S3 key's base name: the zone's key, or a file name, must stay short
-        name = (
-            f"{name.encode()[:80].decode(errors='ignore')}~{hashlib.sha256(name.encode()).hexdigest()[:12]}"
-        )
+    # a long S3 key's base name: the zone's key, or a file name, must stay short
+    name = storage.fitted(storage.basename(source), 120)
     return storage.join(quarantine_zone, dataset.name, f"{today:%Y/%m/%d}", f"{name}.{ingestion_id.hex[:12]}")
 
 

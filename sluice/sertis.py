@@ -53,7 +53,8 @@ def publish_file(event: AfterLoad) -> None:
     """After a transactions file loads: bronze copy as it came, silver Parquet of its validated rows, catalog."""
     settings = get_settings()
     day = dt.datetime.now(dt.UTC).date()
-    name = storage.basename(event.source)
+    # A 255-byte file name fits a landing folder (and S3 takes 1,024 bytes), not one with a run id added
+    name = storage.fitted(storage.basename(event.source), 160)
     storage.put_file(event.local_path, bronze_uri(settings, day, name, event))
     uri = storage.join(
         zone(settings, "silver"), partition(day), f"{name}.{event.ingestion_id.hex[:12]}.parquet"

@@ -179,6 +179,22 @@ def locate(uri: str, version_id: str | None = None) -> str:
     return uri
 
 
+#: The longest file name a zone's destination is given, in bytes: file systems take 255, and a local write adds
+#: ``.<pid>-<token>.part`` (``put_file``) to it before its rename.
+NAME_BYTES = 200
+
+
+def fitted(name: str, limit: int = NAME_BYTES) -> str:
+    """``name`` when it is at most ``limit`` bytes; else its start, ``~`` and 12 hex digits of its SHA-256 (two
+    long names never meet), and its extension (``.csv``, ``.csv.gz``) when it has a short one, in ``limit`` bytes."""
+    if len(name.encode()) <= limit:
+        return name
+    suffix = "".join(Path(name).suffixes[-2:])
+    suffix = suffix if len(suffix.encode()) <= 20 else ""
+    head = name.encode()[: limit - 13 - len(suffix.encode())].decode(errors="ignore")
+    return f"{head}~{hashlib.sha256(name.encode()).hexdigest()[:12]}{suffix}"
+
+
 def _local_name(key: str) -> str:
     """A file name for a fetched object: its base name when the file system takes it, else a short stand-in
     that keeps the suffix (S3 keys run to 1,024 bytes; a file name to 255)."""

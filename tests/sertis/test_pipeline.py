@@ -260,3 +260,42 @@ def test_customers_says_how_many_silver_lines_it_counted_and_why_gold_is_empty(c
     text = " ".join(result.stdout.split())
     assert f"sertis.customers: {customers} customers from {lines} transaction lines in silver" in text, text
     assert "silver holds no transactions yet" not in text
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "transaction_" + "A" * 200 + ".csv",  # 216 bytes: bronze took it, silver's `.<run>.parquet` did not
+        "transaction_" + "B" * 239 + ".csv",  # 255 bytes, the most a landing folder takes
+        "transaction_" + "日" * 78 + ".csv",  # 250 bytes in 94 characters
+    ],
+    ids=["216-bytes", "255-bytes", "250-bytes-in-94-characters"],
+)
+def test_a_file_with_a_name_as_long_as_the_file_system_takes_reaches_bronze_and_silver(
+    clean: Path, name: str
+) -> None:
+    """A name the landing folder took must fit the zones too: with a run id or `.parquet` added (and a
+    `.part` while it is written), it failed at publish with `[Errno 36] File name too long` after its rows had
+    committed, and no re-run could publish it (skipped as loaded; `--force` failed the same way)."""
+    body = (
+        b"transactionId|custId|transactionDate|productSold|unitsSold\n"
+        b"A1|0000013|2020-07-01|K|2\nA2|0000013|2020-07-02|K|1\n"
+    )
+    landed = clean / "landing" / "sertis" / "transactions" / name
+    landed.parent.mkdir(parents=True)
+    landed.write_bytes(body)
+
+    report = run_ingest(str(landed), mode="hard")
+
+    assert (report.status, report.rows_loaded) == ("success", 2), report.error
+    staging = clean / "staging" / "sertis"
+    (bronze,) = (staging / "bronze").rglob("transaction_*")
+    assert bronze.read_bytes() == body and bronze.suffix == ".csv"
+    assert len(bronze.name.encode()) <= 200
+    (silver,) = (staging / "silver").rglob("*.parquet")
+    assert pd.read_parquet(silver)["transaction_id"].tolist() == ["A1", "A2"]
+    # Two long names that share their start stay two files (the stand-in holds a digest of the whole name).
+    other = landed.with_name(name.replace(".csv", "")[:-1] + "Z.csv")
+    other.write_bytes(body.replace(b"A1|", b"C1|").replace(b"A2|", b"C2|"))
+    assert run_ingest(str(other), mode="hard").status == "success"
+    assert len(list((staging / "bronze").rglob("transaction_*"))) == 2
