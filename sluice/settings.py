@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     )
     json_logs: bool = Field(False, description="Log one JSON object per line (CloudWatch).")
 
+    @field_validator("home")
+    @classmethod
+    def _home_expanded(cls, value: Path) -> Path:
+        """``~`` is the user's home folder, as an env file that no shell expanded writes it (it was a folder named
+        ``~`` in the working folder)."""
+        return value.expanduser()
+
     @field_validator("notify_blocks")
     @classmethod
     def _policies_known(cls, value: str) -> str:

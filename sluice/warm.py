@@ -125,8 +125,9 @@ def wants_warm(args: list[str]) -> bool:
 
 
 def home_of(env: Mapping[str, str]) -> Path:
-    """The home the command uses (``SLUICE_HOME``, default ``.sluice`` in the working folder)."""
-    return Path(env.get("SLUICE_HOME", ".sluice")).resolve()
+    """The home the command uses (``SLUICE_HOME``, default ``.sluice`` in the working folder; ``~`` is the user's
+    home folder, as an env file that no shell expanded writes it)."""
+    return Path(env.get("SLUICE_HOME", ".sluice")).expanduser().resolve()
 
 
 def runner_dir(home: Path) -> Path:

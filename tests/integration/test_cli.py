@@ -646,3 +646,36 @@ def test_an_s3_prefix_that_cannot_be_listed_is_one_line(sluice_env: Path, moto_e
     ledger = json.loads(_sluice(["ledger", "--json", "--limit", "1"], bare).stdout)
     extract = [s for s in ledger[0]["states"] if s["state"] == "extract"]
     assert [s["status"] for s in extract] == ["fail"] and extract[0]["error"] == report["error"], ledger
+
+
+def test_run_sluice_from_another_folder_reads_the_callers_paths_in_the_checkouts_home(
+    sluice_env: Path, tmp_path: Path
+) -> None:
+    """`/path/to/checkout/run sluice ingest data/x.csv` looked for `data/x.csv` in the checkout (./run cd's there):
+    "file not found", and a failed run in the ledger. Paths are the caller's now; the home stays the checkout's
+    (or SLUICE_HOME's, read from the checkout, as the README says), and `~` in SLUICE_HOME is the user's home."""
+    import os
+    import subprocess
+
+    from prefect.settings import PREFECT_API_URL
+
+    root = Path(__file__).parents[2]
+    caller = tmp_path / "elsewhere"
+    (caller / "data").mkdir(parents=True)
+    landed = caller / "data" / "dailycheckins.csv"
+    landed.write_text(GOOD, encoding="utf-8")
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "SLUICE_WARM": "0",
+        "HOME": str(tmp_path),
+        "SLUICE_HOME": "~/home",
+    }
+    done = subprocess.run(
+        [str(root / "run"), "sluice", "ingest", "data/dailycheckins.csv", "--json"],
+        cwd=caller, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert (report["status"], report["source"]) == ("success", str(landed))
+    assert (tmp_path / "home").is_dir() and not (root / "~").exists() and not (caller / "~").exists()
