@@ -76,8 +76,10 @@ class Dataset:
         """True when ``key`` (an S3 key or URI, a path) matches one of the dataset's patterns.
 
         A pattern with a folder (``data2bots/orders/*``) matches the key from any of its folders on, so it claims
-        ``s3://bucket/data2bots/orders/x.csv`` and ``<landing folder>/data2bots/orders/x.csv`` alike.
+        ``s3://bucket/data2bots/orders/x.csv`` and ``<landing folder>/data2bots/orders/x.csv`` alike. Case does not
+        matter: Windows exports name files ``DAILYCHECKINS.CSV`` (they were left out as unclaimed).
         """
+        key = key.casefold()
         name = key.rsplit("/", 1)[-1]
         parts = key.split("/")
         tails = ["/".join(parts[i:]) for i in range(1, len(parts))]
@@ -85,7 +87,7 @@ class Dataset:
             fnmatch.fnmatchcase(key, p)
             or fnmatch.fnmatchcase(name, p)
             or ("/" in p and any(fnmatch.fnmatchcase(tail, p) for tail in tails))
-            for p in self.patterns
+            for p in (pattern.casefold() for pattern in self.patterns)
         )
 
 

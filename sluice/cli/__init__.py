@@ -110,6 +110,13 @@ def ingest(
     if not source.startswith("s3://") and Path(source.removeprefix("file://")).is_dir():
         # was "skipped: no registered dataset claims this key" (exit 0), or with --dataset "file not found"
         raise fail(f"{source} is a folder: `sluice backfill {source}` ingests every file under it", code=2)
+    if dataset is None and not source.startswith("s3://") and Path(source.removeprefix("file://")).is_file():
+        from sluice import datasets  # the registry: kept off `sluice --help` (pandas)
+
+        if datasets.resolve(source) is None:
+            # a file the user named, that nothing would load: was "skipped" and exit 0, which a script took for a
+            # success (an S3 event for another prefix is still a recorded skip: the flow's, not this command's)
+            raise fail(f"{source}: no dataset claims this file's name; --dataset NAME loads it as NAME")
     # On a terminal, what the command is doing: the home's services starting (a new home's first command was a
     # silent spinner for ~20 s), then the run's state and how far the read has got; -v: Prefect's log lines say it.
     with output.showing(f"ingest {Path(source).name}", quiet=verbose):

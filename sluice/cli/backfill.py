@@ -154,6 +154,8 @@ def backfill(
                 "files": len(results),
                 **counts,
                 "unclaimed": len(unclaimed),
+                # which: the text names the first only, and a count said nothing a script could act on
+                "unclaimed_files": unclaimed,
                 "interrupted": stopped,
                 "results": results,
             }

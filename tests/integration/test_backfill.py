@@ -439,6 +439,7 @@ def test_files_no_dataset_claims_are_counted_not_silently_left_out(sluice_env: P
     ), text.stdout
     body = json.loads(CliRunner().invoke(app, ["backfill", str(folder), "--json"]).stdout)
     assert (body["files"], body["skipped"], body["unclaimed"]) == (1, 1, 1), body
+    assert body["unclaimed_files"] == [str(folder / "staff.csv")]  # which, not only how many
 
     (folder / tm.name).unlink()
     (folder / "address.csv").write_bytes(shared_file("totesys", "address.csv").read_bytes())

@@ -104,11 +104,12 @@ def test_failed_run_prints_one_readable_line(sluice_env: Path) -> None:
     unclaimed = sluice_env / "landing" / "nobody-claims-this.csv"
     unclaimed.parent.mkdir(parents=True)
     unclaimed.write_text("a,b\n1,2\n", encoding="utf-8")
+    # A file you name that no dataset claims loads nothing: an error (it was "skipped", exit 0, which a script took
+    # for a success), said as `backfill FILE` says it, before any run.
     code, out, err = invoke("ingest", str(unclaimed))
-    assert code == 0 and err == ""
-    assert out.splitlines()[0] == f"skipped ← {unclaimed}", out
-    assert "no registered dataset claims this file's name" in out.splitlines()[1], out
-    assert " read, " not in out, out
+    assert (code, out) == (1, ""), out + err
+    assert err == f"error: {unclaimed}: no dataset claims this file's name; --dataset NAME loads it as NAME\n"
+    assert invoke("backfill", str(unclaimed))[2] == err
 
 
 def test_an_already_loaded_file_is_said_alike_by_ingest_the_ledger_and_backfill(sluice_env: Path) -> None:

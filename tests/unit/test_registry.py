@@ -38,6 +38,11 @@ def test_every_dataset_is_complete() -> None:
         ("drop/transaction_sample.csv", "transactions"),
         ("transaction/2024/03/01/10-20/transaction-2024-03-01_10.20.00.csv", None),  # a Totesys batch
         ("exports/report.csv", None),
+        # Case does not matter: Windows exports write `.CSV` (and often the whole name in capitals)
+        ("DAILYCHECKINS.CSV", "dailycheckins"),
+        ("export/dailycheckins_mixed.Csv.GZ", "dailycheckins"),
+        ("Data2bots/Orders/2024-03-01.CSV", "orders"),
+        ("TRANSACTION/2024/03/01/10-20/TRANSACTION-2024-03-01_10.20.00.CSV", None),
     ],
 )
 def test_each_key_is_claimed_by_the_right_dataset_or_none(key: str, dataset: str | None) -> None:
