@@ -91,7 +91,7 @@ def resolve_api_key(settings: Settings) -> str | None:
             raise ConfigurationError(
                 "SLUICE_API_KEY is set but empty: give the key, or unset it to serve without one"
             )
-        return settings.api_key.get_secret_value()
+        return _sendable(settings.api_key.get_secret_value(), "SLUICE_API_KEY")
     if settings.api_key_block:
         from prefect.blocks.system import Secret  # Prefect only when the key is in a Secret block
 
@@ -105,8 +105,20 @@ def resolve_api_key(settings: Settings) -> str | None:
             ) from None
         if not str(value or "").strip():
             raise ConfigurationError(f"SLUICE_API_KEY_BLOCK={name}: the Secret block {name!r} is empty")
-        return str(value)
+        return _sendable(str(value), f"SLUICE_API_KEY_BLOCK={name}: the Secret block {name!r}")
     return None
+
+
+def _sendable(key: str, what: str) -> str:
+    """``key`` when a client can send it in a header; else a ConfigurationError. An HTTP header carries printable
+    ASCII, its spaces around it dropped: a key with ``€`` or a trailing newline was served, and no request could
+    ever match it (every one was 401)."""
+    if not all(" " <= c <= "~" for c in key) or key != key.strip():
+        raise ConfigurationError(
+            f"{what} holds characters an X-API-Key header cannot carry (only printable ASCII, no spaces around "
+            "it; a trailing newline from a file counts): no request could match it"
+        )
+    return key
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -220,6 +220,28 @@ def test_an_api_key_set_but_empty_is_refused_not_an_open_api(loaded: None, empty
     assert TestClient(create_app(get_settings())).get("/get", params={"user": "ned"}).status_code == 200
 
 
+@pytest.mark.parametrize("key", ["k€y", "key\n", " key", "ke\ty"])
+def test_an_api_key_no_header_can_carry_is_refused_at_start(loaded: None, key: str) -> None:
+    """`SLUICE_API_KEY='k€y'` was served ("requests need X-API-Key") and every request with that key got 401: a
+    header's bytes arrive as Latin-1, and its spaces around it are dropped. A key a client can send still works."""
+    from sluice.errors import ConfigurationError
+
+    settings = get_settings().model_copy(update={"api_key": SecretStr(key)})
+    with pytest.raises(
+        ConfigurationError, match="SLUICE_API_KEY holds characters an X-API-Key header cannot"
+    ):
+        create_app(settings)
+    sendable = get_settings().model_copy(update={"api_key": SecretStr("k3y-!~ with inner space")})
+    client = TestClient(create_app(sendable))
+    assert (
+        client.get(
+            "/get", params={"user": "ned"}, headers={"X-API-Key": "k3y-!~ with inner space"}
+        ).status_code
+        == 200
+    )
+    assert client.get("/get", params={"user": "ned"}).status_code == 401
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_an_api_key_block_that_cannot_be_read_is_one_readable_error(loaded: None) -> None:
     """It was a 70-line traceback (``ValueError: Unable to find block document named …``)."""
