@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import uuid
 from datetime import datetime
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from sluice.adapters.storage import no_credentials
 from sluice.errors import ConfigurationError, clipped
 from sluice.ledger_entry import LedgerEntry
+
+logger = logging.getLogger(__name__)
 
 _COUNTS = ("rows_read", "rows_loaded", "rows_quarantined")
 
@@ -33,19 +37,34 @@ class DynamoDBLedger:
         self.client = boto3.client("dynamodb")
         self._ensure_table()
 
+    @property
+    def where(self) -> str:
+        """``the DynamoDB ledger table 'x' in eu-west-1``: a wrong region reads as a missing table otherwise."""
+        return f"the DynamoDB ledger table {self.table_name!r} in {self.client.meta.region_name}"
+
+    def _refused(self, exc: Exception, action: str) -> Exception:
+        """``exc`` as one line naming the table, its region and the grant, when AWS refuses for good (no
+        credentials, access denied); else ``exc`` itself. Was a traceback (``sluice ledger``, a backfill's skips)
+        or botocore's bare line (``An error occurred (403) when calling the UpdateItem operation``)."""
+        if (unsigned := no_credentials(self.where, exc, "use it")) is not None:
+            return unsigned
+        if isinstance(exc, ClientError) and _denied(exc):
+            return ConfigurationError(
+                f"{self.where}: {_said(exc)}: these credentials need dynamodb:{action} on it (the stack's task role "
+                "has DescribeTable, UpdateItem and Query; `sluice ledger` also needs Scan), or set "
+                "SLUICE_LEDGER_TABLE and AWS_REGION to a table they may use"
+            )
+        return exc
+
     def _ensure_table(self) -> None:
         try:
             self.client.describe_table(TableName=self.table_name)
             return
         except ClientError as exc:
-            if _denied(exc):
-                raise ConfigurationError(
-                    f"the DynamoDB ledger table {self.table_name!r} cannot be read with these credentials "
-                    f"({_said(exc)}): grant dynamodb:DescribeTable, UpdateItem and Query on it, or set "
-                    "SLUICE_LEDGER_TABLE to a table they may use"
-                ) from None
             if exc.response["Error"]["Code"] != "ResourceNotFoundException":
-                raise
+                raise self._refused(exc, "DescribeTable") from None
+        except BotoCoreError as exc:
+            raise self._refused(exc, "DescribeTable") from None
         try:
             self.client.create_table(
                 TableName=self.table_name,
@@ -62,14 +81,16 @@ class DynamoDBLedger:
         except ClientError as exc:
             if _denied(exc):
                 raise ConfigurationError(
-                    f"the DynamoDB ledger table {self.table_name!r} does not exist, and these credentials may not "
-                    f"create it ({_said(exc)}): set SLUICE_LEDGER_TABLE to the stack's table (output "
-                    "LedgerTableName), or create it (HASH ingestedID, RANGE ingestedTable, both strings)"
+                    f"{self.where} does not exist, and these credentials may not create it ({_said(exc)}): set "
+                    "SLUICE_LEDGER_TABLE to the stack's table (output LedgerTableName) and AWS_REGION to the "
+                    "stack's region, or create it (HASH ingestedID, RANGE ingestedTable, both strings)"
                 ) from None
             # Another process created it between our describe and create.
             if exc.response["Error"]["Code"] != "ResourceInUseException":
                 raise
         self.client.get_waiter("table_exists").wait(TableName=self.table_name)
+        # Said, not silent: in the wrong region (or account) this is a second ledger beside the stack's.
+        logger.warning("created %s: it did not exist", self.where)
 
     def record(self, entry: LedgerEntry) -> None:
         if entry.error:  # an item holds at most 400 KB, and keeps every state's entry
@@ -116,13 +137,16 @@ class DynamoDBLedger:
             names[f"#{key}"] = key
             values[f":{key}"] = {"N": str(value)} if attr in _COUNTS else {"S": str(value)}
             sets.append(f"#{key} = :{key}")
-        self.client.update_item(
-            TableName=self.table_name,
-            Key={"ingestedID": {"S": str(entry.ingestion_id)}, "ingestedTable": {"S": entry.dataset}},
-            UpdateExpression="SET " + ", ".join(sets),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key={"ingestedID": {"S": str(entry.ingestion_id)}, "ingestedTable": {"S": entry.dataset}},
+                UpdateExpression="SET " + ", ".join(sets),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._refused(exc, "UpdateItem") from None
 
     def history(self, ingestion_id: uuid.UUID) -> list[LedgerEntry]:
         items: list[dict[str, Any]] = []
@@ -133,7 +157,10 @@ class DynamoDBLedger:
             "ConsistentRead": True,
         }
         while True:
-            page = self.client.query(**kwargs)
+            try:
+                page = self.client.query(**kwargs)
+            except (ClientError, BotoCoreError) as exc:
+                raise self._refused(exc, "Query") from None
             items += page["Items"]
             if "LastEvaluatedKey" not in page:
                 break
@@ -146,7 +173,10 @@ class DynamoDBLedger:
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"TableName": self.table_name}
         while True:
-            page = self.client.scan(**kwargs)
+            try:
+                page = self.client.scan(**kwargs)
+            except (ClientError, BotoCoreError) as exc:
+                raise self._refused(exc, "Scan") from None
             items += page["Items"]
             if "LastEvaluatedKey" not in page:
                 break

@@ -246,7 +246,7 @@ def fetch(uri: str, work_dir: Path, version_id: str | None = None) -> FetchedFil
             if _is_denied(exc):  # maybe only this form: another may be the object, and readable
                 denied = denied or exc
                 continue
-            if (unsigned := _no_credentials(uri, exc, "read it")) is not None:
+            if (unsigned := no_credentials(uri, exc, "read it")) is not None:
                 raise unsigned from None
             raise
         body, resolved_key, version = response["Body"], key, response.get("VersionId")
@@ -279,7 +279,7 @@ def _unreadable(uri: str, exc: Exception) -> SourceUnreadable:
     )
 
 
-def _no_credentials(uri: str, exc: Exception, to: str) -> ConfigurationError | None:
+def no_credentials(uri: str, exc: Exception, to: str) -> ConfigurationError | None:
     """One line when botocore found no AWS credentials, or only half of them (not retried: none will appear).
     Was "Unable to locate credentials" after the task's retries, with nothing naming the location or the fix."""
     from botocore import exceptions  # AWS modules only when S3 is used
@@ -385,7 +385,7 @@ def _write_failed(uri: str, exc: Exception) -> Exception:
     for cause in (exc, exc.__context__):
         if not isinstance(cause, Exception):
             continue
-        if (unsigned := _no_credentials(uri, cause, "write it")) is not None:
+        if (unsigned := no_credentials(uri, cause, "write it")) is not None:
             return unsigned
         if _is_denied(cause):
             return DestinationUnwritable(
@@ -428,7 +428,7 @@ def read_bytes(uri: str) -> bytes:
                 raise SourceNotFound(f"{uri}: object not found") from None
             if _is_denied(exc):
                 raise _unreadable(uri, exc) from None
-            if (unsigned := _no_credentials(uri, exc, "read it")) is not None:
+            if (unsigned := no_credentials(uri, exc, "read it")) is not None:
                 raise unsigned from None
             raise
     path = Path(uri)
@@ -634,7 +634,7 @@ def _listing_failed(prefix: str, bucket: str, exc: Exception) -> Exception:
     itself when it is none of these."""
     from botocore import exceptions  # AWS modules only when S3 is used
 
-    if (unsigned := _no_credentials(prefix, exc, "list it")) is not None:
+    if (unsigned := no_credentials(prefix, exc, "list it")) is not None:
         return unsigned
     if isinstance(exc, exceptions.ParamValidationError):
         return ConfigurationError(f"{prefix}: not an S3 location: {str(exc).strip().splitlines()[-1]}")

@@ -28,7 +28,7 @@ def source_url(settings: Settings | None = None, override: str | None = None) ->
     if settings.totesys_source_url is not None:
         return settings.totesys_source_url.get_secret_value()
     if settings.totesys_source_secret_arn:
-        return secret_value(settings.totesys_source_secret_arn)
+        return secret_value(settings.totesys_source_secret_arn, "SLUICE_TOTESYS_SOURCE_SECRET_ARN")
     if settings.database_url is not None or settings.database_secret_arn:
         raise ConfigurationError(
             "SLUICE_TOTESYS_SOURCE_URL is not set: with an external warehouse, say where the Totesys OLTP is "

@@ -181,11 +181,39 @@ def _start_failure(pgdata: Path) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def secret_value(arn: str) -> str:
-    """A Secrets Manager secret's string (a plain URL, or JSON with a ``url`` key); cached per process."""
-    import boto3  # AWS modules only when the warehouse URL is in Secrets Manager
+def secret_value(arn: str, variable: str = "SLUICE_DATABASE_SECRET_ARN") -> str:
+    """A Secrets Manager secret's string (a plain URL, or JSON with a ``url`` key); cached per process.
 
-    value = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+    No credentials, access denied or no such secret is one line naming the secret, ``variable`` and the region (it
+    was botocore's "Unable to locate credentials", or a traceback from ``sluice db url``)."""
+    import boto3  # AWS modules only when the warehouse URL is in Secrets Manager
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from sluice.adapters.storage import no_credentials
+
+    client = boto3.client("secretsmanager")
+    where = f"secret {arn.rsplit(':', 1)[-1]} ({variable}, in {client.meta.region_name})"
+    try:
+        value = client.get_secret_value(SecretId=arn)["SecretString"]
+    except (BotoCoreError, ClientError) as exc:
+        if (unsigned := no_credentials(where, exc, "read it")) is not None:
+            raise unsigned from None
+        code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+        status = (
+            exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if isinstance(exc, ClientError)
+            else 0
+        )
+        if code == "ResourceNotFoundException":
+            raise ConfigurationError(
+                f"{where}: no such secret there (is AWS_REGION the stack's region? is {variable} its output?)"
+            ) from None
+        if code in ("AccessDeniedException", "AccessDenied") or status == 403:
+            raise ConfigurationError(
+                f"{where}: access denied reading it: these credentials need secretsmanager:GetSecretValue on it "
+                "(on ECS, the stack's task role reads the warehouse's and the Totesys source's secrets only)"
+            ) from None
+        raise
     if value.lstrip().startswith("{"):
         data = json.loads(value)
         if "url" not in data:

@@ -31,7 +31,7 @@ from sluice import datasets
 from sluice.adapters import storage
 from sluice.adapters.warehouse import CONNECTIONS_PER_RUN, get_engine, serve_runs
 from sluice.cli.output import warn
-from sluice.errors import ConfigurationError, rows_of
+from sluice.errors import ConfigurationError, described, rows_of
 from sluice.ledger import LedgerEntry, PostgresLedger, ensure_bookkeeping, get_ledger, run_ledger
 from sluice.loading import already_loaded_reason, file_loads
 from sluice.report import IngestReport
@@ -250,7 +250,19 @@ def run_local(
     except Exception as exc:  # registry unreachable: every file still goes through its own run
         warn(f"files already loaded not checked in bulk: {exc}")
         loaded = {}
-    reports = record_skips([f for f in files if f[0] in loaded], loaded) if loaded else []
+    skipped = [f for f in files if f[0] in loaded]
+    try:
+        reports = record_skips(skipped, loaded) if loaded else []
+    except Exception as exc:
+        # The ledger refused (DynamoDB without credentials or UpdateItem): it was a traceback and no result at all,
+        # even for the files that would have loaded. Each file says it; the others go on, and say it in turn.
+        reason = f"already loaded, and its skip could not be recorded: {described(exc)}"
+        reports = [
+            IngestReport(
+                run_id=None, dataset=name, source=uri, status="failed", state="extract", error=reason
+            )
+            for uri, name in skipped
+        ]
     for report in reports:
         if on_done:
             on_done(report)

@@ -12,6 +12,9 @@ separately below, against the resolved policy.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,16 +171,114 @@ def test_a_ledger_table_that_is_missing_and_may_not_be_created_is_one_readable_f
 
     assert (report.status, report.state) == ("failed", "extract")
     assert report.error and report.error.startswith(
-        "the DynamoDB ledger table 'sluice-ledger-typo' does not exist, and these credentials may not create it "
+        "the DynamoDB ledger table 'sluice-ledger-typo' in us-east-1 does not exist, and these credentials may not "
+        "create it "
         "(access denied: User: arn:aws:iam::123456789012:user/sluice-task is not authorized to perform: "
         "dynamodb:CreateTable)"
     )
-    assert "set SLUICE_LEDGER_TABLE to the stack's table (output LedgerTableName)" in report.error
+    assert (
+        "set SLUICE_LEDGER_TABLE to the stack's table (output LedgerTableName) and AWS_REGION" in report.error
+    )
     [message] = drain(stack, alerts_queue)
     assert message["Subject"].startswith(
         "[sluice] FAILED dailycheckins at extract: the DynamoDB ledger table"
     )
     assert json.loads(message["Message"])["error"] == report.error
+
+
+def _cli(*args: str, **env: str | None) -> subprocess.CompletedProcess[str]:
+    """``sluice ARGS`` in its own process (the CLI's own exit path prints a configuration error), this process's
+    environment with ``env`` over it (None: unset)."""
+    merged = {**os.environ, **{k: v for k, v in env.items() if v is not None}}
+    for name in (k for k, v in env.items() if v is None):
+        merged.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "sluice.cli", *args],
+        env=merged, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+#: No credentials anywhere botocore looks (nor the instance metadata service, which would take seconds to fail).
+NO_CREDENTIALS: dict[str, str | None] = {
+    "AWS_ACCESS_KEY_ID": None,
+    "AWS_SECRET_ACCESS_KEY": None,
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials",
+    "AWS_CONFIG_FILE": "/nonexistent/config",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": None,
+}
+
+
+def test_a_ledger_or_secret_aws_refuses_is_one_line_naming_it_and_the_grant(
+    as_task_role: MotoStack, tmp_path: Path
+) -> None:
+    """With the ledger in DynamoDB and the warehouse URL in Secrets Manager (as the task's environment has them):
+    `sluice ledger` under the task role (no dynamodb:Scan) and `sluice db url`, `sluice ledger` and `sluice ingest`
+    without credentials were tracebacks, or botocore's bare "Unable to locate credentials" naming nothing."""
+    stack = as_task_role
+    table = stack.outputs["LedgerTableName"]
+
+    ledger = _cli("ledger")
+    assert ledger.returncode == 1 and "Traceback" not in ledger.stderr, ledger.stderr
+    assert ledger.stderr.startswith(
+        f"error: the DynamoDB ledger table '{table}' in us-east-1: access denied: "
+    )
+    assert "need dynamodb:Scan on it" in ledger.stderr, ledger.stderr
+
+    secret = stack.outputs["DatabaseSecretArn"].rsplit(":", 1)[-1]
+    url = _cli("db", "url", **NO_CREDENTIALS)
+    assert url.returncode == 1 and "Traceback" not in url.stderr, url.stderr
+    assert url.stderr.startswith(
+        f"error: secret {secret} (SLUICE_DATABASE_SECRET_ARN, in us-east-1): no AWS credentials to read it "
+        "(AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; on ECS, the task role)"
+    ), url.stderr
+    wrong_region = _cli("db", "url", AWS_DEFAULT_REGION="eu-west-1", AWS_REGION="eu-west-1")
+    assert wrong_region.stderr.startswith(
+        f"error: secret {secret} (SLUICE_DATABASE_SECRET_ARN, in eu-west-1): no such secret there"
+    ), wrong_region.stderr
+    unsigned = _cli("ledger", **NO_CREDENTIALS)
+    assert unsigned.stderr.startswith(
+        f"error: the DynamoDB ledger table '{table}' in us-east-1: no AWS credentials to use it"
+    ), unsigned.stderr
+    landed = tmp_path / "dailycheckins.csv"
+    landed.write_text(CHECKINS, encoding="utf-8")
+    ingest = _cli("ingest", str(landed), **NO_CREDENTIALS, SLUICE_WARM="0")
+    assert ingest.returncode == 1 and "Traceback" not in ingest.stdout + ingest.stderr, ingest.stderr
+    assert f"'{table}' in us-east-1: no AWS credentials to use it" in ingest.stderr, ingest.stderr
+
+
+def test_a_backfill_whose_skips_the_ledger_refuses_gives_each_file_its_result(
+    as_task_role: MotoStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Skips are recorded in bulk before any run: a ledger that refused them (no dynamodb:UpdateItem) aborted the
+    backfill with a traceback and no result for any file, the ones that would have loaded included."""
+    stack = as_task_role
+    folder = tmp_path / "landing" / "tm" / "dailycheckins"
+    folder.mkdir(parents=True)
+    # content of its own: the other tests' files are not skipped as already loaded
+    (folder / "loaded.csv").write_text(CHECKINS + "robb,2019-01-04 00:00:00 UTC,3,infra\n", encoding="utf-8")
+    assert _cli("ingest", str(folder / "loaded.csv"), SLUICE_WARM="0").returncode == 0
+    (folder / "new.csv").write_text(CHECKINS + "sansa,2019-01-03 00:00:00 UTC,2,infra\n", encoding="utf-8")
+    documents = [moto_view(d) for d in stack.policies("TaskRole")]
+    for document in documents:
+        for statement in document["Statement"]:
+            statement["Action"] = [a for a in as_list(statement["Action"]) if a != "dynamodb:UpdateItem"]
+    keys = user_with_policies(stack, f"no-update-{uuid.uuid4().hex[:6]}", documents)
+
+    done = _cli(
+        "backfill", str(tmp_path / "landing"), "--json", SLUICE_WARM="0",
+        AWS_ACCESS_KEY_ID=keys["aws_access_key_id"], AWS_SECRET_ACCESS_KEY=keys["aws_secret_access_key"],
+    )  # fmt: skip
+
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr, done.stderr
+    body = json.loads(done.stdout)
+    results = {Path(r["source"]).name: r for r in body["results"]}
+    assert set(results) == {"loaded.csv", "new.csv"} and body["failed"] == 2, body
+    assert results["loaded.csv"]["error"].startswith(
+        f"already loaded, and its skip could not be recorded: the DynamoDB ledger table "
+        f"'{stack.outputs['LedgerTableName']}' in us-east-1: access denied: "
+    ), results["loaded.csv"]
+    assert "need dynamodb:UpdateItem on it" in results["new.csv"]["error"], results["new.csv"]
 
 
 def test_sertis_glue_catalog_under_the_task_role(as_task_role: MotoStack) -> None:
