@@ -73,7 +73,17 @@ def problems(text: str, environ: Mapping[str, str], api_key: str | None = None) 
     """
     found = []
     for name in placeholders(text):
-        value = environ.get(name, "").strip()
+        raw = environ.get(name, "")
+        if any(ord(c) < 32 for c in raw) or (raw.strip() and raw != raw.strip()):
+            # Prefect renders the raw value: `us-east-1\r` from an env file saved with Windows line endings
+            fix = (
+                "the file has Windows line endings: `sed -i 's/\\r$//' FILE`"
+                if "\r" in raw
+                else "remove them"
+            )
+            found.append(f"{name}={raw!r} has spaces around it or control characters in it ({fix})")
+            continue
+        value = raw.strip()
         if not value:
             if name not in OPTIONAL:
                 found.append(f"{name} is not set")
@@ -186,12 +196,27 @@ def register_block_types() -> dict[str, str]:
     return {}
 
 
+#: `./run deploy`'s own flag: the deploy needs a Prefect API of the user's (Cloud, or a server of theirs).
+NEED_API = "--need-api"
+
+
 def main(argv: list[str] | None = None) -> int:
-    files = (argv if argv is not None else sys.argv[1:]) or ["prefect.yaml"]
+    args = list(argv if argv is not None else sys.argv[1:])
+    files = [a for a in args if a != NEED_API] or ["prefect.yaml"]
     failed = False
     for name in files:
         for line in problems(Path(name).read_text(encoding="utf-8"), os.environ):
             print(f"{name}: {line}", file=sys.stderr)
+            failed = True
+    if NEED_API in args and not os.environ.get("PREFECT_API_URL", "").strip():
+        from sluice.runtime import profile_api_url  # reads the profile's file, without importing Prefect
+
+        if profile_api_url() is None:
+            # `prefect deploy` made the deployments on a temporary server of its own, gone when it ended
+            print(
+                "no Prefect API to deploy to: `.venv/bin/prefect cloud login` first (or set PREFECT_API_URL)",
+                file=sys.stderr,
+            )
             failed = True
     if failed:
         print(HINT, file=sys.stderr)

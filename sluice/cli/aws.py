@@ -10,6 +10,7 @@ the ECS push work pool (credentials, cluster, VPC, subnets and the task security
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from pathlib import Path
@@ -19,7 +20,9 @@ import typer
 
 from sluice.cli.output import console, fail
 from sluice.deploycheck import network_configuration
-from sluice.runtime import prepare
+from sluice.errors import described
+from sluice.runtime import prepare, profile_api_url
+from sluice.warm import project_root
 
 aws_app = typer.Typer(help="AWS: configure Prefect from the deployed stack (see README 'Deploy to AWS').")
 
@@ -47,6 +50,24 @@ def stack_environment(stack: str, region: str | None = None) -> dict[str, str]:
     for name in OPTIONAL:
         env.setdefault(name, "")
     return env
+
+
+def stack_lacks(env: dict[str, str]) -> list[str]:
+    """What the deploy needs that ``env`` (the stack's outputs) lacks or holds malformed, as the deploy check says it
+    (``SLUICE_TASK_ROLE_ARN is not set``), from this checkout's ``prefect.yaml``; the setup's own two without one."""
+    from sluice.deploycheck import problems  # the same check `./run deploy` runs
+
+    prefect_file = project_root() / "prefect.yaml"
+    if prefect_file.is_file():
+        # api_key: the profile's key is the deploy's business, not the stack's
+        found = problems(prefect_file.read_text(encoding="utf-8"), env, api_key="set")
+    else:
+        found = []
+    for name in ("SLUICE_PUSH_POOL_CREDENTIALS_SECRET_ARN", "SLUICE_SNS_TOPIC_ARN"):
+        line = f"{name} is not set"
+        if not env.get(name, "").strip() and line not in found:
+            found.append(line)
+    return [line.replace(" is not set", ": no output for it") for line in found]
 
 
 def write_env_file(env: dict[str, str], path: Path) -> Path:
@@ -90,11 +111,17 @@ async def configure_prefect(env: dict[str, str], pool: str, pool_type: str, regi
 
     from sluice.adapters.notify import SnsNotification, register_blocks
 
+    arn = env["SLUICE_PUSH_POOL_CREDENTIALS_SECRET_ARN"]
+    secret = boto3.client("secretsmanager", region_name=region).get_secret_value(SecretId=arn)
+    try:
+        keys = json.loads(secret["SecretString"])
+        keys = {name: str(keys[name]) for name in ("aws_access_key_id", "aws_secret_access_key")}
+    except (ValueError, KeyError, TypeError) as exc:  # a traceback (JSONDecodeError, KeyError) before
+        raise fail(
+            f"secret {arn.rsplit(':', 1)[-1]} (PushPoolCredentialsSecretArn) is not the push pool user's key: "
+            f"JSON with aws_access_key_id and aws_secret_access_key ({type(exc).__name__}: {exc})"
+        ) from None
     register_blocks()
-    secret = boto3.client("secretsmanager", region_name=region).get_secret_value(
-        SecretId=env["SLUICE_PUSH_POOL_CREDENTIALS_SECRET_ARN"]
-    )
-    keys = json.loads(secret["SecretString"])
     credentials = AwsCredentials(
         aws_access_key_id=keys["aws_access_key_id"],
         aws_secret_access_key=keys["aws_secret_access_key"],
@@ -145,32 +172,47 @@ def setup(
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
+    if "PREFECT_API_URL" not in os.environ and profile_api_url() is None:
+        # It went to this home's local server, where `./run deploy` (a temporary server of Prefect's) never looks
+        raise fail(
+            "no Prefect API to set up: `.venv/bin/prefect cloud login` first (the ecs:push pool is Prefect Cloud's), "
+            "or set PREFECT_API_URL to your self-hosted server and pass --pool-type ecs"
+        )
     prepare(False, remote=True)  # the pool and blocks go where `prefect cloud login` (the profile) points
     # after prepare: Prefect reads its environment once, at import
     from prefect.settings import get_current_settings
     from prefect.utilities.asyncutils import run_coro_as_sync
 
+    api = get_current_settings().api.url
     try:
         env = stack_environment(stack, region)
         region = region or env.get("AWS_REGION") or boto3.session.Session().region_name
         if not region:
             raise fail("no region: pass --region or set AWS_REGION", code=2)
         env.setdefault("AWS_REGION", region)
-        missing = [
-            n for n in ("SLUICE_PUSH_POOL_CREDENTIALS_SECRET_ARN", "SLUICE_SNS_TOPIC_ARN") if not env.get(n)
-        ]
-        if missing:
-            raise fail(
-                f"stack {stack} has no output for {', '.join(missing)}: is it Sluice's stack, up to date?"
-            )
+        lacking = stack_lacks(env)
+        if lacking:  # before anything is made: a pool updated from half a stack lost its role
+            raise fail(f"stack {stack} in {region}: {'; '.join(lacking)}: is it Sluice's stack, up to date?")
+        try:
+            env_file.parent.mkdir(
+                parents=True, exist_ok=True
+            )  # before the pool: a path that cannot be written
+        except OSError as exc:
+            raise fail(f"--env-file {env_file}: cannot write there ({exc.strerror or exc})") from None
+        try:
+            made = run_coro_as_sync(configure_prefect(env, pool, pool_type, region))
+        except Exception as exc:  # the Prefect API's own: unreachable, refused
+            if isinstance(exc, (typer.Exit, BotoCoreError, ClientError)):
+                raise
+            raise fail(f"the Prefect API at {api}: {described(exc)}") from None
+        # Last: the file `./run deploy` sources says what the pool was made from, never a half-done setup
         path = write_env_file(env, env_file)
-        made = run_coro_as_sync(configure_prefect(env, pool, pool_type, region))
     except NoRegionError:
         raise fail("no region: pass --region or set AWS_REGION (or AWS_DEFAULT_REGION)", code=2) from None
     except (BotoCoreError, ClientError) as exc:
-        raise fail(f"stack {stack}: {exc}") from None
+        raise fail(f"stack {stack} in {region or 'the default region'}: {exc}") from None
     console.print(f"wrote [bold]{path}[/] ({len(env)} variables from stack {stack})")
-    console.print(f"Prefect API: [bold]{get_current_settings().api.url}[/]", highlight=False)
+    console.print(f"Prefect API: [bold]{api}[/]", highlight=False)
     for what, name in (made or {}).items():
         console.print(f"{what}: [bold]{name}[/]")
     if not env.get("SLUICE_TOTESYS_SOURCE_SECRET_ARN"):

@@ -3,11 +3,13 @@ credentials block, the ECS work pool (credentials, cluster, VPC, subnets, securi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shlex
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +196,135 @@ def test_setup_names_what_the_stack_lacks(stack: MotoStack, tmp_path: Path) -> N
 @pytest.fixture(autouse=True)
 def _boto_default_session() -> None:
     boto3.DEFAULT_SESSION = None
+
+
+def _setup(stack: MotoStack, *args: str, **env: str | None) -> subprocess.CompletedProcess[str]:
+    """`sluice aws setup ARGS` in its own process as the stack's administrator; ``env`` over this process's (None:
+    unset)."""
+    merged = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": stack.endpoint,
+        "AWS_ACCESS_KEY_ID": stack.admin["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": stack.admin["aws_secret_access_key"],
+        **{k: v for k, v in env.items() if v is not None},
+    }
+    for name in (k for k, v in env.items() if v is None):
+        merged.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "sluice.cli", "aws", "setup", "--region", REGION, *args],
+        cwd=ROOT, env=merged, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def _stand_in(stack: MotoStack, env: dict[str, str]) -> str:
+    """A stack whose outputs feed exactly ``env``'s non-empty variables (moto's CloudFormation leaves out the
+    outputs of the resources it skips, so the deployed stack cannot stand for a complete one)."""
+    name = f"stand-in-{uuid.uuid4().hex[:6]}"
+    outputs = {
+        "".join(part.title() for part in variable.split("_")): {
+            "Description": f"{variable} …",
+            "Value": value,
+        }
+        for variable, value in env.items()
+        if value
+    }
+    body = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}, "Outputs": outputs}
+    stack.client("cloudformation").create_stack(StackName=name, TemplateBody=json.dumps(body))
+    return name
+
+
+def _half_stack(stack: MotoStack, secret_string: str) -> str:
+    """A stack with only the two outputs setup used to check (the push pool's credentials secret, holding
+    ``secret_string``, and the alerts topic): no roles, cluster or network."""
+    secret = stack.client("secretsmanager").create_secret(
+        Name=f"half-{uuid.uuid4().hex[:6]}", SecretString=secret_string
+    )
+    env = full_environment(stack)
+    return _stand_in(
+        stack,
+        {
+            "SLUICE_PUSH_POOL_CREDENTIALS_SECRET_ARN": secret["ARN"],
+            "SLUICE_SNS_TOPIC_ARN": env["SLUICE_SNS_TOPIC_ARN"],
+        },
+    )
+
+
+def test_setup_without_a_prefect_api_of_the_users_refuses_before_anything(
+    stack: MotoStack, tmp_path: Path
+) -> None:
+    """Without `prefect cloud login` or PREFECT_API_URL, setup made the pool on the home's local server, where
+    `./run deploy` (a temporary server of Prefect's own) never looked: "work pool 'sluice-ecs' does not exist"."""
+    done = _setup(
+        stack, "--stack", stack.resolve.refs["AWS::StackName"], "--env-file", str(tmp_path / "deploy.env"),
+        PREFECT_API_URL=None, PREFECT_PROFILES_PATH=str(tmp_path / "no-profiles.toml"),
+        SLUICE_HOME=str(tmp_path / "home"),
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: no Prefect API to set up: `.venv/bin/prefect cloud login` first")
+    assert not (tmp_path / "deploy.env").exists() and not (tmp_path / "home" / "prefect").exists()
+
+
+def test_setup_names_every_output_the_deploy_needs_and_makes_nothing_without_them(
+    stack: MotoStack, tmp_path: Path
+) -> None:
+    """A stack with the credentials secret and the topic but no roles, cluster or network passed (exit 0) and
+    updated the pool, its task role gone; the env file was written before the pool, whatever came after."""
+    from prefect.settings import PREFECT_API_URL
+
+    name = _half_stack(stack, json.dumps({"aws_access_key_id": "a", "aws_secret_access_key": "b"}))
+    pool = f"half-{uuid.uuid4().hex[:6]}"
+    done = _setup(
+        stack, "--stack", name, "--pool", pool, "--pool-type", "ecs", "--env-file", str(tmp_path / "deploy.env"),
+        PREFECT_API_URL=str(PREFECT_API_URL.value()),
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"error: stack {name} in {REGION}: "), done.stderr
+    said = " ".join(done.stderr.split())
+    for variable in ("SLUICE_TASK_ROLE_ARN", "SLUICE_ECS_CLUSTER", "SLUICE_SUBNET_IDS", "SLUICE_IMAGE_REPO"):
+        assert f"{variable}: no output for it" in said, said
+    assert not (tmp_path / "deploy.env").exists()
+
+    async def pools() -> list[str]:
+        from prefect.client.orchestration import get_client
+
+        async with get_client() as client:
+            return [p.name for p in await client.read_work_pools()]
+
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    assert pool not in run_coro_as_sync(pools())
+
+
+def test_a_credentials_secret_that_is_not_the_keys_or_an_env_file_that_cannot_be_written_is_one_line(
+    stack: MotoStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Were tracebacks: JSONDecodeError, KeyError: 'aws_access_key_id', FileExistsError."""
+    import typer
+
+    from sluice.cli.aws import configure_prefect
+
+    aws_env(stack, monkeypatch)
+    for secret in ("not json", json.dumps({"access_key": "a"})):
+        arn = stack.client("secretsmanager").create_secret(
+            Name=f"bad-{uuid.uuid4().hex[:6]}", SecretString=secret
+        )["ARN"]
+        env = {**full_environment(stack), "SLUICE_PUSH_POOL_CREDENTIALS_SECRET_ARN": arn}
+        with pytest.raises(typer.Exit):
+            asyncio.run(configure_prefect(env, "never-made", "ecs", REGION))
+        said = capsys.readouterr().err
+        assert (
+            "is not the push pool user's key: JSON with aws_access_key_id and aws_secret_access_key" in said
+        )
+
+    from prefect.settings import PREFECT_API_URL
+
+    (tmp_path / "a-file").write_text("")
+    aws_env(stack, monkeypatch)
+    done = _setup(
+        stack, "--stack", _stand_in(stack, full_environment(stack)), "--env-file", str(tmp_path / "a-file" / "deploy.env"),
+        PREFECT_API_URL=str(PREFECT_API_URL.value()),
+    )  # fmt: skip
+    assert "Traceback" not in done.stderr and done.returncode == 1, done.stderr
+    assert done.stderr.startswith(
+        f"error: --env-file {tmp_path / 'a-file' / 'deploy.env'}: cannot write there"
+    )

@@ -101,3 +101,42 @@ def test_the_shell_check_says_a_key_secret_needs_a_profile_with_a_key() -> None:
     no_key = run_check({**env, "PREFECT_API_KEY": ""}, "prefect.yaml")
     assert no_key.returncode == 1 and no_key.stderr.count("this Prefect profile has no API key") == 1
     assert run_check({**env, "PREFECT_API_KEY": "pnu_key"}, "prefect.yaml").returncode == 0
+
+
+def test_an_env_file_with_windows_line_endings_is_refused_not_deployed_with_a_carriage_return() -> None:
+    """The check stripped values while Prefect renders them raw: a CRLF deploy.env passed and deployed
+    `us-east-1\\r`, a cluster ARN ending in `\\r`, and an "empty" optional secret ARN of `\\r`."""
+    crlf = {name: value + "\r" for name, value in STACK_ENV.items()}
+    found = problems((ROOT / "prefect.yaml").read_text(), crlf, api_key="")
+    assert len(found) == len(STACK_ENV), found
+    assert (
+        "AWS_REGION='us-east-1\\r' has spaces around it or control characters in it (the file has Windows "
+        in (" ".join(found))
+    )
+    assert problems((ROOT / "prefect.yaml").read_text(), {**STACK_ENV, "SLUICE_LOG_GROUP": " /x"}) == [
+        "SLUICE_LOG_GROUP=' /x' has spaces around it or control characters in it (remove them)"
+    ]
+
+
+def test_run_deploy_says_a_missing_env_file_and_a_missing_prefect_api(tmp_path: Path) -> None:
+    """`SLUICE_DEPLOY_ENV=/wrong/path ./run deploy` went on without it ("X is not set" for every variable); with no
+    `prefect cloud login`, `prefect deploy` deployed to a temporary server of its own, gone when it ended."""
+    clean = {k: v for k, v in os.environ.items() if not (k.startswith("SLUICE_") or k.startswith("PREFECT_"))}
+    missing = subprocess.run(
+        ["./run", "deploy"], cwd=ROOT, env={**clean, "SLUICE_DEPLOY_ENV": str(tmp_path / "nope.env")},
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert (
+        missing.returncode == 1
+        and missing.stderr == f"error: SLUICE_DEPLOY_ENV={tmp_path / 'nope.env'}: no such file\n"
+    )
+    env_file = tmp_path / "deploy.env"
+    env_file.write_text("".join(f"export {k}='{v}'\n" for k, v in STACK_ENV.items()), encoding="utf-8")
+    no_api = subprocess.run(
+        ["./run", "deploy"], cwd=ROOT,
+        env={**clean, "SLUICE_DEPLOY_ENV": str(env_file), "PREFECT_PROFILES_PATH": str(tmp_path / "none.toml")},
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert no_api.returncode == 1, no_api.stdout[-2000:] + no_api.stderr[-2000:]
+    assert "no Prefect API to deploy to: `.venv/bin/prefect cloud login` first" in no_api.stderr
+    assert "Deploying" not in no_api.stdout
