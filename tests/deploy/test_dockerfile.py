@@ -36,6 +36,19 @@ def test_multi_stage_non_root_project_at_opt_prefect_sluice() -> None:
     assert "ghcr.io/astral-sh/uv:0.13.9" in DOCKERFILE
 
 
+def test_the_entrypoint_forwards_a_stop_to_the_flows_process_and_the_code_is_compiled_and_read_only() -> None:
+    """PID 1 is sluice.init (tests/deploy/test_init.py): as `prefect flow-run execute`, ECS's SIGTERM was ignored.
+    The working folder's copy of the code, which the flows import, is compiled at build and owned by root."""
+    runtime = instructions()[max(i for i, (op, _) in enumerate(instructions()) if op == "FROM") :]
+    assert ("ENTRYPOINT", '["python", "-m", "sluice.init"]') in runtime
+    copies = [arg for op, arg in runtime if op == "COPY"]
+    assert copies and not any("--chown" in arg for arg in copies)
+    assert any(
+        op == "RUN" and "compileall" in arg and "sluice flows tasks schemas" in arg
+        for op, arg in instructions()
+    )
+
+
 def test_installs_from_the_lock_file_without_any_dependency_group() -> None:
     runs = [arg for op, arg in instructions() if op == "RUN" and "uv sync" in arg]
     # --no-dev would still install the other default groups (deploy tooling, the embedded pgserver).
@@ -94,6 +107,14 @@ def test_the_build_context_leaves_out_every_secret_bearing_file_wherever_it_is(t
         "schemas/prod.env",
         "sluice/deploy-key.pem",
         "flows/id_rsa",
+        "sluice/.aws/credentials",
+        "sluice/.netrc",
+        "sluice/.envrc",
+        "sluice/.pgpass",
+        "sluice/credentials.json",
+        "schemas/key.p12",
+        "tasks/debug.log",
+        "flows/.ipynb_checkpoints/x.py",
         ".git/config",
         ".venv/bin/python",
     ]

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from urllib.parse import parse_qs, urlparse
 import boto3
 import httpx
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from tests.conftest import free_port
@@ -191,6 +193,113 @@ def test_a_deployment_s_run_executes_inside_the_image_like_the_ecs_worker_runs_i
     mine = [r for r in records if r.get("flow_run_id") == str(flow_run.id)]
     assert any(r.get("state") == "load" and r.get("dataset") == "dailycheckins" for r in mine), records[-5:]
     assert not [r for r in records if r.get("level") == "ERROR"]
+
+
+def test_a_stopped_container_ends_its_flow_run_and_says_so(
+    image: str,
+    server: tuple[str, dict[str, str]],  # noqa: F811 (the fixture imported above)
+    postgres_over_tcp: str,
+    pg_url: str,
+    moto_endpoint: str,
+) -> None:
+    """`docker stop` (ECS: StopTask, a cancelled run, a scale-in) during a flow run: `prefect flow-run execute` as
+    PID 1 ignored the SIGTERM and the flow's own process never got it, so the stop waited out its timeout, ended in
+    SIGKILL (exit 137) and left the run `Running` and its ledger without a word. The image's init forwards it."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    api, env = server
+    cli(env, "work-pool", "create", "sluice-ecs-stop", "--type", "ecs")
+    bucket = f"sluice-landing-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    s3.create_bucket(Bucket=bucket)
+    key = "tm/dailycheckins/2024/03/02/big-dailycheckins.csv"
+    user = f"stop-{uuid.uuid4().hex[:6]}"
+    s3.put_object(Bucket=bucket, Key=key, Body=CSV.replace("ned", user).encode())
+    pull = yaml.safe_load((ROOT / "prefect.yaml").read_text())["pull"]
+
+    async def create_run() -> Any:
+        async with get_client() as client:
+            flow_id = await client.create_flow_from_name("ingest-file")
+            deployment_id = await client.create_deployment(
+                flow_id=flow_id, name="s3-event-stop", work_pool_name="sluice-ecs-stop",
+                entrypoint="flows/ingest.py:ingest_file", pull_steps=pull,
+            )  # fmt: skip
+            return await client.create_flow_run_from_deployment(
+                deployment_id, parameters={"source": f"s3://{bucket}/{key}"}
+            )
+
+    with temporary_settings({PREFECT_API_URL: api}):
+        flow_run = run_coro_as_sync(create_run())
+    container_env = {
+        "PREFECT_API_URL": api,
+        "PREFECT__FLOW_RUN_ID": str(flow_run.id),
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "SLUICE_DATABASE_URL": postgres_over_tcp,
+        "SLUICE_LANDING_URI": f"s3://{bucket}",
+        "SLUICE_STAGING_URI": f"s3://{bucket}/staging",
+        "SLUICE_QUARANTINE_URI": f"s3://{bucket}/quarantine",
+    }
+    from sluice.ledger_entry import TERMINATED
+    from sluice.tables import ensure
+    from sluice.tables.tm import daily_checkins
+
+    held = sa.create_engine(pg_url)
+    ensure(held, daily_checkins)
+    name = f"sluice-stop-{uuid.uuid4().hex[:6]}"
+    args = [a for k, v in container_env.items() for a in ("-e", f"{k}={v}")]
+    subprocess.run(
+        ["docker", "run", "-d", "--name", name, "--network", "host", *args, image, "prefect", "flow-run", "execute"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    try:
+
+        def extracted() -> bool:
+            logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, timeout=60)
+            return "extract success" in logs.stdout + logs.stderr
+
+        # The run's load waits on this lock, so the stop comes while it runs, whatever the machine's speed; the lock
+        # goes soon after (a load blocked in PostgreSQL sees the signal once its statement returns).
+        with held.begin() as conn:
+            conn.execute(sa.text("LOCK TABLE tm.daily_checkins IN ACCESS EXCLUSIVE MODE"))
+            wait_for(extracted, 120, "the run's extract")
+            time.sleep(1)
+            started = time.monotonic()
+            stopping = subprocess.Popen(["docker", "stop", "-t", "25", name], stdout=subprocess.DEVNULL)
+            time.sleep(2)
+        stop_code = stopping.wait(timeout=120)
+        stopped_in = time.monotonic() - started
+        code = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.ExitCode}}", name],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60, check=False)
+        held.dispose()
+    assert stop_code == 0
+    assert code != "137", "SIGKILLed at the end of the stop timeout: the SIGTERM reached nothing"
+    assert stopped_in < 20, stopped_in
+    state = httpx.get(f"{api}/flow_runs/{flow_run.id}", timeout=10).json()
+    assert state["state_type"] in ("FAILED", "CRASHED", "CANCELLED"), state["state"]
+    with sa.create_engine(pg_url).connect() as conn:
+        ledger = conn.execute(
+            sa.text(
+                "SELECT state, status, error FROM sluice.run_ledger WHERE flow_run_id = :id ORDER BY seq"
+            ),
+            {"id": str(flow_run.id)},
+        ).all()
+        loaded = conn.execute(
+            sa.text("SELECT count(*) FROM tm.daily_checkins WHERE username = :user"), {"user": user}
+        ).scalar_one()
+    # The run says where it stopped and why; what it had not committed was rolled back.
+    assert ledger[-1] == ("load", "fail", TERMINATED), ledger
+    assert loaded == 0
 
 
 @pytest.fixture
