@@ -76,7 +76,7 @@ def _start(
     except UnknownDataset as exc:
         _record_refusal(ledger, source, dataset, "fail", str(exc))
         raise
-    if spec is None and not storage.is_s3(source) and not Path(source.removeprefix("file://")).exists():
+    if spec is None and not storage.is_s3(source) and not Path(storage.local_path(source)).exists():
         # A mistyped local path is a failure, not "unclaimed" (an unclaimed S3 key is an event for another prefix).
         message = f"{source}: file not found"
         _record_refusal(ledger, source, dataset, "fail", message)

@@ -36,13 +36,26 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
-def absolute(uri: str) -> str:
-    """``uri`` as a run records it: an S3 URI as given, a local path made absolute (``os.path.abspath``, ``..``
-    folded), so that one file is one source whatever folder it was named from. Links are not resolved: the path
-    stays the one the file landed under, inside the landing zone."""
-    if is_s3(uri) or uri.startswith("file://"):
+def local_path(uri: str) -> str:
+    """A local file's path: ``uri`` itself, or the path a ``file://`` URI names (``file:///data/a%20b.csv`` is
+    ``/data/a b.csv``: it was looked for as ``/data/a%20b.csv``, "file not found", and the unencoded form was
+    recorded with its scheme, another source than the same file named by its path)."""
+    if not uri.startswith("file://"):
         return uri
-    return os.path.abspath(uri)
+    host, _, path = uri.removeprefix("file://").partition("/")
+    if host not in ("", "localhost"):
+        return uri  # another machine's file: not readable here, and "not found" says so
+    return unquote("/" + path)
+
+
+def absolute(uri: str) -> str:
+    """``uri`` as a run records it: an S3 URI as given, a local path (or ``file://`` URI) made an absolute path
+    (``os.path.abspath``, ``..`` folded), so that one file is one source whatever folder it was named from. Links are
+    not resolved: the path stays the one the file landed under, inside the landing zone."""
+    if is_s3(uri):
+        return uri
+    path = local_path(uri)
+    return path if path.startswith("file://") else os.path.abspath(path)
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -216,7 +229,7 @@ def fetch(uri: str, work_dir: Path, version_id: str | None = None) -> FetchedFil
     the S3 event) reads that version of the object, not whatever was written to the key since.
     """
     if not is_s3(uri):
-        path = Path(uri.removeprefix("file://"))
+        path = Path(local_path(uri))
         if not path.is_file():
             if path.exists():  # a pipe, say: "file not found" sent the user looking for a file that is there
                 raise SourceUnreadable(f"{uri}: not a regular file (a pipe, socket or device)")
@@ -548,7 +561,7 @@ def list_files(prefix: str) -> Listing:
     """
     if is_s3(prefix):
         return _list_s3(prefix)
-    root = Path(absolute(prefix).removeprefix("file://"))
+    root = Path(absolute(prefix))
     if root.is_file():
         if reason := unusable_name(str(root)):
             return Listing([], [Unlisted(printable(str(root)), reason, always=True)])

@@ -107,13 +107,15 @@ def ingest(
         raise fail(f"--mode must be hard or soft, not {mode!r}", code=2)
     output.known_dataset(dataset)
     output.landed(source)
-    if not source.startswith("s3://") and Path(source.removeprefix("file://")).is_dir():
+    from sluice.adapters.storage import local_path  # standard library only
+
+    if not source.startswith("s3://") and Path(local_path(source)).is_dir():
         # was "skipped: no registered dataset claims this key" (exit 0), or with --dataset "file not found"
         raise fail(f"{source} is a folder: `sluice backfill {source}` ingests every file under it", code=2)
-    if dataset is None and not source.startswith("s3://") and Path(source.removeprefix("file://")).is_file():
+    if dataset is None and not source.startswith("s3://") and Path(local_path(source)).is_file():
         from sluice import datasets  # the registry: kept off `sluice --help` (pandas)
 
-        if datasets.resolve(source) is None:
+        if datasets.resolve(local_path(source)) is None:
             # a file the user named, that nothing would load: was "skipped" and exit 0, which a script took for a
             # success (an S3 event for another prefix is still a recorded skip: the flow's, not this command's)
             raise fail(f"{source}: no dataset claims this file's name; --dataset NAME loads it as NAME")

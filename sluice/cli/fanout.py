@@ -131,7 +131,7 @@ def fingerprint(uri: str) -> str:
         for block in body.iter_chunks(_HASH_BLOCK):
             digest.update(block)
     else:
-        with Path(uri.removeprefix("file://")).open("rb") as handle:
+        with Path(storage.local_path(uri)).open("rb") as handle:
             while block := handle.read(_HASH_BLOCK):
                 digest.update(block)
     return digest.hexdigest()

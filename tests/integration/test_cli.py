@@ -680,3 +680,18 @@ def test_run_sluice_from_another_folder_reads_the_callers_paths_in_the_checkouts
     report = json.loads(done.stdout)
     assert (report["status"], report["source"]) == ("success", str(landed))
     assert (tmp_path / "home").is_dir() and not (root / "~").exists() and not (caller / "~").exists()
+
+
+def test_a_file_uri_is_the_file_it_names(sluice_env: Path) -> None:
+    """`file:///…/file%20uri%20dailycheckins.csv` (a file URI as URIs are written) was "file not found"; the
+    unencoded form loaded but recorded `file://…` as its source: another file than the same one named by its path."""
+    from urllib.parse import quote
+
+    landed = sluice_env / "landing" / "with space" / "file uri dailycheckins.csv"
+    landed.parent.mkdir(parents=True)
+    landed.write_text(GOOD, encoding="utf-8")
+
+    code, out, _ = invoke("ingest", f"file://{quote(str(landed))}", "--json")
+    assert (code, json.loads(out)["status"], json.loads(out)["source"]) == (0, "success", str(landed)), out
+    code, out, _ = invoke("ingest", f"file://{landed}", "--json")  # unencoded, as people write them too
+    assert (code, json.loads(out)["status"], json.loads(out)["source"]) == (0, "skipped", str(landed)), out
