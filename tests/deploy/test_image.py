@@ -127,31 +127,33 @@ def test_the_image_is_small_and_runs_as_a_non_root_user(image: str) -> None:
     assert absent == "[]"
 
 
-def test_a_deployment_s_run_executes_inside_the_image_like_the_ecs_worker_runs_it(
-    image: str,
-    server: tuple[str, dict[str, str]],  # noqa: F811 (the fixture imported above)
-    postgres_over_tcp: str,
-    pg_url: str,
+def ecs_flow_run(
+    server: tuple[str, dict[str, str]],  # noqa: F811 (the fixture's value, passed on)
     moto_endpoint: str,
-) -> None:
+    postgres: str,
+    body: str,
+    pool: str,
+) -> tuple[Any, list[str]]:
+    """A landed object, a deployment of ingest-file on an `ecs` pool with prefect.yaml's pull step, and a flow run of
+    it; returns the run and the `docker run` arguments of the environment the ECS worker gives it."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     api, env = server
-    cli(env, "work-pool", "create", "sluice-ecs", "--type", "ecs")
+    cli(env, "work-pool", "create", pool, "--type", "ecs")
     bucket = f"sluice-landing-{uuid.uuid4().hex[:8]}"
     s3 = boto3.client("s3", endpoint_url=moto_endpoint)
     s3.create_bucket(Bucket=bucket)
     key = "tm/dailycheckins/2024/03/01/dailycheckins.csv"
-    s3.put_object(Bucket=bucket, Key=key, Body=CSV.encode())
+    s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
     pull = yaml.safe_load((ROOT / "prefect.yaml").read_text())["pull"]  # what the ECS container runs first
 
     async def create_run() -> Any:
         async with get_client() as client:
             flow_id = await client.create_flow_from_name("ingest-file")
             deployment_id = await client.create_deployment(
-                flow_id=flow_id, name="s3-event", work_pool_name="sluice-ecs",
+                flow_id=flow_id, name=f"s3-event-{pool}", work_pool_name=pool,
                 entrypoint="flows/ingest.py:ingest_file", pull_steps=pull,
             )  # fmt: skip
             return await client.create_flow_run_from_deployment(
@@ -167,12 +169,23 @@ def test_a_deployment_s_run_executes_inside_the_image_like_the_ecs_worker_runs_i
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "SLUICE_DATABASE_URL": postgres_over_tcp,
+        "SLUICE_DATABASE_URL": postgres,
         "SLUICE_LANDING_URI": f"s3://{bucket}",
         "SLUICE_STAGING_URI": f"s3://{bucket}/staging",
         "SLUICE_QUARANTINE_URI": f"s3://{bucket}/quarantine",
     }
-    args = [a for k, v in container_env.items() for a in ("-e", f"{k}={v}")]
+    return flow_run, [a for k, v in container_env.items() for a in ("-e", f"{k}={v}")]
+
+
+def test_a_deployment_s_run_executes_inside_the_image_like_the_ecs_worker_runs_it(
+    image: str,
+    server: tuple[str, dict[str, str]],  # noqa: F811 (the fixture imported above)
+    postgres_over_tcp: str,
+    pg_url: str,
+    moto_endpoint: str,
+) -> None:
+    api, _ = server
+    flow_run, args = ecs_flow_run(server, moto_endpoint, postgres_over_tcp, CSV, "sluice-ecs")
     # The ECS worker's command for a flow run (prefect-aws: the container's command override).
     result = subprocess.run(
         ["docker", "run", "--rm", "--network", "host", *args, image, "prefect", "flow-run", "execute"],
@@ -205,45 +218,9 @@ def test_a_stopped_container_ends_its_flow_run_and_says_so(
     """`docker stop` (ECS: StopTask, a cancelled run, a scale-in) during a flow run: `prefect flow-run execute` as
     PID 1 ignored the SIGTERM and the flow's own process never got it, so the stop waited out its timeout, ended in
     SIGKILL (exit 137) and left the run `Running` and its ledger without a word. The image's init forwards it."""
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-    from prefect.utilities.asyncutils import run_coro_as_sync
-
-    api, env = server
-    cli(env, "work-pool", "create", "sluice-ecs-stop", "--type", "ecs")
-    bucket = f"sluice-landing-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
-    s3.create_bucket(Bucket=bucket)
-    key = "tm/dailycheckins/2024/03/02/big-dailycheckins.csv"
+    api, _ = server
     user = f"stop-{uuid.uuid4().hex[:6]}"
-    s3.put_object(Bucket=bucket, Key=key, Body=CSV.replace("ned", user).encode())
-    pull = yaml.safe_load((ROOT / "prefect.yaml").read_text())["pull"]
-
-    async def create_run() -> Any:
-        async with get_client() as client:
-            flow_id = await client.create_flow_from_name("ingest-file")
-            deployment_id = await client.create_deployment(
-                flow_id=flow_id, name="s3-event-stop", work_pool_name="sluice-ecs-stop",
-                entrypoint="flows/ingest.py:ingest_file", pull_steps=pull,
-            )  # fmt: skip
-            return await client.create_flow_run_from_deployment(
-                deployment_id, parameters={"source": f"s3://{bucket}/{key}"}
-            )
-
-    with temporary_settings({PREFECT_API_URL: api}):
-        flow_run = run_coro_as_sync(create_run())
-    container_env = {
-        "PREFECT_API_URL": api,
-        "PREFECT__FLOW_RUN_ID": str(flow_run.id),
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "SLUICE_DATABASE_URL": postgres_over_tcp,
-        "SLUICE_LANDING_URI": f"s3://{bucket}",
-        "SLUICE_STAGING_URI": f"s3://{bucket}/staging",
-        "SLUICE_QUARANTINE_URI": f"s3://{bucket}/quarantine",
-    }
+    flow_run, args = ecs_flow_run(server, moto_endpoint, postgres_over_tcp, CSV.replace("ned", user), "stop")
     from sluice.ledger_entry import TERMINATED
     from sluice.tables import ensure
     from sluice.tables.tm import daily_checkins
@@ -251,7 +228,6 @@ def test_a_stopped_container_ends_its_flow_run_and_says_so(
     held = sa.create_engine(pg_url)
     ensure(held, daily_checkins)
     name = f"sluice-stop-{uuid.uuid4().hex[:6]}"
-    args = [a for k, v in container_env.items() for a in ("-e", f"{k}={v}")]
     subprocess.run(
         ["docker", "run", "-d", "--name", name, "--network", "host", *args, image, "prefect", "flow-run", "execute"],
         capture_output=True, text=True, timeout=120, check=True,
