@@ -26,7 +26,7 @@ from rich.text import Text
 
 from sluice import services
 from sluice.cli import api, aws, backfill, data2bots, notify, output, sertis, totesys
-from sluice.cli.output import AsJson, Verbose, console, err, escape, fail, print_json, where
+from sluice.cli.output import AsJson, Verbose, console, err, escape, fail, print_json, warn, where
 from sluice.errors import SluiceError, counted, rows_line, stopped_by
 from sluice.files import identity
 from sluice.progress import tell
@@ -176,7 +176,15 @@ def ledger(
     """Recent runs (file, status, the state reached, rows, error), from the configured ledger backend."""
     _prepare(server=False)
     from sluice.ledger import get_ledger, reap_abandoned, summarize  # kept off `sluice --help` (SQLAlchemy)
+    from sluice.settings import get_settings
 
+    settings = get_settings()
+    if settings.ledger == "postgres" and "ledger_table" in settings.model_fields_set:
+        # `. .sluice/deploy.env` sets the stack's table, not the backend: an empty list looked like no runs
+        warn(
+            f"SLUICE_LEDGER_TABLE={settings.ledger_table} is set, but SLUICE_LEDGER is postgres: these are the "
+            "warehouse's runs (SLUICE_LEDGER=dynamodb reads the table)"
+        )
     store = get_ledger()
     reap_abandoned(store)
     runs = store.recent(limit)

@@ -695,3 +695,24 @@ def test_a_file_uri_is_the_file_it_names(sluice_env: Path) -> None:
     assert (code, json.loads(out)["status"], json.loads(out)["source"]) == (0, "success", str(landed)), out
     code, out, _ = invoke("ingest", f"file://{landed}", "--json")  # unencoded, as people write them too
     assert (code, json.loads(out)["status"], json.loads(out)["source"]) == (0, "skipped", str(landed)), out
+
+
+def test_ledger_says_when_a_dynamodb_table_is_set_but_not_the_backend(
+    sluice_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After `. .sluice/deploy.env` (the stack's SLUICE_LEDGER_TABLE, not SLUICE_LEDGER), `sluice ledger` showed
+    the local warehouse's runs, an empty table, without a word: it looked as if the stack had run nothing."""
+    from sluice.settings import reload_settings
+
+    code, _, err = invoke("ledger")
+    assert (code, err) == (0, "")
+    monkeypatch.setenv("SLUICE_LEDGER_TABLE", "sluice-run-ledger")
+    reload_settings()
+    code, _, err = invoke("ledger")
+    assert code == 0
+    assert err == (
+        "warning: SLUICE_LEDGER_TABLE=sluice-run-ledger is set, but SLUICE_LEDGER is postgres: these are the "
+        "warehouse's runs (SLUICE_LEDGER=dynamodb reads the table)\n"
+    )
+    monkeypatch.delenv("SLUICE_LEDGER_TABLE")
+    reload_settings()  # not left to the next test: sluice_env's own reload runs before the variable goes
