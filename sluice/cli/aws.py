@@ -210,7 +210,8 @@ def setup(
     except NoRegionError:
         raise fail("no region: pass --region or set AWS_REGION (or AWS_DEFAULT_REGION)", code=2) from None
     except (BotoCoreError, ClientError) as exc:
-        raise fail(f"stack {stack} in {region or 'the default region'}: {exc}") from None
+        where = region or boto3.session.Session().region_name or "no region"
+        raise fail(f"stack {stack} in {where}: {exc}") from None
     console.print(f"wrote [bold]{path}[/] ({len(env)} variables from stack {stack})")
     console.print(f"Prefect API: [bold]{api}[/]", highlight=False)
     for what, name in (made or {}).items():

@@ -191,6 +191,7 @@ def test_setup_names_what_the_stack_lacks(stack: MotoStack, tmp_path: Path) -> N
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert missing.returncode == 1 and "no-such-stack" in missing.stderr and "Traceback" not in missing.stderr
+    assert missing.stderr.startswith(f"error: stack no-such-stack in {REGION}: ")  # a wrong region shows
 
 
 @pytest.fixture(autouse=True)
