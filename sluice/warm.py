@@ -184,7 +184,9 @@ def fingerprint(env: Mapping[str, str], cwd: str) -> str:
                 "path": sys.path if sys.flags.safe_path else sys.path[1:],
                 "cwd": cwd,
                 "home": str(home),
-                "env": sorted((k, v) for k, v in env.items() if not volatile(k)),
+                # SLUICE_HOME as the resolved home above: `./run demo` (unset: .sluice) and `./run sluice` (the
+                # same folder, absolute) replaced each other's runner at every switch, and ran in-process (3-5 s)
+                "env": sorted((k, v) for k, v in env.items() if not volatile(k) and k != "SLUICE_HOME"),
             }
         ).encode()
     )

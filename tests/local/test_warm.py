@@ -415,3 +415,20 @@ def test_services_stop_lets_an_idle_runner_exit_by_itself(home: Path, warm_runne
     assert gone(warm_runner)
     assert f"[{warm_runner}] stopped" in runner_log(home), runner_log(home)[-2000:]
     assert took < 15, f"services stop took {took:.1f} s"
+
+
+def test_one_home_written_two_ways_is_one_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`./run demo` leaves SLUICE_HOME unset (`.sluice` of the checkout) and `./run sluice` passes the same folder
+    absolute: the two fingerprints differed, so each replaced the other's runner and ran in-process (3-5 s instead of
+    0.4 s). Another home is still another environment."""
+    from sluice.warm import fingerprint
+
+    env = {k: v for k, v in os.environ.items() if k != "SLUICE_HOME"}
+    monkeypatch.chdir(tmp_path)  # a client's fingerprint is taken in its working folder
+    cwd = str(tmp_path)
+    unset = fingerprint(env, cwd)
+    assert fingerprint({**env, "SLUICE_HOME": str(tmp_path / ".sluice")}, cwd) == unset
+    assert fingerprint({**env, "SLUICE_HOME": ".sluice"}, cwd) == unset
+    assert fingerprint({**env, "SLUICE_HOME": str(tmp_path / "other")}, cwd) != unset
