@@ -193,10 +193,9 @@ def setup(
         lacking = stack_lacks(env)
         if lacking:  # before anything is made: a pool updated from half a stack lost its role
             raise fail(f"stack {stack} in {region}: {'; '.join(lacking)}: is it Sluice's stack, up to date?")
+        # Before the pool: a path that cannot be written fails here, not after the pool was made.
         try:
-            env_file.parent.mkdir(
-                parents=True, exist_ok=True
-            )  # before the pool: a path that cannot be written
+            env_file.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise fail(f"--env-file {env_file}: cannot write there ({exc.strerror or exc})") from None
         try:
