@@ -19,7 +19,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sluice.adapters.storage import no_credentials
+from sluice.adapters.storage import access_denied, no_credentials
 from sluice.errors import ConfigurationError, clipped
 from sluice.ledger_entry import LedgerEntry
 
@@ -48,7 +48,7 @@ class DynamoDBLedger:
         or botocore's bare line (``An error occurred (403) when calling the UpdateItem operation``)."""
         if (unsigned := no_credentials(self.where, exc, "use it")) is not None:
             return unsigned
-        if isinstance(exc, ClientError) and _denied(exc):
+        if isinstance(exc, ClientError) and access_denied(exc):
             return ConfigurationError(
                 f"{self.where}: {_said(exc)}: these credentials need dynamodb:{action} on it (the stack's task role "
                 "has DescribeTable, UpdateItem and Query; `sluice ledger` also needs Scan), or set "
@@ -79,7 +79,7 @@ class DynamoDBLedger:
                 BillingMode="PAY_PER_REQUEST",
             )
         except ClientError as exc:
-            if _denied(exc):
+            if access_denied(exc):
                 raise ConfigurationError(
                     f"{self.where} does not exist, and these credentials may not create it ({_said(exc)}): set "
                     "SLUICE_LEDGER_TABLE to the stack's table (output LedgerTableName) and AWS_REGION to the "
@@ -185,13 +185,6 @@ class DynamoDBLedger:
         runs = [run for run in runs if run]
         runs.sort(key=lambda run: run[0].started_at, reverse=True)
         return runs[:limit]
-
-
-def _denied(exc: ClientError) -> bool:
-    # moto answers a denied JSON-protocol call with a 403 and an XML body botocore cannot parse (code "403").
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    code = exc.response.get("Error", {}).get("Code")
-    return status == 403 or code in ("AccessDeniedException", "AccessDenied", "UnrecognizedClientException")
 
 
 def _said(exc: ClientError) -> str:

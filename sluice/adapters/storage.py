@@ -157,6 +157,16 @@ def _is_denied(exc: Exception) -> bool:
     return code in {"AccessDenied", "403", "Forbidden", "KMS.AccessDeniedException", "AllAccessDisabled"}
 
 
+def access_denied(exc: BaseException) -> bool:
+    """Whether AWS refused ``exc``'s call to these credentials, for a JSON-protocol service (DynamoDB, Secrets
+    Manager; S3's codes are ``_is_denied``'s). moto answers a denied one with a 403 and an XML body botocore
+    cannot parse (code "403")."""
+    response = getattr(exc, "response", None) or {}
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = response.get("Error", {}).get("Code")
+    return status == 403 or code in ("AccessDeniedException", "AccessDenied", "UnrecognizedClientException")
+
+
 def key_forms(uri: str) -> list[str]:
     """``uri`` as given, then its key URL-decoded (form- and RFC 3986-style), without repeats.
 

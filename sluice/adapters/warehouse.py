@@ -189,7 +189,7 @@ def secret_value(arn: str, variable: str = "SLUICE_DATABASE_SECRET_ARN") -> str:
     import boto3  # AWS modules only when the warehouse URL is in Secrets Manager
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from sluice.adapters.storage import no_credentials
+    from sluice.adapters.storage import access_denied, no_credentials
 
     client = boto3.client("secretsmanager")
     where = f"secret {arn.rsplit(':', 1)[-1]} ({variable}, in {client.meta.region_name})"
@@ -198,17 +198,14 @@ def secret_value(arn: str, variable: str = "SLUICE_DATABASE_SECRET_ARN") -> str:
     except (BotoCoreError, ClientError) as exc:
         if (unsigned := no_credentials(where, exc, "read it")) is not None:
             raise unsigned from None
-        code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
-        status = (
-            exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if isinstance(exc, ClientError)
-            else 0
-        )
-        if code == "ResourceNotFoundException":
+        if (
+            isinstance(exc, ClientError)
+            and exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
+        ):
             raise ConfigurationError(
                 f"{where}: no such secret there (is AWS_REGION the stack's region? is {variable} its output?)"
             ) from None
-        if code in ("AccessDeniedException", "AccessDenied") or status == 403:
+        if access_denied(exc):
             raise ConfigurationError(
                 f"{where}: access denied reading it: these credentials need secretsmanager:GetSecretValue on it "
                 "(on ECS, the stack's task role reads the warehouse's and the Totesys source's secrets only)"
