@@ -219,16 +219,10 @@ def fitted(name: str, limit: int = NAME_BYTES) -> str:
 
 
 def _local_name(key: str) -> str:
-    """A file name for a fetched object: its base name when the file system takes it, else a short stand-in
-    that keeps the suffix (S3 keys run to 1,024 bytes; a file name to 255)."""
+    """A file name for a fetched object: its base name when the file system takes it, else ``fitted``'s short
+    stand-in that keeps the suffix (S3 keys run to 1,024 bytes; a file name to 255)."""
     name = basename(key)
-    if name in {"", ".", ".."}:
-        return "object"
-    if len(name.encode()) <= 200:
-        return name
-    suffix = "".join(Path(name).suffixes[-2:])
-    suffix = suffix if len(suffix.encode()) <= 20 else ""
-    return f"object-{hashlib.sha256(name.encode()).hexdigest()[:16]}{suffix}"
+    return "object" if name in {"", ".", ".."} else fitted(name)
 
 
 def fetch(uri: str, work_dir: Path, version_id: str | None = None) -> FetchedFile:
