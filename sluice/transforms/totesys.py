@@ -324,9 +324,9 @@ def current(before: pd.DataFrame, batch: pd.DataFrame, key: str) -> pd.DataFrame
     Not the newest ``last_updated``: a row updated again with a stamp behind the version loaded before (a long
     transaction's ``now()``, an application server with a slower clock) is the source's row all the same, and
     its dimension must show it, as ``dim_location`` and the other dimensions built from the batch alone do."""
-    if before is None or before.empty:
+    if before.empty:
         return latest([batch], key)
-    if batch is None or batch.empty:
+    if batch.empty:
         return before
     fresh = latest([batch], key)
     kept = before[~ids(before[key]).isin(set(ids(fresh[key]).dropna()))]
