@@ -208,10 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in problems(Path(name).read_text(encoding="utf-8"), os.environ):
             print(f"{name}: {line}", file=sys.stderr)
             failed = True
-    if NEED_API in args and not os.environ.get("PREFECT_API_URL", "").strip():
-        from sluice.runtime import profile_api_url  # reads the profile's file, without importing Prefect
+    if NEED_API in args:
+        from sluice.runtime import users_api_url  # reads the profile's file, without importing Prefect
 
-        if profile_api_url() is None:
+        if users_api_url() is None:
             # `prefect deploy` made the deployments on a temporary server of its own, gone when it ended
             print(
                 "no Prefect API to deploy to: `.venv/bin/prefect cloud login` first (or set PREFECT_API_URL)",

@@ -82,6 +82,12 @@ def profile_api_url() -> str | None:
     return url if isinstance(url, str) and url.strip() else None
 
 
+def users_api_url() -> str | None:
+    """The Prefect API the user chose (``PREFECT_API_URL``, else their profile's), or None: then a command that
+    makes pools or deployments would make them where no deploy and no Cloud workspace looks."""
+    return os.environ.get("PREFECT_API_URL", "").strip() or profile_api_url()
+
+
 class _StderrWarning(logging.Handler):
     """``warning: <message>`` (with ``SLUICE_JSON_LOGS``, a JSON line like every log line) on the stderr of the
     moment (the warm runner's child gets its client's); not for a record made with ``extra={"to_console": False}``

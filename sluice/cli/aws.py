@@ -10,7 +10,6 @@ the ECS push work pool (credentials, cluster, VPC, subnets and the task security
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 from pathlib import Path
@@ -21,7 +20,7 @@ import typer
 from sluice.cli.output import console, fail
 from sluice.deploycheck import network_configuration
 from sluice.errors import described
-from sluice.runtime import prepare, profile_api_url
+from sluice.runtime import prepare, users_api_url
 from sluice.warm import project_root
 
 aws_app = typer.Typer(help="AWS: configure Prefect from the deployed stack (see README 'Deploy to AWS').")
@@ -172,7 +171,7 @@ def setup(
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
-    if "PREFECT_API_URL" not in os.environ and profile_api_url() is None:
+    if users_api_url() is None:
         # It went to this home's local server, where `./run deploy` (a temporary server of Prefect's) never looks
         raise fail(
             "no Prefect API to set up: `.venv/bin/prefect cloud login` first (the ecs:push pool is Prefect Cloud's), "
