@@ -906,3 +906,47 @@ def test_changes_stamped_after_the_source_clock_is_set_back_an_hour_are_extracte
                 sa.text(f"ALTER DATABASE {database} RESET timezone")
             )
         src.dispose()
+
+
+def test_values_the_oltp_and_the_warehouse_hold_load_though_the_samples_never_show_them(
+    totesys_env: Env,
+) -> None:
+    """A return (negative units and quantity), an empty e-mail address, a lower-case or unheard-of transaction
+    type and an ISO currency code Sluice has no name for are all legal in the OLTP and fit the warehouse. Checks
+    taken from the samples (``SALE``/``PURCHASE``, an ``@``, ``>= 0``) failed the cycle at
+    validate, and, the pipeline being hard, every cycle after it until someone edited the source."""
+    seeded(totesys_env)
+    wh = totesys_env.warehouse
+    with totesys_env.source.begin() as conn:
+        for statement in (
+            "UPDATE sales_order SET units_sold = -3, last_updated = now() WHERE sales_order_id = 4",
+            "UPDATE purchase_order SET item_quantity = -2, last_updated = now() WHERE purchase_order_id = 1",
+            "UPDATE staff SET email_address = '', last_updated = now() WHERE staff_id = 2",
+            "UPDATE transaction SET transaction_type = 'refund', last_updated = now() WHERE transaction_id = 5",
+            "UPDATE currency SET currency_code = 'xaf', last_updated = now() WHERE currency_id = 1",
+        ):
+            conn.execute(sa.text(statement))
+    result = cycle()
+    assert result.status == "success", result.error
+    with wh.connect() as conn:
+        read = lambda sql: conn.execute(sa.text(sql)).scalar_one()  # noqa: E731
+        assert units(totesys_env, 4)[-1] == -3
+        assert (
+            read(
+                "SELECT item_quantity FROM warehouse.fact_purchase_order WHERE purchase_order_id = 1 "
+                "ORDER BY last_updated_date DESC, last_updated_time DESC LIMIT 1"
+            )
+            == -2
+        )
+        assert read("SELECT email_address FROM warehouse.dim_staff WHERE staff_id = 2") == ""
+        assert (
+            read("SELECT transaction_type FROM warehouse.dim_transaction WHERE transaction_id = 5")
+            == "refund"
+        )
+        assert (
+            read(
+                "SELECT currency_code || '|' || currency_name FROM warehouse.dim_currency WHERE currency_id = 1"
+            )
+            == "XAF|XAF"
+        )
+    assert orphans(wh) == []
