@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
 import pandera.pandas as pa
 from pandera.engines import pandas_engine
@@ -24,6 +26,12 @@ SHIPMENTS_COLUMNS = ("shipment_id", "order_id", "shipment_date", "delivery_date"
 Id = Series[pd.Int64Dtype]
 Day = Series[pandas_engine.Date]
 
+# The years a generated ``if_common.dim_dates`` covers. An order outside them is refused at staging, with its row:
+# staged, it made the dimension that the analytics create from the orders' years fail its own model, and every
+# analytics run with it (a typo such as 1850 or 2250 for a real order's year).
+FIRST_DAY, LAST_DAY = dt.date(1900, 1, 1), dt.date(2200, 12, 31)
+IN_CALENDAR = f"a day dim_dates can hold ({FIRST_DAY} to {LAST_DAY})"
+
 
 class _Strict(pa.DataFrameModel):
     class Config:
@@ -39,6 +47,12 @@ class Order(_Strict):
     unit_price: Series[float] = pa.Field(ge=0, lt=1e12)  # numeric(14, 2)
     quantity: Id = pa.Field(gt=0, le=INT4_MAX)
     total_price: Series[float] = pa.Field(ge=0, lt=1e14)  # numeric(16, 2)
+
+    @pa.check("order_date", name=IN_CALENDAR)
+    def _in_calendar(cls, days: pd.Series) -> pd.Series:
+        return (
+            days.map(lambda day: FIRST_DAY <= day <= LAST_DAY, na_action="ignore").fillna(True).astype(bool)
+        )
 
     @pa.check("unit_price", "total_price", name="at most 2 decimals (to the cent)")
     def _cents(cls, values: pd.Series) -> pd.Series:
@@ -111,7 +125,7 @@ class BestPerformingProduct(_Strict):
 
 class DimDates(_Strict):
     calendar_dt: Day = pa.Field(unique=True)
-    year_num: Id = pa.Field(ge=1900, le=2200)
+    year_num: Id = pa.Field(ge=FIRST_DAY.year, le=LAST_DAY.year)
     month_of_the_year_num: Id = pa.Field(ge=1, le=12)
     day_of_the_month_num: Id = pa.Field(ge=1, le=31)
     day_of_the_week_num: Id = pa.Field(ge=1, le=7, description="1 = Monday … 7 = Sunday")

@@ -33,6 +33,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pandas as pd
 
+from schemas.data2bots import FIRST_DAY, LAST_DAY
 from sluice.tables.data2bots import MONTH_COLUMNS, STAR_COLUMNS
 from sluice.transforms.values import iso_dates, whole_numbers
 
@@ -312,6 +313,8 @@ def date_span(
 ) -> tuple[dt.date, dt.date]:
     """The years a ``dim_dates`` created from a holiday list covers: every order's, ``as_of``'s and every year of
     the list. Only the orders' years made the first order of a year the list covers fail for a missing day (the
-    table, once created, is the user's and never extended)."""
+    table, once created, is the user's and never extended). Never past the years its model holds (staging refuses
+    an order outside them; one staged before it did must not fail the table for every run)."""
     days = [d for d in orders["order_date"] if d is not None] + [as_of, *holidays]
-    return dt.date(min(days).year, 1, 1), dt.date(max(days).year, 12, 31)
+    first, last = (min(max(day, FIRST_DAY), LAST_DAY) for day in (min(days), max(days)))
+    return dt.date(first.year, 1, 1), dt.date(last.year, 12, 31)

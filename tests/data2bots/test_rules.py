@@ -34,6 +34,21 @@ def test_dim_dates_weekdays_monday_one_and_holidays_are_not_working_days() -> No
     assert r.public_holidays(dates) == {D(2022, 1, 3)}  # a weekend holiday is not a public-holiday order day
 
 
+def test_a_generated_dim_dates_spans_the_orders_years_but_never_past_what_its_model_holds() -> None:
+    """An order of 1850 staged (before staging refused it) made the generated dim_dates start in 1850, fail its
+    own model (``year_num`` 1900..2200) and so fail every analytics run that creates it."""
+    from schemas.data2bots import DimDates
+
+    assert r.date_span(orders((1, D(2021, 5, 1), 1), (2, D(2022, 2, 1), 1)), D(2022, 3, 1)) == (
+        D(2021, 1, 1),
+        D(2022, 12, 31),
+    )
+    start, end = r.date_span(orders((1, D(1850, 1, 1), 1), (2, D(2250, 6, 1), 1)), D(2022, 3, 1))
+    assert (start, end) == (D(1900, 1, 1), D(2200, 12, 31))
+    DimDates.validate(r.dim_dates(start, D(1900, 12, 31), []))
+    assert r.date_span(orders((1, D(2300, 1, 1), 1)), D(2300, 1, 1)) == (D(2200, 1, 1), D(2200, 12, 31))
+
+
 def test_late_is_six_days_or_more_and_not_delivered() -> None:
     o = D(2022, 3, 1)
     frame = pd.DataFrame(

@@ -67,6 +67,9 @@ def test_a_whole_number_written_with_a_sign_or_a_zero_fraction_loads_as_written(
         ("unit_price", "1.005", "at most 2 decimals (to the cent)"),  # numeric(14, 2) would store 1.01
         ("unit_price", "10000000000000", "less_than(1000000000000.0)"),  # numeric(14, 2) overflows
         ("order_date", "2022-7-13", "required (missing or unparseable)"),  # not YYYY-MM-DD
+        # a year the generated dim_dates cannot hold: staged, it failed every analytics run that creates dim_dates
+        ("order_date", "1850-01-01", "a day dim_dates can hold (1900-01-01 to 2200-12-31)"),
+        ("order_date", "2250-01-01", "a day dim_dates can hold (1900-01-01 to 2200-12-31)"),
     ],
 )
 def test_order_values_the_warehouse_cannot_hold_as_written_fail_their_row(
