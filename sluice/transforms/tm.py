@@ -27,6 +27,8 @@ _RU = r"^(?P<day>\d{1,2}) (?P<month>[а-яё]+) (?P<year>\d{4}) (?P<hour>\d{2}):
 _NAIVE = "datetime64[us]"
 #: A second past 59, or a fraction finer than microseconds that is not zeros (``.0429120000`` loses nothing)
 _COERCED = r":[6-9]\d(?:\.|$)|\.\d{6}\d*[1-9]"
+#: A fraction of more than six digits: the first six kept
+_FINER = r"(\.\d{6})\d+$"
 
 
 def _strict(text: pd.Series, *formats: str) -> pd.Series:
@@ -61,10 +63,18 @@ def parse_checkin_timestamps(values: pd.Series) -> pd.Series:
     iso = ((text.str.slice(4, 5) == "-") & text.str.endswith(" UTC")).to_numpy(dtype=bool)
     if iso.any():
         bare = text[iso].str.slice(0, -4)  # the " UTC" suffix, checked above
+        written = pa.array(bare, type=pa.string(), from_pandas=True)
+        # Parsed to the microsecond: one value with a finer fraction (even zeros) made pandas parse the whole chunk
+        # in nanoseconds, whose range ends in 2262, so a valid 2300 or 9999 stamp beside it failed its row, and
+        # the same file loaded differently as it was cut into chunks. A finer fraction that is not zeros fails below.
+        fine = pc.match_substring_regex(written, _FINER).to_numpy(zero_copy_only=False)
+        if fine.any():
+            bare = bare.copy()
+            bare[fine] = bare[fine].str.replace(_FINER, r"\1", regex=True)
         result[iso] = _naive(_strict(bare, "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"))
         # pandas takes a 60th or 61st second (rolled over to the next minute) and nanoseconds (cut to the
         # column's microseconds): what was written would not load as written, so it does not load
-        coerced = pc.match_substring_regex(pa.array(bare, type=pa.string(), from_pandas=True), _COERCED)
+        coerced = pc.match_substring_regex(written, _COERCED)
         result[np.flatnonzero(iso)[coerced.to_numpy(zero_copy_only=False)]] = np.datetime64("NaT")
 
     us = (text.str.slice(2, 3) == "/").to_numpy(dtype=bool) & ~iso

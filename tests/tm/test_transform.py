@@ -97,3 +97,16 @@ def test_schema_accepts_bounds_and_rejects_each_rule() -> None:
         ("timestamp", 2),
         ("username", 1),
     ]
+
+
+@pytest.mark.parametrize("neighbour", ["2018-11-26 14:47:36.1234560 UTC", "2018-11-26 14:47:36.1234561 UTC"])
+def test_a_stamp_parses_alike_whatever_its_neighbours_in_the_chunk(neighbour: str) -> None:
+    """One value with a fraction finer than microseconds made pandas parse the whole chunk in nanoseconds (range
+    1677..2262): a valid 2300 or 9999 stamp beside it failed its row, and loaded when the file was cut otherwise."""
+    far = ["2300-01-01 00:00:00.5 UTC", "9999-12-31 23:59:59.999999 UTC", "1600-02-29 12:00:00 UTC"]
+    alone = parse_checkin_timestamps(pd.Series(far)).tolist()
+    together = parse_checkin_timestamps(pd.Series([neighbour, *far])).tolist()
+    assert together[1:] == alone and not any(pd.isna(alone))
+    assert str(alone[0]) == "2300-01-01 00:00:00.500000+00:00"
+    # the neighbour as written: zeros past the microsecond lose nothing; other digits would be cut, so it fails
+    assert pd.isna(together[0]) == neighbour.endswith("1 UTC")
