@@ -105,13 +105,20 @@ def load_file(
                 file_loads.c.dataset == dataset.name, file_loads.c.sha256 == sha256
             )
         ).scalar()
+        # Loaded by another run: skipped. By this run itself, its earlier attempt: that commit went through and
+        # what came after it failed (the warehouse restarting, say); the retry was "already loaded by a concurrent
+        # run", its counts 0 and, for Sertis, its bronze and silver never written. It loads again, replacing its
+        # own rows, as a forced load does.
+        if earlier is not None and not force and earlier != ingestion_id:
+            return LoadOutcome(rows_loaded=0, skipped=True)
+        # Whether the bulk path drops the indexes, decided (and the table locked for it) before this load touches
+        # the table: a forced load's delete first, then the lock, deadlocked two such loads.
+        bulk = bool(bulk_index_rows) and rows_hint is not None and rows_hint >= bulk_index_rows
+        dropping = bulk and rows_hint is not None and _holds_fewer(conn, target, rows_hint)
+        if dropping:
+            with raw_connection(conn) as cursor:
+                cursor.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(qualified(target)))
         if earlier is not None:
-            # Loaded by another run: skipped. By this run itself, its earlier attempt: that commit went through and
-            # what came after it failed (the warehouse restarting, say); the retry was "already loaded by a
-            # concurrent run", its counts 0 and, for Sertis, its bronze and silver never written. It loads again,
-            # replacing its own rows, as a forced load does.
-            if not force and earlier != ingestion_id:
-                return LoadOutcome(rows_loaded=0, skipped=True)
             # Forced: the earlier load of this content goes, in this same transaction.
             conn.execute(sa.delete(table).where(table.c._ingestion_id == earlier))
             conn.execute(
@@ -123,9 +130,7 @@ def load_file(
         def with_lineage(frame: pd.DataFrame) -> pd.DataFrame:
             return frame.assign(_ingestion_id=str(ingestion_id))
 
-        deferred = []
-        if bulk_index_rows and rows_hint is not None and rows_hint >= bulk_index_rows:
-            deferred = defer_indexes(conn, target, rows_hint)
+        deferred = defer_indexes(conn, target, rows_hint) if dropping and rows_hint is not None else []
 
         if dataset.load_mode == "append":
             # Straight into the target: the open transaction is the staging area (nothing is visible
@@ -156,17 +161,24 @@ def load_file(
     return LoadOutcome(rows_loaded=rows, skipped=False)
 
 
-def defer_indexes(conn: sa.Connection, target: str, rows: int) -> list[str]:
-    """When ``rows`` outnumber the target's rows: drop its non-unique indexes (this transaction only);
-    returns their definitions. The table is locked first, so the drop never waits on a lock upgrade."""
+def _holds_fewer(conn: sa.Connection, target: str, rows: int) -> bool:
+    """Whether the target holds fewer than ``rows`` rows (read without a lock: readers and other loads go on)."""
     with raw_connection(conn) as cursor:
-        cursor.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(qualified(target)))
         cursor.execute(
             sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT %s) AS existing").format(qualified(target)),
             (rows,),
         )
-        if cursor.fetchone()[0] >= rows:
-            return []
+        return bool(cursor.fetchone()[0] < rows)
+
+
+def defer_indexes(conn: sa.Connection, target: str, rows: int) -> list[str]:
+    """When ``rows`` outnumber the target's rows: drop its non-unique indexes (this transaction only);
+    returns their definitions. The caller locked the table (``ACCESS EXCLUSIVE``, readers wait until the load
+    commits) only once it knew the table holds fewer rows than the load: a load into a bigger table keeps its
+    indexes and takes no such lock (it locked every load of 100,000 rows or more, and every reader with it)."""
+    if not _holds_fewer(conn, target, rows):  # a load committed meanwhile: the indexes stay
+        return []
+    with raw_connection(conn) as cursor:
         cursor.execute(
             "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
             "WHERE i.indrelid = %s::regclass AND NOT i.indisunique AND i.indisvalid "
@@ -179,7 +191,10 @@ def defer_indexes(conn: sa.Connection, target: str, rows: int) -> list[str]:
             cursor.execute(f"DROP INDEX {name}")  # regclass text: already quoted and qualified
     if indexes:
         logger.info(
-            "%s: bulk load of %d rows, rebuilding %d index(es) after the COPY", target, rows, len(indexes)
+            "%s: bulk load of about %d rows, rebuilding %d index(es) after the COPY",
+            target,
+            rows,
+            len(indexes),
         )
     return [definition for _, definition in indexes]
 

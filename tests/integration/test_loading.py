@@ -160,3 +160,40 @@ def test_bulk_load_rebuilds_the_index_after_copy_and_a_crash_keeps_the_old_one()
             sa.text("EXPLAIN SELECT * FROM tm.daily_checkins WHERE username = 'u1' ORDER BY timestamp")
         ).scalars()
         assert "ix_daily_checkins_username_timestamp" in " ".join(plan)
+
+
+def exclusive_locks() -> int:
+    """ACCESS EXCLUSIVE locks on the check-in table, held or asked for, seen from another connection."""
+    with get_engine().connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'tm.daily_checkins'::regclass "
+                "AND mode = 'AccessExclusiveLock'"
+            )
+        ).scalar_one()
+
+
+@pytest.mark.usefixtures("target")
+def test_a_bulk_load_into_a_table_that_holds_more_rows_shuts_no_reader_out() -> None:
+    """A load of at least SLUICE_BULK_INDEX_ROWS rows took the table's ACCESS EXCLUSIVE lock before it counted the
+    rows there, and kept it to its commit though it dropped no index: every API read and every other load of the
+    table waited for the whole load. Only a load that drops the indexes (into a table holding fewer rows) takes it."""
+    bulk("a" * 64, frames(5, 100), 500)
+    seen: list[int] = []
+
+    def watched(chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for chunk in chunks:
+            yield chunk
+            seen.append(exclusive_locks())
+            with get_engine().connect() as conn:  # a reader, as the query API is: answered at once
+                conn.execute(sa.text("SET lock_timeout = '2s'"))
+                assert conn.execute(sa.text("SELECT count(*) FROM tm.daily_checkins")).scalar_one() == 500
+
+    bulk("b" * 64, watched(frames(2, 100)), 200)  # 200 rows into 500: the indexes stay, no lock
+    assert seen == [0, 0] and count() == 700
+
+    seen.clear()
+    with get_engine().begin() as conn:
+        conn.execute(sa.text("TRUNCATE tm.daily_checkins, sluice.file_loads"))
+    bulk("c" * 64, (chunk for chunk in frames(2, 100) if not seen.append(exclusive_locks())), 200)
+    assert seen[0] == 1  # into an empty table: the indexes are dropped, the table locked for it
