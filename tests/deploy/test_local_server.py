@@ -69,6 +69,8 @@ def server(
         PREFECT_HOME=str(home),
         PREFECT_API_URL=api,
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        # the scheduler looks every 2 s, not every 60: a schedule's runs appear within a test's patience
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
         SLUICE_DATABASE_URL=pg_url,
         AWS_ENDPOINT_URL=moto_endpoint,
     )
@@ -225,3 +227,21 @@ def test_the_aws_file_does_not_deploy_with_a_stack_output_missing(server: tuple[
     assert "SLUICE_IMAGE_REPO is not set" not in output
     assert "build_docker_image" not in output  # the check ran first: nothing was built
     assert httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json() == []
+
+
+def test_a_schedule_turned_on_makes_its_runs(server: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    """README: turn a local deployment's schedule on (`prefect deployment schedule resume`) and its runs come. With
+    SQLAlchemy 2.1 in the lock, Prefect 3.8.8's scheduler failed every loop (`Can't evaluate bulk DML statement`,
+    in the server's log only): no run was ever scheduled."""
+    api, env = server
+    cli(env, "work-pool", "create", "sluice-local", "--type", "process")
+    cli(env, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/local.yaml")
+    deployment = httpx.get(f"{api}/deployments/name/totesys/every-20-minutes-local", timeout=10).json()
+    [schedule] = deployment["schedules"]
+    assert not schedule["active"] and runs(api, deployment["id"]) == []
+    cli(env, "deployment", "schedule", "resume", "totesys/every-20-minutes-local", schedule["id"])
+    scheduled = wait_for(lambda: runs(api, deployment["id"]), 90, "the schedule's runs")
+    assert {run["state_type"] for run in scheduled} == {"SCHEDULED"}
+    starts = sorted(run["expected_start_time"] for run in scheduled)
+    assert len(starts) >= 2 and len(set(starts)) == len(starts)  # every 20 minutes, each once
+    assert "bulk DML" not in (tmp_path / "server.log").read_text()
