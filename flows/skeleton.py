@@ -11,32 +11,49 @@ publish): <the steps>``. What the skeleton does, in order, for every pipeline:
    status and error and raises ``IngestionFailed`` (Prefect marks the run Failed, the hooks alert); whatever
    the outcome, the report is published once as the run's artifact and local files are cleaned up. A run that
    spools (``ctx.work``) first sweeps the spools of runs that died, then owns its own (a lock released at its
-   end, however it ends: ``sluice.adapters.scratch``).
+   end, however it ends: ``sluice.adapters.scratch``). A run in a command's own process also watches its state:
+   cancelled from Prefect, it stops at its next step (``step``) or chunk, closes its ledger cancelled, alerts, and
+   the flow ends ``Cancelled`` (``pipeline_flow``).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
+import typing
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
 from prefect import flow
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
-from prefect.states import Completed, State
+from prefect.states import Cancelled, Completed, State
 
 from flows.names import TIMEOUT_SECONDS
 from sluice.adapters import scratch
-from sluice.adapters.notify import notify_hooks
-from sluice.errors import SluiceError, Transient, clipped, database_error, rows_line
-from sluice.ledger import Ledger, get_ledger, hold_run, reap_abandoned, release_run
+from sluice.adapters.notify import alert_stopped, notify_hooks
+from sluice.errors import RunCancelled, SluiceError, Transient, clipped, database_error, rows_line
+from sluice.ledger import (
+    LOST,
+    STATES,
+    Ledger,
+    LedgerEntry,
+    get_ledger,
+    hold_run,
+    reap_abandoned,
+    release_run,
+)
 from sluice.logs import send_to_runs
 from sluice.report import IngestionFailed, IngestReport
+from sluice.runtime import in_process
 from sluice.settings import Settings, get_settings
-from tasks.toolkit import RunContext, quarantine, reject, retried_io
+from tasks.toolkit import COUNTS, Cancellation, RunContext, quarantine, reject, retried_io
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +66,41 @@ T = TypeVar("T")
 
 def pipeline_flow(name: str, run_name: Callable[[], str]) -> Callable[[Callable[..., Any]], Any]:
     """``@flow`` with the house's settings: run name, timeout, typed parameters, one notification per run, and
-    ``RESULTS``."""
-    return flow(
-        name=name,
-        flow_run_name=run_name,
-        timeout_seconds=TIMEOUT_SECONDS[name],
-        log_prints=False,
-        validate_parameters=True,
-        **RESULTS,
-        **notify_hooks(),
-    )
+    ``RESULTS``; a run that stopped for its cancellation (``held``) ends ``Cancelled``."""
+
+    def decorate(body: Callable[..., Any]) -> Any:
+        @functools.wraps(body)  # the name and docstring (the parameters' descriptions in the UI)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return body(*args, **kwargs)
+            except _Stopped as stopped:
+                return Cancelled(message=stopped.report.error, data=stopped.report)
+
+        # The parameters' types resolved where the flow is written: Prefect's parameter model would resolve the
+        # annotations' text in this module, which does not import them.
+        run.__signature__ = inspect.signature(body, eval_str=True)  # type: ignore[attr-defined]
+        run.__annotations__ = typing.get_type_hints(body, include_extras=True)
+
+        return flow(
+            name=name,
+            flow_run_name=run_name,
+            timeout_seconds=TIMEOUT_SECONDS[name],
+            log_prints=False,
+            validate_parameters=True,
+            **RESULTS,
+            **notify_hooks(),
+        )(run)
+
+    return decorate
+
+
+class _Stopped(Exception):
+    """A run that stopped for its cancellation, its ledger closed and its alert sent (``held``): the flow ends
+    ``Cancelled`` with its report."""
+
+    def __init__(self, report: IngestReport) -> None:
+        super().__init__(report.error)
+        self.report = report
 
 
 def _results() -> dict[str, Any]:
@@ -89,7 +131,34 @@ def open_ledger() -> tuple[Settings, Ledger]:
     settings = get_settings()
     ledger = get_ledger(settings)
     retried_io(lambda: reap_abandoned(ledger), settings)
+    _close_lost(getattr(ledger, "reaped_runs", []))
     return settings, ledger
+
+
+def _close_lost(run_ids: list[uuid.UUID]) -> None:
+    """The flow runs of runs the ledger just found dead, ``Crashed`` in Prefect too if it still shows them running.
+
+    A command's run killed outright (SIGKILL, the OOM killer, a lost machine) has nobody to tell Prefect: the UI
+    showed it ``Running`` for good, while the ledger said crashed. Best effort: the run goes on whatever happens."""
+    if not run_ids:
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled, Crashed
+
+    try:
+        with get_client(sync_client=True) as client:
+            for run_id in run_ids:
+                try:
+                    state = client.read_flow_run(run_id).state
+                except Exception as exc:  # not a flow run of this API (another server's, or none)
+                    logger.debug("dead run %s: no flow run to close here (%s)", run_id, exc)
+                    continue
+                if state is None or state.type.value not in ("RUNNING", "PENDING", "CANCELLING"):
+                    continue
+                final = Cancelled if state.type.value == "CANCELLING" else Crashed
+                client.set_flow_run_state(run_id, final(message=LOST), force=True)
+    except Exception as exc:
+        logger.debug("the flow runs of dead runs were not closed: %s", exc)
 
 
 def start_run(
@@ -122,9 +191,19 @@ def error_text(exc: BaseException) -> str:
     return database_error(exc) or clipped(f"{type(exc).__name__}: {exc}")
 
 
+#: The run's cancellation, while ``held`` (``step`` checks it).
+_CANCELLATION: ContextVar[Cancellation | None] = ContextVar("sluice_cancellation", default=None)
+
+
 def step(report: IngestReport, state: str, task: Callable[..., T], *args: Any) -> T:
-    """Run one step (a task) with the report at its state, so that a failure names where it happened."""
+    """Run one step (a task) with the report at its state, so that a failure names where it happened. A run
+    cancelled from Prefect in a command's process stops here, on its way into a new state up to the load (never
+    after it: what the load committed stays, and the steps after it publish that)."""
+    entering = state != report.state or state == "extract"
     report.state = state
+    cancellation = _CANCELLATION.get()
+    if cancellation is not None and entering and state in STATES:
+        cancellation.check()
     return task(*args)
 
 
@@ -165,8 +244,17 @@ def held(
         except OSError as exc:  # a read-only or full scratch disk: the run fails in one line where it spools
             logger.debug("cannot claim %s (%s): a later sweep removes it once a day old", ctx.work, exc)
     retried_io(lambda: hold_run(ctx.ledger, ctx.ingestion_id), ctx.settings)
+    watched = in_process() and ctx.flow_run_id is not None
+    if watched:
+        ctx.cancellation.watch(str(ctx.flow_run_id))
+    token = _CANCELLATION.set(ctx.cancellation if watched else None)
     try:
         yield report
+    except RunCancelled as exc:
+        _CANCELLATION.reset(token)
+        token = None
+        publish(_cancelled(ctx, report, str(exc)))
+        raise _Stopped(report) from None
     except Exception as exc:
         report.status = "failed"
         report.error = error_text(exc)
@@ -175,6 +263,9 @@ def held(
         publish(report)
         raise IngestionFailed(report) from None
     finally:
+        ctx.cancellation.stop()
+        if token is not None:
+            _CANCELLATION.reset(token)
         release_run(ctx.ledger)
         try:
             ctx.cleanup()
@@ -182,6 +273,29 @@ def held(
             if spool is not None:
                 spool.release()
     publish(report)
+
+
+def _cancelled(ctx: RunContext, report: R, why: str) -> R:
+    """A run that stopped for its cancellation: the state it was entering (or in) closed ``cancelled`` with the
+    others it left open, one alert, and its report as the ledger has it."""
+    if not any(entry.state == report.state for entry in ctx.ledger.history(ctx.ingestion_id)):
+        entry = LedgerEntry(
+            ingestion_id=ctx.ingestion_id, state=report.state or "extract", flow_run_id=ctx.flow_run_id,
+            **ctx.labels(), **{k: v for k, v in ctx.counts.items() if k in COUNTS},
+        )  # fmt: skip
+        ctx.ledger.record(entry)  # running: closed as cancelled with the rest
+    current = FlowRunContext.get()
+    try:
+        ledgered = alert_stopped(current.flow_run if current else None, "cancelled", why)
+    except Exception as exc:  # no alert, or no ledger: the run still ends cancelled, and says why here
+        logger.warning("the cancelled run's ledger or alert: %s", exc)
+    else:
+        for name in ("state", "rows_read", "rows_loaded", "rows_quarantined", "quarantine_uri"):
+            if getattr(ledgered, name) is not None:
+                setattr(report, name, getattr(ledgered, name))
+    report.status, report.error = "cancelled", why
+    logger.info("%s: %s (at %s)", report.dataset, why, report.state)
+    return report
 
 
 def completed(report: R) -> State:

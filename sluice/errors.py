@@ -55,6 +55,12 @@ class ValidationFailed(SluiceError):
         self.quarantine_uri = quarantine_uri
 
 
+class RunCancelled(SluiceError):
+    """The run was cancelled from Prefect (the UI, ``prefect flow-run cancel``) while it ran in a command's own
+    process, where no worker is there to stop it: it stopped at its next checkpoint (before a step, between the
+    chunks of a load), and what it had not committed rolled back."""
+
+
 class ConfigurationError(SluiceError):
     """A setting is missing or wrong."""
 

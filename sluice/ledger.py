@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql
 from sluice import tables
 from sluice.adapters.warehouse import get_engine
 from sluice.errors import clipped
-from sluice.ledger_entry import INTERRUPTED, TERMINATED
+from sluice.ledger_entry import CANCELLED, INTERRUPTED, TERMINATED
 from sluice.ledger_entry import STATES as STATES
 from sluice.ledger_entry import Ledger as Ledger
 from sluice.ledger_entry import LedgerEntry as LedgerEntry
@@ -99,7 +99,11 @@ def close_stopped(ledger: Ledger, ingestion_id: uuid.UUID, status: str, why: str
     reason only the run's hook knows; returns how many states."""
     closed = 0
     for entry in ledger.history(ingestion_id):
-        stopped = entry.status == "fail" and any(s in (entry.error or "") for s in (TERMINATED, INTERRUPTED))
+        error = entry.error or ""
+        stopped = entry.status == "fail" and (
+            any(s in error for s in (TERMINATED, INTERRUPTED))
+            or error.removeprefix("stopped: ").startswith(CANCELLED)
+        )
         if entry.status == "running" or stopped:
             entry.status, entry.error = status, why
             close_entry(ledger, {}, entry)  # recorded and logged (JSON logs) like any state's end
@@ -140,6 +144,8 @@ class PostgresLedger:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._held: Any = None
+        #: The runs the last ``reap`` closed (their flow runs may still say ``Running`` in Prefect)
+        self.reaped_runs: list[uuid.UUID] = []
         ensure_bookkeeping(engine)
 
     def hold(self, ingestion_id: uuid.UUID) -> None:
@@ -171,6 +177,7 @@ class PostgresLedger:
             ),
         )
         reaped = 0
+        self.reaped_runs = []
         with self.engine.connect() as conn:
             for ingestion_id in conn.execute(running).scalars().all():
                 with _if_dead(conn, ingestion_id) as dead:
@@ -184,6 +191,7 @@ class PostgresLedger:
                         )
                         conn.commit()
                         reaped += result.rowcount
+                        self.reaped_runs.append(ingestion_id)
             for last in [_entry(row) for row in conn.execute(stalled).mappings()]:
                 with _if_dead(conn, last.ingestion_id) as dead:
                     if dead:
@@ -202,6 +210,7 @@ class PostgresLedger:
                             )
                         )
                         reaped += 1
+                        self.reaped_runs.append(last.ingestion_id)
         return reaped
 
     def record(self, entry: LedgerEntry) -> None:

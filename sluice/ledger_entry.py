@@ -19,6 +19,9 @@ TERMINATED = "stopped by SIGTERM: the run was cancelled, or its process or conta
 #: The reason a state records when Prefect interrupted it in its thread (the flow's timeout); the flow's hook then
 #: replaces it with the timeout's own words.
 INTERRUPTED = "interrupted by Prefect (the flow run's timeout)"
+#: How the reason of a run cancelled from Prefect begins (``cancelled: <the state's message>``), as its alert says it;
+#: a state the cancellation stopped in a command's process says ``stopped: cancelled: …`` until the run closes it.
+CANCELLED = "cancelled: "
 #: The reason a state records when the command running it got Ctrl-C (SIGINT).
 CTRL_C = (
     "interrupted by Ctrl-C (SIGINT); a load commits whole or not at all: run the same command again "

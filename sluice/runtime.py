@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import sys
@@ -188,8 +189,22 @@ def in_process_run() -> Iterator[None]:
     from prefect.context import SettingsContext, get_settings_context
 
     context = get_settings_context()
-    with SettingsContext(profile=context.profile, settings=no_heartbeat_settings()):
-        yield
+    token = _IN_PROCESS.set(True)
+    try:
+        with SettingsContext(profile=context.profile, settings=no_heartbeat_settings()):
+            yield
+    finally:
+        _IN_PROCESS.reset(token)
+
+
+#: Whether the flow run in this thread runs inside a command's process (``in_process_run``), not under a worker.
+_IN_PROCESS: contextvars.ContextVar[bool] = contextvars.ContextVar("sluice_in_process_run", default=False)
+
+
+def in_process() -> bool:
+    """Whether this thread's flow run is a command's own (``sluice ingest``, ``backfill``, ``totesys`` …): nothing
+    but the run itself stops it when it is cancelled from Prefect (a worker's runner stops its runs)."""
+    return _IN_PROCESS.get()
 
 
 _NO_HEARTBEAT: tuple[Any, Any] | None = None  # (the settings it was derived from, the derived settings)

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,9 +41,9 @@ from prefect.tasks import exponential_backoff
 
 from sluice import checks, progress
 from sluice.adapters.warehouse import get_engine
-from sluice.errors import SluiceError, described
+from sluice.errors import RunCancelled, SluiceError, described
 from sluice.ledger import Ledger, LedgerEntry, close_entry
-from sluice.ledger_entry import CTRL_C, INTERRUPTED, TERMINATED
+from sluice.ledger_entry import CANCELLED, CTRL_C, INTERRUPTED, TERMINATED
 from sluice.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -49,6 +51,64 @@ logger = logging.getLogger(__name__)
 
 #: The figures a state carries to the next state of the same run (as ``sluice.ledger.close_entry`` does).
 COUNTS = ("rows_read", "rows_loaded", "rows_quarantined", "quarantine_uri")
+
+
+class Cancellation:
+    """Whether the run was cancelled from Prefect while it runs in a command's own process.
+
+    A worker stops a cancelled run itself (its runner signals the run's process). A run of ``sluice ingest``,
+    ``backfill``, ``totesys``, ``analytics`` or ``customers`` has no worker: Prefect marked it ``Cancelling`` and
+    it loaded on to the end, reported cancelled. ``watch`` reads the run's state every ``POLL`` seconds in a
+    thread of its own; ``check`` raises ``RunCancelled`` once it was asked, at the run's checkpoints (before each
+    step up to the load, between the chunks of a load), so that what the run had not committed rolls back. A run
+    of a second or less is over before the first read: it costs nothing.
+    """
+
+    POLL = 1.0
+
+    def __init__(self) -> None:
+        self.why: str | None = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, flow_run_id: str) -> None:
+        """Start reading the run's state (with this thread's Prefect settings: the home's server)."""
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._read, flow_run_id), name="sluice-cancel", daemon=True
+        )
+        self._thread.start()
+
+    def _read(self, flow_run_id: str) -> None:
+        from prefect.client.orchestration import get_client
+
+        with contextlib.ExitStack() as stack:
+            client = None
+            while not self._done.wait(self.POLL):
+                try:
+                    if client is None:
+                        client = stack.enter_context(get_client(sync_client=True))
+                    state = client.read_flow_run(uuid.UUID(flow_run_id)).state
+                except (
+                    Exception
+                ) as exc:  # the API away for a moment: the run goes on, the next read may answer
+                    logger.debug("the run's state could not be read: %s", exc)
+                    continue
+                if state is not None and (state.is_cancelling() or state.is_cancelled()):
+                    self.why = f"{CANCELLED}{state.message or 'the run was cancelled'}"
+                    logger.info("%s: the run stops at its next step or chunk", self.why)
+                    return
+
+    def stop(self) -> None:
+        """Stop reading (the run is over)."""
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def check(self) -> None:
+        """Raise ``RunCancelled`` if the run was cancelled."""
+        if self.why is not None:
+            raise RunCancelled(self.why)
 
 
 @dataclass(kw_only=True)
@@ -62,6 +122,7 @@ class RunContext:
     counts: dict[str, Any] = field(default_factory=dict)
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     states: dict[str, LedgerEntry] = field(default_factory=dict)  # each state's entry, shared by its tasks
+    cancellation: Cancellation = field(default_factory=Cancellation)
 
     @property
     def engine(self) -> sa.Engine:

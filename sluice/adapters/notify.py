@@ -28,8 +28,8 @@ from prefect_email import EmailServerCredentials
 from pydantic import Field
 
 from sluice.errors import clipped, counted
-from sluice.ledger import close_stopped, get_ledger
-from sluice.report import IngestionFailed, IngestReport, report_from_ledger, stop_of
+from sluice.ledger import close_stopped, get_ledger, summarize
+from sluice.report import IngestionFailed, IngestReport, report_from_entries, report_from_ledger, stop_of
 from sluice.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -248,11 +248,21 @@ def report_of_stopped(flow_run: Any, status: str, why: str) -> IngestReport:
     reason only the hook knows (the run's own code was interrupted before it could say it), then rebuilt."""
     run_id = uuid.UUID(str(flow_run.id))
     try:
-        close_stopped(get_ledger(), run_id, "cancelled" if status == "cancelled" else "fail", why)
-        report = report_from_ledger(run_id, "?", why)
+        ledger = get_ledger()
+        closed = close_stopped(ledger, run_id, "cancelled" if status == "cancelled" else "fail", why)
+        entries = ledger.history(run_id)
+        report = report_from_entries(entries, "?", why) if entries else None
     except Exception as exc:
         logger.warning("the ledger of stopped run %s could not be closed: %s", run_id, exc)
         report = None
+    else:
+        done = summarize(entries)["status"] if entries and not closed else None
+        if report is not None and done in ("success", "skipped"):
+            # the stop came after the run's last step had committed (a command's run sees its cancellation only
+            # between steps and chunks): what it did stands, and is what it says
+            report.status, report.error = done, None
+            report.notes.append(f"{why}: too late, the run had done its work")
+            return report
     if report is None:
         parameters = getattr(flow_run, "parameters", None) or {}
         report = IngestReport(
@@ -264,6 +274,15 @@ def report_of_stopped(flow_run: Any, status: str, why: str) -> IngestReport:
             error=why,
         )
     report.status, report.error = status, why
+    return report
+
+
+def alert_stopped(flow_run: Any, status: str, why: str) -> IngestReport:
+    """What the hook does for a run stopped from outside, from the run itself (a command's run that stopped for its
+    cancellation, which ends ``Cancelled``: Prefect runs no hook for that): its ledger's open states closed with
+    ``why``, and its one alert. The report, rebuilt from the ledger."""
+    report = report_of_stopped(flow_run, status, why)
+    deliver(report, _run_url(flow_run), run_id=getattr(flow_run, "id", None))
     return report
 
 

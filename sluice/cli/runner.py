@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, date, datetime
+from typing import Any
 
 from flows.data2bots import data2bots
 from flows.ingest import ingest_file
@@ -15,8 +16,8 @@ from flows.sertis import sertis
 from flows.totesys import totesys
 from sluice.adapters import storage
 from sluice.cli.output import warn
-from sluice.errors import chain
-from sluice.ledger import get_ledger
+from sluice.errors import chain, rows_line
+from sluice.ledger import get_ledger, summarize
 from sluice.report import IngestReport, report_from_entries, report_of
 from sluice.runtime import in_process_run
 
@@ -35,7 +36,7 @@ def run_ingest(
         if loaded is None:
             raise
         return loaded
-    return report_of(state, dataset, source)
+    return settled(state, dataset, source)
 
 
 def _loaded_while_prefect_was_away(exc: Exception, source: str, started: datetime) -> IngestReport | None:
@@ -68,7 +69,7 @@ def run_totesys() -> IngestReport:
     """One Totesys cycle in this process; a failed cycle returns its report with ``status='failed'``."""
     with in_process_run():
         state = totesys(return_state=True)
-    return report_of(state, "totesys")
+    return settled(state, "totesys")
 
 
 def run_data2bots(
@@ -77,11 +78,65 @@ def run_data2bots(
     """One Data2bots analytics run in this process; never raises for a failed run."""
     with in_process_run():
         state = data2bots(as_of=as_of, force=force, refresh_reference=refresh_reference, return_state=True)
-    return report_of(state, "analytics")
+    return settled(state, "analytics")
 
 
 def run_sertis() -> IngestReport:
     """One Sertis gold build in this process; never raises for a failed run."""
     with in_process_run():
         state = sertis(return_state=True)
-    return report_of(state, "customers")
+    return settled(state, "customers")
+
+
+def settled(state: Any, dataset: str | None, source: str = "?") -> IngestReport:
+    """The command's report of its run's final state (``report_of``). A run cancelled from Prefect is a failed
+    command whose error says so (``cancelled: …``); the ledger and the alert say ``cancelled``."""
+    if state.is_cancelling():
+        return _cancelled_too_late(state, dataset, source)
+    report = report_of(state, dataset, source)
+    if report.status == "cancelled":
+        report.status = "failed"
+    return report
+
+
+def _cancelled_too_late(state: Any, dataset: str | None, source: str) -> IngestReport:
+    """A run cancelled after its last checkpoint (``flows.skeleton.step``: its load had committed, or it was over
+    before its first look) goes on to its end, and Prefect refuses it ``Completed``: the run stayed
+    ``Cancelling`` for good, and the command printed a traceback (``UnfinishedRun``). What the ledger says stands;
+    Prefect is told the same."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled, Completed
+
+    run_id = state.state_details.flow_run_id
+    why = f"cancelled: {state.message or 'the run was cancelled'}"
+    entries = get_ledger().history(run_id) if run_id else []
+    done = summarize(entries)["status"] if entries else "failed"
+    if done in ("success", "skipped"):
+        report = report_from_entries(entries, source, None)
+        report.status = done
+        report.notes.append(f"{why}: too late, the run had done its work")
+        final: Any = Completed(
+            message=f"{rows_line(report.rows_read, report.rows_loaded, report.table, report.rows_quarantined)} ({why}: too late)"
+        )
+    else:
+        report = (
+            report_from_entries(entries, source, why)
+            if entries
+            else IngestReport(
+                run_id=str(run_id) if run_id else None,
+                dataset=dataset,
+                source=source,
+                status="failed",
+                state=None,
+                error=why,
+            )
+        )
+        report.status, report.error = "failed", why
+        final = Cancelled(message=why)
+    if run_id:
+        try:
+            with get_client(sync_client=True) as client:
+                client.set_flow_run_state(run_id, final, force=True)
+        except Exception as exc:  # the report stands; the UI keeps showing Cancelling
+            warn(f"Prefect still shows run {run_id} Cancelling: {exc}")
+    return report

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from sluice.adapters.warehouse import get_engine
 from sluice.cli.runner import run_ingest
+from sluice.ledger import LOST
 from sluice.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -77,6 +78,11 @@ def test_sigkill_during_load_then_rerun(sluice_env: Path, monkeypatch: pytest.Mo
     )
     assert statuses == "crashed,success"
     assert not spool.exists()  # the rerun swept it: its owner was dead
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # the UI showed the killed run Running for good
+        state = client.read_flow_run(uuid.UUID(str(killed))).state
+    assert state is not None and (state.type.value, state.message) == ("CRASHED", LOST)
 
 
 def test_a_run_killed_between_two_states_is_closed_not_left_a_success(sluice_env: Path) -> None:
