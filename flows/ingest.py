@@ -152,8 +152,8 @@ def ingest_file(
 
     Args:
         source: The landed file: a local path or s3://bucket/key.
-        dataset: Registered dataset name (dailycheckins, orders, reviews, shipment_deliveries, transactions);
-            empty = resolved from the file's key.
+        dataset: A registered dataset's name (every module in sluice/datasets registers its own); empty =
+            resolved from the file's key.
         mode: hard = any bad row halts and nothing loads; soft = good rows load, bad rows go to quarantine;
             empty = the dataset's default.
         force: Reload a file already loaded, replacing its rows atomically.

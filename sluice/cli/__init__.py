@@ -382,8 +382,12 @@ def services_start() -> None:
 @services_app.command("stop")
 def services_stop() -> None:
     """Stop the home's warm runner, Prefect server and embedded PostgreSQL; the next command restarts them."""
-    stopped = services.stop(*_service_paths())
+    home, pgdata = _service_paths()
+    stopped = services.stop(home, pgdata)
     for name, was_running in stopped.items():
+        if name == "postgres" and pgdata is None:  # SLUICE_DATABASE_URL: not this home's to stop
+            console.print(f"{name:9} external (left as it is)", highlight=False)
+            continue
         console.print(f"{name:9} {'stopped' if was_running else 'was not running'}", highlight=False)
 
 

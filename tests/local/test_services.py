@@ -454,6 +454,18 @@ def test_services_on_a_home_that_cannot_exist_say_nothing_runs(tmp_path: Path, w
     assert not home.exists()
 
 
+def test_services_stop_with_an_external_warehouse_says_it_left_it_alone(tmp_path: Path) -> None:
+    """With SLUICE_DATABASE_URL (a shared warehouse, another home's PostgreSQL) `services stop` said "postgres was
+    not running" of a database that runs (status says "external")."""
+    env = {**_env(tmp_path / "home"), "SLUICE_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none"}
+    stopped = subprocess.run(
+        [sys.executable, "-m", "sluice.cli", "services", "stop"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.splitlines()[2] == "postgres  external (left as it is)", stopped.stdout
+
+
 def test_a_mistyped_command_starts_no_service_and_the_first_real_one_starts_the_runner(home: Path) -> None:
     """The console script (``python -m sluice``: the thin client) in a fresh home. A command line that does not
     parse ran nothing, yet it started the home's warm runner, which started a Prefect server: two processes
