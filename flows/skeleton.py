@@ -40,6 +40,7 @@ from sluice.adapters import scratch
 from sluice.adapters.notify import alert_stopped, notify_hooks
 from sluice.errors import RunCancelled, SluiceError, Transient, clipped, database_error, rows_line
 from sluice.ledger import (
+    COMMITTED,
     LOST,
     STATES,
     Ledger,
@@ -131,23 +132,24 @@ def open_ledger() -> tuple[Settings, Ledger]:
     settings = get_settings()
     ledger = get_ledger(settings)
     retried_io(lambda: reap_abandoned(ledger), settings)
-    _close_lost(getattr(ledger, "reaped_runs", []))
+    _close_lost(getattr(ledger, "reaped_runs", {}))
     return settings, ledger
 
 
-def _close_lost(run_ids: list[uuid.UUID]) -> None:
-    """The flow runs of runs the ledger just found dead, ``Crashed`` in Prefect too if it still shows them running.
+def _close_lost(run_ids: dict[uuid.UUID, bool]) -> None:
+    """The flow runs of runs the ledger just found dead, closed in Prefect too if it still shows them running:
+    ``Crashed``, or ``Completed`` for one whose load had committed (``run_ids``' values).
 
     A command's run killed outright (SIGKILL, the OOM killer, a lost machine) has nobody to tell Prefect: the UI
     showed it ``Running`` for good, while the ledger said crashed. Best effort: the run goes on whatever happens."""
     if not run_ids:
         return
     from prefect.client.orchestration import get_client
-    from prefect.states import Cancelled, Crashed
+    from prefect.states import Cancelled, Completed, Crashed
 
     try:
         with get_client(sync_client=True) as client:
-            for run_id in run_ids:
+            for run_id, committed in run_ids.items():
                 try:
                     state = client.read_flow_run(run_id).state
                 except Exception as exc:  # not a flow run of this API (another server's, or none)
@@ -155,8 +157,11 @@ def _close_lost(run_ids: list[uuid.UUID]) -> None:
                     continue
                 if state is None or state.type.value not in ("RUNNING", "PENDING", "CANCELLING"):
                     continue
-                final = Cancelled if state.type.value == "CANCELLING" else Crashed
-                client.set_flow_run_state(run_id, final(message=LOST), force=True)
+                if committed:
+                    final = Completed(message=COMMITTED)
+                else:
+                    final = (Cancelled if state.type.value == "CANCELLING" else Crashed)(message=LOST)
+                client.set_flow_run_state(run_id, final, force=True)
     except Exception as exc:
         logger.debug("the flow runs of dead runs were not closed: %s", exc)
 

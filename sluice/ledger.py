@@ -117,6 +117,10 @@ def _run_lock_key(ingestion_id: uuid.UUID) -> str:
 
 #: Why the reaper closes a state: its run no longer holds its lock
 LOST = "the run stopped without finishing this state (process killed or lost)"
+#: Why the reaper closes a dead run's state as a success: the file registry has its load
+COMMITTED = (
+    "the run stopped before it recorded this state's end, after its load committed (sluice.file_loads has it)"
+)
 
 
 @contextlib.contextmanager
@@ -144,8 +148,9 @@ class PostgresLedger:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._held: Any = None
-        #: The runs the last ``reap`` closed (their flow runs may still say ``Running`` in Prefect)
-        self.reaped_runs: list[uuid.UUID] = []
+        #: The runs the last ``reap`` closed, each with whether its load had committed (their flow runs may still
+        #: say ``Running`` in Prefect)
+        self.reaped_runs: dict[uuid.UUID, bool] = {}
         ensure_bookkeeping(engine)
 
     def hold(self, ingestion_id: uuid.UUID) -> None:
@@ -177,21 +182,45 @@ class PostgresLedger:
             ),
         )
         reaped = 0
-        self.reaped_runs = []
+        self.reaped_runs = {}
         with self.engine.connect() as conn:
             for ingestion_id in conn.execute(running).scalars().all():
                 with _if_dead(conn, ingestion_id) as dead:
                     if dead:
+                        # Died after its load committed, before it said so (a kill between the COPY's commit
+                        # and the ledger's next write): what the file registry has is loaded. Called crashed,
+                        # the run read as failed with 0 rows while its rows were there and a re-run skipped
+                        # the file "already loaded by" it.
+                        loaded = conn.execute(
+                            sa.select(file_loads.c.rows_loaded).where(
+                                file_loads.c.ingestion_id == ingestion_id
+                            )
+                        ).scalar()
+                        closed: dict[str, Any] = (
+                            {"status": "crashed", "error": LOST}
+                            if loaded is None
+                            else {"status": "success", "error": COMMITTED}
+                        )
                         result = conn.execute(
                             run_ledger.update()
                             .where(
                                 run_ledger.c.ingestion_id == ingestion_id, run_ledger.c.status == "running"
                             )
-                            .values(status="crashed", error=LOST, finished_at=sa.func.now())
+                            .values(**closed, finished_at=sa.func.now())
                         )
+                        if loaded is not None:
+                            conn.execute(
+                                run_ledger.update()
+                                .where(
+                                    run_ledger.c.ingestion_id == ingestion_id,
+                                    run_ledger.c.state == "load",
+                                    run_ledger.c.error == COMMITTED,
+                                )
+                                .values(rows_loaded=loaded)
+                            )
                         conn.commit()
                         reaped += result.rowcount
-                        self.reaped_runs.append(ingestion_id)
+                        self.reaped_runs[ingestion_id] = loaded is not None
             for last in [_entry(row) for row in conn.execute(stalled).mappings()]:
                 with _if_dead(conn, last.ingestion_id) as dead:
                     if dead:
@@ -210,7 +239,7 @@ class PostgresLedger:
                             )
                         )
                         reaped += 1
-                        self.reaped_runs.append(last.ingestion_id)
+                        self.reaped_runs[last.ingestion_id] = False
         return reaped
 
     def record(self, entry: LedgerEntry) -> None:

@@ -115,3 +115,34 @@ def test_a_run_killed_between_two_states_is_closed_not_left_a_success(sluice_env
     assert summarize(closed)["status"] == "failed"
     ledger.reap()
     assert ledger.history(dead) == closed  # closed once
+
+
+def test_a_run_killed_after_its_load_committed_is_closed_as_the_load_it_was(sluice_env: Path) -> None:
+    """Killed between the load's commit and the ledger's next write: the reaper called the run crashed, with 0 rows
+    loaded, while its rows were in the table and a re-run skipped the file "already loaded by" it. The file
+    registry has the truth: the states it left open close as a success, the load with the registry's rows."""
+    from sluice.ledger import COMMITTED, LedgerEntry, file_loads, get_ledger, summarize
+
+    ledger = get_ledger()
+    run = uuid.uuid4()
+    for state in ("extract", "transform", "validate", "load"):
+        ledger.record(
+            LedgerEntry(
+                ingestion_id=run, state=state, dataset="dailycheckins", source="/landing/x.csv",
+                status="success" if state == "extract" else "running", rows_read=12,
+            )
+        )  # fmt: skip
+    with get_engine().begin() as conn:
+        conn.execute(
+            file_loads.insert().values(
+                dataset="dailycheckins", sha256="d" * 64, source="/landing/x.csv", ingestion_id=run,
+                target="tm.daily_checkins", rows_loaded=12,
+            )
+        )  # fmt: skip
+    assert ledger.reap() >= 3
+    closed = ledger.history(run)
+    assert [(e.state, e.status) for e in closed] == [
+        ("extract", "success"), ("transform", "success"), ("validate", "success"), ("load", "success"),
+    ]  # fmt: skip
+    assert all(e.error == COMMITTED for e in closed[1:]) and closed[-1].rows_loaded == 12
+    assert summarize(closed)["status"] == "success" and ledger.reaped_runs == {run: True}
