@@ -23,7 +23,7 @@ RUSSIAN_MONTHS = {
     "декабря": 12,
 }
 
-_RU = r"^(?P<day>\d{1,2}) (?P<month>[а-яё]+) (?P<year>\d{4}) (?P<hour>\d{2}):(?P<minute>\d{2})$"
+_RU = r"^(?P<day>\d{1,2}) (?P<month>[а-яё]+) (?P<year>\d{4}) (?P<hour>\d{1,2}):(?P<minute>\d{2})$"
 _NAIVE = "datetime64[us]"
 #: A second past 59, or a fraction finer than microseconds that is not zeros (``.0429120000`` loses nothing)
 _COERCED = r":[6-9]\d(?:\.|$)|\.\d{6}\d*[1-9]"
@@ -77,7 +77,8 @@ def parse_checkin_timestamps(values: pd.Series) -> pd.Series:
         coerced = pc.match_substring_regex(written, _COERCED)
         result[np.flatnonzero(iso)[coerced.to_numpy(zero_copy_only=False)]] = np.datetime64("NaT")
 
-    us = (text.str.slice(2, 3) == "/").to_numpy(dtype=bool) & ~iso
+    # 09/27/2019 or 9/27/2019: an en-US export pads neither month, day nor hour (M/d/yyyy h:mm tt)
+    us = ((text.str.slice(2, 3) == "/") | (text.str.slice(1, 2) == "/")).to_numpy(dtype=bool) & ~iso
     if us.any():
         result[us] = _naive(_strict(text[us], "%m/%d/%Y %I:%M %p"))
 

@@ -22,6 +22,10 @@ from sluice.transforms.tm import parse_checkin_timestamps, transform_checkins
         ("26 сентября 2019 00:00", "2019-09-26T00:00:00+00:00"),
         ("1 января 2020 23:59", "2020-01-01T23:59:00+00:00"),
         ("7 мая 2019 08:15", "2019-05-07T08:15:00+00:00"),
+        # unpadded, as an en-US export writes them (M/d/yyyy h:mm tt); the month alone was refused
+        ("9/27/2019 12:00 AM", "2019-09-27T00:00:00+00:00"),
+        ("1/5/2020 1:30 PM", "2020-01-05T13:30:00+00:00"),
+        ("1 января 2020 0:05", "2020-01-01T00:05:00+00:00"),
     ],
 )
 def test_each_format_parses_to_utc(text: str, expected: str) -> None:
@@ -37,6 +41,8 @@ def test_each_format_parses_to_utc(text: str, expected: str) -> None:
         "yesterday",
         "2019-02-30 00:00:00 UTC",
         "13/27/2019 12:00 AM",
+        "9/27/19 1:00 AM",
+        "/27/2019 1:00 AM",
         "26 septembre 2019 00:00",
         "2019-09-26",
     ],
