@@ -34,7 +34,10 @@ import pandera.pandas as pa
 import pyarrow as pa_arrow
 import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
+from schemas.checks import no_nul
 from sluice.adapters import storage
 from sluice.errors import BadFile, ValidationFailed, counted, failed_check, listed, no_space, shown
 from sluice.progress import Channel
@@ -379,11 +382,113 @@ def _unparsed(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
     return pd.DataFrame(cases, columns=["schema_context", "column", "check", "index"])
 
 
+#: The largest value of each PostgreSQL integer type
+_INT_MAX = {"SMALLINT": 2**15 - 1, "INTEGER": 2**31 - 1, "BIGINT": 2**63 - 1}
+
+#: A limit of a column type: (check, its test, what it bounds: "nul", "length", "max" or "min", the bound)
+Limit = tuple[str, Callable[[pd.Series], pd.Series], str, float]
+
+
+def _column_limits(column: sa.Column) -> list[Limit]:
+    """What a value of ``column``'s type must be for PostgreSQL to take it at the COPY, each check named as Pandera
+    names the same bound in a model."""
+    kind = column.type
+    if isinstance(kind, sa.String):  # Text, String(n), Unicode…
+        limits: list[Limit] = [("no NUL character", no_nul, "nul", 0)]
+        if kind.length:
+            n = kind.length
+            limits.append((f"str_length(None, {n})", lambda v: v.astype("str").str.len() <= n, "length", n))
+        return limits
+    if isinstance(kind, sa.Integer):
+        top = _INT_MAX.get(kind.compile(dialect=postgresql.dialect()).upper(), 2**31 - 1)
+        if top == _INT_MAX["BIGINT"]:  # what a whole number parses to (Int64) never passes it
+            return []
+        return [
+            (f"less_than_or_equal_to({top})", lambda v: v <= top, "max", top),
+            (f"greater_than_or_equal_to({-top - 1})", lambda v: v >= -top - 1, "min", -top - 1),
+        ]
+    if isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Float) and kind.precision:
+        bound = float(10 ** (kind.precision - (kind.scale or 0)))
+        return [
+            (f"less_than({bound})", lambda v: v.astype("float64") < bound, "max", bound),
+            (f"greater_than({-bound})", lambda v: v.astype("float64") > -bound, "min", -bound),
+        ]
+    return []
+
+
+def _said_by(model_checks: list[Any], bounds: str, bound: float) -> bool:
+    """Whether a model's checks of a column already hold a value within ``bound`` (so it need not be checked)."""
+    for check in model_checks:
+        stats = getattr(check, "statistics", None) or {}
+        if bounds == "nul" and check.name == "no NUL character":
+            return True
+        if (
+            bounds == "length"
+            and check.name == "str_length"
+            and (stats.get("max_value") or bound + 1) <= bound
+        ):
+            return True
+        if (
+            bounds == "max"
+            and isinstance(stats.get("max_value"), int | float)
+            and stats["max_value"] <= bound
+        ):
+            return True
+        if (
+            bounds == "min"
+            and isinstance(stats.get("min_value"), int | float)
+            and stats["min_value"] >= bound
+        ):
+            return True
+    return False
+
+
+_LIMITS: dict[tuple[str, int], list[tuple[str, str, Callable[[pd.Series], pd.Series]]]] = {}
+
+
+def _limits_of(dataset: Dataset) -> list[tuple[str, str, Callable[[pd.Series], pd.Series]]]:
+    """(column, check, test) for each limit of the target's column types that the dataset's model does not already
+    hold its column within; worked out once per dataset."""
+    key = (dataset.name, id(dataset.model))
+    if key not in _LIMITS:
+        table, columns = dataset.table, dataset.model.to_schema().columns
+        _LIMITS[key] = [
+            (name, check, test)
+            for name in dataset.output_columns
+            if table is not None and name in table.c
+            for check, test, bounds, bound in _column_limits(table.c[name])
+            if not _said_by(list(columns[name].checks) if name in columns else [], bounds, bound)
+        ]
+    return _LIMITS[key]
+
+
+def _beyond_columns(out: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
+    """Failure cases (pandera's shape) for values the target's column types cannot hold: a NUL in text, an integer
+    or a number past its column, text longer than its ``varchar(n)``, whatever the dataset's model says (a new
+    dataset's may say none of it). PostgreSQL refused such a value at the COPY and the whole file failed, naming
+    no row or column; it now fails its row, like any check."""
+    cases: list[dict[str, Any]] = []
+    for name, check, test in _limits_of(dataset):
+        values = out[name]
+        present = values.notna().to_numpy()
+        try:
+            held = test(values[present])
+        except (TypeError, ValueError):  # a type the limit does not apply to: the model's to say
+            continue
+        bad = np.flatnonzero(present)[~np.asarray(held.fillna(True), dtype=bool)]
+        cases.extend(
+            {"schema_context": "Column", "column": name, "check": check, "index": int(i)} for i in bad
+        )
+    return pd.DataFrame(cases, columns=["schema_context", "column", "check", "index"])
+
+
 def validate_chunk(frame: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Split one spooled chunk into valid output rows and failure records (row, column, check, value)."""
     out_columns = dataset.output_columns
     out = frame[out_columns]
     unparsed = _unparsed(frame, dataset)
+    beyond = _beyond_columns(out, dataset)
+    unparsed = pd.concat([unparsed, beyond], ignore_index=True) if not beyond.empty else unparsed
     try:
         dataset.model.validate(out, lazy=True)
     except pa.errors.SchemaErrors as exc:

@@ -4,11 +4,15 @@ or fails its row with the column and the check; none is coerced, rounded, shifte
 from __future__ import annotations
 
 import pandas as pd
+import pandera.pandas as pa
 import pytest
+import sqlalchemy as sa
+from pandera.typing import Series
 
 from sluice import ingest
 from sluice.datasets import get_dataset
 from sluice.registry import Dataset
+from sluice.transforms.values import whole_numbers
 
 
 def checked(dataset: Dataset, rows: list[list[str]]) -> tuple[pd.DataFrame, list[dict[str, object]]]:
@@ -161,3 +165,57 @@ def test_a_check_in_time_loads_as_written_or_fails_never_rolled_over_or_cut(
         assert failed(failures) == {(1, "timestamp")} and good.empty
     else:
         assert failures == [] and str(good["timestamp"].iloc[0]) == loads
+
+
+def test_a_new_datasets_values_its_column_types_cannot_hold_fail_their_row_whatever_its_model_says() -> None:
+    """A dataset written from README's template, its model without the shipped models' bounds: a NUL in text, an
+    integer past ``integer``, a number past its ``numeric(6, 2)`` and text past its ``varchar(5)`` each failed the
+    whole file at the COPY ("invalid byte sequence for encoding UTF8: 0x00", no row or column named). Each now fails
+    its row, with the check, and the rest loads."""
+
+    class Loose(pa.DataFrameModel):
+        name: Series[str] = pa.Field()
+        code: Series[str] = pa.Field()
+        units: Series[pd.Int64Dtype] = pa.Field()
+        amount: Series[float] = pa.Field()
+
+    table = sa.Table(
+        "loose", sa.MetaData(), sa.Column("name", sa.Text), sa.Column("code", sa.String(5)),
+        sa.Column("units", sa.Integer), sa.Column("amount", sa.Numeric(6, 2)), schema="scratch",
+    )  # fmt: skip
+
+    def transform(raw: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "name": raw["name"],
+                "code": raw["code"],
+                "units": whole_numbers(raw["units"]),
+                "amount": pd.to_numeric(raw["amount"], errors="coerce"),
+            }
+        )
+
+    dataset = Dataset(
+        name="loose", description="", patterns=("loose*.csv",), source_columns=("name", "code", "units", "amount"),
+        model=Loose, transform=transform, table=table,
+    )  # fmt: skip
+    good, failures = checked(
+        dataset,
+        [
+            ["fine", "ab", "7", "9999.99"],
+            ["nul\x00", "ab", "7", "1"],
+            ["long", "abcdef", "7", "1"],
+            ["big", "ab", "3000000000", "1"],
+            ["low", "ab", "-3000000000", "1"],
+            ["dear", "ab", "7", "10000"],
+            ["owed", "ab", "7", "-10000.5"],
+        ],
+    )
+    assert good["name"].tolist() == ["fine"]
+    assert {(f["row"], f["column"], f["check"]) for f in failures} == {
+        (2, "name", "no NUL character"),
+        (3, "code", "str_length(None, 5)"),
+        (4, "units", "less_than_or_equal_to(2147483647)"),
+        (5, "units", "greater_than_or_equal_to(-2147483648)"),
+        (6, "amount", "less_than(10000.0)"),
+        (7, "amount", "greater_than(-10000.0)"),
+    }
