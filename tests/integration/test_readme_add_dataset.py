@@ -57,7 +57,10 @@ def apply_python_block(copy: Path, block: str) -> str:
     source = target.read_text(encoding="utf-8").splitlines(keepends=True)
     matching = [i for i, old in enumerate(source) if old.startswith(head)]
     assert len(matching) == 1, f"{path}: one line starting {head!r} expected, found {len(matching)}"
-    source[matching[0]] = line + "\n"
+    # the README's line, and any module a user has added to it already (theirs stays imported)
+    names = [n.strip() for n in line.split(" import ", 1)[1].split(",")]
+    had = [n.strip() for n in source[matching[0]].split(" import ", 1)[1].split(",")]
+    source[matching[0]] = head + ", ".join(sorted(set(names) | set(had))) + "\n"
     target.write_text("".join(source), encoding="utf-8")
     return path
 
