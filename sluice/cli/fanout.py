@@ -31,7 +31,7 @@ from sluice import datasets
 from sluice.adapters import storage
 from sluice.adapters.warehouse import CONNECTIONS_PER_RUN, get_engine, serve_runs
 from sluice.cli.output import warn
-from sluice.errors import ConfigurationError, described, rows_of
+from sluice.errors import ConfigurationError, database_error, described, rows_of
 from sluice.ledger import LedgerEntry, PostgresLedger, ensure_bookkeeping, get_ledger, run_ledger
 from sluice.loading import already_loaded_reason, file_loads
 from sluice.report import IngestReport
@@ -248,7 +248,7 @@ def run_local(
     try:
         loaded = find_loaded(files, concurrency=concurrency)
     except Exception as exc:  # registry unreachable: every file still goes through its own run
-        warn(f"files already loaded not checked in bulk: {exc}")
+        warn(f"files already loaded not checked in bulk: {database_error(exc) or described(exc)}")
         loaded = {}
     skipped = [f for f in files if f[0] in loaded]
     try:

@@ -215,6 +215,15 @@ def test_a_warehouse_that_refuses_connections_is_one_line(
         code, out, _ = invoke("ingest", str(landed), "--json")
         assert code == 1
         assert json.loads(out)["error"].startswith("cannot connect to the warehouse: connection to server at")
+
+        # a backfill's bulk check of what is loaded said it in six lines, a documentation link among them
+        code, out, err = invoke("backfill", str(tmp_path), "--json")
+        assert code == 1 and json.loads(out)["failed"] == 1
+        [warning] = [line for line in err.splitlines() if "not checked in bulk" in line]
+        assert warning.startswith(
+            "warning: files already loaded not checked in bulk: cannot connect to the warehouse"
+        )
+        assert "sqlalche.me" not in err and "Background on this error" not in err, err
     finally:
         monkeypatch.delenv("SLUICE_DATABASE_URL")
         reload_settings()
