@@ -39,7 +39,15 @@ from sluice.errors import (
 )
 from sluice.ledger import Ledger, LedgerEntry
 from sluice.report import IngestionFailed, IngestReport, markdown
-from tasks.ingest import AlreadyLoaded, IngestContext, Superseded, extract, load, publish
+from tasks.ingest import (
+    AlreadyLoaded,
+    IngestContext,
+    Superseded,
+    concurrently_loaded,
+    extract,
+    load,
+    publish,
+)
 
 
 class Unclaimed(Exception):
@@ -203,7 +211,7 @@ def ingest_file(
         report.rows_loaded = loaded.outcome.rows_loaded
         report.status = "skipped" if loaded.outcome.skipped else "success"
         if loaded.outcome.skipped:
-            report.error = "already loaded by a concurrent run (nothing loads twice)"
+            report.error = concurrently_loaded(fetched.sha256, loaded.outcome.by)
         else:
             if ctx.dataset.after_load is not None:
                 step(report, "publish", publish, ctx, fetched, loaded)

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 class LoadOutcome:
     rows_loaded: int
     skipped: bool
+    by: uuid.UUID | None = None  # skipped: the run that loaded this content (a concurrent one)
 
 
 def ensure_target(engine: sa.Engine, dataset: Dataset) -> None:
@@ -110,7 +111,7 @@ def load_file(
         # run", its counts 0 and, for Sertis, its bronze and silver never written. It loads again, replacing its
         # own rows, as a forced load does.
         if earlier is not None and not force and earlier != ingestion_id:
-            return LoadOutcome(rows_loaded=0, skipped=True)
+            return LoadOutcome(rows_loaded=0, skipped=True, by=earlier)
         # Whether the bulk path drops the indexes, decided (and the table locked for it) before this load touches
         # the table: a forced load's delete first, then the lock, deadlocked two such loads.
         bulk = bool(bulk_index_rows) and rows_hint is not None and rows_hint >= bulk_index_rows

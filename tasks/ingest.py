@@ -259,7 +259,7 @@ def _fused(ctx: IngestContext, fetched: storage.FetchedFile, reader: str) -> Loa
     }
     if outcome.skipped:  # a concurrent run loaded this content first: nothing was read
         begin("load")
-        finish("load", "skipped", "already loaded by a concurrent run", rows_loaded=0)
+        finish("load", "skipped", concurrently_loaded(fetched.sha256, outcome.by), rows_loaded=0)
     else:
         finish("transform", "success", rows_read=passed.rows_read)
         finish(
@@ -285,6 +285,11 @@ def _fused(ctx: IngestContext, fetched: storage.FetchedFile, reader: str) -> Loa
         seconds=seconds,
         spool=passed.spool,
     )
+
+
+def concurrently_loaded(sha256: str, run: object) -> str:
+    """Why a load was skipped at its commit: a run that started meanwhile loaded the same content first."""
+    return f"{already_loaded_reason(sha256, run)}; that run loaded it while this one started"
 
 
 def _until_cancelled(frames: Iterator[pd.DataFrame], cancellation: Cancellation) -> Iterator[pd.DataFrame]:

@@ -180,4 +180,10 @@ def test_the_same_file_twice_at_once_loads_once_and_both_runs_complete(sluice_en
         reports = [f.result(timeout=120) for f in futures]
     assert sorted(r.status for r in reports) == ["skipped", "success"], [r.error for r in reports]
     assert sorted(r.rows_read for r in reports) == [0, 200]
+    # the skip names the run that loaded it, as every other skip does (it said "a concurrent run")
+    [loaded] = [r for r in reports if r.status == "success"]
+    [skip] = [r for r in reports if r.status == "skipped"]
+    assert skip.error and skip.error.startswith(
+        f"already loaded by run {loaded.run_id} (sha256 {sha256[:12]})"
+    )
     assert rows("SELECT count(*) FROM tm.daily_checkins") == [(200,)]
