@@ -230,6 +230,8 @@ def _failed_at(report: IngestReport, exc: Exception, ctx: IngestContext) -> None
         report.state = "transform"
     elif report.state == "load" and isinstance(exc, ValidationFailed):
         report.state = "validate"
+    if isinstance(exc, ValidationFailed) and exc.failures:  # the artifact's table of the first failures
+        report.failures = exc.failures
     report.error = described(exc)
     report.rows_read = ctx.counts.get("rows_read", report.rows_read)
     report.rows_quarantined = ctx.counts.get("rows_quarantined", report.rows_quarantined)

@@ -49,10 +49,18 @@ class UnknownDataset(SluiceError):
 class ValidationFailed(SluiceError):
     """Rows failed the dataset's checks in hard mode."""
 
-    def __init__(self, message: str, *, rows_invalid: int = 0, quarantine_uri: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        rows_invalid: int = 0,
+        quarantine_uri: str | None = None,
+        failures: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.rows_invalid = rows_invalid
         self.quarantine_uri = quarantine_uri
+        self.failures = failures or []  # the first ones (row, column, check, value), for the run's artifact
 
 
 class RunCancelled(SluiceError):

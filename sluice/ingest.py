@@ -820,6 +820,7 @@ class FilePass:
                 f"{' ...' if self.rows_invalid > 3 else ''}; all failures in {self.quarantine_uri}",
                 rows_invalid=self.rows_invalid,
                 quarantine_uri=self.quarantine_uri,
+                failures=list(self.failures),
             )
 
 

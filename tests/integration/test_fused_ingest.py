@@ -84,6 +84,12 @@ def test_hard_mode_rolls_back_chunks_already_copied_and_names_every_bad_row(
     states = dict(rows("SELECT state, status FROM sluice.run_ledger"))
     assert states == {"extract": "success", "transform": "success", "validate": "fail", "load": "fail"}
     assert "rolled back" in rows("SELECT error FROM sluice.run_ledger WHERE state = 'load'")[0][0]
+    # the run's artifact in the UI has the table of the first failures, as a soft run's has (it had none)
+    from tests.data2bots.test_reference import artifact_markdown
+
+    assert report.run_id is not None
+    shown = artifact_markdown(report.run_id)
+    assert "### First validation failures" in shown and "| 9000 | hours |" in shown, shown
 
 
 def test_soft_mode_across_chunks_loads_exactly_the_rows_it_does_not_quarantine(
