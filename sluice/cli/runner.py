@@ -115,9 +115,8 @@ def _cancelled_too_late(state: Any, dataset: str | None, source: str) -> IngestR
         report = report_from_entries(entries, source, None)
         report.status = done
         report.notes.append(f"{why}: too late, the run had done its work")
-        final: Any = Completed(
-            message=f"{rows_line(report.rows_read, report.rows_loaded, report.table, report.rows_quarantined)} ({why}: too late)"
-        )
+        rows = rows_line(report.rows_read, report.rows_loaded, report.table, report.rows_quarantined)
+        final: Any = Completed(message=f"{rows} ({why}: too late)")
     else:
         report = (
             report_from_entries(entries, source, why)
