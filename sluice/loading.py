@@ -112,10 +112,16 @@ def load_file(
         # own rows, as a forced load does.
         if earlier is not None and not force and earlier != ingestion_id:
             return LoadOutcome(rows_loaded=0, skipped=True, by=earlier)
-        # Whether the bulk path drops the indexes, decided (and the table locked for it) before this load touches
-        # the table: a forced load's delete first, then the lock, deadlocked two such loads.
+        # Whether the bulk path drops the indexes, decided (and the table locked for it) before this load's
+        # transaction touches the table. The rows are counted on a connection of their own: counted in this
+        # transaction, the count's ACCESS SHARE lock stayed until commit and the LOCK below upgraded it, and two
+        # loads doing so deadlocked (as a forced load's delete, then the lock, did).
         bulk = bool(bulk_index_rows) and rows_hint is not None and rows_hint >= bulk_index_rows
-        dropping = bulk and rows_hint is not None and _holds_fewer(conn, target, rows_hint)
+        if bulk and rows_hint is not None:
+            with engine.connect() as counting:
+                dropping = _holds_fewer(counting, target, rows_hint)
+        else:
+            dropping = False
         if dropping:
             with raw_connection(conn) as cursor:
                 cursor.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(qualified(target)))

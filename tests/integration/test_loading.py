@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,3 +198,41 @@ def test_a_bulk_load_into_a_table_that_holds_more_rows_shuts_no_reader_out() -> 
         conn.execute(sa.text("TRUNCATE tm.daily_checkins, sluice.file_loads"))
     bulk("c" * 64, (chunk for chunk in frames(2, 100) if not seen.append(exclusive_locks())), 200)
     assert seen[0] == 1  # into an empty table: the indexes are dropped, the table locked for it
+
+
+@pytest.mark.usefixtures("target")
+def test_a_bulk_load_asks_for_the_tables_lock_holding_none_on_it_so_two_never_deadlock() -> None:
+    """Two bulk loads into a table holding fewer rows: each counted the table in its own transaction (a share lock
+    kept until commit), then asked for ACCESS EXCLUSIVE: each waited on the other's share lock, a deadlock, and one
+    load was read, checked and COPYed again from the start. A load must ask for the lock holding nothing on the
+    table. Here a reader holds the table while the load asks."""
+    table = "'tm.daily_checkins'::regclass"
+    outcome: list[object] = []
+    with get_engine().connect() as reader:
+        reader.execute(
+            sa.text("SELECT count(*) FROM tm.daily_checkins")
+        )  # its share lock, held until rollback
+        loading = threading.Thread(target=lambda: outcome.append(bulk("d" * 64, frames(3, 100), 300)))
+        loading.start()
+        deadline = time.monotonic() + 30
+        waiting = None
+        while waiting is None and time.monotonic() < deadline:
+            with get_engine().connect() as probe:
+                waiting = probe.execute(
+                    sa.text(
+                        f"SELECT pid FROM pg_locks WHERE relation = {table} AND NOT granted "
+                        "AND mode = 'AccessExclusiveLock'"
+                    )
+                ).scalar()
+                held = probe.execute(
+                    sa.text(
+                        f"SELECT array_agg(mode) FROM pg_locks WHERE relation = {table} AND granted AND pid = :p"
+                    ),
+                    {"p": waiting},
+                ).scalar()
+            time.sleep(0.05)
+        assert waiting is not None, "the load never asked for the table's lock"
+        assert held is None, f"the load asked for ACCESS EXCLUSIVE holding {held} on the table"
+        reader.rollback()
+    loading.join(30)
+    assert outcome and count() == 300
