@@ -408,10 +408,13 @@ def _column_limits(column: sa.Column) -> list[Limit]:
             (f"greater_than_or_equal_to({-top - 1})", lambda v: v >= -top - 1, "min", -top - 1),
         ]
     if isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Float) and kind.precision:
-        bound = float(10 ** (kind.precision - (kind.scale or 0)))
+        # PostgreSQL rounds to the scale first (half away from zero): 999999.995 is 1000000.00, past numeric(8, 2)
+        scale = kind.scale or 0
+        under = 10 ** (kind.precision - scale) - 0.5 * 10.0**-scale
+        check = f"fits numeric({kind.precision}, {scale}) (less than 1e{kind.precision - scale} once rounded)"
         return [
-            (f"less_than({bound})", lambda v: v.astype("float64") < bound, "max", bound),
-            (f"greater_than({-bound})", lambda v: v.astype("float64") > -bound, "min", -bound),
+            (check, lambda v: v.astype("float64") < under, "max", under),
+            (check, lambda v: v.astype("float64") > -under, "min", -under),
         ]
     return []
 
@@ -488,15 +491,18 @@ def validate_chunk(frame: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame,
     out = frame[out_columns]
     unparsed = _unparsed(frame, dataset)
     beyond = _beyond_columns(out, dataset)
-    unparsed = pd.concat([unparsed, beyond], ignore_index=True) if not beyond.empty else unparsed
     try:
         dataset.model.validate(out, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
     else:
-        if unparsed.empty:
+        if unparsed.empty and beyond.empty:
             return frame[[*out_columns, ROW]], []
         cases = unparsed.iloc[:0]
+    if not beyond.empty:  # a cell the model failed already says why once (its regex ruled out a NUL, say)
+        told = set(zip(cases["index"].tolist(), cases["column"].astype(str).tolist(), strict=True))
+        fresh = [(i, c) not in told for i, c in zip(beyond["index"], beyond["column"], strict=True)]
+        unparsed = pd.concat([unparsed, beyond[fresh]], ignore_index=True)
     cases = pd.concat([cases, unparsed], ignore_index=True) if not unparsed.empty else cases
 
     row_cases = cases[cases["index"].notna()]

@@ -208,14 +208,27 @@ def test_a_new_datasets_values_its_column_types_cannot_hold_fail_their_row_whate
             ["low", "ab", "-3000000000", "1"],
             ["dear", "ab", "7", "10000"],
             ["owed", "ab", "7", "-10000.5"],
+            ["rounds", "ab", "7", "9999.995"],  # under 10^4, but PostgreSQL rounds it to 10000.00 first
+            ["edge", "ab", "7", "-9999.994"],
         ],
     )
-    assert good["name"].tolist() == ["fine"]
-    assert {(f["row"], f["column"], f["check"]) for f in failures} == {
+    assert good["name"].tolist() == ["fine", "edge"]
+    fits = "fits numeric(6, 2) (less than 1e4 once rounded)"
+    assert sorted((f["row"], f["column"], f["check"]) for f in failures) == [
         (2, "name", "no NUL character"),
         (3, "code", "str_length(None, 5)"),
         (4, "units", "less_than_or_equal_to(2147483647)"),
         (5, "units", "greater_than_or_equal_to(-2147483648)"),
-        (6, "amount", "less_than(10000.0)"),
-        (7, "amount", "greater_than(-10000.0)"),
-    }
+        (6, "amount", fits),
+        (7, "amount", fits),
+        (8, "amount", fits),
+    ]
+
+
+def test_a_cell_the_model_fails_is_told_once_though_its_column_type_would_fail_it_too() -> None:
+    """``custId`` with a NUL: the model's digits-only rule and the column type's NUL rule both failed it, two lines
+    for one cell in the quarantine and in a hard run's error."""
+    transactions = get_dataset("transactions")
+    good, failures = checked(transactions, [["t9", "00\x0009", "2011-01-28", "DETA800", "1"]])
+    assert good.empty
+    assert [(f["row"], f["column"]) for f in failures] == [(1, "custId")], failures
