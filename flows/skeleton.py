@@ -18,6 +18,7 @@ publish): <the steps>``. What the skeleton does, in order, for every pipeline:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -36,6 +37,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, State
 
 from flows.names import TIMEOUT_SECONDS
+from sluice import progress
 from sluice.adapters import scratch
 from sluice.adapters.notify import alert_stopped, notify_hooks
 from sluice.errors import RunCancelled, SluiceError, Transient, clipped, database_error, rows_line
@@ -49,6 +51,7 @@ from sluice.ledger import (
     hold_run,
     reap_abandoned,
     release_run,
+    take_reaped,
 )
 from sluice.logs import send_to_runs
 from sluice.report import IngestionFailed, IngestReport
@@ -132,7 +135,7 @@ def open_ledger() -> tuple[Settings, Ledger]:
     settings = get_settings()
     ledger = get_ledger(settings)
     retried_io(lambda: reap_abandoned(ledger), settings)
-    _close_lost(getattr(ledger, "reaped_runs", {}))
+    _close_lost(take_reaped(ledger, settings.home))
     return settings, ledger
 
 
@@ -209,7 +212,11 @@ def step(report: IngestReport, state: str, task: Callable[..., T], *args: Any) -
     cancellation = _CANCELLATION.get()
     if cancellation is not None and entering and state in STATES:
         cancellation.check()
-    return task(*args)
+    result = task(*args)
+    named = getattr(task, "__name__", None) or getattr(task, "name", None)
+    if cancellation is not None and state == "load" and named == "load":
+        cancellation.closed = True  # committed: a cancellation from here on comes too late
+    return result
 
 
 def validated(
@@ -253,8 +260,10 @@ def held(
     if watched:
         ctx.cancellation.watch(str(ctx.flow_run_id))
     token = _CANCELLATION.set(ctx.cancellation if watched else None)
+    stops = progress.stoppable(ctx.cancellation.check) if watched else contextlib.nullcontext()
     try:
-        yield report
+        with stops:
+            yield report
     except RunCancelled as exc:
         _CANCELLATION.reset(token)
         token = None
@@ -308,11 +317,30 @@ def completed(report: R) -> State:
     loaded into tm.daily_checkins, 2 quarantined``), which the Prefect UI shows and a deployment's caller
     (``backfill --deployment``) prints."""
     message = rows_line(report.rows_read, report.rows_loaded, report.table, report.rows_quarantined)
+    _finished(report)
     return Completed(data=report, message=message)
+
+
+#: The last runs' own reports in this process, by flow run id, for ``finished_report``
+_FINISHED: dict[str, IngestReport] = {}
+
+
+def _finished(report: IngestReport) -> None:
+    if report.flow_run_id:
+        _FINISHED[str(report.flow_run_id)] = report
+        while len(_FINISHED) > 64:  # a shard flow runs many in one process: the newest are the ones asked for
+            del _FINISHED[next(iter(_FINISHED))]
+
+
+def finished_report(flow_run_id: object) -> IngestReport | None:
+    """The report a run of this process ended with, by its flow run id (once): what a command prints when Prefect
+    refused the run's final state (it had been cancelled after its load committed, and only the state is back)."""
+    return _FINISHED.pop(str(flow_run_id), None)
 
 
 def skipped(report: R) -> State:
     """A run's final state when it did nothing on purpose (a file already loaded, a Totesys cycle with nothing new,
     a day's analytics already built): ``Completed``, named ``Skipped`` with the reason as its message, so that the
     Prefect UI and a deployment's caller (``backfill --deployment``) tell it from a run that loaded."""
+    _finished(report)
     return Completed(data=report, name="Skipped", message=report.error)

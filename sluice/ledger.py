@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -88,9 +89,37 @@ def release_run(ledger: Ledger) -> None:
         ledger.release()
 
 
-def reap_abandoned(ledger: Ledger) -> int:
-    """Close the states of runs that died without saying so (``crashed``)."""
-    return ledger.reap() if hasattr(ledger, "reap") else 0
+def reap_abandoned(ledger: Ledger, home: Path | None = None) -> int:
+    """Close the states of runs that died without saying so (``crashed``). With ``home``, the runs closed are also
+    written down there (``REAPED``) for the next run to close in Prefect (``sluice ledger`` talks to no Prefect)."""
+    reaped = ledger.reap() if hasattr(ledger, "reap") else 0
+    runs: dict[uuid.UUID, bool] = getattr(ledger, "reaped_runs", {})
+    if home is not None and runs:
+        # best effort: if it cannot be written, the UI shows the run Running a while longer
+        with contextlib.suppress(OSError), (home / REAPED).open("a", encoding="utf-8") as f:
+            f.writelines(f"{run} {int(committed)}\n" for run, committed in runs.items())
+    return reaped
+
+
+#: Runs a reaper closed that Prefect may still show running (one ``<run id> <1 if its load committed>`` a line)
+REAPED = "reaped-runs"
+
+
+def take_reaped(ledger: Ledger, home: Path) -> dict[uuid.UUID, bool]:
+    """The runs ``ledger``'s last reap closed, and those written down in ``home`` by another process's (which are
+    then forgotten): each with whether its load had committed."""
+    runs = dict(getattr(ledger, "reaped_runs", {}))
+    path = home / REAPED
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        path.unlink()
+    except OSError:
+        return runs
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            run, committed = line.split()
+            runs.setdefault(uuid.UUID(run), committed == "1")
+    return runs
 
 
 def close_stopped(ledger: Ledger, ingestion_id: uuid.UUID, status: str, why: str) -> int:

@@ -20,7 +20,7 @@ import pandas as pd
 import sqlalchemy as sa
 from psycopg2 import sql
 
-from sluice import tables
+from sluice import progress, tables
 from sluice.adapters.warehouse import copy_frames, qualified, raw_connection, upsert
 from sluice.registry import Dataset
 from sluice.tables.ledger import file_loads  # the exactly-once registry
@@ -155,6 +155,7 @@ def load_file(
         if deferred:
             rebuild_indexes(conn, deferred)
 
+        progress.checkpoint()  # the last place a cancelled run stops before its load commits
         conn.execute(
             file_loads.insert().values(
                 dataset=dataset.name,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Generic, ParamSpec, Protocol, TypeVar
 
 
@@ -40,12 +41,37 @@ class Channel(Generic[P]):
             self._listeners.remove(listener)
 
     def tell(self, *args: P.args, **kwargs: P.kwargs) -> None:
-        """Tell every listener (nothing happens when nobody listens)."""
+        """Tell every listener (nothing happens when nobody listens). Where a run tells how far it got, it may also
+        stop: ``checkpoint`` first."""
+        checkpoint()
         for listener in list(self._listeners):
             try:
                 listener(*args, **kwargs)
             except Exception:  # a progress display never fails a run
                 logging.getLogger(__name__).debug("progress listener failed", exc_info=True)
+
+
+#: What stops the run in this context at a checkpoint (``stoppable``): its cancellation's check.
+_STOP: ContextVar[Callable[[], None] | None] = ContextVar("sluice_stop", default=None)
+
+
+@contextmanager
+def stoppable(check: Callable[[], None]) -> Iterator[None]:
+    """Call ``check`` at every checkpoint of the run in this context (and the threads it copies its context to, as
+    the COPY's encoder thread does): it raises to stop the run (a cancellation from Prefect)."""
+    token = _STOP.set(check)
+    try:
+        yield
+    finally:
+        _STOP.reset(token)
+
+
+def checkpoint() -> None:
+    """A place where a run may stop: each told stage, each chunk counted, each chunk COPYed, and before a load
+    commits. Nothing happens outside ``stoppable``."""
+    check = _STOP.get()
+    if check is not None:
+        check()
 
 
 _stages: Channel[[str]] = Channel()

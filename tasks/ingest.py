@@ -41,7 +41,7 @@ from sluice.errors import BadFile, ConfigurationError, DestinationUnwritable, Va
 from sluice.ledger import LedgerEntry, close_entry
 from sluice.loading import LoadOutcome, already_loaded_reason, ensure_target, load_file, loaded_by
 from sluice.registry import AfterLoad, Dataset
-from tasks.toolkit import Cancellation, RunContext, io_task, ledger_state, reason
+from tasks.toolkit import RunContext, io_task, ledger_state, reason
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def _fused(ctx: IngestContext, fetched: storage.FetchedFile, reader: str) -> Loa
                 ingestion_id=ctx.ingestion_id,
                 source=fetched.uri,
                 sha256=fetched.sha256,
-                frames=_unchanged_at_end(_until_cancelled(passed.frames(), ctx.cancellation), fetched),
+                frames=_unchanged_at_end(passed.frames(), fetched),
                 force=ctx.force,
                 rows_hint=ingest.estimate_rows(fetched.path),
                 bulk_index_rows=ctx.settings.bulk_index_rows,
@@ -290,15 +290,6 @@ def _fused(ctx: IngestContext, fetched: storage.FetchedFile, reader: str) -> Loa
 def concurrently_loaded(sha256: str, run: object) -> str:
     """Why a load was skipped at its commit: a run that started meanwhile loaded the same content first."""
     return f"{already_loaded_reason(sha256, run)}; that run loaded it while this one started"
-
-
-def _until_cancelled(frames: Iterator[pd.DataFrame], cancellation: Cancellation) -> Iterator[pd.DataFrame]:
-    """``frames``, and ``RunCancelled`` between two of them once the run was cancelled from Prefect (in a command's
-    process: ``flows.skeleton.held``): the load rolls back instead of going on to its end."""
-    for frame in frames:
-        cancellation.check()
-        yield frame
-    cancellation.check()  # the last chance before the load commits
 
 
 def _unchanged_at_end(frames: Iterator[pd.DataFrame], fetched: storage.FetchedFile) -> Iterator[pd.DataFrame]:

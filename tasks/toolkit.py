@@ -59,15 +59,17 @@ class Cancellation:
     A worker stops a cancelled run itself (its runner signals the run's process). A run of ``sluice ingest``,
     ``backfill``, ``totesys``, ``analytics`` or ``customers`` has no worker: Prefect marked it ``Cancelling`` and
     it loaded on to the end, reported cancelled. ``watch`` reads the run's state every ``POLL`` seconds in a
-    thread of its own; ``check`` raises ``RunCancelled`` once it was asked, at the run's checkpoints (before each
-    step up to the load, between the chunks of a load), so that what the run had not committed rolls back. A run
-    of a second or less is over before the first read: it costs nothing.
+    thread of its own; ``check`` raises ``RunCancelled`` once it was asked, at the run's checkpoints
+    (``sluice.progress.checkpoint``: before each step up to the load, at each stage and chunk the run tells, at
+    each chunk COPYed, before a load commits), so that what the run had not committed rolls back. A run of a
+    second or less is over before the first read: it costs nothing.
     """
 
     POLL = 1.0
 
     def __init__(self) -> None:
         self.why: str | None = None
+        self.closed = False  # the run's load committed: what it does next publishes that, and does not stop
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -106,8 +108,8 @@ class Cancellation:
             self._thread.join(timeout=10)
 
     def check(self) -> None:
-        """Raise ``RunCancelled`` if the run was cancelled."""
-        if self.why is not None:
+        """Raise ``RunCancelled`` if the run was cancelled, until its load committed (``closed``)."""
+        if self.why is not None and not self.closed:
             raise RunCancelled(self.why)
 
 

@@ -164,6 +164,8 @@ def _print_report(report: Any) -> None:
         )
     elif report.error:
         console.print(f"  {report.error}", highlight=False, soft_wrap=True, markup=False)
+    for note in getattr(report, "notes", None) or []:  # a cancellation that came too late, say
+        console.print(f"  note: {note}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -186,7 +188,7 @@ def ledger(
             "warehouse's runs (SLUICE_LEDGER=dynamodb reads the table)"
         )
     store = get_ledger()
-    reap_abandoned(store)
+    reap_abandoned(store, settings.home)  # the next run tells Prefect about the runs it closes
     runs = store.recent(limit)
     if as_json:
         print_json([{**summarize(r), "states": [e.as_dict() for e in r]} for r in runs])

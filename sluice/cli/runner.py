@@ -13,6 +13,7 @@ from typing import Any
 from flows.data2bots import data2bots
 from flows.ingest import ingest_file
 from flows.sertis import sertis
+from flows.skeleton import finished_report
 from flows.totesys import totesys
 from sluice.adapters import storage
 from sluice.cli.output import warn
@@ -112,8 +113,8 @@ def _cancelled_too_late(state: Any, dataset: str | None, source: str) -> IngestR
     entries = get_ledger().history(run_id) if run_id else []
     done = summarize(entries)["status"] if entries else "failed"
     if done in ("success", "skipped"):
-        report = report_from_entries(entries, source, None)
-        report.status = done
+        report = finished_report(run_id) or report_from_entries(entries, source, None)
+        report.status, report.error = done, report.error if done == "skipped" else None
         report.notes.append(f"{why}: too late, the run had done its work")
         rows = rows_line(report.rows_read, report.rows_loaded, report.table, report.rows_quarantined)
         final: Any = Completed(message=f"{rows} ({why}: too late)")

@@ -70,6 +70,13 @@ def test_sigkill_during_load_then_rerun(sluice_env: Path, monkeypatch: pytest.Mo
     spool = get_settings().work_dir / uuid.UUID(str(killed)).hex
     assert spool.is_dir()  # the killed run's spool, which nothing cleaned up
 
+    # what the killed command's message says to run: it closes the run in the ledger, and must not leave it to
+    # Prefect's UI as Running for good (it took the reaping the next run would have told Prefect about)
+    listed = subprocess.run(
+        [sys.executable, "-m", "sluice.cli", "ledger", "--limit", "1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert listed.returncode == 0 and "process killed or lost" in listed.stdout, listed.stdout + listed.stderr
     report = run_ingest(str(source), dataset="dailycheckins")
     assert (report.status, report.rows_loaded) == ("success", rows)
     assert scalar("SELECT count(*) FROM tm.daily_checkins") == rows
