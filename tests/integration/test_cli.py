@@ -681,10 +681,16 @@ def test_run_sluice_from_another_folder_reads_the_callers_paths_in_the_checkouts
         "HOME": str(tmp_path),
         "SLUICE_HOME": "~/home",
     }
-    done = subprocess.run(
-        [str(root / "run"), "sluice", "ingest", "data/dailycheckins.csv", "--json"],
-        cwd=caller, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    try:
+        done = subprocess.run(
+            [str(root / "run"), "sluice", "ingest", "data/dailycheckins.csv", "--json"],
+            cwd=caller, env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+    finally:  # the embedded PostgreSQL it started in that home (it outlived the test until its folder went)
+        subprocess.run(
+            [str(root / "run"), "sluice", "services", "stop"],
+            cwd=caller, env=env, capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert (report["status"], report["source"]) == ("success", str(landed))
