@@ -26,7 +26,6 @@ import typing
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,7 +56,7 @@ from sluice.logs import send_to_runs
 from sluice.report import IngestionFailed, IngestReport
 from sluice.runtime import in_process
 from sluice.settings import Settings, get_settings
-from tasks.toolkit import COUNTS, Cancellation, RunContext, quarantine, reject, retried_io
+from tasks.toolkit import COUNTS, RunContext, quarantine, reject, retried_io
 
 logger = logging.getLogger(__name__)
 
@@ -199,23 +198,17 @@ def error_text(exc: BaseException) -> str:
     return database_error(exc) or clipped(f"{type(exc).__name__}: {exc}")
 
 
-#: The run's cancellation, while ``held`` (``step`` checks it).
-_CANCELLATION: ContextVar[Cancellation | None] = ContextVar("sluice_cancellation", default=None)
-
-
 def step(report: IngestReport, state: str, task: Callable[..., T], *args: Any) -> T:
     """Run one step (a task) with the report at its state, so that a failure names where it happened. A run
     cancelled from Prefect in a command's process stops here, on its way into a new state up to the load (never
     after it: what the load committed stays, and the steps after it publish that)."""
     entering = state != report.state or state == "extract"
     report.state = state
-    cancellation = _CANCELLATION.get()
-    if cancellation is not None and entering and state in STATES:
-        cancellation.check()
+    if entering and state in STATES:
+        progress.checkpoint()
     result = task(*args)
-    named = getattr(task, "__name__", None) or getattr(task, "name", None)
-    if cancellation is not None and state == "load" and named == "load":
-        cancellation.closed = True  # committed: a cancellation from here on comes too late
+    if state == "load" and (getattr(task, "__name__", None) or getattr(task, "name", None)) == "load":
+        progress.settle()  # committed: a cancellation from here on comes too late
     return result
 
 
@@ -259,14 +252,11 @@ def held(
     watched = in_process() and ctx.flow_run_id is not None
     if watched:
         ctx.cancellation.watch(str(ctx.flow_run_id))
-    token = _CANCELLATION.set(ctx.cancellation if watched else None)
     stops = progress.stoppable(ctx.cancellation.check) if watched else contextlib.nullcontext()
     try:
         with stops:
             yield report
     except RunCancelled as exc:
-        _CANCELLATION.reset(token)
-        token = None
         publish(_cancelled(ctx, report, str(exc)))
         raise _Stopped(report) from None
     except Exception as exc:
@@ -278,8 +268,6 @@ def held(
         raise IngestionFailed(report) from None
     finally:
         ctx.cancellation.stop()
-        if token is not None:
-            _CANCELLATION.reset(token)
         release_run(ctx.ledger)
         try:
             ctx.cleanup()

@@ -420,28 +420,18 @@ def _column_limits(column: sa.Column) -> list[Limit]:
 
 
 def _said_by(model_checks: list[Any], bounds: str, bound: float) -> bool:
-    """Whether a model's checks of a column already hold a value within ``bound`` (so it need not be checked)."""
+    """Whether a model's checks of a column already hold a value within ``bound`` (so it need not be checked):
+    a ``no NUL character`` check, a ``str_length`` at most ``bound``, or a bound (``le``, ``lt``, ``in_range``…)
+    at least as tight."""
+    if bounds == "nul":
+        return any(check.name == "no NUL character" for check in model_checks)
     for check in model_checks:
-        stats = getattr(check, "statistics", None) or {}
-        if bounds == "nul" and check.name == "no NUL character":
-            return True
-        if (
-            bounds == "length"
-            and check.name == "str_length"
-            and (stats.get("max_value") or bound + 1) <= bound
-        ):
-            return True
-        if (
-            bounds == "max"
-            and isinstance(stats.get("max_value"), int | float)
-            and stats["max_value"] <= bound
-        ):
-            return True
-        if (
-            bounds == "min"
-            and isinstance(stats.get("min_value"), int | float)
-            and stats["min_value"] >= bound
-        ):
+        value = (getattr(check, "statistics", None) or {}).get(
+            "min_value" if bounds == "min" else "max_value"
+        )
+        if not isinstance(value, int | float) or (bounds == "length") != (check.name == "str_length"):
+            continue
+        if value >= bound if bounds == "min" else value <= bound:
             return True
     return False
 

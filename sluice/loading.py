@@ -116,12 +116,10 @@ def load_file(
         # transaction touches the table. The rows are counted on a connection of their own: counted in this
         # transaction, the count's ACCESS SHARE lock stayed until commit and the LOCK below upgraded it, and two
         # loads doing so deadlocked (as a forced load's delete, then the lock, did).
-        bulk = bool(bulk_index_rows) and rows_hint is not None and rows_hint >= bulk_index_rows
-        if bulk and rows_hint is not None:
+        dropping = False
+        if bulk_index_rows and rows_hint is not None and rows_hint >= bulk_index_rows:
             with engine.connect() as counting:
                 dropping = _holds_fewer(counting, target, rows_hint)
-        else:
-            dropping = False
         if dropping:
             with raw_connection(conn) as cursor:
                 cursor.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(qualified(target)))

@@ -66,6 +66,12 @@ def stoppable(check: Callable[[], None]) -> Iterator[None]:
         _STOP.reset(token)
 
 
+def settle() -> None:
+    """From here on, nothing stops the run in this context (until ``stoppable`` ends): its load committed, and what
+    follows publishes what it loaded."""
+    _STOP.set(None)
+
+
 def checkpoint() -> None:
     """A place where a run may stop: each told stage, each chunk counted, each chunk COPYed, and before a load
     commits. Nothing happens outside ``stoppable``."""

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from sluice.errors import counted, described, failed_check
 from sluice.ledger import LedgerEntry, get_ledger, summarize
+from sluice.ledger_entry import CANCELLED
 
 
 class IngestReport(BaseModel):
@@ -90,10 +91,15 @@ def markdown(report: IngestReport) -> str:
 def stop_of(state: Any) -> tuple[str, str] | None:
     """(status, reason) of a flow run stopped from outside: ``cancelled``, or ``failed`` by its timeout; else None."""
     if state.is_cancelling() or state.is_cancelled():
-        return "cancelled", f"cancelled: {state.message or 'the run was cancelled'}"
+        return "cancelled", f"{CANCELLED}{state.message or 'the run was cancelled'}"
     if state.name == "TimedOut":
         return "failed", f"timed out: {state.message or 'the flow run exceeded its timeout'}"
     return None
+
+
+def too_late(why: str) -> str:
+    """The note of a run stopped (``why``) after it had done its work: its load had committed."""
+    return f"{why}: too late, the run had done its work"
 
 
 def report_from_ledger(ingestion_id: uuid.UUID, source: str, error: str | None) -> IngestReport | None:

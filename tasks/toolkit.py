@@ -43,7 +43,8 @@ from sluice import checks, progress
 from sluice.adapters.warehouse import get_engine
 from sluice.errors import RunCancelled, SluiceError, described
 from sluice.ledger import Ledger, LedgerEntry, close_entry
-from sluice.ledger_entry import CANCELLED, CTRL_C, INTERRUPTED, TERMINATED
+from sluice.ledger_entry import CTRL_C, INTERRUPTED, TERMINATED
+from sluice.report import stop_of
 from sluice.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -69,7 +70,6 @@ class Cancellation:
 
     def __init__(self) -> None:
         self.why: str | None = None
-        self.closed = False  # the run's load committed: what it does next publishes that, and does not stop
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -96,8 +96,9 @@ class Cancellation:
                 ) as exc:  # the API away for a moment: the run goes on, the next read may answer
                     logger.debug("the run's state could not be read: %s", exc)
                     continue
-                if state is not None and (state.is_cancelling() or state.is_cancelled()):
-                    self.why = f"{CANCELLED}{state.message or 'the run was cancelled'}"
+                stop = stop_of(state) if state is not None else None
+                if stop is not None and stop[0] == "cancelled":
+                    self.why = stop[1]
                     logger.info("%s: the run stops at its next step or chunk", self.why)
                     return
 
@@ -108,8 +109,8 @@ class Cancellation:
             self._thread.join(timeout=10)
 
     def check(self) -> None:
-        """Raise ``RunCancelled`` if the run was cancelled, until its load committed (``closed``)."""
-        if self.why is not None and not self.closed:
+        """Raise ``RunCancelled`` if the run was cancelled."""
+        if self.why is not None:
             raise RunCancelled(self.why)
 
 

@@ -29,7 +29,14 @@ from pydantic import Field
 
 from sluice.errors import clipped, counted
 from sluice.ledger import close_stopped, get_ledger, summarize
-from sluice.report import IngestionFailed, IngestReport, report_from_entries, report_from_ledger, stop_of
+from sluice.report import (
+    IngestionFailed,
+    IngestReport,
+    report_from_entries,
+    report_from_ledger,
+    stop_of,
+    too_late,
+)
 from sluice.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -261,7 +268,7 @@ def report_of_stopped(flow_run: Any, status: str, why: str) -> IngestReport:
             # the stop came after the run's last step had committed (a command's run sees its cancellation only
             # between steps and chunks): what it did stands, and is what it says
             report.status, report.error = done, None
-            report.notes.append(f"{why}: too late, the run had done its work")
+            report.notes.append(too_late(why))
             return report
     if report is None:
         parameters = getattr(flow_run, "parameters", None) or {}

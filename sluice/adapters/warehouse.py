@@ -25,9 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import sqlalchemy as sa
 from psycopg2 import sql
 
-from sluice import progress
 from sluice.errors import ConfigurationError
-from sluice.progress import tell
+from sluice.progress import checkpoint, tell
 from sluice.services import (  # stop_postgres removes what pg_alias names
     clear_stale_postmaster_pid,
     pg_alias,
@@ -489,7 +488,7 @@ def copy_frames(
                 if isinstance(item, BaseException):
                     raise item
                 fmt, data, rows = item
-                progress.checkpoint()  # a run cancelled meanwhile stops here, not after the queued chunks
+                checkpoint()  # a run cancelled meanwhile stops here, not after the queued chunks
                 # One read of the whole payload: psycopg2 takes the GIL back for every read (8 KB by
                 # default), and each hand-back waits on the encoder thread (GIL convoy).
                 run_copy(cursor, statements[fmt], io.BytesIO(data), size=max(len(data), 8192))

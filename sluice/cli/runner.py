@@ -19,7 +19,7 @@ from sluice.adapters import storage
 from sluice.cli.output import warn
 from sluice.errors import chain, rows_line
 from sluice.ledger import get_ledger, summarize
-from sluice.report import IngestReport, report_from_entries, report_of
+from sluice.report import IngestReport, report_from_entries, report_of, stop_of, too_late
 from sluice.runtime import in_process_run
 
 
@@ -109,13 +109,15 @@ def _cancelled_too_late(state: Any, dataset: str | None, source: str) -> IngestR
     from prefect.states import Cancelled, Completed
 
     run_id = state.state_details.flow_run_id
-    why = f"cancelled: {state.message or 'the run was cancelled'}"
+    stop = stop_of(state)
+    assert stop is not None  # a Cancelling state
+    why = stop[1]
     entries = get_ledger().history(run_id) if run_id else []
     done = summarize(entries)["status"] if entries else "failed"
     if done in ("success", "skipped"):
         report = finished_report(run_id) or report_from_entries(entries, source, None)
         report.status, report.error = done, report.error if done == "skipped" else None
-        report.notes.append(f"{why}: too late, the run had done its work")
+        report.notes.append(too_late(why))
         rows = rows_line(report.rows_read, report.rows_loaded, report.table, report.rows_quarantined)
         final: Any = Completed(message=f"{rows} ({why}: too late)")
     else:
